@@ -1,0 +1,1 @@
+//! Offline API keys: PASETO `v4.public` tokens verified against configured issuers.
