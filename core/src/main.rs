@@ -1,1 +1,40 @@
-fn main() {}
+//! The `gatekeeper` command.
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Gatekeeper: an OpenAI-compatible, thread-per-core AI gateway.
+#[derive(Debug, Parser)]
+#[command(name = "gatekeeper", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(gatekeeper::serve::ServeArgs),
+    /// Offline trial: mock providers, the gateway and a demo key, all in this process.
+    Demo(gatekeeper::demo::DemoArgs),
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => gatekeeper::serve::run(&args),
+        Command::Demo(args) => gatekeeper::demo::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

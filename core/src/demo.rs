@@ -1,0 +1,156 @@
+//! `gatekeeper demo`: an offline trial with nothing to install or configure.
+//!
+//! Starts two mock providers in this process (a primary and a backup that the
+//! failover chain falls back to), mints an issuer and a demo key, starts the
+//! gateway in front of them, and prints a ready `curl` line and the openai-SDK
+//! settings.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use crate::config::Config;
+use crate::keys::{issue, Claims, Footer, SecretKey};
+use crate::serve::{start, wait_for_signal, ServeArgs};
+
+/// Flags of `gatekeeper demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Number of shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Mock time to first token, ms.
+    #[arg(long, default_value_t = 150)]
+    pub ttft_ms: u64,
+    /// Mock delay between tokens, ms.
+    #[arg(long, default_value_t = 25)]
+    pub token_ms: u64,
+}
+
+#[derive(clap::Parser)]
+struct MockCli {
+    #[command(flatten)]
+    mock: gatekeeper_loadtest::mock::MockArgs,
+}
+
+/// Starts one mock provider on its own thread; returns its address.
+fn start_mock(
+    name: &str,
+    mode: &str,
+    api_key: &str,
+    args: &DemoArgs,
+) -> anyhow::Result<SocketAddr> {
+    let cli = MockCli::try_parse_from([
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        name,
+        "--mode",
+        mode,
+        "--api-key",
+        api_key,
+        "--ttft-ms",
+        &args.ttft_ms.to_string(),
+        "--token-ms",
+        &args.token_ms.to_string(),
+    ])
+    .context("mock provider flags")?;
+    let config =
+        gatekeeper_loadtest::mock::Config::from_args(&cli.mock).context("mock provider config")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name(format!("mock-{name}"))
+        .spawn(move || {
+            let _ = runtime.block_on(gatekeeper_loadtest::mock::serve(
+                listener,
+                config,
+                std::future::pending(),
+            ));
+        })?;
+    Ok(addr)
+}
+
+/// Runs the demo until SIGTERM or SIGINT.
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let primary = start_mock("primary", "openai", "sk-demo-primary", args)?;
+    let backup = start_mock("backup", "groq", "sk-demo-backup", args)?;
+    let issuer = SecretKey::generate();
+    let public = issuer.public_key();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let claims = Claims {
+        sub: Some("demo-user".into()),
+        jti: "demo-key".into(),
+        tenant: Some("demo".into()),
+        iat: Some(now),
+        exp: Some(now + 24 * 3600),
+        ..Claims::default()
+    };
+    let token =
+        issue(&issuer, &claims, &Footer::for_key(&public)).context("minting the demo key")?;
+    let yaml = format!(
+        r#"
+listen: {listen}
+providers:
+  - {{ name: primary, kind: openai_compatible, base_url: "http://{primary}/v1", api_key: sk-demo-primary }}
+  - {{ name: backup, kind: openai_compatible, base_url: "http://{backup}/v1", api_key: sk-demo-backup }}
+models:
+  - {{ name: gpt-4o-mini, provider: primary, upstream_model: gpt-4o-mini, price_per_1k_input: 0.00015, price_per_1k_output: 0.0006 }}
+  - {{ name: gpt-4o-mini, provider: backup, upstream_model: llama-3.1-8b-instant, price_per_1k_input: 0.00005, price_per_1k_output: 0.00008 }}
+  - {{ name: llama-3.1-8b-instant, provider: backup, upstream_model: llama-3.1-8b-instant }}
+failover_chain:
+  - {{ provider: primary, priority: 1 }}
+  - {{ provider: backup, priority: 2 }}
+keys:
+  issuers: [ {{ public_key: "{public}" }} ]
+"#,
+        listen = args.listen,
+        public = public.to_paserk(),
+    );
+    let config = Config::parse(&yaml).context("demo config")?;
+    let running = start(
+        config,
+        &ServeArgs {
+            shards: Some(args.shards),
+            ..ServeArgs::default()
+        },
+    )?;
+    let addr = running.addr;
+    println!("gatekeeper demo listening on {addr}");
+    println!();
+    println!(
+        "Mock providers: primary on {primary}, backup on {backup} (failover: primary → backup)."
+    );
+    println!("Demo key (valid 24 h, key id demo-key):");
+    println!("  export GATEKEEPER_KEY={token}");
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -sN http://{addr}/v1/chat/completions -H \"Authorization: Bearer $GATEKEEPER_KEY\" \
+         -H 'Content-Type: application/json' \
+         -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
+    );
+    println!();
+    println!("With the openai SDK (Python):");
+    println!("  from openai import OpenAI");
+    println!(
+        "  client = OpenAI(base_url=\"http://{addr}/v1\", api_key=os.environ[\"GATEKEEPER_KEY\"])"
+    );
+    println!("  client.chat.completions.create(model=\"gpt-4o-mini\", messages=[{{\"role\":\"user\",\"content\":\"Hello!\"}}])");
+    println!();
+    println!("Ctrl-C stops the demo.");
+    wait_for_signal()?;
+    running.shutdown_and_join();
+    Ok(())
+}

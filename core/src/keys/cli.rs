@@ -1,0 +1,1 @@
+//! `gatekeeper keys …` (stub while the library builds).

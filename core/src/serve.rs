@@ -1,0 +1,145 @@
+//! `gatekeeper serve`: config in, shards up, signals handled, drained out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gatekeeper_net::{ServerLimits, ShardSet, ShardSetConfig};
+
+use crate::config::{Config, DriverChoice, Shards};
+use crate::gateway::{Gateway, ShardGateway, ShardHandler};
+
+/// Command-line overrides of the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Config file.
+    #[arg(long, default_value = "gatekeeper.yaml")]
+    pub config: PathBuf,
+    /// Listen address (overrides `listen`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Number of shards (overrides `shards`).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// I/O driver (overrides `driver`).
+    #[arg(long, value_enum)]
+    pub driver: Option<DriverChoice>,
+    /// Accept requests without an API key. For local trials only.
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+/// A running gateway.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The shared tables.
+    pub gateway: Arc<Gateway>,
+    shards: ShardSet,
+}
+
+impl Running {
+    /// Stops accepting, drains, and waits for the shards to exit.
+    pub fn shutdown_and_join(self) {
+        self.gateway.draining.store(true, Ordering::SeqCst);
+        self.shards.shutdown_handle().shutdown();
+        self.shards.join();
+    }
+}
+
+/// Applies overrides, builds the gateway and starts its shards.
+pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
+    if let Some(l) = args.listen {
+        config.listen = l.to_string();
+    }
+    if let Some(n) = args.shards {
+        anyhow::ensure!(n >= 1, "--shards must be at least 1");
+        config.shards = Shards::Count(n);
+    }
+    if let Some(d) = args.driver {
+        config.driver = d;
+    }
+    let shards = config.shards.resolve();
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen: not an address: {}", config.listen))?;
+    if args.no_auth {
+        tracing::warn!("AUTHENTICATION IS DISABLED (--no-auth): any client can use every model. Local trials only.");
+    }
+    let gateway = Arc::new(Gateway::build(&config, shards, args.no_auth)?);
+    let tls = match &config.tls {
+        Some(t) => Some(gatekeeper_net::tls::server_config(
+            &t.cert_file,
+            &t.key_file,
+        )?),
+        None => None,
+    };
+    let l = &config.limits;
+    let set_config = ShardSetConfig {
+        shards,
+        driver: match config.driver {
+            DriverChoice::Auto => gatekeeper_net::DriverChoice::Auto,
+            DriverChoice::Uring => gatekeeper_net::DriverChoice::Uring,
+            DriverChoice::Epoll => gatekeeper_net::DriverChoice::Epoll,
+        },
+        listen,
+        pin: true,
+        tls,
+        limits: ServerLimits {
+            head_bytes_max: l.header_bytes_max,
+            header_count_max: l.header_count_max,
+            body_bytes_max: l.body_bytes_max,
+            header_timeout: Duration::from_millis(l.header_timeout_ms),
+            body_timeout: Duration::from_millis(l.body_timeout_ms),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+            connections_max: l.connections_per_shard_max,
+        },
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        backlog: 4096,
+    };
+    let gw = gateway.clone();
+    let set = ShardSet::start(set_config, move |ctx| {
+        ShardHandler(ShardGateway::new(gw.clone(), ctx))
+    })?;
+    let drivers: Vec<&str> = set
+        .stats()
+        .iter()
+        .map(|s| s.driver().map_or("?", |d| d.name()))
+        .collect();
+    tracing::info!(addr = %set.local_addr(), shards, drivers = ?drivers, tls = config.tls.is_some(), "gateway started");
+    Ok(Running {
+        addr: set.local_addr(),
+        gateway,
+        shards: set,
+    })
+}
+
+/// Runs `gatekeeper serve` until SIGTERM or SIGINT, then drains and returns.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config =
+        Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
+    let tls = config.tls.is_some();
+    let running = start(config, args)?;
+    let scheme = if tls { "https" } else { "http" };
+    println!("gatekeeper listening on {} ({scheme})", running.addr);
+    wait_for_signal()?;
+    tracing::info!("shutdown requested; draining");
+    running.shutdown_and_join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Blocks until SIGTERM or SIGINT.
+pub fn wait_for_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "signal received");
+    }
+    Ok(())
+}

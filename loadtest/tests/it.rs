@@ -1,0 +1,666 @@
+//! Integration tests: start the real `gk-load mock` binary on port 0 and talk raw HTTP.
+
+mod harness {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    /// A running mock; killed on drop.
+    pub struct Mock {
+        child: Child,
+        pub addr: SocketAddr,
+    }
+
+    impl Mock {
+        pub fn start(args: &[&str]) -> Mock {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_gk-load"))
+                .arg("mock")
+                .args(["--listen", "127.0.0.1:0"])
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn gk-load");
+            let stdout = child.stdout.take().expect("stdout");
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read line");
+            let addr = line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .parse()
+                .expect("addr");
+            Mock { child, addr }
+        }
+
+        pub fn connect(&self) -> TcpStream {
+            let s = TcpStream::connect(self.addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s
+        }
+
+        /// Sends one request with `Connection: close` and returns the raw response.
+        pub fn raw(&self, request: &str) -> Vec<u8> {
+            let mut s = self.connect();
+            s.write_all(request.as_bytes()).expect("write");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            out
+        }
+
+        pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+            let mut req = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+            req.push_str("\r\n");
+            req.push_str(body);
+            Response::parse(&self.raw(&req))
+        }
+
+        pub fn get(&self, path: &str) -> Response {
+            Response::parse(&self.raw(&format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )))
+        }
+
+        pub fn child_id(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// Waits up to 5 s for the process to exit on its own; its exit code.
+        pub fn wait_exit(&mut self) -> Option<i32> {
+            for _ in 0..100 {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return status.code();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        }
+
+        pub fn stats(&self) -> serde_json::Value {
+            self.get("/__mock/stats").json()
+        }
+    }
+
+    impl Drop for Mock {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A parsed response; chunked bodies are decoded, and `complete` says whether the
+    /// terminating zero-length chunk arrived.
+    pub struct Response {
+        pub status: u16,
+        pub head: String,
+        pub body: Vec<u8>,
+        pub complete: bool,
+    }
+
+    impl Response {
+        pub fn parse(raw: &[u8]) -> Response {
+            let split = raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
+            let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+            let status = head[9..12].parse().expect("status");
+            let rest = &raw[split + 4..];
+            let (body, complete) = if head.contains("transfer-encoding: chunked") {
+                decode_chunked(rest)
+            } else {
+                (rest.to_vec(), true)
+            };
+            Response {
+                status,
+                head,
+                body,
+                complete,
+            }
+        }
+
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.head.lines().find_map(|l| {
+                l.strip_prefix(&format!("{name}: "))
+                    .map(|v| v.trim().to_string())
+            })
+        }
+
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+    }
+
+    fn decode_chunked(mut rest: &[u8]) -> (Vec<u8>, bool) {
+        let mut body = Vec::new();
+        loop {
+            let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                return (body, false);
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).expect("utf8"), 16)
+                .expect("hex");
+            if size == 0 {
+                return (body, true);
+            }
+            let data = &rest[end + 2..];
+            if data.len() < size + 2 {
+                body.extend_from_slice(&data[..data.len().min(size)]);
+                return (body, false);
+            }
+            body.extend_from_slice(&data[..size]);
+            rest = &data[size + 2..];
+        }
+    }
+}
+
+use harness::{Mock, Response};
+use serde_json::Value;
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+const CHAT: &str =
+    r#"{"model":"gpt-test","messages":[{"role":"user","content":"hello world, twenty chars"}]}"#;
+
+fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn openai_non_stream_shape_and_usage() {
+    let m = Mock::start(&["--tokens", "5"]);
+    let r = m.post("/v1/chat/completions", &[], CHAT);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let v = r.json();
+    assert!(v["id"].as_str().expect("id").starts_with("chatcmpl-"));
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "gpt-test");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content");
+    assert_eq!(content.split_whitespace().count(), 5);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let u = &v["usage"];
+    assert_eq!(u["prompt_tokens"], 7, "25 chars / 4 rounded up");
+    assert_eq!(u["completion_tokens"], 5);
+    assert_eq!(u["total_tokens"], 12);
+
+    // Also without /v1, and max_tokens cuts with "length".
+    let body = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcd"}]}],"max_tokens":2}"#;
+    let v = m.post("/chat/completions", &[], body).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    assert_eq!(v["usage"]["prompt_tokens"], 1);
+}
+
+#[test]
+fn openai_stream_shape_and_done() {
+    let m = Mock::start(&["--tokens", "3"]);
+    let body = r#"{"model":"gpt-s","messages":[{"role":"user","content":"abcdefgh"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let r = m.post("/v1/chat/completions", &[], body);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert!(r.complete, "terminating chunk");
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk json"))
+        .collect();
+    assert_eq!(chunks.len(), 5, "3 tokens + finish + usage");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "gpt-s"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text.split_whitespace().count(), 3);
+    assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[4]["choices"].as_array().map(Vec::len), Some(0));
+    assert_eq!(chunks[4]["usage"]["completion_tokens"], 3);
+    assert_eq!(chunks[4]["usage"]["prompt_tokens"], 2);
+    assert_eq!(chunks[4]["usage"]["total_tokens"], 5);
+}
+
+#[test]
+fn stream_events_arrive_as_emitted() {
+    let m = Mock::start(&["--tokens", "4", "--ttft-ms", "100", "--token-ms", "100"]);
+    let body = r#"{"model":"m","messages":[],"stream":true}"#;
+    let mut s = m.connect();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut seen = String::new();
+    // Wait for the first token chunk; the rest must not have arrived yet.
+    while !seen.contains("\"role\"") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let first = started.elapsed();
+    assert!(first >= Duration::from_millis(90), "ttft {first:?}");
+    assert!(!seen.contains("[DONE]"), "all arrived at once");
+    while !seen.contains("[DONE]") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(390),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn groq_and_deepseek_extras() {
+    let g = Mock::start(&["--mode", "groq"]);
+    let v = g.post("/openai/v1/chat/completions", &[], CHAT);
+    assert_eq!(v.status, 404, "groq path prefix belongs in base_url");
+    let v = g.post("/v1/chat/completions", &[], CHAT).json();
+    assert!(v["x_groq"]["id"].is_string());
+    assert!(v["system_fingerprint"].is_string());
+    assert!(v["usage"]["queue_time"].is_number());
+    let d = Mock::start(&["--mode", "deepseek"]);
+    let v = d.post("/chat/completions", &[], CHAT).json();
+    assert_eq!(v["usage"]["prompt_cache_hit_tokens"], 0);
+    assert_eq!(
+        v["usage"]["prompt_cache_miss_tokens"],
+        v["usage"]["prompt_tokens"]
+    );
+}
+
+const ANTHROPIC: &str = r#"{"model":"claude-x","max_tokens":3,"system":"abcd","messages":[{"role":"user","content":"abcd"}]}"#;
+const AV: (&str, &str) = ("anthropic-version", "2023-06-01");
+
+#[test]
+fn anthropic_message_and_errors() {
+    let m = Mock::start(&["--mode", "anthropic", "--api-key", "ak", "--tokens", "8"]);
+    let r = m.post("/v1/messages", &[AV, ("x-api-key", "ak")], ANTHROPIC);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["model"], "claude-x");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["stop_reason"], "max_tokens");
+    assert_eq!(v["usage"]["input_tokens"], 2);
+    assert_eq!(v["usage"]["output_tokens"], 3);
+
+    let r = m.post("/v1/messages", &[AV, ("x-api-key", "wrong")], ANTHROPIC);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    let r = m.post(
+        "/v1/messages",
+        &[AV, ("x-api-key", "ak"), ("X-Mock-Fault", "429")],
+        ANTHROPIC,
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    let r = m.post("/v1/messages", &[AV, ("x-api-key", "ak")], "{nope");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(m.stats()["last_authorization"], "ak");
+}
+
+#[test]
+fn anthropic_stream_events() {
+    let m = Mock::start(&["--mode", "anthropic", "--tokens", "2"]);
+    let body = ANTHROPIC.replace("\"max_tokens\":3", "\"max_tokens\":30,\"stream\":true");
+    let r = m.post("/v1/messages", &[AV], &body);
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    let text = r.text();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    let data: Vec<Value> = sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("json"))
+        .collect();
+    assert_eq!(data[0]["message"]["usage"]["input_tokens"], 2);
+    assert_eq!(data[6]["delta"]["stop_reason"], "end_turn");
+    assert_eq!(data[6]["usage"]["output_tokens"], 2);
+}
+
+#[test]
+fn fault_429_500_503() {
+    let m = Mock::start(&["--retry-after-s", "7"]);
+    let r = m.post("/v1/chat/completions", &[("X-Mock-Fault", "429")], CHAT);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after").as_deref(), Some("7"));
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    let r = m.post(
+        "/v1/chat/completions",
+        &[("X-Mock-Fault", "429"), ("X-Mock-Retry-After", "3")],
+        CHAT,
+    );
+    assert_eq!(r.header("retry-after").as_deref(), Some("3"));
+    for code in [500u16, 503] {
+        let r = m.post(
+            "/v1/chat/completions",
+            &[("X-Mock-Fault", &code.to_string())],
+            CHAT,
+        );
+        assert_eq!(r.status, code);
+        assert_eq!(r.json()["error"]["type"], "server_error");
+    }
+    let s = m.stats();
+    assert_eq!(s["faults"]["429"], 2);
+    assert_eq!(s["faults"]["500"], 1);
+    assert_eq!(s["faults"]["503"], 1);
+
+    let flagged = Mock::start(&["--fault", "503"]);
+    assert_eq!(flagged.post("/v1/chat/completions", &[], CHAT).status, 503);
+    let r = flagged.post("/v1/chat/completions", &[("X-Mock-Fault", "none")], CHAT);
+    assert_eq!(r.status, 200, "header overrides flag");
+}
+
+#[test]
+fn fault_reset_is_rst() {
+    let m = Mock::start(&["--fault", "reset"]);
+    let mut s = m.connect();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = [0u8; 1024];
+    match s.read(&mut buf) {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+        Ok(n) => assert_eq!(n, 0, "no answer bytes"),
+    }
+}
+
+#[test]
+fn fault_stall_never_answers() {
+    let m = Mock::start(&[]);
+    let mut s = m.connect();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Mock-Fault: stall\r\nContent-Length: {}\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = [0u8; 1024];
+    let e = s.read(&mut buf).expect_err("no answer within 500 ms");
+    assert!(
+        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{e}"
+    );
+    assert_eq!(m.stats()["faults"]["stall"], 1);
+}
+
+#[test]
+fn fault_cut_stream_and_body() {
+    let m = Mock::start(&["--tokens", "10"]);
+    let body = r#"{"model":"m","messages":[],"stream":true}"#;
+    let r = m.post(
+        "/v1/chat/completions",
+        &[("X-Mock-Fault", "cut"), ("X-Mock-Cut-After", "3")],
+        body,
+    );
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "no terminating chunk");
+    let data = sse_data(&r.text());
+    assert_eq!(data.len(), 3);
+    assert!(!r.text().contains("[DONE]"));
+
+    let r = m.post("/v1/chat/completions", &[("X-Mock-Fault", "cut")], CHAT);
+    let len: usize = r.header("content-length").expect("cl").parse().expect("n");
+    assert!(r.body.len() < len, "short body");
+}
+
+#[test]
+fn named_target_header() {
+    let m = Mock::start(&["--name", "secondary"]);
+    let h = [("X-Mock-Fault", "primary=500,secondary=503")];
+    assert_eq!(m.post("/v1/chat/completions", &h, CHAT).status, 503);
+    let h = [("X-Mock-Fault", "primary=500")];
+    assert_eq!(m.post("/v1/chat/completions", &h, CHAT).status, 200);
+    let h = [("X-Mock-Fault", "primary=500,secondary=none")];
+    assert_eq!(m.post("/v1/chat/completions", &h, CHAT).status, 200);
+    let h = [("X-Mock-Tokens", "primary=1,secondary=4")];
+    let v = m.post("/v1/chat/completions", &h, CHAT).json();
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    let h = [("X-Mock-Fault", "bogus")];
+    assert_eq!(m.post("/v1/chat/completions", &h, CHAT).status, 400);
+}
+
+#[test]
+fn api_key_required() {
+    let m = Mock::start(&["--api-key", "sk-good"]);
+    let r = m.post("/v1/chat/completions", &[], CHAT);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    let r = m.post(
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sk-bad")],
+        CHAT,
+    );
+    assert_eq!(r.status, 401);
+    let r = m.post(
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sk-good")],
+        CHAT,
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn chunked_request_body_and_pipelining() {
+    let m = Mock::start(&[]);
+    let (a, b) = CHAT.split_at(10);
+    let one = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let two = format!(
+        "POST /chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    let raw = m.raw(&format!("{one}{two}"));
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(text.matches("\"model\":\"gpt-test\"").count(), 2);
+}
+
+#[test]
+fn bad_input_errors() {
+    let m = Mock::start(&[]);
+    let r = m.post("/v1/chat/completions", &[], "{not json");
+    assert_eq!(r.status, 400);
+    let e = &r.json()["error"];
+    assert_eq!(e["type"], "invalid_request_error");
+    assert!(e["param"].is_null() && e["code"].is_null() && e["message"].is_string());
+    let huge = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        32 * 1024 * 1024
+    );
+    assert_eq!(Response::parse(&m.raw(&huge)).status, 413);
+    let big_head = format!(
+        "GET /v1/models HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let r = Response::parse(&m.raw(&big_head));
+    assert_eq!(r.status, 431);
+    assert!(r.json()["error"]["message"].is_string());
+    assert_eq!(m.get("/nope").status, 404);
+    assert_eq!(m.get("/v1/models").json()["object"], "list");
+}
+
+#[test]
+fn stats_and_reset() {
+    let m = Mock::start(&["--name", "alpha"]);
+    let body = CHAT.replace("gpt-test", "rewritten-model");
+    m.post(
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer gateway-key")],
+        &body,
+    );
+    m.post("/v1/chat/completions", &[("X-Mock-Fault", "500")], CHAT);
+    let s = m.stats();
+    assert_eq!(s["name"], "alpha");
+    assert_eq!(s["requests"], 2);
+    assert_eq!(s["faults"]["500"], 1);
+    assert_eq!(s["last_model"], "gpt-test");
+    assert!(s["last_authorization"].is_null());
+    m.post(
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer gateway-key")],
+        &body,
+    );
+    let s = m.stats();
+    assert_eq!(s["last_model"], "rewritten-model");
+    assert_eq!(s["last_authorization"], "Bearer gateway-key");
+    assert_eq!(m.post("/__mock/reset", &[], "").status, 200);
+    let s = m.stats();
+    assert_eq!(s["requests"], 0);
+    assert_eq!(s["faults"]["500"], 0);
+}
+
+#[test]
+fn schedule_file_errors_and_phases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "phases:\n  - { for_s: 10, fault: \"429\" }\n  - { for_s: 5, fault: \"418\" }\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gk-load"))
+        .args(["mock", "--listen", "127.0.0.1:0", "--schedule"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("phases[1].fault") && err.contains("line 3"),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "repeat: true\nphases:\n  - { for_s: 3600, fault: \"503\", rate: 1.0 }\n",
+    )
+    .expect("write");
+    let m = Mock::start(&["--schedule", good.to_str().expect("utf8")]);
+    assert_eq!(m.post("/v1/chat/completions", &[], CHAT).status, 503);
+}
+
+#[test]
+fn latency_flags_and_headers() {
+    let m = Mock::start(&["--latency-ms", "150"]);
+    let t = Instant::now();
+    assert_eq!(m.post("/v1/chat/completions", &[], CHAT).status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    let t = Instant::now();
+    m.post("/v1/chat/completions", &[("X-Mock-Latency-Ms", "0")], CHAT);
+    assert!(t.elapsed() < Duration::from_millis(140));
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    let mut m = Mock::start(&[]);
+    let pid = m.child_id();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(m.wait_exit(), Some(0));
+}
+
+#[test]
+fn pause_holds_requests_then_answers() {
+    let m = Mock::start(&["--pause-every-s", "1", "--pause-s", "0.6"]);
+    // The server's clock starts just before it prints; 1.1 s later it is mid-pause.
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = Instant::now();
+    assert_eq!(m.post("/v1/chat/completions", &[], CHAT).status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn lognormal_ttft_and_token_rate_flags() {
+    let m = Mock::start(&[
+        "--ttft-dist",
+        "lognormal:50:0.1",
+        "--tokens-per-s",
+        "100",
+        "--tokens",
+        "5",
+    ]);
+    let t = Instant::now();
+    assert_eq!(m.post("/v1/chat/completions", &[], CHAT).status, 200);
+    // ~50 ms TTFT + 5 tokens at 10 ms each.
+    assert!(
+        t.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        t.elapsed()
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_gk-load"))
+        .args(["mock", "--listen", "127.0.0.1:0", "--ttft-dist", "normal:1"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--ttft-dist"));
+}

@@ -1,0 +1,557 @@
+//! Shards: one pinned thread per core, each with its own monoio runtime, its own
+//! `SO_REUSEPORT` listener and its own application state. Nothing on the request
+//! path is shared between shards; they meet only in single-writer statistics and
+//! the process-wide shutdown flag.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::error::StartError;
+use crate::server::{accept_loop, Handler, ServerLimits};
+
+/// Which I/O driver shards run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring where the kernel offers it, epoll otherwise (monoio's FusionDriver).
+    Auto,
+    /// io_uring; start fails without it.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// The driver a shard actually runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring.
+    Uring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+impl Driver {
+    /// `uring` or `epoll`, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Uring => "uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// A counter written by one shard only, read by any.
+///
+/// Single-writer lets an increment be a plain load and store, with no locked
+/// instruction on the hot path.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one. Only the owning shard may call this.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`. Only the owning shard may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value written by one shard only, read by any.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value. Only the owning shard may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Connection-level statistics of one shard.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    driver: AtomicU8,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Client connections accepted since start.
+    pub connections_accepted_total: Counter,
+    /// Connections refused because the shard was at `connections_max`.
+    pub connections_rejected_total: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures_total: Counter,
+    /// Requests read and handed to the application.
+    pub requests_total: Counter,
+    /// Requests refused for breaking the protocol or a limit.
+    pub protocol_errors_total: Counter,
+}
+
+impl ShardStats {
+    /// The driver this shard runs, once it has started.
+    pub fn driver(&self) -> Option<Driver> {
+        match self.driver.load(Ordering::Relaxed) {
+            1 => Some(Driver::Uring),
+            2 => Some(Driver::Epoll),
+            _ => None,
+        }
+    }
+
+    fn set_driver(&self, d: Driver) {
+        self.driver
+            .store(if d == Driver::Uring { 1 } else { 2 }, Ordering::Relaxed);
+    }
+}
+
+/// What the application learns about the shard it is built on.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// 0-based shard index.
+    pub index: usize,
+    /// The driver this shard runs.
+    pub driver: Driver,
+    /// Statistics of every shard, for `/metrics`.
+    pub stats: Arc<[ShardStats]>,
+}
+
+/// How to start the shards.
+#[derive(Clone)]
+pub struct ShardSetConfig {
+    /// Number of shards (threads).
+    pub shards: usize,
+    /// I/O driver.
+    pub driver: DriverChoice,
+    /// Address every shard listens on.
+    pub listen: SocketAddr,
+    /// Pin shard `i` to the `i`-th core this process may use.
+    pub pin: bool,
+    /// TLS termination, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection limits.
+    pub limits: ServerLimits,
+    /// After shutdown is asked for, how long open connections may take to finish.
+    pub drain_timeout: Duration,
+    /// Listen backlog per shard.
+    pub backlog: u32,
+}
+
+/// Running shards.
+pub struct ShardSet {
+    local_addr: SocketAddr,
+    stats: Arc<[ShardStats]>,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Asks running shards to stop; cheap to clone and send to a signal thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(Arc<AtomicBool>);
+
+impl ShutdownHandle {
+    /// Stop accepting, let in-flight requests finish (up to the drain timeout), exit.
+    pub fn shutdown(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ShardSet {
+    /// Binds the listeners and starts the shards; returns once every shard runs.
+    ///
+    /// `make_handler` runs on each shard's thread, inside its runtime, so the
+    /// application state it builds (pools, caches) never crosses threads.
+    pub fn start<F, H>(cfg: ShardSetConfig, make_handler: F) -> Result<ShardSet, StartError>
+    where
+        F: Fn(&ShardContext) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        assert!(cfg.shards >= 1, "at least one shard");
+        if cfg.driver == DriverChoice::Uring && !monoio::utils::detect_uring() {
+            return Err(StartError::UringUnavailable(
+                "io_uring_setup failed or is filtered".into(),
+            ));
+        }
+        let listeners = bind_listeners(cfg.listen, cfg.shards, cfg.backlog)?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let stats: Arc<[ShardStats]> = (0..cfg.shards).map(|_| ShardStats::default()).collect();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let cores = if cfg.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let make_handler = Arc::new(make_handler);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
+        let mut threads = Vec::with_capacity(cfg.shards);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let (cfg, stats, shutdown, make_handler, ready_tx) = (
+                cfg.clone(),
+                stats.clone(),
+                shutdown.clone(),
+                make_handler.clone(),
+                ready_tx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("gk-shard-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(
+                                shard = index,
+                                "could not pin shard to core {}",
+                                core.id
+                            );
+                        }
+                    }
+                    let shard = ShardMain {
+                        index,
+                        cfg,
+                        stats,
+                        shutdown,
+                        listener,
+                        ready_tx,
+                    };
+                    shard.run(&*make_handler);
+                })
+                .map_err(|source| StartError::Runtime {
+                    shard: index,
+                    source,
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let set = ShardSet {
+            local_addr,
+            stats,
+            shutdown,
+            threads,
+        };
+        for _ in 0..cfg.shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    set.shutdown_handle().shutdown();
+                    return Err(e);
+                }
+                Err(_) => {
+                    set.shutdown_handle().shutdown();
+                    return Err(StartError::Runtime {
+                        shard: 0,
+                        source: std::io::Error::other("shard thread died"),
+                    });
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The address the shards listen on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Statistics of every shard.
+    pub fn stats(&self) -> Arc<[ShardStats]> {
+        self.stats.clone()
+    }
+
+    /// A handle that stops the shards from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Waits until every shard has stopped.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+struct ShardMain {
+    index: usize,
+    cfg: ShardSetConfig,
+    stats: Arc<[ShardStats]>,
+    shutdown: Arc<AtomicBool>,
+    listener: std::net::TcpListener,
+    ready_tx: std::sync::mpsc::Sender<Result<(), StartError>>,
+}
+
+/// How often a shard looks at the process-wide shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// io_uring submission queue entries per shard.
+const URING_ENTRIES: u32 = 4096;
+
+impl ShardMain {
+    fn run<F, H>(self, make_handler: &F)
+    where
+        F: Fn(&ShardContext) -> H,
+        H: Handler,
+    {
+        let index = self.index;
+        let fail = |e: std::io::Error| StartError::Runtime {
+            shard: index,
+            source: e,
+        };
+        match self.cfg.driver {
+            DriverChoice::Auto => {
+                match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    .with_entries(URING_ENTRIES)
+                    .enable_timer()
+                    .build()
+                {
+                    Ok(monoio::FusionRuntime::Uring(mut rt)) => {
+                        rt.block_on(self.serve(Driver::Uring, make_handler))
+                    }
+                    Ok(monoio::FusionRuntime::Legacy(mut rt)) => {
+                        rt.block_on(self.serve(Driver::Epoll, make_handler))
+                    }
+                    Err(e) => {
+                        let _ = self.ready_tx.send(Err(fail(e)));
+                    }
+                }
+            }
+            DriverChoice::Uring => {
+                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(URING_ENTRIES)
+                    .enable_timer()
+                    .build()
+                {
+                    Ok(mut rt) => rt.block_on(self.serve(Driver::Uring, make_handler)),
+                    Err(e) => {
+                        let _ = self.ready_tx.send(Err(fail(e)));
+                    }
+                }
+            }
+            DriverChoice::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => rt.block_on(self.serve(Driver::Epoll, make_handler)),
+                Err(e) => {
+                    let _ = self.ready_tx.send(Err(fail(e)));
+                }
+            },
+        }
+    }
+
+    async fn serve<F, H>(self, driver: Driver, make_handler: &F)
+    where
+        F: Fn(&ShardContext) -> H,
+        H: Handler,
+    {
+        let stats = &self.stats[self.index];
+        stats.set_driver(driver);
+        let listener = match monoio::net::TcpListener::from_std(self.listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.ready_tx.send(Err(StartError::Runtime {
+                    shard: self.index,
+                    source: e,
+                }));
+                return;
+            }
+        };
+        let ctx = ShardContext {
+            index: self.index,
+            driver,
+            stats: self.stats.clone(),
+        };
+        let handler = Rc::new(make_handler(&ctx));
+        tracing::info!(shard = self.index, driver = driver.name(), "shard started");
+        let _ = self.ready_tx.send(Ok(()));
+        drop(self.ready_tx);
+
+        let drain = Drain::default();
+        let shutdown = self.shutdown.clone();
+        let drain_watch = drain.clone();
+        monoio::spawn(async move {
+            while !shutdown.load(Ordering::SeqCst) {
+                monoio::time::sleep(SHUTDOWN_POLL).await;
+            }
+            drain_watch.start();
+        });
+        let tls = self.cfg.tls.clone().map(monoio_rustls::TlsAcceptor::from);
+        let stats_ref = Rc::new(StatsRef {
+            all: self.stats.clone(),
+            index: self.index,
+        });
+        let accept = accept_loop(
+            listener,
+            handler,
+            Rc::new(self.cfg.limits.clone()),
+            tls,
+            stats_ref,
+            drain.clone(),
+        );
+        let drain_timeout = self.cfg.drain_timeout;
+        monoio::select! {
+            _ = accept => {},
+            _ = async {
+                drain.wait().await;
+                monoio::time::sleep(drain_timeout).await;
+            } => {
+                tracing::warn!(shard = self.index, "drain timeout reached; closing remaining connections");
+            },
+        }
+        tracing::info!(shard = self.index, "shard stopped");
+    }
+}
+
+/// One shard's entry in the shared statistics array.
+pub(crate) struct StatsRef {
+    all: Arc<[ShardStats]>,
+    index: usize,
+}
+
+impl std::ops::Deref for StatsRef {
+    type Target = ShardStats;
+    fn deref(&self) -> &ShardStats {
+        &self.all[self.index]
+    }
+}
+
+fn bind_listeners(
+    addr: SocketAddr,
+    n: usize,
+    backlog: u32,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let l = bind_one(addr, backlog).map_err(|source| StartError::Bind { addr, source })?;
+        // Port 0: every later shard binds the port the first one got.
+        addr = l
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
+}
+
+/// A shard's "stop accepting, finish what is open" signal.
+///
+/// Waiters register in a slab and leave it when dropped, so the many idle
+/// connections that wait on it never make it grow past the number waiting now.
+#[derive(Clone, Default)]
+pub struct Drain(Rc<DrainInner>);
+
+#[derive(Default)]
+struct DrainInner {
+    draining: Cell<bool>,
+    waiters: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Drain {
+    /// Whether the shard is draining.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.get()
+    }
+
+    /// Starts draining and wakes everyone waiting.
+    pub fn start(&self) {
+        self.0.draining.set(true);
+        for w in self.0.waiters.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resolves when draining starts.
+    pub fn wait(&self) -> DrainWait {
+        DrainWait {
+            drain: self.clone(),
+            slot: None,
+        }
+    }
+}
+
+/// Future returned by [`Drain::wait`].
+pub struct DrainWait {
+    drain: Drain,
+    slot: Option<usize>,
+}
+
+impl Future for DrainWait {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.drain.is_draining() {
+            return Poll::Ready(());
+        }
+        let inner = self.drain.0.clone();
+        let mut waiters = inner.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => {
+                if let Some(slot) = waiters.get_mut(i) {
+                    *slot = Some(cx.waker().clone());
+                }
+            }
+            None => {
+                let i = match inner.free.borrow_mut().pop() {
+                    Some(i) => {
+                        waiters[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        waiters.push(Some(cx.waker().clone()));
+                        waiters.len() - 1
+                    }
+                };
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainWait {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot.take() {
+            if let Some(slot) = self.drain.0.waiters.borrow_mut().get_mut(i) {
+                *slot = None;
+            }
+            self.drain.0.free.borrow_mut().push(i);
+        }
+    }
+}
