@@ -449,6 +449,11 @@ impl Config {
                 Some(i) => message[..i].to_string(),
                 None => message,
             };
+            // serde_yaml may also lead with the location (`failover_chain[1]: unknown field …`).
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if !head.contains(' ') && path.starts_with(head) => rest.to_string(),
+                _ => message,
+            };
             ConfigError::Schema {
                 path: if path == "." {
                     "(root)".to_string()

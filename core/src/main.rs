@@ -19,6 +19,9 @@ enum Command {
     Serve(gatekeeper::serve::ServeArgs),
     /// Offline trial: mock providers, the gateway and a demo key, all in this process.
     Demo(gatekeeper::demo::DemoArgs),
+    /// Issue, inspect and revoke API keys.
+    #[command(subcommand)]
+    Keys(gatekeeper::keys::cli::KeysCommand),
 }
 
 fn main() {
@@ -32,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => gatekeeper::serve::run(&args),
         Command::Demo(args) => gatekeeper::demo::run(&args),
+        Command::Keys(cmd) => gatekeeper::keys::cli::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

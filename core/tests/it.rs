@@ -1,8 +1,11 @@
 //! Integration tests: the real `gatekeeper` binary in front of real `gk-load mock`
 //! processes, on free loopback ports.
 
+mod auth;
+mod failover;
 mod harness;
 mod http_suite;
+mod lifecycle;
 
 /// Runs each HTTP-suite test once per I/O driver.
 macro_rules! under_both_drivers {
@@ -28,4 +31,5 @@ under_both_drivers!(
     thousand_concurrent_keep_alive_connections,
     connection_cap_answers_503,
     metrics_name_the_driver,
+    tls_termination_with_a_self_signed_certificate,
 );

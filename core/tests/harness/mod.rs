@@ -499,3 +499,45 @@ pub fn sse_data(body: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A Python interpreter with the official `openai` package: `GK_PYTHON` if set,
+/// else a venv under the target dir, created (and `openai` installed) on first use.
+pub fn python_with_openai() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Some(p) = std::env::var_os("GK_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let target = gatekeeper_bin().parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let venv = target.join("gk-venv");
+        let python = venv.join("bin").join("python");
+        let has_openai = |py: &Path| {
+            Command::new(py).args(["-c", "import openai"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        };
+        if !has_openai(&python) {
+            let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success());
+            assert!(ok, "python3 -m venv failed (install python3-venv)");
+            let ok = Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "openai>=1.40,<3"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install openai failed");
+        }
+        python
+    })
+    .clone()
+}
+
+/// Runs `tests/sdk/openai_e2e.py` against a gateway; panics with its output on failure.
+pub fn run_openai_sdk(addr: SocketAddr, good_key: &str, bad_key: Option<&str>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_e2e.py");
+    let mut cmd = Command::new(python_with_openai());
+    cmd.arg(script).arg(format!("http://{addr}/v1")).arg(good_key);
+    if let Some(b) = bad_key {
+        cmd.arg(b);
+    }
+    let out = cmd.output().expect("run python");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "openai SDK run failed:\n{text}");
+    assert!(text.contains("openai-sdk-e2e: ok"), "{text}");
+}

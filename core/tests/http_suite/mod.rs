@@ -1,6 +1,7 @@
 //! The HTTP suite: run once under `--driver uring` and once under `--driver epoll`.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -332,3 +333,42 @@ pub fn metrics_name_the_driver(driver: &str) {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["auth"], "DISABLED (--no-auth)");
 }
+
+pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
+    let mock = Mock::start("primary", &[]);
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, certified.key_pair.serialize_pem()).expect("write key");
+    let top = format!("tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n", cert_file.display(), key_file.display());
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth", "--driver", driver]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, connect(gw.addr));
+    let raw = chat_request(&chat_body("m", false), "Connection: close\r\n");
+    tls.write_all(&raw).expect("write over TLS");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("X-Gatekeeper-Provider: primary"), "{text}");
+    assert!(text.contains("\"chat.completion\""), "{text}");
+
+    // Plain HTTP on the TLS port is refused without harming the shard.
+    let mut plain = connect(gw.addr);
+    plain.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").expect("write");
+    let mut buf = [0u8; 64];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+}
+
