@@ -35,46 +35,31 @@ fn claims(i: usize) -> Claims {
 fn bench(c: &mut Criterion) {
     let issuer = SecretKey::from_seed(&[7; 32]);
     let footer = Footer::for_key(&issuer.public_key());
-    let verifier = Verifier::new(
-        [issuer.public_key()],
-        RevocationList::new(["r1", "r2"]),
-        30,
-        65_536,
-    );
+    let verifier = Verifier::new([issuer.public_key()], RevocationList::new(["r1", "r2"]), 30, 65_536);
     let token = issue(&issuer, &claims(0), &footer).unwrap();
 
-    c.bench_function("single_verify", |b| {
-        b.iter(|| verifier.verify_now(black_box(&token), NOW).unwrap())
-    });
+    c.bench_function("single_verify", |b| b.iter(|| verifier.verify_now(black_box(&token), NOW).unwrap()));
 
     let key = SigningKey::from_bytes(&[7; 32]);
     let messages: Vec<Vec<u8>> = (0..64).map(|i| format!("{i:0300}").into_bytes()).collect();
     let signatures: Vec<_> = messages.iter().map(|m| key.sign(m)).collect();
     let keys = vec![key.verifying_key(); 64];
     c.bench_function("ed25519_single", |b| {
-        b.iter(|| {
-            keys[0]
-                .verify_strict(black_box(&messages[0]), &signatures[0])
-                .unwrap()
-        })
+        b.iter(|| keys[0].verify_strict(black_box(&messages[0]), &signatures[0]).unwrap())
     });
     let mut group = c.benchmark_group("batch_verify");
     for n in [4usize, 8, 32, 64] {
         let refs: Vec<&[u8]> = messages[..n].iter().map(Vec::as_slice).collect();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            b.iter(|| {
-                ed25519_dalek::verify_batch(black_box(&refs), &signatures[..n], &keys[..n]).unwrap()
-            })
+            b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &signatures[..n], &keys[..n]).unwrap())
         });
     }
     group.finish();
 
     let shard = verifier.shard();
     shard.verify_now(&token, NOW).unwrap();
-    c.bench_function("cache_hit", |b| {
-        b.iter(|| shard.verify_now(black_box(&token), NOW).unwrap())
-    });
+    c.bench_function("cache_hit", |b| b.iter(|| shard.verify_now(black_box(&token), NOW).unwrap()));
     c.bench_function("full_claims_check", |b| {
         b.iter(|| {
             let claims = shard.verify_now(black_box(&token), NOW).unwrap();

@@ -49,10 +49,7 @@ pub enum ConfigError {
 }
 
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { path: path.into(), message: message.into() }
 }
 
 /// The whole configuration file.
@@ -123,9 +120,7 @@ impl Shards {
     pub fn resolve(self) -> usize {
         match self {
             Shards::Count(n) => n,
-            Shards::Auto => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            Shards::Auto => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         }
     }
 }
@@ -141,9 +136,10 @@ impl<'de> Deserialize<'de> for Shards {
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(Shards::Count(n)),
             Raw::S(s) if s == "auto" => Ok(Shards::Auto),
-            Raw::S(s) => s.parse().map(Shards::Count).map_err(|_| {
-                serde::de::Error::custom(format!("expected `auto` or a number, got `{s}`"))
-            }),
+            Raw::S(s) => s
+                .parse()
+                .map(Shards::Count)
+                .map_err(|_| serde::de::Error::custom(format!("expected `auto` or a number, got `{s}`"))),
         }
     }
 }
@@ -336,10 +332,7 @@ pub struct RoutingConfig {
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig {
-            default_mode: "cost".to_string(),
-            quality_threshold: 0.7,
-        }
+        RoutingConfig { default_mode: "cost".to_string(), quality_threshold: 0.7 }
     }
 }
 
@@ -419,10 +412,8 @@ impl Default for AuditConfig {
 impl Config {
     /// Reads, expands and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let mut config = Config::parse(&text)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(config)
@@ -435,10 +426,7 @@ impl Config {
     }
 
     /// Parses and validates YAML text, expanding `${NAME}` from `env`.
-    pub fn parse_with_env(
-        text: &str,
-        env: &HashMap<String, String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn parse_with_env(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let expanded = expand_env(text, env)?;
         let de = serde_yaml::Deserializer::from_str(&expanded);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -454,14 +442,7 @@ impl Config {
                 Some((head, rest)) if !head.contains(' ') && path.starts_with(head) => rest.to_string(),
                 _ => message,
             };
-            ConfigError::Schema {
-                path: if path == "." {
-                    "(root)".to_string()
-                } else {
-                    path
-                },
-                message,
-            }
+            ConfigError::Schema { path: if path == "." { "(root)".to_string() } else { path }, message }
         })?;
         config.validate()?;
         Ok(config)
@@ -488,10 +469,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "listen",
-                format!("not an address (ip:port): `{}`", self.listen),
-            ));
+            return Err(invalid("listen", format!("not an address (ip:port): `{}`", self.listen)));
         }
         if self.shards == Shards::Count(0) {
             return Err(invalid("shards", "must be at least 1"));
@@ -504,10 +482,7 @@ impl Config {
                 return Err(invalid(at("name"), "must not be empty"));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(invalid(
-                    at("name"),
-                    format!("duplicate provider name `{}`", p.name),
-                ));
+                return Err(invalid(at("name"), format!("duplicate provider name `{}`", p.name)));
             }
             match url::Url::parse(&p.base_url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
@@ -532,32 +507,20 @@ impl Config {
                 return Err(invalid(format!("models[{i}].name"), "must not be empty"));
             }
             if !names.contains(m.provider.as_str()) {
-                return Err(invalid(
-                    format!("models[{i}].provider"),
-                    format!("unknown provider `{}`", m.provider),
-                ));
+                return Err(invalid(format!("models[{i}].provider"), format!("unknown provider `{}`", m.provider)));
             }
             if !seen.insert((m.name.as_str(), m.provider.as_str())) {
                 return Err(invalid(
                     format!("models[{i}]"),
-                    format!(
-                        "model `{}` appears twice for provider `{}`",
-                        m.name, m.provider
-                    ),
+                    format!("model `{}` appears twice for provider `{}`", m.name, m.provider),
                 ));
             }
             if m.price_per_1k_input < 0.0 || m.price_per_1k_output < 0.0 {
-                return Err(invalid(
-                    format!("models[{i}]"),
-                    "prices must not be negative",
-                ));
+                return Err(invalid(format!("models[{i}]"), "prices must not be negative"));
             }
             if let Some(q) = m.quality {
                 if !(0.0..=1.0).contains(&q) {
-                    return Err(invalid(
-                        format!("models[{i}].quality"),
-                        "must be between 0 and 1",
-                    ));
+                    return Err(invalid(format!("models[{i}].quality"), "must be between 0 and 1"));
                 }
             }
         }
@@ -570,34 +533,19 @@ impl Config {
                 ));
             }
             if !chained.insert(f.provider.as_str()) {
-                return Err(invalid(
-                    format!("failover_chain[{i}].provider"),
-                    "listed twice",
-                ));
+                return Err(invalid(format!("failover_chain[{i}].provider"), "listed twice"));
             }
         }
-        if !matches!(
-            self.routing.default_mode.as_str(),
-            "cost" | "latency" | "capability"
-        ) {
-            return Err(invalid(
-                "routing.default_mode",
-                "expected cost, latency or capability",
-            ));
+        if !matches!(self.routing.default_mode.as_str(), "cost" | "latency" | "capability") {
+            return Err(invalid("routing.default_mode", "expected cost, latency or capability"));
         }
         if !(0.0..=1.0).contains(&self.routing.quality_threshold) {
-            return Err(invalid(
-                "routing.quality_threshold",
-                "must be between 0 and 1",
-            ));
+            return Err(invalid("routing.quality_threshold", "must be between 0 and 1"));
         }
         if let Some(keys) = &self.keys {
             for (i, iss) in keys.issuers.iter().enumerate() {
                 if !iss.public_key.starts_with("k4.public.") {
-                    return Err(invalid(
-                        format!("keys.issuers[{i}].public_key"),
-                        "expected a PASERK k4.public.… key",
-                    ));
+                    return Err(invalid(format!("keys.issuers[{i}].public_key"), "expected a PASERK k4.public.… key"));
                 }
             }
             if keys.cache_entries_max == 0 {
@@ -619,11 +567,7 @@ impl Config {
             ("limits.header_timeout_ms", l.header_timeout_ms, 1),
             ("limits.body_timeout_ms", l.body_timeout_ms, 1),
             ("limits.idle_timeout_ms", l.idle_timeout_ms, 1),
-            (
-                "limits.connections_per_shard_max",
-                l.connections_per_shard_max as u64,
-                1,
-            ),
+            ("limits.connections_per_shard_max", l.connections_per_shard_max as u64, 1),
             ("limits.pipeline_depth_max", l.pipeline_depth_max as u64, 1),
         ];
         for (path, value, min) in checks {
@@ -645,11 +589,7 @@ impl Config {
     pub fn deployments_of<'a>(&'a self, model: &str) -> Vec<&'a ModelConfig> {
         let mut out: Vec<&ModelConfig> = self.models.iter().filter(|m| m.name == model).collect();
         let rank = |provider: &str| {
-            self.failover_chain
-                .iter()
-                .find(|f| f.provider == provider)
-                .map(|f| f.priority)
-                .unwrap_or(u32::MAX)
+            self.failover_chain.iter().find(|f| f.provider == provider).map(|f| f.priority).unwrap_or(u32::MAX)
         };
         // Stable sort keeps file order among providers of equal rank.
         out.sort_by_key(|m| rank(&m.provider));
@@ -675,10 +615,8 @@ fn expand_env(text: &str, env: &HashMap<String, String>) -> Result<String, Confi
                     continue;
                 };
                 let name = &body[..end];
-                let value = env.get(name).ok_or_else(|| ConfigError::Env {
-                    line: line_index + 1,
-                    name: name.to_string(),
-                })?;
+                let value =
+                    env.get(name).ok_or_else(|| ConfigError::Env { line: line_index + 1, name: name.to_string() })?;
                 out.push_str(value);
                 rest = &body[end + 1..];
             } else {
@@ -757,24 +695,14 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
         assert_eq!(c.driver, DriverChoice::Epoll);
         assert_eq!(c.providers[0].api_key.as_deref(), Some("sk-o"));
         assert_eq!(c.providers[1].api_key.as_deref(), Some("gsk-g"));
-        assert_eq!(
-            c.limits.header_count_max,
-            Limits::default().header_count_max
-        );
-        let order: Vec<_> = c
-            .deployments_of("gpt-4o-mini")
-            .iter()
-            .map(|m| m.provider.as_str())
-            .collect();
+        assert_eq!(c.limits.header_count_max, Limits::default().header_count_max);
+        let order: Vec<_> = c.deployments_of("gpt-4o-mini").iter().map(|m| m.provider.as_str()).collect();
         assert_eq!(order, ["openai", "groq"]);
     }
 
     #[test]
     fn unknown_key_names_its_path() {
-        let text = SAMPLE.replace(
-            "connections_max: 256",
-            "connections_max: 256\n    colour: red",
-        );
+        let text = SAMPLE.replace("connections_max: 256", "connections_max: 256\n    colour: red");
         let e = err_text(&text);
         assert!(e.starts_with("providers[0]"), "{e}");
         assert!(e.contains("colour"), "{e}");
@@ -794,10 +722,7 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
 
     #[test]
     fn missing_env_is_named() {
-        let e = Config::parse_with_env(SAMPLE, &HashMap::new())
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse_with_env(SAMPLE, &HashMap::new()).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("OPENAI_API_KEY"), "{e}");
         assert!(e.starts_with("line 11:"), "{e}");
     }
@@ -806,23 +731,14 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
     fn literal_dollar_brace_survives() {
         let mut env = env();
         env.insert("X".into(), "y".into());
-        assert_eq!(
-            expand_env("a: $${X} ${X} $5", &env).expect("expands"),
-            "a: ${X} y $5"
-        );
+        assert_eq!(expand_env("a: $${X} ${X} $5", &env).expect("expands"), "a: ${X} y $5");
     }
 
     #[test]
     fn unknown_provider_in_models_and_chain() {
-        let e = err_text(&SAMPLE.replace(
-            "provider: groq\n    upstream_model",
-            "provider: nope\n    upstream_model",
-        ));
+        let e = err_text(&SAMPLE.replace("provider: groq\n    upstream_model", "provider: nope\n    upstream_model"));
         assert!(e.starts_with("models[1].provider"), "{e}");
-        let e = err_text(&SAMPLE.replace(
-            "{ provider: groq, priority: 3 }",
-            "{ provider: nope, priority: 3 }",
-        ));
+        let e = err_text(&SAMPLE.replace("{ provider: groq, priority: 3 }", "{ provider: nope, priority: 3 }"));
         assert!(e.starts_with("failover_chain[0].provider"), "{e}");
     }
 

@@ -39,12 +39,7 @@ struct MockCli {
 }
 
 /// Starts one mock provider on its own thread; returns its address.
-fn start_mock(
-    name: &str,
-    mode: &str,
-    api_key: &str,
-    args: &DemoArgs,
-) -> anyhow::Result<SocketAddr> {
+fn start_mock(name: &str, mode: &str, api_key: &str, args: &DemoArgs) -> anyhow::Result<SocketAddr> {
     let cli = MockCli::try_parse_from([
         "mock",
         "--listen",
@@ -61,22 +56,13 @@ fn start_mock(
         &args.token_ms.to_string(),
     ])
     .context("mock provider flags")?;
-    let config =
-        gatekeeper_loadtest::mock::Config::from_args(&cli.mock).context("mock provider config")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let config = gatekeeper_loadtest::mock::Config::from_args(&cli.mock).context("mock provider config")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name(format!("mock-{name}"))
-        .spawn(move || {
-            let _ = runtime.block_on(gatekeeper_loadtest::mock::serve(
-                listener,
-                config,
-                std::future::pending(),
-            ));
-        })?;
+    std::thread::Builder::new().name(format!("mock-{name}")).spawn(move || {
+        let _ = runtime.block_on(gatekeeper_loadtest::mock::serve(listener, config, std::future::pending()));
+    })?;
     Ok(addr)
 }
 
@@ -86,9 +72,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let backup = start_mock("backup", "groq", "sk-demo-backup", args)?;
     let issuer = SecretKey::generate();
     let public = issuer.public_key();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let claims = Claims {
         sub: Some("demo-user".into()),
         jti: "demo-key".into(),
@@ -97,8 +81,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         exp: Some(now + 24 * 3600),
         ..Claims::default()
     };
-    let token =
-        issue(&issuer, &claims, &Footer::for_key(&public)).context("minting the demo key")?;
+    let token = issue(&issuer, &claims, &Footer::for_key(&public)).context("minting the demo key")?;
     let yaml = format!(
         r#"
 listen: {listen}
@@ -119,19 +102,11 @@ keys:
         public = public.to_paserk(),
     );
     let config = Config::parse(&yaml).context("demo config")?;
-    let running = start(
-        config,
-        &ServeArgs {
-            shards: Some(args.shards),
-            ..ServeArgs::default()
-        },
-    )?;
+    let running = start(config, &ServeArgs { shards: Some(args.shards), ..ServeArgs::default() })?;
     let addr = running.addr;
     println!("gatekeeper demo listening on {addr}");
     println!();
-    println!(
-        "Mock providers: primary on {primary}, backup on {backup} (failover: primary → backup)."
-    );
+    println!("Mock providers: primary on {primary}, backup on {backup} (failover: primary → backup).");
     println!("Demo key (valid 24 h, key id demo-key):");
     println!("  export GATEKEEPER_KEY={token}");
     println!();
@@ -144,9 +119,7 @@ keys:
     println!();
     println!("With the openai SDK (Python):");
     println!("  from openai import OpenAI");
-    println!(
-        "  client = OpenAI(base_url=\"http://{addr}/v1\", api_key=os.environ[\"GATEKEEPER_KEY\"])"
-    );
+    println!("  client = OpenAI(base_url=\"http://{addr}/v1\", api_key=os.environ[\"GATEKEEPER_KEY\"])");
     println!("  client.chat.completions.create(model=\"gpt-4o-mini\", messages=[{{\"role\":\"user\",\"content\":\"Hello!\"}}])");
     println!();
     println!("Ctrl-C stops the demo.");

@@ -86,11 +86,7 @@ fn summary(attempts: &[Attempt]) -> String {
             AttemptOutcome::TimedOut(e) => write!(out, "{}: {e}", a.provider),
             AttemptOutcome::Status(s) => write!(out, "{}: HTTP {s}", a.provider),
             AttemptOutcome::Skipped { retry_after_s } => {
-                write!(
-                    out,
-                    "{}: skipped (Retry-After, {retry_after_s} s left)",
-                    a.provider
-                )
+                write!(out, "{}: skipped (Retry-After, {retry_after_s} s left)", a.provider)
             }
         };
     }
@@ -114,77 +110,40 @@ pub struct ErrorResponse {
 impl GatewayError {
     /// The one place that decides status, OpenAI `type` and `code` for every error.
     pub fn to_response(&self) -> ErrorResponse {
-        let (status, kind, code, param, retry_after_s): (
-            u16,
-            &str,
-            Option<&str>,
-            Option<&str>,
-            Option<u64>,
-        ) = match self {
-            GatewayError::Protocol(p) => {
-                let kind = match p.status() {
-                    408 => "timeout_error",
-                    503 => "server_error",
-                    _ => "invalid_request_error",
-                };
-                let retry = (p.status() == 503).then_some(1);
-                (p.status(), kind, Some(p.code()), None, retry)
-            }
-            GatewayError::BadRequest { param, .. } => {
-                (400, "invalid_request_error", None, *param, None)
-            }
-            GatewayError::Key(k) => {
-                let (status, code) = k.http_status_and_code();
-                let kind = if status == 403 {
-                    "permission_error"
-                } else {
-                    "authentication_error"
-                };
-                (status, kind, Some(code), None, None)
-            }
-            GatewayError::NotFound(_) => (
-                404,
-                "invalid_request_error",
-                Some("unknown_url"),
-                None,
-                None,
-            ),
-            GatewayError::MethodNotAllowed { .. } => (
-                405,
-                "invalid_request_error",
-                Some("method_not_allowed"),
-                None,
-                None,
-            ),
-            GatewayError::ModelNotFound(_) => (
-                404,
-                "invalid_request_error",
-                Some("model_not_found"),
-                Some("model"),
-                None,
-            ),
-            GatewayError::Upstream { attempts } => upstream_status(attempts),
-            GatewayError::Unavailable(_) => {
-                (503, "server_error", Some("overloaded"), None, Some(1))
-            }
-        };
-        ErrorResponse {
-            status,
-            retry_after_s,
-            body: error_json(&self.to_string(), kind, param, code),
-        }
+        let (status, kind, code, param, retry_after_s): (u16, &str, Option<&str>, Option<&str>, Option<u64>) =
+            match self {
+                GatewayError::Protocol(p) => {
+                    let kind = match p.status() {
+                        408 => "timeout_error",
+                        503 => "server_error",
+                        _ => "invalid_request_error",
+                    };
+                    let retry = (p.status() == 503).then_some(1);
+                    (p.status(), kind, Some(p.code()), None, retry)
+                }
+                GatewayError::BadRequest { param, .. } => (400, "invalid_request_error", None, *param, None),
+                GatewayError::Key(k) => {
+                    let (status, code) = k.http_status_and_code();
+                    let kind = if status == 403 { "permission_error" } else { "authentication_error" };
+                    (status, kind, Some(code), None, None)
+                }
+                GatewayError::NotFound(_) => (404, "invalid_request_error", Some("unknown_url"), None, None),
+                GatewayError::MethodNotAllowed { .. } => {
+                    (405, "invalid_request_error", Some("method_not_allowed"), None, None)
+                }
+                GatewayError::ModelNotFound(_) => {
+                    (404, "invalid_request_error", Some("model_not_found"), Some("model"), None)
+                }
+                GatewayError::Upstream { attempts } => upstream_status(attempts),
+                GatewayError::Unavailable(_) => (503, "server_error", Some("overloaded"), None, Some(1)),
+            };
+        ErrorResponse { status, retry_after_s, body: error_json(&self.to_string(), kind, param, code) }
     }
 }
 
 fn upstream_status(
     attempts: &[Attempt],
-) -> (
-    u16,
-    &'static str,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<u64>,
-) {
+) -> (u16, &'static str, Option<&'static str>, Option<&'static str>, Option<u64>) {
     let skipped_min = attempts
         .iter()
         .filter_map(|a| match a.outcome {
@@ -192,28 +151,15 @@ fn upstream_status(
             _ => None,
         })
         .min();
-    let all_skipped = !attempts.is_empty()
-        && attempts
-            .iter()
-            .all(|a| matches!(a.outcome, AttemptOutcome::Skipped { .. }));
-    let tried: Vec<&Attempt> = attempts
-        .iter()
-        .filter(|a| !matches!(a.outcome, AttemptOutcome::Skipped { .. }))
-        .collect();
+    let all_skipped =
+        !attempts.is_empty() && attempts.iter().all(|a| matches!(a.outcome, AttemptOutcome::Skipped { .. }));
+    let tried: Vec<&Attempt> =
+        attempts.iter().filter(|a| !matches!(a.outcome, AttemptOutcome::Skipped { .. })).collect();
     if all_skipped {
         // Every provider told us to wait: pass that on rather than call it a failure.
-        return (
-            503,
-            "server_error",
-            Some("providers_rate_limited"),
-            None,
-            skipped_min.map(|s| s.max(1)),
-        );
+        return (503, "server_error", Some("providers_rate_limited"), None, skipped_min.map(|s| s.max(1)));
     }
-    let all_timeouts = !tried.is_empty()
-        && tried
-            .iter()
-            .all(|a| matches!(a.outcome, AttemptOutcome::TimedOut(_)));
+    let all_timeouts = !tried.is_empty() && tried.iter().all(|a| matches!(a.outcome, AttemptOutcome::TimedOut(_)));
     if all_timeouts {
         (504, "server_error", Some("upstream_timeout"), None, None)
     } else {
@@ -226,8 +172,7 @@ pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&
     let value = serde_json::json!({
         "error": { "message": message, "type": kind, "param": param, "code": code }
     });
-    serde_json::to_vec(&value)
-        .unwrap_or_else(|_| b"{\"error\":{\"message\":\"internal error\"}}".to_vec())
+    serde_json::to_vec(&value).unwrap_or_else(|_| b"{\"error\":{\"message\":\"internal error\"}}".to_vec())
 }
 
 #[cfg(test)]
@@ -248,43 +193,22 @@ mod tests {
 
     #[test]
     fn upstream_all_timeouts_is_504_mixed_is_502() {
-        let t = |p: &str| Attempt {
-            provider: p.into(),
-            outcome: AttemptOutcome::TimedOut("first byte timeout".into()),
-        };
-        let s = |p: &str| Attempt {
-            provider: p.into(),
-            outcome: AttemptOutcome::Status(503),
-        };
-        let e = GatewayError::Upstream {
-            attempts: vec![t("a"), t("b")],
-        };
+        let t =
+            |p: &str| Attempt { provider: p.into(), outcome: AttemptOutcome::TimedOut("first byte timeout".into()) };
+        let s = |p: &str| Attempt { provider: p.into(), outcome: AttemptOutcome::Status(503) };
+        let e = GatewayError::Upstream { attempts: vec![t("a"), t("b")] };
         assert_eq!(e.to_response().status, 504);
-        let e = GatewayError::Upstream {
-            attempts: vec![t("a"), s("b")],
-        };
+        let e = GatewayError::Upstream { attempts: vec![t("a"), s("b")] };
         let r = e.to_response();
         assert_eq!(r.status, 502);
-        let msg = body(&e)["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert_eq!(
-            msg,
-            "all providers failed: a: first byte timeout; b: HTTP 503"
-        );
+        let msg = body(&e)["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert_eq!(msg, "all providers failed: a: first byte timeout; b: HTTP 503");
     }
 
     #[test]
     fn all_skipped_is_503_with_retry_after() {
-        let k = |p: &str, s| Attempt {
-            provider: p.into(),
-            outcome: AttemptOutcome::Skipped { retry_after_s: s },
-        };
-        let r = GatewayError::Upstream {
-            attempts: vec![k("a", 7), k("b", 3)],
-        }
-        .to_response();
+        let k = |p: &str, s| Attempt { provider: p.into(), outcome: AttemptOutcome::Skipped { retry_after_s: s } };
+        let r = GatewayError::Upstream { attempts: vec![k("a", 7), k("b", 3)] }.to_response();
         assert_eq!((r.status, r.retry_after_s), (503, Some(3)));
     }
 }

@@ -92,8 +92,8 @@ impl Gateway {
                     "anthropic is not supported yet; use openai or openai_compatible".into(),
                 ));
             }
-            let origin = Origin::parse(&p.base_url)
-                .map_err(|e| bad(format!("providers[{i}].base_url"), e.to_string()))?;
+            let origin =
+                Origin::parse(&p.base_url).map_err(|e| bad(format!("providers[{i}].base_url"), e.to_string()))?;
             let tls = if origin.https {
                 Some(
                     tls_client_config(p.ca_file.as_deref())
@@ -115,11 +115,7 @@ impl Gateway {
                 name: p.name.clone(),
                 kind: p.kind,
                 origin,
-                authorization: p
-                    .api_key
-                    .as_ref()
-                    .filter(|k| !k.is_empty())
-                    .map(|k| format!("Bearer {k}")),
+                authorization: p.api_key.as_ref().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}")),
                 pool,
                 tls,
             });
@@ -143,24 +139,22 @@ impl Gateway {
                 .collect();
             deployments.insert(name.clone(), (index, list));
         }
-        let verifier = match (&config.keys, no_auth) {
-            (_, true) => None,
-            (Some(keys), false) => Some(Arc::new(
-                Verifier::from_config(keys).map_err(|e| bad("keys".into(), e.to_string()))?,
-            )),
-            (None, false) => {
-                return Err(bad(
+        let verifier =
+            match (&config.keys, no_auth) {
+                (_, true) => None,
+                (Some(keys), false) => {
+                    Some(Arc::new(Verifier::from_config(keys).map_err(|e| bad("keys".into(), e.to_string()))?))
+                }
+                (None, false) => return Err(bad(
                     "keys".into(),
                     "no `keys` section: add an issuer (`gatekeeper keys gen-issuer --out issuer.key`, then list its \
                      public key under keys.issuers), or run with --no-auth for a local trial"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
-        let metrics: Arc<[ShardMetrics]> = (0..shards)
-            .map(|_| ShardMetrics::new(model_names.len(), providers.len()))
-            .collect();
+        let metrics: Arc<[ShardMetrics]> =
+            (0..shards).map(|_| ShardMetrics::new(model_names.len(), providers.len())).collect();
         Ok(Gateway {
             providers,
             model_names,
@@ -205,16 +199,8 @@ const POOL_STATS_EVERY: Duration = Duration::from_millis(500);
 impl ShardGateway {
     /// Builds the shard's state; runs on the shard's own thread.
     pub fn new(gw: Arc<Gateway>, ctx: &ShardContext) -> Rc<ShardGateway> {
-        let pools = gw
-            .providers
-            .iter()
-            .map(|p| Pool::new(p.origin.clone(), p.pool.clone(), p.tls.clone()))
-            .collect();
-        let health = gw
-            .providers
-            .iter()
-            .map(|_| ProviderHealth::default())
-            .collect();
+        let pools = gw.providers.iter().map(|p| Pool::new(p.origin.clone(), p.pool.clone(), p.tls.clone())).collect();
+        let health = gw.providers.iter().map(|_| ProviderHealth::default()).collect();
         let keys = gw.verifier.as_ref().map(|v| v.shard());
         let shard = Rc::new(ShardGateway {
             gw,
@@ -260,22 +246,15 @@ impl ShardGateway {
     }
 
     /// Answers with an error, unless a response is already under way.
-    pub async fn send_error(
-        &self,
-        res: &mut Responder<'_>,
-        request_id: &str,
-        err: &GatewayError,
-    ) -> u16 {
+    pub async fn send_error(&self, res: &mut Responder<'_>, request_id: &str, err: &GatewayError) -> u16 {
         let e = err.to_response();
         if res.started() {
             res.abort();
             return e.status;
         }
         let retry;
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            ("Content-Type", b"application/json"),
-            ("X-Request-Id", request_id.as_bytes()),
-        ];
+        let mut headers: Vec<(&str, &[u8])> =
+            vec![("Content-Type", b"application/json"), ("X-Request-Id", request_id.as_bytes())];
         if let Some(s) = e.retry_after_s {
             retry = s.to_string();
             headers.push(("Retry-After", retry.as_bytes()));
@@ -304,32 +283,16 @@ impl ShardGateway {
                 serde_json::json!({ "id": m, "object": "model", "created": 0, "owned_by": owned_by })
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data }))
-            .unwrap_or_default();
+        let body = serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data })).unwrap_or_default();
         let _ = res
-            .send(
-                200,
-                &[
-                    ("Content-Type", b"application/json"),
-                    ("X-Request-Id", request_id.as_bytes()),
-                ],
-                &body,
-            )
+            .send(200, &[("Content-Type", b"application/json"), ("X-Request-Id", request_id.as_bytes())], &body)
             .await;
     }
 
     async fn readyz(&self, res: &mut Responder<'_>) {
         let draining = self.gw.draining.load(Ordering::Relaxed);
-        let auth = if self.gw.verifier.is_some() {
-            "enabled"
-        } else {
-            "DISABLED (--no-auth)"
-        };
-        let drivers: Vec<&str> = self
-            .net_stats
-            .iter()
-            .map(|s| s.driver().map_or("starting", |d| d.name()))
-            .collect();
+        let auth = if self.gw.verifier.is_some() { "enabled" } else { "DISABLED (--no-auth)" };
+        let drivers: Vec<&str> = self.net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
         let body = serde_json::json!({
             "status": if draining { "draining" } else { "ready" },
             "auth": auth,
@@ -338,13 +301,7 @@ impl ShardGateway {
             "providers": self.gw.provider_names,
         });
         let status = if draining { 503 } else { 200 };
-        let _ = res
-            .send(
-                status,
-                &[("Content-Type", b"application/json")],
-                body.to_string().as_bytes(),
-            )
-            .await;
+        let _ = res.send(status, &[("Content-Type", b"application/json")], body.to_string().as_bytes()).await;
     }
 
     async fn metrics_text(&self, res: &mut Responder<'_>) {
@@ -355,13 +312,7 @@ impl ShardGateway {
             provider_names: &self.gw.provider_names,
         }
         .render();
-        let _ = res
-            .send(
-                200,
-                &[("Content-Type", b"text/plain; version=0.0.4")],
-                text.as_bytes(),
-            )
-            .await;
+        let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;
     }
 }
 
@@ -373,18 +324,10 @@ impl Handler for ShardHandler {
         let shard = &*self.0;
         let route = (req.method(), req.path());
         match route {
-            ("POST", "/v1/chat/completions") => {
-                crate::pipeline::chat_completions(shard, req, res).await
-            }
+            ("POST", "/v1/chat/completions") => crate::pipeline::chat_completions(shard, req, res).await,
             ("GET", "/v1/models") => shard.models(&req, res).await,
             ("GET", "/healthz") => {
-                let _ = res
-                    .send(
-                        200,
-                        &[("Content-Type", b"application/json")],
-                        b"{\"status\":\"ok\"}",
-                    )
-                    .await;
+                let _ = res.send(200, &[("Content-Type", b"application/json")], b"{\"status\":\"ok\"}").await;
             }
             ("GET", "/readyz") => shard.readyz(res).await,
             ("GET", "/metrics") => shard.metrics_text(res).await,
@@ -398,10 +341,7 @@ impl Handler for ShardHandler {
                     _ => None,
                 };
                 let err = match known {
-                    Some(path) => GatewayError::MethodNotAllowed {
-                        method: method.to_string(),
-                        path,
-                    },
+                    Some(path) => GatewayError::MethodNotAllowed { method: method.to_string(), path },
                     None => GatewayError::NotFound(path.chars().take(200).collect()),
                 };
                 let id = shard.gw.request_ids.next();

@@ -21,21 +21,18 @@ enum Command {
     Demo(gatekeeper::demo::DemoArgs),
     /// Issue, inspect and revoke API keys.
     #[command(subcommand)]
-    Keys(gatekeeper::keys::cli::KeysCommand),
+    Keys(Box<gatekeeper::keys::cli::KeysCommand>),
 }
 
 fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEKEEPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => gatekeeper::serve::run(&args),
         Command::Demo(args) => gatekeeper::demo::run(&args),
-        Command::Keys(cmd) => gatekeeper::keys::cli::run(cmd),
+        Command::Keys(cmd) => gatekeeper::keys::cli::run(*cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -10,27 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gatekeeper_net::{Counter, Gauge, ShardStats};
 
 /// Statuses tracked individually; anything else lands in the last slot (`other`).
-const STATUSES: [u16; 15] = [
-    200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 501, 502, 503, 504,
-];
+const STATUSES: [u16; 15] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 501, 502, 503, 504];
 /// One slot per tracked status, plus `other`.
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 
 /// Upper bounds of the end-to-end latency buckets, µs.
 pub const LATENCY_BUCKETS_US: [u64; 16] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 30_000_000, 60_000_000,
 ];
 /// Upper bounds of the gateway-overhead buckets, µs.
-pub const OVERHEAD_BUCKETS_US: [u64; 14] = [
-    5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1_000, 2_500, 5_000, 10_000,
-];
+pub const OVERHEAD_BUCKETS_US: [u64; 14] = [5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1_000, 2_500, 5_000, 10_000];
 
 fn status_slot(status: u16) -> usize {
-    STATUSES
-        .iter()
-        .position(|s| *s == status)
-        .unwrap_or(STATUS_SLOTS - 1)
+    STATUSES.iter().position(|s| *s == status).unwrap_or(STATUS_SLOTS - 1)
 }
 
 /// A histogram written by one shard.
@@ -100,13 +93,9 @@ impl ShardMetrics {
     /// Slots for `models` model names and `providers` providers.
     pub fn new(models: usize, providers: usize) -> Self {
         ShardMetrics {
-            requests: (0..(models + 1) * (providers + 1) * STATUS_SLOTS)
-                .map(|_| Counter::default())
-                .collect(),
+            requests: (0..(models + 1) * (providers + 1) * STATUS_SLOTS).map(|_| Counter::default()).collect(),
             upstream_failures: (0..providers).map(|_| Counter::default()).collect(),
-            latency: (0..=providers)
-                .map(|_| Histogram::new(&LATENCY_BUCKETS_US))
-                .collect(),
+            latency: (0..=providers).map(|_| Histogram::new(&LATENCY_BUCKETS_US)).collect(),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_US),
             pools: (0..providers).map(|_| PoolGauges::default()).collect(),
             inflight: Gauge::default(),
@@ -116,13 +105,7 @@ impl ShardMetrics {
     }
 
     /// Records a finished request. `None` for a model or provider the request never reached.
-    pub fn record_request(
-        &self,
-        model: Option<usize>,
-        provider: Option<usize>,
-        status: u16,
-        latency_us: u64,
-    ) {
+    pub fn record_request(&self, model: Option<usize>, provider: Option<usize>, status: u16, latency_us: u64) {
         let m = model.unwrap_or(self.models).min(self.models);
         let p = provider.unwrap_or(self.providers).min(self.providers);
         let i = (m * (self.providers + 1) + p) * STATUS_SLOTS + status_slot(status);
@@ -156,30 +139,16 @@ impl MetricsView<'_> {
         let model_label = |m: usize| self.model_names.get(m).map_or("none", String::as_str);
         let provider_label = |p: usize| self.provider_names.get(p).map_or("none", String::as_str);
 
-        header(
-            &mut out,
-            "gatekeeper_requests_total",
-            "counter",
-            "Requests answered, by status, provider and model.",
-        );
+        header(&mut out, "gatekeeper_requests_total", "counter", "Requests answered, by status, provider and model.");
         for m in 0..=models {
             for p in 0..=providers {
                 for s in 0..STATUS_SLOTS {
                     let i = (m * (providers + 1) + p) * STATUS_SLOTS + s;
-                    let v: u64 = self
-                        .shards
-                        .iter()
-                        .filter_map(|sh| sh.requests.get(i))
-                        .map(Counter::get)
-                        .sum();
+                    let v: u64 = self.shards.iter().filter_map(|sh| sh.requests.get(i)).map(Counter::get).sum();
                     if v == 0 {
                         continue;
                     }
-                    let status = if s == STATUS_SLOTS - 1 {
-                        "other".to_string()
-                    } else {
-                        STATUSES[s].to_string()
-                    };
+                    let status = STATUSES.get(s).map_or_else(|| "other".to_string(), u16::to_string);
                     let _ = writeln!(
                         out,
                         "gatekeeper_requests_total{{status=\"{status}\",provider=\"{}\",model=\"{}\"}} {v}",
@@ -197,17 +166,8 @@ impl MetricsView<'_> {
             "Provider attempts that failed and caused failover.",
         );
         for p in 0..providers {
-            let v: u64 = self
-                .shards
-                .iter()
-                .filter_map(|sh| sh.upstream_failures.get(p))
-                .map(Counter::get)
-                .sum();
-            let _ = writeln!(
-                out,
-                "gatekeeper_upstream_failures_total{{provider=\"{}\"}} {v}",
-                provider_label(p)
-            );
+            let v: u64 = self.shards.iter().filter_map(|sh| sh.upstream_failures.get(p)).map(Counter::get).sum();
+            let _ = writeln!(out, "gatekeeper_upstream_failures_total{{provider=\"{}\"}} {v}", provider_label(p));
         }
 
         header(
@@ -217,11 +177,7 @@ impl MetricsView<'_> {
             "End-to-end request latency, by provider.",
         );
         for p in 0..=providers {
-            let hs: Vec<&Histogram<16>> = self
-                .shards
-                .iter()
-                .filter_map(|sh| sh.latency.get(p))
-                .collect();
+            let hs: Vec<&Histogram<16>> = self.shards.iter().filter_map(|sh| sh.latency.get(p)).collect();
             write_histogram(
                 &mut out,
                 "gatekeeper_request_duration_seconds",
@@ -239,46 +195,21 @@ impl MetricsView<'_> {
         let hs: Vec<&Histogram<14>> = self.shards.iter().map(|sh| &sh.overhead).collect();
         write_histogram(&mut out, "gatekeeper_overhead_seconds", "", &hs);
 
-        header(
-            &mut out,
-            "gatekeeper_inflight_requests",
-            "gauge",
-            "Requests in flight, per shard.",
-        );
+        header(&mut out, "gatekeeper_inflight_requests", "gauge", "Requests in flight, per shard.");
         for (i, sh) in self.shards.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "gatekeeper_inflight_requests{{shard=\"{i}\"}} {}",
-                sh.inflight.get()
-            );
+            let _ = writeln!(out, "gatekeeper_inflight_requests{{shard=\"{i}\"}} {}", sh.inflight.get());
         }
 
         type PoolField = fn(&PoolGauges) -> &Gauge;
         let pool_series: [(&str, &str, &str, PoolField); 5] = [
-            (
-                "gatekeeper_upstream_pool_idle_connections",
-                "gauge",
-                "Idle pooled upstream connections.",
-                |g| &g.idle,
-            ),
-            (
-                "gatekeeper_upstream_pool_busy_connections",
-                "gauge",
-                "Upstream connections carrying a request.",
-                |g| &g.busy,
-            ),
-            (
-                "gatekeeper_upstream_connects_total",
-                "counter",
-                "Upstream connections opened.",
-                |g| &g.connects_total,
-            ),
-            (
-                "gatekeeper_upstream_reuses_total",
-                "counter",
-                "Requests sent on a reused upstream connection.",
-                |g| &g.reuses_total,
-            ),
+            ("gatekeeper_upstream_pool_idle_connections", "gauge", "Idle pooled upstream connections.", |g| &g.idle),
+            ("gatekeeper_upstream_pool_busy_connections", "gauge", "Upstream connections carrying a request.", |g| {
+                &g.busy
+            }),
+            ("gatekeeper_upstream_connects_total", "counter", "Upstream connections opened.", |g| &g.connects_total),
+            ("gatekeeper_upstream_reuses_total", "counter", "Requests sent on a reused upstream connection.", |g| {
+                &g.reuses_total
+            }),
             (
                 "gatekeeper_upstream_pool_exhausted_total",
                 "counter",
@@ -289,67 +220,39 @@ impl MetricsView<'_> {
         for (name, kind, help, field) in pool_series {
             header(&mut out, name, kind, help);
             for p in 0..providers {
-                let v: u64 = self
-                    .shards
-                    .iter()
-                    .filter_map(|sh| sh.pools.get(p))
-                    .map(|g| field(g).get())
-                    .sum();
+                let v: u64 = self.shards.iter().filter_map(|sh| sh.pools.get(p)).map(|g| field(g).get()).sum();
                 let _ = writeln!(out, "{name}{{provider=\"{}\"}} {v}", provider_label(p));
             }
         }
 
-        header(
-            &mut out,
-            "gatekeeper_shard_driver",
-            "gauge",
-            "I/O driver each shard runs (1 for the named driver).",
-        );
+        header(&mut out, "gatekeeper_shard_driver", "gauge", "I/O driver each shard runs (1 for the named driver).");
         for (i, st) in self.net.iter().enumerate() {
             let driver = st.driver().map_or("starting", |d| d.name());
-            let _ = writeln!(
-                out,
-                "gatekeeper_shard_driver{{shard=\"{i}\",driver=\"{driver}\"}} 1"
-            );
+            let _ = writeln!(out, "gatekeeper_shard_driver{{shard=\"{i}\",driver=\"{driver}\"}} 1");
         }
         type NetField = fn(&ShardStats) -> u64;
         let net_series: [(&str, &str, &str, NetField); 6] = [
-            (
-                "gatekeeper_connections_open",
-                "gauge",
-                "Client connections open, per shard.",
-                |s| s.connections_open.get(),
-            ),
-            (
-                "gatekeeper_connections_accepted_total",
-                "counter",
-                "Client connections accepted.",
-                |s| s.connections_accepted_total.get(),
-            ),
+            ("gatekeeper_connections_open", "gauge", "Client connections open, per shard.", |s| {
+                s.connections_open.get()
+            }),
+            ("gatekeeper_connections_accepted_total", "counter", "Client connections accepted.", |s| {
+                s.connections_accepted_total.get()
+            }),
             (
                 "gatekeeper_connections_rejected_total",
                 "counter",
                 "Client connections refused at the per-shard cap.",
                 |s| s.connections_rejected_total.get(),
             ),
-            (
-                "gatekeeper_tls_handshake_failures_total",
-                "counter",
-                "Failed TLS handshakes.",
-                |s| s.tls_handshake_failures_total.get(),
-            ),
-            (
-                "gatekeeper_http_requests_read_total",
-                "counter",
-                "Requests read from clients.",
-                |s| s.requests_total.get(),
-            ),
-            (
-                "gatekeeper_protocol_errors_total",
-                "counter",
-                "Requests refused for breaking HTTP or a limit.",
-                |s| s.protocol_errors_total.get(),
-            ),
+            ("gatekeeper_tls_handshake_failures_total", "counter", "Failed TLS handshakes.", |s| {
+                s.tls_handshake_failures_total.get()
+            }),
+            ("gatekeeper_http_requests_read_total", "counter", "Requests read from clients.", |s| {
+                s.requests_total.get()
+            }),
+            ("gatekeeper_protocol_errors_total", "counter", "Requests refused for breaking HTTP or a limit.", |s| {
+                s.protocol_errors_total.get()
+            }),
         ];
         for (name, kind, help, field) in net_series {
             header(&mut out, name, kind, help);
@@ -365,29 +268,17 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn write_histogram<const N: usize>(
-    out: &mut String,
-    name: &str,
-    labels: &str,
-    hs: &[&Histogram<N>],
-) {
+fn write_histogram<const N: usize>(out: &mut String, name: &str, labels: &str, hs: &[&Histogram<N>]) {
     let Some(first) = hs.first() else { return };
     let sep = if labels.is_empty() { "" } else { "," };
     let mut cumulative = 0u64;
     for (i, bound) in first.bounds_us.iter().enumerate() {
         cumulative += hs.iter().map(|h| h.buckets[i].get()).sum::<u64>();
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
-            *bound as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
     }
     cumulative += hs.iter().map(|h| h.overflow.get()).sum::<u64>();
     let sum_us: u64 = hs.iter().map(|h| h.sum_us.get()).sum();
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
-    );
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
     let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
 }
@@ -401,19 +292,12 @@ pub struct RequestIds {
 impl RequestIds {
     /// Ids prefixed by a random per-process tag.
     pub fn new() -> Self {
-        RequestIds {
-            prefix: format!("gk-{:08x}", rand::random::<u32>()),
-            next: AtomicU64::new(1),
-        }
+        RequestIds { prefix: format!("gk-{:08x}", rand::random::<u32>()), next: AtomicU64::new(1) }
     }
 
     /// The next id.
     pub fn next(&self) -> String {
-        format!(
-            "{}-{:x}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{}-{:x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -442,36 +326,15 @@ mod tests {
             provider_names: &["p".to_string()],
         }
         .render();
+        assert!(text.contains("gatekeeper_requests_total{status=\"200\",provider=\"p\",model=\"m\"} 2"), "{text}");
         assert!(
-            text.contains("gatekeeper_requests_total{status=\"200\",provider=\"p\",model=\"m\"} 2"),
+            text.contains("gatekeeper_requests_total{status=\"404\",provider=\"none\",model=\"none\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains(
-                "gatekeeper_requests_total{status=\"404\",provider=\"none\",model=\"none\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "gatekeeper_request_duration_seconds_bucket{provider=\"p\",le=\"0.0025\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "gatekeeper_request_duration_seconds_bucket{provider=\"p\",le=\"+Inf\"} 2"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("gatekeeper_overhead_seconds_bucket{le=\"0.000035\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("gatekeeper_shard_driver{shard=\"1\",driver=\"starting\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("gatekeeper_request_duration_seconds_bucket{provider=\"p\",le=\"0.0025\"} 1"), "{text}");
+        assert!(text.contains("gatekeeper_request_duration_seconds_bucket{provider=\"p\",le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains("gatekeeper_overhead_seconds_bucket{le=\"0.000035\"} 1"), "{text}");
+        assert!(text.contains("gatekeeper_shard_driver{shard=\"1\",driver=\"starting\"} 1"), "{text}");
     }
 
     #[test]

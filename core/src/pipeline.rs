@@ -65,12 +65,7 @@ struct Trace {
 
 /// Serves `POST /v1/chat/completions`.
 pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Responder<'_>) {
-    let mut trace = Trace {
-        started: Instant::now(),
-        upstream: Duration::ZERO,
-        model: None,
-        provider: None,
-    };
+    let mut trace = Trace { started: Instant::now(), upstream: Duration::ZERO, model: None, provider: None };
     let request_id = request_id(shard, &req);
     shard.inflight_add(1);
     let status = match serve(shard, &req, res, &request_id, &mut trace).await {
@@ -79,9 +74,7 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
     };
     shard.inflight_add(-1);
     let latency_us = trace.started.elapsed().as_micros() as u64;
-    shard
-        .metrics()
-        .record_request(trace.model, trace.provider, status, latency_us);
+    shard.metrics().record_request(trace.model, trace.provider, status, latency_us);
 }
 
 async fn serve(
@@ -102,37 +95,23 @@ async fn serve(
 
 /// Step 1: reads `model`, `stream`, `max_tokens` and checks `messages`, validating the whole body as JSON.
 pub fn parse_body(body: &[u8]) -> Result<ChatRequest<'_>, GatewayError> {
-    let bad =
-        |message: String, param: Option<&'static str>| GatewayError::BadRequest { message, param };
+    let bad = |message: String, param: Option<&'static str>| GatewayError::BadRequest { message, param };
     if body.is_empty() {
-        return Err(bad(
-            "request body is empty; expected a JSON chat-completions request".into(),
-            None,
-        ));
+        return Err(bad("request body is empty; expected a JSON chat-completions request".into(), None));
     }
-    let view: ChatView<'_> = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("request body is not valid JSON: {e}"), None))?;
-    let raw_model = view
-        .model
-        .ok_or_else(|| bad("you must provide a model parameter".into(), Some("model")))?;
-    let model: Cow<'_, str> = serde_json::from_str(raw_model.get())
-        .map_err(|_| bad("model must be a string".into(), Some("model")))?;
+    let view: ChatView<'_> =
+        serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid JSON: {e}"), None))?;
+    let raw_model = view.model.ok_or_else(|| bad("you must provide a model parameter".into(), Some("model")))?;
+    let model: Cow<'_, str> =
+        serde_json::from_str(raw_model.get()).map_err(|_| bad("model must be a string".into(), Some("model")))?;
     if model.is_empty() {
         return Err(bad("model must not be empty".into(), Some("model")));
     }
-    match view
-        .messages
-        .map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get()))
-    {
+    match view.messages.map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get())) {
         Some(Ok(list)) if !list.is_empty() => {}
         Some(Ok(_)) => return Err(bad("messages must not be empty".into(), Some("messages"))),
         Some(Err(_)) => return Err(bad("messages must be an array".into(), Some("messages"))),
-        None => {
-            return Err(bad(
-                "you must provide a messages parameter".into(),
-                Some("messages"),
-            ))
-        }
+        None => return Err(bad("you must provide a messages parameter".into(), Some("messages"))),
     }
     // RawValue borrowed from `body` is a sub-slice of it, so its offset is its place in the body.
     let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
@@ -148,26 +127,18 @@ pub fn parse_body(body: &[u8]) -> Result<ChatRequest<'_>, GatewayError> {
 }
 
 /// Step 2: checks the bearer token offline; `None` when the gateway runs with `--no-auth`.
-pub async fn authenticate(
-    shard: &ShardGateway,
-    req: &Request,
-) -> Result<Option<Rc<Claims>>, GatewayError> {
+pub async fn authenticate(shard: &ShardGateway, req: &Request) -> Result<Option<Rc<Claims>>, GatewayError> {
     let Some(keys) = &shard.keys else {
         return Ok(None);
     };
     let token = req
         .header("authorization")
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(KeyError::Missing)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     Ok(Some(keys.verify(token, now).await?))
 }
 
@@ -180,15 +151,10 @@ pub fn authorize_model(claims: Option<&Claims>, model: &str) -> Result<(), Gatew
 }
 
 /// Step 5 (first cut): the deployments of the requested model, in failover order.
-pub fn route<'g>(
-    shard: &'g ShardGateway,
-    chat: &ChatRequest<'_>,
-) -> Result<(usize, &'g [Deployment]), GatewayError> {
+pub fn route<'g>(shard: &'g ShardGateway, chat: &ChatRequest<'_>) -> Result<(usize, &'g [Deployment]), GatewayError> {
     match shard.gw.deployments.get(chat.model.as_ref()) {
         Some((index, list)) if !list.is_empty() => Ok((*index, list.as_slice())),
-        _ => Err(GatewayError::ModelNotFound(
-            chat.model.chars().take(200).collect(),
-        )),
+        _ => Err(GatewayError::ModelNotFound(chat.model.chars().take(200).collect())),
     }
 }
 
@@ -202,7 +168,8 @@ pub struct Answer<'g> {
 
 enum AnswerBody {
     Whole(Bytes),
-    Stream(Response),
+    // Boxed: a response holds its connection and buffers, and answers move by value.
+    Stream(Box<Response>),
 }
 
 /// Client headers never forwarded upstream: hop-by-hop, framing, the client's own
@@ -240,11 +207,7 @@ async fn forward<'g>(
     trace: &mut Trace,
 ) -> Result<Answer<'g>, GatewayError> {
     let mut attempts: Vec<Attempt> = Vec::new();
-    let accept: &[u8] = if chat.stream {
-        b"text/event-stream"
-    } else {
-        b"application/json"
-    };
+    let accept: &[u8] = if chat.stream { b"text/event-stream" } else { b"application/json" };
     for deployment in deployments {
         let provider = &shard.gw.providers[deployment.provider];
         let health = &shard.health[deployment.provider];
@@ -254,9 +217,7 @@ async fn forward<'g>(
                 let left = until.duration_since(now).as_secs_f64().ceil() as u64;
                 attempts.push(Attempt {
                     provider: provider.name.clone(),
-                    outcome: AttemptOutcome::Skipped {
-                        retry_after_s: left,
-                    },
+                    outcome: AttemptOutcome::Skipped { retry_after_s: left },
                 });
                 continue;
             }
@@ -270,15 +231,10 @@ async fn forward<'g>(
         if let Some(auth) = &provider.authorization {
             headers.push(("Authorization", auth.as_bytes()));
         }
-        headers.extend(
-            req.headers()
-                .filter(|(n, _)| !NOT_FORWARDED.iter().any(|x| n.eq_ignore_ascii_case(x))),
-        );
+        headers.extend(req.headers().filter(|(n, _)| !NOT_FORWARDED.iter().any(|x| n.eq_ignore_ascii_case(x))));
 
         let sent = Instant::now();
-        let result = shard.pools[deployment.provider]
-            .send("POST", "/chat/completions", &headers, &body)
-            .await;
+        let result = shard.pools[deployment.provider].send("POST", "/chat/completions", &headers, &body).await;
         let outcome = match result {
             Err(e) => failure_outcome(&e),
             Ok(resp) if resp.status == 429 || resp.status >= 500 => {
@@ -293,24 +249,14 @@ async fn forward<'g>(
                 if chat.stream && (200..300).contains(&status) {
                     trace.upstream += sent.elapsed();
                     trace.provider = Some(deployment.provider);
-                    return Ok(Answer {
-                        deployment,
-                        status,
-                        content_type,
-                        body: AnswerBody::Stream(resp),
-                    });
+                    return Ok(Answer { deployment, status, content_type, body: AnswerBody::Stream(Box::new(resp)) });
                 }
                 let mut resp = resp;
                 match resp.read_to_end(UPSTREAM_BODY_BYTES_MAX).await {
                     Ok(bytes) => {
                         trace.upstream += sent.elapsed();
                         trace.provider = Some(deployment.provider);
-                        return Ok(Answer {
-                            deployment,
-                            status,
-                            content_type,
-                            body: AnswerBody::Whole(bytes),
-                        });
+                        return Ok(Answer { deployment, status, content_type, body: AnswerBody::Whole(bytes) });
                     }
                     Err(e) => failure_outcome(&e),
                 }
@@ -319,10 +265,7 @@ async fn forward<'g>(
         trace.upstream += sent.elapsed();
         shard.metrics().upstream_failures[deployment.provider].inc();
         tracing::debug!(provider = %provider.name, ?outcome, "provider attempt failed; failing over");
-        attempts.push(Attempt {
-            provider: provider.name.clone(),
-            outcome,
-        });
+        attempts.push(Attempt { provider: provider.name.clone(), outcome });
     }
     Err(GatewayError::Upstream { attempts })
 }
@@ -337,10 +280,7 @@ fn failure_outcome(e: &UpstreamError) -> AttemptOutcome {
 
 /// The client's body with its `model` value replaced by the deployment's upstream id.
 fn splice_model(chat: &ChatRequest<'_>, upstream_model_json: &str) -> Vec<u8> {
-    let (before, after) = (
-        &chat.body[..chat.model_span.start],
-        &chat.body[chat.model_span.end..],
-    );
+    let (before, after) = (&chat.body[..chat.model_span.start], &chat.body[chat.model_span.end..]);
     let mut out = Vec::with_capacity(before.len() + upstream_model_json.len() + after.len());
     out.extend_from_slice(before);
     out.extend_from_slice(upstream_model_json.as_bytes());
@@ -357,11 +297,7 @@ async fn respond(
     trace: &Trace,
 ) -> u16 {
     let provider = &shard.gw.providers[answer.deployment.provider];
-    let overhead_us = trace
-        .started
-        .elapsed()
-        .saturating_sub(trace.upstream)
-        .as_micros() as u64;
+    let overhead_us = trace.started.elapsed().saturating_sub(trace.upstream).as_micros() as u64;
     shard.metrics().overhead.record(overhead_us);
     let overhead = overhead_us.to_string();
     let default_type: &[u8] = match answer.body {
@@ -373,10 +309,7 @@ async fn respond(
         ("Content-Type", content_type),
         ("X-Request-Id", request_id.as_bytes()),
         ("X-Gatekeeper-Provider", provider.name.as_bytes()),
-        (
-            "X-Gatekeeper-Model",
-            answer.deployment.upstream_model.as_bytes(),
-        ),
+        ("X-Gatekeeper-Model", answer.deployment.upstream_model.as_bytes()),
         ("X-Gatekeeper-Overhead-Us", overhead.as_bytes()),
     ];
     match answer.body {
@@ -406,10 +339,7 @@ async fn respond(
                         // error event so the stream cannot pass for a complete answer.
                         tracing::warn!(provider = %provider.name, error = %e, "stream from provider failed mid-way");
                         shard.metrics().upstream_failures[answer.deployment.provider].inc();
-                        let event = stream_error_event(&format!(
-                            "provider {} failed mid-stream: {e}",
-                            provider.name
-                        ));
+                        let event = stream_error_event(&format!("provider {} failed mid-stream: {e}", provider.name));
                         let _ = res.send_chunk(&event).await;
                         let _ = res.end_stream().await;
                         return 502;
@@ -472,10 +402,7 @@ mod tests {
         assert_eq!(param(b""), None);
         assert_eq!(param(b"{not json"), None);
         assert_eq!(param(b"[1,2]"), None);
-        assert_eq!(
-            param(br#"{"messages":[{"role":"user","content":"x"}]}"#),
-            Some("model")
-        );
+        assert_eq!(param(br#"{"messages":[{"role":"user","content":"x"}]}"#), Some("model"));
         assert_eq!(param(br#"{"model":5,"messages":[{}]}"#), Some("model"));
         assert_eq!(param(br#"{"model":"m"}"#), Some("messages"));
         assert_eq!(param(br#"{"model":"m","messages":[]}"#), Some("messages"));

@@ -63,19 +63,22 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
         config.driver = d;
     }
     let shards = config.shards.resolve();
-    let listen: SocketAddr = config
-        .listen
-        .parse()
-        .with_context(|| format!("listen: not an address: {}", config.listen))?;
+    match gatekeeper_net::shard::raise_fd_limit() {
+        Ok(n) if (n as usize) < shards.saturating_mul(config.limits.connections_per_shard_max) => tracing::warn!(
+            fd_limit = n,
+            "open-file limit is below shards × connections_per_shard_max; accepts will fail before the cap"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+    let listen: SocketAddr =
+        config.listen.parse().with_context(|| format!("listen: not an address: {}", config.listen))?;
     if args.no_auth {
         tracing::warn!("AUTHENTICATION IS DISABLED (--no-auth): any client can use every model. Local trials only.");
     }
     let gateway = Arc::new(Gateway::build(&config, shards, args.no_auth)?);
     let tls = match &config.tls {
-        Some(t) => Some(gatekeeper_net::tls::server_config(
-            &t.cert_file,
-            &t.key_file,
-        )?),
+        Some(t) => Some(gatekeeper_net::tls::server_config(&t.cert_file, &t.key_file)?),
         None => None,
     };
     let l = &config.limits;
@@ -102,26 +105,15 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
         backlog: 4096,
     };
     let gw = gateway.clone();
-    let set = ShardSet::start(set_config, move |ctx| {
-        ShardHandler(ShardGateway::new(gw.clone(), ctx))
-    })?;
-    let drivers: Vec<&str> = set
-        .stats()
-        .iter()
-        .map(|s| s.driver().map_or("?", |d| d.name()))
-        .collect();
+    let set = ShardSet::start(set_config, move |ctx| ShardHandler(ShardGateway::new(gw.clone(), ctx)))?;
+    let drivers: Vec<&str> = set.stats().iter().map(|s| s.driver().map_or("?", |d| d.name())).collect();
     tracing::info!(addr = %set.local_addr(), shards, drivers = ?drivers, tls = config.tls.is_some(), "gateway started");
-    Ok(Running {
-        addr: set.local_addr(),
-        gateway,
-        shards: set,
-    })
+    Ok(Running { addr: set.local_addr(), gateway, shards: set })
 }
 
 /// Runs `gatekeeper serve` until SIGTERM or SIGINT, then drains and returns.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let config =
-        Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
+    let config = Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
     let tls = config.tls.is_some();
     let running = start(config, args)?;
     let scheme = if tls { "https" } else { "http" };
@@ -136,8 +128,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 /// Blocks until SIGTERM or SIGINT.
 pub fn wait_for_signal() -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "signal received");
     }

@@ -60,11 +60,7 @@ pub struct ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder that refuses bodies longer than `body_bytes_max` once de-chunked.
     pub fn new(body_bytes_max: u64) -> Self {
-        ChunkedDecoder {
-            state: State::Size,
-            body_bytes: 0,
-            body_bytes_max,
-        }
+        ChunkedDecoder { state: State::Size, body_bytes: 0, body_bytes_max }
     }
 
     /// Whether the terminating chunk and trailers have been consumed.
@@ -86,10 +82,7 @@ impl ChunkedDecoder {
                         self.state = State::Trailers { seen: 0 };
                         continue;
                     }
-                    self.body_bytes = self
-                        .body_bytes
-                        .checked_add(size)
-                        .ok_or(ChunkedError::TooLarge)?;
+                    self.body_bytes = self.body_bytes.checked_add(size).ok_or(ChunkedError::TooLarge)?;
                     if self.body_bytes > self.body_bytes_max {
                         return Err(ChunkedError::TooLarge);
                     }
@@ -102,11 +95,7 @@ impl ChunkedDecoder {
                     let n = (input.len() as u64).min(left) as usize;
                     let piece = input.split_to(n).freeze();
                     let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::DataCrlf
-                    } else {
-                        State::Data { left }
-                    };
+                    self.state = if left == 0 { State::DataCrlf } else { State::Data { left } };
                     return Ok(Decoded::Data(piece));
                 }
                 State::DataCrlf => {
@@ -158,19 +147,13 @@ fn take_line(input: &mut BytesMut) -> Result<Option<Bytes>, ChunkedError> {
 
 /// Parses `1a;ext=1` into 26; at most 15 hex digits so the value fits in u64 with room.
 fn parse_size(line: &[u8]) -> Result<u64, ChunkedError> {
-    let digits_end = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
+    let digits_end = line.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(line.len());
     if digits_end == 0 || digits_end > 15 {
         return Err(ChunkedError::BadSize);
     }
     // After the digits: optional whitespace, then nothing or `;extensions` (ignored).
     let rest = &line[digits_end..];
-    let after_ws = rest
-        .iter()
-        .position(|b| *b != b' ' && *b != b'\t')
-        .map_or(&rest[rest.len()..], |i| &rest[i..]);
+    let after_ws = rest.iter().position(|b| *b != b' ' && *b != b'\t').map_or(&rest[rest.len()..], |i| &rest[i..]);
     if !(after_ws.is_empty() || after_ws[0] == b';') {
         return Err(ChunkedError::BadSize);
     }
@@ -220,48 +203,24 @@ mod tests {
     fn limit_is_exact() {
         let wire = b"5\r\nhello\r\n0\r\n\r\n";
         assert!(decode_all(&[wire], 5).is_ok());
-        assert_eq!(
-            decode_all(&[wire], 4).map(|_| ()),
-            Err(ChunkedError::TooLarge)
-        );
+        assert_eq!(decode_all(&[wire], 4).map(|_| ()), Err(ChunkedError::TooLarge));
     }
 
     #[test]
     fn rejects_bad_shapes() {
-        assert_eq!(
-            decode_all(&[b"zz\r\n"], 100).map(|_| ()),
-            Err(ChunkedError::BadSize)
-        );
-        assert_eq!(
-            decode_all(&[b"5\nhello"], 100).map(|_| ()),
-            Err(ChunkedError::BadSize)
-        );
-        assert_eq!(
-            decode_all(&[b"2\r\nabXY"], 100).map(|_| ()),
-            Err(ChunkedError::MissingCrlf)
-        );
-        assert_eq!(
-            decode_all(&[b"ffffffffffffffffff\r\n"], u64::MAX).map(|_| ()),
-            Err(ChunkedError::BadSize)
-        );
-        assert_eq!(
-            decode_all(&[b"-1\r\n"], 100).map(|_| ()),
-            Err(ChunkedError::BadSize)
-        );
-        assert_eq!(
-            decode_all(&[b"5 x\r\nhello"], 100).map(|_| ()),
-            Err(ChunkedError::BadSize)
-        );
+        assert_eq!(decode_all(&[b"zz\r\n"], 100).map(|_| ()), Err(ChunkedError::BadSize));
+        assert_eq!(decode_all(&[b"5\nhello"], 100).map(|_| ()), Err(ChunkedError::BadSize));
+        assert_eq!(decode_all(&[b"2\r\nabXY"], 100).map(|_| ()), Err(ChunkedError::MissingCrlf));
+        assert_eq!(decode_all(&[b"ffffffffffffffffff\r\n"], u64::MAX).map(|_| ()), Err(ChunkedError::BadSize));
+        assert_eq!(decode_all(&[b"-1\r\n"], 100).map(|_| ()), Err(ChunkedError::BadSize));
+        assert_eq!(decode_all(&[b"5 x\r\nhello"], 100).map(|_| ()), Err(ChunkedError::BadSize));
         assert!(decode_all(&[b"5 ;a=b\r\nhello\r\n0\r\n\r\n"], 100).is_ok());
     }
 
     #[test]
     fn endless_size_line_is_refused() {
         let long = vec![b'0'; LINE_BYTES_MAX + 1];
-        assert_eq!(
-            decode_all(&[&long], 100).map(|_| ()),
-            Err(ChunkedError::BadSize)
-        );
+        assert_eq!(decode_all(&[&long], 100).map(|_| ()), Err(ChunkedError::BadSize));
     }
 
     proptest::proptest! {

@@ -24,8 +24,7 @@ pub use http::request::{BodyFraming, Request};
 pub use http::response::Responder;
 pub use server::{Handler, ServerLimits};
 pub use shard::{
-    Counter, Driver, DriverChoice, Gauge, ShardContext, ShardSet, ShardSetConfig, ShardStats,
-    ShutdownHandle,
+    Counter, Driver, DriverChoice, Gauge, ShardContext, ShardSet, ShardSetConfig, ShardStats, ShutdownHandle,
 };
 
 /// Entry points for the fuzzers; not part of the API.

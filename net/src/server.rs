@@ -82,35 +82,25 @@ pub(crate) async fn accept_loop<H: Handler>(
         }
         open.set(open.get() + 1);
         stats.connections_open.set(open.get() as u64);
-        let guard = OpenGuard {
-            open: open.clone(),
-            stats: stats.clone(),
-        };
-        let (handler, limits, tls, stats, drain) = (
-            handler.clone(),
-            limits.clone(),
-            tls.clone(),
-            stats.clone(),
-            drain.clone(),
-        );
+        let guard = OpenGuard { open: open.clone(), stats: stats.clone() };
+        let (handler, limits, tls, stats, drain) =
+            (handler.clone(), limits.clone(), tls.clone(), stats.clone(), drain.clone());
         monoio::spawn(async move {
             let _guard = guard;
             let stream = match tls {
                 None => ClientStream::Plain(tcp),
-                Some(acceptor) => {
-                    match monoio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            stats.tls_handshake_failures_total.inc();
-                            return;
-                        }
-                        Err(_) => {
-                            stats.tls_handshake_failures_total.inc();
-                            return;
-                        }
+                Some(acceptor) => match monoio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        stats.tls_handshake_failures_total.inc();
+                        return;
                     }
-                }
+                    Err(_) => {
+                        stats.tls_handshake_failures_total.inc();
+                        return;
+                    }
+                },
             };
             serve_connection(stream, &*handler, &limits, &stats, &drain).await;
         });
@@ -142,13 +132,7 @@ async fn reject_overloaded<H: Handler>(tcp: TcpStream, handler: &H) {
     let mut res = Responder::new(&mut stream, &mut out, false, 1);
     let err = ProtocolError::Overloaded;
     let body = handler.protocol_error_body(&err);
-    let _ = res
-        .send(
-            err.status(),
-            &[("Content-Type", b"application/json"), ("Retry-After", b"1")],
-            &body,
-        )
-        .await;
+    let _ = res.send(err.status(), &[("Content-Type", b"application/json"), ("Retry-After", b"1")], &body).await;
 }
 
 /// What waiting for the next request produced.
@@ -178,13 +162,7 @@ async fn serve_connection<H: Handler>(
                 stats.protocol_errors_total.inc();
                 let body = handler.protocol_error_body(&err);
                 let mut res = Responder::new(&mut stream, &mut out, false, 1);
-                let _ = res
-                    .send(
-                        err.status(),
-                        &[("Content-Type", b"application/json")],
-                        &body,
-                    )
-                    .await;
+                let _ = res.send(err.status(), &[("Content-Type", b"application/json")], &body).await;
                 break;
             }
         };
@@ -243,19 +221,13 @@ async fn read_request(
             ReadMore::Closed if buf.is_empty() => return Next::Close,
             ReadMore::Closed => return Next::Error(ProtocolError::Truncated),
             ReadMore::TimedOut => {
-                return Next::Error(ProtocolError::HeaderTimeout {
-                    limit_ms: limits.header_timeout.as_millis() as u64,
-                })
+                return Next::Error(ProtocolError::HeaderTimeout { limit_ms: limits.header_timeout.as_millis() as u64 })
             }
         }
     };
     let body_deadline = Instant::now() + limits.body_timeout;
-    let body_timeout = || ProtocolError::BodyTimeout {
-        limit_ms: limits.body_timeout.as_millis() as u64,
-    };
-    let too_large = ProtocolError::BodyTooLarge {
-        limit_bytes: limits.body_bytes_max,
-    };
+    let body_timeout = || ProtocolError::BodyTimeout { limit_ms: limits.body_timeout.as_millis() as u64 };
+    let too_large = ProtocolError::BodyTooLarge { limit_bytes: limits.body_bytes_max };
     match req.framing {
         BodyFraming::Empty => {}
         BodyFraming::Length(n) => {

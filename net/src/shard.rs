@@ -63,10 +63,7 @@ impl Counter {
     /// Adds `n`. Only the owning shard may call this.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
     /// Current value.
@@ -121,8 +118,7 @@ impl ShardStats {
     }
 
     fn set_driver(&self, d: Driver) {
-        self.driver
-            .store(if d == Driver::Uring { 1 } else { 2 }, Ordering::Relaxed);
+        self.driver.store(if d == Driver::Uring { 1 } else { 2 }, Ordering::Relaxed);
     }
 }
 
@@ -189,71 +185,36 @@ impl ShardSet {
     {
         assert!(cfg.shards >= 1, "at least one shard");
         if cfg.driver == DriverChoice::Uring && !monoio::utils::detect_uring() {
-            return Err(StartError::UringUnavailable(
-                "io_uring_setup failed or is filtered".into(),
-            ));
+            return Err(StartError::UringUnavailable("io_uring_setup failed or is filtered".into()));
         }
         let listeners = bind_listeners(cfg.listen, cfg.shards, cfg.backlog)?;
-        let local_addr = listeners[0]
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
         let stats: Arc<[ShardStats]> = (0..cfg.shards).map(|_| ShardStats::default()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let cores = if cfg.pin {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let make_handler = Arc::new(make_handler);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
         let mut threads = Vec::with_capacity(cfg.shards);
         for (index, listener) in listeners.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
-            let (cfg, stats, shutdown, make_handler, ready_tx) = (
-                cfg.clone(),
-                stats.clone(),
-                shutdown.clone(),
-                make_handler.clone(),
-                ready_tx.clone(),
-            );
+            let (cfg, stats, shutdown, make_handler, ready_tx) =
+                (cfg.clone(), stats.clone(), shutdown.clone(), make_handler.clone(), ready_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("gk-shard-{index}"))
                 .spawn(move || {
                     if let Some(core) = core {
                         if !core_affinity::set_for_current(core) {
-                            tracing::warn!(
-                                shard = index,
-                                "could not pin shard to core {}",
-                                core.id
-                            );
+                            tracing::warn!(shard = index, "could not pin shard to core {}", core.id);
                         }
                     }
-                    let shard = ShardMain {
-                        index,
-                        cfg,
-                        stats,
-                        shutdown,
-                        listener,
-                        ready_tx,
-                    };
+                    let shard = ShardMain { index, cfg, stats, shutdown, listener, ready_tx };
                     shard.run(&*make_handler);
                 })
-                .map_err(|source| StartError::Runtime {
-                    shard: index,
-                    source,
-                })?;
+                .map_err(|source| StartError::Runtime { shard: index, source })?;
             threads.push(thread);
         }
         drop(ready_tx);
-        let set = ShardSet {
-            local_addr,
-            stats,
-            shutdown,
-            threads,
-        };
+        let set = ShardSet { local_addr, stats, shutdown, threads };
         for _ in 0..cfg.shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -263,10 +224,7 @@ impl ShardSet {
                 }
                 Err(_) => {
                     set.shutdown_handle().shutdown();
-                    return Err(StartError::Runtime {
-                        shard: 0,
-                        source: std::io::Error::other("shard thread died"),
-                    });
+                    return Err(StartError::Runtime { shard: 0, source: std::io::Error::other("shard thread died") });
                 }
             }
         }
@@ -317,10 +275,7 @@ impl ShardMain {
         H: Handler,
     {
         let index = self.index;
-        let fail = |e: std::io::Error| StartError::Runtime {
-            shard: index,
-            source: e,
-        };
+        let fail = |e: std::io::Error| StartError::Runtime { shard: index, source: e };
         match self.cfg.driver {
             DriverChoice::Auto => {
                 match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -328,12 +283,8 @@ impl ShardMain {
                     .enable_timer()
                     .build()
                 {
-                    Ok(monoio::FusionRuntime::Uring(mut rt)) => {
-                        rt.block_on(self.serve(Driver::Uring, make_handler))
-                    }
-                    Ok(monoio::FusionRuntime::Legacy(mut rt)) => {
-                        rt.block_on(self.serve(Driver::Epoll, make_handler))
-                    }
+                    Ok(monoio::FusionRuntime::Uring(mut rt)) => rt.block_on(self.serve(Driver::Uring, make_handler)),
+                    Ok(monoio::FusionRuntime::Legacy(mut rt)) => rt.block_on(self.serve(Driver::Epoll, make_handler)),
                     Err(e) => {
                         let _ = self.ready_tx.send(Err(fail(e)));
                     }
@@ -351,10 +302,7 @@ impl ShardMain {
                     }
                 }
             }
-            DriverChoice::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build()
-            {
+            DriverChoice::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
                 Ok(mut rt) => rt.block_on(self.serve(Driver::Epoll, make_handler)),
                 Err(e) => {
                     let _ = self.ready_tx.send(Err(fail(e)));
@@ -373,18 +321,11 @@ impl ShardMain {
         let listener = match monoio::net::TcpListener::from_std(self.listener) {
             Ok(l) => l,
             Err(e) => {
-                let _ = self.ready_tx.send(Err(StartError::Runtime {
-                    shard: self.index,
-                    source: e,
-                }));
+                let _ = self.ready_tx.send(Err(StartError::Runtime { shard: self.index, source: e }));
                 return;
             }
         };
-        let ctx = ShardContext {
-            index: self.index,
-            driver,
-            stats: self.stats.clone(),
-        };
+        let ctx = ShardContext { index: self.index, driver, stats: self.stats.clone() };
         let handler = Rc::new(make_handler(&ctx));
         tracing::info!(shard = self.index, driver = driver.name(), "shard started");
         let _ = self.ready_tx.send(Ok(()));
@@ -400,18 +341,8 @@ impl ShardMain {
             drain_watch.start();
         });
         let tls = self.cfg.tls.clone().map(monoio_rustls::TlsAcceptor::from);
-        let stats_ref = Rc::new(StatsRef {
-            all: self.stats.clone(),
-            index: self.index,
-        });
-        let accept = accept_loop(
-            listener,
-            handler,
-            Rc::new(self.cfg.limits.clone()),
-            tls,
-            stats_ref,
-            drain.clone(),
-        );
+        let stats_ref = Rc::new(StatsRef { all: self.stats.clone(), index: self.index });
+        let accept = accept_loop(listener, handler, Rc::new(self.cfg.limits.clone()), tls, stats_ref, drain.clone());
         let drain_timeout = self.cfg.drain_timeout;
         monoio::select! {
             _ = accept => {},
@@ -439,19 +370,32 @@ impl std::ops::Deref for StatsRef {
     }
 }
 
-fn bind_listeners(
-    addr: SocketAddr,
-    n: usize,
-    backlog: u32,
-) -> Result<Vec<std::net::TcpListener>, StartError> {
+/// Raises this process's open-file soft limit to its hard limit, so a shard can hold
+/// as many connections as `connections_per_shard_max` allows; returns the new soft limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: `raised` is a valid rlimit that only lifts the soft limit up to the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(raised.rlim_cur);
+    }
+    Ok(lim.rlim_cur)
+}
+
+fn bind_listeners(addr: SocketAddr, n: usize, backlog: u32) -> Result<Vec<std::net::TcpListener>, StartError> {
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
         let l = bind_one(addr, backlog).map_err(|source| StartError::Bind { addr, source })?;
         // Port 0: every later shard binds the port the first one got.
-        addr = l
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        addr = l.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         out.push(l);
     }
     Ok(out)
@@ -500,10 +444,7 @@ impl Drain {
 
     /// Resolves when draining starts.
     pub fn wait(&self) -> DrainWait {
-        DrainWait {
-            drain: self.clone(),
-            slot: None,
-        }
+        DrainWait { drain: self.clone(), slot: None }
     }
 }
 

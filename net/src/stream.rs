@@ -22,10 +22,7 @@ impl ClientStream {
     /// Reads what is available, appending to `buf` (which must have spare capacity).
     /// `Ok(0)` means the peer closed.
     pub async fn read_append(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        debug_assert!(
-            buf.capacity() > buf.len(),
-            "read_append needs spare capacity"
-        );
+        debug_assert!(buf.capacity() > buf.len(), "read_append needs spare capacity");
         let len = buf.len();
         let slice = buf.slice_mut(len..);
         let (res, slice) = match self {

@@ -6,13 +6,9 @@ use std::sync::Arc;
 use crate::error::StartError;
 
 /// Builds a rustls server configuration from PEM files, offering HTTP/1.1 by ALPN.
-pub fn server_config(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<Arc<rustls::ServerConfig>, StartError> {
-    let tls_err = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        StartError::Tls(format!("{what} {}: {e}", path.display()))
-    };
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    let tls_err =
+        |what: &str, path: &Path, e: &dyn std::fmt::Display| StartError::Tls(format!("{what} {}: {e}", path.display()));
     let cert_pem = std::fs::read(cert_file).map_err(|e| tls_err("cannot read", cert_file, &e))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()

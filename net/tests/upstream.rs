@@ -14,9 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatekeeper_net::upstream::{
-    tls_client_config, Origin, Pool, PoolConfig, Response, UpstreamError,
-};
+use gatekeeper_net::upstream::{tls_client_config, Origin, Pool, PoolConfig, Response, UpstreamError};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -24,10 +22,7 @@ use gatekeeper_net::upstream::{
 /// Runs `test` on an io_uring runtime. Fails if io_uring is unavailable unless
 /// `GATEKEEPER_SKIP_URING=1` (for kernels or sandboxes without it).
 fn on_uring<Fut: Future<Output = ()>>(test: impl FnOnce() -> Fut) {
-    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-    {
+    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
         Ok(mut rt) => rt.block_on(test()),
         Err(e) if std::env::var_os("GATEKEEPER_SKIP_URING").is_some() => {
             eprintln!("io_uring unavailable ({e}); skipped");
@@ -37,10 +32,7 @@ fn on_uring<Fut: Future<Output = ()>>(test: impl FnOnce() -> Fut) {
 }
 
 fn on_legacy<Fut: Future<Output = ()>>(test: impl FnOnce() -> Fut) {
-    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .unwrap();
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
     rt.block_on(test());
 }
 
@@ -106,10 +98,7 @@ async fn body_of(response: &mut Response) -> Vec<u8> {
 async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -138,8 +127,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
         .lines()
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
     let mut body = vec![0; length];
@@ -214,17 +202,12 @@ async fn content_length_response_and_request_shape() {
     let server = serve(move |mut stream, mut reader, _| {
         while let Some(seen) = read_request(&mut reader) {
             tx.lock().unwrap().send(seen).unwrap();
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test: Yes\r\n\r\nhello")
-                .unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test: Yes\r\n\r\nhello").unwrap();
         }
     });
     let pool = pool(server.addr, config());
     let headers: [(&str, &[u8]); 2] = [("Authorization", b"Bearer k"), ("X-Id", b"7")];
-    let mut response = pool
-        .send("POST", "/chat/completions", &headers, b"{\"a\":1}")
-        .await
-        .unwrap();
+    let mut response = pool.send("POST", "/chat/completions", &headers, b"{\"a\":1}").await.unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.header("x-test"), Some(&b"Yes"[..]));
     assert_eq!(response.content_length(), Some(5));
@@ -263,17 +246,10 @@ async fn chunked_body_streams_piece_by_piece() {
     let server = serve(move |mut stream, mut reader, _| {
         read_request(&mut reader).unwrap();
         // Split inside the head-body boundary and inside a chunk.
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
-            .unwrap();
+        stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel").unwrap();
         stream.flush().unwrap();
         server_gate.wait();
-        for piece in [
-            &b"lo\r"[..],
-            b"\n6;ext=1\r\n wor",
-            b"ld\r\n0\r",
-            b"\nTrailer: x\r\n\r\n",
-        ] {
+        for piece in [&b"lo\r"[..], b"\n6;ext=1\r\n wor", b"ld\r\n0\r", b"\nTrailer: x\r\n\r\n"] {
             stream.write_all(piece).unwrap();
             stream.flush().unwrap();
             thread::sleep(Duration::from_millis(15));
@@ -297,11 +273,7 @@ async fn chunked_body_streams_piece_by_piece() {
     assert_eq!(rest, b"lo world");
     assert!(pieces >= 2, "pieces were merged: {pieces}");
     assert_eq!(response.chunk().await.unwrap(), None);
-    assert_eq!(
-        pool.stats().idle,
-        1,
-        "clean chunked end returns the connection"
-    );
+    assert_eq!(pool.stats().idle, 1, "clean chunked end returns the connection");
 }
 
 async fn close_delimited_body() {
@@ -331,8 +303,7 @@ async fn interim_100_continue_is_skipped() {
 }
 
 async fn connection_close_is_not_reused() {
-    let server =
-        serve_fixed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+    let server = serve_fixed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
     let pool = pool(server.addr, config());
     for _ in 0..2 {
         let mut response = pool.send("POST", "/", &[], b"x").await.unwrap();
@@ -362,9 +333,7 @@ async fn stale_pooled_connection_is_retried_once() {
     // Later connections behave normally.
     let server = serve(move |mut stream, mut reader, index| {
         while read_request(&mut reader).is_some() {
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
             if index == 0 {
                 stream.shutdown(std::net::Shutdown::Both).unwrap();
                 closed_tx.lock().unwrap().send(()).unwrap();
@@ -396,11 +365,7 @@ async fn fresh_connection_closed_early() {
     let pool = pool(server.addr, config());
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     assert!(matches!(err, UpstreamError::ClosedEarly), "{err:?}");
-    assert_eq!(
-        pool.stats().connects_total,
-        1,
-        "a fresh connection is not retried"
-    );
+    assert_eq!(pool.stats().connects_total, 1, "a fresh connection is not retried");
     assert_eq!(pool.stats().busy, 0);
 }
 
@@ -423,37 +388,22 @@ async fn connect_timeout_on_full_backlog() {
             Err(_) => break,
         }
     }
-    let pool = pool(
-        addr,
-        PoolConfig {
-            connect_timeout_ms: 200,
-            ..config()
-        },
-    );
+    let pool = pool(addr, PoolConfig { connect_timeout_ms: 200, ..config() });
     let start = Instant::now();
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     let elapsed = start.elapsed();
     assert!(matches!(err, UpstreamError::ConnectTimeout), "{err:?}");
     assert!(err.is_timeout());
     assert_eq!(err.kind_label(), "connect_timeout");
-    assert!(
-        elapsed >= Duration::from_millis(190) && elapsed < Duration::from_secs(2),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(190) && elapsed < Duration::from_secs(2), "{elapsed:?}");
     let stats = pool.stats();
-    assert_eq!(
-        (stats.timeouts_total, stats.errors_total, stats.busy),
-        (1, 1, 0)
-    );
+    assert_eq!((stats.timeouts_total, stats.errors_total, stats.busy), (1, 1, 0));
     drop(fillers);
 }
 
 async fn connection_refused_is_connect_error() {
     // Bind then drop: nothing listens on that port any more.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let pool = pool(addr, config());
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
@@ -466,13 +416,7 @@ async fn first_byte_timeout() {
         thread::sleep(Duration::from_secs(2));
         drop(stream);
     });
-    let pool = pool(
-        server.addr,
-        PoolConfig {
-            first_byte_timeout_ms: 150,
-            ..config()
-        },
-    );
+    let pool = pool(server.addr, PoolConfig { first_byte_timeout_ms: 150, ..config() });
     let start = Instant::now();
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     assert!(matches!(err, UpstreamError::FirstByteTimeout), "{err:?}");
@@ -484,26 +428,15 @@ async fn first_byte_timeout() {
 async fn read_idle_timeout_mid_body() {
     let server = serve(|mut stream, mut reader, _| {
         read_request(&mut reader);
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-            .unwrap();
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap();
         thread::sleep(Duration::from_secs(2));
     });
-    let pool = pool(
-        server.addr,
-        PoolConfig {
-            read_idle_timeout_ms: 150,
-            ..config()
-        },
-    );
+    let pool = pool(server.addr, PoolConfig { read_idle_timeout_ms: 150, ..config() });
     let mut response = pool.send("POST", "/", &[], b"x").await.unwrap();
     assert_eq!(&response.chunk().await.unwrap().unwrap()[..], b"abc");
     let err = response.chunk().await.unwrap_err();
     assert!(matches!(err, UpstreamError::ReadIdleTimeout), "{err:?}");
-    assert!(
-        response.chunk().await.is_err(),
-        "a failed body stays failed"
-    );
+    assert!(response.chunk().await.is_err(), "a failed body stays failed");
     let stats = pool.stats();
     assert_eq!((stats.timeouts_total, stats.busy, stats.idle), (1, 0, 0));
 }
@@ -517,10 +450,7 @@ fn serve_held(gate: Gate, received: Arc<AtomicUsize>) -> Server {
         while read_request(&mut reader).is_some() {
             received.fetch_add(1, Ordering::SeqCst);
             gate.wait();
-            if stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .is_err()
-            {
+            if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
                 return;
             }
         }
@@ -531,15 +461,8 @@ async fn pool_exhaustion_at_connections_max() {
     let gate = Gate::default();
     let received = Arc::new(AtomicUsize::new(0));
     let server = serve_held(gate.clone(), Arc::clone(&received));
-    let pool = pool(
-        server.addr,
-        PoolConfig {
-            connections_max: 2,
-            waiters_max: 2,
-            connect_timeout_ms: 3_000,
-            ..config()
-        },
-    );
+    let pool =
+        pool(server.addr, PoolConfig { connections_max: 2, waiters_max: 2, connect_timeout_ms: 3_000, ..config() });
     // Two requests take both connections, two more fill the waiter queue (waiters_max = 2).
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -549,10 +472,7 @@ async fn pool_exhaustion_at_connections_max() {
             response.read_to_end(16).await
         }));
     }
-    wait_until(Duration::from_secs(2), || {
-        received.load(Ordering::SeqCst) == 2 && pool.stats().waiting == 2
-    })
-    .await;
+    wait_until(Duration::from_secs(2), || received.load(Ordering::SeqCst) == 2 && pool.stats().waiting == 2).await;
     let stats = pool.stats();
     assert_eq!((stats.busy, stats.idle, stats.waiting), (2, 0, 2));
     // The fifth is refused at once: queue full.
@@ -578,14 +498,7 @@ async fn queued_request_times_out_as_exhausted() {
     let gate = Gate::default();
     let received = Arc::new(AtomicUsize::new(0));
     let server = serve_held(gate.clone(), Arc::clone(&received));
-    let pool = pool(
-        server.addr,
-        PoolConfig {
-            connections_max: 1,
-            connect_timeout_ms: 200,
-            ..config()
-        },
-    );
+    let pool = pool(server.addr, PoolConfig { connections_max: 1, connect_timeout_ms: 200, ..config() });
     let holder = {
         let pool = pool.clone();
         monoio::spawn(async move {
@@ -593,19 +506,12 @@ async fn queued_request_times_out_as_exhausted() {
             response.read_to_end(16).await
         })
     };
-    wait_until(Duration::from_secs(2), || {
-        received.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    wait_until(Duration::from_secs(2), || received.load(Ordering::SeqCst) == 1).await;
     let start = Instant::now();
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     assert!(matches!(err, UpstreamError::PoolExhausted), "{err:?}");
     assert!(start.elapsed() >= Duration::from_millis(190));
-    assert_eq!(
-        pool.stats().waiting,
-        0,
-        "a timed-out waiter leaves the queue"
-    );
+    assert_eq!(pool.stats().waiting, 0, "a timed-out waiter leaves the queue");
     gate.open();
     assert_eq!(&holder.await.unwrap()[..], b"ok");
     assert_eq!(pool.stats().idle, 1);
@@ -621,13 +527,7 @@ async fn oversize_head_is_protocol_error() {
         let _ = stream.write_all(format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\n\r\n").as_bytes());
         thread::sleep(Duration::from_millis(200));
     });
-    let pool = pool(
-        server.addr,
-        PoolConfig {
-            response_head_bytes_max: 4 * 1024,
-            ..config()
-        },
-    );
+    let pool = pool(server.addr, PoolConfig { response_head_bytes_max: 4 * 1024, ..config() });
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     assert!(matches!(err, UpstreamError::Protocol(_)), "{err:?}");
     assert_eq!(pool.stats().busy, 0);
@@ -650,17 +550,11 @@ async fn dropped_response_closes_connection() {
     assert_eq!(&response.chunk().await.unwrap().unwrap()[..], b"abc");
     drop(response);
     let stats = pool.stats();
-    assert_eq!(
-        (stats.busy, stats.idle),
-        (0, 0),
-        "half-read connection is closed"
-    );
+    assert_eq!((stats.busy, stats.idle), (0, 0), "half-read connection is closed");
 }
 
 async fn read_to_end_enforces_limit() {
-    let server = serve_fixed(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
-    );
+    let server = serve_fixed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n");
     let pool = pool(server.addr, config());
     let mut response = pool.send("POST", "/", &[], b"x").await.unwrap();
     let err = response.read_to_end(5).await.unwrap_err();
@@ -671,9 +565,7 @@ async fn read_to_end_enforces_limit() {
 }
 
 async fn retry_after_is_parsed() {
-    let server = serve_fixed(
-        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n",
-    );
+    let server = serve_fixed(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n");
     let pool = pool(server.addr, config());
     let response = pool.send("POST", "/", &[], b"x").await.unwrap();
     assert_eq!(response.status, 429);
@@ -697,9 +589,7 @@ struct TlsFixture {
 fn tls_server() -> TlsFixture {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     let ca_file = std::env::temp_dir().join(format!(
         "gk-upstream-test-{}-{}.pem",
         std::process::id(),
@@ -764,11 +654,7 @@ fn tls_server() -> TlsFixture {
             });
         }
     });
-    TlsFixture {
-        addr,
-        ca_file,
-        accepted,
-    }
+    TlsFixture { addr, ca_file, accepted }
 }
 
 async fn tls_with_extra_ca() {

@@ -41,9 +41,7 @@ pub struct Work {
 impl Work {
     /// This work in cost units (one single verification = [`SINGLE_COST`]).
     pub(crate) fn cost(&self) -> u64 {
-        self.batches * BATCH_FIXED_COST
-            + self.batch_signatures * BATCH_ITEM_COST
-            + self.single_signatures * SINGLE_COST
+        self.batches * BATCH_FIXED_COST + self.batch_signatures * BATCH_ITEM_COST + self.single_signatures * SINGLE_COST
     }
 }
 
@@ -81,9 +79,7 @@ pub(crate) fn resolve(
     }
     debug_assert_eq!(r.unresolved, 0);
     debug_assert!(
-        r.work.cost()
-            <= r.budget
-                .max(n as u64 * SINGLE_COST + BATCH_FIXED_COST + n as u64 * BATCH_ITEM_COST)
+        r.work.cost() <= r.budget.max(n as u64 * SINGLE_COST + BATCH_FIXED_COST + n as u64 * BATCH_ITEM_COST)
     );
     r.work
 }
@@ -92,10 +88,7 @@ impl Resolver<'_> {
     /// Whether a batch check of `len` items fits the budget, leaving room to check every
     /// unresolved item one by one afterwards.
     fn affordable(&self, len: usize) -> bool {
-        let after = self.work.cost()
-            + BATCH_FIXED_COST
-            + len as u64 * BATCH_ITEM_COST
-            + self.unresolved * SINGLE_COST;
+        let after = self.work.cost() + BATCH_FIXED_COST + len as u64 * BATCH_ITEM_COST + self.unresolved * SINGLE_COST;
         len >= SINGLE_BELOW && after <= self.budget
     }
 
@@ -156,11 +149,7 @@ mod tests {
 
     fn run(valid: &[bool]) -> (Vec<bool>, Work) {
         let mut ok = vec![false; valid.len()];
-        let work = resolve(
-            &mut ok,
-            &mut |r: Range<usize>| valid[r].iter().all(|&v| v),
-            &mut |i| valid[i],
-        );
+        let work = resolve(&mut ok, &mut |r: Range<usize>| valid[r].iter().all(|&v| v), &mut |i| valid[i]);
         (ok, work)
     }
 
@@ -176,10 +165,7 @@ mod tests {
             valid[bad] = false;
             let (ok, work) = run(&valid);
             assert_eq!(ok, valid, "bad at {bad}");
-            assert!(
-                work.single_signatures < 2 * SINGLE_BELOW as u64,
-                "bad at {bad}: {work:?}"
-            );
+            assert!(work.single_signatures < 2 * SINGLE_BELOW as u64, "bad at {bad}: {work:?}");
             assert!(work.cost() <= 2 * one_by_one(64), "bad at {bad}: {work:?}");
         }
     }
@@ -192,14 +178,7 @@ mod tests {
         assert!(work.cost() <= 2 * one_by_one(64), "{work:?}");
         assert_eq!(work.single_signatures, 64, "{work:?}");
         let (_, clean) = run(&[true; 64]);
-        assert_eq!(
-            clean,
-            Work {
-                batch_signatures: 64,
-                single_signatures: 0,
-                batches: 1
-            }
-        );
+        assert_eq!(clean, Work { batch_signatures: 64, single_signatures: 0, batches: 1 });
     }
 
     proptest! {

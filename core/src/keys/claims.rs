@@ -94,8 +94,8 @@ impl Claims {
     /// Parses and checks the signed payload. Call only after the signature verified: the
     /// errors are reported as `Malformed`, which would otherwise leak parse details.
     pub fn from_payload(payload: &[u8]) -> Result<Claims, KeyError> {
-        let claims: Claims = serde_json::from_slice(payload)
-            .map_err(|_| KeyError::Malformed("claims are not valid JSON"))?;
+        let claims: Claims =
+            serde_json::from_slice(payload).map_err(|_| KeyError::Malformed("claims are not valid JSON"))?;
         claims.check()?;
         Ok(claims)
     }
@@ -118,9 +118,7 @@ impl Claims {
         }
         if let Some(usd) = self.budget.usd_per_month {
             if !usd.is_finite() || usd < 0.0 {
-                return Err(KeyError::Malformed(
-                    "usd_per_month must be a non-negative number",
-                ));
+                return Err(KeyError::Malformed("usd_per_month must be a non-negative number"));
             }
         }
         Ok(())
@@ -129,11 +127,7 @@ impl Claims {
     /// Whether `model` is on the allow-list (`*` matches any run of characters; an
     /// empty list allows every model).
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models.is_empty()
-            || self
-                .models
-                .iter()
-                .any(|pattern| glob_match(pattern.as_bytes(), model.as_bytes()))
+        self.models.is_empty() || self.models.iter().any(|pattern| glob_match(pattern.as_bytes(), model.as_bytes()))
     }
 
     /// [`Claims::allows_model`] as the error the pipeline returns (403).
@@ -141,9 +135,7 @@ impl Claims {
         if self.allows_model(model) {
             Ok(())
         } else {
-            Err(KeyError::ModelNotAllowed {
-                model: model.to_string(),
-            })
+            Err(KeyError::ModelNotAllowed { model: model.to_string() })
         }
     }
 }
@@ -174,9 +166,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
             },
         }
     }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+    pattern.get(p..).is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
 /// The token footer: the issuer's PASERK key id.
@@ -197,8 +187,8 @@ impl Footer {
         if bytes.is_empty() {
             return Err(KeyError::Malformed("missing footer with issuer kid"));
         }
-        let footer: Footer = serde_json::from_slice(bytes)
-            .map_err(|_| KeyError::Malformed("footer is not valid JSON"))?;
+        let footer: Footer =
+            serde_json::from_slice(bytes).map_err(|_| KeyError::Malformed("footer is not valid JSON"))?;
         if !footer.kid.starts_with(super::paserk::PID_PREFIX) {
             return Err(KeyError::Malformed("footer kid is not a k4.pid"));
         }
@@ -217,11 +207,7 @@ mod tests {
     use super::*;
 
     fn with_models(models: &[&str]) -> Claims {
-        Claims {
-            jti: "k".into(),
-            models: models.iter().map(|s| s.to_string()).collect(),
-            ..Claims::default()
-        }
+        Claims { jti: "k".into(), models: models.iter().map(|s| s.to_string()).collect(), ..Claims::default() }
     }
 
     #[test]
@@ -241,18 +227,12 @@ mod tests {
         assert!(!c.allows_model(""));
         assert!(with_models(&["*"]).allows_model(""));
         assert!(with_models(&["*"]).allows_model("anything"));
-        assert!(
-            with_models(&[]).allows_model("anything"),
-            "empty list allows all"
-        );
+        assert!(with_models(&[]).allows_model("anything"), "empty list allows all");
         assert!(with_models(&["*a*b*c"]).allows_model("xxaxxbxxc"));
         assert!(!with_models(&["*a*b*c"]).allows_model("xxaxxcxxb"));
         assert!(with_models(&["a**b"]).allows_model("ab"));
         assert!(!with_models(&[""]).allows_model("a"));
-        assert_eq!(
-            with_models(&["x"]).check_model("y"),
-            Err(KeyError::ModelNotAllowed { model: "y".into() })
-        );
+        assert_eq!(with_models(&["x"]).check_model("y"), Err(KeyError::ModelNotAllowed { model: "y".into() }));
     }
 
     #[test]
@@ -271,19 +251,13 @@ mod tests {
             jti: "key-1".into(),
             exp: Some(1_700_000_000),
             quality: Some(0.5),
-            budget: Budget {
-                tokens_per_day: Some(10),
-                ..Budget::default()
-            },
+            budget: Budget { tokens_per_day: Some(10), ..Budget::default() },
             zk: true,
             ..Claims::default()
         };
         let payload = c.to_payload().unwrap();
         let text = std::str::from_utf8(&payload).unwrap();
-        assert!(
-            text.contains("\"exp\":\"2023-11-14T22:13:20+00:00\""),
-            "{text}"
-        );
+        assert!(text.contains("\"exp\":\"2023-11-14T22:13:20+00:00\""), "{text}");
         assert!(!text.contains("tokens_per_minute"), "{text}");
         assert_eq!(Claims::from_payload(&payload).unwrap(), c);
         for bad in [
@@ -296,11 +270,7 @@ mod tests {
             br#"{"jti":"a"} x"#,
             b"not json",
         ] {
-            assert!(
-                Claims::from_payload(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(Claims::from_payload(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(Claims::from_payload(br#"{"jti":"a","future_claim":1}"#).is_ok());
     }

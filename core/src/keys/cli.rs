@@ -114,9 +114,7 @@ pub fn run_with(cmd: KeysCommand, out: &mut dyn Write, now_unix_s: i64) -> anyho
     match cmd {
         KeysCommand::GenIssuer { out: path } => gen_issuer(&path, out),
         KeysCommand::Issue(args) => issue(&args, out, now_unix_s),
-        KeysCommand::Inspect { token, config } => {
-            inspect(&token, config.as_deref(), out, now_unix_s)
-        }
+        KeysCommand::Inspect { token, config } => inspect(&token, config.as_deref(), out, now_unix_s),
         KeysCommand::Revoke { key_id, config } => revoke(&key_id, &config, out),
     }
 }
@@ -127,58 +125,39 @@ fn gen_issuer(path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| {
-        format!(
-            "{}: cannot create (an existing key file is never overwritten)",
-            path.display()
-        )
-    })?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("{}: cannot create (an existing key file is never overwritten)", path.display()))?;
     file.write_all(secret.to_paserk().as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;
     let public = secret.public_key();
-    writeln!(
-        out,
-        "secret key written to {} (keep it private)",
-        path.display()
-    )?;
+    writeln!(out, "secret key written to {} (keep it private)", path.display())?;
     writeln!(out, "public_key: {}", public.to_paserk())?;
     writeln!(out, "kid: {}", public.pid())?;
-    writeln!(
-        out,
-        "add to gatekeeper.yaml:\nkeys:\n  issuers: [ {{ public_key: {} }} ]",
-        public.to_paserk()
-    )?;
+    writeln!(out, "add to gatekeeper.yaml:\nkeys:\n  issuers: [ {{ public_key: {} }} ]", public.to_paserk())?;
     Ok(())
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<SecretKey> {
     let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read issuer key", path.display()))?,
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read issuer key", path.display()))?,
     );
     #[cfg(unix)]
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt as _;
         if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!(
-                "warning: {} is readable by other users; chmod 600 it",
-                path.display()
-            );
+            eprintln!("warning: {} is readable by other users; chmod 600 it", path.display());
         }
     }
-    SecretKey::from_paserk(&text)
-        .with_context(|| format!("{}: not a k4.secret key", path.display()))
+    SecretKey::from_paserk(&text).with_context(|| format!("{}: not a k4.secret key", path.display()))
 }
 
 /// Seconds in `30d`, `12h`, `5m`, `90s`.
 fn parse_duration_s(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let split = text.len().saturating_sub(1);
-    let (number, unit) = (
-        text.get(..split).unwrap_or(""),
-        text.get(split..).unwrap_or(""),
-    );
+    let (number, unit) = (text.get(..split).unwrap_or(""), text.get(split..).unwrap_or(""));
     let scale = match unit {
         "s" => 1,
         "m" => 60,
@@ -186,14 +165,11 @@ fn parse_duration_s(text: &str) -> anyhow::Result<i64> {
         "d" => 86_400,
         _ => bail!("`{text}`: expected a number with unit s, m, h or d (e.g. 30d)"),
     };
-    let n: i64 = number
-        .parse()
-        .with_context(|| format!("`{text}`: expected a number before the unit"))?;
+    let n: i64 = number.parse().with_context(|| format!("`{text}`: expected a number before the unit"))?;
     if n < 0 {
         bail!("`{text}`: must not be negative");
     }
-    n.checked_mul(scale)
-        .with_context(|| format!("`{text}`: too long"))
+    n.checked_mul(scale).with_context(|| format!("`{text}`: too long"))
 }
 
 fn random_jti() -> String {
@@ -213,9 +189,7 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         None => None,
         Some(t) => Some(match super::time::parse_rfc3339(t) {
             Some(at) => at,
-            None => now.saturating_add(
-                parse_duration_s(t).context("--not-before: not RFC 3339 nor a duration")?,
-            ),
+            None => now.saturating_add(parse_duration_s(t).context("--not-before: not RFC 3339 nor a duration")?),
         }),
     };
     let claims = Claims {
@@ -226,12 +200,7 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         nbf,
         exp,
         tenant: args.tenant.clone(),
-        models: args
-            .models
-            .iter()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect(),
+        models: args.models.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
         route: args.route,
         quality: args.quality,
         budget: Budget {
@@ -244,19 +213,13 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         zk: args.zk,
     };
     let public = secret.public_key();
-    let token =
-        super::issue(&secret, &claims, &Footer::for_key(&public)).context("cannot issue")?;
+    let token = super::issue(&secret, &claims, &Footer::for_key(&public)).context("cannot issue")?;
     eprintln!("issued jti={} kid={}", claims.jti, public.pid());
     writeln!(out, "{token}")?;
     Ok(())
 }
 
-fn inspect(
-    token: &str,
-    config: Option<&Path>,
-    out: &mut dyn Write,
-    now: i64,
-) -> anyhow::Result<()> {
+fn inspect(token: &str, config: Option<&Path>, out: &mut dyn Write, now: i64) -> anyhow::Result<()> {
     let token = token.trim();
     let decoded = decode_unverified(token).context("cannot decode token")?;
     writeln!(out, "kid: {}", decoded.kid.as_deref().unwrap_or("(none)"))?;
@@ -264,11 +227,8 @@ fn inspect(
     writeln!(out, "{}", serde_json::to_string_pretty(&decoded.payload)?)?;
     let Some(path) = config else { return Ok(()) };
     let config = Config::load(path).with_context(|| format!("{}", path.display()))?;
-    let keys = config
-        .keys
-        .with_context(|| format!("{}: no `keys` section", path.display()))?;
-    let verifier =
-        Verifier::from_config(&keys).with_context(|| format!("{}: keys", path.display()))?;
+    let keys = config.keys.with_context(|| format!("{}: no `keys` section", path.display()))?;
+    let verifier = Verifier::from_config(&keys).with_context(|| format!("{}: keys", path.display()))?;
     match verifier.verify_now(token, now) {
         Ok(claims) => {
             writeln!(out, "verdict: valid (jti {})", claims.jti)?;
@@ -283,24 +243,15 @@ fn inspect(
 }
 
 fn revoke(key_id: &str, path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let Some(edited) =
-        add_revocation(&text, key_id).with_context(|| format!("{}", path.display()))?
-    else {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let Some(edited) = add_revocation(&text, key_id).with_context(|| format!("{}", path.display()))? else {
         writeln!(out, "{key_id} is already revoked in {}", path.display())?;
         return Ok(());
     };
     // Validate the edited file under a temporary name beside it, then rename over the
     // original: a bad edit never replaces a good config.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.revoke-{}", std::process::id()));
     std::fs::write(&tmp, &edited).with_context(|| format!("{}: cannot write", tmp.display()))?;
     if let Ok(meta) = std::fs::metadata(path) {
@@ -313,10 +264,7 @@ fn revoke(key_id: &str, path: &Path, out: &mut dyn Write) -> anyhow::Result<()> 
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            bail!(
-                "{}: the config would not load after the edit: {e}",
-                path.display()
-            );
+            bail!("{}: the config would not load after the edit: {e}", path.display());
         }
     }
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;
@@ -326,14 +274,9 @@ fn revoke(key_id: &str, path: &Path, out: &mut dyn Write) -> anyhow::Result<()> 
 
 /// Whether `id` can be written into YAML as a plain scalar.
 fn plain_yaml_ok(id: &str) -> bool {
-    let keyword = matches!(
-        id.to_ascii_lowercase().as_str(),
-        "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
-    );
-    let first_ok = id
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let keyword =
+        matches!(id.to_ascii_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n");
+    let first_ok = id.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     first_ok && !keyword
 }
 
@@ -378,24 +321,16 @@ pub(crate) fn add_revocation(text: &str, id: &str) -> anyhow::Result<Option<Stri
     if id.is_empty() || id.len() > JTI_BYTES_MAX {
         bail!("key id must be 1 to {JTI_BYTES_MAX} bytes");
     }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-    {
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
         bail!("key id `{id}` has characters other than letters, digits, `-`, `_`, `.`, `:`");
     }
     // The YAML's own view first: already revoked means nothing to do.
     let doc: serde_yaml::Value = serde_yaml::from_str(text).context("not valid YAML")?;
     let keys = doc.get("keys");
     if keys.is_none_or(serde_yaml::Value::is_null) {
-        bail!(
-            "no `keys:` section; add one with an issuer (see `gatekeeper keys gen-issuer`) first"
-        );
+        bail!("no `keys:` section; add one with an issuer (see `gatekeeper keys gen-issuer`) first");
     }
-    if let Some(list) = keys
-        .and_then(|k| k.get("revoked"))
-        .and_then(|r| r.as_sequence())
-    {
+    if let Some(list) = keys.and_then(|k| k.get("revoked")).and_then(|r| r.as_sequence()) {
         if list.iter().any(|v| v.as_str() == Some(id)) {
             return Ok(None);
         }
@@ -419,9 +354,8 @@ pub(crate) fn add_revocation(text: &str, id: &str) -> anyhow::Result<Option<Stri
         .find(|&i| !is_blank_or_comment(&lines[i]))
         .map(|i| indent_of(&lines[i]))
         .context("`keys:` has no entries")?;
-    let revoked_at = (keys_at + 1..block_end).find(|&i| {
-        indent_of(&lines[i]) == child_indent && lines[i].trim_start().starts_with("revoked:")
-    });
+    let revoked_at = (keys_at + 1..block_end)
+        .find(|&i| indent_of(&lines[i]) == child_indent && lines[i].trim_start().starts_with("revoked:"));
     let pad = " ".repeat(child_indent);
     let item = yaml_scalar(id);
 
@@ -433,21 +367,13 @@ pub(crate) fn add_revocation(text: &str, id: &str) -> anyhow::Result<Option<Stri
     let rest = line.trim_start().get("revoked:".len()..).unwrap_or("");
     let (value, comment) = split_comment(rest);
     let value = value.trim();
-    let comment = if comment.is_empty() {
-        String::new()
-    } else {
-        format!(" {comment}")
-    };
+    let comment = if comment.is_empty() { String::new() } else { format!(" {comment}") };
     if let Some(inner) = value.strip_prefix('[') {
         let Some(inner) = inner.strip_suffix(']') else {
             bail!("`keys.revoked` spans several lines in flow style; add `{id}` by hand");
         };
         let inner = inner.trim();
-        let items = if inner.is_empty() {
-            item
-        } else {
-            format!("{inner}, {item}")
-        };
+        let items = if inner.is_empty() { item } else { format!("{inner}, {item}") };
         lines[at] = format!("{pad}revoked: [{items}]{comment}");
     } else if value.is_empty() || value == "~" || value == "null" {
         // A block list follows (items indented, or at the key's own indent), or nothing.
@@ -494,47 +420,30 @@ mod tests {
 
     fn revoked_of(text: &str) -> Vec<String> {
         let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
-        doc["keys"]["revoked"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
+        doc["keys"]["revoked"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
     }
 
     #[test]
     fn revoke_into_empty_flow_list() {
-        let text = format!(
-            "{BASE}  revoked: []   # none yet\n  leeway_s: 30\naudit: {{ data_dir: ./d }}\n"
-        );
+        let text = format!("{BASE}  revoked: []   # none yet\n  leeway_s: 30\naudit: {{ data_dir: ./d }}\n");
         let out = add_revocation(&text, "key_1").unwrap().unwrap();
         assert!(out.contains("  revoked: [key_1] # none yet\n"), "{out}");
         assert_eq!(revoked_of(&out), ["key_1"]);
         let again = add_revocation(&out, "key_2").unwrap().unwrap();
-        assert!(
-            again.contains("  revoked: [key_1, key_2] # none yet\n"),
-            "{again}"
-        );
+        assert!(again.contains("  revoked: [key_1, key_2] # none yet\n"), "{again}");
         assert_eq!(add_revocation(&again, "key_2").unwrap(), None, "idempotent");
         // Everything else is untouched.
-        let strip = |s: &str| {
-            s.lines()
-                .filter(|l| !l.contains("revoked"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let strip = |s: &str| s.lines().filter(|l| !l.contains("revoked")).collect::<Vec<_>>().join("\n");
         assert_eq!(strip(&again), strip(&text));
     }
 
     #[test]
     fn revoke_into_block_list() {
-        let text = format!("{BASE}  revoked:\n    - old_1   # leaked\n    - \"2024\"\n  leeway_s: 30\nnats: {{ url: x }}\n");
+        let text =
+            format!("{BASE}  revoked:\n    - old_1   # leaked\n    - \"2024\"\n  leeway_s: 30\nnats: {{ url: x }}\n");
         let out = add_revocation(&text, "key_9").unwrap().unwrap();
         assert_eq!(revoked_of(&out), ["old_1", "2024", "key_9"]);
-        assert!(
-            out.contains("    - old_1   # leaked\n    - \"2024\"\n    - key_9\n  leeway_s: 30\n"),
-            "{out}"
-        );
+        assert!(out.contains("    - old_1   # leaked\n    - \"2024\"\n    - key_9\n  leeway_s: 30\n"), "{out}");
         assert_eq!(add_revocation(&out, "old_1").unwrap(), None);
         // Same-indent block sequence (valid YAML) too.
         let text = format!("{BASE}  revoked:\n  - a1\n  leeway_s: 30\n");
@@ -546,19 +455,13 @@ mod tests {
     fn revoke_adds_missing_revoked_and_quotes_odd_ids() {
         let out = add_revocation(BASE, "123").unwrap().unwrap();
         assert_eq!(revoked_of(&out), ["123"]);
-        assert!(
-            out.contains("keys:\n  revoked: [\"123\"]\n  # trusted issuers\n"),
-            "{out}"
-        );
+        assert!(out.contains("keys:\n  revoked: [\"123\"]\n  # trusted issuers\n"), "{out}");
         let text = format!("{BASE}  revoked:   # nothing\n  leeway_s: 1\n");
         let out = add_revocation(&text, "yes").unwrap().unwrap();
         assert_eq!(revoked_of(&out), ["yes"]);
         let crlf = BASE.replace('\n', "\r\n");
         let out = add_revocation(&crlf, "k").unwrap().unwrap();
-        assert!(
-            out.ends_with("\r\n") && !out.replace("\r\n", "").contains('\n'),
-            "{out:?}"
-        );
+        assert!(out.ends_with("\r\n") && !out.replace("\r\n", "").contains('\n'), "{out:?}");
     }
 
     #[test]
@@ -591,25 +494,11 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(
-                std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        assert!(
-            run_out(KeysCommand::GenIssuer { out: key.clone() }, 0).is_err(),
-            "never overwrites"
-        );
-        let public = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("public_key: "))
-            .unwrap()
-            .to_string();
-        let kid = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("kid: "))
-            .unwrap()
-            .to_string();
+        assert!(run_out(KeysCommand::GenIssuer { out: key.clone() }, 0).is_err(), "never overwrites");
+        let public = printed.lines().find_map(|l| l.strip_prefix("public_key: ")).unwrap().to_string();
+        let kid = printed.lines().find_map(|l| l.strip_prefix("kid: ")).unwrap().to_string();
         assert!(!printed.contains("k4.secret"), "{printed}");
 
         let now = 1_700_000_000;
@@ -631,93 +520,39 @@ mod tests {
             not_before: None,
             expires: "30d".into(),
         };
-        let token = run_out(KeysCommand::Issue(args.clone()), now)
-            .unwrap()
-            .trim()
-            .to_string();
+        let token = run_out(KeysCommand::Issue(args.clone()), now).unwrap().trim().to_string();
         assert!(token.starts_with("v4.public."));
 
         let config = dir.path().join("gatekeeper.yaml");
         std::fs::write(
             &config,
-            format!("# test\nkeys:\n  issuers: [ {{ public_key: {public} }} ]   # current\n  revoked: []\n  leeway_s: 0\n"),
+            format!(
+                "# test\nkeys:\n  issuers: [ {{ public_key: {public} }} ]   # current\n  revoked: []\n  leeway_s: 0\n"
+            ),
         )
         .unwrap();
-        let shown = run_out(
-            KeysCommand::Inspect {
-                token: token.clone(),
-                config: Some(config.clone()),
-            },
-            now,
-        )
-        .unwrap();
-        assert!(
-            shown.contains(&kid) && shown.contains("\"jti\": \"key_alice\""),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("\"tokens_per_minute\": 1000") && shown.contains("verdict: valid"),
-            "{shown}"
-        );
+        let shown = run_out(KeysCommand::Inspect { token: token.clone(), config: Some(config.clone()) }, now).unwrap();
+        assert!(shown.contains(&kid) && shown.contains("\"jti\": \"key_alice\""), "{shown}");
+        assert!(shown.contains("\"tokens_per_minute\": 1000") && shown.contains("verdict: valid"), "{shown}");
         assert!(!shown.contains(&token), "inspect never echoes the token");
-        let late = run_out(
-            KeysCommand::Inspect {
-                token: token.clone(),
-                config: Some(config.clone()),
-            },
-            now + 31 * 86_400,
-        );
+        let late =
+            run_out(KeysCommand::Inspect { token: token.clone(), config: Some(config.clone()) }, now + 31 * 86_400);
         assert!(late.is_err());
 
-        let printed = run_out(
-            KeysCommand::Revoke {
-                key_id: "key_alice".into(),
-                config: config.clone(),
-            },
-            now,
-        )
-        .unwrap();
+        let printed = run_out(KeysCommand::Revoke { key_id: "key_alice".into(), config: config.clone() }, now).unwrap();
         assert!(printed.contains("revoked key_alice"), "{printed}");
         let text = std::fs::read_to_string(&config).unwrap();
-        assert!(
-            text.contains("# current\n  revoked: [key_alice]\n"),
-            "{text}"
-        );
-        let again = run_out(
-            KeysCommand::Revoke {
-                key_id: "key_alice".into(),
-                config: config.clone(),
-            },
-            now,
-        )
-        .unwrap();
+        assert!(text.contains("# current\n  revoked: [key_alice]\n"), "{text}");
+        let again = run_out(KeysCommand::Revoke { key_id: "key_alice".into(), config: config.clone() }, now).unwrap();
         assert!(again.contains("already revoked"), "{again}");
-        assert!(run_out(
-            KeysCommand::Inspect {
-                token,
-                config: Some(config.clone())
-            },
-            now
-        )
-        .is_err());
+        assert!(run_out(KeysCommand::Inspect { token, config: Some(config.clone()) }, now).is_err());
 
         // Expiry units and `never`.
         assert_eq!(parse_duration_s("90s").unwrap(), 90);
         assert_eq!(parse_duration_s("2h").unwrap(), 7200);
-        assert!(
-            parse_duration_s("2w").is_err()
-                && parse_duration_s("-1d").is_err()
-                && parse_duration_s("").is_err()
-        );
-        let forever = run_out(
-            KeysCommand::Issue(IssueArgs {
-                expires: "never".into(),
-                jti: None,
-                ..args
-            }),
-            now,
-        )
-        .unwrap();
+        assert!(parse_duration_s("2w").is_err() && parse_duration_s("-1d").is_err() && parse_duration_s("").is_err());
+        let forever =
+            run_out(KeysCommand::Issue(IssueArgs { expires: "never".into(), jti: None, ..args }), now).unwrap();
         let decoded = decode_unverified(forever.trim()).unwrap();
         assert!(decoded.payload.get("exp").is_none());
         assert!(decoded.payload["jti"].as_str().unwrap().starts_with("key_"));
@@ -730,20 +565,9 @@ mod tests {
         // Valid YAML, but `shards: 0` fails validation: the file must stay as it was.
         let original = "shards: 0\nkeys:\n  issuers: []\n  revoked: []\n";
         std::fs::write(&config, original).unwrap();
-        assert!(run_out(
-            KeysCommand::Revoke {
-                key_id: "k1".into(),
-                config: config.clone()
-            },
-            0
-        )
-        .is_err());
+        assert!(run_out(KeysCommand::Revoke { key_id: "k1".into(), config: config.clone() }, 0).is_err());
         assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "temporary file cleaned up"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file cleaned up");
     }
 
     #[test]
@@ -779,10 +603,7 @@ mod tests {
         }
         match Cli::try_parse_from(["gk", "revoke", "k1"]).unwrap().keys {
             KeysCommand::Revoke { key_id, config } => {
-                assert_eq!(
-                    (key_id.as_str(), config),
-                    ("k1", PathBuf::from("gatekeeper.yaml"))
-                );
+                assert_eq!((key_id.as_str(), config), ("k1", PathBuf::from("gatekeeper.yaml")));
             }
             other => panic!("{other:?}"),
         }

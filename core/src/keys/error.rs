@@ -71,11 +71,7 @@ mod tests {
             (KeyError::NotYetValid, 401, "key_not_yet_valid"),
             (KeyError::Revoked, 401, "key_revoked"),
             (KeyError::UnknownIssuer, 401, "unknown_issuer"),
-            (
-                KeyError::ModelNotAllowed { model: "m".into() },
-                403,
-                "model_not_allowed",
-            ),
+            (KeyError::ModelNotAllowed { model: "m".into() }, 403, "model_not_allowed"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.http_status_and_code(), (status, code), "{e}");

@@ -65,12 +65,7 @@ pub mod fuzzing {
     fn verifier() -> &'static Verifier {
         static VERIFIER: OnceLock<Verifier> = OnceLock::new();
         VERIFIER.get_or_init(|| {
-            Verifier::new(
-                [SecretKey::from_seed(&[42; 32]).public_key()],
-                RevocationList::new(["revoked"]),
-                30,
-                16,
-            )
+            Verifier::new([SecretKey::from_seed(&[42; 32]).public_key()], RevocationList::new(["revoked"]), 30, 16)
         })
     }
 

@@ -2,9 +2,7 @@
 
 use blake2::digest::consts::U33;
 use blake2::{Blake2b, Digest as _};
-use ed25519_dalek::{
-    SigningKey, VerifyingKey, KEYPAIR_LENGTH, PUBLIC_KEY_LENGTH, SECRET_KEY_LENGTH,
-};
+use ed25519_dalek::{SigningKey, VerifyingKey, KEYPAIR_LENGTH, PUBLIC_KEY_LENGTH, SECRET_KEY_LENGTH};
 use zeroize::{Zeroize as _, Zeroizing};
 
 use super::error::KeyError;
@@ -52,27 +50,20 @@ impl PublicKey {
     /// From 32 raw bytes; refuses encodings that are not curve points and weak
     /// (small-order) keys, under which signatures prove nothing.
     pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey, KeyError> {
-        let array: &[u8; PUBLIC_KEY_LENGTH] = bytes
-            .try_into()
-            .map_err(|_| KeyError::InvalidKeyMaterial("a v4 public key is 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(array)
-            .map_err(|_| KeyError::InvalidKeyMaterial("not an Ed25519 point"))?;
+        let array: &[u8; PUBLIC_KEY_LENGTH] =
+            bytes.try_into().map_err(|_| KeyError::InvalidKeyMaterial("a v4 public key is 32 bytes"))?;
+        let key = VerifyingKey::from_bytes(array).map_err(|_| KeyError::InvalidKeyMaterial("not an Ed25519 point"))?;
         if key.is_weak() {
-            return Err(KeyError::InvalidKeyMaterial(
-                "weak (small-order) Ed25519 key",
-            ));
+            return Err(KeyError::InvalidKeyMaterial("weak (small-order) Ed25519 key"));
         }
         Ok(PublicKey(key))
     }
 
     /// Parses `k4.public.…`.
     pub fn from_paserk(text: &str) -> Result<PublicKey, KeyError> {
-        let body = text
-            .trim()
-            .strip_prefix(PUBLIC_PREFIX)
-            .ok_or(KeyError::InvalidKeyMaterial("expected k4.public.…"))?;
-        let bytes = b64_decode(body)
-            .map_err(|_| KeyError::InvalidKeyMaterial("bad base64 in k4.public key"))?;
+        let body =
+            text.trim().strip_prefix(PUBLIC_PREFIX).ok_or(KeyError::InvalidKeyMaterial("expected k4.public.…"))?;
+        let bytes = b64_decode(body).map_err(|_| KeyError::InvalidKeyMaterial("bad base64 in k4.public key"))?;
         PublicKey::from_bytes(&bytes)
     }
 
@@ -104,10 +95,7 @@ pub struct SecretKey(SigningKey);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretKey")
-            .field("kid", &self.public_key().pid())
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("SecretKey").field("kid", &self.public_key().pid()).field("secret", &"<redacted>").finish()
     }
 }
 
@@ -126,24 +114,18 @@ impl SecretKey {
 
     /// From the 64-byte `seed || public` form PASERK uses; the public half must match.
     pub fn from_keypair_bytes(bytes: &[u8]) -> Result<SecretKey, KeyError> {
-        let array: &[u8; KEYPAIR_LENGTH] = bytes
-            .try_into()
-            .map_err(|_| KeyError::InvalidKeyMaterial("a v4 secret key is 64 bytes"))?;
+        let array: &[u8; KEYPAIR_LENGTH] =
+            bytes.try_into().map_err(|_| KeyError::InvalidKeyMaterial("a v4 secret key is 64 bytes"))?;
         SigningKey::from_keypair_bytes(array)
             .map(SecretKey)
-            .map_err(|_| {
-                KeyError::InvalidKeyMaterial("secret key's public half does not match its seed")
-            })
+            .map_err(|_| KeyError::InvalidKeyMaterial("secret key's public half does not match its seed"))
     }
 
     /// Parses `k4.secret.…`.
     pub fn from_paserk(text: &str) -> Result<SecretKey, KeyError> {
-        let body = text
-            .trim()
-            .strip_prefix(SECRET_PREFIX)
-            .ok_or(KeyError::InvalidKeyMaterial("expected k4.secret.…"))?;
-        let mut bytes = b64_decode(body)
-            .map_err(|_| KeyError::InvalidKeyMaterial("bad base64 in k4.secret key"))?;
+        let body =
+            text.trim().strip_prefix(SECRET_PREFIX).ok_or(KeyError::InvalidKeyMaterial("expected k4.secret.…"))?;
+        let mut bytes = b64_decode(body).map_err(|_| KeyError::InvalidKeyMaterial("bad base64 in k4.secret key"))?;
         let key = SecretKey::from_keypair_bytes(&bytes);
         bytes.zeroize();
         key
@@ -177,10 +159,7 @@ mod tests {
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
@@ -233,20 +212,10 @@ mod tests {
             let sk = got.unwrap();
             let paserk = t["paserk"].as_str().unwrap();
             assert_eq!(sk.to_paserk().as_str(), paserk, "{name}");
-            let seed: [u8; 32] = hex(t["secret-key-seed"].as_str().unwrap())
-                .try_into()
-                .unwrap();
-            assert_eq!(
-                SecretKey::from_seed(&seed).to_paserk().as_str(),
-                paserk,
-                "{name}"
-            );
+            let seed: [u8; 32] = hex(t["secret-key-seed"].as_str().unwrap()).try_into().unwrap();
+            assert_eq!(SecretKey::from_seed(&seed).to_paserk().as_str(), paserk, "{name}");
             let back = SecretKey::from_paserk(paserk).unwrap();
-            assert_eq!(
-                back.public_key().as_bytes().as_slice(),
-                hex(t["public-key"].as_str().unwrap()),
-                "{name}"
-            );
+            assert_eq!(back.public_key().as_bytes().as_slice(), hex(t["public-key"].as_str().unwrap()), "{name}");
         }
     }
 
@@ -255,18 +224,12 @@ mod tests {
         let sk = SecretKey::from_seed(&[1; 32]);
         let text = sk.to_paserk();
         assert!(SecretKey::from_paserk(&text.replace("k4.", "k3.")).is_err());
-        assert!(
-            PublicKey::from_paserk(&sk.public_key().to_paserk().replace("k4.", "k2.")).is_err()
-        );
+        assert!(PublicKey::from_paserk(&sk.public_key().to_paserk().replace("k4.", "k2.")).is_err());
         assert!(PublicKey::from_paserk(&text).is_err());
         let mut bytes = sk.0.to_keypair_bytes();
         bytes[63] ^= 1;
         assert!(SecretKey::from_keypair_bytes(&bytes).is_err());
-        assert!(
-            PublicKey::from_paserk("k4.public.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-                .is_err(),
-            "weak key"
-        );
+        assert!(PublicKey::from_paserk("k4.public.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_err(), "weak key");
     }
 
     #[test]
@@ -276,9 +239,6 @@ mod tests {
         let secret = sk.to_paserk();
         let body = secret.strip_prefix(SECRET_PREFIX).unwrap();
         assert!(!debug.contains(&body[..20]), "{debug}");
-        assert!(
-            debug.contains("redacted") && debug.contains("k4.pid."),
-            "{debug}"
-        );
+        assert!(debug.contains("redacted") && debug.contains("k4.pid."), "{debug}");
     }
 }

@@ -30,9 +30,7 @@ pub(crate) fn b64_encode(bytes: &[u8]) -> String {
 /// Decodes URL-safe unpadded base64, rejecting padding and non-canonical trailing bits.
 pub(crate) fn b64_decode(text: &str) -> Result<Vec<u8>, KeyError> {
     // The engine's defaults already refuse `=` and stray bits; it never panics on input.
-    URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| KeyError::Malformed("bad base64"))
+    URL_SAFE_NO_PAD.decode(text).map_err(|_| KeyError::Malformed("bad base64"))
 }
 
 /// Pre-Authentication Encoding: `LE64(n) || LE64(len(p_i)) || p_i …`, with the top bit of
@@ -73,9 +71,7 @@ pub fn parse(token: &str) -> Result<Parsed, KeyError> {
     if token.len() > TOKEN_BYTES_MAX {
         return Err(KeyError::Malformed("token too long"));
     }
-    let rest = token
-        .strip_prefix(HEADER)
-        .ok_or(KeyError::Malformed("not a v4.public token"))?;
+    let rest = token.strip_prefix(HEADER).ok_or(KeyError::Malformed("not a v4.public token"))?;
     let (body, footer) = match rest.split_once('.') {
         None => (rest, None),
         Some((body, footer)) => (body, Some(footer)),
@@ -84,9 +80,7 @@ pub fn parse(token: &str) -> Result<Parsed, KeyError> {
         None => Vec::new(),
         // A present-but-empty footer, or a further `.`, is not a token PASETO produces.
         Some("") => return Err(KeyError::Malformed("empty footer")),
-        Some(f) if f.contains('.') => {
-            return Err(KeyError::Malformed("trailing data after footer"))
-        }
+        Some(f) if f.contains('.') => return Err(KeyError::Malformed("trailing data after footer")),
         Some(f) => {
             if f.len() > FOOTER_BYTES_MAX.div_ceil(3) * 4 {
                 return Err(KeyError::Malformed("footer too long"));
@@ -95,20 +89,11 @@ pub fn parse(token: &str) -> Result<Parsed, KeyError> {
         }
     };
     let mut message = b64_decode(body)?;
-    let split = message
-        .len()
-        .checked_sub(SIGNATURE_LENGTH)
-        .ok_or(KeyError::Malformed("token too short"))?;
-    let sig_bytes: [u8; SIGNATURE_LENGTH] = message
-        .get(split..)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(KeyError::Malformed("token too short"))?;
+    let split = message.len().checked_sub(SIGNATURE_LENGTH).ok_or(KeyError::Malformed("token too short"))?;
+    let sig_bytes: [u8; SIGNATURE_LENGTH] =
+        message.get(split..).and_then(|s| s.try_into().ok()).ok_or(KeyError::Malformed("token too short"))?;
     message.truncate(split);
-    Ok(Parsed {
-        message,
-        signature: Signature::from_bytes(&sig_bytes),
-        footer,
-    })
+    Ok(Parsed { message, signature: Signature::from_bytes(&sig_bytes), footer })
 }
 
 /// Signs `message` with an optional `footer` and implicit assertion.
@@ -118,8 +103,7 @@ pub fn sign(secret: &SecretKey, message: &[u8], footer: &[u8], implicit: &[u8]) 
     let mut body = Vec::with_capacity(message.len() + SIGNATURE_LENGTH);
     body.extend_from_slice(message);
     body.extend_from_slice(&signature.to_bytes());
-    let mut token =
-        String::with_capacity(HEADER.len() + body.len() * 4 / 3 + footer.len() * 4 / 3 + 8);
+    let mut token = String::with_capacity(HEADER.len() + body.len() * 4 / 3 + footer.len() * 4 / 3 + 8);
     token.push_str(HEADER);
     token.push_str(&b64_encode(&body));
     if !footer.is_empty() {
@@ -152,10 +136,7 @@ mod tests {
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -165,10 +146,8 @@ mod tests {
     #[test]
     fn official_v4_public_vectors() {
         let tests = vectors("v4.json");
-        let public = PublicKey::from_bytes(&hex(
-            "1eb9dbbbbc047c03fd70604e0071f0987e16b28b757225c11f00415d0e20b1a2",
-        ))
-        .unwrap();
+        let public =
+            PublicKey::from_bytes(&hex("1eb9dbbbbc047c03fd70604e0071f0987e16b28b757225c11f00415d0e20b1a2")).unwrap();
         let mut seen_s = 0;
         let mut seen_f = 0;
         for t in &tests {
@@ -182,11 +161,7 @@ mod tests {
                 assert_eq!(secret.public_key(), pk, "{name}");
                 let payload = str_of(t, "payload").as_bytes();
                 let footer = str_of(t, "footer").as_bytes();
-                assert_eq!(
-                    sign(&secret, payload, footer, implicit),
-                    token,
-                    "{name} signs exactly"
-                );
+                assert_eq!(sign(&secret, payload, footer, implicit), token, "{name} signs exactly");
                 let parsed = verify(&pk, token, implicit).unwrap();
                 assert_eq!(parsed.message, payload, "{name}");
                 assert_eq!(parsed.footer, footer, "{name}");
@@ -197,10 +172,7 @@ mod tests {
             } else if name.starts_with("4-F-") {
                 seen_f += 1;
                 assert!(t["expect-fail"].as_bool().unwrap());
-                assert!(
-                    verify(&public, token, implicit).is_err(),
-                    "{name} must fail"
-                );
+                assert!(verify(&public, token, implicit).is_err(), "{name} must fail");
             }
         }
         assert_eq!((seen_s, seen_f), (3, 5));
@@ -230,10 +202,7 @@ mod tests {
             "v4.public.+/+/".to_string(),
             format!("v4.public.{}", "A".repeat(TOKEN_BYTES_MAX)),
         ] {
-            assert!(
-                parse(&bad).is_err() || verify(&secret.public_key(), &bad, b"").is_err(),
-                "{bad:?}"
-            );
+            assert!(parse(&bad).is_err() || verify(&secret.public_key(), &bad, b"").is_err(), "{bad:?}");
         }
         // Non-canonical trailing bits: `AB` and `AA` decode to the same byte in lax decoders.
         assert!(b64_decode("AB").is_err());
@@ -244,12 +213,7 @@ mod tests {
     fn every_single_byte_flip_fails() {
         let secret = SecretKey::from_seed(&[9; 32]);
         let public = secret.public_key();
-        let token = sign(
-            &secret,
-            b"{\"jti\":\"abc\"}",
-            b"{\"kid\":\"k4.pid.x\"}",
-            b"",
-        );
+        let token = sign(&secret, b"{\"jti\":\"abc\"}", b"{\"kid\":\"k4.pid.x\"}", b"");
         assert!(verify(&public, &token, b"").is_ok());
         let bytes = token.as_bytes();
         for i in 0..bytes.len() {
@@ -259,10 +223,7 @@ mod tests {
                 let Ok(text) = String::from_utf8(forged) else {
                     continue;
                 };
-                assert!(
-                    verify(&public, &text, b"").is_err(),
-                    "byte {i} ^ {flip:#x} accepted"
-                );
+                assert!(verify(&public, &text, b"").is_err(), "byte {i} ^ {flip:#x} accepted");
             }
         }
     }
@@ -270,10 +231,7 @@ mod tests {
     #[test]
     fn pae_matches_spec_examples() {
         assert_eq!(pae(&[]), [0u8; 8]);
-        assert_eq!(
-            pae(&[b""]),
-            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(pae(&[b""]), [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let mut expect = vec![1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0];
         expect.extend_from_slice(b"test");
         assert_eq!(pae(&[b"test"]), expect);

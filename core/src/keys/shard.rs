@@ -119,21 +119,8 @@ impl Cache {
         slot.claims.clone()
     }
 
-    fn insert(
-        &mut self,
-        key: TokenDigest,
-        claims: Rc<Claims>,
-        valid_from: i64,
-        valid_until: i64,
-        now: i64,
-    ) {
-        let slot = Slot {
-            key,
-            valid_from,
-            valid_until,
-            referenced: false,
-            claims: Some(claims),
-        };
+    fn insert(&mut self, key: TokenDigest, claims: Rc<Claims>, valid_from: i64, valid_until: i64, now: i64) {
+        let slot = Slot { key, valid_from, valid_until, referenced: false, claims: Some(claims) };
         if let Some(&index) = self.map.get(&key) {
             if let Some(old) = self.slots.get_mut(index) {
                 *old = slot;
@@ -185,11 +172,7 @@ impl Cache {
     /// Drops every entry whose claims fail `keep`.
     fn retain(&mut self, keep: impl Fn(&Claims) -> bool) {
         for index in 0..self.slots.len() {
-            let drop = self
-                .slots
-                .get(index)
-                .and_then(|s| s.claims.as_deref())
-                .is_some_and(|c| !keep(c));
+            let drop = self.slots.get(index).and_then(|s| s.claims.as_deref()).is_some_and(|c| !keep(c));
             if drop {
                 self.remove(index);
             }
@@ -267,10 +250,7 @@ impl ShardVerifier {
                 key: prepared.key,
                 result: Rc::clone(&result),
             });
-            let guard = Withdraw {
-                shard: self,
-                result,
-            };
+            let guard = Withdraw { shard: self, result };
             YieldNow(false).await;
             guard.wait()
         };
@@ -302,9 +282,7 @@ impl ShardVerifier {
     /// Replaces this shard's revocation list (e.g. from a NATS KV watch) and drops cached
     /// tokens it revokes. O(cache size); revocations are rare.
     pub fn set_revoked(&self, revoked: Arc<RevocationList>) {
-        self.cache
-            .borrow_mut()
-            .retain(|c| !revoked.contains(&c.jti));
+        self.cache.borrow_mut().retain(|c| !revoked.contains(&c.jti));
         *self.revoked.borrow_mut() = revoked;
     }
 
@@ -330,18 +308,11 @@ impl ShardVerifier {
     }
 
     /// Claims checks after a good signature; caches what passes.
-    fn finish(
-        &self,
-        digest: TokenDigest,
-        payload: &[u8],
-        now: i64,
-    ) -> Result<Rc<Claims>, KeyError> {
+    fn finish(&self, digest: TokenDigest, payload: &[u8], now: i64) -> Result<Rc<Claims>, KeyError> {
         let revoked = Arc::clone(&self.revoked.borrow());
         let claims = Rc::new(self.verifier.accept(payload, &revoked, now)?);
         let (from, until) = self.verifier.window(&claims);
-        self.cache
-            .borrow_mut()
-            .insert(digest, Rc::clone(&claims), from, until, now);
+        self.cache.borrow_mut().insert(digest, Rc::clone(&claims), from, until, now);
         Ok(claims)
     }
 
@@ -362,11 +333,7 @@ impl ShardVerifier {
         let ok = ok.get_mut(..drained.len()).unwrap_or_default();
         let work = batch::resolve(
             ok,
-            &mut |r| match (
-                messages.get(r.clone()),
-                signatures.get(r.clone()),
-                keys.get(r),
-            ) {
+            &mut |r| match (messages.get(r.clone()), signatures.get(r.clone()), keys.get(r)) {
                 (Some(m), Some(s), Some(k)) => ed25519_dalek::verify_batch(m, s, k).is_ok(),
                 _ => false,
             },

@@ -16,12 +16,7 @@ fn issuer(seed: u8) -> SecretKey {
 }
 
 fn claims(jti: &str) -> Claims {
-    Claims {
-        jti: jti.into(),
-        iat: Some(NOW),
-        exp: Some(NOW + 3600),
-        ..Claims::default()
-    }
+    Claims { jti: jti.into(), iat: Some(NOW), exp: Some(NOW + 3600), ..Claims::default() }
 }
 
 fn token(sk: &SecretKey, c: &Claims) -> String {
@@ -29,12 +24,7 @@ fn token(sk: &SecretKey, c: &Claims) -> String {
 }
 
 fn verifier(keys: &[&SecretKey], leeway_s: u64) -> Verifier {
-    Verifier::new(
-        keys.iter().map(|k| k.public_key()),
-        RevocationList::default(),
-        leeway_s,
-        1024,
-    )
+    Verifier::new(keys.iter().map(|k| k.public_key()), RevocationList::default(), leeway_s, 1024)
 }
 
 /// Polls every future round-robin until all are done: a stand-in for a single-threaded
@@ -60,10 +50,7 @@ fn run_all<'a, T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>) -> (V
 type Verification<'a> = Pin<Box<dyn Future<Output = Result<std::rc::Rc<Claims>, KeyError>> + 'a>>;
 
 fn verifications<'a>(shard: &'a ShardVerifier, tokens: &'a [String]) -> Vec<Verification<'a>> {
-    tokens
-        .iter()
-        .map(|t| Box::pin(shard.verify(t, NOW)) as Verification<'a>)
-        .collect()
+    tokens.iter().map(|t| Box::pin(shard.verify(t, NOW)) as Verification<'a>).collect()
 }
 
 fn block_on<T>(f: impl Future<Output = T>) -> T {
@@ -80,105 +67,56 @@ fn verifies_and_checks_issuer() {
     let both = verifier(&[&b, &a], 0);
     assert!(both.verify_now(&t, NOW).is_ok());
     assert!(both.verify_now(&token(&b, &claims("k2")), NOW).is_ok());
-    assert_eq!(
-        verifier(&[&b], 0).verify_now(&t, NOW),
-        Err(KeyError::UnknownIssuer)
-    );
+    assert_eq!(verifier(&[&b], 0).verify_now(&t, NOW), Err(KeyError::UnknownIssuer));
     // Footer claims issuer `a` but `b` signed: bad signature, not a confused issuer.
     let lying = issue(&b, &claims("k3"), &Footer::for_key(&a.public_key())).unwrap();
-    assert_eq!(
-        both.verify_now(&lying, NOW),
-        Err(KeyError::InvalidSignature)
-    );
+    assert_eq!(both.verify_now(&lying, NOW), Err(KeyError::InvalidSignature));
     assert_eq!(both.verify_now("", NOW), Err(KeyError::Missing));
-    assert!(matches!(
-        both.verify_now("Bearer x", NOW),
-        Err(KeyError::Malformed(_))
-    ));
+    assert!(matches!(both.verify_now("Bearer x", NOW), Err(KeyError::Malformed(_))));
     // No footer at all.
     let bare = paseto::sign(&a, &claims("k4").to_payload().unwrap(), b"", b"");
-    assert!(matches!(
-        both.verify_now(&bare, NOW),
-        Err(KeyError::Malformed(_))
-    ));
+    assert!(matches!(both.verify_now(&bare, NOW), Err(KeyError::Malformed(_))));
 }
 
 #[test]
 fn from_config() {
     let a = issuer(1);
     let config = crate::config::KeysConfig {
-        issuers: vec![crate::config::IssuerConfig {
-            public_key: a.public_key().to_paserk(),
-        }],
+        issuers: vec![crate::config::IssuerConfig { public_key: a.public_key().to_paserk() }],
         revoked: vec!["gone".into()],
         leeway_s: 5,
         cache_entries_max: 8,
     };
     let v = Verifier::from_config(&config).unwrap();
     assert_eq!(v.issuer_kids().collect::<Vec<_>>(), [a.public_key().pid()]);
-    assert_eq!(
-        v.verify_now(&token(&a, &claims("gone")), NOW),
-        Err(KeyError::Revoked)
-    );
+    assert_eq!(v.verify_now(&token(&a, &claims("gone")), NOW), Err(KeyError::Revoked));
     assert!(v.verify_now(&token(&a, &claims("here")), NOW).is_ok());
     let mut bad = config.clone();
     bad.issuers[0].public_key = "k4.public.nope".into();
-    assert!(matches!(
-        Verifier::from_config(&bad),
-        Err(KeyError::InvalidKeyMaterial(_))
-    ));
+    assert!(matches!(Verifier::from_config(&bad), Err(KeyError::InvalidKeyMaterial(_))));
 }
 
 #[test]
 fn exp_and_nbf_edges_with_and_without_leeway() {
     let a = issuer(1);
-    let c = Claims {
-        jti: "t".into(),
-        nbf: Some(NOW),
-        exp: Some(NOW + 100),
-        ..Claims::default()
-    };
+    let c = Claims { jti: "t".into(), nbf: Some(NOW), exp: Some(NOW + 100), ..Claims::default() };
     let t = token(&a, &c);
     for leeway in [0i64, 30] {
         let v = verifier(&[&a], leeway as u64);
         // exp: valid through the second it names (plus leeway), expired one second later.
-        assert!(
-            v.verify_now(&t, NOW + 100 + leeway).is_ok(),
-            "leeway {leeway}"
-        );
-        assert_eq!(
-            v.verify_now(&t, NOW + 101 + leeway),
-            Err(KeyError::Expired),
-            "leeway {leeway}"
-        );
+        assert!(v.verify_now(&t, NOW + 100 + leeway).is_ok(), "leeway {leeway}");
+        assert_eq!(v.verify_now(&t, NOW + 101 + leeway), Err(KeyError::Expired), "leeway {leeway}");
         // nbf: valid from the second it names (minus leeway), not a second before.
         assert!(v.verify_now(&t, NOW - leeway).is_ok(), "leeway {leeway}");
-        assert_eq!(
-            v.verify_now(&t, NOW - leeway - 1),
-            Err(KeyError::NotYetValid),
-            "leeway {leeway}"
-        );
+        assert_eq!(v.verify_now(&t, NOW - leeway - 1), Err(KeyError::NotYetValid), "leeway {leeway}");
         // The shard path, cache included, draws the same edges.
         let shard = v.shard();
         assert!(block_on(shard.verify(&t, NOW + 100 + leeway)).is_ok());
-        assert_eq!(
-            block_on(shard.verify(&t, NOW + 101 + leeway)),
-            Err(KeyError::Expired),
-            "cache dropped at exp"
-        );
-        assert_eq!(
-            block_on(shard.verify(&t, NOW - leeway - 1)),
-            Err(KeyError::NotYetValid)
-        );
+        assert_eq!(block_on(shard.verify(&t, NOW + 101 + leeway)), Err(KeyError::Expired), "cache dropped at exp");
+        assert_eq!(block_on(shard.verify(&t, NOW - leeway - 1)), Err(KeyError::NotYetValid));
     }
     // No exp: never expires.
-    let forever = token(
-        &a,
-        &Claims {
-            jti: "f".into(),
-            ..Claims::default()
-        },
-    );
+    let forever = token(&a, &Claims { jti: "f".into(), ..Claims::default() });
     assert!(verifier(&[&a], 0).verify_now(&forever, i64::MAX).is_ok());
 }
 
@@ -211,15 +149,10 @@ fn cache_hits_and_is_bounded() {
     let a = issuer(1);
     let v = Verifier::new([a.public_key()], RevocationList::default(), 0, 4);
     let shard = v.shard();
-    let tokens: Vec<String> = (0..10)
-        .map(|i| token(&a, &claims(&format!("k{i}"))))
-        .collect();
+    let tokens: Vec<String> = (0..10).map(|i| token(&a, &claims(&format!("k{i}")))).collect();
     let first = block_on(shard.verify(&tokens[0], NOW)).unwrap();
     let again = block_on(shard.verify(&tokens[0], NOW)).unwrap();
-    assert!(
-        std::rc::Rc::ptr_eq(&first, &again),
-        "second call is a cache hit"
-    );
+    assert!(std::rc::Rc::ptr_eq(&first, &again), "second call is a cache hit");
     assert_eq!(shard.stats().cache_hits, 1);
     for t in &tokens {
         block_on(shard.verify(t, NOW)).unwrap();
@@ -241,34 +174,19 @@ fn sixty_three_good_and_one_forged_in_one_batch() {
     let a = issuer(1);
     let v = verifier(&[&a], 0);
     let shard = v.shard();
-    let mut tokens: Vec<String> = (0..64)
-        .map(|i| token(&a, &claims(&format!("k{i}"))))
-        .collect();
+    let mut tokens: Vec<String> = (0..64).map(|i| token(&a, &claims(&format!("k{i}")))).collect();
     // Forge one: a valid token's claims re-signed by a stranger but claiming issuer `a`.
     let stranger = issuer(9);
-    tokens[37] = issue(
-        &stranger,
-        &claims("evil"),
-        &Footer::for_key(&a.public_key()),
-    )
-    .unwrap();
+    tokens[37] = issue(&stranger, &claims("evil"), &Footer::for_key(&a.public_key())).unwrap();
     let futures = verifications(&shard, &tokens);
     let (results, rounds) = run_all(futures);
     assert_eq!(rounds, 2, "each task yields exactly once");
-    let failures: Vec<usize> = results
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_err())
-        .map(|(i, _)| i)
-        .collect();
+    let failures: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
     assert_eq!(failures, [37]);
     assert_eq!(results[37], Err(KeyError::InvalidSignature));
     let work = shard.stats().work;
     assert!(work.batches >= 2, "{work:?}");
-    assert!(
-        work.single_signatures < 8,
-        "bisection, not one-by-one: {work:?}"
-    );
+    assert!(work.single_signatures < 8, "bisection, not one-by-one: {work:?}");
     assert_eq!(shard.queued(), 0);
 }
 
@@ -279,28 +197,16 @@ fn all_forged_batch_work_is_bounded() {
     let v = verifier(&[&a], 0);
     let shard = v.shard();
     let tokens: Vec<String> = (0..64)
-        .map(|i| {
-            issue(
-                &stranger,
-                &claims(&format!("k{i}")),
-                &Footer::for_key(&a.public_key()),
-            )
-            .unwrap()
-        })
+        .map(|i| issue(&stranger, &claims(&format!("k{i}")), &Footer::for_key(&a.public_key())).unwrap())
         .collect();
     let futures = verifications(&shard, &tokens);
     let (results, _) = run_all(futures);
-    assert!(results
-        .iter()
-        .all(|r| *r == Err(KeyError::InvalidSignature)));
+    assert!(results.iter().all(|r| *r == Err(KeyError::InvalidSignature)));
     // Every signature ends up checked alone, and bisection stopped within its budget:
     // at most 2x the cost of checking all 64 one by one (costs measured in the bench).
     let work = shard.stats().work;
     assert_eq!(work.single_signatures, 64, "{work:?}");
-    assert!(
-        work.cost() <= 2 * 64 * super::batch::SINGLE_COST,
-        "{work:?}"
-    );
+    assert!(work.cost() <= 2 * 64 * super::batch::SINGLE_COST, "{work:?}");
 }
 
 #[test]
@@ -308,9 +214,7 @@ fn more_than_a_batch_queued_all_resolve() {
     let a = issuer(1);
     let v = verifier(&[&a], 0);
     let shard = v.shard();
-    let tokens: Vec<String> = (0..150)
-        .map(|i| token(&a, &claims(&format!("k{i}"))))
-        .collect();
+    let tokens: Vec<String> = (0..150).map(|i| token(&a, &claims(&format!("k{i}")))).collect();
     let futures = verifications(&shard, &tokens);
     let (results, _) = run_all(futures);
     assert!(results.iter().all(Result::is_ok));
@@ -353,14 +257,7 @@ fn flipping_any_byte_of_a_real_token_is_refused() {
 fn fuzz_entry_point_survives_samples() {
     let a = SecretKey::from_seed(&[42; 32]);
     let good = token(&a, &claims("k1"));
-    for sample in [
-        &b""[..],
-        b"v4.public.",
-        b"\xff\xfe",
-        good.as_bytes(),
-        b"k4.public.AAAA",
-        b"k4.secret.",
-    ] {
+    for sample in [&b""[..], b"v4.public.", b"\xff\xfe", good.as_bytes(), b"k4.public.AAAA", b"k4.secret."] {
         fuzzing::parse_token(sample);
     }
 }
@@ -371,11 +268,7 @@ fn arb_claims() -> impl Strategy<Value = Claims> {
         proptest::option::of("\\PC{0,20}"),
         proptest::option::of(0i64..253_402_300_799),
         proptest::collection::vec("[a-z0-9*.-]{0,12}", 0..4),
-        proptest::option::of(prop_oneof![
-            Just(RouteMode::Cost),
-            Just(RouteMode::Latency),
-            Just(RouteMode::Capability)
-        ]),
+        proptest::option::of(prop_oneof![Just(RouteMode::Cost), Just(RouteMode::Latency), Just(RouteMode::Capability)]),
         // serde_json (without `float_roundtrip`) parses floats to within an ulp or so, so
         // the round trip uses values with few decimals, as real claims have.
         proptest::option::of((0u32..=1000).prop_map(|q| f64::from(q) / 1000.0)),
@@ -386,24 +279,18 @@ fn arb_claims() -> impl Strategy<Value = Claims> {
         proptest::option::of(any::<u64>()),
         any::<bool>(),
     )
-        .prop_map(
-            |(jti, sub, exp, models, route, quality, (tpd, usd), rpm, zk)| Claims {
-                jti,
-                sub,
-                exp,
-                models,
-                route,
-                quality,
-                budget: Budget {
-                    tokens_per_day: tpd,
-                    usd_per_month: usd,
-                    ..Budget::default()
-                },
-                rpm,
-                zk,
-                ..Claims::default()
-            },
-        )
+        .prop_map(|(jti, sub, exp, models, route, quality, (tpd, usd), rpm, zk)| Claims {
+            jti,
+            sub,
+            exp,
+            models,
+            route,
+            quality,
+            budget: Budget { tokens_per_day: tpd, usd_per_month: usd, ..Budget::default() },
+            rpm,
+            zk,
+            ..Claims::default()
+        })
 }
 
 proptest! {

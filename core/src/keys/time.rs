@@ -53,20 +53,13 @@ pub(crate) fn format_rfc3339(unix_s: i64) -> Option<String> {
     if !(0..=9999).contains(&year) {
         return None;
     }
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    ))
+    Some(format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00", secs / 3600, secs / 60 % 60, secs % 60))
 }
 
 /// Reads `n` ASCII digits at `at`.
 fn digits(bytes: &[u8], at: usize, n: usize) -> Option<i64> {
     let field = bytes.get(at..at.checked_add(n)?)?;
-    field.iter().try_fold(0i64, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
-    })
+    field.iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')))
 }
 
 fn expect(bytes: &[u8], at: usize, allowed: &[u8]) -> Option<()> {
@@ -145,9 +138,7 @@ pub(crate) mod rfc3339_opt {
             None => s.serialize_none(),
             Some(t) => match super::format_rfc3339(*t) {
                 Some(text) => s.serialize_str(&text),
-                None => Err(serde::ser::Error::custom(
-                    "timestamp outside years 0000-9999",
-                )),
+                None => Err(serde::ser::Error::custom("timestamp outside years 0000-9999")),
             },
         }
     }
@@ -170,27 +161,12 @@ mod tests {
     #[test]
     fn known_instants() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2022-01-01T00:00:00+00:00"),
-            Some(1_640_995_200)
-        );
-        assert_eq!(
-            parse_rfc3339("2022-01-01T01:00:00+01:00"),
-            Some(1_640_995_200)
-        );
-        assert_eq!(
-            parse_rfc3339("2021-12-31T19:00:00.999-05:00"),
-            Some(1_640_995_200)
-        );
+        assert_eq!(parse_rfc3339("2022-01-01T00:00:00+00:00"), Some(1_640_995_200));
+        assert_eq!(parse_rfc3339("2022-01-01T01:00:00+01:00"), Some(1_640_995_200));
+        assert_eq!(parse_rfc3339("2021-12-31T19:00:00.999-05:00"), Some(1_640_995_200));
         assert_eq!(parse_rfc3339("2000-02-29T12:00:00Z"), Some(951_825_600));
-        assert_eq!(
-            format_rfc3339(1_640_995_200).as_deref(),
-            Some("2022-01-01T00:00:00+00:00")
-        );
-        assert_eq!(
-            format_rfc3339(-1).as_deref(),
-            Some("1969-12-31T23:59:59+00:00")
-        );
+        assert_eq!(format_rfc3339(1_640_995_200).as_deref(), Some("2022-01-01T00:00:00+00:00"));
+        assert_eq!(format_rfc3339(-1).as_deref(), Some("1969-12-31T23:59:59+00:00"));
     }
 
     #[test]

@@ -26,9 +26,7 @@ impl RevocationList {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        RevocationList {
-            ids: ids.into_iter().map(|s| Box::from(s.as_ref())).collect(),
-        }
+        RevocationList { ids: ids.into_iter().map(|s| Box::from(s.as_ref())).collect() }
     }
 
     /// Whether `jti` is revoked.
@@ -82,17 +80,9 @@ pub(crate) struct Prepared {
 impl Verifier {
     /// Builds a verifier from the `keys` section of the config.
     pub fn from_config(config: &KeysConfig) -> Result<Verifier, KeyError> {
-        let issuers = config
-            .issuers
-            .iter()
-            .map(|i| PublicKey::from_paserk(&i.public_key))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Verifier::new(
-            issuers,
-            RevocationList::new(&config.revoked),
-            config.leeway_s,
-            config.cache_entries_max,
-        ))
+        let issuers =
+            config.issuers.iter().map(|i| PublicKey::from_paserk(&i.public_key)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Verifier::new(issuers, RevocationList::new(&config.revoked), config.leeway_s, config.cache_entries_max))
     }
 
     /// Builds a verifier from parts. `cache_entries_max` is raised to at least 1.
@@ -105,10 +95,7 @@ impl Verifier {
         let mut list: Vec<Issuer> = Vec::new();
         for key in issuers {
             if !list.iter().any(|i| i.key == key) {
-                list.push(Issuer {
-                    kid: key.pid(),
-                    key,
-                });
+                list.push(Issuer { kid: key.pid(), key });
             }
         }
         Verifier {
@@ -124,15 +111,7 @@ impl Verifier {
     /// A copy of this verifier with another revocation list (for `verify_now` callers;
     /// shards take theirs with [`ShardVerifier::set_revoked`]).
     pub fn with_revoked(&self, revoked: Arc<RevocationList>) -> Verifier {
-        let issuers = self
-            .inner
-            .issuers
-            .iter()
-            .map(|i| Issuer {
-                kid: i.kid.clone(),
-                key: i.key,
-            })
-            .collect();
+        let issuers = self.inner.issuers.iter().map(|i| Issuer { kid: i.kid.clone(), key: i.key }).collect();
         Verifier {
             inner: Arc::new(Inner {
                 issuers,
@@ -180,12 +159,7 @@ impl Verifier {
         }
         let parsed = paseto::parse(token)?;
         let footer = Footer::from_bytes(&parsed.footer)?;
-        let issuer = self
-            .inner
-            .issuers
-            .iter()
-            .find(|i| i.kid == footer.kid)
-            .ok_or(KeyError::UnknownIssuer)?;
+        let issuer = self.inner.issuers.iter().find(|i| i.kid == footer.kid).ok_or(KeyError::UnknownIssuer)?;
         Ok(Prepared {
             signed: parsed.signed_bytes(b""),
             signature: parsed.signature,
@@ -195,12 +169,7 @@ impl Verifier {
     }
 
     /// Claims checks on a payload whose signature verified.
-    pub(crate) fn accept(
-        &self,
-        payload: &[u8],
-        revoked: &RevocationList,
-        now_unix_s: i64,
-    ) -> Result<Claims, KeyError> {
+    pub(crate) fn accept(&self, payload: &[u8], revoked: &RevocationList, now_unix_s: i64) -> Result<Claims, KeyError> {
         let claims = Claims::from_payload(payload)?;
         if revoked.contains(&claims.jti) {
             return Err(KeyError::Revoked);
@@ -218,12 +187,8 @@ impl Verifier {
     /// The inclusive span of Unix seconds in which `claims` are accepted, leeway included.
     pub(crate) fn window(&self, claims: &Claims) -> (i64, i64) {
         let leeway = self.inner.leeway_s;
-        let from = claims
-            .nbf
-            .map_or(i64::MIN, |nbf| nbf.saturating_sub(leeway));
-        let until = claims
-            .exp
-            .map_or(i64::MAX, |exp| exp.saturating_add(leeway));
+        let from = claims.nbf.map_or(i64::MIN, |nbf| nbf.saturating_sub(leeway));
+        let until = claims.exp.map_or(i64::MAX, |exp| exp.saturating_add(leeway));
         (from, until)
     }
 }
@@ -245,8 +210,8 @@ pub struct Unverified {
 /// Decodes a token for display; trusts nothing in it.
 pub fn decode_unverified(token: &str) -> Result<Unverified, KeyError> {
     let parsed = paseto::parse(token)?;
-    let payload = serde_json::from_slice(&parsed.message)
-        .map_err(|_| KeyError::Malformed("claims are not valid JSON"))?;
+    let payload =
+        serde_json::from_slice(&parsed.message).map_err(|_| KeyError::Malformed("claims are not valid JSON"))?;
     let kid = serde_json::from_slice::<serde_json::Value>(&parsed.footer)
         .ok()
         .and_then(|v| v.get("kid").and_then(|k| k.as_str()).map(str::to_string));

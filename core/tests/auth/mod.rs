@@ -31,7 +31,10 @@ fn setup(extra_keys: &str) -> Setup {
     let issuer = SecretKey::generate();
     let rotated_in = SecretKey::generate();
     let mut config = config_for(&[("primary", &mock, "")], "");
-    config = config.replace("failover_chain:", "  - { name: secret-model, provider: primary, upstream_model: up-secret }\nfailover_chain:");
+    config = config.replace(
+        "failover_chain:",
+        "  - { name: secret-model, provider: primary, upstream_model: up-secret }\nfailover_chain:",
+    );
     config.push_str(&format!(
         "keys:\n  issuers: [ {{ public_key: \"{}\" }}, {{ public_key: \"{}\" }} ]\n  revoked: [revoked-key]\n  leeway_s: 0\n{extra_keys}",
         issuer.public_key().to_paserk(),
@@ -136,7 +139,8 @@ fn one_forged_token_among_63_good_fails_alone() {
         .iter()
         .map(|t| {
             let mut c = connect(s.gw.addr);
-            c.write_all(&chat_request(&chat_body("m", false), &format!("Authorization: Bearer {t}\r\n"))).expect("write");
+            c.write_all(&chat_request(&chat_body("m", false), &format!("Authorization: Bearer {t}\r\n")))
+                .expect("write");
             Reader::new(c)
         })
         .collect();
@@ -163,7 +167,8 @@ fn keys_cli_issues_a_key_the_gateway_accepts_and_revokes_it() {
     let out = Command::new(&bin).args(["keys", "gen-issuer", "--out"]).arg(&issuer_file).output().expect("gen-issuer");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    let public = printed.split_whitespace().find(|w| w.starts_with("k4.public.")).expect("public key printed").to_string();
+    let public =
+        printed.split_whitespace().find(|w| w.starts_with("k4.public.")).expect("public key printed").to_string();
     let out = Command::new(&bin)
         .args(["keys", "issue", "--issuer"])
         .arg(&issuer_file)
@@ -182,7 +187,8 @@ fn keys_cli_issues_a_key_the_gateway_accepts_and_revokes_it() {
 
     let config_file = dir.path().join("gatekeeper.yaml");
     std::fs::write(&config_file, &config).expect("write config");
-    let out = Command::new(&bin).args(["keys", "revoke", "alice-1", "--config"]).arg(&config_file).output().expect("revoke");
+    let out =
+        Command::new(&bin).args(["keys", "revoke", "alice-1", "--config"]).arg(&config_file).output().expect("revoke");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let revoked_config = std::fs::read_to_string(&config_file).expect("read");
     let gw = Gateway::start(&revoked_config, &[]);

@@ -24,27 +24,13 @@ pub fn gatekeeper_bin() -> PathBuf {
 pub fn gk_load_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = gatekeeper_bin()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let dir = gatekeeper_bin().parent().map(Path::to_path_buf).unwrap_or_default();
         let bin = dir.join("gk-load");
         // Always ask cargo: it is a no-op when fresh, and never runs a stale mock.
         let target_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        let profile = dir
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("debug")
-            .to_string();
+        let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug").to_string();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "gatekeeper-loadtest",
-            "--bin",
-            "gk-load",
-        ]);
+        cmd.args(["build", "-q", "-p", "gatekeeper-loadtest", "--bin", "gk-load"]);
         cmd.env("CARGO_TARGET_DIR", &target_dir);
         if profile == "release" {
             cmd.arg("--release");
@@ -67,9 +53,7 @@ pub struct Proc {
 impl Proc {
     fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> (Proc, SocketAddr) {
         let log_file = std::fs::File::create(&log).expect("log file");
-        cmd.stdout(Stdio::piped())
-            .stderr(log_file)
-            .stdin(Stdio::null());
+        cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -89,21 +73,12 @@ impl Proc {
                 }
             }
         });
-        let mut proc = Proc {
-            child,
-            log,
-            name: name.to_string(),
-        };
+        let mut proc = Proc { child, log, name: name.to_string() };
         let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a
-                .parse()
-                .unwrap_or_else(|_| panic!("{name} printed a bad address: {a}")),
+            Ok(a) => a.parse().unwrap_or_else(|_| panic!("{name} printed a bad address: {a}")),
             Err(_) => {
                 let status = proc.child.try_wait();
-                panic!(
-                    "{name} did not start ({status:?}); log:\n{}",
-                    proc.log_text()
-                );
+                panic!("{name} did not start ({status:?}); log:\n{}", proc.log_text());
             }
         };
         (proc, addr)
@@ -133,10 +108,7 @@ impl Proc {
 }
 
 fn unsafe_free_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
 }
 
 impl Drop for Proc {
@@ -163,22 +135,14 @@ impl Mock {
     pub fn start(name: &str, args: &[&str]) -> Mock {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(gk_load_bin());
-        cmd.args(["mock", "--listen", "127.0.0.1:0", "--name", name])
-            .args(args);
+        cmd.args(["mock", "--listen", "127.0.0.1:0", "--name", name]).args(args);
         let (proc, addr) = Proc::spawn(&format!("mock {name}"), cmd, dir.path().join("mock.log"));
-        Mock {
-            proc,
-            addr,
-            _dir: dir,
-        }
+        Mock { proc, addr, _dir: dir }
     }
 
     /// `GET /__mock/stats`.
     pub fn stats(&self) -> serde_json::Value {
-        let r = request(
-            self.addr,
-            "GET /__mock/stats HTTP/1.1\r\nHost: m\r\n\r\n".as_bytes(),
-        );
+        let r = request(self.addr, "GET /__mock/stats HTTP/1.1\r\nHost: m\r\n\r\n".as_bytes());
         serde_json::from_slice(&r.body).expect("mock stats JSON")
     }
 
@@ -205,11 +169,7 @@ impl Gateway {
         let config = dir.path().join("gatekeeper.yaml");
         std::fs::write(&config, config_yaml).expect("write config");
         let mut cmd = Command::new(gatekeeper_bin());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args);
+        cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]).args(args);
         cmd.env("GATEKEEPER_LOG", "info,gatekeeper=debug");
         cmd.current_dir(dir.path());
         let (proc, addr) = Proc::spawn("gatekeeper", cmd, dir.path().join("gatekeeper.log"));
@@ -230,10 +190,7 @@ impl Gateway {
             .stdin(Stdio::null())
             .output()
             .expect("run gatekeeper");
-        assert!(
-            !out.status.success(),
-            "gatekeeper started on a config it should refuse"
-        );
+        assert!(!out.status.success(), "gatekeeper started on a config it should refuse");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
@@ -255,16 +212,11 @@ pub fn config_for(providers: &[(&str, &Mock, &str)], top: &str) -> String {
     }
     c.push_str("models:\n");
     for (name, _, _) in providers {
-        c.push_str(&format!(
-            "  - {{ name: m, provider: {name}, upstream_model: up-{name} }}\n"
-        ));
+        c.push_str(&format!("  - {{ name: m, provider: {name}, upstream_model: up-{name} }}\n"));
     }
     c.push_str("failover_chain:\n");
     for (i, (name, _, _)) in providers.iter().enumerate() {
-        c.push_str(&format!(
-            "  - {{ provider: {name}, priority: {} }}\n",
-            i + 1
-        ));
+        c.push_str(&format!("  - {{ provider: {name}, priority: {} }}\n", i + 1));
     }
     c
 }
@@ -285,20 +237,13 @@ pub struct Resp {
 impl Resp {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The body as text.
@@ -310,8 +255,7 @@ impl Resp {
 /// Connects with a read timeout so a stuck server fails the test instead of hanging it.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     s.set_nodelay(true).expect("nodelay");
     s
 }
@@ -342,10 +286,7 @@ pub fn chat_body(model: &str, stream: bool) -> String {
 
 /// Posts a chat completion on a new connection.
 pub fn chat(addr: SocketAddr, model: &str, stream: bool, extra_headers: &str) -> Resp {
-    request(
-        addr,
-        &chat_request(&chat_body(model, stream), extra_headers),
-    )
+    request(addr, &chat_request(&chat_body(model, stream), extra_headers))
 }
 
 /// Reads responses off one connection, keeping what is buffered between them.
@@ -364,10 +305,7 @@ pub struct Timed {
 impl Reader {
     /// Wraps a connection.
     pub fn new(stream: TcpStream) -> Reader {
-        Reader {
-            stream,
-            buf: BytesMut::new(),
-        }
+        Reader { stream, buf: BytesMut::new() }
     }
 
     fn fill(&mut self) -> std::io::Result<usize> {
@@ -393,12 +331,7 @@ impl Reader {
                     let headers: Vec<(String, String)> = r
                         .headers
                         .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_ascii_lowercase(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
+                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
                         .collect();
                     let _ = self.buf.split_to(n);
                     if status == 100 {
@@ -408,10 +341,7 @@ impl Reader {
                 }
                 Ok(httparse::Status::Partial) => {
                     if self.fill()? == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "closed before head",
-                        ));
+                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before head"));
                     }
                 }
                 Err(e) => return Err(std::io::Error::other(format!("bad response head: {e}"))),
@@ -444,16 +374,10 @@ impl Reader {
             }
             chunked_complete = Some(complete);
         } else if let Some(len) = get("content-length") {
-            let len: usize = len
-                .trim()
-                .parse()
-                .map_err(|_| std::io::Error::other("bad content-length"))?;
+            let len: usize = len.trim().parse().map_err(|_| std::io::Error::other("bad content-length"))?;
             while self.buf.len() < len {
                 if self.fill()? == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "closed mid-body",
-                    ));
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed mid-body"));
                 }
             }
             body = self.buf.split_to(len).to_vec();
@@ -466,12 +390,7 @@ impl Reader {
             }
             body = self.buf.split().to_vec();
         }
-        Ok(Resp {
-            status,
-            headers,
-            body,
-            chunked_complete,
-        })
+        Ok(Resp { status, headers, body, chunked_complete })
     }
 
     /// True when the server has closed the connection (reads EOF within `limit`).
@@ -493,10 +412,7 @@ impl Reader {
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
         .split("\n\n")
-        .filter_map(|ev| {
-            ev.lines()
-                .find_map(|l| l.strip_prefix("data: ").map(str::to_string))
-        })
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ").map(str::to_string)))
         .collect()
 }
 

@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 fn start_pair(driver: &str, limits: &str, mock_args: &[&str]) -> (Mock, Gateway) {
-    let mock = Mock::start(
-        "primary",
-        &[&["--api-key", "sk-primary"], mock_args].concat(),
-    );
+    let mock = Mock::start("primary", &[&["--api-key", "sk-primary"], mock_args].concat());
     let config = config_for(&[("primary", &mock, "")], limits);
     let gw = Gateway::start(&config, &["--no-auth", "--driver", driver, "--shards", "2"]);
     (mock, gw)
@@ -22,37 +19,22 @@ pub fn non_streaming_answer_arrives_intact(driver: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(
-        v["model"], "up-primary",
-        "model rewritten to the upstream id"
-    );
-    assert!(v["choices"][0]["message"]["content"]
-        .as_str()
-        .is_some_and(|s| !s.is_empty()));
+    assert_eq!(v["model"], "up-primary", "model rewritten to the upstream id");
+    assert!(v["choices"][0]["message"]["content"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(v["usage"]["total_tokens"].as_u64().is_some_and(|n| n > 0));
     assert_eq!(r.header("x-request-id"), Some("my-id-1"));
     assert_eq!(r.header("x-gatekeeper-provider"), Some("primary"));
     assert_eq!(r.header("x-gatekeeper-model"), Some("up-primary"));
-    assert!(r
-        .header("x-gatekeeper-overhead-us")
-        .is_some_and(|v| v.parse::<u64>().is_ok()));
+    assert!(r.header("x-gatekeeper-overhead-us").is_some_and(|v| v.parse::<u64>().is_ok()));
     let stats = mock.stats();
     assert_eq!(stats["last_model"], "up-primary");
-    assert_eq!(
-        stats["last_authorization"], "Bearer sk-primary",
-        "the provider key, never the client's"
-    );
+    assert_eq!(stats["last_authorization"], "Bearer sk-primary", "the provider key, never the client's");
 }
 
 pub fn streaming_chunks_arrive_as_emitted(driver: &str) {
-    let (_mock, gw) = start_pair(
-        driver,
-        "",
-        &["--ttft-ms", "50", "--token-ms", "150", "--tokens", "6"],
-    );
+    let (_mock, gw) = start_pair(driver, "", &["--ttft-ms", "50", "--token-ms", "150", "--tokens", "6"]);
     let mut s = connect(gw.addr);
-    s.write_all(&chat_request(&chat_body("m", true), ""))
-        .expect("write");
+    s.write_all(&chat_request(&chat_body("m", true), "")).expect("write");
     let mut reader = Reader::new(s);
     let mut timed = Timed { pieces: Vec::new() };
     let started = Instant::now();
@@ -61,40 +43,21 @@ pub fn streaming_chunks_arrive_as_emitted(driver: &str) {
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     assert_eq!(r.chunked_complete, Some(true));
     let data = sse_data(&r.body);
-    assert_eq!(
-        data.last().map(String::as_str),
-        Some("[DONE]"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{}", r.text());
     let deltas: String = data
         .iter()
         .filter(|d| d.as_str() != "[DONE]")
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
         .collect();
     assert!(!deltas.is_empty(), "content deltas relayed");
     // Six tokens 150 ms apart: if the gateway buffered the stream, every piece would
     // arrive at the end. Require the first piece well before the last.
     let first = timed.pieces.first().map(|p| p.0).expect("pieces");
     let last = timed.pieces.last().map(|p| p.0).expect("pieces");
-    assert!(
-        timed.pieces.len() >= 4,
-        "only {} pieces",
-        timed.pieces.len()
-    );
-    assert!(
-        last.duration_since(first) >= Duration::from_millis(450),
-        "pieces arrived together"
-    );
-    assert!(
-        first.duration_since(started) < Duration::from_millis(600),
-        "first chunk late"
-    );
+    assert!(timed.pieces.len() >= 4, "only {} pieces", timed.pieces.len());
+    assert!(last.duration_since(first) >= Duration::from_millis(450), "pieces arrived together");
+    assert!(first.duration_since(started) < Duration::from_millis(600), "first chunk late");
 }
 
 pub fn keep_alive_and_pipelining_answer_in_order(driver: &str) {
@@ -102,10 +65,7 @@ pub fn keep_alive_and_pipelining_answer_in_order(driver: &str) {
     let mut s = connect(gw.addr);
     let mut batch = Vec::new();
     for id in ["p-1", "p-2", "p-3"] {
-        batch.extend(chat_request(
-            &chat_body("m", false),
-            &format!("X-Request-Id: {id}\r\n"),
-        ));
+        batch.extend(chat_request(&chat_body("m", false), &format!("X-Request-Id: {id}\r\n")));
     }
     batch.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
     s.write_all(&batch).expect("write");
@@ -150,10 +110,7 @@ pub fn header_and_body_limits_at_their_edge(driver: &str) {
     // A head of exactly 1024 bytes passes; 1025 is refused with 431.
     let head_of = |len: usize| {
         let base = "GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: \r\n\r\n".len();
-        format!(
-            "GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: {}\r\n\r\n",
-            "a".repeat(len - base)
-        )
+        format!("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: {}\r\n\r\n", "a".repeat(len - base))
     };
     assert_eq!(request(gw.addr, head_of(1024).as_bytes()).status, 200);
     let r = request(gw.addr, head_of(1025).as_bytes());
@@ -164,11 +121,7 @@ pub fn header_and_body_limits_at_their_edge(driver: &str) {
     let body_of = |len: usize| {
         let base = chat_body("m", false);
         let pad = len - base.len() - r#","pad":"""#.len();
-        format!(
-            "{},\"pad\":\"{}\"}}",
-            &base[..base.len() - 1],
-            "x".repeat(pad)
-        )
+        format!("{},\"pad\":\"{}\"}}", &base[..base.len() - 1], "x".repeat(pad))
     };
     let ok = body_of(2048);
     assert_eq!(ok.len(), 2048);
@@ -195,8 +148,7 @@ pub fn slowloris_is_cut_by_the_header_timeout(driver: &str) {
     let (_mock, gw) = start_pair(driver, limits, &[]);
     let mut s = connect(gw.addr);
     let started = Instant::now();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n")
-        .expect("partial head");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n").expect("partial head");
     // Keep trickling bytes: each write is well within any per-read timeout, but the
     // head as a whole never completes.
     for _ in 0..3 {
@@ -215,15 +167,11 @@ pub fn idle_keep_alive_connection_is_closed(driver: &str) {
     let limits = "limits: { idle_timeout_ms: 300 }\n";
     let (_mock, gw) = start_pair(driver, limits, &[]);
     let mut s = connect(gw.addr);
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        .expect("write");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").expect("write");
     let mut reader = Reader::new(s);
     assert_eq!(reader.response().expect("health").status, 200);
     let t = Instant::now();
-    assert!(
-        reader.closed_within(Duration::from_secs(3)),
-        "idle connection left open"
-    );
+    assert!(reader.closed_within(Duration::from_secs(3)), "idle connection left open");
     assert!(t.elapsed() >= Duration::from_millis(250));
 }
 
@@ -251,14 +199,8 @@ pub fn malformed_requests_get_400_and_close(driver: &str) {
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     // Unknown model, unknown path, wrong method.
     assert_eq!(chat(gw.addr, "nope", false, "").status, 404);
-    assert_eq!(
-        request(gw.addr, b"GET /nowhere HTTP/1.1\r\n\r\n").status,
-        404
-    );
-    assert_eq!(
-        request(gw.addr, b"GET /v1/chat/completions HTTP/1.1\r\n\r\n").status,
-        405
-    );
+    assert_eq!(request(gw.addr, b"GET /nowhere HTTP/1.1\r\n\r\n").status, 404);
+    assert_eq!(request(gw.addr, b"GET /v1/chat/completions HTTP/1.1\r\n\r\n").status, 405);
     // The shard survived all of it.
     assert_eq!(chat(gw.addr, "m", false, "").status, 200);
 }
@@ -272,9 +214,7 @@ pub fn thousand_concurrent_keep_alive_connections(driver: &str) {
             r.stream.write_all(&raw).expect("write");
         }
         for (i, r) in readers.iter_mut().enumerate() {
-            let resp = r
-                .response()
-                .unwrap_or_else(|e| panic!("round {round} conn {i}: {e}"));
+            let resp = r.response().unwrap_or_else(|e| panic!("round {round} conn {i}: {e}"));
             assert_eq!(resp.status, 200, "round {round} conn {i}");
         }
     }
@@ -294,9 +234,7 @@ pub fn connection_cap_answers_503(driver: &str) {
     let gw = Gateway::start(&config, &["--no-auth", "--driver", driver]);
     let mut held: Vec<Reader> = (0..2).map(|_| Reader::new(connect(gw.addr))).collect();
     for r in held.iter_mut() {
-        r.stream
-            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
-            .expect("write");
+        r.stream.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").expect("write");
         assert_eq!(r.response().expect("health").status, 200);
     }
     let r = request(gw.addr, b"GET /healthz HTTP/1.1\r\n\r\n");
@@ -322,12 +260,7 @@ pub fn metrics_name_the_driver(driver: &str) {
         let line = format!("gatekeeper_shard_driver{{shard=\"{shard}\",driver=\"{driver}\"}} 1");
         assert!(text.contains(&line), "missing {line}");
     }
-    assert!(
-        text.contains(
-            "gatekeeper_requests_total{status=\"200\",provider=\"primary\",model=\"m\"} 1"
-        ),
-        "{text}"
-    );
+    assert!(text.contains("gatekeeper_requests_total{status=\"200\",provider=\"primary\",model=\"m\"} 1"), "{text}");
     assert!(text.contains("gatekeeper_overhead_seconds_count"));
     let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\n\r\n");
     assert_eq!(ready.status, 200);
@@ -371,4 +304,3 @@ pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
     let n = plain.read(&mut buf).unwrap_or(0);
     assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
 }
-

@@ -9,7 +9,10 @@ use crate::harness::*;
 fn config_errors_name_the_path_and_stop_the_start() {
     let mock = Mock::start("primary", &[]);
     let good = config_for(&[("primary", &mock, "")], "");
-    let err = Gateway::start_failure(&good.replace("api_key: sk-primary", "api_key: sk-primary, colour: red"), &["--no-auth"]);
+    let err = Gateway::start_failure(
+        &good.replace("api_key: sk-primary", "api_key: sk-primary, colour: red"),
+        &["--no-auth"],
+    );
     assert!(err.contains("providers[0]") && err.contains("colour"), "{err}");
     let err = Gateway::start_failure(&good.replace(&format!("http://{}/v1", mock.addr), "not a url"), &["--no-auth"]);
     assert!(err.contains("providers[0].base_url: not a URL"), "{err}");
@@ -71,4 +74,43 @@ fn official_openai_sdk_normal_and_streamed() {
     let mock = Mock::start("primary", &[]);
     let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth"]);
     run_openai_sdk(gw.addr, "any-key-while-auth-is-off", None);
+}
+
+#[test]
+fn demo_prints_a_key_that_works() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(gatekeeper_bin())
+        .args(["demo", "--listen", "127.0.0.1:0", "--ttft-ms", "0", "--token-ms", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let (mut addr, mut key) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(a) = line.split("listening on ").nth(1) {
+            addr = a.split_whitespace().next().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        }
+        if let Some(k) = line.trim().strip_prefix("export GATEKEEPER_KEY=") {
+            key = Some(k.to_string());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    let (addr, key) = (addr.expect("address printed"), key.expect("key printed"));
+    for stream in [false, true] {
+        let r = chat(addr, "gpt-4o-mini", stream, &format!("Authorization: Bearer {key}\r\n"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-gatekeeper-provider"), Some("primary"));
+    }
+    let r = chat(addr, "gpt-4o-mini", false, "X-Mock-Fault: primary=503\r\nAuthorization: Bearer wrong\r\n");
+    assert_eq!(r.status, 401);
+    let r = chat(addr, "gpt-4o-mini", false, &format!("X-Mock-Fault: primary=503\r\nAuthorization: Bearer {key}\r\n"));
+    assert_eq!(r.header("x-gatekeeper-provider"), Some("backup"), "demo fails over to the backup");
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
 }

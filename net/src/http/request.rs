@@ -63,16 +63,12 @@ impl Request {
 
     /// The first value of a header, matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// Every header in order of arrival.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers
-            .iter()
-            .map(|(n, v)| (self.str_at(n), &self.head[v.clone()]))
+        self.headers.iter().map(|(n, v)| (self.str_at(n), &self.head[v.clone()]))
     }
 
     /// Size of the head in bytes, request line and final blank line included.
@@ -101,11 +97,7 @@ pub enum Parsed {
 /// returned [`Request`]; what follows it (body, pipelined requests) stays in `buf`.
 /// A head longer than `head_bytes_max`, or still incomplete at that length, is
 /// [`ProtocolError::HeadTooLarge`].
-pub fn parse_head(
-    buf: &mut BytesMut,
-    head_bytes_max: usize,
-    header_count_max: usize,
-) -> Result<Parsed, ProtocolError> {
+pub fn parse_head(buf: &mut BytesMut, head_bytes_max: usize, header_count_max: usize) -> Result<Parsed, ProtocolError> {
     let count_max = header_count_max.min(HEADER_COUNT_CEILING);
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_COUNT_CEILING];
     let mut req = httparse::Request::new(&mut []);
@@ -115,9 +107,7 @@ pub fn parse_head(
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= head_bytes_max {
-                return Err(ProtocolError::HeadTooLarge {
-                    limit_bytes: head_bytes_max,
-                });
+                return Err(ProtocolError::HeadTooLarge { limit_bytes: head_bytes_max });
             }
             return Ok(Parsed::Partial);
         }
@@ -146,9 +136,7 @@ pub fn parse_head(
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(value)?;
             if content_length.is_some_and(|old| old != n) {
-                return Err(ProtocolError::Malformed(
-                    "conflicting Content-Length headers",
-                ));
+                return Err(ProtocolError::Malformed("conflicting Content-Length headers"));
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -175,9 +163,7 @@ pub fn parse_head(
     }
     if chunked {
         if content_length.is_some() {
-            return Err(ProtocolError::Malformed(
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(ProtocolError::Malformed("both Content-Length and Transfer-Encoding"));
         }
         if version_minor == 0 {
             return Err(ProtocolError::UnsupportedTransferEncoding);
@@ -209,23 +195,12 @@ fn parse_content_length(value: &[u8]) -> Result<u64, ProtocolError> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return Err(BAD);
     }
-    value
-        .iter()
-        .try_fold(0u64, |n, d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })
-        .ok_or(BAD)
+    value.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0'))).ok_or(BAD)
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &v[start..end]
 }
 
@@ -258,17 +233,11 @@ mod tests {
 
     #[test]
     fn simple_post() {
-        let mut buf = BytesMut::from(
-            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-        );
-        assert!(matches!(
-            parse_head(&mut buf, 1000, 10),
-            Ok(Parsed::Complete(_))
-        ));
+        let mut buf =
+            BytesMut::from("POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+        assert!(matches!(parse_head(&mut buf, 1000, 10), Ok(Parsed::Complete(_))));
         assert_eq!(&buf[..], b"hello", "the body stays in the buffer");
-        let r = complete(
-            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-        );
+        let r = complete("POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
         assert_eq!(r.method(), "POST");
         assert_eq!(r.path(), "/v1/chat/completions");
         assert_eq!(r.target(), "/v1/chat/completions?x=1");
@@ -280,25 +249,17 @@ mod tests {
 
     #[test]
     fn partial_until_blank_line() {
-        assert!(matches!(
-            parse("GET / HTTP/1.1\r\nHost: a\r\n"),
-            Ok(Parsed::Partial)
-        ));
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(Parsed::Partial)));
     }
 
     #[test]
     fn head_limit_is_exact() {
         let head = "GET / HTTP/1.1\r\nX: aaaaaaaaaa\r\n\r\n";
         let b = || BytesMut::from(head.as_bytes());
-        assert!(matches!(
-            parse_head(&mut b(), head.len(), 100),
-            Ok(Parsed::Complete(_))
-        ));
+        assert!(matches!(parse_head(&mut b(), head.len(), 100), Ok(Parsed::Complete(_))));
         assert_eq!(
             parse_head(&mut b(), head.len() - 1, 100).map(|_| ()),
-            Err(ProtocolError::HeadTooLarge {
-                limit_bytes: head.len() - 1
-            })
+            Err(ProtocolError::HeadTooLarge { limit_bytes: head.len() - 1 })
         );
     }
 
@@ -306,14 +267,8 @@ mod tests {
     fn header_count_limit_is_exact() {
         let head = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         let b = || BytesMut::from(head.as_bytes());
-        assert!(matches!(
-            parse_head(&mut b(), 1000, 3),
-            Ok(Parsed::Complete(_))
-        ));
-        assert_eq!(
-            parse_head(&mut b(), 1000, 2).map(|_| ()),
-            Err(ProtocolError::TooManyHeaders { limit: 2 })
-        );
+        assert!(matches!(parse_head(&mut b(), 1000, 3), Ok(Parsed::Complete(_))));
+        assert_eq!(parse_head(&mut b(), 1000, 2).map(|_| ()), Err(ProtocolError::TooManyHeaders { limit: 2 }));
     }
 
     #[test]
@@ -329,15 +284,9 @@ mod tests {
         let both = "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(parse(both), Err(ProtocolError::Malformed(_))));
         let two_lengths = "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
-        assert!(matches!(
-            parse(two_lengths),
-            Err(ProtocolError::Malformed(_))
-        ));
+        assert!(matches!(parse(two_lengths), Err(ProtocolError::Malformed(_))));
         let gzip = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
-        assert_eq!(
-            parse(gzip).map(|_| ()),
-            Err(ProtocolError::UnsupportedTransferEncoding)
-        );
+        assert_eq!(parse(gzip).map(|_| ()), Err(ProtocolError::UnsupportedTransferEncoding));
         let signed = "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n";
         assert!(matches!(parse(signed), Err(ProtocolError::Malformed(_))));
         let huge = "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n";
@@ -352,27 +301,15 @@ mod tests {
 
     #[test]
     fn expect_continue_only_with_a_body() {
-        assert!(
-            complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-                .expect_continue
-        );
+        assert!(complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").expect_continue);
         assert!(!complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue);
     }
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(
-            parse("\x00\x01\x02 / HTTP/1.1\r\n\r\n"),
-            Err(ProtocolError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("GET / HTTP/2.0\r\n\r\n"),
-            Err(ProtocolError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"),
-            Err(ProtocolError::Malformed(_))
-        ));
+        assert!(matches!(parse("\x00\x01\x02 / HTTP/1.1\r\n\r\n"), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(parse("GET / HTTP/2.0\r\n\r\n"), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(parse("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"), Err(ProtocolError::Malformed(_))));
     }
 
     proptest::proptest! {

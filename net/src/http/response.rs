@@ -35,21 +35,8 @@ pub struct Responder<'a> {
 }
 
 impl<'a> Responder<'a> {
-    pub(crate) fn new(
-        stream: &'a mut ClientStream,
-        out: &'a mut Vec<u8>,
-        keep_alive: bool,
-        version_minor: u8,
-    ) -> Self {
-        Responder {
-            stream,
-            out,
-            state: State::Idle,
-            keep_alive,
-            chunked: false,
-            version_minor,
-            bytes_sent: 0,
-        }
+    pub(crate) fn new(stream: &'a mut ClientStream, out: &'a mut Vec<u8>, keep_alive: bool, version_minor: u8) -> Self {
+        Responder { stream, out, state: State::Idle, keep_alive, chunked: false, version_minor, bytes_sent: 0 }
     }
 
     /// Whether any byte of the response has been written (no failover after that).
@@ -64,11 +51,7 @@ impl<'a> Responder<'a> {
 
     /// Asks for the connection to close after this response (`Connection: close`).
     pub fn close_after(&mut self) {
-        debug_assert_eq!(
-            self.state,
-            State::Idle,
-            "close_after once the head is out has no effect"
-        );
+        debug_assert_eq!(self.state, State::Idle, "close_after once the head is out has no effect");
         self.keep_alive = false;
     }
 
@@ -86,12 +69,7 @@ impl<'a> Responder<'a> {
     }
 
     /// Sends a whole response with `Content-Length`.
-    pub async fn send(
-        &mut self,
-        status: u16,
-        headers: &[(&str, &[u8])],
-        body: &[u8],
-    ) -> io::Result<()> {
+    pub async fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> io::Result<()> {
         self.expect_state(State::Idle)?;
         self.out.clear();
         self.write_head(status, headers, Some(body.len()));
@@ -157,29 +135,15 @@ impl<'a> Responder<'a> {
         if self.state == want {
             Ok(())
         } else {
-            Err(io::Error::other(format!(
-                "response is {:?}, not {:?}",
-                self.state, want
-            )))
+            Err(io::Error::other(format!("response is {:?}, not {:?}", self.state, want)))
         }
     }
 
-    fn write_head(
-        &mut self,
-        status: u16,
-        headers: &[(&str, &[u8])],
-        content_length: Option<usize>,
-    ) {
+    fn write_head(&mut self, status: u16, headers: &[(&str, &[u8])], content_length: Option<usize>) {
         use std::io::Write;
         let out = &mut *self.out;
         // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            "HTTP/1.{} {} {}\r\n",
-            self.version_minor.min(1),
-            status,
-            reason(status)
-        );
+        let _ = write!(out, "HTTP/1.{} {} {}\r\n", self.version_minor.min(1), status, reason(status));
         for (name, value) in headers {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");

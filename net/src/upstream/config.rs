@@ -67,28 +67,19 @@ impl PoolConfig {
 /// Builds the TLS client configuration shared (read-only) by every shard: the webpki (Mozilla)
 /// roots plus, optionally, every certificate in a PEM file (for private or test CAs); ring
 /// crypto; TLS 1.2 and 1.3; ALPN `http/1.1` only, since the client speaks nothing else.
-pub fn tls_client_config(
-    extra_ca_pem_file: Option<&Path>,
-) -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
+pub fn tls_client_config(extra_ca_pem_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca_pem_file {
-        let file = File::open(path)
-            .map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", path.display())))?;
+        let file = File::open(path).map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", path.display())))?;
         let mut added = 0usize;
         for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-            let cert =
-                cert.map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", path.display())))?;
+            let cert = cert.map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", path.display())))?;
             added += 1;
         }
         if added == 0 {
-            return Err(UpstreamError::TlsConfig(format!(
-                "{}: no PEM certificate found",
-                path.display()
-            )));
+            return Err(UpstreamError::TlsConfig(format!("{}: no PEM certificate found", path.display())));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

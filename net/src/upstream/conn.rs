@@ -62,17 +62,11 @@ impl Conn {
         tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
         let stream = match tls {
             None => Stream::Plain(tcp),
-            Some((connector, name)) => Stream::Tls(Box::new(
-                connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(tls_error)?,
-            )),
+            Some((connector, name)) => {
+                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await.map_err(tls_error)?))
+            }
         };
-        Ok(Conn {
-            stream,
-            read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-        })
+        Ok(Conn { stream, read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES) })
     }
 
     /// Writes all of `buf`; hands the buffer back (for reuse or a retry) whatever happens.

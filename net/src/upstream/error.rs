@@ -59,23 +59,14 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// True for every timeout variant (connect, write, first byte, read idle).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Self::ConnectTimeout
-                | Self::WriteTimeout
-                | Self::FirstByteTimeout
-                | Self::ReadIdleTimeout
-        )
+        matches!(self, Self::ConnectTimeout | Self::WriteTimeout | Self::FirstByteTimeout | Self::ReadIdleTimeout)
     }
 
     /// True when the failure happened before any response byte was seen and no request byte can
     /// have been processed by the upstream in a way we observed, so trying another provider is
     /// safe: connect, TLS, pool exhaustion.
     pub fn is_connect_phase(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect(_) | Self::ConnectTimeout | Self::Tls(_) | Self::PoolExhausted
-        )
+        matches!(self, Self::Connect(_) | Self::ConnectTimeout | Self::Tls(_) | Self::PoolExhausted)
     }
 
     /// A short, stable label for metrics (`upstream_errors_total{kind="…"}`).

@@ -26,10 +26,7 @@ pub fn chunked(data: &[u8]) {
             }
         }
     }
-    assert!(
-        produced <= body.len(),
-        "decoder produced more bytes than it was given"
-    );
+    assert!(produced <= body.len(), "decoder produced more bytes than it was given");
 }
 
 /// Parses `data` as a response head and derives everything the client derives from one.

@@ -40,9 +40,7 @@ pub(crate) enum Framing {
 impl Head {
     /// The value of the first field named `name` (ASCII case-insensitive).
     pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// All fields in order; names as sent (httparse guarantees token bytes, hence ASCII).
@@ -55,9 +53,7 @@ impl Head {
 
     /// All values of fields named `name`, for list-valued fields sent more than once.
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// True if any comma-separated token of any `name` field equals `token` (case-insensitive).
@@ -98,9 +94,7 @@ impl Head {
         if te_present {
             if self.version_minor == 0 {
                 // HTTP/1.0 has no Transfer-Encoding; RFC 9112 §6.1 says treat as faulty framing.
-                return Err(UpstreamError::Protocol(
-                    "Transfer-Encoding in an HTTP/1.0 response",
-                ));
+                return Err(UpstreamError::Protocol("Transfer-Encoding in an HTTP/1.0 response"));
             }
             let reusable = content_length.is_none();
             return Ok(if last_coding.eq_ignore_ascii_case(b"chunked") {
@@ -122,12 +116,9 @@ impl Head {
         for value in self.all("content-length") {
             // A list of identical values ("5, 5") is allowed by RFC 9110 §8.6.
             for item in value.split(|&b| b == b',') {
-                let n = parse_decimal(item.trim_ascii())
-                    .ok_or(UpstreamError::Protocol("bad Content-Length"))?;
+                let n = parse_decimal(item.trim_ascii()).ok_or(UpstreamError::Protocol("bad Content-Length"))?;
                 match found {
-                    Some(prev) if prev != n => {
-                        return Err(UpstreamError::Protocol("conflicting Content-Length"))
-                    }
+                    Some(prev) if prev != n => return Err(UpstreamError::Protocol("conflicting Content-Length")),
                     _ => found = Some(n),
                 }
             }
@@ -141,19 +132,13 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        s.iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
-    )
+    Some(s.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')))
 }
 
 /// Tries to parse one response head at the front of `buf`. `Ok(None)`: incomplete, read more.
 /// On success the head's bytes are split off `buf`; body bytes stay. A head that is not
 /// complete within `head_bytes_max` bytes is a protocol error, so `buf` stays bounded.
-pub(crate) fn parse(
-    buf: &mut BytesMut,
-    head_bytes_max: usize,
-) -> Result<Option<Head>, UpstreamError> {
+pub(crate) fn parse(buf: &mut BytesMut, head_bytes_max: usize) -> Result<Option<Head>, UpstreamError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
@@ -165,9 +150,7 @@ pub(crate) fn parse(
                 Ok(None)
             };
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(UpstreamError::Protocol("too many response header fields"))
-        }
+        Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::Protocol("too many response header fields")),
         Err(_) => return Err(UpstreamError::Protocol("malformed response head")),
     };
     if len > head_bytes_max {
@@ -189,12 +172,7 @@ pub(crate) fn parse(
         .filter(|(n, v)| n.end <= len && v.end <= len)
         .collect();
     let bytes = buf.split_to(len).freeze();
-    Ok(Some(Head {
-        status,
-        version_minor,
-        bytes,
-        fields,
-    }))
+    Ok(Some(Head { status, version_minor, bytes, fields }))
 }
 
 #[cfg(test)]
@@ -208,8 +186,7 @@ mod tests {
 
     #[test]
     fn parses_fields_and_leaves_body() {
-        let mut buf =
-            BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc"[..]);
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc"[..]);
         let h = parse(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(h.status, 200);
         assert_eq!(h.get("x-a"), Some(&b"b"[..]));
@@ -230,31 +207,18 @@ mod tests {
     #[test]
     fn framing_rules() {
         let f = |s: &str| head(s).framing();
-        assert!(matches!(
-            f("HTTP/1.1 204 No\r\n\r\n").unwrap(),
-            (Framing::Empty, true)
-        ));
+        assert!(matches!(f("HTTP/1.1 204 No\r\n\r\n").unwrap(), (Framing::Empty, true)));
         assert!(matches!(
             f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap(),
             (Framing::Chunked(_), true)
         ));
         assert!(matches!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n")
-                .unwrap(),
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n").unwrap(),
             (Framing::Chunked(_), false)
         ));
-        assert!(matches!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap(),
-            (Framing::Close, false)
-        ));
-        assert!(matches!(
-            f("HTTP/1.1 200 OK\r\n\r\n").unwrap(),
-            (Framing::Close, false)
-        ));
-        assert!(matches!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n").unwrap(),
-            (Framing::Length(5), true)
-        ));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap(), (Framing::Close, false)));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\n\r\n").unwrap(), (Framing::Close, false)));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n").unwrap(), (Framing::Length(5), true)));
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n").is_err());

@@ -5,9 +5,8 @@ use std::time::{Duration, SystemTime};
 /// Longest date string accepted; real dates are 29 bytes, anything much longer is junk.
 const DATE_BYTES_MAX: usize = 64;
 
-const MONTHS: [&[u8]; 12] = [
-    b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
-];
+const MONTHS: [&[u8]; 12] =
+    [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"];
 
 /// Parses IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and the two obsolete forms recipients
 /// must accept: RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
@@ -17,23 +16,14 @@ pub(crate) fn parse(s: &[u8]) -> Option<SystemTime> {
         return None;
     }
     let (mut day, mut year, mut month, mut time) = (None, None, None, None);
-    for token in s
-        .split(|&b| b == b' ' || b == b',' || b == b'-')
-        .filter(|t| !t.is_empty())
-    {
+    for token in s.split(|&b| b == b' ' || b == b',' || b == b'-').filter(|t| !t.is_empty()) {
         if token.contains(&b':') {
             time = Some(parse_time(token)?);
         } else if token.iter().all(u8::is_ascii_digit) {
             let n = super::head::parse_decimal(token)?;
             match (day, year) {
                 (None, _) => day = Some(n),
-                (Some(_), None) => {
-                    year = Some(if token.len() == 2 {
-                        two_digit_year(n)
-                    } else {
-                        n
-                    })
-                }
+                (Some(_), None) => year = Some(if token.len() == 2 { two_digit_year(n) } else { n }),
                 _ => return None,
             }
         } else if let Some(m) = MONTHS.iter().position(|m| token.eq_ignore_ascii_case(m)) {

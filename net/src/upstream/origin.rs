@@ -30,14 +30,10 @@ impl Origin {
         } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
             (false, rest)
         } else {
-            return Err(UpstreamError::InvalidUrl(
-                "scheme must be http:// or https://",
-            ));
+            return Err(UpstreamError::InvalidUrl("scheme must be http:// or https://"));
         };
         if rest.contains(['?', '#']) {
-            return Err(UpstreamError::InvalidUrl(
-                "query and fragment are not allowed",
-            ));
+            return Err(UpstreamError::InvalidUrl("query and fragment are not allowed"));
         }
         let (authority, path) = match rest.find('/') {
             Some(slash) => rest.split_at(slash),
@@ -57,16 +53,9 @@ impl Origin {
             return Err(UpstreamError::InvalidUrl("path is too long"));
         }
         if !path_prefix.bytes().all(is_path_byte) {
-            return Err(UpstreamError::InvalidUrl(
-                "path has bytes not allowed in a URL",
-            ));
+            return Err(UpstreamError::InvalidUrl("path has bytes not allowed in a URL"));
         }
-        Ok(Origin {
-            https,
-            host: host.to_ascii_lowercase(),
-            port,
-            path_prefix: path_prefix.to_owned(),
-        })
+        Ok(Origin { https, host: host.to_ascii_lowercase(), port, path_prefix: path_prefix.to_owned() })
     }
 
     /// True when the fields (public, so possibly set by hand) are what [`Origin::parse`] would
@@ -75,9 +64,7 @@ impl Origin {
         let host_ok = if self.host.contains(':') {
             self.host.parse::<std::net::Ipv6Addr>().is_ok()
         } else {
-            !self.host.is_empty()
-                && self.host.len() <= HOST_BYTES_MAX
-                && self.host.bytes().all(is_host_byte)
+            !self.host.is_empty() && self.host.len() <= HOST_BYTES_MAX && self.host.bytes().all(is_host_byte)
         };
         let prefix_ok = self.path_prefix.len() <= PATH_PREFIX_BYTES_MAX
             && (self.path_prefix.is_empty() || self.path_prefix.starts_with('/'))
@@ -89,11 +76,7 @@ impl Origin {
     /// scheme's default.
     pub fn authority(&self) -> String {
         let default_port = if self.https { 443 } else { 80 };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         if self.port == default_port {
             host
         } else {
@@ -114,19 +97,13 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), UpstreamError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         // IPv6 literal: `[addr]` or `[addr]:port`.
-        let (addr, after) = rest
-            .split_once(']')
-            .ok_or(UpstreamError::InvalidUrl("unclosed '[' in host"))?;
+        let (addr, after) = rest.split_once(']').ok_or(UpstreamError::InvalidUrl("unclosed '[' in host"))?;
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(UpstreamError::InvalidUrl("bad IPv6 literal"));
         }
         let port = match after {
             "" => None,
-            _ => Some(
-                after
-                    .strip_prefix(':')
-                    .ok_or(UpstreamError::InvalidUrl("junk after IPv6 literal"))?,
-            ),
+            _ => Some(after.strip_prefix(':').ok_or(UpstreamError::InvalidUrl("junk after IPv6 literal"))?),
         };
         (addr, port)
     } else {
@@ -143,18 +120,14 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), UpstreamError
     }
     let is_ipv6 = host.contains(':');
     if !is_ipv6 && !host.bytes().all(is_host_byte) {
-        return Err(UpstreamError::InvalidUrl(
-            "host has bytes not allowed in a host name",
-        ));
+        return Err(UpstreamError::InvalidUrl("host has bytes not allowed in a host name"));
     }
     let port = match port {
         None => None,
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(UpstreamError::InvalidUrl("bad port")),
-                Ok(port) => Some(port),
-            }
-        }
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(UpstreamError::InvalidUrl("bad port")),
+            Ok(port) => Some(port),
+        },
         Some(_) => return Err(UpstreamError::InvalidUrl("bad port")),
     };
     Ok((host, port))
@@ -178,15 +151,7 @@ mod tests {
     #[test]
     fn parses_provider_urls() {
         let o = Origin::parse("https://api.openai.com/v1").unwrap();
-        assert_eq!(
-            o,
-            Origin {
-                https: true,
-                host: "api.openai.com".into(),
-                port: 443,
-                path_prefix: "/v1".into()
-            }
-        );
+        assert_eq!(o, Origin { https: true, host: "api.openai.com".into(), port: 443, path_prefix: "/v1".into() });
         assert_eq!(o.authority(), "api.openai.com");
         let o = Origin::parse("http://127.0.0.1:8080/").unwrap();
         assert_eq!((o.https, o.port, o.path_prefix.as_str()), (false, 8080, ""));

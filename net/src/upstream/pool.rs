@@ -132,10 +132,7 @@ pub(crate) struct Lease {
 
 impl Lease {
     fn new(pool: &Rc<PoolInner>) -> Lease {
-        Lease {
-            pool: Rc::clone(pool),
-            held: true,
-        }
+        Lease { pool: Rc::clone(pool), held: true }
     }
 
     /// Returns a connection whose last response ended cleanly to the pool.
@@ -162,11 +159,7 @@ struct WaitGuard {
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        self.pool
-            .state
-            .borrow_mut()
-            .waiters
-            .retain(|w| !Rc::ptr_eq(w, &self.waiter));
+        self.pool.state.borrow_mut().waiters.retain(|w| !Rc::ptr_eq(w, &self.waiter));
         let unclaimed = self.waiter.grant.borrow_mut().take();
         match unclaimed {
             Some(Grant::Conn(conn)) => self.pool.put_back(conn),
@@ -184,10 +177,7 @@ impl PoolInner {
             let mut state = self.state.borrow_mut();
             let waiter = state.waiters.pop_front();
             if waiter.is_none() {
-                state.idle.push_back(Idle {
-                    conn,
-                    since: Instant::now(),
-                });
+                state.idle.push_back(Idle { conn, since: Instant::now() });
                 return;
             }
             waiter
@@ -278,10 +268,7 @@ impl From<UpstreamError> for Failure {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("origin", &self.inner.origin)
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Pool").field("origin", &self.inner.origin).field("stats", &self.stats()).finish()
     }
 }
 
@@ -368,31 +355,15 @@ impl Pool {
     ) -> Result<Response, UpstreamError> {
         let inner = &self.inner;
         if !inner.origin.is_well_formed() {
-            return Err(UpstreamError::InvalidUrl(
-                "origin host or path prefix has bytes not allowed in a URL",
-            ));
+            return Err(UpstreamError::InvalidUrl("origin host or path prefix has bytes not allowed in a URL"));
         }
         if inner.origin.https && inner.tls.is_none() {
             return Err(UpstreamError::TlsConfig(
-                "https origin without a TLS config or with a host that is not a valid server name"
-                    .into(),
+                "https origin without a TLS config or with a host that is not a valid server name".into(),
             ));
         }
-        let mut request = inner
-            .state
-            .borrow_mut()
-            .spare_bufs
-            .pop()
-            .unwrap_or_default();
-        request::encode(
-            &mut request,
-            &inner.authority,
-            &inner.origin.path_prefix,
-            method,
-            path,
-            headers,
-            body,
-        )?;
+        let mut request = inner.state.borrow_mut().spare_bufs.pop().unwrap_or_default();
+        request::encode(&mut request, &inner.authority, &inner.origin.path_prefix, method, path, headers, body)?;
         let (mut pooled, lease) = self.checkout().await?;
         for attempt in 0..ATTEMPTS_MAX {
             let reused = pooled.is_some();
@@ -420,9 +391,7 @@ impl Pool {
 
     fn keep_request_buf(&self, buf: Vec<u8>) {
         let mut state = self.inner.state.borrow_mut();
-        if buf.capacity() <= SPARE_REQUEST_BUF_BYTES_MAX
-            && state.spare_bufs.len() < SPARE_REQUEST_BUFS_MAX
-        {
+        if buf.capacity() <= SPARE_REQUEST_BUF_BYTES_MAX && state.spare_bufs.len() < SPARE_REQUEST_BUFS_MAX {
             state.spare_bufs.push(buf);
         }
     }
@@ -460,10 +429,7 @@ impl Pool {
             state.waiters.push_back(Rc::clone(&waiter));
             waiter
         };
-        let guard = WaitGuard {
-            pool: Rc::clone(inner),
-            waiter,
-        };
+        let guard = WaitGuard { pool: Rc::clone(inner), waiter };
         let granted = poll_fn(|cx| match guard.waiter.grant.borrow_mut().take() {
             Some(grant) => Poll::Ready(grant),
             None => {
@@ -472,9 +438,7 @@ impl Pool {
             }
         });
         let wait = Duration::from_millis(inner.cfg.connect_timeout_ms);
-        let grant = timeout(wait, granted)
-            .await
-            .map_err(|_| UpstreamError::PoolExhausted)?;
+        let grant = timeout(wait, granted).await.map_err(|_| UpstreamError::PoolExhausted)?;
         drop(guard);
         Ok(match grant {
             Grant::Conn(conn) => {
@@ -491,9 +455,7 @@ impl Pool {
         bump(&inner.counters.connects);
         let addrs = inner.resolve()?;
         let wait = Duration::from_millis(inner.cfg.connect_timeout_ms);
-        timeout(wait, Conn::connect(&addrs, inner.tls.as_ref()))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
+        timeout(wait, Conn::connect(&addrs, inner.tls.as_ref())).await.map_err(|_| UpstreamError::ConnectTimeout)?
     }
 
     /// Writes the request and reads up to the final response head.
@@ -501,9 +463,7 @@ impl Pool {
         let cfg = &self.inner.cfg;
         let first_byte = Duration::from_millis(cfg.first_byte_timeout_ms);
         let buf = std::mem::take(request);
-        let (written, buf) = timeout(first_byte, conn.write_all(buf))
-            .await
-            .map_err(|_| UpstreamError::WriteTimeout)?;
+        let (written, buf) = timeout(first_byte, conn.write_all(buf)).await.map_err(|_| UpstreamError::WriteTimeout)?;
         *request = buf;
         match written {
             Ok(()) => {}
@@ -517,11 +477,7 @@ impl Pool {
         loop {
             if let Some(head) = head::parse(&mut conn.read_buf, cfg.response_head_bytes_max)? {
                 match head.status {
-                    101 => {
-                        return Err(
-                            UpstreamError::Protocol("unexpected 101 Switching Protocols").into(),
-                        )
-                    }
+                    101 => return Err(UpstreamError::Protocol("unexpected 101 Switching Protocols").into()),
                     100..=199 => {
                         interim += 1;
                         if interim > INTERIM_RESPONSES_MAX {
@@ -536,10 +492,7 @@ impl Pool {
             let (wait, timeout_error) = if conn.read_buf.is_empty() {
                 (first_byte, UpstreamError::FirstByteTimeout)
             } else {
-                (
-                    self.inner.read_idle_timeout(),
-                    UpstreamError::ReadIdleTimeout,
-                )
+                (self.inner.read_idle_timeout(), UpstreamError::ReadIdleTimeout)
             };
             match timeout(wait, conn.read_more()).await {
                 Err(_) => return Err(timeout_error.into()),
@@ -561,10 +514,7 @@ mod tests {
     fn https_without_tls_config_fails_cleanly() {
         let origin = Origin::parse("https://127.0.0.1:9").unwrap();
         let pool = Pool::new(origin, PoolConfig::default(), None);
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
         let err = rt.block_on(pool.send("GET", "/", &[], b"")).err().unwrap();
         assert!(matches!(err, UpstreamError::TlsConfig(_)));
         assert_eq!(pool.stats().errors_total, 1);

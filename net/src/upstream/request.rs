@@ -39,18 +39,13 @@ pub(crate) fn encode(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> Result<(), UpstreamError> {
-    if method.is_empty()
-        || method.len() > METHOD_BYTES_MAX
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-    {
+    if method.is_empty() || method.len() > METHOD_BYTES_MAX || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(UpstreamError::InvalidRequest("bad method"));
     }
     // A HEAD response carries a Content-Length but no body, and CONNECT switches protocols;
     // the response reader supports neither, so refuse them rather than hang or misframe.
     if method == "HEAD" || method == "CONNECT" {
-        return Err(UpstreamError::InvalidRequest(
-            "HEAD and CONNECT are not supported",
-        ));
+        return Err(UpstreamError::InvalidRequest("HEAD and CONNECT are not supported"));
     }
     if path.len() > PATH_BYTES_MAX
         || !(path.is_empty() || path.starts_with('/'))
@@ -65,10 +60,7 @@ pub(crate) fn encode(
         if name.is_empty() || !name.bytes().all(is_tchar) {
             return Err(UpstreamError::InvalidRequest("bad header name"));
         }
-        if RESERVED_HEADERS
-            .iter()
-            .any(|r| name.eq_ignore_ascii_case(r))
-        {
+        if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             return Err(UpstreamError::InvalidRequest("header is set by the client"));
         }
         if value.len() > HEADER_VALUE_BYTES_MAX || !value.iter().copied().all(is_value_byte) {
@@ -86,16 +78,10 @@ pub(crate) fn encode(
         + authority.len()
         + prefix.len()
         + target.len()
-        + headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum::<usize>();
+        + headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
     out.reserve(head_estimate + body.len());
     // Writing into a Vec cannot fail; the results are io::Result only by trait signature.
-    let _ = write!(
-        out,
-        "{method} {prefix}{target} HTTP/1.1\r\nHost: {authority}\r\n"
-    );
+    let _ = write!(out, "{method} {prefix}{target} HTTP/1.1\r\nHost: {authority}\r\n");
     let bodiless_method = matches!(method, "GET" | "DELETE" | "OPTIONS" | "TRACE");
     if !body.is_empty() || !bodiless_method {
         let _ = write!(out, "Content-Length: {}\r\n", body.len());
@@ -119,16 +105,7 @@ mod tests {
     fn encodes_post_with_prefix() {
         let mut out = Vec::new();
         let headers: [(&str, &[u8]); 1] = [("Authorization", b"Bearer k")];
-        encode(
-            &mut out,
-            "api.x",
-            "/v1",
-            "POST",
-            "/chat/completions",
-            &headers,
-            b"{}",
-        )
-        .unwrap();
+        encode(&mut out, "api.x", "/v1", "POST", "/chat/completions", &headers, b"{}").unwrap();
         assert_eq!(
             out,
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.x\r\nContent-Length: 2\r\n\

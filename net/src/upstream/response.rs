@@ -48,12 +48,7 @@ impl std::fmt::Debug for Response {
 }
 
 impl Response {
-    pub(crate) fn new(
-        head: Head,
-        conn: Conn,
-        lease: Lease,
-        pool: Rc<PoolInner>,
-    ) -> Result<Response, UpstreamError> {
+    pub(crate) fn new(head: Head, conn: Conn, lease: Lease, pool: Rc<PoolInner>) -> Result<Response, UpstreamError> {
         let (framing, framing_reusable) = head.framing()?;
         let declared_length = match framing {
             Framing::Length(n) => Some(n),
@@ -101,10 +96,7 @@ impl Response {
             return Some(Duration::from_secs(secs));
         }
         let at = httpdate::parse(value)?;
-        Some(
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
+        Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
     }
 
     /// The next piece of the decoded body, as soon as it arrives (one socket read at most,
@@ -155,11 +147,7 @@ impl Response {
                 }
             }
         }
-        Ok(if rest.is_empty() {
-            first.unwrap_or_default()
-        } else {
-            rest.freeze()
-        })
+        Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
     }
 
     fn fail(&mut self, e: UpstreamError) -> UpstreamError {
@@ -198,9 +186,7 @@ impl Response {
                 }
                 Framing::Length(remaining) => {
                     if !conn.read_buf.is_empty() {
-                        let take = usize::try_from(*remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.read_buf.len());
+                        let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(conn.read_buf.len());
                         let piece = conn.read_buf.split_to(take).freeze();
                         *remaining -= take as u64;
                         if *remaining == 0 {
