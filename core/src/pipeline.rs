@@ -22,9 +22,11 @@ use gatekeeper_net::{Request, Responder};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::audit::AuditRecord;
 use crate::error::{error_json, Attempt, AttemptOutcome, GatewayError};
 use crate::gateway::{Deployment, ShardGateway, UPSTREAM_BODY_BYTES_MAX};
 use crate::keys::{Claims, KeyError};
+use crate::usage::{self, StreamUsage, Usage};
 
 /// The fields of a chat-completions body the gateway reads (step 1).
 #[derive(Debug)]
@@ -55,26 +57,57 @@ struct ChatView<'a> {
     max_completion_tokens: Option<u64>,
 }
 
-/// What one request went through, for metrics and the response headers.
+/// What one request went through: for metrics, the response headers and the audit record.
+#[derive(Default)]
 struct Trace {
-    started: Instant,
+    started: Option<Instant>,
+    started_unix_ms: u64,
     upstream: Duration,
+    overhead_us: u64,
     model: Option<usize>,
+    model_requested: String,
     provider: Option<usize>,
+    deployment: Option<(usize, usize)>,
+    stream: bool,
+    claims: Option<Rc<Claims>>,
+    attempts: Vec<Attempt>,
+    usage: Option<Usage>,
+}
+
+impl Trace {
+    fn elapsed(&self) -> Duration {
+        self.started.map_or(Duration::ZERO, |s| s.elapsed())
+    }
 }
 
 /// Serves `POST /v1/chat/completions`.
 pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Responder<'_>) {
-    let mut trace = Trace { started: Instant::now(), upstream: Duration::ZERO, model: None, provider: None };
+    let mut trace = Trace {
+        started: Some(Instant::now()),
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        ..Trace::default()
+    };
     let request_id = request_id(shard, &req);
     shard.inflight_add(1);
     let status = match serve(shard, &req, res, &request_id, &mut trace).await {
         Ok(status) => status,
-        Err(e) => shard.send_error(res, &request_id, &e).await,
+        Err(e) => {
+            if let GatewayError::Upstream { attempts } = &e {
+                trace.attempts.clone_from(attempts);
+            }
+            trace.overhead_us = trace.elapsed().saturating_sub(trace.upstream).as_micros() as u64;
+            audit(shard, &request_id, &trace, e.to_response().status); // 8
+            shard.send_error(res, &request_id, &e).await
+        }
     };
     shard.inflight_add(-1);
-    let latency_us = trace.started.elapsed().as_micros() as u64;
+    let latency_us = trace.elapsed().as_micros() as u64;
     shard.metrics().record_request(trace.model, trace.provider, status, latency_us);
+    if let (Some(p), Some(u)) = (trace.provider, trace.usage) {
+        shard.metrics().record_tokens(p, u.prompt_tokens, u.completion_tokens);
+    }
 }
 
 async fn serve(
@@ -85,12 +118,16 @@ async fn serve(
     trace: &mut Trace,
 ) -> Result<u16, GatewayError> {
     let chat = parse_body(&req.body)?; // 1
+    trace.model_requested = chat.model.chars().take(256).collect();
+    trace.stream = chat.stream;
     let claims = authenticate(shard, req).await?; // 2
+    trace.claims.clone_from(&claims);
     authorize_model(claims.as_deref(), &chat.model)?; // 2
     let (model_index, deployments) = route(shard, &chat)?; // 5
     trace.model = Some(model_index);
     let answer = forward(shard, req, &chat, deployments, request_id, trace).await?; // 6
-    Ok(respond(shard, answer, res, request_id, trace).await) // 7
+                                                                                    // 7, with 8 (audit) handed the finished trace just before the last byte goes out.
+    Ok(respond(shard, answer, res, request_id, trace, audit).await)
 }
 
 /// Step 1: reads `model`, `stream`, `max_tokens` and checks `messages`, validating the whole body as JSON.
@@ -208,7 +245,8 @@ async fn forward<'g>(
 ) -> Result<Answer<'g>, GatewayError> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let accept: &[u8] = if chat.stream { b"text/event-stream" } else { b"application/json" };
-    for deployment in deployments {
+    for (index, deployment) in deployments.iter().enumerate() {
+        trace.deployment = trace.model.map(|m| (m, index));
         let provider = &shard.gw.providers[deployment.provider];
         let health = &shard.health[deployment.provider];
         let now = Instant::now();
@@ -249,6 +287,7 @@ async fn forward<'g>(
                 if chat.stream && (200..300).contains(&status) {
                     trace.upstream += sent.elapsed();
                     trace.provider = Some(deployment.provider);
+                    trace.attempts = attempts;
                     return Ok(Answer { deployment, status, content_type, body: AnswerBody::Stream(Box::new(resp)) });
                 }
                 let mut resp = resp;
@@ -256,6 +295,7 @@ async fn forward<'g>(
                     Ok(bytes) => {
                         trace.upstream += sent.elapsed();
                         trace.provider = Some(deployment.provider);
+                        trace.attempts = attempts;
                         return Ok(Answer { deployment, status, content_type, body: AnswerBody::Whole(bytes) });
                     }
                     Err(e) => failure_outcome(&e),
@@ -263,6 +303,7 @@ async fn forward<'g>(
             }
         };
         trace.upstream += sent.elapsed();
+        trace.provider = Some(deployment.provider);
         shard.metrics().upstream_failures[deployment.provider].inc();
         tracing::debug!(provider = %provider.name, ?outcome, "provider attempt failed; failing over");
         attempts.push(Attempt { provider: provider.name.clone(), outcome });
@@ -294,10 +335,12 @@ async fn respond(
     answer: Answer<'_>,
     res: &mut Responder<'_>,
     request_id: &str,
-    trace: &Trace,
+    trace: &mut Trace,
+    before_last_byte: fn(&ShardGateway, &str, &Trace, u16),
 ) -> u16 {
     let provider = &shard.gw.providers[answer.deployment.provider];
-    let overhead_us = trace.started.elapsed().saturating_sub(trace.upstream).as_micros() as u64;
+    let overhead_us = trace.elapsed().saturating_sub(trace.upstream).as_micros() as u64;
+    trace.overhead_us = overhead_us;
     shard.metrics().overhead.record(overhead_us);
     let overhead = overhead_us.to_string();
     let default_type: &[u8] = match answer.body {
@@ -314,6 +357,8 @@ async fn respond(
     ];
     match answer.body {
         AnswerBody::Whole(body) => {
+            trace.usage = usage::from_body(&body);
+            before_last_byte(shard, request_id, trace, answer.status);
             let _ = res.send(answer.status, &headers, &body).await;
             answer.status
         }
@@ -322,15 +367,24 @@ async fn respond(
             if res.start_stream(answer.status, &headers).await.is_err() {
                 return answer.status;
             }
+            let mut stream_usage = StreamUsage::default();
+            let stream_started = Instant::now();
             loop {
                 match upstream.chunk().await {
                     Ok(Some(data)) => {
+                        stream_usage.feed(&data);
                         if res.send_chunk(&data).await.is_err() {
                             // The client went away; dropping `upstream` closes that connection.
+                            trace.upstream += stream_started.elapsed();
+                            trace.usage = stream_usage.usage();
+                            before_last_byte(shard, request_id, trace, 499);
                             return answer.status;
                         }
                     }
                     Ok(None) => {
+                        trace.upstream += stream_started.elapsed();
+                        trace.usage = stream_usage.usage();
+                        before_last_byte(shard, request_id, trace, answer.status);
                         let _ = res.end_stream().await;
                         return answer.status;
                     }
@@ -340,6 +394,9 @@ async fn respond(
                         tracing::warn!(provider = %provider.name, error = %e, "stream from provider failed mid-way");
                         shard.metrics().upstream_failures[answer.deployment.provider].inc();
                         let event = stream_error_event(&format!("provider {} failed mid-stream: {e}", provider.name));
+                        trace.upstream += stream_started.elapsed();
+                        trace.usage = stream_usage.usage();
+                        before_last_byte(shard, request_id, trace, 502);
                         let _ = res.send_chunk(&event).await;
                         let _ = res.end_stream().await;
                         return 502;
@@ -348,6 +405,39 @@ async fn respond(
             }
         }
     }
+}
+
+/// Step 8: the audit record of a finished request, handed over before its last byte
+/// reaches the client, so nothing acknowledged can be missing from the log.
+fn audit(shard: &ShardGateway, request_id: &str, trace: &Trace, status: u16) {
+    let deployment = trace.deployment.and_then(|(m, d)| {
+        let name = shard.gw.model_names.get(m)?;
+        shard.gw.deployments.get(name)?.1.get(d)
+    });
+    let usage = trace.usage.unwrap_or_default();
+    let record = AuditRecord {
+        request_id: request_id.to_string(),
+        ts_unix_ms: trace.started_unix_ms,
+        shard: shard.index as u16,
+        kid: None,
+        key_id: trace.claims.as_ref().map(|c| c.jti.clone()),
+        tenant: trace.claims.as_ref().and_then(|c| c.tenant.clone()),
+        model_requested: trace.model_requested.clone(),
+        provider: trace.provider.and_then(|p| shard.gw.provider_names.get(p).cloned()),
+        model_upstream: deployment.map(|d| d.upstream_model.clone()),
+        route_mode: None,
+        complexity: None,
+        stream: trace.stream,
+        status,
+        tokens_in: usage.prompt_tokens,
+        tokens_out: usage.completion_tokens,
+        cost_usd: deployment.map_or(0.0, |d| usage.cost_usd(d.price_per_1k_input, d.price_per_1k_output)),
+        upstream_us: trace.upstream.as_micros() as u64,
+        overhead_us: trace.overhead_us,
+        attempts: trace.attempts.iter().map(|a| a.to_string()).collect(),
+        content: None,
+    };
+    shard.audit_submit(record);
 }
 
 /// An SSE event carrying an OpenAI-shaped error (what OpenAI's SDKs raise on).

@@ -26,6 +26,7 @@ under_both_drivers!(
     chunked_body_and_expect_continue,
     header_and_body_limits_at_their_edge,
     slowloris_is_cut_by_the_header_timeout,
+    slow_body_is_cut_by_the_body_timeout,
     idle_keep_alive_connection_is_closed,
     malformed_requests_get_400_and_close,
     thousand_concurrent_keep_alive_connections,

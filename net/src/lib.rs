@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod server;
 pub mod shard;
+pub mod sse;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

@@ -262,6 +262,12 @@ pub fn metrics_name_the_driver(driver: &str) {
     }
     assert!(text.contains("gatekeeper_requests_total{status=\"200\",provider=\"primary\",model=\"m\"} 1"), "{text}");
     assert!(text.contains("gatekeeper_overhead_seconds_count"));
+    let completion: u64 = text
+        .lines()
+        .find(|l| l.starts_with("gatekeeper_tokens_total{provider=\"primary\",direction=\"completion\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("token counter");
+    assert!(completion > 0, "usage read from the provider's answer");
     let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\n\r\n");
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["auth"], "DISABLED (--no-auth)");
@@ -303,4 +309,28 @@ pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
     let mut buf = [0u8; 64];
     let n = plain.read(&mut buf).unwrap_or(0);
     assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+}
+
+pub fn slow_body_is_cut_by_the_body_timeout(driver: &str) {
+    let limits = "limits: { body_timeout_ms: 400 }\n";
+    let (_mock, gw) = start_pair(driver, limits, &[]);
+    let body = chat_body("m", false);
+    let mut s = connect(gw.addr);
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&body.as_bytes()[..10]).expect("part of the body");
+    let started = Instant::now();
+    let mut reader = Reader::new(s);
+    let r = reader.response().expect("408");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["error"]["code"], "body_timeout");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(reader.closed_within(Duration::from_secs(2)));
+    // A body that arrives in time, even in pieces, is fine.
+    let mut s = connect(gw.addr);
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&body.as_bytes()[..10]).expect("piece");
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(&body.as_bytes()[10..]).expect("rest");
+    assert_eq!(Reader::new(s).response().expect("200").status, 200);
 }

@@ -1,0 +1,5 @@
+//! The tamper-evident audit log (DESIGN §1 step 8).
+
+mod record;
+
+pub use record::AuditRecord;
