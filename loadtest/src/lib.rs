@@ -5,6 +5,9 @@
 //!
 //! - [`mock`] — a fast mock LLM provider speaking the OpenAI, Anthropic, Groq and DeepSeek
 //!   wire formats, with injectable latency and faults. `gk-load mock` runs it.
+//! - [`run`] — an open-loop HTTP/1.1 load generator that measures latency from each
+//!   request's intended send time (no coordinated omission). `gk-load run` runs it.
+//! - [`http1`] — HTTP/1.1 pieces both sides share (chunked decoding, response heads).
 //!
 //! ```no_run
 //! use gatekeeper_loadtest::mock::{self, MockArgs};
@@ -17,6 +20,9 @@
 //! let config = mock::Config::from_args(&cli.mock).expect("valid flags");
 //! # let _ = config;
 //! ```
-#![forbid(unsafe_code)]
+// Only `run::cpu` opts out (getrusage/sysconf through libc), with SAFETY comments.
+#![deny(unsafe_code)]
 
+pub mod http1;
 pub mod mock;
+pub mod run;

@@ -1,10 +1,12 @@
-//! `gk-load` — Gatekeeper's load tool. Subcommands: `mock` (a mock LLM provider).
-//! `run` (the open-loop load generator) is reserved for a later change.
+//! `gk-load` — Gatekeeper's load tool. Subcommands: `mock` (a mock LLM provider), `run`
+//! (the open-loop load generator) and `plot` (SVG of one or more `run --json` reports).
 #![forbid(unsafe_code)]
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use gatekeeper_loadtest::mock;
+use gatekeeper_loadtest::{mock, run};
 
 /// Gatekeeper load tool.
 #[derive(Parser, Debug)]
@@ -18,6 +20,39 @@ struct Cli {
 enum Command {
     /// Run a mock LLM provider (OpenAI / Anthropic / Groq / DeepSeek wire formats).
     Mock(mock::MockArgs),
+    /// Generate load (open loop by default) and report latency from intended send times.
+    Run(Box<run::RunArgs>),
+    /// Plot latency-by-percentile of one or more `run --json` reports as SVG.
+    Plot(PlotArgs),
+}
+
+/// Flags of `gk-load plot`.
+#[derive(clap::Args, Debug)]
+struct PlotArgs {
+    /// Reports written by `gk-load run --json` (up to 8); each becomes one line.
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Plot title.
+    #[arg(long, default_value = "Latency by percentile (from intended send time)")]
+    title: String,
+}
+
+fn plot(args: &PlotArgs) -> anyhow::Result<()> {
+    if args.reports.len() > run::plot::SERIES_MAX {
+        anyhow::bail!("at most {} reports", run::plot::SERIES_MAX);
+    }
+    let mut series = Vec::with_capacity(args.reports.len());
+    for p in &args.reports {
+        let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+        let label = p.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let s = run::plot::series_from_json(&label, &text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        series.push(s);
+    }
+    let svg = run::plot::render_svg(&args.title, &series);
+    std::fs::write(&args.out, svg).with_context(|| format!("{}", args.out.display()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +62,13 @@ fn main() -> anyhow::Result<()> {
             let config = mock::Config::from_args(&args).context("invalid mock flags")?;
             mock::run(config, args.threads).context("mock server failed")
         }
+        Command::Run(args) => {
+            let config = run::Config::from_args(&args).map_err(|e| anyhow::anyhow!(e)).context("invalid run flags")?;
+            let report = run::run(config).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", report.summary());
+            Ok(())
+        }
+        Command::Plot(args) => plot(&args),
     }
 }
 
@@ -46,14 +88,29 @@ mod tests {
         let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
         assert!(with(&["--fault", "500", "--schedule", "x.yaml"]).is_err());
         assert!(with(&["--pause-every-s", "10"]).is_err());
-        assert!(with(&[
-            "--pause-every-s",
-            "10",
-            "--pause-s",
-            "1",
-            "--mode",
-            "deepseek"
-        ])
-        .is_ok());
+        assert!(with(&["--pause-every-s", "10", "--pause-s", "1", "--mode", "deepseek"]).is_ok());
+    }
+
+    #[test]
+    fn run_needs_exactly_one_load_shape() {
+        let base = ["gk-load", "run", "--url", "http://127.0.0.1:1/"];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        assert!(with(&["--duration", "1s"]).is_err(), "no load shape");
+        assert!(with(&["--rate", "10", "--connections", "2"]).is_err());
+        assert!(with(&["--rate", "10", "--duration", "1s"]).is_ok());
+        assert!(with(&["--scenario", "s.yaml", "--model", "m", "--rate", "1"]).is_err());
+        let Ok(cli) = with(&["--rate", "10", "--requests", "5", "-H", "X-A: 1", "-H", "X-B: 2"]) else {
+            panic!("valid flags");
+        };
+        let Command::Run(args) = cli.command else {
+            panic!("run");
+        };
+        assert_eq!(args.headers.len(), 2);
+        let cfg = run::Config::from_args(&args).expect("valid config");
+        assert_eq!(cfg.requests_max, Some(5));
+        let Ok(Command::Run(bad)) = with(&["--rate", "10"]).map(|c| c.command) else {
+            panic!("parses");
+        };
+        assert!(run::Config::from_args(&bad).is_err(), "needs --duration or --requests");
     }
 }

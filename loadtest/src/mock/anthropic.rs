@@ -65,17 +65,11 @@ pub fn stream_event(a: &Answer, i: usize, out: &mut Vec<u8>) -> Option<EventKind
             json!({"type": "content_block_delta", "index": 0,
                    "delta": {"type": "text_delta", "text": token(i - 3)}}),
             // The first token follows message_start's TTFT; later ones are paced.
-            if i == 3 {
-                EventKind::Trailer
-            } else {
-                EventKind::Token
-            },
+            if i == 3 { EventKind::Trailer } else { EventKind::Token },
         ),
-        i if i == 3 + n => (
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-            EventKind::Trailer,
-        ),
+        i if i == 3 + n => {
+            ("content_block_stop", json!({"type": "content_block_stop", "index": 0}), EventKind::Trailer)
+        }
         i if i == 4 + n => (
             "message_delta",
             json!({"type": "message_delta",
@@ -83,11 +77,7 @@ pub fn stream_event(a: &Answer, i: usize, out: &mut Vec<u8>) -> Option<EventKind
                    "usage": {"output_tokens": n}}),
             EventKind::Trailer,
         ),
-        i if i == 5 + n => (
-            "message_stop",
-            json!({"type": "message_stop"}),
-            EventKind::Trailer,
-        ),
+        i if i == 5 + n => ("message_stop", json!({"type": "message_stop"}), EventKind::Trailer),
         _ => return None,
     };
     out.extend_from_slice(b"event: ");
@@ -165,15 +155,9 @@ mod tests {
                 break;
             }
             let s = String::from_utf8(out).expect("utf8");
-            let name = s
-                .lines()
-                .next()
-                .expect("line")
-                .trim_start_matches("event: ")
-                .to_string();
+            let name = s.lines().next().expect("line").trim_start_matches("event: ").to_string();
             let data: Value =
-                serde_json::from_str(s.lines().nth(1).expect("data").trim_start_matches("data: "))
-                    .expect("json");
+                serde_json::from_str(s.lines().nth(1).expect("data").trim_start_matches("data: ")).expect("json");
             assert_eq!(data["type"], name.as_str());
             names.push(name);
         }
@@ -194,8 +178,7 @@ mod tests {
 
     #[test]
     fn error_shape() {
-        let v: Value =
-            serde_json::from_slice(&status_error_body(401, "invalid x-api-key")).expect("json");
+        let v: Value = serde_json::from_slice(&status_error_body(401, "invalid x-api-key")).expect("json");
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "authentication_error");
     }

@@ -25,14 +25,8 @@ pub enum Fault {
 }
 
 /// Every fault that is counted in `/__mock/stats`, in the order counters are kept.
-pub const FAULTS_COUNTED: [Fault; 6] = [
-    Fault::RateLimited,
-    Fault::ServerError,
-    Fault::Unavailable,
-    Fault::Reset,
-    Fault::Stall,
-    Fault::Cut,
-];
+pub const FAULTS_COUNTED: [Fault; 6] =
+    [Fault::RateLimited, Fault::ServerError, Fault::Unavailable, Fault::Reset, Fault::Stall, Fault::Cut];
 
 impl Fault {
     /// The name used on the command line, in headers and in stats.
@@ -125,14 +119,8 @@ mod tests {
     #[test]
     fn select_for_plain_and_named_lists() {
         assert_eq!(select_for("500", "a"), Some("500"));
-        assert_eq!(
-            select_for(" primary=500, secondary=none", "primary"),
-            Some("500")
-        );
-        assert_eq!(
-            select_for("primary=500,secondary=none", "secondary"),
-            Some("none")
-        );
+        assert_eq!(select_for(" primary=500, secondary=none", "primary"), Some("500"));
+        assert_eq!(select_for("primary=500,secondary=none", "secondary"), Some("none"));
         assert_eq!(select_for("primary=500,secondary=none", "third"), None);
         assert_eq!(select_for("primary=500,*=429", "x"), Some("429"));
         assert_eq!(select_for("garbage,=,a=", "a"), Some(""));

@@ -1,18 +1,15 @@
-//! Minimal HTTP/1.1 for the mock: request-head parsing with httparse, a stateful
-//! chunked-body decoder, and response-head writing. No I/O here, so it unit-tests.
+//! Minimal HTTP/1.1 for the mock: request-head parsing with httparse and response-head
+//! writing; the chunked-body decoder is shared with the client in [`crate::http1`].
+//! No I/O here, so it unit-tests.
 
 use std::io::Write as _;
 
+pub use crate::http1::{ChunkedDecoder, HttpError, BODY_BYTES_MAX};
+
 /// Largest request head accepted; beyond it the mock answers 431.
 pub const HEAD_BYTES_MAX: usize = 64 * 1024;
-/// Largest request body accepted; beyond it the mock answers 413.
-pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most request headers parsed; beyond it the mock answers 431.
 pub const HEADERS_COUNT_MAX: usize = 100;
-/// Longest chunk-size or trailer line in a chunked body.
-const CHUNK_LINE_BYTES_MAX: usize = 4096;
-/// Most trailer lines after the last chunk.
-const TRAILERS_COUNT_MAX: usize = 64;
 
 /// Which endpoint a request is for; the query string is ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,35 +95,8 @@ pub struct Head {
     pub mock: MockHeaders,
 }
 
-/// Why a request could not be read; each maps to one status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HttpError {
-    /// Head over [`HEAD_BYTES_MAX`] or more than [`HEADERS_COUNT_MAX`] headers (431).
-    #[error("request header fields too large")]
-    HeadTooLarge,
-    /// Body over [`BODY_BYTES_MAX`] (413).
-    #[error("request body too large")]
-    BodyTooLarge,
-    /// Bytes that are not HTTP/1.1 (400).
-    #[error("malformed request")]
-    Malformed,
-}
-
-impl HttpError {
-    /// The status answered for this error.
-    pub fn status(self) -> u16 {
-        match self {
-            HttpError::HeadTooLarge => 431,
-            HttpError::BodyTooLarge => 413,
-            HttpError::Malformed => 400,
-        }
-    }
-}
-
 fn header_str(value: &[u8]) -> Result<&str, HttpError> {
-    std::str::from_utf8(value)
-        .map(str::trim)
-        .map_err(|_| HttpError::Malformed)
+    std::str::from_utf8(value).map(str::trim).map_err(|_| HttpError::Malformed)
 }
 
 /// Parses a request head. `Ok(None)` means "need more bytes"; `Err` means bad bytes or
@@ -137,9 +107,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n <= HEAD_BYTES_MAX => n,
         Ok(httparse::Status::Complete(_)) => return Err(HttpError::HeadTooLarge),
-        Ok(httparse::Status::Partial) if buf.len() > HEAD_BYTES_MAX => {
-            return Err(HttpError::HeadTooLarge)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > HEAD_BYTES_MAX => return Err(HttpError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
         Err(_) => return Err(HttpError::Malformed),
@@ -164,9 +132,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         let name = h.name;
         let eq = |n: &str| name.eq_ignore_ascii_case(n);
         if eq("content-length") {
-            let v = header_str(h.value)?
-                .parse::<usize>()
-                .map_err(|_| HttpError::Malformed)?;
+            let v = header_str(h.value)?.parse::<usize>().map_err(|_| HttpError::Malformed)?;
             // Differing duplicates are a request-smuggling shape; refuse them.
             if content_length.is_some_and(|old| old != v) {
                 return Err(HttpError::Malformed);
@@ -214,122 +180,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     Ok(Some((head, len)))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChunkState {
-    Size,
-    Data(usize),
-    DataEnd,
-    Trailer(usize),
-    Done,
-}
-
-/// Decodes a chunked body fed in pieces; keeps its place between reads so a large body
-/// is scanned once.
-#[derive(Debug)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    body: Vec<u8>,
-}
-
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        ChunkedDecoder {
-            state: ChunkState::Size,
-            body: Vec::new(),
-        }
-    }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
-impl ChunkedDecoder {
-    /// True once the terminating chunk and trailers are consumed.
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// The decoded body; call after [`ChunkedDecoder::is_done`].
-    pub fn into_body(self) -> Vec<u8> {
-        self.body
-    }
-
-    /// Consumes what it can of `input`, returning how many bytes it used. Stops at the
-    /// end of the body, leaving pipelined bytes after it untouched.
-    pub fn feed(&mut self, input: &[u8]) -> Result<usize, HttpError> {
-        let mut pos = 0;
-        // Each pass consumes bytes or returns, so the loop is bounded by input.len().
-        loop {
-            let rest = &input[pos..];
-            match self.state {
-                ChunkState::Done => return Ok(pos),
-                ChunkState::Size => {
-                    let Some(end) = find_crlf(rest) else {
-                        if rest.len() > CHUNK_LINE_BYTES_MAX {
-                            return Err(HttpError::Malformed);
-                        }
-                        return Ok(pos);
-                    };
-                    let line =
-                        std::str::from_utf8(&rest[..end]).map_err(|_| HttpError::Malformed)?;
-                    let size_hex = line.split(';').next().unwrap_or("").trim();
-                    let size =
-                        usize::from_str_radix(size_hex, 16).map_err(|_| HttpError::Malformed)?;
-                    if size > BODY_BYTES_MAX || self.body.len() + size > BODY_BYTES_MAX {
-                        return Err(HttpError::BodyTooLarge);
-                    }
-                    pos += end + 2;
-                    self.state = if size == 0 {
-                        ChunkState::Trailer(0)
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(remaining) => {
-                    if rest.is_empty() {
-                        return Ok(pos);
-                    }
-                    let take = remaining.min(rest.len());
-                    self.body.extend_from_slice(&rest[..take]);
-                    pos += take;
-                    self.state = if take == remaining {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(remaining - take)
-                    };
-                }
-                ChunkState::DataEnd => {
-                    if rest.len() < 2 {
-                        return Ok(pos);
-                    }
-                    if &rest[..2] != b"\r\n" {
-                        return Err(HttpError::Malformed);
-                    }
-                    pos += 2;
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailer(count) => {
-                    let Some(end) = find_crlf(rest) else {
-                        if rest.len() > CHUNK_LINE_BYTES_MAX {
-                            return Err(HttpError::Malformed);
-                        }
-                        return Ok(pos);
-                    };
-                    pos += end + 2;
-                    if end == 0 {
-                        self.state = ChunkState::Done;
-                    } else if count + 1 > TRAILERS_COUNT_MAX {
-                        return Err(HttpError::HeadTooLarge);
-                    } else {
-                        self.state = ChunkState::Trailer(count + 1);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The reason phrase for the statuses the mock sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -358,11 +208,7 @@ pub fn write_head(
     keep_alive: bool,
 ) {
     // Writes into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n",
-        reason(status)
-    );
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n", reason(status));
     match content_length {
         Some(n) => {
             let _ = write!(out, "content-length: {n}\r\n");
@@ -387,14 +233,7 @@ pub fn write_response(
     body: &[u8],
     keep_alive: bool,
 ) {
-    write_head(
-        out,
-        status,
-        content_type,
-        Some(body.len()),
-        extra,
-        keep_alive,
-    );
+    write_head(out, status, content_type, Some(body.len()), extra, keep_alive);
     out.extend_from_slice(body);
 }
 
@@ -424,10 +263,7 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(
-            Route::from_path("/chat/completions"),
-            Route::ChatCompletions
-        );
+        assert_eq!(Route::from_path("/chat/completions"), Route::ChatCompletions);
         assert_eq!(Route::from_path("/v1/messages"), Route::Messages);
         assert_eq!(Route::from_path("/v1/models/"), Route::Models);
         assert_eq!(Route::from_path("/__mock/stats"), Route::Stats);
@@ -440,84 +276,28 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(HEAD_BYTES_MAX + 10, b'a');
         assert_eq!(parse_head(&big), Err(HttpError::HeadTooLarge));
-        assert_eq!(
-            parse_head(b"\x00\x01 / HTTP/1.1\r\n\r\n"),
-            Err(HttpError::Malformed)
-        );
-        let huge = format!(
-            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-            BODY_BYTES_MAX + 1
-        );
+        assert_eq!(parse_head(b"\x00\x01 / HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed));
+        let huge = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", BODY_BYTES_MAX + 1);
         assert_eq!(parse_head(huge.as_bytes()), Err(HttpError::BodyTooLarge));
         assert_eq!(
             parse_head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(HttpError::Malformed)
         );
-        assert_eq!(
-            parse_head(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
-            Err(HttpError::Malformed)
-        );
+        assert_eq!(parse_head(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Err(HttpError::Malformed));
     }
 
     #[test]
     fn http10_and_connection_close() {
-        let (h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n")
-            .expect("ok")
-            .expect("c");
+        let (h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n").expect("ok").expect("c");
         assert!(!h.keep_alive);
-        let (h, _) = parse_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .expect("ok")
-            .expect("c");
+        let (h, _) = parse_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").expect("ok").expect("c");
         assert!(!h.keep_alive);
-    }
-
-    #[test]
-    fn chunked_in_pieces() {
-        let raw = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
-        for split in 0..raw.len() {
-            let mut d = ChunkedDecoder::default();
-            let mut buf: Vec<u8> = raw[..split].to_vec();
-            let used = d.feed(&buf).expect("ok");
-            buf.drain(..used);
-            buf.extend_from_slice(&raw[split..]);
-            let used = d.feed(&buf).expect("ok");
-            assert!(d.is_done(), "split {split}");
-            assert_eq!(&buf[used..], b"NEXT");
-            assert_eq!(d.into_body(), b"hello world");
-        }
-    }
-
-    #[test]
-    fn chunked_rejects_bad() {
-        assert_eq!(
-            ChunkedDecoder::default().feed(b"zz\r\n"),
-            Err(HttpError::Malformed)
-        );
-        assert_eq!(
-            ChunkedDecoder::default().feed(b"1\r\naXX"),
-            Err(HttpError::Malformed)
-        );
-        assert_eq!(
-            ChunkedDecoder::default().feed(b"ffffffffff\r\n"),
-            Err(HttpError::BodyTooLarge)
-        );
-        assert_eq!(
-            ChunkedDecoder::default().feed(&[b'1'; CHUNK_LINE_BYTES_MAX + 1]),
-            Err(HttpError::Malformed)
-        );
     }
 
     #[test]
     fn writes_heads() {
         let mut out = Vec::new();
-        write_response(
-            &mut out,
-            429,
-            "application/json",
-            &[("retry-after", "2")],
-            b"{}",
-            false,
-        );
+        write_response(&mut out, 429, "application/json", &[("retry-after", "2")], b"{}", false);
         let s = String::from_utf8(out).expect("utf8");
         assert!(s.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
         assert!(s.contains("content-length: 2\r\n"));

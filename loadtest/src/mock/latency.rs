@@ -31,12 +31,8 @@ impl Ttft {
         else {
             return Err(format!("expected lognormal:MEDIAN_MS:SIGMA, got {s:?}"));
         };
-        let median_ms: f64 = median
-            .parse()
-            .map_err(|_| format!("median {median:?} is not a number"))?;
-        let sigma: f64 = sigma
-            .parse()
-            .map_err(|_| format!("sigma {sigma:?} is not a number"))?;
+        let median_ms: f64 = median.parse().map_err(|_| format!("median {median:?} is not a number"))?;
+        let sigma: f64 = sigma.parse().map_err(|_| format!("sigma {sigma:?} is not a number"))?;
         if !(median_ms >= 0.0 && median_ms <= DELAY_MS_MAX as f64) {
             return Err(format!("median must be within [0, {DELAY_MS_MAX}] ms"));
         }
@@ -115,15 +111,7 @@ mod tests {
 
     #[test]
     fn parse_dist_rejects_garbage() {
-        for bad in [
-            "",
-            "lognormal",
-            "lognormal:1",
-            "normal:1:1",
-            "lognormal:x:1",
-            "lognormal:1:9",
-            "lognormal:1:1:1",
-        ] {
+        for bad in ["", "lognormal", "lognormal:1", "normal:1:1", "lognormal:x:1", "lognormal:1:9", "lognormal:1:1:1"] {
             assert!(Ttft::parse_dist(bad).is_err(), "{bad}");
         }
     }
@@ -135,28 +123,16 @@ mod tests {
         let xs: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(
-            mean.abs() < 0.05 && (var - 1.0).abs() < 0.05,
-            "{mean} {var}"
-        );
+        assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "{mean} {var}");
     }
 
     #[test]
     fn pauses_hold_inside_window_only() {
-        let p = Pauses {
-            every: Duration::from_secs(10),
-            pause: Duration::from_secs(1),
-        };
+        let p = Pauses { every: Duration::from_secs(10), pause: Duration::from_secs(1) };
         assert_eq!(p.hold(Duration::from_millis(500)), Duration::ZERO);
-        assert_eq!(
-            p.hold(Duration::from_millis(10_250)),
-            Duration::from_millis(750)
-        );
+        assert_eq!(p.hold(Duration::from_millis(10_250)), Duration::from_millis(750));
         assert_eq!(p.hold(Duration::from_millis(11_000)), Duration::ZERO);
-        assert_eq!(
-            p.hold(Duration::from_millis(20_900)),
-            Duration::from_millis(100)
-        );
+        assert_eq!(p.hold(Duration::from_millis(20_900)), Duration::from_millis(100));
     }
 
     #[test]

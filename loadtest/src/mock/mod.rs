@@ -156,10 +156,7 @@ pub enum ConfigError {
 }
 
 fn flag_err(flag: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Flag {
-        flag,
-        message: message.into(),
-    }
+    ConfigError::Flag { flag, message: message.into() }
 }
 
 fn ms_flag(flag: &'static str, ms: u64) -> Result<Duration, ConfigError> {
@@ -183,10 +180,7 @@ impl Config {
             return Err(flag_err("threads", format!("must be 1..={THREADS_MAX}")));
         }
         if args.tokens > request::TOKENS_MAX {
-            return Err(flag_err(
-                "tokens",
-                format!("at most {}", request::TOKENS_MAX),
-            ));
+            return Err(flag_err("tokens", format!("at most {}", request::TOKENS_MAX)));
         }
         if args.retry_after_s > 86_400 {
             return Err(flag_err("retry-after-s", "at most 86400"));
@@ -201,9 +195,7 @@ impl Config {
             None => ms_flag("token-ms", args.token_ms)?,
         };
         let fault = match &args.fault {
-            Some(f) => f
-                .parse()
-                .map_err(|e: faults::UnknownFault| flag_err("fault", e.to_string()))?,
+            Some(f) => f.parse().map_err(|e: faults::UnknownFault| flag_err("fault", e.to_string()))?,
             None => Fault::None,
         };
         let schedule = args.schedule.as_deref().map(Schedule::load).transpose()?;
@@ -250,14 +242,9 @@ pub async fn serve(
 pub fn run(config: Config, threads: usize) -> std::io::Result<()> {
     let runtime = if threads <= 1 {
         // A current-thread runtime avoids work-stealing overhead: the fastest single core.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.min(THREADS_MAX))
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads.min(THREADS_MAX)).enable_all().build()?
     };
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen).await?;

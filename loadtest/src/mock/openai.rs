@@ -71,9 +71,7 @@ fn usage(mode: Mode, a: &Answer) -> Usage {
         }
         Mode::OpenAi | Mode::Anthropic => {
             u.prompt_tokens_details = Some(PromptDetails { cached_tokens: 0 });
-            u.completion_tokens_details = Some(CompletionDetails {
-                reasoning_tokens: 0,
-            });
+            u.completion_tokens_details = Some(CompletionDetails { reasoning_tokens: 0 });
         }
     }
     u
@@ -142,20 +140,13 @@ pub fn completion_body(mode: Mode, a: &Answer) -> Vec<u8> {
         model: &a.model,
         choices: [Choice {
             index: 0,
-            message: Message {
-                role: "assistant",
-                content: &content,
-                refusal: None,
-            },
+            message: Message { role: "assistant", content: &content, refusal: None },
             logprobs: None,
             finish_reason: finish_reason(a),
         }],
         usage: usage(mode, a),
         system_fingerprint: FINGERPRINT,
-        x_groq: (mode == Mode::Groq).then(|| XGroq {
-            id: groq_id(a),
-            usage: None,
-        }),
+        x_groq: (mode == Mode::Groq).then(|| XGroq { id: groq_id(a), usage: None }),
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -224,52 +215,24 @@ pub fn stream_event(mode: Mode, a: &Answer, i: usize, out: &mut Vec<u8>) -> Opti
     let (chunk, kind) = if i < n {
         let delta = Delta {
             role: (i == 0).then_some("assistant"),
-            content: Some(if a.completion_tokens == 0 {
-                ""
-            } else {
-                token(i)
-            }),
+            content: Some(if a.completion_tokens == 0 { "" } else { token(i) }),
         };
-        let choice = ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason: None,
-        };
-        let x_groq = (mode == Mode::Groq && i == 0).then(|| XGroq {
-            id: groq_id(a),
-            usage: None,
-        });
-        let kind = if i == 0 {
-            EventKind::First
-        } else {
-            EventKind::Token
-        };
+        let choice = ChunkChoice { index: 0, delta, logprobs: None, finish_reason: None };
+        let x_groq = (mode == Mode::Groq && i == 0).then(|| XGroq { id: groq_id(a), usage: None });
+        let kind = if i == 0 { EventKind::First } else { EventKind::Token };
         (chunk(vec![choice], usage_slot(None), x_groq), kind)
     } else if i == n {
         let choice = ChunkChoice {
             index: 0,
-            delta: Delta {
-                role: None,
-                content: None,
-            },
+            delta: Delta { role: None, content: None },
             logprobs: None,
             finish_reason: Some(finish_reason(a)),
         };
         // Groq reports usage on the last chunk under x_groq, whatever stream_options say.
-        let x_groq = (mode == Mode::Groq).then(|| XGroq {
-            id: groq_id(a),
-            usage: Some(usage(mode, a)),
-        });
-        (
-            chunk(vec![choice], usage_slot(None), x_groq),
-            EventKind::Trailer,
-        )
+        let x_groq = (mode == Mode::Groq).then(|| XGroq { id: groq_id(a), usage: Some(usage(mode, a)) });
+        (chunk(vec![choice], usage_slot(None), x_groq), EventKind::Trailer)
     } else if i == n + 1 && a.include_usage {
-        (
-            chunk(Vec::new(), Some(Some(usage(mode, a))), None),
-            EventKind::Trailer,
-        )
+        (chunk(Vec::new(), Some(Some(usage(mode, a))), None), EventKind::Trailer)
     } else if i == n + 1 + usize::from(a.include_usage) {
         out.extend_from_slice(b"data: [DONE]\n\n");
         return Some(EventKind::Trailer);
@@ -299,14 +262,7 @@ struct ErrorBody<'a> {
 
 /// An error body in OpenAI's shape.
 pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
-    let body = ErrorBody {
-        error: ErrorInner {
-            message,
-            kind,
-            param: None,
-            code,
-        },
-    };
+    let body = ErrorBody { error: ErrorInner { message, kind, param: None, code } };
     serde_json::to_vec(&body).unwrap_or_default()
 }
 

@@ -136,10 +136,7 @@ impl ChatRequest {
 
     /// Whether a usage chunk ends the stream.
     pub fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 }
 
@@ -166,9 +163,7 @@ impl Answer {
     /// Sizes the answer: `min(max_tokens, tokens)` output tokens.
     pub fn new(req: &ChatRequest, model: String, tokens: usize, id: u64, created: u64) -> Answer {
         let tokens = tokens.min(TOKENS_MAX);
-        let cap = req
-            .max_tokens()
-            .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+        let cap = req.max_tokens().map(|m| usize::try_from(m).unwrap_or(usize::MAX));
         let completion_tokens = cap.map_or(tokens, |c| c.min(tokens));
         Answer {
             id,
@@ -197,8 +192,8 @@ impl Answer {
 }
 
 const WORDS: [&str; 16] = [
-    "lorem ", "ipsum ", "dolor ", "sit ", "amet ", "sed ", "do ", "tempor ", "ut ", "labore ",
-    "et ", "magna ", "aliqua ", "enim ", "ad ", "minim ",
+    "lorem ", "ipsum ", "dolor ", "sit ", "amet ", "sed ", "do ", "tempor ", "ut ", "labore ", "et ", "magna ",
+    "aliqua ", "enim ", "ad ", "minim ",
 ];
 
 /// The i-th output token: a short word and a space.
@@ -229,8 +224,7 @@ mod tests {
         assert_eq!(r.prompt_tokens(), 1);
         let a = Answer::new(&r, "m".into(), 5, 1, 2);
         assert_eq!((a.completion_tokens, a.truncated), (5, false));
-        let r =
-            ChatRequest::parse(br#"{"max_tokens":10,"max_completion_tokens":2}"#).expect("json");
+        let r = ChatRequest::parse(br#"{"max_tokens":10,"max_completion_tokens":2}"#).expect("json");
         assert_eq!(r.max_tokens(), Some(2));
     }
 

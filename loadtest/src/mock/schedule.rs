@@ -90,9 +90,7 @@ fn de_for_s<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = f64::deserialize(d)?;
     // Upper bound keeps Duration::from_secs_f64 from panicking and phases sane (a year).
     if !(v > 0.0 && v <= 31_536_000.0) {
-        return Err(de::Error::custom(format!(
-            "for_s must be > 0 and <= 31536000, got {v}"
-        )));
+        return Err(de::Error::custom(format!("for_s must be > 0 and <= 31536000, got {v}")));
     }
     Ok(v)
 }
@@ -100,9 +98,7 @@ fn de_for_s<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 fn de_rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = f64::deserialize(d)?;
     if !(0.0..=1.0).contains(&v) {
-        return Err(de::Error::custom(format!(
-            "rate must be within [0, 1], got {v}"
-        )));
+        return Err(de::Error::custom(format!("rate must be within [0, 1], got {v}")));
     }
     Ok(v)
 }
@@ -134,7 +130,9 @@ fn de_fault<'de, D: Deserializer<'de>>(d: D) -> Result<Fault, D::Error> {
     d.deserialize_any(V)
 }
 
-fn yaml_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> String {
+/// Formats a serde_path_to_error failure as `field.path: problem at line L column C`;
+/// shared with the `gk-load run` scenario parser.
+pub(crate) fn yaml_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> String {
     let path = err.path().to_string();
     if path == "." || path.is_empty() {
         err.inner().to_string()
@@ -146,14 +144,9 @@ fn yaml_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> String {
 impl Schedule {
     /// Reads and validates a schedule file.
     pub fn load(path: &str) -> Result<Schedule, ScheduleError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScheduleError::Read {
-            path: path.to_string(),
-            source,
-        })?;
-        Schedule::parse(&text).map_err(|message| ScheduleError::Invalid {
-            path: path.to_string(),
-            message,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ScheduleError::Read { path: path.to_string(), source })?;
+        Schedule::parse(&text).map_err(|message| ScheduleError::Invalid { path: path.to_string(), message })
     }
 
     /// Parses schedule YAML; the error names the field path and line.
@@ -179,18 +172,10 @@ impl Schedule {
         }
         let phases: Vec<Phase> = phases_in
             .into_iter()
-            .map(|p| Phase {
-                duration: Duration::from_secs_f64(p.for_s),
-                fault: p.fault,
-                rate: p.rate,
-            })
+            .map(|p| Phase { duration: Duration::from_secs_f64(p.for_s), fault: p.fault, rate: p.rate })
             .collect();
         let total = phases.iter().map(|p| p.duration).sum();
-        Ok(Schedule {
-            phases,
-            repeat,
-            total,
-        })
+        Ok(Schedule { phases, repeat, total })
     }
 
     /// The phase in force `elapsed` after start, or `None` once a non-repeating
@@ -247,8 +232,7 @@ mod tests {
         assert!(e.contains("phases[0].fault"), "{e}");
         assert!(e.contains("line 2"), "{e}");
 
-        let bad_rate =
-            "phases:\n  - { for_s: 1, fault: none }\n  - { for_s: 1, fault: \"500\", rate: 2 }\n";
+        let bad_rate = "phases:\n  - { for_s: 1, fault: none }\n  - { for_s: 1, fault: \"500\", rate: 2 }\n";
         let e = Schedule::parse(bad_rate).unwrap_err();
         assert!(e.contains("phases[1].rate"), "{e}");
         assert!(e.contains("line 3"), "{e}");

@@ -121,9 +121,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) {
         let (head, head_len) = match http::parse_head(&rbuf) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => {
-                if flush(&mut stream, &mut out).await.is_err()
-                    || !read_more(&mut stream, &mut rbuf, READ_BYTES).await
-                {
+                if flush(&mut stream, &mut out).await.is_err() || !read_more(&mut stream, &mut rbuf, READ_BYTES).await {
                     return;
                 }
                 continue;
@@ -198,14 +196,7 @@ fn reject(mode: Mode, e: HttpError, out: &mut Vec<u8>) {
     write_error(mode, status, &e.to_string(), &[], out, false);
 }
 
-fn write_error(
-    mode: Mode,
-    status: u16,
-    message: &str,
-    extra: &[(&str, &str)],
-    out: &mut Vec<u8>,
-    keep_alive: bool,
-) {
+fn write_error(mode: Mode, status: u16, message: &str, extra: &[(&str, &str)], out: &mut Vec<u8>, keep_alive: bool) {
     let body = match mode {
         Mode::Anthropic => anthropic::status_error_body(status, message),
         _ => openai::status_error_body(status, message),
@@ -214,18 +205,10 @@ fn write_error(
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-async fn respond(
-    shared: &Shared,
-    head: &Head,
-    body: &[u8],
-    stream: &mut TcpStream,
-    out: &mut Vec<u8>,
-) -> Flow {
+async fn respond(shared: &Shared, head: &Head, body: &[u8], stream: &mut TcpStream, out: &mut Vec<u8>) -> Flow {
     let mode = shared.config.mode;
     let ka = head.keep_alive;
     let json = "application/json";
@@ -249,9 +232,7 @@ async fn respond(
                 http::write_response(out, 200, json, &[], &body, ka);
             }
         }
-        Route::ChatCompletions | Route::Messages
-            if (head.route == Route::Messages) == (mode == Mode::Anthropic) =>
-        {
+        Route::ChatCompletions | Route::Messages if (head.route == Route::Messages) == (mode == Mode::Anthropic) => {
             if !head.is_post {
                 write_error(mode, 405, "method not allowed; use POST", &[], out, ka);
                 return Flow::Continue;
@@ -262,14 +243,7 @@ async fn respond(
             write_error(mode, 405, "method not allowed", &[], out, ka);
         }
         _ => {
-            write_error(
-                mode,
-                404,
-                "Unknown request URL for this mock.",
-                &[],
-                out,
-                ka,
-            );
+            write_error(mode, 404, "Unknown request URL for this mock.", &[], out, ka);
         }
     }
     Flow::Continue
@@ -281,18 +255,15 @@ fn check_auth(config: &Config, head: &Head) -> Result<(), String> {
     };
     let ok = match config.mode {
         Mode::Anthropic => head.x_api_key.as_deref() == Some(key),
-        _ => head
-            .authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|k| k.trim() == key),
+        _ => head.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|k| k.trim() == key),
     };
     if ok {
         Ok(())
     } else if config.mode == Mode::Anthropic {
         Err("invalid x-api-key".to_string())
     } else {
-        Err("Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.".to_string())
+        Err("Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+            .to_string())
     }
 }
 
@@ -311,10 +282,7 @@ fn header_num(raw: &Option<String>, name: &str, header: &str) -> Result<Option<u
     let Some(value) = raw.as_deref().and_then(|v| select_for(v, name)) else {
         return Ok(None);
     };
-    value
-        .parse::<u64>()
-        .map(Some)
-        .map_err(|_| format!("{header}: {value:?} is not a non-negative integer"))
+    value.parse::<u64>().map(Some).map_err(|_| format!("{header}: {value:?} is not a non-negative integer"))
 }
 
 fn effective(shared: &Shared, head: &Head) -> Result<Effective, String> {
@@ -322,10 +290,7 @@ fn effective(shared: &Shared, head: &Head) -> Result<Effective, String> {
     let h = &head.mock;
     let name = c.name.as_str();
     let header_fault = match h.fault.as_deref().and_then(|v| select_for(v, name)) {
-        Some(v) => Some(
-            v.parse::<Fault>()
-                .map_err(|e| format!("X-Mock-Fault: {e}"))?,
-        ),
+        Some(v) => Some(v.parse::<Fault>().map_err(|e| format!("X-Mock-Fault: {e}"))?),
         None => None,
     };
     let fault = header_fault.unwrap_or_else(|| scheduled_fault(shared));
@@ -333,12 +298,10 @@ fn effective(shared: &Shared, head: &Head) -> Result<Effective, String> {
     Ok(Effective {
         fault,
         latency: header_num(&h.latency_ms, name, "X-Mock-Latency-Ms")?.map_or(c.latency, ms),
-        ttft: header_num(&h.ttft_ms, name, "X-Mock-Ttft-Ms")?
-            .map_or(c.ttft, |v| Ttft::Fixed(ms(v))),
+        ttft: header_num(&h.ttft_ms, name, "X-Mock-Ttft-Ms")?.map_or(c.ttft, |v| Ttft::Fixed(ms(v))),
         token_gap: header_num(&h.token_ms, name, "X-Mock-Token-Ms")?.map_or(c.token_gap, ms),
-        tokens: header_num(&h.tokens, name, "X-Mock-Tokens")?.map_or(c.tokens, |v| {
-            usize::try_from(v).unwrap_or(TOKENS_MAX).min(TOKENS_MAX)
-        }),
+        tokens: header_num(&h.tokens, name, "X-Mock-Tokens")?
+            .map_or(c.tokens, |v| usize::try_from(v).unwrap_or(TOKENS_MAX).min(TOKENS_MAX)),
         retry_after_s: header_num(&h.retry_after, name, "X-Mock-Retry-After")?
             .map_or(c.retry_after_s, |v| v.min(86_400)),
         cut_after: header_num(&h.cut_after, name, "X-Mock-Cut-After")?
@@ -360,32 +323,17 @@ fn scheduled_fault(shared: &Shared) -> Fault {
     }
 }
 
-async fn chat(
-    shared: &Shared,
-    head: &Head,
-    body: &[u8],
-    stream: &mut TcpStream,
-    out: &mut Vec<u8>,
-) -> Flow {
+async fn chat(shared: &Shared, head: &Head, body: &[u8], stream: &mut TcpStream, out: &mut Vec<u8>) -> Flow {
     let config = &shared.config;
     let mode = config.mode;
     let ka = head.keep_alive;
-    shared
-        .stats
-        .record_request(head.authorization.as_deref(), head.x_api_key.as_deref());
+    shared.stats.record_request(head.authorization.as_deref(), head.x_api_key.as_deref());
     if let Err(message) = check_auth(config, head) {
         write_error(mode, 401, &message, &[], out, ka);
         return Flow::Continue;
     }
     if mode == Mode::Anthropic && !head.anthropic_version {
-        write_error(
-            mode,
-            400,
-            "anthropic-version: header is required",
-            &[],
-            out,
-            ka,
-        );
+        write_error(mode, 400, "anthropic-version: header is required", &[], out, ka);
         return Flow::Continue;
     }
     let req = match ChatRequest::parse(body) {
@@ -427,8 +375,7 @@ async fn chat(
             Flow::Continue
         }
         Fault::ServerError => {
-            let message =
-                "The server had an error while processing your request. Sorry about that!";
+            let message = "The server had an error while processing your request. Sorry about that!";
             write_error(mode, 500, message, &[], out, ka);
             Flow::Continue
         }
