@@ -20,6 +20,7 @@ rounds=${2:-2}
 OHA=${OHA:-$(command -v oha || echo /tmp/oha-root/bin/oha)}
 OUT=${OUT:-bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 [ -x "$OHA" ] || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx not found: apt-get install nginx" >&2; exit 1; }
 command -v jq >/dev/null || { echo "jq not found: apt-get install jq" >&2; exit 1; }
@@ -27,15 +28,17 @@ command -v jq >/dev/null || { echo "jq not found: apt-get install jq" >&2; exit 
 cargo build --release -q -p gatekeeper -p gatekeeper-loadtest
 bin=target/release
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+    for f in "$OUT"/*.pid "$OUT"/nginx/nginx.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+    wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 # Starts a command that prints "listening on ADDR"; echoes ADDR.
-start_listening() {
+start_listening() { # LOG CMD...: starts CMD, waits for "listening on ADDR", echoes ADDR; pid in LOG.pid
     local log=$1; shift
     "$@" >"$log.out" 2>"$log.err" &
-    pids+=($!)
+    echo $! >"$log.pid"
     for _ in $(seq 1 200); do
         if grep -q "listening on " "$log.out" 2>/dev/null; then
             grep -o "listening on [0-9.:]*" "$log.out" | head -1 | awk '{print $3}'
@@ -54,14 +57,14 @@ ngport=$(free_port)
 mkdir -p "$OUT/nginx"
 cat >"$OUT/nginx/nginx.conf" <<NGINX
 worker_processes 2;
-pid $PWD/$OUT/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx/error.log warn;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/error.log warn;
 daemon off;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $PWD/$OUT/nginx/body;
-    proxy_temp_path $PWD/$OUT/nginx/proxy;
+    client_body_temp_path $OUT/nginx/body;
+    proxy_temp_path $OUT/nginx/proxy;
     upstream mock { server $mock; keepalive 128; }
     server {
         listen 127.0.0.1:$ngport reuseport;
@@ -73,8 +76,7 @@ http {
     }
 }
 NGINX
-nginx -c "$PWD/$OUT/nginx/nginx.conf" >"$OUT/nginx/stdout" 2>&1 &
-pids+=($!)
+nginx -c "$OUT/nginx/nginx.conf" >"$OUT/nginx/stdout" 2>&1 &
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ngport/v1/models" && break; sleep 0.05; done
 
 cat >"$OUT/gatekeeper.yaml" <<YAML
@@ -111,6 +113,9 @@ for r in $(seq 1 "$rounds"); do
     for t in "${targets[@]}"; do
         run_oha "$t" "$OUT/max-$t-$r.json" -c 64
         printf '  %-11s round %s: %8.0f req/s\n' "$t" "$r" "$(jq '.summary.requestsPerSec' "$OUT/max-$t-$r.json")" >&2
+        # Every answer must have been a 200, or the throughput means nothing.
+        ok=$(jq '.summary.successRate' "$OUT/max-$t-$r.json")
+        [ "$ok" = 1 ] || echo "  warning: $t success rate $ok" >&2
     done
 done
 mean_rps() { jq -s 'map(.summary.requestsPerSec) | add / length' "$OUT"/max-"$1"-*.json; }
@@ -125,13 +130,13 @@ for r in $(seq 1 "$rounds"); do
 done
 
 # Percentiles (ms) averaged over rounds.
-pct() { jq -s "map(.latencyPercentiles.$2) | add / length * 1000" "$OUT"/lat-"$1"-*.json; }
+pct() { jq -s "map(.latencyPercentiles[\"$2\"]) | add / length * 1000" "$OUT"/lat-"$1"-*.json; }
 {
     echo "| target | max req/s (c=64) | vs nginx | p50 ms @ $rate/s | p99 ms | p99.9 ms | added p50 ms | added p99 ms |"
     echo "|---|---|---|---|---|---|---|---|"
     d50=$(pct direct p50); d99=$(pct direct p99)
     for t in "${targets[@]}"; do
-        m=$(mean_rps "$t"); p50=$(pct "$t" p50); p99=$(pct "$t" p99); p999=$(pct "$t" p99_9)
+        m=$(mean_rps "$t"); p50=$(pct "$t" p50); p99=$(pct "$t" p99); p999=$(pct "$t" p99.9)
         python3 - "$t" "$m" "$nginx_max" "$p50" "$p99" "$p999" "$d50" "$d99" <<'PY'
 import sys
 t, m, n, p50, p99, p999, d50, d99 = sys.argv[1], *map(float, sys.argv[2:])
