@@ -373,29 +373,129 @@ pub struct IssuerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
-    /// Server URL.
+    /// Server URL; several, comma-separated, for a cluster.
     pub url: String,
-    /// Stream replicas.
+    /// Stream replicas (1, 3 or 5 in a cluster). Default 1.
     #[serde(default = "default_replicas")]
     pub replicas: usize,
+    /// Time to connect, and between reconnect attempts, ms. Default 2 s.
+    #[serde(default = "default_nats_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time to wait for a JetStream publish acknowledgement before retrying, ms. Default 5 s.
+    #[serde(default = "default_nats_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// JetStream duplicate window (`Nats-Msg-Id` de-duplication) of every stream, ms. Default 2 min.
+    #[serde(default = "default_nats_duplicate_window_ms")]
+    pub duplicate_window_ms: u64,
+    /// Oldest `BH_AUDIT` message kept, s; 0 keeps everything (the default).
+    #[serde(default)]
+    pub audit_max_age_s: u64,
+    /// Oldest `BH_EVENTS` message kept, s. Default 7 days.
+    #[serde(default = "default_events_max_age_s")]
+    pub events_max_age_s: u64,
+    /// Oldest `BH_HEALTH` message kept, s. Default 1 day.
+    #[serde(default = "default_health_max_age_s")]
+    pub health_max_age_s: u64,
+    /// Oldest `BH_ALERTS` message kept, s. Default 30 days.
+    #[serde(default = "default_alerts_max_age_s")]
+    pub alerts_max_age_s: u64,
+    /// Oldest `BH_SESSIONS` message kept, s (the newest per key is kept regardless of
+    /// count). Default 1 day.
+    #[serde(default = "default_sessions_max_age_s")]
+    pub sessions_max_age_s: u64,
+    /// Largest size of each stream other than `BH_AUDIT`, bytes; the oldest messages go
+    /// first. Default 1 GiB.
+    #[serde(default = "default_stream_bytes_max")]
+    pub stream_bytes_max: i64,
+    /// Name of the audit stream. Default `BH_AUDIT` (tests use others).
+    #[serde(default = "default_audit_stream")]
+    pub audit_stream: String,
 }
 
 fn default_replicas() -> usize {
     1
+}
+fn default_nats_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_nats_ack_timeout_ms() -> u64 {
+    5_000
+}
+fn default_nats_duplicate_window_ms() -> u64 {
+    120_000
+}
+fn default_events_max_age_s() -> u64 {
+    7 * 86_400
+}
+fn default_health_max_age_s() -> u64 {
+    86_400
+}
+fn default_alerts_max_age_s() -> u64 {
+    30 * 86_400
+}
+fn default_sessions_max_age_s() -> u64 {
+    86_400
+}
+fn default_stream_bytes_max() -> i64 {
+    1 << 30
+}
+fn default_audit_stream() -> String {
+    "BH_AUDIT".to_string()
+}
+
+/// When audit bytes are forced to disk with `fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every record, on the shard: survives power loss, costs a disk flush per request.
+    Always,
+    /// Every `audit.fsync_interval_ms`, on the bridge thread: a kill loses nothing (page
+    /// cache), a power cut at most that interval.
+    #[default]
+    Interval,
+    /// Never: left to the kernel.
+    Never,
 }
 
 /// Audit log settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// Directory for the local audit log and spool.
+    /// Directory for the WAL (spool), node key, bridge state and, without NATS, the chain files.
     pub data_dir: PathBuf,
     /// Entries between signed checkpoints.
     pub checkpoint_every: u64,
-    /// Longest time between signed checkpoints, ms.
+    /// Longest time between signed checkpoints while entries arrive, ms.
     pub checkpoint_interval_ms: u64,
+    /// Checkpoint interval when idle (a heartbeat showing the node is alive), ms. Default 60 s.
+    pub heartbeat_interval_ms: u64,
     /// Whether prompt and completion text is recorded.
     pub include_content: bool,
+    /// This node's name in chains and subjects (`A-Z a-z 0-9 _ -`). Default: the host name.
+    pub node_name: Option<String>,
+    /// Node signing key (PASERK `k4.secret.…`), created 0600 on first start. Default `<data_dir>/node.key`.
+    pub node_key_file: Option<PathBuf>,
+    /// Public keys (`k4.public.…`) `gatekeeper audit verify` trusts for checkpoints.
+    pub node_public_keys: Vec<String>,
+    /// When WAL and chain files are fsynced. Default `interval`.
+    pub fsync: FsyncPolicy,
+    /// Period of `fsync: interval`, ms. Default 200.
+    pub fsync_interval_ms: u64,
+    /// Un-shipped WAL bytes per shard before `submit` refuses records (and the request
+    /// gets 503): bounds the spool while NATS is away. Default 1 GiB.
+    pub spool_bytes_max: u64,
+    /// Size at which a shard starts a new WAL file, bytes. Default 64 MiB.
+    pub wal_segment_bytes: u64,
+    /// Entries per stored batch (one JetStream message). Default 256.
+    pub batch_entries_max: usize,
+    /// Period of `BH_HEALTH` provider latency/error reports, ms. Default 5 s.
+    pub health_interval_ms: u64,
+    /// A provider whose p99 latency over a health period exceeds this raises an SLA alert, ms.
+    pub sla_p99_ms: Option<u64>,
+    /// Period of `BH_SESSIONS` flushes, ms. Default 10 s.
+    pub sessions_flush_ms: u64,
+    /// Window over which a session counts requests and tokens, s. Default 1 hour.
+    pub session_window_s: u64,
 }
 
 impl Default for AuditConfig {
@@ -404,7 +504,20 @@ impl Default for AuditConfig {
             data_dir: PathBuf::from("./data"),
             checkpoint_every: 1000,
             checkpoint_interval_ms: 1000,
+            heartbeat_interval_ms: 60_000,
             include_content: false,
+            node_name: None,
+            node_key_file: None,
+            node_public_keys: Vec::new(),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 200,
+            spool_bytes_max: 1 << 30,
+            wal_segment_bytes: 64 << 20,
+            batch_entries_max: 256,
+            health_interval_ms: 5_000,
+            sla_p99_ms: None,
+            sessions_flush_ms: 10_000,
+            session_window_s: 3_600,
         }
     }
 }
@@ -465,6 +578,9 @@ impl Config {
             }
         }
         fix(&mut self.audit.data_dir);
+        if let Some(k) = &mut self.audit.node_key_file {
+            fix(k);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -552,8 +668,73 @@ impl Config {
                 return Err(invalid("keys.cache_entries_max", "must be at least 1"));
             }
         }
-        if self.audit.checkpoint_every == 0 {
-            return Err(invalid("audit.checkpoint_every", "must be at least 1"));
+        self.validate_audit()?;
+        self.validate_nats()
+    }
+
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let a = &self.audit;
+        let floors: [(&str, u64, u64); 9] = [
+            ("audit.checkpoint_every", a.checkpoint_every, 1),
+            ("audit.checkpoint_interval_ms", a.checkpoint_interval_ms, 1),
+            ("audit.heartbeat_interval_ms", a.heartbeat_interval_ms, 1),
+            ("audit.fsync_interval_ms", a.fsync_interval_ms, 1),
+            ("audit.spool_bytes_max", a.spool_bytes_max, 1 << 20),
+            ("audit.wal_segment_bytes", a.wal_segment_bytes, 1 << 16),
+            ("audit.batch_entries_max", a.batch_entries_max as u64, 1),
+            ("audit.health_interval_ms", a.health_interval_ms, 100),
+            ("audit.sessions_flush_ms", a.sessions_flush_ms, 100),
+        ];
+        for (path, value, min) in floors {
+            if value < min {
+                return Err(invalid(path, format!("must be at least {min}")));
+            }
+        }
+        if a.batch_entries_max > 4096 {
+            return Err(invalid("audit.batch_entries_max", "must be at most 4096"));
+        }
+        if a.session_window_s == 0 {
+            return Err(invalid("audit.session_window_s", "must be at least 1"));
+        }
+        if let Some(name) = &a.node_name {
+            if !crate::audit::chain::is_identifier(name) {
+                return Err(invalid("audit.node_name", "1-64 of A-Z a-z 0-9 _ - (it names NATS subjects and files)"));
+            }
+        }
+        for (i, k) in a.node_public_keys.iter().enumerate() {
+            if crate::keys::PublicKey::from_paserk(k).is_err() {
+                return Err(invalid(format!("audit.node_public_keys[{i}]"), "expected a PASERK k4.public.… key"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_nats(&self) -> Result<(), ConfigError> {
+        let Some(n) = &self.nats else {
+            return Ok(());
+        };
+        if n.url.split(',').any(|u| u.trim().is_empty()) {
+            return Err(invalid("nats.url", "must not be empty"));
+        }
+        if !matches!(n.replicas, 1..=5) {
+            return Err(invalid("nats.replicas", "must be between 1 and 5"));
+        }
+        for (path, value) in [
+            ("nats.connect_timeout_ms", n.connect_timeout_ms),
+            ("nats.ack_timeout_ms", n.ack_timeout_ms),
+            ("nats.duplicate_window_ms", n.duplicate_window_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(path, "must be at least 1"));
+            }
+        }
+        if n.stream_bytes_max < 1 << 20 {
+            return Err(invalid("nats.stream_bytes_max", "must be at least 1 MiB"));
+        }
+        if !n.audit_stream.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || n.audit_stream.is_empty()
+        {
+            return Err(invalid("nats.audit_stream", "must be a stream name (A-Z a-z 0-9 _ -)"));
         }
         Ok(())
     }
@@ -750,6 +931,25 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
         assert!(e.starts_with("shards"), "{e}");
         let e = err_text(&SAMPLE.replace("shards: 2", "shards: many"));
         assert!(e.starts_with("shards"), "{e}");
+    }
+
+    #[test]
+    fn audit_and_nats_fields_are_validated() {
+        let e = err_text(&SAMPLE.replace("include_content: false", "include_content: false, fsync: sometimes"));
+        assert!(e.starts_with("audit.fsync"), "{e}");
+        let e = err_text(&SAMPLE.replace("include_content: false", "include_content: false, node_name: \"a.b\""));
+        assert!(e.starts_with("audit.node_name"), "{e}");
+        let e = err_text(&SAMPLE.replace("include_content: false", "include_content: false, node_public_keys: [nope]"));
+        assert!(e.starts_with("audit.node_public_keys[0]"), "{e}");
+        let e = err_text(&SAMPLE.replace("replicas: 1", "replicas: 7"));
+        assert!(e.starts_with("nats.replicas"), "{e}");
+        let c = Config::parse_with_env(
+            &SAMPLE.replace("include_content: false", "include_content: false, fsync: always, node_name: gw-1"),
+            &env(),
+        )
+        .expect("valid");
+        assert_eq!(c.audit.fsync, FsyncPolicy::Always);
+        assert_eq!(c.nats.as_ref().map(|n| n.audit_stream.as_str()), Some("BH_AUDIT"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod bridge;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -22,6 +22,12 @@ enum Command {
     /// Issue, inspect and revoke API keys.
     #[command(subcommand)]
     Keys(Box<gatekeeper::keys::cli::KeysCommand>),
+    /// Verify the audit log.
+    #[command(subcommand)]
+    Audit(gatekeeper::audit::cli::AuditCommand),
+    /// Push hot configuration (revocations, routing, capabilities) to NATS.
+    #[command(subcommand)]
+    Config(gatekeeper::bridge::cli::ConfigCommand),
 }
 
 fn main() {
@@ -33,6 +39,8 @@ fn main() {
         Command::Serve(args) => gatekeeper::serve::run(&args),
         Command::Demo(args) => gatekeeper::demo::run(&args),
         Command::Keys(cmd) => gatekeeper::keys::cli::run(*cmd),
+        Command::Audit(cmd) => gatekeeper::audit::cli::run(cmd),
+        Command::Config(cmd) => gatekeeper::bridge::cli::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

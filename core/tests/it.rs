@@ -1,6 +1,7 @@
 //! Integration tests: the real `gatekeeper` binary in front of real `gk-load mock`
 //! processes, on free loopback ports.
 
+mod audit;
 mod auth;
 mod failover;
 mod harness;

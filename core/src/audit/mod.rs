@@ -1,5 +1,26 @@
-//! The tamper-evident audit log (DESIGN §1 step 8).
+//! The tamper-evident audit log (DESIGN §1 step 8): records, their hash chain,
+//! signed checkpoints, the per-shard spool, and verification.
+//!
+//! How the parts hand off:
+//! - The pipeline fills an [`AuditRecord`] and hands it to its shard's
+//!   [`crate::bridge::ShardAudit::submit`], which appends it to the shard's [`wal`]
+//!   with one `write(2)`: durable against a process kill once `submit` returns.
+//! - The bridge thread reads the WAL ([`wal::LaneReader`]), links each record into its
+//!   node instance's chain ([`chain`]: canonical entry bytes, SHA-256 links, a
+//!   [`merkle`] RFC 6962 tree), and stores batches of entries and signed
+//!   [`checkpoint`]s as [`message`]s — to JetStream `BH_AUDIT`, or to
+//!   `<data_dir>/audit/<node>.<inst>.jsonl` in the embedded default.
+//! - [`verify`] checks stored messages; `gatekeeper audit verify` ([`cli`]) runs it.
 
+pub mod chain;
+pub mod checkpoint;
+pub mod cli;
+mod error;
+pub mod merkle;
+pub mod message;
 mod record;
+pub mod verify;
+pub mod wal;
 
+pub use error::AuditError;
 pub use record::AuditRecord;

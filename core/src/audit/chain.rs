@@ -1,0 +1,192 @@
+//! One node instance's hash chain: entries, their canonical bytes, and the running
+//! state (sequence, head hash, Merkle frontier) a writer or verifier keeps.
+//!
+//! An entry's canonical bytes are compact JSON with fields in this fixed order:
+//!
+//! ```text
+//! {"node":"<node>","inst":"<inst>","seq":<n>,"prev":"<64 hex>","ts":<unix ms>,"record":<record JSON>}
+//! ```
+//!
+//! `seq` starts at 1; `prev` of entry 1 is 64 zeros, of entry n it is the SHA-256 of
+//! entry n−1's canonical bytes. Entries are stored as exactly these bytes, so a
+//! verifier hashes what it reads and re-encodes the parsed fields to check the bytes
+//! are canonical. The Merkle leaf of an entry is its canonical bytes.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::merkle::{from_hex, to_hex, Frontier, Hash};
+
+/// `prev` of a chain's first entry.
+pub const GENESIS_PREV: Hash = [0u8; 32];
+
+/// Writes an entry's canonical bytes into `out` (cleared first).
+///
+/// `node` and `inst` are validated identifiers (no characters JSON must escape);
+/// `record` is already compact JSON.
+pub fn encode_entry(out: &mut Vec<u8>, node: &str, inst: &str, seq: u64, prev: &Hash, ts_ms: u64, record: &[u8]) {
+    debug_assert!(is_identifier(node) && is_identifier(inst));
+    out.clear();
+    out.reserve(record.len() + node.len() + inst.len() + 140);
+    out.extend_from_slice(b"{\"node\":\"");
+    out.extend_from_slice(node.as_bytes());
+    out.extend_from_slice(b"\",\"inst\":\"");
+    out.extend_from_slice(inst.as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(to_hex(prev).as_bytes());
+    out.extend_from_slice(b"\",\"ts\":");
+    out.extend_from_slice(ts_ms.to_string().as_bytes());
+    out.extend_from_slice(b",\"record\":");
+    out.extend_from_slice(record);
+    out.push(b'}');
+}
+
+/// Node names and instance ids: 1–64 of `A-Z a-z 0-9 _ -`, so they are safe in NATS
+/// subjects, file names and JSON without escaping.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// SHA-256 of an entry's canonical bytes.
+pub fn entry_hash(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+/// An entry as parsed back from its canonical bytes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryView<'a> {
+    /// Node name.
+    #[serde(borrow)]
+    pub node: &'a str,
+    /// Instance id.
+    #[serde(borrow)]
+    pub inst: &'a str,
+    /// 1-based position in the chain.
+    pub seq: u64,
+    /// Hex SHA-256 of the previous entry.
+    #[serde(borrow)]
+    pub prev: &'a str,
+    /// When the bridge chained it, Unix ms.
+    pub ts: u64,
+    /// The audit record, exactly as the shard wrote it.
+    #[serde(borrow)]
+    pub record: &'a RawValue,
+}
+
+impl<'a> EntryView<'a> {
+    /// Parses canonical entry bytes and checks that they are canonical (re-encoding
+    /// the parsed fields gives the same bytes). `None` when either fails.
+    pub fn parse(bytes: &'a [u8]) -> Option<EntryView<'a>> {
+        let view: EntryView<'a> = serde_json::from_slice(bytes).ok()?;
+        if !is_identifier(view.node) || !is_identifier(view.inst) {
+            return None;
+        }
+        let prev = from_hex(view.prev)?;
+        let mut again = Vec::new();
+        encode_entry(&mut again, view.node, view.inst, view.seq, &prev, view.ts, view.record.get().as_bytes());
+        (again == bytes).then_some(view)
+    }
+
+    /// `prev` as bytes (already checked by [`EntryView::parse`]).
+    pub fn prev_hash(&self) -> Hash {
+        from_hex(self.prev).unwrap_or(GENESIS_PREV)
+    }
+}
+
+/// The running state of one chain: what the next entry links to.
+#[derive(Debug, Clone)]
+pub struct ChainState {
+    /// Entries so far (the last entry's `seq`).
+    pub seq: u64,
+    /// Hash of the last entry, or [`GENESIS_PREV`].
+    pub head: Hash,
+    /// Merkle tree over every entry so far.
+    pub tree: Frontier,
+}
+
+impl Default for ChainState {
+    fn default() -> Self {
+        ChainState { seq: 0, head: GENESIS_PREV, tree: Frontier::new() }
+    }
+}
+
+impl ChainState {
+    /// Appends an entry whose canonical bytes are `bytes` (already encoded with
+    /// `seq = self.seq + 1` and `prev = self.head`).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.seq += 1;
+        self.head = entry_hash(bytes);
+        self.tree.push(bytes);
+        debug_assert_eq!(self.seq, self.tree.size());
+    }
+
+    /// Encodes the next entry for `record` into `out` and appends it.
+    pub fn append(&mut self, out: &mut Vec<u8>, node: &str, inst: &str, ts_ms: u64, record: &[u8]) {
+        encode_entry(out, node, inst, self.seq + 1, &self.head, ts_ms, record);
+        self.push(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_bytes_are_fixed() {
+        let mut out = Vec::new();
+        encode_entry(&mut out, "gw-1", "00ff", 1, &GENESIS_PREV, 1_700_000_000_000, br#"{"a":1}"#);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"node":"gw-1","inst":"00ff","seq":1,"prev":"{}","ts":1700000000000,"record":{{"a":1}}}}"#,
+                "0".repeat(64)
+            )
+        );
+        let view = EntryView::parse(&out).expect("canonical");
+        assert_eq!((view.node, view.inst, view.seq, view.ts), ("gw-1", "00ff", 1, 1_700_000_000_000));
+        assert_eq!(view.record.get(), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn non_canonical_bytes_are_refused() {
+        let prev = "0".repeat(64);
+        let spaced = format!(r#"{{"node":"n","inst":"i","seq":1,"prev":"{prev}","ts":5, "record":{{}}}}"#);
+        assert!(EntryView::parse(spaced.as_bytes()).is_none());
+        let reordered = format!(r#"{{"inst":"i","node":"n","seq":1,"prev":"{prev}","ts":5,"record":{{}}}}"#);
+        assert!(EntryView::parse(reordered.as_bytes()).is_none());
+        let extra = format!(r#"{{"node":"n","inst":"i","seq":1,"prev":"{prev}","ts":5,"record":{{}},"x":1}}"#);
+        assert!(EntryView::parse(extra.as_bytes()).is_none());
+        let upper = format!(r#"{{"node":"n","inst":"i","seq":1,"prev":"{}","ts":5,"record":{{}}}}"#, "A".repeat(64));
+        assert!(EntryView::parse(upper.as_bytes()).is_none());
+        let good = format!(r#"{{"node":"n","inst":"i","seq":1,"prev":"{prev}","ts":5,"record":{{}}}}"#);
+        assert!(EntryView::parse(good.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn chain_links_each_entry_to_the_last() {
+        let mut state = ChainState::default();
+        let mut a = Vec::new();
+        state.append(&mut a, "n", "i", 1, b"{}");
+        let mut b = Vec::new();
+        state.append(&mut b, "n", "i", 2, b"{}");
+        let vb = EntryView::parse(&b).expect("canonical");
+        assert_eq!(vb.seq, 2);
+        assert_eq!(vb.prev_hash(), entry_hash(&a));
+        assert_eq!(state.head, entry_hash(&b));
+        assert_eq!(state.tree.root(), super::super::merkle::root_of(&[a, b]));
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_identifier("gw_1-a"));
+        assert!(!is_identifier(""));
+        assert!(!is_identifier("a.b"));
+        assert!(!is_identifier("a b"));
+        assert!(!is_identifier(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,370 @@
+//! Everything the bridge publishes besides the audit chain: `BH_EVENTS` (routing
+//! decisions, failovers), `BH_HEALTH` (per-provider latency percentiles and error
+//! rate), `BH_ALERTS` (budget exhaustion, circuit opened, SLA breach) and
+//! `BH_SESSIONS` (per-key session state).
+//!
+//! Routing decisions, failovers, health and sessions are derived by the bridge from
+//! the audit records it reads, so the pipeline writes nothing extra for them. Budget
+//! exhaustion and circuit changes are pipeline knowledge: the pipeline reports them
+//! with [`crate::bridge::ShardAudit::event`] as an [`Event`].
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditRecord;
+
+/// Something the pipeline reports for `BH_ALERTS` / `BH_EVENTS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A key's token budget ran out for a window (the request got 429).
+    BudgetExhausted {
+        /// The key (`jti`).
+        key_id: String,
+        /// Its tenant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
+        /// `minute`, `day` or `month`.
+        window: String,
+        /// Tokens allowed in the window.
+        limit: u64,
+    },
+    /// A provider's circuit opened: the shard stops sending to it for a while.
+    CircuitOpened {
+        /// Provider name.
+        provider: String,
+        /// Why (e.g. `5 consecutive 5xx`).
+        reason: String,
+        /// How long it stays open, ms.
+        open_ms: u64,
+    },
+    /// A provider's circuit closed again.
+    CircuitClosed {
+        /// Provider name.
+        provider: String,
+    },
+}
+
+impl Event {
+    /// `(stream kind, subject suffix)` the event is published under.
+    pub fn route(&self) -> (AuxStream, String) {
+        match self {
+            Event::BudgetExhausted { .. } => (AuxStream::Alerts, "budget_exhausted".into()),
+            Event::CircuitOpened { provider, .. } => {
+                (AuxStream::Alerts, format!("circuit_opened.{}", subject_token(provider)))
+            }
+            Event::CircuitClosed { provider } => {
+                (AuxStream::Events, format!("circuit_closed.{}", subject_token(provider)))
+            }
+        }
+    }
+}
+
+/// The non-audit streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuxStream {
+    /// `BH_EVENTS`, subjects `bh.events.…`.
+    Events,
+    /// `BH_HEALTH`, subjects `bh.health.…`.
+    Health,
+    /// `BH_ALERTS`, subjects `bh.alerts.…`.
+    Alerts,
+    /// `BH_SESSIONS`, subjects `bh.sessions.…`.
+    Sessions,
+}
+
+impl AuxStream {
+    /// All of them.
+    pub const ALL: [AuxStream; 4] = [AuxStream::Events, AuxStream::Health, AuxStream::Alerts, AuxStream::Sessions];
+
+    /// Stream name.
+    pub fn stream(self) -> &'static str {
+        match self {
+            AuxStream::Events => "BH_EVENTS",
+            AuxStream::Health => "BH_HEALTH",
+            AuxStream::Alerts => "BH_ALERTS",
+            AuxStream::Sessions => "BH_SESSIONS",
+        }
+    }
+
+    /// Subject prefix (without the trailing dot).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            AuxStream::Events => "bh.events",
+            AuxStream::Health => "bh.health",
+            AuxStream::Alerts => "bh.alerts",
+            AuxStream::Sessions => "bh.sessions",
+        }
+    }
+
+    /// File name in embedded mode.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            AuxStream::Events => "events.jsonl",
+            AuxStream::Health => "health.jsonl",
+            AuxStream::Alerts => "alerts.jsonl",
+            AuxStream::Sessions => "sessions.jsonl",
+        }
+    }
+}
+
+/// One message for an aux stream.
+#[derive(Debug, Clone)]
+pub struct AuxMessage {
+    /// Which stream.
+    pub stream: AuxStream,
+    /// Subject after the stream's prefix.
+    pub suffix: String,
+    /// `Nats-Msg-Id`: stable across a replay so JetStream drops the repeat.
+    pub msg_id: String,
+    /// JSON body.
+    pub body: Vec<u8>,
+}
+
+/// A name made safe for one subject token: anything but `A-Z a-z 0-9 _ -` becomes `_`.
+pub fn subject_token(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    if s.is_empty() {
+        "_".into()
+    } else {
+        s
+    }
+}
+
+/// Latency samples kept per provider per health period; beyond it samples are
+/// dropped (the count still counts them).
+const HEALTH_SAMPLES_MAX: usize = 100_000;
+/// Sessions tracked at once; beyond it new keys are not tracked until the map shrinks.
+const SESSIONS_MAX: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct ProviderWindow {
+    latencies_us: Vec<u64>,
+    count: u64,
+    errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Session {
+    key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
+    first_seen_ms: u64,
+    last_seen_ms: u64,
+    window_start_ms: u64,
+    requests: u64,
+    tokens: u64,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+/// Derives events, health and sessions from the records the bridge chains.
+#[derive(Debug)]
+pub struct Derived {
+    node: String,
+    providers: HashMap<String, ProviderWindow>,
+    sessions: HashMap<String, Session>,
+    session_window_ms: u64,
+    sla_p99_us: Option<u64>,
+}
+
+impl Derived {
+    /// A deriver for `node`.
+    pub fn new(node: &str, session_window_s: u64, sla_p99_ms: Option<u64>) -> Derived {
+        Derived {
+            node: node.to_string(),
+            providers: HashMap::new(),
+            sessions: HashMap::new(),
+            session_window_ms: session_window_s.saturating_mul(1000),
+            sla_p99_us: sla_p99_ms.map(|ms| ms.saturating_mul(1000)),
+        }
+    }
+
+    /// Takes in one record; pushes its routing decision (and failover, if any) to `out`.
+    /// `msg_id` is the record's stable WAL position.
+    pub fn record(&mut self, r: &AuditRecord, msg_id: &str, out: &mut Vec<AuxMessage>) {
+        if let Some(provider) = &r.provider {
+            let w = self.providers.entry(provider.clone()).or_default();
+            w.count += 1;
+            if r.status >= 500 || r.status == 0 {
+                w.errors += 1;
+            }
+            if w.latencies_us.len() < HEALTH_SAMPLES_MAX {
+                w.latencies_us.push(r.upstream_us);
+            }
+        }
+        let provider = r.provider.as_deref().unwrap_or("none");
+        let decision = serde_json::json!({
+            "node": self.node, "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
+            "model_requested": r.model_requested, "provider": r.provider, "model_upstream": r.model_upstream,
+            "route_mode": r.route_mode, "complexity": r.complexity, "status": r.status,
+        });
+        out.push(AuxMessage {
+            stream: AuxStream::Events,
+            suffix: format!("route.{}", subject_token(provider)),
+            msg_id: format!("{msg_id}.route"),
+            body: decision.to_string().into_bytes(),
+        });
+        // Every attempt but the answering one failed over to the next.
+        if r.attempts.len() > 1 || (r.attempts.len() == 1 && r.status >= 500) {
+            let failover = serde_json::json!({
+                "node": self.node, "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
+                "model_requested": r.model_requested, "attempts": r.attempts, "provider": r.provider, "status": r.status,
+            });
+            out.push(AuxMessage {
+                stream: AuxStream::Events,
+                suffix: format!("failover.{}", subject_token(provider)),
+                msg_id: format!("{msg_id}.failover"),
+                body: failover.to_string().into_bytes(),
+            });
+        }
+        let key = r.key_id.clone().unwrap_or_else(|| "anonymous".into());
+        if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&key) {
+            return;
+        }
+        let window_ms = self.session_window_ms;
+        let s = self.sessions.entry(key.clone()).or_insert_with(|| Session {
+            key_id: key,
+            tenant: r.tenant.clone(),
+            first_seen_ms: r.ts_unix_ms,
+            last_seen_ms: r.ts_unix_ms,
+            window_start_ms: r.ts_unix_ms,
+            requests: 0,
+            tokens: 0,
+            dirty: true,
+        });
+        if r.ts_unix_ms.saturating_sub(s.window_start_ms) >= window_ms {
+            s.window_start_ms = r.ts_unix_ms;
+            s.requests = 0;
+            s.tokens = 0;
+        }
+        s.last_seen_ms = s.last_seen_ms.max(r.ts_unix_ms);
+        s.requests += 1;
+        s.tokens += r.tokens_in + r.tokens_out;
+        s.dirty = true;
+    }
+
+    /// The health report of the period just ended (and SLA alerts), resetting it.
+    pub fn health(&mut self, now_ms: u64, period_ms: u64, out: &mut Vec<AuxMessage>) {
+        for (provider, w) in self.providers.iter_mut() {
+            if w.count == 0 {
+                continue;
+            }
+            w.latencies_us.sort_unstable();
+            let pct = |p: f64| -> u64 {
+                let n = w.latencies_us.len();
+                if n == 0 {
+                    return 0;
+                }
+                let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+                w.latencies_us[i]
+            };
+            let (p50, p90, p99) = (pct(0.50), pct(0.90), pct(0.99));
+            let report = serde_json::json!({
+                "node": self.node, "provider": provider, "ts_unix_ms": now_ms, "period_ms": period_ms,
+                "requests": w.count, "errors": w.errors, "error_rate": w.errors as f64 / w.count as f64,
+                "latency_us_p50": p50, "latency_us_p90": p90, "latency_us_p99": p99,
+            });
+            let token = subject_token(provider);
+            out.push(AuxMessage {
+                stream: AuxStream::Health,
+                suffix: format!("{token}.{}", subject_token(&self.node)),
+                msg_id: format!("{}.{token}.{now_ms}", self.node),
+                body: report.to_string().into_bytes(),
+            });
+            if let Some(bound) = self.sla_p99_us {
+                if p99 > bound {
+                    let alert = serde_json::json!({
+                        "kind": "sla_breach", "node": self.node, "provider": provider, "ts_unix_ms": now_ms,
+                        "latency_us_p99": p99, "bound_us": bound, "requests": w.count,
+                    });
+                    out.push(AuxMessage {
+                        stream: AuxStream::Alerts,
+                        suffix: format!("sla_breach.{token}"),
+                        msg_id: format!("{}.sla.{token}.{now_ms}", self.node),
+                        body: alert.to_string().into_bytes(),
+                    });
+                }
+            }
+            *w = ProviderWindow::default();
+        }
+    }
+
+    /// Session states that changed since the last flush.
+    pub fn sessions(&mut self, now_ms: u64, out: &mut Vec<AuxMessage>) {
+        let idle_ms = self.session_window_ms.saturating_mul(2);
+        self.sessions.retain(|_, s| now_ms.saturating_sub(s.last_seen_ms) < idle_ms || s.dirty);
+        for s in self.sessions.values_mut().filter(|s| s.dirty) {
+            s.dirty = false;
+            let mut body = serde_json::to_value(&*s).unwrap_or_default();
+            body["node"] = serde_json::Value::from(self.node.clone());
+            out.push(AuxMessage {
+                stream: AuxStream::Sessions,
+                suffix: subject_token(&s.key_id),
+                msg_id: format!("{}.{}.{now_ms}", self.node, subject_token(&s.key_id)),
+                body: body.to_string().into_bytes(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(provider: &str, upstream_us: u64, status: u16, key: &str) -> AuditRecord {
+        AuditRecord {
+            request_id: "r".into(),
+            ts_unix_ms: 1000,
+            provider: Some(provider.into()),
+            upstream_us,
+            status,
+            key_id: Some(key.into()),
+            tokens_in: 3,
+            tokens_out: 4,
+            ..AuditRecord::default()
+        }
+    }
+
+    #[test]
+    fn health_percentiles_errors_and_sla() {
+        let mut d = Derived::new("n", 60, Some(50));
+        let mut out = Vec::new();
+        for i in 1..=100u64 {
+            let mut r = rec("p.x", i * 1000, if i <= 5 { 502 } else { 200 }, "k");
+            if i <= 5 {
+                r.attempts = vec!["p.x: 502".into()];
+            }
+            d.record(&r, &format!("m{i}"), &mut out);
+        }
+        assert_eq!(out.len(), 100 + 5, "a route event each, a failover event per failure");
+        out.clear();
+        d.health(5000, 5000, &mut out);
+        let h: serde_json::Value = serde_json::from_slice(&out[0].body).unwrap();
+        assert_eq!(out[0].suffix, "p_x.n");
+        assert_eq!(
+            (h["latency_us_p50"].as_u64(), h["latency_us_p90"].as_u64(), h["latency_us_p99"].as_u64()),
+            (Some(50_000), Some(90_000), Some(99_000))
+        );
+        assert_eq!(h["error_rate"].as_f64(), Some(0.05));
+        assert_eq!(out[1].stream, AuxStream::Alerts);
+        out.clear();
+        d.sessions(6000, &mut out);
+        let s: serde_json::Value = serde_json::from_slice(&out[0].body).unwrap();
+        assert_eq!((s["requests"].as_u64(), s["tokens"].as_u64()), (Some(100), Some(700)));
+        out.clear();
+        d.sessions(7000, &mut out);
+        assert!(out.is_empty(), "unchanged sessions are not re-sent");
+    }
+
+    #[test]
+    fn subject_tokens_are_safe() {
+        assert_eq!(subject_token("a.b c>*"), "a_b_c__");
+        assert_eq!(subject_token(""), "_");
+    }
+}

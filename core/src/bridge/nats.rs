@@ -1,0 +1,226 @@
+//! NATS JetStream: connection, idempotent provisioning, reading the audit stream back,
+//! and the `BH_CONFIG` bucket.
+//!
+//! Works with nats-server 2.9 (Debian's) and current servers. 2.9 cannot answer
+//! async-nats' `create_key_value` (it fails parsing the account-info reply), so the
+//! bucket's backing stream `KV_BH_CONFIG` is created here like any other stream and
+//! then opened with `get_key_value`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use super::events::AuxStream;
+use crate::config::NatsConfig;
+
+/// The KV bucket of hot configuration.
+pub const CONFIG_BUCKET: &str = "BH_CONFIG";
+/// Revisions kept per `BH_CONFIG` key.
+const CONFIG_HISTORY: i64 = 16;
+
+/// Why a NATS operation failed. Each variant says which step; the bridge retries.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// Connecting failed.
+    #[error("connecting to NATS at {url}: {message}")]
+    Connect {
+        /// Server URL(s).
+        url: String,
+        /// What the client said.
+        message: String,
+    },
+    /// Creating or updating a stream failed.
+    #[error("provisioning stream {stream}: {message}")]
+    Provision {
+        /// Stream name.
+        stream: String,
+        /// What the server said.
+        message: String,
+    },
+    /// A publish was not acknowledged.
+    #[error("publishing to {subject}: {message}")]
+    Publish {
+        /// Subject.
+        subject: String,
+        /// What the client or server said.
+        message: String,
+    },
+    /// Another writer appended to this chain's subject: the chain cannot continue.
+    #[error("{subject}: another writer appended to this chain (expected last sequence {expected})")]
+    Conflict {
+        /// Subject.
+        subject: String,
+        /// The subject sequence this bridge expected to follow.
+        expected: u64,
+    },
+    /// Reading the stream back failed.
+    #[error("reading {stream}: {message}")]
+    Read {
+        /// Stream name.
+        stream: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Connects; the client keeps reconnecting on its own afterwards.
+pub async fn connect(url: &str, connect_timeout: Duration, name: &str) -> Result<async_nats::Client, NatsError> {
+    let delay = connect_timeout.min(Duration::from_secs(1));
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(connect_timeout)
+        .request_timeout(Some(connect_timeout.max(Duration::from_secs(2))))
+        .max_reconnects(None)
+        .reconnect_delay_callback(move |attempts| delay.min(Duration::from_millis(50 * attempts.max(1) as u64)))
+        // A comma-separated list names a cluster's servers; the client picks among them.
+        .connect(url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect::<Vec<&str>>())
+        .await
+        .map_err(|e| NatsError::Connect { url: url.to_string(), message: e.to_string() })
+}
+
+/// A JetStream context with the bridge's ack timeout.
+pub fn context(client: async_nats::Client, ack_timeout: Duration) -> jetstream::Context {
+    jetstream::ContextBuilder::new().timeout(ack_timeout).build(client)
+}
+
+/// The stream configs the bridge provisions, audit first.
+pub fn stream_configs(n: &NatsConfig) -> Vec<stream::Config> {
+    let secs = Duration::from_secs;
+    let dup = Duration::from_millis(n.duplicate_window_ms);
+    let mut out = vec![stream::Config {
+        name: n.audit_stream.clone(),
+        description: Some("Gatekeeper audit chains and signed checkpoints".into()),
+        subjects: vec!["bh.audit.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: n.replicas,
+        deny_delete: true,
+        deny_purge: true,
+        max_age: secs(n.audit_max_age_s),
+        duplicate_window: dup,
+        allow_direct: true,
+        ..Default::default()
+    }];
+    for aux in AuxStream::ALL {
+        let (max_age, per_subject) = match aux {
+            AuxStream::Events => (n.events_max_age_s, -1),
+            AuxStream::Health => (n.health_max_age_s, -1),
+            AuxStream::Alerts => (n.alerts_max_age_s, -1),
+            AuxStream::Sessions => (n.sessions_max_age_s, 1),
+        };
+        out.push(stream::Config {
+            name: aux.stream().into(),
+            subjects: vec![format!("{}.>", aux.prefix())],
+            storage: stream::StorageType::File,
+            num_replicas: n.replicas,
+            max_age: secs(max_age),
+            max_bytes: n.stream_bytes_max,
+            max_messages_per_subject: per_subject,
+            discard: stream::DiscardPolicy::Old,
+            duplicate_window: dup,
+            allow_direct: true,
+            ..Default::default()
+        });
+    }
+    out.push(stream::Config {
+        name: format!("KV_{CONFIG_BUCKET}"),
+        description: Some("Gatekeeper hot configuration (routing, capabilities, revocations)".into()),
+        subjects: vec![format!("$KV.{CONFIG_BUCKET}.>")],
+        storage: stream::StorageType::File,
+        num_replicas: n.replicas,
+        max_messages_per_subject: CONFIG_HISTORY,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        duplicate_window: dup,
+        ..Default::default()
+    });
+    out
+}
+
+/// Creates each stream, or brings an existing one to the settings the bridge manages.
+/// Safe to run on every start and from every node.
+pub async fn provision(js: &jetstream::Context, n: &NatsConfig) -> Result<(), NatsError> {
+    for want in stream_configs(n) {
+        let name = want.name.clone();
+        let err = |message: String| NatsError::Provision { stream: name.clone(), message };
+        match js.get_stream(&name).await {
+            Ok(mut s) => {
+                let have = s.info().await.map_err(|e| err(e.to_string()))?.config.clone();
+                let differs = have.subjects != want.subjects
+                    || have.num_replicas != want.num_replicas
+                    || have.max_age != want.max_age
+                    || have.max_bytes != want.max_bytes
+                    || have.max_messages_per_subject != want.max_messages_per_subject
+                    || have.deny_delete != want.deny_delete
+                    || have.deny_purge != want.deny_purge
+                    || have.duplicate_window != want.duplicate_window;
+                if differs {
+                    // Keep what the server chose for fields we do not manage.
+                    let update = stream::Config {
+                        subjects: want.subjects.clone(),
+                        num_replicas: want.num_replicas,
+                        max_age: want.max_age,
+                        max_bytes: want.max_bytes,
+                        max_messages_per_subject: want.max_messages_per_subject,
+                        deny_delete: want.deny_delete,
+                        deny_purge: want.deny_purge,
+                        duplicate_window: want.duplicate_window,
+                        ..have
+                    };
+                    if let Err(e) = js.update_stream(update).await {
+                        tracing::warn!(stream = %name, error = %e, "could not bring the stream to the configured settings; using it as it is");
+                    }
+                }
+            }
+            Err(_) => {
+                if let Err(e) = js.create_stream(want.clone()).await {
+                    // Another node may have created it meanwhile.
+                    if js.get_stream(&name).await.is_err() {
+                        return Err(err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the `BH_CONFIG` bucket (its stream must exist: see [`provision`]).
+pub async fn config_bucket(js: &jetstream::Context) -> Result<jetstream::kv::Store, NatsError> {
+    js.get_key_value(CONFIG_BUCKET)
+        .await
+        .map_err(|e| NatsError::Provision { stream: format!("KV_{CONFIG_BUCKET}"), message: e.to_string() })
+}
+
+/// One stored audit message read back.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject (`bh.audit.<node>.<inst>`).
+    pub subject: String,
+    /// Body.
+    pub payload: Vec<u8>,
+}
+
+/// Every message of the audit stream `stream_name`, in stream order. Deleted
+/// sequences are skipped (the chain check then reports what is missing).
+pub async fn read_audit(js: &jetstream::Context, stream_name: &str) -> Result<Vec<StoredMessage>, NatsError> {
+    let err = |message: String| NatsError::Read { stream: stream_name.to_string(), message };
+    let mut s = js.get_stream(stream_name).await.map_err(|e| err(e.to_string()))?;
+    let state = s.info().await.map_err(|e| err(e.to_string()))?.state.clone();
+    let mut out = Vec::with_capacity(state.messages as usize);
+    if state.messages == 0 {
+        return Ok(out);
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        match s.get_raw_message(seq).await {
+            Ok(m) => out.push(StoredMessage { seq, subject: m.subject.to_string(), payload: m.payload.to_vec() }),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(err(format!("seq {seq}: {e}"))),
+        }
+    }
+    Ok(out)
+}
