@@ -101,7 +101,10 @@ keys:
         listen = args.listen,
         public = public.to_paserk(),
     );
-    let config = Config::parse(&yaml).context("demo config")?;
+    let mut config = Config::parse(&yaml).context("demo config")?;
+    // The data dir is locked by its gateway: each demo gets its own, removed on exit.
+    let data_dir = tempfile::tempdir().context("demo data dir")?;
+    config.audit.data_dir = data_dir.path().to_path_buf();
     let running = start(config, &ServeArgs { shards: Some(args.shards), ..ServeArgs::default() })?;
     let addr = running.addr;
     println!("gatekeeper demo listening on {addr}");

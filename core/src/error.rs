@@ -48,6 +48,9 @@ pub enum GatewayError {
     /// The gateway is shutting down or over a limit of its own.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// The audit log could not take the request's record, so it is not answered.
+    #[error("the audit log is unavailable; the request was not completed")]
+    AuditUnavailable,
 }
 
 /// One deployment tried (or skipped) while serving a request.
@@ -141,6 +144,7 @@ impl GatewayError {
                 }
                 GatewayError::Upstream { attempts } => upstream_status(attempts),
                 GatewayError::Unavailable(_) => (503, "server_error", Some("overloaded"), None, Some(1)),
+                GatewayError::AuditUnavailable => (503, "server_error", Some("audit_unavailable"), None, Some(1)),
             };
         ErrorResponse { status, retry_after_s, body: error_json(&self.to_string(), kind, param, code) }
     }

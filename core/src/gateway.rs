@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use gatekeeper_net::upstream::{tls_client_config, Origin, Pool, PoolConfig};
 use gatekeeper_net::{Handler, ProtocolError, Request, Responder, ShardContext, ShardStats};
 
+use crate::bridge::ShardAudit;
 use crate::config::{Config, ProviderKind};
 use crate::error::GatewayError;
 use crate::keys::{ShardVerifier, Verifier};
@@ -69,6 +70,8 @@ pub struct Gateway {
     pub provider_names: Vec<String>,
     /// The largest request body, for parity with the listener limits.
     pub body_bytes_max: usize,
+    /// The audit bridge; `None` where a gateway is built without serving (benches).
+    pub bridge: Option<Arc<crate::bridge::Bridge>>,
 }
 
 /// Why the gateway could not be assembled from a config.
@@ -171,6 +174,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             provider_names,
             body_bytes_max: config.limits.body_bytes_max,
+            bridge: None,
         })
     }
 }
@@ -197,6 +201,10 @@ pub struct ShardGateway {
     /// Connection statistics of every shard.
     pub net_stats: Arc<[ShardStats]>,
     inflight: Cell<u64>,
+    /// This shard's audit spool; `None` only where a gateway runs without a bridge.
+    pub audit: Option<ShardAudit>,
+    /// `BH_CONFIG` generation this shard last applied.
+    pub config_seen: Cell<u64>,
 }
 
 /// How often a shard copies its pool statistics into the shared metrics.
@@ -204,7 +212,7 @@ const POOL_STATS_EVERY: Duration = Duration::from_millis(500);
 
 impl ShardGateway {
     /// Builds the shard's state; runs on the shard's own thread.
-    pub fn new(gw: Arc<Gateway>, ctx: &ShardContext) -> Rc<ShardGateway> {
+    pub fn new(gw: Arc<Gateway>, ctx: &ShardContext, audit: Option<ShardAudit>) -> Rc<ShardGateway> {
         let pools = gw.providers.iter().map(|p| Pool::new(p.origin.clone(), p.pool.clone(), p.tls.clone())).collect();
         let health = gw.providers.iter().map(|_| ProviderHealth::default()).collect();
         let keys = gw.verifier.as_ref().map(|v| v.shard());
@@ -216,6 +224,8 @@ impl ShardGateway {
             keys,
             net_stats: ctx.stats.clone(),
             inflight: Cell::new(0),
+            audit,
+            config_seen: Cell::new(0),
         });
         let weak = Rc::downgrade(&shard);
         monoio::spawn(async move {
@@ -233,9 +243,23 @@ impl ShardGateway {
         &self.gw.metrics[self.index]
     }
 
-    /// Hands a finished request's audit record to the audit log.
-    pub fn audit_submit(&self, record: crate::audit::AuditRecord) {
-        tracing::debug!(request_id = %record.request_id, status = record.status, "audit record");
+    /// Hands a finished request's audit record to the audit log. `Ok` means it survives
+    /// a kill of the process; an error means the request must not be reported as a success.
+    pub fn audit_submit(&self, record: &crate::audit::AuditRecord) -> Result<(), crate::audit::AuditError> {
+        let Some(audit) = &self.audit else { return Ok(()) };
+        audit.submit(record).inspect_err(|e| {
+            tracing::error!(request_id = %record.request_id, error = %e, "audit record not written");
+        })
+    }
+
+    /// Applies a `BH_CONFIG` revocation change, if there was one since the last look
+    /// (one atomic load when nothing changed).
+    pub fn apply_config_changes(&self) {
+        if let (Some(audit), Some(keys)) = (&self.audit, &self.keys) {
+            if let Some(list) = audit.config_feed().revocations_if_changed(&self.config_seen) {
+                keys.set_revoked(list);
+            }
+        }
     }
 
     /// Moves the in-flight request count by `delta`.

@@ -98,7 +98,10 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
                 trace.attempts.clone_from(attempts);
             }
             trace.overhead_us = trace.elapsed().saturating_sub(trace.upstream).as_micros() as u64;
-            audit(shard, &request_id, &trace, e.to_response().status); // 8
+            let e = match audit(shard, &request_id, &trace, e.to_response().status) {
+                Ok(()) => e, // 8
+                Err(()) => GatewayError::AuditUnavailable,
+            };
             shard.send_error(res, &request_id, &e).await
         }
     };
@@ -168,6 +171,7 @@ pub async fn authenticate(shard: &ShardGateway, req: &Request) -> Result<Option<
     let Some(keys) = &shard.keys else {
         return Ok(None);
     };
+    shard.apply_config_changes();
     let token = req
         .header("authorization")
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -336,7 +340,7 @@ async fn respond(
     res: &mut Responder<'_>,
     request_id: &str,
     trace: &mut Trace,
-    before_last_byte: fn(&ShardGateway, &str, &Trace, u16),
+    before_last_byte: fn(&ShardGateway, &str, &Trace, u16) -> Result<(), ()>,
 ) -> u16 {
     let provider = &shard.gw.providers[answer.deployment.provider];
     let overhead_us = trace.elapsed().saturating_sub(trace.upstream).as_micros() as u64;
@@ -358,7 +362,9 @@ async fn respond(
     match answer.body {
         AnswerBody::Whole(body) => {
             trace.usage = usage::from_body(&body);
-            before_last_byte(shard, request_id, trace, answer.status);
+            if before_last_byte(shard, request_id, trace, answer.status).is_err() {
+                return shard.send_error(res, request_id, &GatewayError::AuditUnavailable).await;
+            }
             let _ = res.send(answer.status, &headers, &body).await;
             answer.status
         }
@@ -377,14 +383,18 @@ async fn respond(
                             // The client went away; dropping `upstream` closes that connection.
                             trace.upstream += stream_started.elapsed();
                             trace.usage = stream_usage.usage();
-                            before_last_byte(shard, request_id, trace, 499);
+                            let _ = before_last_byte(shard, request_id, trace, 499);
                             return answer.status;
                         }
                     }
                     Ok(None) => {
                         trace.upstream += stream_started.elapsed();
                         trace.usage = stream_usage.usage();
-                        before_last_byte(shard, request_id, trace, answer.status);
+                        if before_last_byte(shard, request_id, trace, answer.status).is_err() {
+                            // Unrecorded: the stream must not look complete.
+                            res.abort();
+                            return 503;
+                        }
                         let _ = res.end_stream().await;
                         return answer.status;
                     }
@@ -396,7 +406,7 @@ async fn respond(
                         let event = stream_error_event(&format!("provider {} failed mid-stream: {e}", provider.name));
                         trace.upstream += stream_started.elapsed();
                         trace.usage = stream_usage.usage();
-                        before_last_byte(shard, request_id, trace, 502);
+                        let _ = before_last_byte(shard, request_id, trace, 502);
                         let _ = res.send_chunk(&event).await;
                         let _ = res.end_stream().await;
                         return 502;
@@ -409,7 +419,7 @@ async fn respond(
 
 /// Step 8: the audit record of a finished request, handed over before its last byte
 /// reaches the client, so nothing acknowledged can be missing from the log.
-fn audit(shard: &ShardGateway, request_id: &str, trace: &Trace, status: u16) {
+fn audit(shard: &ShardGateway, request_id: &str, trace: &Trace, status: u16) -> Result<(), ()> {
     let deployment = trace.deployment.and_then(|(m, d)| {
         let name = shard.gw.model_names.get(m)?;
         shard.gw.deployments.get(name)?.1.get(d)
@@ -437,7 +447,7 @@ fn audit(shard: &ShardGateway, request_id: &str, trace: &Trace, status: u16) {
         attempts: trace.attempts.iter().map(|a| a.to_string()).collect(),
         content: None,
     };
-    shard.audit_submit(record);
+    shard.audit_submit(&record).map_err(|_| ())
 }
 
 /// An SSE event carrying an OpenAI-shaped error (what OpenAI's SDKs raise on).

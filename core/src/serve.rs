@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gatekeeper_net::{ServerLimits, ShardSet, ShardSetConfig};
 
+use crate::bridge::{Bridge, ShardAudit};
 use crate::config::{Config, DriverChoice, Shards};
 use crate::gateway::{Gateway, ShardGateway, ShardHandler};
 
@@ -39,6 +40,7 @@ pub struct Running {
     /// The shared tables.
     pub gateway: Arc<Gateway>,
     shards: ShardSet,
+    drain_timeout: Duration,
 }
 
 impl Running {
@@ -47,6 +49,14 @@ impl Running {
         self.gateway.draining.store(true, Ordering::SeqCst);
         self.shards.shutdown_handle().shutdown();
         self.shards.join();
+        // No shard submits any more: ship what is left and close the chain with a checkpoint.
+        if let Some(bridge) = &self.gateway.bridge {
+            match bridge.shutdown(self.drain_timeout) {
+                Ok(r) if r.drained => tracing::info!(chain = %r.chain, entries = r.entries, "audit chain closed"),
+                Ok(r) => tracing::warn!(chain = %r.chain, "audit store unreachable: the rest ships on the next start"),
+                Err(e) => tracing::error!(error = %e, "audit bridge failed"),
+            }
+        }
     }
 }
 
@@ -76,7 +86,14 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
     if args.no_auth {
         tracing::warn!("AUTHENTICATION IS DISABLED (--no-auth): any client can use every model. Local trials only.");
     }
-    let gateway = Arc::new(Gateway::build(&config, shards, args.no_auth)?);
+    let mut gateway = Gateway::build(&config, shards, args.no_auth)?;
+    let bridge = Arc::new(Bridge::start(&config, shards).context("starting the audit bridge")?);
+    // Made here, on the main thread, so a bad data dir fails the start, not a shard.
+    let audits: Vec<Option<ShardAudit>> = (0..shards).map(|i| bridge.shard(i).map(Some)).collect::<Result<_, _>>()?;
+    // Each shard takes its own spool once, at shard start; never touched on the request path.
+    let audits = Arc::new(std::sync::Mutex::new(audits));
+    gateway.bridge = Some(bridge);
+    let gateway = Arc::new(gateway);
     let tls = match &config.tls {
         Some(t) => Some(gatekeeper_net::tls::server_config(&t.cert_file, &t.key_file)?),
         None => None,
@@ -105,10 +122,13 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
         backlog: 4096,
     };
     let gw = gateway.clone();
-    let set = ShardSet::start(set_config, move |ctx| ShardHandler(ShardGateway::new(gw.clone(), ctx)))?;
+    let set = ShardSet::start(set_config, move |ctx| {
+        let audit = audits.lock().unwrap_or_else(|p| p.into_inner()).get_mut(ctx.index).and_then(Option::take);
+        ShardHandler(ShardGateway::new(gw.clone(), ctx, audit))
+    })?;
     let drivers: Vec<&str> = set.stats().iter().map(|s| s.driver().map_or("?", |d| d.name())).collect();
     tracing::info!(addr = %set.local_addr(), shards, drivers = ?drivers, tls = config.tls.is_some(), "gateway started");
-    Ok(Running { addr: set.local_addr(), gateway, shards: set })
+    Ok(Running { addr: set.local_addr(), gateway, shards: set, drain_timeout: Duration::from_millis(config.drain_timeout_ms) })
 }
 
 /// Runs `gatekeeper serve` until SIGTERM or SIGINT, then drains and returns.
