@@ -128,7 +128,12 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
     })?;
     let drivers: Vec<&str> = set.stats().iter().map(|s| s.driver().map_or("?", |d| d.name())).collect();
     tracing::info!(addr = %set.local_addr(), shards, drivers = ?drivers, tls = config.tls.is_some(), "gateway started");
-    Ok(Running { addr: set.local_addr(), gateway, shards: set, drain_timeout: Duration::from_millis(config.drain_timeout_ms) })
+    Ok(Running {
+        addr: set.local_addr(),
+        gateway,
+        shards: set,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+    })
 }
 
 /// Runs `gatekeeper serve` until SIGTERM or SIGINT, then drains and returns.

@@ -16,7 +16,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Request ids in stream order (which is chain order per instance).
-fn stored_ids(url: &str) -> Vec<String> {
+pub(super) fn stored_ids(url: &str) -> Vec<String> {
     rt().block_on(async {
         let client = async_nats::connect(url).await.unwrap();
         let msgs = read_audit(&context(client, Duration::from_secs(10)), "BH_AUDIT").await.unwrap();

@@ -1,0 +1,196 @@
+//! The audit log behind the real gateway: every answered request is recorded once
+//! and verifies, in embedded mode and in JetStream, across a SIGKILL of the gateway,
+//! and a `BH_CONFIG` revocation lands under load without failing a request.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatekeeper::keys::{issue, Claims, Footer, SecretKey};
+
+use super::{assert_exactly_once, file_messages, need_nats, request_ids, verify_cli, NatsServer};
+use crate::harness::{chat_body, chat_request, config_for, connect, Gateway, Mock, Reader};
+
+/// Sends `total` requests over `connections` keep-alive connections, pipelining
+/// `depth` at a time; returns the request ids of the 200 answers.
+fn drive(addr: std::net::SocketAddr, total: usize, connections: usize, depth: usize, tag: &str) -> Vec<String> {
+    let per_conn = total / connections;
+    let handles: Vec<_> = (0..connections)
+        .map(|c| {
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut ok = Vec::with_capacity(per_conn);
+                let mut reader = Reader::new(connect(addr));
+                let mut sent = 0;
+                while sent < per_conn {
+                    let n = depth.min(per_conn - sent);
+                    let mut batch = Vec::new();
+                    for i in 0..n {
+                        let id = format!("{tag}-{c}-{}", sent + i);
+                        batch.extend(chat_request(&chat_body("m", false), &format!("X-Request-Id: {id}\r\n")));
+                    }
+                    if reader.stream.write_all(&batch).is_err() {
+                        return ok;
+                    }
+                    for _ in 0..n {
+                        match reader.response() {
+                            Ok(r) if r.status == 200 => {
+                                ok.push(r.header("x-request-id").unwrap_or_default().to_string())
+                            }
+                            Ok(_) => {}
+                            Err(_) => return ok,
+                        }
+                    }
+                    sent += n;
+                }
+                ok
+            })
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().expect("client thread")).collect()
+}
+
+fn audit_top(data_dir: &Path, nats: Option<&str>) -> String {
+    let mut top = format!(
+        "audit: {{ data_dir: \"{}\", node_name: gw-it, checkpoint_every: 500, checkpoint_interval_ms: 200 }}\n",
+        data_dir.display()
+    );
+    if let Some(url) = nats {
+        top.push_str(&format!("nats: {{ url: \"{url}\", ack_timeout_ms: 1000, connect_timeout_ms: 500 }}\n"));
+    }
+    top
+}
+
+fn stop(gw: &mut Gateway) {
+    gw.proc.terminate();
+    let status = gw.proc.wait_exit(Duration::from_secs(30)).expect("gateway exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn ten_thousand_requests_are_audited_once_and_verify_in_files() {
+    let mock = Mock::start("primary", &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], &audit_top(data.path(), None)), &["--no-auth"]);
+    let acknowledged = drive(gw.addr, 10_000, 16, 25, "files");
+    assert_eq!(acknowledged.len(), 10_000);
+    stop(&mut gw);
+    let (ok, text) = verify_cli(&["--dir", &data.path().display().to_string()]);
+    assert!(ok, "{text}");
+    let stored: Vec<String> = file_messages(data.path()).iter().flat_map(|(_, m)| request_ids(m)).collect();
+    assert_exactly_once(&acknowledged, &stored);
+    assert_eq!(stored.len(), 10_000, "only the requests sent were recorded");
+}
+
+#[test]
+fn ten_thousand_requests_are_audited_once_and_verify_in_jetstream() {
+    need_nats!();
+    let server = NatsServer::start();
+    let mock = Mock::start("primary", &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let top = audit_top(data.path(), Some(&server.url()));
+    let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth"]);
+    let acknowledged = drive(gw.addr, 10_000, 16, 25, "js");
+    stop(&mut gw);
+    let (ok, text) = verify_cli(&["--nats", &server.url()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("10000") || text.contains("10,000"), "summary names the entries: {text}");
+    let stored = super::nats::stored_ids(&server.url());
+    assert_exactly_once(&acknowledged, &stored);
+}
+
+#[test]
+fn gateway_sigkilled_mid_run_loses_nothing_it_acknowledged() {
+    let mock = Mock::start("primary", &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = config_for(&[("primary", &mock, "")], &audit_top(data.path(), None));
+    let gw = Gateway::start(&config, &["--no-auth"]);
+    let addr = gw.addr;
+    let client = std::thread::spawn(move || drive(addr, 40_000, 8, 10, "kill"));
+    std::thread::sleep(Duration::from_millis(700));
+    drop(gw); // SIGKILL: no drain, no final checkpoint
+    let acknowledged = client.join().expect("client");
+    assert!(acknowledged.len() > 100, "the run was under way ({} answered)", acknowledged.len());
+    assert!(acknowledged.len() < 40_000, "the kill landed mid-run");
+    // A new gateway on the same data dir ships what the dead one spooled, then closes its chain.
+    let mut gw = Gateway::start(&config, &["--no-auth"]);
+    stop(&mut gw);
+    let (ok, text) = verify_cli(&["--dir", &data.path().display().to_string()]);
+    assert!(ok, "{text}");
+    let stored: Vec<String> = file_messages(data.path()).iter().flat_map(|(_, m)| request_ids(m)).collect();
+    assert_exactly_once(&acknowledged, &stored);
+}
+
+#[test]
+fn config_push_revocation_applies_under_load_without_a_failed_request() {
+    need_nats!();
+    let server = NatsServer::start();
+    let mock = Mock::start("primary", &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let issuer = SecretKey::generate();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let exp = Some(now + 3600);
+    let mint = |jti: &str| {
+        let claims = Claims { jti: jti.into(), exp, ..Claims::default() };
+        issue(&issuer, &claims, &Footer::for_key(&issuer.public_key())).expect("issue")
+    };
+    let (steady, doomed) = (mint("steady"), mint("doomed"));
+    let mut config = config_for(&[("primary", &mock, "")], &audit_top(data.path(), Some(&server.url())));
+    config.push_str(&format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk()));
+    let mut gw = Gateway::start(&config, &["--shards", "2"]);
+    let addr = gw.addr;
+
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (ok_count, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop_flag, ok_count, failed, steady) =
+                (stop_flag.clone(), ok_count.clone(), failed.clone(), steady.clone());
+            std::thread::spawn(move || {
+                let mut reader = Reader::new(connect(addr));
+                let raw = chat_request(&chat_body("m", false), &format!("Authorization: Bearer {steady}\r\n"));
+                while !stop_flag.load(Ordering::Relaxed) {
+                    reader.stream.write_all(&raw).expect("write");
+                    match reader.response() {
+                        Ok(r) if r.status == 200 => ok_count.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let with =
+        |token: &str| crate::harness::chat(addr, "m", false, &format!("Authorization: Bearer {token}\r\n")).status;
+    assert_eq!(with(&doomed), 200);
+    let file = data.path().join("push.yaml");
+    std::fs::write(&file, "revocations: [doomed]\n").expect("write push file");
+    let out = Command::new(crate::harness::gatekeeper_bin())
+        .args(["config", "push"])
+        .arg(&file)
+        .args(["--nats", &server.url()])
+        .output()
+        .expect("config push");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Both shards must apply it: ask until several answers in a row are 401.
+    let mut refused_in_a_row = 0;
+    while refused_in_a_row < 6 {
+        assert!(Instant::now() < deadline, "the revocation never took effect");
+        if with(&doomed) == 401 {
+            refused_in_a_row += 1;
+        } else {
+            refused_in_a_row = 0;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop_flag.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed while the config changed");
+    assert!(ok_count.load(Ordering::Relaxed) > 50, "the load ran");
+    stop(&mut gw);
+}
