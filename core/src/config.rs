@@ -461,6 +461,9 @@ pub enum FsyncPolicy {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
+    /// Whether requests are audited at all. Default true; `false` runs no bridge and
+    /// writes nothing (for benchmarks and throwaway trials).
+    pub enabled: bool,
     /// Directory for the WAL (spool), node key, bridge state and, without NATS, the chain files.
     pub data_dir: PathBuf,
     /// Entries between signed checkpoints.
@@ -501,6 +504,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
+            enabled: true,
             data_dir: PathBuf::from("./data"),
             checkpoint_every: 1000,
             checkpoint_interval_ms: 1000,

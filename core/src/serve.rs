@@ -87,12 +87,17 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
         tracing::warn!("AUTHENTICATION IS DISABLED (--no-auth): any client can use every model. Local trials only.");
     }
     let mut gateway = Gateway::build(&config, shards, args.no_auth)?;
-    let bridge = Arc::new(Bridge::start(&config, shards).context("starting the audit bridge")?);
-    // Made here, on the main thread, so a bad data dir fails the start, not a shard.
-    let audits: Vec<Option<ShardAudit>> = (0..shards).map(|i| bridge.shard(i).map(Some)).collect::<Result<_, _>>()?;
+    let mut audits: Vec<Option<ShardAudit>> = (0..shards).map(|_| None).collect();
+    if config.audit.enabled {
+        let bridge = Arc::new(Bridge::start(&config, shards).context("starting the audit bridge")?);
+        // Made here, on the main thread, so a bad data dir fails the start, not a shard.
+        audits = (0..shards).map(|i| bridge.shard(i).map(Some)).collect::<Result<_, _>>()?;
+        gateway.bridge = Some(bridge);
+    } else {
+        tracing::warn!("audit.enabled is false: requests are not audited");
+    }
     // Each shard takes its own spool once, at shard start; never touched on the request path.
     let audits = Arc::new(std::sync::Mutex::new(audits));
-    gateway.bridge = Some(bridge);
     let gateway = Arc::new(gateway);
     let tls = match &config.tls {
         Some(t) => Some(gatekeeper_net::tls::server_config(&t.cert_file, &t.key_file)?),

@@ -114,3 +114,12 @@ fn demo_prints_a_key_that_works() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn audit_can_be_turned_off() {
+    let mock = Mock::start("primary", &[]);
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], "audit: { enabled: false }\n"), &["--no-auth"]);
+    assert_eq!(chat(gw.addr, "m", false, "").status, 200);
+    assert!(!gw.dir.path().join("data").exists(), "nothing written with audit off");
+    assert!(gw.proc.log_text().contains("audit.enabled is false"));
+}
