@@ -324,7 +324,7 @@ fn failure_outcome(e: &UpstreamError) -> AttemptOutcome {
 }
 
 /// The client's body with its `model` value replaced by the deployment's upstream id.
-fn splice_model(chat: &ChatRequest<'_>, upstream_model_json: &str) -> Vec<u8> {
+pub fn splice_model(chat: &ChatRequest<'_>, upstream_model_json: &str) -> Vec<u8> {
     let (before, after) = (&chat.body[..chat.model_span.start], &chat.body[chat.model_span.end..]);
     let mut out = Vec::with_capacity(before.len() + upstream_model_json.len() + after.len());
     out.extend_from_slice(before);

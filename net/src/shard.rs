@@ -263,6 +263,18 @@ struct ShardMain {
     ready_tx: std::sync::mpsc::Sender<Result<(), StartError>>,
 }
 
+/// Ring settings for a shard. With `tuned`, completions are handled cooperatively when
+/// the shard next enters the kernel instead of by interrupting it (COOP_TASKRUN), and
+/// the kernel is told only this thread submits (SINGLE_ISSUER); kernels older than 6.0
+/// refuse these, and the caller retries without them.
+fn uring_builder(tuned: bool) -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    if tuned {
+        b.setup_coop_taskrun().setup_single_issuer();
+    }
+    b
+}
+
 /// How often a shard looks at the process-wide shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 /// io_uring submission queue entries per shard.
@@ -278,11 +290,14 @@ impl ShardMain {
         let fail = |e: std::io::Error| StartError::Runtime { shard: index, source: e };
         match self.cfg.driver {
             DriverChoice::Auto => {
-                match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .with_entries(URING_ENTRIES)
-                    .enable_timer()
-                    .build()
-                {
+                let build = |flags: bool| {
+                    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                        .with_entries(URING_ENTRIES)
+                        .uring_builder(uring_builder(flags))
+                        .enable_timer()
+                        .build()
+                };
+                match build(true).or_else(|_| build(false)) {
                     Ok(monoio::FusionRuntime::Uring(mut rt)) => rt.block_on(self.serve(Driver::Uring, make_handler)),
                     Ok(monoio::FusionRuntime::Legacy(mut rt)) => rt.block_on(self.serve(Driver::Epoll, make_handler)),
                     Err(e) => {
@@ -291,11 +306,14 @@ impl ShardMain {
                 }
             }
             DriverChoice::Uring => {
-                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .with_entries(URING_ENTRIES)
-                    .enable_timer()
-                    .build()
-                {
+                let build = |flags: bool| {
+                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .with_entries(URING_ENTRIES)
+                        .uring_builder(uring_builder(flags))
+                        .enable_timer()
+                        .build()
+                };
+                match build(true).or_else(|_| build(false)) {
                     Ok(mut rt) => rt.block_on(self.serve(Driver::Uring, make_handler)),
                     Err(e) => {
                         let _ = self.ready_tx.send(Err(fail(e)));
