@@ -255,7 +255,15 @@ pub fn connection_cap_answers_503(driver: &str) {
 pub fn metrics_name_the_driver(driver: &str) {
     let (_mock, gw) = start_pair(driver, "", &[]);
     assert_eq!(chat(gw.addr, "m", false, "").status, 200);
-    let text = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    // A shard records a request just after its last byte is written: allow it that moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+        if text.contains("gatekeeper_requests_total{status=\"200\"") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     for shard in 0..2 {
         let line = format!("gatekeeper_shard_driver{{shard=\"{shard}\",driver=\"{driver}\"}} 1");
         assert!(text.contains(&line), "missing {line}");
