@@ -17,26 +17,9 @@ NATS=${NATS:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 cargo build --release -q -p gatekeeper -p gatekeeper-loadtest
 bin=$PWD/target/release
 
-cleanup() {
-    for f in "$OUT"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-    wait 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 trap cleanup EXIT
-
-start_listening() { # LOG CMD...: starts CMD, waits for "listening on ADDR", echoes ADDR; pid in LOG.pid
-    local log=$1; shift
-    "$@" >"$log.out" 2>"$log.err" &
-    echo $! >"$log.pid"
-    for _ in $(seq 1 200); do
-        if grep -q "listening on " "$log.out" 2>/dev/null; then
-            grep -o "listening on [0-9.:]*" "$log.out" | head -1 | awk '{print $3}'
-            return
-        fi
-        sleep 0.05
-    done
-    echo "no address from $*" >&2; cat "$log.err" >&2; exit 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 natsport=$(free_port)
 mkdir -p "$OUT/nats"

@@ -193,6 +193,12 @@ struct Pending {
     result: Rc<Cell<Option<bool>>>,
 }
 
+/// What the cache said about a token.
+enum Lookup {
+    Hit(Rc<Claims>),
+    Miss(TokenDigest),
+}
+
 /// Per-shard verifier: cache plus batch queue. `!Send` by design: one per shard thread.
 pub struct ShardVerifier {
     verifier: Verifier,
@@ -229,15 +235,10 @@ impl ShardVerifier {
         if token.is_empty() {
             return Err(KeyError::Missing);
         }
-        if token.len() > TOKEN_BYTES_MAX {
-            return Err(KeyError::Malformed("token too long"));
-        }
-        let digest = TokenDigest(Sha256::digest(token.as_bytes()).into());
-        if let Some(claims) = self.cache.borrow_mut().get(&digest, now_unix_s) {
-            self.bump(|s| s.cache_hits += 1);
-            return Ok(claims);
-        }
-        self.bump(|s| s.cache_misses += 1);
+        let digest = match self.look_up(token, now_unix_s)? {
+            Lookup::Hit(claims) => return Ok(claims),
+            Lookup::Miss(digest) => digest,
+        };
         let prepared = self.verifier.prepare(token)?;
         let good = if self.queue.borrow().len() >= QUEUE_MAX {
             self.bump(|s| s.work.single_signatures += 1);
@@ -260,17 +261,26 @@ impl ShardVerifier {
         self.finish(digest, &prepared.payload, now_unix_s)
     }
 
-    /// The synchronous path: cache, then an immediate single signature check.
-    pub fn verify_now(&self, token: &str, now_unix_s: i64) -> Result<Rc<Claims>, KeyError> {
+    /// The cache lookup both paths start with: the token's digest, and its claims when cached.
+    fn look_up(&self, token: &str, now_unix_s: i64) -> Result<Lookup, KeyError> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(KeyError::Malformed("token too long"));
         }
         let digest = TokenDigest(Sha256::digest(token.as_bytes()).into());
         if let Some(claims) = self.cache.borrow_mut().get(&digest, now_unix_s) {
             self.bump(|s| s.cache_hits += 1);
-            return Ok(claims);
+            return Ok(Lookup::Hit(claims));
         }
         self.bump(|s| s.cache_misses += 1);
+        Ok(Lookup::Miss(digest))
+    }
+
+    /// The synchronous path: cache, then an immediate single signature check.
+    pub fn verify_now(&self, token: &str, now_unix_s: i64) -> Result<Rc<Claims>, KeyError> {
+        let digest = match self.look_up(token, now_unix_s)? {
+            Lookup::Hit(claims) => return Ok(claims),
+            Lookup::Miss(digest) => digest,
+        };
         let prepared = self.verifier.prepare(token)?;
         self.bump(|s| s.work.single_signatures += 1);
         if !verify_one(&prepared.key, &prepared.signed, &prepared.signature) {

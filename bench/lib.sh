@@ -1,0 +1,26 @@
+# Shared by the bench/*.sh scripts (sourced, not run). Expects $OUT to be set.
+
+# Kills everything the script started (each start writes OUT/NAME.pid).
+cleanup() {
+    for f in "$OUT"/*.pid "$OUT"/nginx/nginx.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+    wait 2>/dev/null || true
+}
+
+# start_listening LOG CMD...: starts CMD, waits (10 s at most) for its "listening on ADDR"
+# line, echoes ADDR; the pid goes to LOG.pid.
+start_listening() {
+    local log=$1; shift
+    "$@" >"$log.out" 2>"$log.err" &
+    echo $! >"$log.pid"
+    for _ in $(seq 1 200); do
+        if grep -q "listening on " "$log.out" 2>/dev/null; then
+            grep -o "listening on [0-9.:]*" "$log.out" | head -1 | awk '{print $3}'
+            return
+        fi
+        sleep 0.05
+    done
+    echo "no address from $*" >&2; cat "$log.err" >&2; exit 1
+}
+
+# A free loopback TCP port.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
