@@ -655,6 +655,31 @@ mod run {
         );
     }
 
+    /// `--pace-window 2ms` at 2000/s: each pacer wake-up waits for the slots due within
+    /// 2 ms (about 4 more), so the first of each batch leaves ~2 ms late and send lag p50
+    /// is ~1 ms; the rate is still kept and latency still counts from each slot.
+    #[test]
+    fn pace_window_batches_slots_and_shows_in_send_lag() {
+        let mock = Mock::start(&[]);
+        let r = run_load(&mock, &["--rate", "2000", "--duration", "2s", "--pace-window", "2ms"]);
+        assert_eq!(r["config"]["pace_window_us"], 2000);
+        assert_eq!(r["requests"]["completed"], 4000);
+        let lag = |p: f64| {
+            let pts = r["send_lag_us"]["percentiles"].as_array().expect("spectrum");
+            pts.iter().find(|x| (x["p"].as_f64().unwrap_or(-1.0) - p).abs() < 1e-9).expect("p")["us"]
+                .as_f64()
+                .expect("us")
+        };
+        assert!(lag(50.0) >= 300.0, "send lag p50 {} µs: slots were not held for the window", lag(50.0));
+        assert!(pct_ms(&r, 50.0) * 1000.0 >= lag(50.0), "latency includes the send lag");
+        let achieved = r["rate_achieved"].as_f64().expect("rate");
+        assert!((achieved - 2000.0).abs() / 2000.0 <= 0.01, "achieved {achieved}/s");
+        // A window of 0 wakes for every slot.
+        let z = run_load(&mock, &["--rate", "500", "--requests", "50", "--pace-window", "0"]);
+        assert_eq!(z["config"]["pace_window_us"], 0);
+        assert_eq!(z["requests"]["completed"], 50);
+    }
+
     #[test]
     fn rate_is_accurate_at_2000_per_s() {
         rate_accuracy(2000, 3);

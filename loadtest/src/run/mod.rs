@@ -3,9 +3,11 @@
 //! Hand-off: [`RunArgs`] (flags) → [`Config::from_args`] (validated settings, request
 //! templates from `scenario`) → [`run`], which builds a tokio runtime and starts:
 //!
-//! - open loop: a pacer thread walks the [`schedule::Arrival`] slots (slot k due at
-//!   start + offset(k), computed, never accumulated) and hands each slot to a fixed set
-//!   of `--inflight-max` worker tasks through a bounded queue. A slot that finds every
+//! - open loop: a pacer task walks the [`schedule::Arrival`] slots (slot k due at
+//!   start + offset(k), computed, never accumulated), sleeping on a timerfd
+//!   ([`timer::Timer`]) and releasing every slot due within `--pace-window` of the first
+//!   in one wake-up, and hands each slot to a fixed set of `--inflight-max` worker tasks
+//!   through a bounded queue (no thread hop per slot). A slot that finds every
 //!   worker busy waits in the queue and is counted in `waited_for_slot`; its latency is
 //!   still measured from the slot, so a stalled target shows in the percentiles
 //!   (no coordinated omission).
@@ -25,8 +27,9 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
+pub mod timer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::{ArgGroup, Args};
 use rand::SeedableRng as _;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use report::{ConfigReport, Counts, CpuReport, Report, Throughput, REPORT_VERSION};
 use scenario::{Mix, Target, Template};
@@ -51,6 +54,12 @@ pub const THREADS_MAX: usize = 256;
 /// Slots queued between the pacer and the workers; when full the pacer blocks, and the
 /// blocked slots are still timed from their schedule.
 pub const SLOT_QUEUE_MAX: usize = 65_536;
+/// Default `--pace-window`.
+pub const DEFAULT_PACE_WINDOW: &str = "100us";
+/// Longest `--pace-window`.
+pub const PACE_WINDOW_MAX: Duration = Duration::from_millis(10);
+/// Most slots one pacer wake-up waits for (bounds the look-ahead at very high rates).
+pub const PACE_BATCH_MAX: u64 = 256;
 /// Reporter interval: progress line and interval-log granularity.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
@@ -130,6 +139,11 @@ pub struct RunArgs {
     /// Seed of the weighted template mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Open loop: a slot may wait up to this long for later slots so that one pacer
+    /// wake-up sends them together (`0` = wake for every slot). Adds at most this much
+    /// send lag, which latency (from each slot's own time) includes.
+    #[arg(long, default_value = DEFAULT_PACE_WINDOW)]
+    pub pace_window: String,
 }
 
 /// Open or closed loop.
@@ -176,6 +190,8 @@ pub struct Config {
     pub target_pid: Option<u32>,
     /// Mix seed.
     pub seed: u64,
+    /// Open loop: the pacer wakes at most once per this window.
+    pub pace_window: Duration,
     /// Scenario path, for the report.
     pub scenario: Option<String>,
 }
@@ -222,6 +238,13 @@ impl Config {
             return Err(format!("--threads: must be 1..={THREADS_MAX}"));
         }
         let timeout = schedule::parse_duration(&a.timeout).map_err(|e| format!("--timeout: {e}"))?;
+        let pace_window = match a.pace_window.trim() {
+            "0" | "0s" | "0us" | "0ms" => Duration::ZERO,
+            w => schedule::parse_duration(w).map_err(|e| format!("--pace-window: {e}"))?,
+        };
+        if pace_window > PACE_WINDOW_MAX {
+            return Err(format!("--pace-window: at most {} ms", PACE_WINDOW_MAX.as_millis()));
+        }
         let headers = a.headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>, _>>()?;
         let bearer = match &a.bearer {
             Some(b) if b.bytes().all(|c| c.is_ascii_graphic()) => vec![b.as_bytes().to_vec()],
@@ -282,6 +305,7 @@ impl Config {
             plot: a.plot.clone(),
             target_pid: a.target_pid,
             seed: a.seed,
+            pace_window,
             scenario: a.scenario.as_ref().map(|p| p.display().to_string()),
         })
     }
@@ -304,6 +328,86 @@ struct Shared {
     retried: AtomicU64,
     /// Set when workers should stop taking new requests (closed loop end).
     stop: AtomicBool,
+    /// Open loop: slots handed from the pacer to the workers.
+    slots: SlotQueue,
+}
+
+/// A bounded FIFO of slot offsets from the pacer task to the worker tasks. Both sides run
+/// on the runtime, so a hand-off is a task wake-up, not a thread wake-up.
+struct SlotQueue {
+    queue: Mutex<VecDeque<Duration>>,
+    closed: AtomicBool,
+    /// Signalled when a slot is pushed or the queue closes.
+    filled: Notify,
+    /// Signalled when a full queue loses a slot.
+    drained: Notify,
+}
+
+impl SlotQueue {
+    fn new() -> SlotQueue {
+        SlotQueue {
+            queue: Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
+            filled: Notify::new(),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Queues a slot, waiting while the queue holds `SLOT_QUEUE_MAX` (the slot keeps its
+    /// intended time, so the wait shows in its latency).
+    async fn push(&self, slot: Duration) {
+        // Bounded by the workers: each pop of a full queue signals `drained`.
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let mut q = lock(&self.queue);
+                if q.len() < SLOT_QUEUE_MAX {
+                    q.push_back(slot);
+                    drop(q);
+                    self.filled.notify_one();
+                    return;
+                }
+            }
+            drained.await;
+        }
+    }
+
+    /// Next slot; `None` once the queue is closed and empty.
+    async fn pop(&self) -> Option<Duration> {
+        // Bounded by the pacer: it pushes finitely many slots and then closes the queue.
+        loop {
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            {
+                let mut q = lock(&self.queue);
+                if let Some(slot) = q.pop_front() {
+                    let was_full = q.len() + 1 == SLOT_QUEUE_MAX;
+                    let more = !q.is_empty();
+                    drop(q);
+                    if was_full {
+                        self.drained.notify_one();
+                    }
+                    if more {
+                        // Pass the wake-up on: notify_one keeps one permit, not a count.
+                        self.filled.notify_one();
+                    }
+                    return Some(slot);
+                }
+                if self.closed.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
+            filled.await;
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.filled.notify_waiters();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -398,14 +502,12 @@ fn worker_state(sh: &Shared, id: usize) -> ((Vec<u8>, Vec<u8>), rand::rngs::StdR
     (bufs, rng)
 }
 
-async fn open_worker(sh: Arc<Shared>, id: usize, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Duration>>>) {
+async fn open_worker(sh: Arc<Shared>, id: usize) {
     let (mut bufs, mut rng) = worker_state(&sh, id);
     let shard = id % sh.shards.len();
-    // Ends when the pacer drops the sender and the queue is empty; the pacer sends a
+    // Ends when the pacer has closed the queue and it is empty; the pacer queues a
     // bounded number of slots.
-    loop {
-        let slot = rx.lock().await.recv().await;
-        let Some(offset) = slot else { break };
+    while let Some(offset) = sh.slots.pop().await {
         sh.busy.fetch_add(1, Ordering::Relaxed);
         timed_request(&sh, shard, sh.start + offset, &mut bufs, &mut rng).await;
         sh.busy.fetch_sub(1, Ordering::Relaxed);
@@ -429,30 +531,47 @@ async fn closed_worker(sh: Arc<Shared>, id: usize) {
     }
 }
 
-/// The pacer: walks slots on a plain thread (nanosleep is far finer than tokio's 1 ms
-/// timer wheel) and queues each slot's offset for the workers.
-fn pace(sh: &Shared, arrival: &Arrival, tx: mpsc::Sender<Duration>) {
+/// The pacer task: sleeps on a timerfd (microsecond precision, unlike tokio's 1 ms
+/// timer wheel) to the next slot, then queues every slot whose time has come, so one
+/// wake-up releases all slots that fell due meanwhile; each keeps its own offset.
+async fn pace(sh: Arc<Shared>, arrival: Arrival) -> Result<(), String> {
+    let result = pace_slots(&sh, &arrival).await;
+    sh.slots.close();
+    result
+}
+
+async fn pace_slots(sh: &Shared, arrival: &Arrival) -> Result<(), String> {
+    let timer = timer::Timer::new().map_err(|e| format!("pacer timer: {e}"))?;
     let max = sh.cfg.requests_max.unwrap_or(u64::MAX);
     let end = sh.cfg.duration;
     let inflight_max = sh.cfg.inflight_max;
+    let window = sh.cfg.pace_window;
+    // Offset of slot k, or None past the schedule's end, --duration or --requests.
+    let slot = |k: u64| arrival.slot(k).filter(|o| k < max && end.is_none_or(|e| *o < e));
     // Bounded by --requests, --duration or the schedule's own end.
     for k in 0..max {
-        let Some(offset) = arrival.slot(k) else { break };
-        if end.is_some_and(|e| offset >= e) {
-            break;
-        }
+        let Some(offset) = slot(k) else { break };
         let due = sh.start + offset;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        if due > Instant::now() {
+            // Wake for the last slot due within `window` of this one, so one wake-up sends
+            // them all; slot k then leaves at most `window` late (its latency shows it).
+            let mut wake = offset;
+            let mut j = k + 1;
+            while j - k < PACE_BATCH_MAX {
+                match slot(j) {
+                    Some(o) if o <= offset + window => wake = o,
+                    _ => break,
+                }
+                j += 1;
+            }
+            timer.sleep_until(sh.start + wake).await.map_err(|e| format!("pacer timer: {e}"))?;
         }
         if sh.busy.load(Ordering::Relaxed) >= inflight_max {
             sh.waited.fetch_add(1, Ordering::Relaxed);
         }
-        if tx.blocking_send(offset).is_err() {
-            break;
-        }
+        sh.slots.push(offset).await;
     }
+    Ok(())
 }
 
 /// Drains every shard into `interval`.
@@ -574,6 +693,7 @@ async fn run_async(cfg: Config) -> Result<Report, String> {
         waited: AtomicU64::new(0),
         retried: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        slots: SlotQueue::new(),
         cfg,
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -582,18 +702,10 @@ async fn run_async(cfg: Config) -> Result<Report, String> {
     let mut pacer = None;
     match sh.cfg.load.clone() {
         Load::Open(arrival) => {
-            let (tx, rx) = mpsc::channel(SLOT_QUEUE_MAX);
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
             for id in 0..sh.cfg.inflight_max {
-                workers.spawn(open_worker(Arc::clone(&sh), id, Arc::clone(&rx)));
+                workers.spawn(open_worker(Arc::clone(&sh), id));
             }
-            let shp = Arc::clone(&sh);
-            pacer = Some(
-                std::thread::Builder::new()
-                    .name("gk-load-pacer".into())
-                    .spawn(move || pace(&shp, &arrival, tx))
-                    .map_err(|e| format!("pacer thread: {e}"))?,
-            );
+            pacer = Some(tokio::spawn(pace(Arc::clone(&sh), arrival)));
         }
         Load::Closed(n) => {
             for id in 0..n {
@@ -606,8 +718,8 @@ async fn run_async(cfg: Config) -> Result<Report, String> {
     let elapsed = sh.start.elapsed();
     sh.stop.store(true, Ordering::Relaxed);
     if let Some(p) = pacer {
-        // The pacer has already ended: workers only finish after its sender is dropped.
-        let _ = p.join();
+        // The pacer has already ended: workers only finish after it closes the queue.
+        p.await.map_err(|e| format!("pacer: {e}"))??;
     }
     let cpu_used = cpu::self_cpu().since(&cpu_before);
     let target_used = match (sh.cfg.target_pid, target_before) {
@@ -656,6 +768,7 @@ fn build_report(
             scenario: c.scenario.clone(),
             templates: c.templates.len(),
             seed: c.seed,
+            pace_window_us: us(c.pace_window),
         },
         started_unix_ms: started
             .duration_since(SystemTime::UNIX_EPOCH)

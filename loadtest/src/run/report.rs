@@ -41,6 +41,9 @@ pub struct ConfigReport {
     pub templates: usize,
     /// RNG seed of the template mix.
     pub seed: u64,
+    /// Open loop: the pacer's batching window (`--pace-window`), µs; 0 = none.
+    #[serde(default)]
+    pub pace_window_us: u64,
 }
 
 /// Request counts.
