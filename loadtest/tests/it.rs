@@ -564,6 +564,13 @@ mod run {
         serde_json::from_str(&text).expect("json")
     }
 
+    /// Timing-sensitive runs take turns: on a 2-core machine, two of them at once
+    /// measure each other rather than the generator.
+    fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
+        static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        TIMING.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn pct_ms(report: &Value, p: f64) -> f64 {
         let pts = report["latency_us"]["percentiles"].as_array().expect("spectrum");
         let pt =
@@ -592,6 +599,7 @@ mod run {
     /// so its p99 stays at the base latency — two orders of magnitude too optimistic.
     #[test]
     fn pauses_show_in_open_loop_p99_but_not_in_closed_loop() {
+        let _serial = timing_lock();
         let (every, pause) = (4.0, 0.4);
         let mock_up = SystemTime::now();
         let mock = Mock::start(&["--pause-every-s", "4", "--pause-s", "0.4"]);
@@ -639,6 +647,7 @@ mod run {
     }
 
     fn rate_accuracy(rate: u64, secs: u64) {
+        let _serial = timing_lock();
         let mock = Mock::start(&[]);
         let r = run_load(&mock, &["--rate", &rate.to_string(), "--duration", &format!("{secs}s")]);
         let completed = r["requests"]["completed"].as_u64().expect("completed");
@@ -660,6 +669,7 @@ mod run {
     /// is ~1 ms; the rate is still kept and latency still counts from each slot.
     #[test]
     fn pace_window_batches_slots_and_shows_in_send_lag() {
+        let _serial = timing_lock();
         let mock = Mock::start(&[]);
         let r = run_load(&mock, &["--rate", "2000", "--duration", "2s", "--pace-window", "2ms"]);
         assert_eq!(r["config"]["pace_window_us"], 2000);
@@ -694,6 +704,7 @@ mod run {
 
     #[test]
     fn streams_record_ttfb_and_chunk_gaps() {
+        let _serial = timing_lock();
         let mock = Mock::start(&["--ttft-ms", "20", "--token-ms", "5", "--tokens", "4"]);
         let r = run_load(&mock, &["--rate", "50", "--requests", "25", "--stream"]);
         assert_eq!(r["requests"]["ok"].as_u64(), Some(25));
