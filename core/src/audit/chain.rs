@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::merkle::{from_hex, to_hex, Frontier, Hash};
+use super::merkle::{from_hex, Frontier, Hash};
 
 /// `prev` of a chain's first entry.
 pub const GENESIS_PREV: Hash = [0u8; 32];
@@ -26,22 +26,53 @@ pub const GENESIS_PREV: Hash = [0u8; 32];
 /// `node` and `inst` are validated identifiers (no characters JSON must escape);
 /// `record` is already compact JSON.
 pub fn encode_entry(out: &mut Vec<u8>, node: &str, inst: &str, seq: u64, prev: &Hash, ts_ms: u64, record: &[u8]) {
-    debug_assert!(is_identifier(node) && is_identifier(inst));
     out.clear();
+    append_entry(out, node, inst, seq, prev, ts_ms, record);
+}
+
+/// Appends an entry's canonical bytes to `out` (see [`encode_entry`]); allocates
+/// nothing beyond growing `out`.
+pub fn append_entry(out: &mut Vec<u8>, node: &str, inst: &str, seq: u64, prev: &Hash, ts_ms: u64, record: &[u8]) {
+    debug_assert!(is_identifier(node) && is_identifier(inst));
     out.reserve(record.len() + node.len() + inst.len() + 140);
     out.extend_from_slice(b"{\"node\":\"");
     out.extend_from_slice(node.as_bytes());
     out.extend_from_slice(b"\",\"inst\":\"");
     out.extend_from_slice(inst.as_bytes());
     out.extend_from_slice(b"\",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    push_decimal(out, seq);
     out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(to_hex(prev).as_bytes());
+    push_hex(out, prev);
     out.extend_from_slice(b"\",\"ts\":");
-    out.extend_from_slice(ts_ms.to_string().as_bytes());
+    push_decimal(out, ts_ms);
     out.extend_from_slice(b",\"record\":");
     out.extend_from_slice(record);
     out.push(b'}');
+}
+
+/// Appends `n` in decimal, as `u64::to_string` writes it.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    // Bounded: a u64 has at most 20 decimal digits.
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends lower-case hex of a digest, as [`super::merkle::to_hex`] writes it.
+fn push_hex(out: &mut Vec<u8>, hash: &Hash) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in hash {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
+    }
 }
 
 /// Node names and instance ids: 1–64 of `A-Z a-z 0-9 _ -`, so they are safe in NATS
@@ -124,10 +155,20 @@ impl ChainState {
         debug_assert_eq!(self.seq, self.tree.size());
     }
 
-    /// Encodes the next entry for `record` into `out` and appends it.
-    pub fn append(&mut self, out: &mut Vec<u8>, node: &str, inst: &str, ts_ms: u64, record: &[u8]) {
-        encode_entry(out, node, inst, self.seq + 1, &self.head, ts_ms, record);
-        self.push(out);
+    /// Encodes the next entry for `record` at the end of `out` and appends it to
+    /// the chain. Returns where in `out` its canonical bytes are.
+    pub fn append(
+        &mut self,
+        out: &mut Vec<u8>,
+        node: &str,
+        inst: &str,
+        ts_ms: u64,
+        record: &[u8],
+    ) -> std::ops::Range<usize> {
+        let start = out.len();
+        append_entry(out, node, inst, self.seq + 1, &self.head, ts_ms, record);
+        self.push(&out[start..]);
+        start..out.len()
     }
 }
 
@@ -179,6 +220,30 @@ mod tests {
         assert_eq!(vb.prev_hash(), entry_hash(&a));
         assert_eq!(state.head, entry_hash(&b));
         assert_eq!(state.tree.root(), super::super::merkle::root_of(&[a, b]));
+    }
+
+    #[test]
+    fn numbers_and_hashes_encode_like_to_string() {
+        for n in [0, 1, 9, 10, 99, 100, 1_700_000_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        let h = entry_hash(b"x");
+        let mut out = Vec::new();
+        push_hex(&mut out, &h);
+        assert_eq!(out, super::super::merkle::to_hex(&h).as_bytes());
+    }
+
+    #[test]
+    fn append_adds_after_what_is_there() {
+        let mut state = ChainState::default();
+        let mut out = b"prefix,".to_vec();
+        let a = state.append(&mut out, "n", "i", 1, b"{}");
+        let b = state.append(&mut out, "n", "i", 2, b"{}");
+        assert_eq!((a.start, a.end, b.start), (7, b.start, a.end));
+        assert_eq!(EntryView::parse(&out[b.clone()]).unwrap().prev_hash(), entry_hash(&out[a]));
+        assert_eq!(state.head, entry_hash(&out[b]));
     }
 
     #[test]

@@ -43,24 +43,63 @@ pub struct Message {
 
 /// Encodes a batch message around already-canonical entry bytes, without re-parsing them.
 pub fn encode_batch(node: &str, inst: &str, cursor: &Cursor, entries: &[Vec<u8>]) -> Vec<u8> {
-    let total: usize = entries.iter().map(|e| e.len() + 1).sum();
-    let mut out = Vec::with_capacity(total + 128 + cursor.len() * 32);
-    out.extend_from_slice(b"{\"node\":\"");
-    out.extend_from_slice(node.as_bytes());
-    out.extend_from_slice(b"\",\"inst\":\"");
-    out.extend_from_slice(inst.as_bytes());
-    out.extend_from_slice(b"\",\"cursor\":");
-    // A map of strings to integer pairs cannot fail to serialize.
-    out.extend_from_slice(&serde_json::to_vec(cursor).unwrap_or_else(|_| b"{}".to_vec()));
-    out.extend_from_slice(b",\"entries\":[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(e);
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 1).sum::<usize>() + 128 + cursor.len() * 32);
+    let mut batch = BatchWriter::begin(&mut out, node, inst, cursor);
+    for e in entries {
+        batch.entry(|out| out.extend_from_slice(e));
     }
-    out.extend_from_slice(b"]}");
+    batch.finish();
     out
+}
+
+/// Writes a batch message into a buffer the caller reuses, entry by entry, so each
+/// entry is encoded in place: no per-entry buffer, no copy.
+#[derive(Debug)]
+pub struct BatchWriter<'b> {
+    out: &'b mut Vec<u8>,
+    entries: usize,
+}
+
+impl<'b> BatchWriter<'b> {
+    /// Clears `out` and writes the message up to its first entry.
+    pub fn begin(out: &'b mut Vec<u8>, node: &str, inst: &str, cursor: &Cursor) -> BatchWriter<'b> {
+        out.clear();
+        out.extend_from_slice(b"{\"node\":\"");
+        out.extend_from_slice(node.as_bytes());
+        out.extend_from_slice(b"\",\"inst\":\"");
+        out.extend_from_slice(inst.as_bytes());
+        out.extend_from_slice(b"\",\"cursor\":");
+        // A map of strings to integer pairs cannot fail to serialize.
+        if serde_json::to_writer(&mut *out, cursor).is_err() {
+            out.extend_from_slice(b"{}");
+        }
+        out.extend_from_slice(b",\"entries\":[");
+        BatchWriter { out, entries: 0 }
+    }
+
+    /// Appends one entry: `write` appends its canonical bytes to the buffer it is given.
+    pub fn entry<R>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        if self.entries > 0 {
+            self.out.push(b',');
+        }
+        self.entries += 1;
+        write(self.out)
+    }
+
+    /// Entries appended so far.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether no entry was appended.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Closes the message.
+    pub fn finish(self) {
+        self.out.extend_from_slice(b"]}");
+    }
 }
 
 /// Encodes a checkpoint message.

@@ -23,4 +23,4 @@ pub mod verify;
 pub mod wal;
 
 pub use error::AuditError;
-pub use record::AuditRecord;
+pub use record::{AuditRecord, RecordView};

@@ -1,5 +1,7 @@
 //! What the audit log records about one request (DESIGN §1 step 8).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// One request as the audit log sees it. No prompt or completion text unless
@@ -55,4 +57,84 @@ pub struct AuditRecord {
     /// Request and response bodies, only with `audit.include_content: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
+}
+
+/// The fields of a stored [`AuditRecord`] the bridge derives events, health and
+/// sessions from, borrowed from the record's JSON where no unescaping is needed.
+/// Parsing one skips `content` without building it.
+#[derive(Debug, Deserialize)]
+pub struct RecordView<'a> {
+    /// `X-Request-Id` as answered.
+    #[serde(borrow)]
+    pub request_id: Cow<'a, str>,
+    /// When the request arrived, Unix milliseconds.
+    pub ts_unix_ms: u64,
+    /// The caller's key id (`jti`).
+    #[serde(default, borrow)]
+    pub key_id: Option<Cow<'a, str>>,
+    /// Tenant from the key.
+    #[serde(default, borrow)]
+    pub tenant: Option<Cow<'a, str>>,
+    /// Model the client asked for.
+    #[serde(borrow)]
+    pub model_requested: Cow<'a, str>,
+    /// Provider that answered (or was last tried).
+    #[serde(default, borrow)]
+    pub provider: Option<Cow<'a, str>>,
+    /// Upstream model id used.
+    #[serde(default, borrow)]
+    pub model_upstream: Option<Cow<'a, str>>,
+    /// Routing mode.
+    #[serde(default, borrow)]
+    pub route_mode: Option<Cow<'a, str>>,
+    /// Task complexity score.
+    #[serde(default)]
+    pub complexity: Option<f64>,
+    /// HTTP status sent to the client.
+    pub status: u16,
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// Time spent waiting on providers, µs.
+    pub upstream_us: u64,
+    /// Deployments tried, in order.
+    #[serde(default, borrow)]
+    pub attempts: Vec<Cow<'a, str>>,
+}
+
+impl<'a> RecordView<'a> {
+    /// Parses a record's JSON (as [`AuditRecord`] serializes it).
+    pub fn parse(json: &'a [u8]) -> Result<RecordView<'a>, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_reads_what_the_record_wrote() {
+        let r = AuditRecord {
+            request_id: "r\"1".into(),
+            ts_unix_ms: 7,
+            key_id: Some("k".into()),
+            model_requested: "m".into(),
+            provider: Some("p".into()),
+            status: 502,
+            tokens_in: 3,
+            tokens_out: 4,
+            upstream_us: 9,
+            attempts: vec!["a: 502".into(), "b".into()],
+            content: Some(serde_json::json!({"messages": [{"role": "user"}]})),
+            ..AuditRecord::default()
+        };
+        let bytes = serde_json::to_vec(&r).unwrap();
+        let v = RecordView::parse(&bytes).unwrap();
+        assert_eq!((v.request_id.as_ref(), v.ts_unix_ms, v.status), ("r\"1", 7, 502));
+        assert_eq!((v.key_id.as_deref(), v.tenant.as_deref(), v.provider.as_deref()), (Some("k"), None, Some("p")));
+        assert_eq!((v.tokens_in, v.tokens_out, v.upstream_us), (3, 4, 9));
+        assert_eq!(v.attempts, ["a: 502", "b"]);
+    }
 }

@@ -358,18 +358,23 @@ impl LaneReader {
         self.file = None;
     }
 
-    /// Reads frames from the open part until its end or a limit.
+    /// Reads frames from the open part until its end or a limit. Reads the part in
+    /// chunks of [`READ_CHUNK_BYTES`] (one `pread` for many frames), not per frame.
     fn read_part(
         &mut self,
         out: &mut Vec<ReadFrame>,
         frames_max: usize,
         bytes_max: usize,
     ) -> Result<PartStop, AuditError> {
-        let path = part_path(&self.dir, self.lane, self.part);
         let Some(file) = &self.file else {
             return Ok(PartStop::End { leftover: 0 });
         };
-        let len = file.metadata().map_err(|source| AuditError::Io { path: path.clone(), source })?.len();
+        let io = |source| AuditError::Io { path: part_path(&self.dir, self.lane, self.part), source };
+        let len = file.metadata().map_err(io)?.len();
+        // `chunk` holds the part's bytes from `chunk_at`; parts are append-only, so
+        // bytes once read never change.
+        self.chunk.clear();
+        let mut chunk_at = self.offset;
         let mut taken = 0usize;
         let mut bytes = 0usize;
         // Bounded: each round consumes at least one frame or ends.
@@ -381,42 +386,57 @@ impl LaneReader {
             if left < FRAME_HEADER_BYTES as u64 {
                 return Ok(PartStop::End { leftover: left });
             }
-            let mut header = [0u8; FRAME_HEADER_BYTES];
-            file.read_exact_at(&mut header, self.offset)
-                .map_err(|source| AuditError::Io { path: path.clone(), source })?;
+            let header =
+                fill(file, &mut self.chunk, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left).map_err(io)?;
             let payload_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             let frame_len = FRAME_HEADER_BYTES + payload_len;
-            if payload_len > FRAME_PAYLOAD_BYTES_MAX {
+            if payload_len > FRAME_PAYLOAD_BYTES_MAX || (frame_len as u64) > left {
                 return Ok(PartStop::End { leftover: left });
             }
-            if (frame_len as u64) > left {
-                return Ok(PartStop::End { leftover: left });
-            }
-            self.chunk.clear();
-            self.chunk.resize(payload_len + 1, 0);
-            file.read_exact_at(&mut self.chunk, self.offset + FRAME_HEADER_BYTES as u64 - 1)
-                .map_err(|source| AuditError::Io { path: path.clone(), source })?;
-            let kind = FrameKind::from_u8(self.chunk[0]);
-            let Some(kind) = kind.filter(|_| crc32fast::hash(&self.chunk) == crc) else {
+            let frame = fill(file, &mut self.chunk, &mut chunk_at, self.offset, frame_len, left).map_err(io)?;
+            // The CRC covers the kind byte and the payload.
+            let body = &frame[FRAME_HEADER_BYTES - 1..];
+            let Some(kind) = FrameKind::from_u8(body[0]).filter(|_| crc32fast::hash(body) == crc) else {
                 // Corrupt: nothing after it in this part can be trusted to be aligned.
                 return Ok(PartStop::End { leftover: left });
             };
+            let payload = body[1..].to_vec();
             self.offset += frame_len as u64;
-            out.push(ReadFrame {
-                kind,
-                payload: self.chunk[1..].to_vec(),
-                part: self.part,
-                end: self.offset,
-                bytes: frame_len as u64,
-            });
+            out.push(ReadFrame { kind, payload, part: self.part, end: self.offset, bytes: frame_len as u64 });
             taken += 1;
             bytes += frame_len;
-            if self.chunk.capacity() > READ_CHUNK_BYTES * 4 {
-                self.chunk = Vec::new();
-            }
         }
     }
+}
+
+/// The `n` bytes of the part at `offset`, from `chunk` (which holds the part's bytes
+/// from `*chunk_at`) or, when they are not all there, from one `pread` of at least
+/// `n` and up to [`READ_CHUNK_BYTES`] bytes starting at `offset` (`left` bytes
+/// remain in the part from `offset`; `n <= left`).
+fn fill<'c>(
+    file: &File,
+    chunk: &'c mut Vec<u8>,
+    chunk_at: &mut u64,
+    offset: u64,
+    n: usize,
+    left: u64,
+) -> std::io::Result<&'c [u8]> {
+    debug_assert!(n as u64 <= left && offset >= *chunk_at);
+    let start = (offset - *chunk_at) as usize;
+    if start + n > chunk.len() {
+        let want = (left.min(READ_CHUNK_BYTES as u64) as usize).max(n);
+        if chunk.capacity() > READ_CHUNK_BYTES * 4 {
+            // A rare huge frame grew it: give the memory back.
+            *chunk = Vec::new();
+        }
+        chunk.clear();
+        chunk.resize(want, 0);
+        file.read_exact_at(chunk, offset)?;
+        *chunk_at = offset;
+        return Ok(&chunk[..n]);
+    }
+    Ok(&chunk[start..start + n])
 }
 
 enum PartStop {
@@ -481,6 +501,34 @@ mod tests {
         r.live = false;
         assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Exhausted);
         assert_eq!(out.len(), 5);
+    }
+
+    /// Frames are read in chunks: frames straddling a chunk's end, and frames larger
+    /// than a chunk, must come back whole and in order, whatever the limits.
+    #[test]
+    fn chunked_reads_return_every_frame_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let lane = LaneId { gen: 1, shard: 0 };
+        let mut w = WalWriter::create(dir.path(), lane, 1 << 30, false).unwrap();
+        let sizes = [1usize, 100, READ_CHUNK_BYTES - 20, 7, READ_CHUNK_BYTES + 5000, 3, FRAME_PAYLOAD_BYTES_MAX, 50];
+        let mut want = Vec::new();
+        for (i, n) in sizes.iter().cycle().take(40).enumerate() {
+            let text: String = std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), *n).collect();
+            frame(&mut w, &text);
+            want.push(text);
+        }
+        let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
+        let mut out = Vec::new();
+        // Bounded: each call returns at least one frame.
+        for _ in 0..want.len() {
+            if out.len() == want.len() {
+                break;
+            }
+            assert_eq!(r.read(&mut out, 3, 600 * 1024).unwrap(), LaneState::Open);
+        }
+        assert_eq!(texts(&out), want);
+        let ends: Vec<u64> = out.iter().map(|f| f.end).collect();
+        assert_eq!(*ends.last().unwrap(), std::fs::metadata(part_path(dir.path(), lane, 0)).unwrap().len());
     }
 
     #[test]

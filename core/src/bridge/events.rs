@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditRecord;
+use crate::audit::RecordView;
 
 /// Something the pipeline reports for `BH_ALERTS` / `BH_EVENTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,11 +142,65 @@ const HEALTH_SAMPLES_MAX: usize = 100_000;
 /// Sessions tracked at once; beyond it new keys are not tracked until the map shrinks.
 const SESSIONS_MAX: usize = 100_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProviderWindow {
+    subjects: EventSubjects,
     latencies_us: Vec<u64>,
     count: u64,
     errors: u64,
+}
+
+impl ProviderWindow {
+    fn new(provider: &str) -> ProviderWindow {
+        ProviderWindow { subjects: EventSubjects::new(provider), latencies_us: Vec::new(), count: 0, errors: 0 }
+    }
+
+    /// Starts the next health period.
+    fn reset(&mut self) {
+        self.latencies_us = Vec::new();
+        self.count = 0;
+        self.errors = 0;
+    }
+}
+
+/// A provider's event subject suffixes, made once rather than per record.
+#[derive(Debug)]
+struct EventSubjects {
+    route: String,
+    failover: String,
+}
+
+impl EventSubjects {
+    fn new(provider: &str) -> EventSubjects {
+        let token = subject_token(provider);
+        EventSubjects { route: format!("route.{token}"), failover: format!("failover.{token}") }
+    }
+}
+
+/// A routing decision on `BH_EVENTS`.
+#[derive(Serialize)]
+struct RouteEvent<'a> {
+    complexity: Option<f64>,
+    model_requested: &'a str,
+    model_upstream: Option<&'a str>,
+    node: &'a str,
+    provider: Option<&'a str>,
+    request_id: &'a str,
+    route_mode: Option<&'a str>,
+    status: u16,
+    ts_unix_ms: u64,
+}
+
+/// A failover on `BH_EVENTS`.
+#[derive(Serialize)]
+struct FailoverEvent<'a> {
+    attempts: &'a [std::borrow::Cow<'a, str>],
+    model_requested: &'a str,
+    node: &'a str,
+    provider: Option<&'a str>,
+    request_id: &'a str,
+    status: u16,
+    ts_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +222,8 @@ struct Session {
 pub struct Derived {
     node: String,
     providers: HashMap<String, ProviderWindow>,
+    /// Subjects of records that name no provider.
+    no_provider: EventSubjects,
     sessions: HashMap<String, Session>,
     session_window_ms: u64,
     sla_p99_us: Option<u64>,
@@ -179,6 +235,7 @@ impl Derived {
         Derived {
             node: node.to_string(),
             providers: HashMap::new(),
+            no_provider: EventSubjects::new("none"),
             sessions: HashMap::new(),
             session_window_ms: session_window_s.saturating_mul(1000),
             sla_p99_us: sla_p99_ms.map(|ms| ms.saturating_mul(1000)),
@@ -187,58 +244,80 @@ impl Derived {
 
     /// Takes in one record; pushes its routing decision (and failover, if any) to `out`.
     /// `msg_id` is the record's stable WAL position.
-    pub fn record(&mut self, r: &AuditRecord, msg_id: &str, out: &mut Vec<AuxMessage>) {
-        if let Some(provider) = &r.provider {
-            let w = self.providers.entry(provider.clone()).or_default();
-            w.count += 1;
-            if r.status >= 500 || r.status == 0 {
-                w.errors += 1;
+    pub fn record(&mut self, r: &RecordView<'_>, msg_id: &str, out: &mut Vec<AuxMessage>) {
+        let provider = r.provider.as_deref();
+        let names = match provider {
+            Some(p) => {
+                let w = match self.providers.get_mut(p) {
+                    Some(w) => w,
+                    None => self.providers.entry(p.to_string()).or_insert_with(|| ProviderWindow::new(p)),
+                };
+                w.count += 1;
+                if r.status >= 500 || r.status == 0 {
+                    w.errors += 1;
+                }
+                if w.latencies_us.len() < HEALTH_SAMPLES_MAX {
+                    w.latencies_us.push(r.upstream_us);
+                }
+                &w.subjects
             }
-            if w.latencies_us.len() < HEALTH_SAMPLES_MAX {
-                w.latencies_us.push(r.upstream_us);
-            }
-        }
-        let provider = r.provider.as_deref().unwrap_or("none");
-        let decision = serde_json::json!({
-            "node": self.node, "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
-            "model_requested": r.model_requested, "provider": r.provider, "model_upstream": r.model_upstream,
-            "route_mode": r.route_mode, "complexity": r.complexity, "status": r.status,
-        });
+            None => &self.no_provider,
+        };
+        // Keys in the order a `serde_json::Value` object (a sorted map) writes them.
+        let decision = RouteEvent {
+            complexity: r.complexity,
+            model_requested: &r.model_requested,
+            model_upstream: r.model_upstream.as_deref(),
+            node: &self.node,
+            provider,
+            request_id: &r.request_id,
+            route_mode: r.route_mode.as_deref(),
+            status: r.status,
+            ts_unix_ms: r.ts_unix_ms,
+        };
         out.push(AuxMessage {
             stream: AuxStream::Events,
-            suffix: format!("route.{}", subject_token(provider)),
+            suffix: names.route.clone(),
             msg_id: format!("{msg_id}.route"),
-            body: decision.to_string().into_bytes(),
+            body: serde_json::to_vec(&decision).unwrap_or_default(),
         });
         // Every attempt but the answering one failed over to the next.
         if r.attempts.len() > 1 || (r.attempts.len() == 1 && r.status >= 500) {
-            let failover = serde_json::json!({
-                "node": self.node, "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
-                "model_requested": r.model_requested, "attempts": r.attempts, "provider": r.provider, "status": r.status,
-            });
+            let failover = FailoverEvent {
+                attempts: &r.attempts,
+                model_requested: &r.model_requested,
+                node: &self.node,
+                provider,
+                request_id: &r.request_id,
+                status: r.status,
+                ts_unix_ms: r.ts_unix_ms,
+            };
             out.push(AuxMessage {
                 stream: AuxStream::Events,
-                suffix: format!("failover.{}", subject_token(provider)),
+                suffix: names.failover.clone(),
                 msg_id: format!("{msg_id}.failover"),
-                body: failover.to_string().into_bytes(),
+                body: serde_json::to_vec(&failover).unwrap_or_default(),
             });
         }
-        let key = r.key_id.clone().unwrap_or_else(|| "anonymous".into());
-        if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&key) {
-            return;
+        let key = r.key_id.as_deref().unwrap_or("anonymous");
+        if !self.sessions.contains_key(key) {
+            if self.sessions.len() >= SESSIONS_MAX {
+                return;
+            }
+            let session = Session {
+                key_id: key.to_string(),
+                tenant: r.tenant.as_deref().map(str::to_string),
+                first_seen_ms: r.ts_unix_ms,
+                last_seen_ms: r.ts_unix_ms,
+                window_start_ms: r.ts_unix_ms,
+                requests: 0,
+                tokens: 0,
+                dirty: true,
+            };
+            self.sessions.insert(key.to_string(), session);
         }
-        let window_ms = self.session_window_ms;
-        let s = self.sessions.entry(key.clone()).or_insert_with(|| Session {
-            key_id: key,
-            tenant: r.tenant.clone(),
-            first_seen_ms: r.ts_unix_ms,
-            last_seen_ms: r.ts_unix_ms,
-            window_start_ms: r.ts_unix_ms,
-            requests: 0,
-            tokens: 0,
-            dirty: true,
-        });
-        if r.ts_unix_ms.saturating_sub(s.window_start_ms) >= window_ms {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        if r.ts_unix_ms.saturating_sub(s.window_start_ms) >= self.session_window_ms {
             s.window_start_ms = r.ts_unix_ms;
             s.requests = 0;
             s.tokens = 0;
@@ -291,7 +370,7 @@ impl Derived {
                     });
                 }
             }
-            *w = ProviderWindow::default();
+            w.reset();
         }
     }
 
@@ -316,6 +395,7 @@ impl Derived {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditRecord;
 
     fn rec(provider: &str, upstream_us: u64, status: u16, key: &str) -> AuditRecord {
         AuditRecord {
@@ -340,7 +420,8 @@ mod tests {
             if i <= 5 {
                 r.attempts = vec!["p.x: 502".into()];
             }
-            d.record(&r, &format!("m{i}"), &mut out);
+            let json = serde_json::to_vec(&r).unwrap();
+            d.record(&RecordView::parse(&json).unwrap(), &format!("m{i}"), &mut out);
         }
         assert_eq!(out.len(), 100 + 5, "a route event each, a failover event per failure");
         out.clear();
@@ -360,6 +441,34 @@ mod tests {
         out.clear();
         d.sessions(7000, &mut out);
         assert!(out.is_empty(), "unchanged sessions are not re-sent");
+    }
+
+    /// The event bodies are written without a `serde_json::Value`: they must still be
+    /// the bytes a `Value` would give (keys sorted, absent fields as null).
+    #[test]
+    fn event_bodies_match_value_encoding() {
+        let mut r = rec("p\"q", 5, 502, "k");
+        r.request_id = "r\n1".into();
+        r.attempts = vec!["a: 502".into(), "p\"q: 502".into()];
+        r.complexity = Some(0.25);
+        let json = serde_json::to_vec(&r).unwrap();
+        let mut d = Derived::new("n", 60, None);
+        let mut out = Vec::new();
+        d.record(&RecordView::parse(&json).unwrap(), "m", &mut out);
+        let decision = serde_json::json!({
+            "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
+            "model_requested": r.model_requested, "provider": r.provider, "model_upstream": r.model_upstream,
+            "route_mode": r.route_mode, "complexity": r.complexity, "status": r.status,
+        });
+        let failover = serde_json::json!({
+            "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
+            "model_requested": r.model_requested, "attempts": r.attempts, "provider": r.provider, "status": r.status,
+        });
+        assert_eq!(out.len(), 2);
+        assert_eq!(String::from_utf8(out[0].body.clone()).unwrap(), decision.to_string());
+        assert_eq!(String::from_utf8(out[1].body.clone()).unwrap(), failover.to_string());
+        assert_eq!((out[0].suffix.as_str(), out[1].suffix.as_str()), ("route.p_q", "failover.p_q"));
+        assert_eq!((out[0].msg_id.as_str(), out[1].msg_id.as_str()), ("m.route", "m.failover"));
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::audit::message::{Cursor, Message};
 use crate::audit::AuditError;
 use crate::config::{FsyncPolicy, NatsConfig};
 
+// `aux_lines` is indexed by `AuxStream as usize`.
+const _: () = assert!(AuxStream::Sessions as usize + 1 == AuxStream::ALL.len());
+
 /// Largest embedded aux file before it is rotated to `<name>.1` (the old `.1` is dropped).
 const AUX_FILE_BYTES_MAX: u64 = 256 << 20;
 
@@ -38,6 +41,8 @@ pub struct FileSink {
     unsynced: bool,
     aux: HashMap<AuxStream, (File, u64)>,
     line: Vec<u8>,
+    /// Lines of one `store_aux` call, per stream (indexed by `AuxStream as usize`).
+    aux_lines: Box<[Vec<u8>; AuxStream::ALL.len()]>,
 }
 
 impl FileSink {
@@ -55,6 +60,7 @@ impl FileSink {
             unsynced: false,
             aux: HashMap::new(),
             line: Vec::new(),
+            aux_lines: Default::default(),
         })
     }
 
@@ -72,12 +78,30 @@ impl FileSink {
         Ok(())
     }
 
-    /// Appends aux messages to `<data_dir>/streams/<stream>.jsonl`, `{"subject":…,"msg":…}` per line.
+    /// Appends aux messages to `<data_dir>/streams/<stream>.jsonl`, `{"subject":…,"msg":…}`
+    /// per line, with one `write(2)` per stream per call.
     pub fn store_aux(&mut self, msgs: &[AuxMessage]) -> Result<(), BridgeError> {
+        for lines in self.aux_lines.iter_mut() {
+            lines.clear();
+        }
         for m in msgs {
+            let line = &mut self.aux_lines[m.stream as usize];
+            line.extend_from_slice(b"{\"subject\":\"");
+            line.extend_from_slice(m.stream.prefix().as_bytes());
+            line.push(b'.');
+            line.extend_from_slice(m.suffix.as_bytes());
+            line.extend_from_slice(b"\",\"msg\":");
+            line.extend_from_slice(&m.body);
+            line.extend_from_slice(b"}\n");
+        }
+        for stream in AuxStream::ALL {
+            let lines = &self.aux_lines[stream as usize];
+            if lines.is_empty() {
+                continue;
+            }
             let dir = self.data_dir.join("streams");
-            let path = dir.join(m.stream.file_name());
-            let (file, size) = match self.aux.entry(m.stream) {
+            let path = dir.join(stream.file_name());
+            let (file, size) = match self.aux.entry(stream) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -86,19 +110,11 @@ impl FileSink {
                     v.insert((f, size))
                 }
             };
-            let mut line = Vec::with_capacity(m.body.len() + 64);
-            line.extend_from_slice(b"{\"subject\":\"");
-            line.extend_from_slice(m.stream.prefix().as_bytes());
-            line.push(b'.');
-            line.extend_from_slice(m.suffix.as_bytes());
-            line.extend_from_slice(b"\",\"msg\":");
-            line.extend_from_slice(&m.body);
-            line.extend_from_slice(b"}\n");
-            file.write_all(&line).map_err(io(&path))?;
-            *size += line.len() as u64;
+            file.write_all(lines).map_err(io(&path))?;
+            *size += lines.len() as u64;
             if *size > AUX_FILE_BYTES_MAX {
                 let _ = std::fs::rename(&path, path.with_extension("jsonl.1"));
-                self.aux.remove(&m.stream);
+                self.aux.remove(&stream);
             }
         }
         Ok(())

@@ -20,17 +20,24 @@ use super::sink::{FileSink, NatsSink, Sink};
 use super::{nats, BridgeError, BridgeReport, Settings, Shared};
 use crate::audit::chain::ChainState;
 use crate::audit::checkpoint::Checkpoint;
-use crate::audit::message::{encode_batch, encode_checkpoint, Cursor};
+use crate::audit::message::{encode_checkpoint, BatchWriter, Cursor};
 use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrame};
-use crate::audit::{AuditError, AuditRecord};
+use crate::audit::{AuditError, RecordView};
 use crate::config::FsyncPolicy;
 use crate::keys::SecretKey;
 
 /// Bytes of entries per stored message; with the largest frame
 /// ([`wal::FRAME_PAYLOAD_BYTES_MAX`]) a message stays under NATS' default 1 MiB payload.
 const BATCH_BYTES_MAX: usize = 384 * 1024;
-/// Sleep when there was nothing to read.
-const IDLE_POLL: Duration = Duration::from_millis(2);
+/// Pause after a batch that did not fill up, so the next one gathers more records:
+/// fewer, larger stores and WAL reads under load. Records are already durable in
+/// the WAL; this only delays their shipping.
+const GATHER_PAUSE: Duration = Duration::from_millis(1);
+/// First sleep when there was nothing to read; it doubles while idle, up to
+/// [`IDLE_POLL_MAX`].
+const IDLE_POLL_MIN: Duration = Duration::from_millis(2);
+/// Longest sleep while idle: at most this late to ship the first record after a lull.
+const IDLE_POLL_MAX: Duration = Duration::from_millis(16);
 /// Longest pause between store retries.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -79,7 +86,11 @@ struct Worker {
     last_health: Instant,
     last_sessions: Instant,
     last_fsync: Instant,
-    entry_buf: Vec<u8>,
+    /// Buffers reused by every step.
+    frames: Vec<(LaneId, ReadFrame)>,
+    scratch: Vec<ReadFrame>,
+    aux_buf: Vec<AuxMessage>,
+    message_buf: Vec<u8>,
 }
 
 /// Runs the bridge until shutdown. Entry point of the bridge thread.
@@ -116,7 +127,10 @@ pub(crate) async fn run(s: Settings, shared: Arc<Shared>, key: SecretKey) -> Res
         last_health: now,
         last_sessions: now,
         last_fsync: now,
-        entry_buf: Vec::new(),
+        frames: Vec::new(),
+        scratch: Vec::new(),
+        aux_buf: Vec::new(),
+        message_buf: Vec::new(),
     };
     let Some(cursor) = w.recover().await? else {
         return Ok(BridgeReport::default());
@@ -292,13 +306,23 @@ impl Worker {
     }
 
     async fn main_loop(&mut self) -> Result<BridgeReport, BridgeError> {
+        let mut idle = IDLE_POLL_MIN;
         loop {
             let stopping = self.shared.stop.load(Ordering::SeqCst);
             self.housekeeping().await;
             match self.step().await? {
-                Step::Stored(_) => {}
+                Step::Stored { full: true } => idle = IDLE_POLL_MIN,
+                Step::Stored { full: false } => {
+                    idle = IDLE_POLL_MIN;
+                    if !stopping {
+                        tokio::time::sleep(GATHER_PAUSE).await;
+                    }
+                }
                 Step::Idle if stopping => break,
-                Step::Idle => tokio::time::sleep(IDLE_POLL).await,
+                Step::Idle => {
+                    tokio::time::sleep(idle).await;
+                    idle = (idle * 2).min(IDLE_POLL_MAX);
+                }
                 Step::Abandoned => return Ok(self.report(false)),
             }
         }
@@ -325,8 +349,9 @@ impl Worker {
         let limit = (self.s.audit.batch_entries_max as u64)
             .min(self.s.audit.checkpoint_every.saturating_sub(self.since_checkpoint))
             .max(1) as usize;
-        let mut frames: Vec<(LaneId, ReadFrame)> = Vec::new();
-        let mut scratch = Vec::new();
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
         let mut bytes = 0usize;
         for (id, lane) in self.lanes.iter_mut() {
             if frames.len() >= limit || bytes >= BATCH_BYTES_MAX || lane.exhausted {
@@ -352,43 +377,50 @@ impl Worker {
                 frames.push((*id, f));
             }
         }
+        self.scratch = scratch;
+        let full = frames.len() >= limit || bytes >= BATCH_BYTES_MAX;
+        if frames.is_empty() {
+            // Parts may have been skipped over (torn tails, empty parts): the next
+            // stored message's cursor remembers that; nothing to store now.
+            self.frames = frames;
+            self.retire_exhausted_lanes();
+            return Ok(Step::Idle);
+        }
         let mut cursor = self.stored.clone();
         for (id, lane) in &self.lanes {
             cursor.insert(id.key(), (lane.reader.part, lane.reader.offset));
         }
-        if frames.is_empty() {
-            // Parts may have been skipped over (torn tails, empty parts): remember
-            // that with the next stored message; nothing to store now.
-            self.retire_exhausted_lanes();
-            return Ok(Step::Idle);
-        }
         let ts = now_ms();
-        let mut entries: Vec<Vec<u8>> = Vec::with_capacity(frames.len());
-        let mut aux: Vec<AuxMessage> = Vec::new();
+        let mut aux = std::mem::take(&mut self.aux_buf);
+        aux.clear();
+        let mut message = std::mem::take(&mut self.message_buf);
         let mut chain = self.chain.clone();
+        let (node, inst) = (self.s.node.as_str(), self.inst.as_str());
+        let mut batch = BatchWriter::begin(&mut message, node, inst, &cursor);
         for (id, f) in &frames {
-            let msg_id = format!("{}.w{}-{}-{}", self.s.node, id.key(), f.part, f.end);
+            // The record's stable WAL position (`<node>.w<gen>-<shard>-<part>-<end>`).
+            let msg_id = format!("{node}.w{}-{}-{}-{}", id.gen, id.shard, f.part, f.end);
             match f.kind {
-                FrameKind::Audit => {
-                    let record = match serde_json::from_slice::<AuditRecord>(&f.payload) {
-                        Ok(r) => {
-                            self.derived.record(&r, &msg_id, &mut aux);
-                            f.payload.clone()
-                        }
+                FrameKind::Audit => match RecordView::parse(&f.payload) {
+                    Ok(r) => {
+                        self.derived.record(&r, &msg_id, &mut aux);
+                        // The entry holds the record's bytes exactly as the shard wrote them.
+                        batch.entry(|out| chain.append(out, node, inst, ts, &f.payload));
+                    }
+                    Err(_) => {
                         // Keep it verifiable whatever it holds.
-                        Err(_) => serde_json::to_vec(
+                        let record = serde_json::to_vec(
                             &serde_json::json!({ "unreadable_record": String::from_utf8_lossy(&f.payload) }),
                         )
-                        .unwrap_or_default(),
-                    };
-                    chain.append(&mut self.entry_buf, &self.s.node, &self.inst, ts, &record);
-                    entries.push(std::mem::take(&mut self.entry_buf));
-                }
+                        .unwrap_or_default();
+                        batch.entry(|out| chain.append(out, node, inst, ts, &record));
+                    }
+                },
                 FrameKind::Event => match serde_json::from_slice::<Event>(&f.payload) {
                     Ok(ev) => {
                         let (stream, suffix) = ev.route();
                         let mut body = serde_json::to_value(&ev).unwrap_or_default();
-                        body["node"] = serde_json::Value::from(self.s.node.clone());
+                        body["node"] = serde_json::Value::from(node);
                         body["ts_unix_ms"] = serde_json::Value::from(ts);
                         aux.push(AuxMessage { stream, suffix, msg_id, body: body.to_string().into_bytes() });
                     }
@@ -396,20 +428,13 @@ impl Worker {
                 },
             }
         }
-        if !self.store_aux(&aux).await {
+        let n = batch.len() as u64;
+        batch.finish();
+        let stored = self.store_step(&aux, &message, n, chain).await;
+        self.aux_buf = aux;
+        self.message_buf = message;
+        if !stored {
             return Ok(Step::Abandoned);
-        }
-        let n = entries.len() as u64;
-        if n > 0 {
-            self.msg_index += 1;
-            let msg_id = format!("{}.{}.{}", self.s.node, self.inst, self.msg_index);
-            let bytes = encode_batch(&self.s.node, &self.inst, &cursor, &entries);
-            if !self.store(&msg_id, &bytes).await {
-                return Ok(Step::Abandoned);
-            }
-            self.chain = chain;
-            self.since_checkpoint += n;
-            self.shared.stats.entries_stored.fetch_add(n, Ordering::Relaxed);
         }
         // Events-only batches have no chain message to carry the cursor: it is carried
         // by the next one, and the events' stable ids make their replay harmless.
@@ -421,11 +446,31 @@ impl Worker {
                 c.shipped.fetch_add(f.bytes, Ordering::Relaxed);
             }
         }
+        self.frames = frames;
         self.delete_finished_parts();
         if self.since_checkpoint >= self.s.audit.checkpoint_every && !self.checkpoint(false).await {
             return Ok(Step::Abandoned);
         }
-        Ok(Step::Stored(n))
+        Ok(Step::Stored { full })
+    }
+
+    /// Stores a step's events, then its chain message of `n` entries (none when `n`
+    /// is 0) and advances the chain to `chain`. False: abandoned at shutdown.
+    async fn store_step(&mut self, aux: &[AuxMessage], message: &[u8], n: u64, chain: ChainState) -> bool {
+        if !self.store_aux(aux).await {
+            return false;
+        }
+        if n > 0 {
+            self.msg_index += 1;
+            let msg_id = format!("{}.{}.{}", self.s.node, self.inst, self.msg_index);
+            if !self.store(&msg_id, message).await {
+                return false;
+            }
+            self.chain = chain;
+            self.since_checkpoint += n;
+            self.shared.stats.entries_stored.fetch_add(n, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Stores a chain message, retrying until it is stored or shutdown passes its
@@ -498,7 +543,9 @@ impl Worker {
     /// Timed duties: WAL/chain fsync, checkpoints by time and heartbeat, health and
     /// session reports.
     async fn housekeeping(&mut self) {
-        let a = self.s.audit.clone();
+        let a = &self.s.audit;
+        let (health_ms, sessions_ms) = (a.health_interval_ms, a.sessions_flush_ms);
+        let (checkpoint_ms, heartbeat_ms) = (a.checkpoint_interval_ms, a.heartbeat_interval_ms);
         if a.fsync == FsyncPolicy::Interval && self.last_fsync.elapsed() >= Duration::from_millis(a.fsync_interval_ms) {
             self.fsync_wal();
             if let Err(e) = self.sink.sync() {
@@ -507,12 +554,11 @@ impl Worker {
             self.last_fsync = Instant::now();
         }
         let since = self.last_checkpoint.elapsed();
-        let due = (self.since_checkpoint > 0 && since >= Duration::from_millis(a.checkpoint_interval_ms))
-            || since >= Duration::from_millis(a.heartbeat_interval_ms);
+        let due = (self.since_checkpoint > 0 && since >= Duration::from_millis(checkpoint_ms))
+            || since >= Duration::from_millis(heartbeat_ms);
         if due {
             self.checkpoint(false).await;
         }
-        let (health_ms, sessions_ms) = (a.health_interval_ms, a.sessions_flush_ms);
         let mut aux = Vec::new();
         if self.last_health.elapsed() >= Duration::from_millis(health_ms) {
             self.derived.health(now_ms(), health_ms, &mut aux);
@@ -615,7 +661,10 @@ fn fsync_live_wal(wal_dir: &Path, gen: u64, shards: usize) {
 }
 
 enum Step {
-    Stored(#[allow(dead_code)] u64),
+    /// A batch was stored; `full` when it reached a limit (more may be waiting).
+    Stored {
+        full: bool,
+    },
     Idle,
     Abandoned,
 }
