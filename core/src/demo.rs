@@ -13,7 +13,7 @@ use clap::Parser as _;
 
 use crate::config::Config;
 use crate::keys::{issue, Claims, Footer, SecretKey};
-use crate::serve::{start, wait_for_signal, ServeArgs};
+use crate::serve::{start, ServeArgs, Signals};
 
 /// Flags of `gatekeeper demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -105,6 +105,7 @@ keys:
     // The data dir is locked by its gateway: each demo gets its own, removed on exit.
     let data_dir = tempfile::tempdir().context("demo data dir")?;
     config.audit.data_dir = data_dir.path().to_path_buf();
+    let signals = Signals::install()?;
     let running = start(config, &ServeArgs { shards: Some(args.shards), ..ServeArgs::default() })?;
     let addr = running.addr;
     println!("gatekeeper demo listening on {addr}");
@@ -126,7 +127,7 @@ keys:
     println!("  client.chat.completions.create(model=\"gpt-4o-mini\", messages=[{{\"role\":\"user\",\"content\":\"Hello!\"}}])");
     println!();
     println!("Ctrl-C stops the demo.");
-    wait_for_signal()?;
+    signals.wait();
     running.shutdown_and_join();
     Ok(())
 }

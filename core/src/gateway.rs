@@ -207,8 +207,8 @@ pub struct ShardGateway {
     pub config_seen: Cell<u64>,
 }
 
-/// How often a shard copies its pool statistics into the shared metrics.
-const POOL_STATS_EVERY: Duration = Duration::from_millis(500);
+/// How often a shard copies its pool and key statistics into the shared metrics.
+const STATS_EVERY: Duration = Duration::from_millis(500);
 
 impl ShardGateway {
     /// Builds the shard's state; runs on the shard's own thread.
@@ -230,9 +230,9 @@ impl ShardGateway {
         let weak = Rc::downgrade(&shard);
         monoio::spawn(async move {
             while let Some(shard) = weak.upgrade() {
-                shard.publish_pool_stats();
+                shard.publish_stats();
                 drop(shard);
-                monoio::time::sleep(POOL_STATS_EVERY).await;
+                monoio::time::sleep(STATS_EVERY).await;
             }
         });
         shard
@@ -269,7 +269,15 @@ impl ShardGateway {
         self.metrics().inflight.set(n);
     }
 
-    fn publish_pool_stats(&self) {
+    fn publish_stats(&self) {
+        if let Some(keys) = &self.keys {
+            let (s, g) = (keys.stats(), &self.metrics().keys);
+            g.cache_hits.set(s.cache_hits);
+            g.cache_misses.set(s.cache_misses);
+            g.batches.set(s.work.batches);
+            g.batch_signatures.set(s.work.batch_signatures);
+            g.single_signatures.set(s.work.single_signatures);
+        }
         for (pool, gauges) in self.pools.iter().zip(self.metrics().pools.iter()) {
             let s = pool.stats();
             gauges.idle.set(s.idle as u64);

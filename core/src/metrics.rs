@@ -70,6 +70,21 @@ pub struct PoolGauges {
     pub exhausted_total: Gauge,
 }
 
+/// Key-verification statistics, copied in by the owning shard.
+#[derive(Debug, Default)]
+pub struct KeyGauges {
+    /// Keys answered from the shard's cache.
+    pub cache_hits: Gauge,
+    /// Keys that needed a signature check.
+    pub cache_misses: Gauge,
+    /// Batch signature checks run.
+    pub batches: Gauge,
+    /// Signatures checked in batches.
+    pub batch_signatures: Gauge,
+    /// Signatures checked one by one.
+    pub single_signatures: Gauge,
+}
+
 /// One shard's gateway metrics.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -83,6 +98,8 @@ pub struct ShardMetrics {
     pub overhead: Histogram<14>,
     /// Pool statistics per provider.
     pub pools: Vec<PoolGauges>,
+    /// Key-verification statistics.
+    pub keys: KeyGauges,
     /// Requests in flight.
     pub inflight: Gauge,
     /// Prompt tokens reported by providers, per provider.
@@ -102,6 +119,7 @@ impl ShardMetrics {
             latency: (0..=providers).map(|_| Histogram::new(&LATENCY_BUCKETS_US)).collect(),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_US),
             pools: (0..providers).map(|_| PoolGauges::default()).collect(),
+            keys: KeyGauges::default(),
             inflight: Gauge::default(),
             tokens_in: (0..providers).map(|_| Counter::default()).collect(),
             tokens_out: (0..providers).map(|_| Counter::default()).collect(),
@@ -254,6 +272,20 @@ impl MetricsView<'_> {
                 let v: u64 = self.shards.iter().filter_map(|sh| sh.pools.get(p)).map(|g| field(g).get()).sum();
                 let _ = writeln!(out, "{name}{{provider=\"{}\"}} {v}", provider_label(p));
             }
+        }
+
+        type KeyField = fn(&KeyGauges) -> &Gauge;
+        let key_series: [(&str, &str, KeyField); 5] = [
+            ("gatekeeper_key_cache_hits_total", "API keys answered from a shard's cache.", |k| &k.cache_hits),
+            ("gatekeeper_key_cache_misses_total", "API keys that needed a signature check.", |k| &k.cache_misses),
+            ("gatekeeper_key_batches_total", "Batched Ed25519 signature checks run.", |k| &k.batches),
+            ("gatekeeper_key_batch_signatures_total", "Signatures checked in batches.", |k| &k.batch_signatures),
+            ("gatekeeper_key_single_signatures_total", "Signatures checked one by one.", |k| &k.single_signatures),
+        ];
+        for (name, help, field) in key_series {
+            header(&mut out, name, "counter", help);
+            let v: u64 = self.shards.iter().map(|sh| field(&sh.keys).get()).sum();
+            let _ = writeln!(out, "{name} {v}");
         }
 
         header(&mut out, "gatekeeper_shard_driver", "gauge", "I/O driver each shard runs (1 for the named driver).");

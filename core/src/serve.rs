@@ -145,22 +145,33 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
     let tls = config.tls.is_some();
+    // Handlers go in before the address is printed: whoever reads it may signal at once.
+    let signals = Signals::install()?;
     let running = start(config, args)?;
     let scheme = if tls { "https" } else { "http" };
     println!("gatekeeper listening on {} ({scheme})", running.addr);
-    wait_for_signal()?;
+    signals.wait();
     tracing::info!("shutdown requested; draining");
     running.shutdown_and_join();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Blocks until SIGTERM or SIGINT.
-pub fn wait_for_signal() -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "signal received");
+/// SIGTERM and SIGINT, caught from the moment [`Signals::install`] returns.
+pub struct Signals(signal_hook::iterator::Signals);
+
+impl Signals {
+    /// Installs the handlers; the signals are held until [`Signals::wait`].
+    pub fn install() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+        Ok(Signals(signals))
     }
-    Ok(())
+
+    /// Blocks until SIGTERM or SIGINT.
+    pub fn wait(mut self) {
+        if let Some(sig) = self.0.forever().next() {
+            tracing::info!(signal = sig, "signal received");
+        }
+    }
 }

@@ -4,7 +4,17 @@
 //! `BH_SESSIONS` (per-key session state).
 //!
 //! Routing decisions, failovers, health and sessions are derived by the bridge from
-//! the audit records it reads, so the pipeline writes nothing extra for them. Budget
+//! the audit records it reads, so the pipeline writes nothing extra for them.
+//!
+//! Routing decisions are published batched: one `BH_EVENTS` message per bridge batch,
+//! subject `bh.events.routes.<node>`, body
+//! `{"decisions":[<decision>,…],"node":"<node>"}` where each decision is
+//! `{"complexity","model_requested","model_upstream","node","provider","request_id","route_mode","status","ts_unix_ms"}`
+//! (keys sorted, absent fields `null`). Its `Nats-Msg-Id` is
+//! `<first record's WAL position>.routes.<count>.<crc32 of every record's position>`,
+//! so replaying the same batch is dropped by JetStream; a batch re-cut differently
+//! after a crash may repeat decisions (consumers dedupe on `request_id`). Failovers
+//! stay one message each (`bh.events.failover.<provider>`, id `<WAL position>.failover`). Budget
 //! exhaustion and circuit changes are pipeline knowledge: the pipeline reports them
 //! with [`crate::bridge::ShardAudit::event`] as an [`Event`].
 
@@ -163,18 +173,27 @@ impl ProviderWindow {
     }
 }
 
-/// A provider's event subject suffixes, made once rather than per record.
+/// A provider's event subject suffix, made once rather than per record.
 #[derive(Debug)]
 struct EventSubjects {
-    route: String,
     failover: String,
 }
 
 impl EventSubjects {
     fn new(provider: &str) -> EventSubjects {
         let token = subject_token(provider);
-        EventSubjects { route: format!("route.{token}"), failover: format!("failover.{token}") }
+        EventSubjects { failover: format!("failover.{token}") }
     }
+}
+
+/// The routing decisions of one bridge batch, published as one message.
+#[derive(Debug, Default)]
+struct RouteBatch {
+    /// `{"decisions":[d1,d2,…` so far (empty when no decision yet).
+    body: Vec<u8>,
+    count: u64,
+    first_msg_id: String,
+    ids: crc32fast::Hasher,
 }
 
 /// A routing decision on `BH_EVENTS`.
@@ -227,6 +246,8 @@ pub struct Derived {
     sessions: HashMap<String, Session>,
     session_window_ms: u64,
     sla_p99_us: Option<u64>,
+    routes: RouteBatch,
+    routes_suffix: String,
 }
 
 impl Derived {
@@ -239,10 +260,13 @@ impl Derived {
             sessions: HashMap::new(),
             session_window_ms: session_window_s.saturating_mul(1000),
             sla_p99_us: sla_p99_ms.map(|ms| ms.saturating_mul(1000)),
+            routes: RouteBatch::default(),
+            routes_suffix: format!("routes.{}", subject_token(node)),
         }
     }
 
-    /// Takes in one record; pushes its routing decision (and failover, if any) to `out`.
+    /// Takes in one record: adds its routing decision to the batch's (see
+    /// [`Derived::flush_routes`]) and pushes its failover, if any, to `out`.
     /// `msg_id` is the record's stable WAL position.
     pub fn record(&mut self, r: &RecordView<'_>, msg_id: &str, out: &mut Vec<AuxMessage>) {
         let provider = r.provider.as_deref();
@@ -275,12 +299,22 @@ impl Derived {
             status: r.status,
             ts_unix_ms: r.ts_unix_ms,
         };
-        out.push(AuxMessage {
-            stream: AuxStream::Events,
-            suffix: names.route.clone(),
-            msg_id: format!("{msg_id}.route"),
-            body: serde_json::to_vec(&decision).unwrap_or_default(),
-        });
+        let batch = &mut self.routes;
+        if batch.count == 0 {
+            batch.body.clear();
+            batch.body.extend_from_slice(b"{\"decisions\":[");
+            batch.first_msg_id.clear();
+            batch.first_msg_id.push_str(msg_id);
+            batch.ids = crc32fast::Hasher::new();
+        } else {
+            batch.body.push(b',');
+        }
+        batch.count += 1;
+        batch.ids.update(msg_id.as_bytes());
+        batch.ids.update(b"\n");
+        if serde_json::to_writer(&mut batch.body, &decision).is_err() {
+            batch.body.extend_from_slice(b"null");
+        }
         // Every attempt but the answering one failed over to the next.
         if r.attempts.len() > 1 || (r.attempts.len() == 1 && r.status >= 500) {
             let failover = FailoverEvent {
@@ -326,6 +360,29 @@ impl Derived {
         s.requests += 1;
         s.tokens += r.tokens_in + r.tokens_out;
         s.dirty = true;
+    }
+
+    /// Pushes the routing decisions taken in since the last call as one `BH_EVENTS`
+    /// message (nothing when there were none).
+    pub fn flush_routes(&mut self, out: &mut Vec<AuxMessage>) {
+        let batch = &mut self.routes;
+        if batch.count == 0 {
+            return;
+        }
+        let mut body = std::mem::take(&mut batch.body);
+        body.extend_from_slice(b"],\"node\":");
+        if serde_json::to_writer(&mut body, &self.node).is_err() {
+            body.extend_from_slice(b"null");
+        }
+        body.push(b'}');
+        let crc = std::mem::take(&mut batch.ids).finalize();
+        out.push(AuxMessage {
+            stream: AuxStream::Events,
+            suffix: self.routes_suffix.clone(),
+            msg_id: format!("{}.routes.{}.{crc:08x}", batch.first_msg_id, batch.count),
+            body,
+        });
+        batch.count = 0;
     }
 
     /// The health report of the period just ended (and SLA alerts), resetting it.
@@ -423,8 +480,18 @@ mod tests {
             let json = serde_json::to_vec(&r).unwrap();
             d.record(&RecordView::parse(&json).unwrap(), &format!("m{i}"), &mut out);
         }
-        assert_eq!(out.len(), 100 + 5, "a route event each, a failover event per failure");
+        assert_eq!(out.len(), 5, "a failover event per failure");
+        d.flush_routes(&mut out);
+        assert_eq!(out.len(), 5 + 1, "the routing decisions as one message");
+        let routes: serde_json::Value = serde_json::from_slice(&out[5].body).unwrap();
+        assert_eq!(routes["decisions"].as_array().map(Vec::len), Some(100));
+        assert_eq!(
+            (out[5].suffix.as_str(), out[5].msg_id.as_str().split('.').take(3).collect::<Vec<_>>().join(".")),
+            ("routes.n", "m1.routes.100".to_string())
+        );
         out.clear();
+        d.flush_routes(&mut out);
+        assert!(out.is_empty(), "no decisions, no message");
         d.health(5000, 5000, &mut out);
         let h: serde_json::Value = serde_json::from_slice(&out[0].body).unwrap();
         assert_eq!(out[0].suffix, "p_x.n");
@@ -455,6 +522,7 @@ mod tests {
         let mut d = Derived::new("n", 60, None);
         let mut out = Vec::new();
         d.record(&RecordView::parse(&json).unwrap(), "m", &mut out);
+        d.flush_routes(&mut out);
         let decision = serde_json::json!({
             "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
             "model_requested": r.model_requested, "provider": r.provider, "model_upstream": r.model_upstream,
@@ -464,11 +532,13 @@ mod tests {
             "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
             "model_requested": r.model_requested, "attempts": r.attempts, "provider": r.provider, "status": r.status,
         });
+        let routes = serde_json::json!({ "decisions": [decision], "node": "n" });
         assert_eq!(out.len(), 2);
-        assert_eq!(String::from_utf8(out[0].body.clone()).unwrap(), decision.to_string());
-        assert_eq!(String::from_utf8(out[1].body.clone()).unwrap(), failover.to_string());
-        assert_eq!((out[0].suffix.as_str(), out[1].suffix.as_str()), ("route.p_q", "failover.p_q"));
-        assert_eq!((out[0].msg_id.as_str(), out[1].msg_id.as_str()), ("m.route", "m.failover"));
+        assert_eq!(String::from_utf8(out[0].body.clone()).unwrap(), failover.to_string());
+        assert_eq!(String::from_utf8(out[1].body.clone()).unwrap(), routes.to_string());
+        assert_eq!((out[0].suffix.as_str(), out[1].suffix.as_str()), ("failover.p_q", "routes.n"));
+        assert_eq!(out[0].msg_id, "m.failover");
+        assert!(out[1].msg_id.starts_with("m.routes.1."), "{}", out[1].msg_id);
     }
 
     #[test]

@@ -428,6 +428,8 @@ impl Worker {
                 },
             }
         }
+        // One `BH_EVENTS` message carries the batch's routing decisions.
+        self.derived.flush_routes(&mut aux);
         let n = batch.len() as u64;
         batch.finish();
         let stored = self.store_step(&aux, &message, n, chain).await;

@@ -145,6 +145,21 @@ fn one_forged_token_among_63_good_fails_alone() {
         })
         .collect();
     let statuses: Vec<u16> = readers.iter_mut().map(|r| r.response().expect("response").status).collect();
+    // Key checks show in /metrics once the shards publish them (every 500 ms).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = request(s.gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+        let misses: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("gatekeeper_key_cache_misses_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if misses >= 64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "key metrics never showed the 64 checks:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let refused: Vec<usize> = statuses.iter().enumerate().filter(|(_, s)| **s != 200).map(|(i, _)| i).collect();
     assert_eq!(refused, [37], "statuses: {statuses:?}");
     assert_eq!(statuses[37], 401);
