@@ -181,25 +181,7 @@ impl Supervisor {
     /// Runs `cmd` to its end (a `gk-load run`), output to `log`; kills it when it runs
     /// past `limit` or a signal arrives.
     pub fn run_to_end(&self, name: &str, mut cmd: Command, log: &Path, limit: Duration) -> Result<(), BenchError> {
-        let out = File::create(log).map_err(BenchError::io(format!("creating {}", log.display())))?;
-        let err = out.try_clone().map_err(BenchError::io("duplicating a log handle"))?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-        let mut child = cmd.spawn().map_err(BenchError::io(format!("starting {name}")))?;
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(BenchError::io(format!("waiting for {name}")))? {
-                break status;
-            }
-            if self.interrupted.load(Ordering::Relaxed) {
-                stop(&mut child);
-                return Err(BenchError::Interrupted);
-            }
-            if start.elapsed() >= limit {
-                stop(&mut child);
-                return Err(BenchError::Timeout { what: name.to_string(), limit_s: limit.as_secs() });
-            }
-            std::thread::sleep(POLL);
-        };
+        let status = run_logged(name, &mut cmd, log, limit, Some(&self.interrupted))?;
         check_status(name, status, log)
     }
 
@@ -222,28 +204,43 @@ impl Drop for Supervisor {
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, String), BenchError> {
     let name = format!("{:?}", cmd.get_program());
     let path = std::env::temp_dir().join(format!("gk-bench-{}-{}", std::process::id(), unique()));
-    let out = File::create(&path).map_err(BenchError::io(format!("creating {}", path.display())))?;
-    let err = out.try_clone().map_err(BenchError::io("duplicating a log handle"))?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-    let mut child = cmd.spawn().map_err(BenchError::io(format!("starting {name}")))?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(BenchError::io(format!("waiting for {name}")))? {
-            break status;
-        }
-        if start.elapsed() >= limit {
-            stop(&mut child);
-            let _ = std::fs::remove_file(&path);
-            return Err(BenchError::Timeout { what: name, limit_s: limit.as_secs() });
-        }
-        std::thread::sleep(POLL);
-    };
+    let result = run_logged(&name, cmd, &path, limit, None);
     let mut text = String::new();
     if let Ok(f) = File::open(&path) {
         let _ = f.take(PROBE_BYTES_MAX).read_to_string(&mut text);
     }
     let _ = std::fs::remove_file(&path);
-    Ok((status, text))
+    Ok((result?, text))
+}
+
+/// Runs `cmd` with stdout and stderr to `log` in its own process group, and waits for it:
+/// stopped after `limit`, or when `interrupted` is set.
+fn run_logged(
+    name: &str,
+    cmd: &mut Command,
+    log: &Path,
+    limit: Duration,
+    interrupted: Option<&AtomicBool>,
+) -> Result<ExitStatus, BenchError> {
+    let out = File::create(log).map_err(BenchError::io(format!("creating {}", log.display())))?;
+    let err = out.try_clone().map_err(BenchError::io("duplicating a log handle"))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    let mut child = cmd.spawn().map_err(BenchError::io(format!("starting {name}")))?;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(BenchError::io(format!("waiting for {name}")))? {
+            return Ok(status);
+        }
+        if interrupted.is_some_and(|i| i.load(Ordering::Relaxed)) {
+            stop(&mut child);
+            return Err(BenchError::Interrupted);
+        }
+        if start.elapsed() >= limit {
+            stop(&mut child);
+            return Err(BenchError::Timeout { what: name.to_string(), limit_s: limit.as_secs() });
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 fn unique() -> u64 {
