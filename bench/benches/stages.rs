@@ -121,7 +121,7 @@ fn body(c: &mut Criterion) {
     g.bench_function("small+splice", |b| {
         b.iter(|| {
             let chat = parse_body(black_box(BODY)).ok()?;
-            Some(gatekeeper::pipeline::splice_model(&chat, "\"llama-3.1-8b-instant\""))
+            Some(gatekeeper::pipeline::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
         })
     });
     // A 4 KiB conversation: the serde walk over `messages` grows with the body.
@@ -136,7 +136,7 @@ fn body(c: &mut Criterion) {
     g.bench_function("4KiB+splice", |b| {
         b.iter(|| {
             let chat = parse_body(black_box(long.as_bytes())).ok()?;
-            Some(gatekeeper::pipeline::splice_model(&chat, "\"llama-3.1-8b-instant\""))
+            Some(gatekeeper::pipeline::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
         })
     });
     g.finish();

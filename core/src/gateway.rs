@@ -68,8 +68,6 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// Provider names, indexes metrics.
     pub provider_names: Vec<String>,
-    /// The largest request body, for parity with the listener limits.
-    pub body_bytes_max: usize,
     /// The audit bridge; `None` where a gateway is built without serving (benches).
     pub bridge: Option<Arc<crate::bridge::Bridge>>,
 }
@@ -173,7 +171,6 @@ impl Gateway {
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
             provider_names,
-            body_bytes_max: config.limits.body_bytes_max,
             bridge: None,
         })
     }

@@ -276,7 +276,7 @@ async fn forward<'g>(
         headers.extend(req.headers().filter(|(n, _)| !NOT_FORWARDED.iter().any(|x| n.eq_ignore_ascii_case(x))));
 
         let sent = Instant::now();
-        let result = shard.pools[deployment.provider].send("POST", "/chat/completions", &headers, &body).await;
+        let result = shard.pools[deployment.provider].send_parts("POST", "/chat/completions", &headers, &body).await;
         let outcome = match result {
             Err(e) => failure_outcome(&e),
             Ok(resp) if resp.status == 429 || resp.status >= 500 => {
@@ -323,14 +323,11 @@ fn failure_outcome(e: &UpstreamError) -> AttemptOutcome {
     }
 }
 
-/// The client's body with its `model` value replaced by the deployment's upstream id.
-pub fn splice_model(chat: &ChatRequest<'_>, upstream_model_json: &str) -> Vec<u8> {
-    let (before, after) = (&chat.body[..chat.model_span.start], &chat.body[chat.model_span.end..]);
-    let mut out = Vec::with_capacity(before.len() + upstream_model_json.len() + after.len());
-    out.extend_from_slice(before);
-    out.extend_from_slice(upstream_model_json.as_bytes());
-    out.extend_from_slice(after);
-    out
+/// The client's body with its `model` value replaced by the deployment's upstream id, as
+/// three pieces sent back to back: nothing is copied until the pool writes its request.
+pub fn splice_model<'a>(chat: &ChatRequest<'a>, upstream_model_json: &'a str) -> [&'a [u8]; 3] {
+    let body = chat.body;
+    [&body[..chat.model_span.start], upstream_model_json.as_bytes(), &body[chat.model_span.end..]]
 }
 
 /// Step 7: relays the answer — whole, or as a stream chunk by chunk as it arrives.
@@ -481,7 +478,7 @@ mod tests {
         assert_eq!(chat.model, "gpt-4o-mini");
         assert_eq!(&body[chat.model_span.clone()], br#""gpt-4o-mini""#);
         assert!(chat.stream);
-        let spliced = splice_model(&chat, "\"llama-3.1-8b\"");
+        let spliced = splice_model(&chat, "\"llama-3.1-8b\"").concat();
         let v: serde_json::Value = serde_json::from_slice(&spliced).expect("still JSON");
         assert_eq!(v["model"], "llama-3.1-8b");
         assert_eq!(v["messages"][0]["content"], "hi");

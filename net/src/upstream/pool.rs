@@ -116,6 +116,8 @@ struct Counters {
 
 pub(crate) struct PoolInner {
     origin: Origin,
+    /// Whether `origin` is safe to put in a request line and `Host` (checked once, at `new`).
+    origin_ok: bool,
     authority: String,
     cfg: PoolConfig,
     tls: Option<(TlsConnector, ServerName<'static>)>,
@@ -285,6 +287,7 @@ impl Pool {
         Pool {
             inner: Rc::new(PoolInner {
                 authority: origin.authority(),
+                origin_ok: origin.is_well_formed(),
                 origin,
                 tls,
                 state: RefCell::new(State {
@@ -322,6 +325,19 @@ impl Pool {
         headers: &[(&str, &[u8])],
         body: &[u8],
     ) -> Result<Response, UpstreamError> {
+        self.send_parts(method, path, headers, &[body]).await
+    }
+
+    /// [`Pool::send`] with the body given as pieces sent back to back, so a caller that
+    /// edits a body (the gateway replacing `model`) need not assemble it first: the pieces
+    /// go straight into the request buffer.
+    pub async fn send_parts(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[&[u8]],
+    ) -> Result<Response, UpstreamError> {
         let result = self.send_inner(method, path, headers, body).await;
         if let Err(e) = &result {
             self.inner.count_error(e);
@@ -351,10 +367,10 @@ impl Pool {
         method: &str,
         path: &str,
         headers: &[(&str, &[u8])],
-        body: &[u8],
+        body: &[&[u8]],
     ) -> Result<Response, UpstreamError> {
         let inner = &self.inner;
-        if !inner.origin.is_well_formed() {
+        if !inner.origin_ok {
             return Err(UpstreamError::InvalidUrl("origin host or path prefix has bytes not allowed in a URL"));
         }
         if inner.origin.https && inner.tls.is_none() {

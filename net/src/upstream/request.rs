@@ -28,8 +28,8 @@ fn is_value_byte(b: u8) -> bool {
 }
 
 /// Writes `METHOD {prefix}{path} HTTP/1.1`, `Host`, `Content-Length` (when there is a body or
-/// the method normally carries one), the caller's headers and the body into `out` (cleared
-/// first; its capacity is reused).
+/// the method normally carries one), the caller's headers and the body (its pieces back to
+/// back) into `out` (cleared first; its capacity is reused).
 pub(crate) fn encode(
     out: &mut Vec<u8>,
     authority: &str,
@@ -37,8 +37,9 @@ pub(crate) fn encode(
     method: &str,
     path: &str,
     headers: &[(&str, &[u8])],
-    body: &[u8],
+    body: &[&[u8]],
 ) -> Result<(), UpstreamError> {
+    let body_len: usize = body.iter().map(|p| p.len()).sum();
     if method.is_empty() || method.len() > METHOD_BYTES_MAX || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(UpstreamError::InvalidRequest("bad method"));
     }
@@ -79,12 +80,12 @@ pub(crate) fn encode(
         + prefix.len()
         + target.len()
         + headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
-    out.reserve(head_estimate + body.len());
+    out.reserve(head_estimate + body_len);
     // Writing into a Vec cannot fail; the results are io::Result only by trait signature.
     let _ = write!(out, "{method} {prefix}{target} HTTP/1.1\r\nHost: {authority}\r\n");
     let bodiless_method = matches!(method, "GET" | "DELETE" | "OPTIONS" | "TRACE");
-    if !body.is_empty() || !bodiless_method {
-        let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    if body_len > 0 || !bodiless_method {
+        let _ = write!(out, "Content-Length: {body_len}\r\n");
     }
     for (name, value) in headers {
         out.extend_from_slice(name.as_bytes());
@@ -93,7 +94,9 @@ pub(crate) fn encode(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    for piece in body {
+        out.extend_from_slice(piece);
+    }
     Ok(())
 }
 
@@ -105,13 +108,13 @@ mod tests {
     fn encodes_post_with_prefix() {
         let mut out = Vec::new();
         let headers: [(&str, &[u8]); 1] = [("Authorization", b"Bearer k")];
-        encode(&mut out, "api.x", "/v1", "POST", "/chat/completions", &headers, b"{}").unwrap();
+        encode(&mut out, "api.x", "/v1", "POST", "/chat/completions", &headers, &[b"{}"]).unwrap();
         assert_eq!(
             out,
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.x\r\nContent-Length: 2\r\n\
               Authorization: Bearer k\r\n\r\n{}"
         );
-        encode(&mut out, "a:81", "", "GET", "", &[], b"").unwrap();
+        encode(&mut out, "a:81", "", "GET", "", &[], &[]).unwrap();
         assert_eq!(out, b"GET / HTTP/1.1\r\nHost: a:81\r\n\r\n");
     }
 
@@ -119,14 +122,14 @@ mod tests {
     fn rejects_injection() {
         let mut out = Vec::new();
         let bad_value: [(&str, &[u8]); 1] = [("X", b"a\r\nEvil: 1")];
-        assert!(encode(&mut out, "a", "", "POST", "/", &bad_value, b"").is_err());
+        assert!(encode(&mut out, "a", "", "POST", "/", &bad_value, &[]).is_err());
         let bad_name: [(&str, &[u8]); 1] = [("X Y", b"a")];
-        assert!(encode(&mut out, "a", "", "POST", "/", &bad_name, b"").is_err());
+        assert!(encode(&mut out, "a", "", "POST", "/", &bad_name, &[]).is_err());
         let reserved: [(&str, &[u8]); 1] = [("content-length", b"1")];
-        assert!(encode(&mut out, "a", "", "POST", "/", &reserved, b"").is_err());
-        assert!(encode(&mut out, "a", "", "POST", "/a b", &[], b"").is_err());
-        assert!(encode(&mut out, "a", "", "POST", "x", &[], b"").is_err());
-        assert!(encode(&mut out, "a", "", "post", "/", &[], b"").is_err());
-        assert!(encode(&mut out, "a", "", "HEAD", "/", &[], b"").is_err());
+        assert!(encode(&mut out, "a", "", "POST", "/", &reserved, &[]).is_err());
+        assert!(encode(&mut out, "a", "", "POST", "/a b", &[], &[]).is_err());
+        assert!(encode(&mut out, "a", "", "POST", "x", &[], &[]).is_err());
+        assert!(encode(&mut out, "a", "", "post", "/", &[], &[]).is_err());
+        assert!(encode(&mut out, "a", "", "HEAD", "/", &[], &[]).is_err());
     }
 }
