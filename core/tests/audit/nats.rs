@@ -221,7 +221,15 @@ fn config_push_reaches_the_shards_feed() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(list.contains("key-1"));
-    assert_eq!(feed.routing().expect("routing")["default_mode"], "latency");
+    // `revocations` and `routing` are separate KV keys: the watch may apply them in turn.
+    let routing = loop {
+        if let Some(r) = feed.routing() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the routing rules never reached the feed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(routing["default_mode"], "latency");
     let _ = Arc::clone(&feed);
     bridge.shutdown(Duration::from_secs(10)).unwrap();
 }
