@@ -10,7 +10,9 @@
 //! `seq` starts at 1; `prev` of entry 1 is 64 zeros, of entry n it is the SHA-256 of
 //! entry n−1's canonical bytes. Entries are stored as exactly these bytes, so a
 //! verifier hashes what it reads and re-encodes the parsed fields to check the bytes
-//! are canonical. The Merkle leaf of an entry is its canonical bytes.
+//! are canonical. The Merkle leaf of an entry is its entry hash (the SHA-256 of its
+//! canonical bytes), so each entry's bytes are hashed once: the leaf hash is then
+//! `SHA-256(0x00 || entry hash)`, one block.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -151,7 +153,7 @@ impl ChainState {
     pub fn push(&mut self, bytes: &[u8]) {
         self.seq += 1;
         self.head = entry_hash(bytes);
-        self.tree.push(bytes);
+        self.tree.push(&self.head);
         debug_assert_eq!(self.seq, self.tree.size());
     }
 
@@ -219,7 +221,9 @@ mod tests {
         assert_eq!(vb.seq, 2);
         assert_eq!(vb.prev_hash(), entry_hash(&a));
         assert_eq!(state.head, entry_hash(&b));
-        assert_eq!(state.tree.root(), super::super::merkle::root_of(&[a, b]));
+        // The Merkle leaves are the entry hashes.
+        let leaves = [entry_hash(&a).to_vec(), entry_hash(&b).to_vec()];
+        assert_eq!(state.tree.root(), super::super::merkle::root_of(&leaves));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Signed checkpoints and the node key that signs them.
 //!
-//! A checkpoint commits to a chain's first `size` entries: their RFC 6962 Merkle
-//! root and the hash of entry `size` (the head). It is signed with the node's
+//! A checkpoint commits to a chain's first `size` entries: the RFC 6962 Merkle root
+//! over their entry hashes and the hash of entry `size` (the head). It is signed with the node's
 //! Ed25519 key over [`Checkpoint::signed_bytes`], a line-oriented, unambiguous
 //! encoding (identifiers cannot hold a newline). The key lives in the data dir as a
 //! PASERK `k4.secret.…` file created with mode 0600 on first start; verifiers trust
@@ -19,7 +19,8 @@ use super::merkle::{to_hex, Hash};
 use crate::keys::{PublicKey, SecretKey};
 
 /// Domain separation for checkpoint signatures.
-const SIGNING_CONTEXT: &str = "gatekeeper-audit-checkpoint-v1";
+/// v2: Merkle leaves are entry hashes (v1 hashed the entries' bytes as leaves).
+const SIGNING_CONTEXT: &str = "gatekeeper-audit-checkpoint-v2";
 
 /// A signed statement about a chain's first `size` entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +32,7 @@ pub struct Checkpoint {
     pub inst: String,
     /// Entries covered: 1..=size.
     pub size: u64,
-    /// Hex RFC 6962 root over the entries' canonical bytes.
+    /// Hex RFC 6962 root whose leaves are the entries' hashes (SHA-256 of their canonical bytes).
     pub root: String,
     /// Hex SHA-256 of entry `size` (64 zeros when `size` is 0).
     pub head: String,

@@ -16,6 +16,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod cli;
 mod error;
+mod mapped;
 pub mod merkle;
 pub mod message;
 mod record;

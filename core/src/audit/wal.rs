@@ -24,6 +24,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::error::AuditError;
+use super::mapped::MappedFile;
 
 /// Bytes before a frame's payload.
 pub const FRAME_HEADER_BYTES: usize = 9;
@@ -123,10 +124,24 @@ pub fn allocate_generation(dir: &Path) -> Result<u64, AuditError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(io(&file)(e)),
     };
+    remove_unfinished_parts(dir)?;
     let on_disk = list_parts(dir)?.iter().map(|(l, _)| l.gen).max().unwrap_or(0);
     let gen = recorded.max(on_disk) + 1;
     write_durably(&file, gen.to_string().as_bytes())?;
     Ok(gen)
+}
+
+/// Deletes parts a killed writer was still setting up (`*.wal-new`): never renamed
+/// into place, so nothing was ever appended to them.
+fn remove_unfinished_parts(dir: &Path) -> Result<(), AuditError> {
+    let io = |source| AuditError::Io { path: dir.to_path_buf(), source };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "wal-new") {
+            std::fs::remove_file(&path).map_err(|source| AuditError::Io { path: path.clone(), source })?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` via a temp file, fsync and rename, then fsyncs the dir.
@@ -146,29 +161,44 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// A shard's appender. Owned by the shard thread; every call is a plain `write(2)`
-/// (plus `fdatasync(2)` under `fsync: always`) on a file only this shard writes.
+/// A shard's appender. Owned by the shard thread; on file systems that can reserve
+/// blocks (`fallocate`) a part is a shared file mapping and an append is a copy into
+/// it ([`MappedFile`]); elsewhere it is a plain `write(2)`. Under `fsync: always`
+/// each append is also flushed (`msync` / `fdatasync`) before it returns.
 #[derive(Debug)]
 pub struct WalWriter {
     dir: PathBuf,
     lane: LaneId,
     part: u64,
-    file: File,
+    out: PartOut,
     part_bytes: u64,
     segment_bytes_max: u64,
     sync_each: bool,
     buf: Vec<u8>,
 }
 
+/// Where a part's frames go.
+#[derive(Debug)]
+enum PartOut {
+    /// Mapped, `segment_bytes_max` plus the largest frame long, so an append that
+    /// starts below the segment size always fits.
+    Mapped(MappedFile),
+    /// Appended with `write(2)` (no `fallocate` here).
+    Plain(File),
+}
+
 impl WalWriter {
     /// Creates part 0 of `lane` (it must not exist).
     pub fn create(dir: &Path, lane: LaneId, segment_bytes_max: u64, sync_each: bool) -> Result<WalWriter, AuditError> {
-        let file = open_new(&part_path(dir, lane, 0))?;
+        let out = open_part(dir, lane, 0, mapped_len(segment_bytes_max), true)?;
+        if matches!(out, PartOut::Plain(_)) {
+            tracing::info!(dir = %dir.display(), "audit WAL uses write(2): this file system cannot reserve blocks");
+        }
         Ok(WalWriter {
             dir: dir.to_path_buf(),
             lane,
             part: 0,
-            file,
+            out,
             part_bytes: 0,
             segment_bytes_max,
             sync_each,
@@ -195,11 +225,24 @@ impl WalWriter {
         let crc = crc32fast::hash(&self.buf[FRAME_HEADER_BYTES - 1..]);
         self.buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        let path = || part_path(&self.dir, self.lane, self.part);
-        let written =
-            self.file.write_all(&self.buf).and_then(|()| if self.sync_each { self.file.sync_data() } else { Ok(()) });
+        let at = self.part_bytes as usize;
+        let written = match &mut self.out {
+            PartOut::Mapped(m) => {
+                // The roll rule (below) keeps every frame inside the mapping.
+                debug_assert!(at + self.buf.len() <= m.len());
+                m.write_at(at, &self.buf);
+                if self.sync_each {
+                    m.sync_range(at, self.buf.len())
+                } else {
+                    Ok(())
+                }
+            }
+            PartOut::Plain(f) => {
+                f.write_all(&self.buf).and_then(|()| if self.sync_each { f.sync_data() } else { Ok(()) })
+            }
+        };
         if let Err(source) = written {
-            let err = AuditError::Io { path: path(), source };
+            let err = AuditError::Io { path: part_path(&self.dir, self.lane, self.part), source };
             // Whatever reached the file may be a torn frame: never append after it.
             let _ = self.roll();
             return Err(err);
@@ -207,7 +250,8 @@ impl WalWriter {
         let n = self.buf.len() as u64;
         self.part_bytes += n;
         if self.part_bytes >= self.segment_bytes_max {
-            // A failed roll leaves this part open; the next append tries again.
+            // A failed roll leaves this part open; the next append tries again (a
+            // mapped part has room for one more frame of any size past the segment size).
             if let Err(e) = self.roll() {
                 tracing::warn!(error = %e, "could not start a new audit WAL part");
             }
@@ -215,12 +259,20 @@ impl WalWriter {
         Ok(n)
     }
 
-    /// Closes this part and starts the next. The next part is created only after the
-    /// last write to this one returned, which is what tells the reader this part is complete.
+    /// Closes this part and starts the next. The next part appears (by rename, fully
+    /// set up) only after the last write to this one returned, which is what tells
+    /// the reader this part is complete.
     fn roll(&mut self) -> Result<(), AuditError> {
-        let file = open_new(&part_path(&self.dir, self.lane, self.part + 1))?;
+        let mapped = matches!(self.out, PartOut::Mapped(_));
+        let next = open_part(&self.dir, self.lane, self.part + 1, mapped_len(self.segment_bytes_max), mapped)?;
+        let old = std::mem::replace(&mut self.out, next);
+        if let PartOut::Mapped(m) = old {
+            if let Err(source) = m.finish(self.part_bytes) {
+                // Harmless: readers stop at the zeros after the last frame.
+                tracing::warn!(part = self.part, error = %source, "could not trim a finished audit WAL part");
+            }
+        }
         self.part += 1;
-        self.file = file;
         self.part_bytes = 0;
         Ok(())
     }
@@ -231,12 +283,50 @@ impl WalWriter {
     }
 }
 
-fn open_new(path: &Path) -> Result<File, AuditError> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|source| AuditError::Io { path: path.to_path_buf(), source })
+/// Length of a mapped part: the segment size plus room for one largest frame.
+fn mapped_len(segment_bytes_max: u64) -> usize {
+    (segment_bytes_max as usize).saturating_add(FRAME_HEADER_BYTES + FRAME_PAYLOAD_BYTES_MAX)
+}
+
+/// Creates part `part` of `lane`, mapped when `try_map` and the file system allows.
+/// A mapped part is set up under a temporary name and renamed into place, so a
+/// reader never sees a part that is not ready for appends.
+fn open_part(dir: &Path, lane: LaneId, part: u64, len: usize, try_map: bool) -> Result<PartOut, AuditError> {
+    let path = part_path(dir, lane, part);
+    let io = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| AuditError::Io { path, source }
+    };
+    if try_map {
+        let tmp = path.with_extension("wal-new");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        match MappedFile::create(file, len) {
+            Ok(m) => {
+                if path.exists() {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(AuditError::Io { path, source: std::io::ErrorKind::AlreadyExists.into() });
+                }
+                std::fs::rename(&tmp, &path).map_err(io(&path))?;
+                return Ok(PartOut::Mapped(m));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                let unsupported = matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENODEV | libc::ENOSYS))
+                    || e.kind() == std::io::ErrorKind::Unsupported;
+                if !unsupported {
+                    return Err(AuditError::Io { path, source: e });
+                }
+            }
+        }
+    }
+    let file = std::fs::OpenOptions::new().append(true).create_new(true).open(&path).map_err(io(&path))?;
+    Ok(PartOut::Plain(file))
 }
 
 /// One frame as read back.
@@ -293,12 +383,16 @@ impl LaneReader {
     }
 
     /// Reads complete frames into `out`, at most `frames_max` of them and roughly
-    /// `bytes_max` bytes, moving to later parts as they complete.
+    /// `bytes_max` bytes, moving to later parts as they complete. For a lane whose
+    /// writer runs in this process, `writer` says where it is, which spares a file
+    /// system lookup per call and bounds reads to what was written; without it, part
+    /// completeness is learnt from the next part's file.
     pub fn read(
         &mut self,
         out: &mut Vec<ReadFrame>,
         frames_max: usize,
         bytes_max: usize,
+        writer: Option<WriterPos>,
     ) -> Result<LaneState, AuditError> {
         let start = out.len();
         let mut bytes = 0usize;
@@ -321,8 +415,16 @@ impl LaneReader {
             }
             // Checked before reading: if the next part exists now, this part was
             // complete before our read, so a short frame at its end is torn.
-            let complete = !self.live || self.next_part_exists();
-            let stop = self.read_part(out, frames_max - (out.len() - start), bytes_max.saturating_sub(bytes))?;
+            let complete = match writer {
+                Some(w) => w.part > self.part,
+                None => !self.live || self.next_part_exists(),
+            };
+            // In the part being written, only the bytes the writer counted are frames.
+            let avail = match writer {
+                Some(w) if w.part == self.part => Some(w.avail_bytes.saturating_sub(bytes as u64)),
+                _ => None,
+            };
+            let stop = self.read_part(out, frames_max - (out.len() - start), bytes_max.saturating_sub(bytes), avail)?;
             bytes = out[start..].iter().map(|f| f.bytes as usize).sum();
             match stop {
                 PartStop::Limit => return Ok(LaneState::Open),
@@ -335,7 +437,7 @@ impl LaneReader {
                             "skipping a torn or corrupt audit WAL tail (its submit never returned)");
                         self.skipped_bytes += leftover;
                     }
-                    if self.next_part_exists() {
+                    if writer.is_some_and(|w| w.part > self.part) || self.next_part_exists() {
                         self.advance_part();
                         continue;
                     }
@@ -360,17 +462,23 @@ impl LaneReader {
 
     /// Reads frames from the open part until its end or a limit. Reads the part in
     /// chunks of [`READ_CHUNK_BYTES`] (one `pread` for many frames), not per frame.
+    /// `avail`: bytes known to hold whole frames from the current offset (the part
+    /// being written); `None` reads to the file's end.
     fn read_part(
         &mut self,
         out: &mut Vec<ReadFrame>,
         frames_max: usize,
         bytes_max: usize,
+        avail: Option<u64>,
     ) -> Result<PartStop, AuditError> {
         let Some(file) = &self.file else {
             return Ok(PartStop::End { leftover: 0 });
         };
         let io = |source| AuditError::Io { path: part_path(&self.dir, self.lane, self.part), source };
-        let len = file.metadata().map_err(io)?.len();
+        let len = match avail {
+            Some(n) => self.offset + n,
+            None => file.metadata().map_err(io)?.len(),
+        };
         // `chunk` holds the part's bytes from `chunk_at`; parts are append-only, so
         // bytes once read never change.
         self.chunk.clear();
@@ -388,6 +496,11 @@ impl LaneReader {
             }
             let header =
                 fill(file, &mut self.chunk, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left).map_err(io)?;
+            if header.iter().all(|&b| b == 0) {
+                // The zeros after the last frame of a mapped part (one left at full
+                // size by a crash, or not yet trimmed): the part's clean end.
+                return Ok(PartStop::End { leftover: 0 });
+            }
             let payload_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             let frame_len = FRAME_HEADER_BYTES + payload_len;
@@ -408,6 +521,15 @@ impl LaneReader {
             bytes += frame_len;
         }
     }
+}
+
+/// Where a lane's writer is, as the bridge learns it from the shard's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterPos {
+    /// The part it appends to (every earlier part is complete).
+    pub part: u64,
+    /// Frame bytes it wrote that the reader has not read yet.
+    pub avail_bytes: u64,
 }
 
 /// The `n` bytes of the part at `offset`, from `chunk` (which holds the part's bytes
@@ -456,6 +578,14 @@ mod tests {
         .unwrap();
     }
 
+    fn frame_bytes(w: &mut WalWriter, text: &str) -> u64 {
+        w.append(FrameKind::Audit, |b| {
+            b.extend_from_slice(text.as_bytes());
+            Ok(())
+        })
+        .unwrap()
+    }
+
     fn texts(frames: &[ReadFrame]) -> Vec<String> {
         frames.iter().map(|f| String::from_utf8(f.payload.clone()).unwrap()).collect()
     }
@@ -487,19 +617,19 @@ mod tests {
         let mut w = WalWriter::create(dir.path(), lane, 10, false).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
         let mut out = Vec::new();
-        assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
         assert!(out.is_empty());
         for i in 0..5 {
             frame(&mut w, &format!("r{i}"));
         }
-        assert_eq!(r.read(&mut out, 3, 1 << 20).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 3, 1 << 20, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["r0", "r1", "r2"]);
-        assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["r0", "r1", "r2", "r3", "r4"]);
         assert_eq!(w.part(), 5);
         // The lane dies (a restart): the reader drains it and calls it exhausted.
         r.live = false;
-        assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
         assert_eq!(out.len(), 5);
     }
 
@@ -524,11 +654,12 @@ mod tests {
             if out.len() == want.len() {
                 break;
             }
-            assert_eq!(r.read(&mut out, 3, 600 * 1024).unwrap(), LaneState::Open);
+            assert_eq!(r.read(&mut out, 3, 600 * 1024, None).unwrap(), LaneState::Open);
         }
         assert_eq!(texts(&out), want);
         let ends: Vec<u64> = out.iter().map(|f| f.end).collect();
-        assert_eq!(*ends.last().unwrap(), std::fs::metadata(part_path(dir.path(), lane, 0)).unwrap().len());
+        let total: u64 = want.iter().map(|t| (t.len() + FRAME_HEADER_BYTES) as u64).sum();
+        assert_eq!(*ends.last().unwrap(), total);
     }
 
     #[test]
@@ -537,18 +668,67 @@ mod tests {
         let lane = LaneId { gen: 1, shard: 0 };
         let mut w = WalWriter::create(dir.path(), lane, 1 << 20, false).unwrap();
         frame(&mut w, "a");
-        // A torn frame: a header promising more than was written.
-        let mut f = std::fs::OpenOptions::new().append(true).open(part_path(dir.path(), lane, 0)).unwrap();
-        f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, 1, b'x']).unwrap();
+        // A torn frame: a header promising more than was written (what a kill in the
+        // middle of an append leaves), right after the first frame.
+        let f = std::fs::OpenOptions::new().write(true).open(part_path(dir.path(), lane, 0)).unwrap();
+        f.write_all_at(&[50, 0, 0, 0, 1, 2, 3, 4, 1, b'x'], (FRAME_HEADER_BYTES + 1) as u64).unwrap();
+        f.set_len((FRAME_HEADER_BYTES + 1 + 10) as u64).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
         let mut out = Vec::new();
-        assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["a"]);
         // The writer is gone: the torn frame is skipped and the lane ends.
         r.live = false;
-        assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["a"]);
         assert_eq!(r.skipped_bytes, 10);
+    }
+
+    /// A mapped part left at full size by a kill: its frames, then zeros. A reader
+    /// returns every frame and ends the lane there without calling anything torn.
+    #[test]
+    fn killed_writers_zero_tail_is_a_clean_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let lane = LaneId { gen: 1, shard: 0 };
+        let mut w = WalWriter::create(dir.path(), lane, 1 << 20, false).unwrap();
+        assert!(matches!(w.out, PartOut::Mapped(_)), "this file system should allow mapped parts");
+        for i in 0..3 {
+            frame(&mut w, &format!("r{i}"));
+        }
+        std::mem::forget(w); // no roll, no trim: what SIGKILL leaves
+        let path = part_path(dir.path(), lane, 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, mapped_len(1 << 20));
+        let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
+        let mut out = Vec::new();
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(texts(&out), ["r0", "r1", "r2"]);
+        assert_eq!(r.skipped_bytes, 0);
+    }
+
+    /// With the writer's position, a reader reads only what was counted as written
+    /// and moves on from a part as soon as the writer has.
+    #[test]
+    fn writer_position_bounds_reads_and_completes_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let lane = LaneId { gen: 1, shard: 0 };
+        let mut w = WalWriter::create(dir.path(), lane, 20, false).unwrap();
+        let mut written = 0;
+        for i in 0..4 {
+            written += frame_bytes(&mut w, &format!("frame-{i}"));
+        }
+        // 16-byte frames, 20-byte segments: two frames per part.
+        assert_eq!(w.part(), 2);
+        let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
+        let mut out = Vec::new();
+        // The writer says only the first two frames are written: no more is read.
+        let pos = WriterPos { part: 1, avail_bytes: written / 2 };
+        assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos)).unwrap(), LaneState::Open);
+        assert_eq!(texts(&out), ["frame-0", "frame-1"]);
+        let pos = WriterPos { part: w.part(), avail_bytes: written / 2 };
+        assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos)).unwrap(), LaneState::Open);
+        assert_eq!(texts(&out), ["frame-0", "frame-1", "frame-2", "frame-3"]);
+        assert_eq!((r.part, r.offset), (2, 0));
+        assert_eq!(r.skipped_bytes, 0);
     }
 
     #[test]
@@ -560,12 +740,13 @@ mod tests {
         frame(&mut w, "flip");
         let path = part_path(dir.path(), lane, 0);
         let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
+        // The last byte of the second frame (a mapped part goes on with zeros).
+        let last = 2 * FRAME_HEADER_BYTES + 4 + 4 - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
         let mut out = Vec::new();
-        assert_eq!(r.read(&mut out, 100, 1 << 20).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["good"]);
     }
 }

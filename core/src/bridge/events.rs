@@ -7,10 +7,12 @@
 //! the audit records it reads, so the pipeline writes nothing extra for them.
 //!
 //! Routing decisions are published batched: one `BH_EVENTS` message per bridge batch,
-//! subject `bh.events.routes.<node>`, body
-//! `{"decisions":[<decision>,…],"node":"<node>"}` where each decision is
-//! `{"complexity","model_requested","model_upstream","node","provider","request_id","route_mode","status","ts_unix_ms"}`
-//! (keys sorted, absent fields `null`). Its `Nats-Msg-Id` is
+//! subject `bh.events.routes.<node>` (LZ4-compressed with `Content-Encoding: lz4` under
+//! the default `nats.compression`), body
+//! `{"node":"<node>","fields":[…],"decisions":[[…],…]}`: each decision is an array of
+//! the values named by `fields` — [`ROUTE_FIELDS`], in that order, absent values
+//! `null` — so a batch does not repeat the key names per decision (that halves the
+//! bytes nats-server stores). Its `Nats-Msg-Id` is
 //! `<first record's WAL position>.routes.<count>.<crc32 of every record's position>`,
 //! so replaying the same batch is dropped by JetStream; a batch re-cut differently
 //! after a crash may repeat decisions (consumers dedupe on `request_id`). Failovers
@@ -130,6 +132,9 @@ pub struct AuxMessage {
     pub msg_id: String,
     /// JSON body.
     pub body: Vec<u8>,
+    /// A batch that grows with load (routing decisions): stored compressed as
+    /// `nats.compression` says, like `BH_AUDIT` batches. Small messages stay plain.
+    pub bulk: bool,
 }
 
 /// A name made safe for one subject token: anything but `A-Z a-z 0-9 _ -` becomes `_`.
@@ -189,26 +194,20 @@ impl EventSubjects {
 /// The routing decisions of one bridge batch, published as one message.
 #[derive(Debug, Default)]
 struct RouteBatch {
-    /// `{"decisions":[d1,d2,…` so far (empty when no decision yet).
+    /// `{"node":…,"fields":[…],"decisions":[d1,d2,…` so far (empty when no decision yet).
     body: Vec<u8>,
     count: u64,
     first_msg_id: String,
     ids: crc32fast::Hasher,
 }
 
-/// A routing decision on `BH_EVENTS`.
+/// The names of a routing decision's values, in the order each decision lists them.
+pub const ROUTE_FIELDS: [&str; 8] =
+    ["request_id", "ts_unix_ms", "model_requested", "model_upstream", "provider", "route_mode", "complexity", "status"];
+
+/// A routing decision on `BH_EVENTS`: serialized as an array in [`ROUTE_FIELDS`] order.
 #[derive(Serialize)]
-struct RouteEvent<'a> {
-    complexity: Option<f64>,
-    model_requested: &'a str,
-    model_upstream: Option<&'a str>,
-    node: &'a str,
-    provider: Option<&'a str>,
-    request_id: &'a str,
-    route_mode: Option<&'a str>,
-    status: u16,
-    ts_unix_ms: u64,
-}
+struct RouteEvent<'a>(&'a str, u64, &'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<f64>, u16);
 
 /// A failover on `BH_EVENTS`.
 #[derive(Serialize)]
@@ -287,22 +286,28 @@ impl Derived {
             }
             None => &self.no_provider,
         };
-        // Keys in the order a `serde_json::Value` object (a sorted map) writes them.
-        let decision = RouteEvent {
-            complexity: r.complexity,
-            model_requested: &r.model_requested,
-            model_upstream: r.model_upstream.as_deref(),
-            node: &self.node,
+        let decision = RouteEvent(
+            &r.request_id,
+            r.ts_unix_ms,
+            &r.model_requested,
+            r.model_upstream.as_deref(),
             provider,
-            request_id: &r.request_id,
-            route_mode: r.route_mode.as_deref(),
-            status: r.status,
-            ts_unix_ms: r.ts_unix_ms,
-        };
+            r.route_mode.as_deref(),
+            r.complexity,
+            r.status,
+        );
         let batch = &mut self.routes;
         if batch.count == 0 {
             batch.body.clear();
-            batch.body.extend_from_slice(b"{\"decisions\":[");
+            batch.body.extend_from_slice(b"{\"node\":");
+            if serde_json::to_writer(&mut batch.body, &self.node).is_err() {
+                batch.body.extend_from_slice(b"null");
+            }
+            batch.body.extend_from_slice(b",\"fields\":");
+            if serde_json::to_writer(&mut batch.body, &ROUTE_FIELDS).is_err() {
+                batch.body.extend_from_slice(b"[]");
+            }
+            batch.body.extend_from_slice(b",\"decisions\":[");
             batch.first_msg_id.clear();
             batch.first_msg_id.push_str(msg_id);
             batch.ids = crc32fast::Hasher::new();
@@ -331,6 +336,7 @@ impl Derived {
                 suffix: names.failover.clone(),
                 msg_id: format!("{msg_id}.failover"),
                 body: serde_json::to_vec(&failover).unwrap_or_default(),
+                bulk: false,
             });
         }
         let key = r.key_id.as_deref().unwrap_or("anonymous");
@@ -370,17 +376,14 @@ impl Derived {
             return;
         }
         let mut body = std::mem::take(&mut batch.body);
-        body.extend_from_slice(b"],\"node\":");
-        if serde_json::to_writer(&mut body, &self.node).is_err() {
-            body.extend_from_slice(b"null");
-        }
-        body.push(b'}');
+        body.extend_from_slice(b"]}");
         let crc = std::mem::take(&mut batch.ids).finalize();
         out.push(AuxMessage {
             stream: AuxStream::Events,
             suffix: self.routes_suffix.clone(),
             msg_id: format!("{}.routes.{}.{crc:08x}", batch.first_msg_id, batch.count),
             body,
+            bulk: true,
         });
         batch.count = 0;
     }
@@ -412,6 +415,7 @@ impl Derived {
                 suffix: format!("{token}.{}", subject_token(&self.node)),
                 msg_id: format!("{}.{token}.{now_ms}", self.node),
                 body: report.to_string().into_bytes(),
+                bulk: false,
             });
             if let Some(bound) = self.sla_p99_us {
                 if p99 > bound {
@@ -424,6 +428,7 @@ impl Derived {
                         suffix: format!("sla_breach.{token}"),
                         msg_id: format!("{}.sla.{token}.{now_ms}", self.node),
                         body: alert.to_string().into_bytes(),
+                        bulk: false,
                     });
                 }
             }
@@ -444,6 +449,7 @@ impl Derived {
                 suffix: subject_token(&s.key_id),
                 msg_id: format!("{}.{}.{now_ms}", self.node, subject_token(&s.key_id)),
                 body: body.to_string().into_bytes(),
+                bulk: false,
             });
         }
     }
@@ -523,19 +529,24 @@ mod tests {
         let mut out = Vec::new();
         d.record(&RecordView::parse(&json).unwrap(), "m", &mut out);
         d.flush_routes(&mut out);
-        let decision = serde_json::json!({
-            "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
-            "model_requested": r.model_requested, "provider": r.provider, "model_upstream": r.model_upstream,
-            "route_mode": r.route_mode, "complexity": r.complexity, "status": r.status,
-        });
+        let decision = serde_json::json!([
+            r.request_id,
+            r.ts_unix_ms,
+            r.model_requested,
+            r.model_upstream,
+            r.provider,
+            r.route_mode,
+            r.complexity,
+            r.status,
+        ]);
         let failover = serde_json::json!({
             "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,
             "model_requested": r.model_requested, "attempts": r.attempts, "provider": r.provider, "status": r.status,
         });
-        let routes = serde_json::json!({ "decisions": [decision], "node": "n" });
+        let routes = format!(r#"{{"node":"n","fields":{},"decisions":[{decision}]}}"#, serde_json::json!(ROUTE_FIELDS));
         assert_eq!(out.len(), 2);
         assert_eq!(String::from_utf8(out[0].body.clone()).unwrap(), failover.to_string());
-        assert_eq!(String::from_utf8(out[1].body.clone()).unwrap(), routes.to_string());
+        assert_eq!(String::from_utf8(out[1].body.clone()).unwrap(), routes);
         assert_eq!((out[0].suffix.as_str(), out[1].suffix.as_str()), ("failover.p_q", "routes.n"));
         assert_eq!(out[0].msg_id, "m.failover");
         assert!(out[1].msg_id.starts_with("m.routes.1."), "{}", out[1].msg_id);

@@ -69,6 +69,9 @@ pub enum BridgeError {
 pub(crate) struct LaneCounters {
     /// WAL bytes the shard appended (whole frames).
     written: AtomicU64,
+    /// The WAL part the shard appends to; stored after `written`, so a reader that
+    /// sees a later part also sees every byte of the earlier ones counted.
+    part: AtomicU64,
     /// WAL bytes of this shard the bridge has stored.
     shipped: AtomicU64,
     /// Whether a `ShardAudit` was made for this shard.
@@ -307,10 +310,11 @@ impl ShardAudit {
     }
 
     fn append_record(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let n = self.writer.borrow_mut().append(FrameKind::Audit, |buf| {
+        let mut writer = self.writer.borrow_mut();
+        let n = writer.append(FrameKind::Audit, |buf| {
             serde_json::to_writer(&mut *buf, record).map_err(|e| AuditError::Encode(e.to_string()))
         })?;
-        self.shared.lanes[self.index].written.fetch_add(n, Ordering::Release);
+        self.published(n, writer.part());
         Ok(())
     }
 
@@ -318,11 +322,20 @@ impl ShardAudit {
     /// opened/closed). Durable like a record; same cost and errors as [`ShardAudit::submit`].
     pub fn event(&self, event: &Event) -> Result<(), AuditError> {
         self.check_backlog()?;
-        let n = self.writer.borrow_mut().append(FrameKind::Event, |buf| {
+        let mut writer = self.writer.borrow_mut();
+        let n = writer.append(FrameKind::Event, |buf| {
             serde_json::to_writer(&mut *buf, event).map_err(|e| AuditError::Encode(e.to_string()))
         })?;
-        self.shared.lanes[self.index].written.fetch_add(n, Ordering::Release);
+        self.published(n, writer.part());
         Ok(())
+    }
+
+    /// Tells the bridge about `n` more frame bytes and the part now being written
+    /// (in this order: see [`LaneCounters::part`]).
+    fn published(&self, n: u64, part: u64) {
+        let lane = &self.shared.lanes[self.index];
+        lane.written.fetch_add(n, Ordering::Release);
+        lane.part.store(part, Ordering::Release);
     }
 
     /// The hot configuration feed (for the shard's revocation check).

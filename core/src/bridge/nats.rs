@@ -6,12 +6,13 @@
 //! bucket's backing stream `KV_BH_CONFIG` is created here like any other stream and
 //! then opened with `get_key_value`.
 
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
 use super::events::AuxStream;
-use crate::config::NatsConfig;
+use crate::config::{Compression, NatsConfig};
 
 /// The KV bucket of hot configuration.
 pub const CONFIG_BUCKET: &str = "BH_CONFIG";
@@ -194,6 +195,49 @@ pub async fn config_bucket(js: &jetstream::Context) -> Result<jetstream::kv::Sto
         .map_err(|e| NatsError::Provision { stream: format!("KV_{CONFIG_BUCKET}"), message: e.to_string() })
 }
 
+/// Header naming a stored message's encoding (absent: plain JSON).
+pub const ENCODING_HEADER: &str = "Content-Encoding";
+/// [`ENCODING_HEADER`] value of an LZ4 frame.
+pub const ENCODING_LZ4: &str = "lz4";
+/// Largest decoded audit message accepted: a batch is at most ~1 MiB of JSON, so
+/// anything far beyond it is not ours (and must not exhaust memory).
+pub const DECODED_BYTES_MAX: u64 = 16 << 20;
+
+/// Encodes a batch message for storing as `compression` says; returns the bytes and
+/// the [`ENCODING_HEADER`] value to send with them (none for plain JSON).
+pub fn encode_payload(bytes: &[u8], compression: Compression) -> (Vec<u8>, Option<&'static str>) {
+    if compression == Compression::None {
+        return (bytes.to_vec(), None);
+    }
+    // With a content checksum: a damaged frame fails to decode instead of decoding wrong.
+    let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
+    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::with_capacity(bytes.len() / 3 + 64));
+    // Writing into a Vec cannot fail; should the encoder still refuse, store plain JSON.
+    match enc.write_all(bytes).map_err(|e| e.to_string()).and_then(|()| enc.finish().map_err(|e| e.to_string())) {
+        Ok(out) => (out, Some(ENCODING_LZ4)),
+        Err(_) => (bytes.to_vec(), None),
+    }
+}
+
+/// Decodes a stored message by its [`ENCODING_HEADER`] value (`None`: plain JSON).
+/// An unknown encoding, a corrupt frame or one decoding past [`DECODED_BYTES_MAX`]
+/// is an error naming what is wrong.
+pub fn decode_payload(encoding: Option<&str>, payload: &[u8]) -> Result<Vec<u8>, String> {
+    match encoding {
+        None | Some("") | Some("identity") => Ok(payload.to_vec()),
+        Some(ENCODING_LZ4) => {
+            let mut out = Vec::with_capacity(payload.len().saturating_mul(4).min(DECODED_BYTES_MAX as usize));
+            let mut dec = lz4_flex::frame::FrameDecoder::new(payload).take(DECODED_BYTES_MAX + 1);
+            dec.read_to_end(&mut out).map_err(|e| format!("corrupt lz4 payload: {e}"))?;
+            if out.len() as u64 > DECODED_BYTES_MAX {
+                return Err(format!("lz4 payload decodes to more than {DECODED_BYTES_MAX} bytes"));
+            }
+            Ok(out)
+        }
+        Some(other) => Err(format!("unknown {ENCODING_HEADER} `{other}`")),
+    }
+}
+
 /// One stored audit message read back.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -201,7 +245,7 @@ pub struct StoredMessage {
     pub seq: u64,
     /// Subject (`bh.audit.<node>.<inst>`).
     pub subject: String,
-    /// Body.
+    /// Body, decoded (see [`decode_payload`]).
     pub payload: Vec<u8>,
 }
 
@@ -217,10 +261,47 @@ pub async fn read_audit(js: &jetstream::Context, stream_name: &str) -> Result<Ve
     }
     for seq in state.first_sequence..=state.last_sequence {
         match s.get_raw_message(seq).await {
-            Ok(m) => out.push(StoredMessage { seq, subject: m.subject.to_string(), payload: m.payload.to_vec() }),
+            Ok(m) => {
+                let encoding = m.headers.get(ENCODING_HEADER).map(|v| v.as_str());
+                let payload = decode_payload(encoding, &m.payload).map_err(|e| err(format!("seq {seq}: {e}")))?;
+                out.push(StoredMessage { seq, subject: m.subject.to_string(), payload })
+            }
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
             Err(e) => return Err(err(format!("seq {seq}: {e}"))),
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lz4_payloads_round_trip_and_shrink() {
+        let line = br#"{"node":"n","inst":"i","seq":1,"prev":"00","ts":1,"record":{"request_id":"r","status":200}}"#;
+        let batch: Vec<u8> = line.iter().copied().cycle().take(line.len() * 200).collect();
+        let (packed, encoding) = encode_payload(&batch, Compression::Lz4);
+        assert_eq!(encoding, Some(ENCODING_LZ4));
+        assert!(packed.len() * 4 < batch.len(), "{} of {}", packed.len(), batch.len());
+        assert_eq!(decode_payload(encoding, &packed).unwrap(), batch);
+        let (plain, none) = encode_payload(&batch, Compression::None);
+        assert_eq!((plain.as_slice(), none), (batch.as_slice(), None));
+        assert_eq!(decode_payload(None, &plain).unwrap(), batch);
+    }
+
+    #[test]
+    fn bad_payloads_are_errors_not_panics() {
+        let (packed, _) = encode_payload(&[b'x'; 4096], Compression::Lz4);
+        let mut flipped = packed.clone();
+        let last = flipped.len() - 6;
+        flipped[last] ^= 0x55;
+        assert!(decode_payload(Some(ENCODING_LZ4), &flipped).is_err());
+        assert!(decode_payload(Some(ENCODING_LZ4), &packed[..packed.len() / 2]).is_err());
+        assert!(decode_payload(Some(ENCODING_LZ4), b"not lz4").is_err());
+        assert!(decode_payload(Some("zstd"), &packed).unwrap_err().contains("unknown"));
+        // A bomb: far more zeros than any batch holds.
+        let (bomb, _) = encode_payload(&vec![0u8; DECODED_BYTES_MAX as usize + 10], Compression::Lz4);
+        assert!(decode_payload(Some(ENCODING_LZ4), &bomb).unwrap_err().contains("more than"));
+    }
 }

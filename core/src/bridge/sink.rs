@@ -205,10 +205,14 @@ impl NatsSink {
     /// subject's last message.
     pub async fn store(&mut self, msg_id: &str, bytes: &[u8]) -> Result<(), BridgeError> {
         self.ensure_provisioned().await?;
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(bytes.to_vec().into())
+        let (payload, encoding) = nats::encode_payload(bytes, self.config.compression);
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
             .message_id(msg_id)
             .expected_last_subject_sequence(self.last_subject_seq);
+        if let Some(encoding) = encoding {
+            publish = publish.header(nats::ENCODING_HEADER, encoding);
+        }
         let fail = |message: String| BridgeError::Nats(NatsError::Publish { subject: self.subject.clone(), message });
         let ack = match self.js.send_publish(self.subject.clone(), publish).await {
             Ok(fut) => fut.await,
@@ -259,8 +263,12 @@ impl NatsSink {
         let mut acks = Vec::with_capacity(msgs.len());
         for m in msgs {
             let subject = format!("{}.{}", m.stream.prefix(), m.suffix);
-            let publish =
-                jetstream::message::PublishMessage::build().payload(m.body.clone().into()).message_id(&m.msg_id);
+            let compression = if m.bulk { self.config.compression } else { crate::config::Compression::None };
+            let (payload, encoding) = nats::encode_payload(&m.body, compression);
+            let mut publish = jetstream::message::PublishMessage::build().payload(payload.into()).message_id(&m.msg_id);
+            if let Some(encoding) = encoding {
+                publish = publish.header(nats::ENCODING_HEADER, encoding);
+            }
             let fail = |e: String| BridgeError::Nats(NatsError::Publish { subject: subject.clone(), message: e });
             acks.push(self.js.send_publish(subject.clone(), publish).await.map_err(|e| fail(e.to_string()))?);
         }
@@ -278,12 +286,19 @@ impl NatsSink {
         let subject = format!("bh.audit.{node}.{inst}");
         match self.last_message(&subject).await? {
             None => Ok(None),
-            Some(m) => serde_json::from_slice::<Message>(&m.payload).map(|m| Some(m.cursor)).map_err(|e| {
-                BridgeError::Nats(NatsError::Read {
-                    stream: self.config.audit_stream.clone(),
-                    message: format!("{subject}: last message unreadable: {e}"),
-                })
-            }),
+            Some(m) => {
+                let unreadable = |e: String| {
+                    BridgeError::Nats(NatsError::Read {
+                        stream: self.config.audit_stream.clone(),
+                        message: format!("{subject}: last message unreadable: {e}"),
+                    })
+                };
+                let encoding = m.headers.get(nats::ENCODING_HEADER).map(|v| v.as_str());
+                let payload = nats::decode_payload(encoding, &m.payload).map_err(unreadable)?;
+                serde_json::from_slice::<Message>(&payload)
+                    .map(|m| Some(m.cursor))
+                    .map_err(|e| unreadable(e.to_string()))
+            }
         }
     }
 }

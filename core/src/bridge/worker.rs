@@ -8,6 +8,7 @@
 //! the next start re-reads exactly that work.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use super::{nats, BridgeError, BridgeReport, Settings, Shared};
 use crate::audit::chain::ChainState;
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::message::{encode_checkpoint, BatchWriter, Cursor};
-use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrame};
+use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrame, WriterPos};
 use crate::audit::{AuditError, RecordView};
 use crate::config::FsyncPolicy;
 use crate::keys::SecretKey;
@@ -29,10 +30,6 @@ use crate::keys::SecretKey;
 /// Bytes of entries per stored message; with the largest frame
 /// ([`wal::FRAME_PAYLOAD_BYTES_MAX`]) a message stays under NATS' default 1 MiB payload.
 const BATCH_BYTES_MAX: usize = 384 * 1024;
-/// Pause after a batch that did not fill up, so the next one gathers more records:
-/// fewer, larger stores and WAL reads under load. Records are already durable in
-/// the WAL; this only delays their shipping.
-const GATHER_PAUSE: Duration = Duration::from_millis(1);
 /// First sleep when there was nothing to read; it doubles while idle, up to
 /// [`IDLE_POLL_MAX`].
 const IDLE_POLL_MIN: Duration = Duration::from_millis(2);
@@ -86,7 +83,10 @@ struct Worker {
     last_health: Instant,
     last_sessions: Instant,
     last_fsync: Instant,
+    /// Per lane, the part below which every part was deleted (saves an unlink per step).
+    deleted_below: BTreeMap<LaneId, u64>,
     /// Buffers reused by every step.
+    msg_id_buf: String,
     frames: Vec<(LaneId, ReadFrame)>,
     scratch: Vec<ReadFrame>,
     aux_buf: Vec<AuxMessage>,
@@ -127,6 +127,8 @@ pub(crate) async fn run(s: Settings, shared: Arc<Shared>, key: SecretKey) -> Res
         last_health: now,
         last_sessions: now,
         last_fsync: now,
+        deleted_below: BTreeMap::new(),
+        msg_id_buf: String::new(),
         frames: Vec::new(),
         scratch: Vec::new(),
         aux_buf: Vec::new(),
@@ -315,7 +317,8 @@ impl Worker {
                 Step::Stored { full: false } => {
                     idle = IDLE_POLL_MIN;
                     if !stopping {
-                        tokio::time::sleep(GATHER_PAUSE).await;
+                        // Let the next batch gather more records (`audit.batch_wait_ms`).
+                        tokio::time::sleep(Duration::from_millis(self.s.audit.batch_wait_ms)).await;
                     }
                 }
                 Step::Idle if stopping => break,
@@ -357,15 +360,20 @@ impl Worker {
             if frames.len() >= limit || bytes >= BATCH_BYTES_MAX || lane.exhausted {
                 continue;
             }
+            let mut writer = None;
             if lane.reader.live {
-                let written = self.shared.lanes.get(id.shard as usize).map_or(0, |c| c.written.load(Ordering::Acquire));
+                let Some(c) = self.shared.lanes.get(id.shard as usize) else { continue };
+                // Part first: see `LaneCounters::part`.
+                let part = c.part.load(Ordering::Acquire);
+                let written = c.written.load(Ordering::Acquire);
                 if written == lane.read_bytes {
                     continue;
                 }
+                writer = Some(WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) });
             }
             scratch.clear();
             let skipped_before = lane.reader.skipped_bytes;
-            let state = lane.reader.read(&mut scratch, limit - frames.len(), BATCH_BYTES_MAX - bytes)?;
+            let state = lane.reader.read(&mut scratch, limit - frames.len(), BATCH_BYTES_MAX - bytes, writer)?;
             self.shared
                 .stats
                 .wal_bytes_skipped
@@ -397,9 +405,12 @@ impl Worker {
         let mut chain = self.chain.clone();
         let (node, inst) = (self.s.node.as_str(), self.inst.as_str());
         let mut batch = BatchWriter::begin(&mut message, node, inst, &cursor);
+        let mut msg_id = std::mem::take(&mut self.msg_id_buf);
         for (id, f) in &frames {
-            // The record's stable WAL position (`<node>.w<gen>-<shard>-<part>-<end>`).
-            let msg_id = format!("{node}.w{}-{}-{}-{}", id.gen, id.shard, f.part, f.end);
+            // The record's stable WAL position (`<node>.w<gen>-<shard>-<part>-<end>`),
+            // written into a reused buffer: this runs once per record.
+            msg_id.clear();
+            let _ = write!(msg_id, "{node}.w{}-{}-{}-{}", id.gen, id.shard, f.part, f.end);
             match f.kind {
                 FrameKind::Audit => match RecordView::parse(&f.payload) {
                     Ok(r) => {
@@ -422,12 +433,20 @@ impl Worker {
                         let mut body = serde_json::to_value(&ev).unwrap_or_default();
                         body["node"] = serde_json::Value::from(node);
                         body["ts_unix_ms"] = serde_json::Value::from(ts);
-                        aux.push(AuxMessage { stream, suffix, msg_id, body: body.to_string().into_bytes() });
+                        let msg_id = msg_id.clone();
+                        aux.push(AuxMessage {
+                            stream,
+                            suffix,
+                            msg_id,
+                            body: body.to_string().into_bytes(),
+                            bulk: false,
+                        });
                     }
                     Err(e) => tracing::warn!(error = %e, "skipping an unreadable event in the WAL"),
                 },
             }
         }
+        self.msg_id_buf = msg_id;
         // One `BH_EVENTS` message carries the batch's routing decisions.
         self.derived.flush_routes(&mut aux);
         let n = batch.len() as u64;
@@ -602,6 +621,12 @@ impl Worker {
         for (key, (part, _)) in &self.stored {
             let Some(lane) = LaneId::from_key(key) else { continue };
             // Parts below the stored one are finished; walk down until one is missing.
+            // `part - 1` was deleted already when the last pass saw the same part.
+            let below = self.deleted_below.entry(lane).or_insert(0);
+            if *below >= *part {
+                continue;
+            }
+            *below = *part;
             for p in (0..*part).rev() {
                 let path = wal::part_path(&self.s.wal_dir, lane, p);
                 if std::fs::remove_file(&path).is_err() {
@@ -644,6 +669,7 @@ impl Worker {
             }
             self.lanes.remove(&id);
             self.stored.remove(&id.key());
+            self.deleted_below.remove(&id);
         }
     }
 }

@@ -63,7 +63,11 @@ fn ten_thousand_records_are_stored_once_and_verify() {
         for seq in state.first_sequence..=state.last_sequence {
             let m = events.get_raw_message(seq).await.unwrap();
             if m.subject.starts_with("bh.events.routes.") {
-                let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                // Route batches are stored LZ4-compressed (the default `nats.compression`).
+                let encoding = m.headers.get(gatekeeper::bridge::nats::ENCODING_HEADER).map(|v| v.as_str());
+                assert_eq!(encoding, Some(gatekeeper::bridge::nats::ENCODING_LZ4));
+                let json = gatekeeper::bridge::nats::decode_payload(encoding, &m.payload).unwrap();
+                let body: serde_json::Value = serde_json::from_slice(&json).unwrap();
                 decisions += body["decisions"].as_array().map_or(0, Vec::len);
                 seen += 1;
             }

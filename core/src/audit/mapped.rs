@@ -1,0 +1,140 @@
+//! A WAL part as a shared file mapping: appending a frame is a `memcpy`, not a
+//! `write(2)`.
+//!
+//! Why it is safe to acknowledge a request once the copy is done: the mapping is
+//! `MAP_SHARED`, so the copied bytes are the file's page-cache pages themselves; they
+//! outlive a kill of the process exactly like bytes handed to `write(2)`, and the
+//! bridge's `pread`/`fdatasync` see and flush them. The part's blocks are reserved
+//! with `fallocate` before it is mapped, so a full disk is reported when a part is
+//! created (an error the caller turns into 503), never as a `SIGBUS` on a store.
+//!
+//! The only unsafe code in the crate lives here: creating the mapping and copying
+//! into it. Every copy is bounds-checked against the mapping's length, and the
+//! mapping is unmapped exactly once, in `Drop`.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd as _;
+use std::ptr::NonNull;
+
+/// A writable shared mapping of a whole file of a fixed size.
+#[derive(Debug)]
+pub struct MappedFile {
+    ptr: NonNull<u8>,
+    len: usize,
+    file: File,
+}
+
+// SAFETY: the mapping is owned by this value alone (no aliases are handed out), so
+// moving it to another thread moves the only access path with it.
+unsafe impl Send for MappedFile {}
+
+impl MappedFile {
+    /// Reserves `len` bytes for `file` (which must be empty and opened read-write) and
+    /// maps them. Fails — leaving the caller to fall back to `write(2)` or report the
+    /// error — when the file system cannot reserve blocks or the kernel refuses the map.
+    pub fn create(file: File, len: usize) -> std::io::Result<MappedFile> {
+        if len == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64)?;
+        // SAFETY: a fresh mapping (addr null) of a file we hold open, `len` > 0 bytes,
+        // all of them backed by the blocks just reserved; checked for MAP_FAILED.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(raw.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(MappedFile { ptr, len, file })
+    }
+
+    /// The mapping's size in bytes (the file's size until [`MappedFile::finish`]).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `bytes` to `offset`. Panics only on a caller bug (a range past the
+    /// end), which the WAL writer rules out before calling.
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        let end = offset.checked_add(bytes.len());
+        assert!(end.is_some_and(|e| e <= self.len), "write past the mapping");
+        // SAFETY: `offset + bytes.len() <= len` (checked above), the mapping is
+        // writable and lives as long as `self`, and `bytes` cannot overlap it (we
+        // never hand out a reference into the mapping).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(offset), bytes.len()) }
+    }
+
+    /// Flushes `offset..offset + n` to disk (`msync(MS_SYNC)` over the pages holding it).
+    pub fn sync_range(&self, offset: usize, n: usize) -> std::io::Result<()> {
+        let page = rustix::param::page_size();
+        let start = offset - offset % page;
+        let end = offset.saturating_add(n).min(self.len);
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: `start..end` lies inside the mapping and `start` is page aligned.
+        let rc = unsafe { libc::msync(self.ptr.as_ptr().add(start).cast(), end - start, libc::MS_SYNC) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Unmaps and cuts the file to the `used` bytes written, so a finished part holds
+    /// frames only. (A part left at full size by a crash ends in zeros, which readers
+    /// treat as its end.)
+    pub fn finish(self, used: u64) -> std::io::Result<()> {
+        let file = self.file.try_clone()?;
+        drop(self);
+        file.set_len(used)
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned; this runs once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_copied_in_are_the_files_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        let mut m = MappedFile::create(f, 8192).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+        m.write_at(0, b"head");
+        m.write_at(4094, b"straddle");
+        m.sync_range(4094, 8).unwrap();
+        let seen = std::fs::read(&path).unwrap();
+        assert_eq!(&seen[..4], b"head");
+        assert_eq!(&seen[4094..4102], b"straddle");
+        m.finish(4102).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), 4102);
+    }
+
+    #[test]
+    #[should_panic(expected = "write past the mapping")]
+    fn a_write_past_the_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("p")).unwrap();
+        let mut m = MappedFile::create(f, 16).unwrap();
+        m.write_at(10, b"0123456789");
+    }
+}
