@@ -20,7 +20,8 @@
 //! let config = mock::Config::from_args(&cli.mock).expect("valid flags");
 //! # let _ = config;
 //! ```
-// Only `run::cpu` opts out (getrusage/sysconf through libc), with SAFETY comments.
+// Only `run::cpu` (getrusage/sysconf), `run::timer` (timerfd) and `run::uring::ring`
+// (io_uring buffers the kernel writes) opt out, each block with a SAFETY comment.
 #![deny(unsafe_code)]
 
 pub mod http1;

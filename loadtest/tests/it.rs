@@ -646,14 +646,14 @@ mod run {
         );
     }
 
-    fn rate_accuracy(rate: u64, secs: u64) {
+    fn rate_accuracy(rate: u64, secs: u64, engine: &str) {
         let _serial = timing_lock();
         let mock = Mock::start(&[]);
-        let r = run_load(&mock, &["--rate", &rate.to_string(), "--duration", &format!("{secs}s")]);
+        let r = run_load(&mock, &["--rate", &rate.to_string(), "--duration", &format!("{secs}s"), "--engine", engine]);
         let completed = r["requests"]["completed"].as_u64().expect("completed");
         let achieved = r["rate_achieved"].as_f64().expect("rate");
         eprintln!(
-            "target {rate}/s for {secs} s: completed {completed}, achieved {achieved:.1}/s, gen {:.2} µs/req, latency p99 {:.3} ms",
+            "{engine}: target {rate}/s for {secs} s: completed {completed}, achieved {achieved:.1}/s, gen {:.2} µs/req, latency p99 {:.3} ms",
             r["cpu"]["generator_us_per_request"], pct_ms(&r, 99.0)
         );
         assert_eq!(r["errors"]["connect"].as_u64(), Some(0));
@@ -692,54 +692,199 @@ mod run {
 
     #[test]
     fn rate_is_accurate_at_2000_per_s() {
-        rate_accuracy(2000, 3);
+        rate_accuracy(2000, 3, "auto");
+    }
+
+    #[test]
+    fn rate_is_accurate_at_2000_per_s_with_each_engine() {
+        for engine in ENGINES {
+            rate_accuracy(2000, 3, engine);
+        }
     }
 
     /// The number; run by hand (`cargo test --release -- --ignored`).
     #[test]
     #[ignore]
     fn rate_is_accurate_at_10000_per_s_for_10_s() {
-        rate_accuracy(10_000, 10);
+        rate_accuracy(10_000, 10, "auto");
     }
+
+    /// Both engines run the same test bodies below; `auto` (the default) picks uring
+    /// where the kernel allows it, so the tests that pass no `--engine` cover it too.
+    const ENGINES: [&str; 2] = ["uring", "tokio"];
 
     #[test]
     fn streams_record_ttfb_and_chunk_gaps() {
         let _serial = timing_lock();
         let mock = Mock::start(&["--ttft-ms", "20", "--token-ms", "5", "--tokens", "4"]);
-        let r = run_load(&mock, &["--rate", "50", "--requests", "25", "--stream"]);
-        assert_eq!(r["requests"]["ok"].as_u64(), Some(25));
-        assert_eq!(r["ttfb_us"]["count"].as_u64(), Some(25));
-        let ttfb_p50 = r["ttfb_us"]["percentiles"][5]["us"].as_u64().expect("p50");
-        assert_eq!(r["ttfb_us"]["percentiles"][5]["p"].as_f64(), Some(50.0));
-        assert!((20_000..60_000).contains(&ttfb_p50), "ttfb p50 {ttfb_p50} µs");
-        let gap_min = r["chunk_gap_max_us"]["min_us"].as_u64().expect("gap");
-        assert!(gap_min >= 4_000, "token gaps of 5 ms, got max-gap min {gap_min} µs");
-        let lat_min = r["latency_us"]["min_us"].as_u64().expect("lat");
-        assert!(lat_min >= 35_000, "20 ms + 3 x 5 ms, got {lat_min} µs");
+        for engine in ENGINES {
+            let r = run_load(&mock, &["--rate", "50", "--requests", "25", "--stream", "--engine", engine]);
+            assert!(r["config"]["engine"].as_str().unwrap_or("").starts_with(engine), "{engine}");
+            assert_eq!(r["requests"]["ok"].as_u64(), Some(25), "{engine}");
+            assert_eq!(r["ttfb_us"]["count"].as_u64(), Some(25), "{engine}");
+            let ttfb_p50 = r["ttfb_us"]["percentiles"][5]["us"].as_u64().expect("p50");
+            assert_eq!(r["ttfb_us"]["percentiles"][5]["p"].as_f64(), Some(50.0));
+            assert!((20_000..60_000).contains(&ttfb_p50), "{engine}: ttfb p50 {ttfb_p50} µs");
+            let gap_min = r["chunk_gap_max_us"]["min_us"].as_u64().expect("gap");
+            assert!(gap_min >= 4_000, "{engine}: token gaps of 5 ms, got max-gap min {gap_min} µs");
+            let gap_max = r["chunk_gap_max_us"]["max_us"].as_u64().expect("gap");
+            assert!(gap_max < 30_000, "{engine}: token gaps of 5 ms, got max-gap max {gap_max} µs");
+            let lat_min = r["latency_us"]["min_us"].as_u64().expect("lat");
+            assert!(lat_min >= 35_000, "{engine}: 20 ms + 3 x 5 ms, got {lat_min} µs");
+        }
+    }
+
+    /// The default engine is uring where the kernel allows a ring, and says so.
+    #[test]
+    fn default_engine_is_reported() {
+        let mock = Mock::start(&[]);
+        let r = run_load(&mock, &["--connections", "2", "--requests", "10"]);
+        let engine = r["config"]["engine"].as_str().expect("engine").to_string();
+        assert!(engine.starts_with("uring") || engine == "tokio", "{engine}");
+        assert_eq!(r["requests"]["ok"].as_u64(), Some(10));
+    }
+
+    /// `--threads 2` with the uring engine: two rings share the connections, the
+    /// schedule (slot k on thread k mod 2) and the `--requests` budget exactly.
+    #[test]
+    fn uring_threads_share_the_load() {
+        let mock = Mock::start(&[]);
+        let r = run_load(&mock, &["--rate", "1000", "--requests", "101", "--threads", "2", "--engine", "uring"]);
+        assert_eq!(r["requests"]["ok"].as_u64(), Some(101));
+        let achieved = r["rate_achieved"].as_f64().expect("rate");
+        assert!((900.0..1100.0).contains(&achieved), "two threads keep one schedule: {achieved}/s");
+        let r = run_load(&mock, &["--connections", "3", "--requests", "51", "--threads", "2", "--engine", "uring"]);
+        assert_eq!(r["requests"]["ok"].as_u64(), Some(51));
+        assert_eq!(r["requests"]["sent"].as_u64(), Some(51));
+    }
+
+    /// `--timeout` ends requests the server never answers, for both engines, and the
+    /// connections they held are torn down (the run ends).
+    #[test]
+    fn timeouts_are_classified() {
+        let mock = Mock::start(&["--fault", "stall"]);
+        for engine in ENGINES {
+            let r = run_load(&mock, &["--rate", "20", "--requests", "4", "--timeout", "200ms", "--engine", engine]);
+            assert_eq!(r["errors"]["timeout"].as_u64(), Some(4), "{engine}");
+            assert_eq!(r["requests"]["completed"].as_u64(), Some(4), "{engine}");
+            let lat_min = r["latency_us"]["min_us"].as_u64().expect("lat");
+            // The histogram keeps 3 significant digits: 200 ms reads back as >= 199.8 ms.
+            assert!((199_000..1_000_000).contains(&lat_min), "{engine}: timed out after {lat_min} µs");
+            let r =
+                run_load(&mock, &["--connections", "2", "--requests", "4", "--timeout", "100ms", "--engine", engine]);
+            assert_eq!(r["errors"]["timeout"].as_u64(), Some(4), "{engine} closed loop");
+        }
+    }
+
+    /// A server that answers the first request of its first connection with keep-alive,
+    /// then reads the second request and closes without answering (an idle timeout racing
+    /// the client); every later connection answers everything.
+    fn stale_connection_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let handle = std::thread::spawn(move || {
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            // Read one request head + body (Content-Length framed, small): until the body
+            // the client announced has arrived.
+            fn read_request(s: &mut std::net::TcpStream) -> bool {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for _ in 0..1000 {
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            return true;
+                        }
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                false
+            }
+            for (n, conn) in listener.incoming().take(4).enumerate() {
+                let Ok(mut s) = conn else { return };
+                if n == 0 {
+                    if read_request(&mut s) {
+                        let _ = s.write_all(answer);
+                    }
+                    let _ = read_request(&mut s);
+                    drop(s);
+                    continue;
+                }
+                std::thread::spawn(move || {
+                    while read_request(&mut s) {
+                        if s.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, handle)
+    }
+
+    /// A reused keep-alive connection found closed before any answer byte is retried
+    /// once on a fresh connection, and counted in `retried`, with both engines.
+    #[test]
+    fn stale_reused_connection_is_retried_once() {
+        for engine in ENGINES {
+            let (addr, _server) = stale_connection_server();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let json = dir.path().join("r.json");
+            let out = Command::new(env!("CARGO_BIN_EXE_gk-load"))
+                .args(["run", "--url", &format!("http://{addr}/"), "--connections", "1", "--requests", "3"])
+                .args(["--timeout", "5s", "--engine", engine, "--json"])
+                .arg(&json)
+                .output()
+                .expect("spawn");
+            assert!(out.status.success(), "{engine}: {}", String::from_utf8_lossy(&out.stderr));
+            let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+            assert_eq!(r["requests"]["ok"].as_u64(), Some(3), "{engine}: {r}");
+            assert_eq!(r["requests"]["retried"].as_u64(), Some(1), "{engine}");
+            assert_eq!(r["errors"]["reset"].as_u64(), Some(0), "{engine}");
+        }
     }
 
     #[test]
     fn errors_are_classified() {
         let mock = Mock::start(&["--fault", "503"]);
-        let r = run_load(&mock, &["--connections", "2", "--requests", "20"]);
-        assert_eq!(r["errors"]["http_5xx"].as_u64(), Some(20));
-        assert_eq!(r["statuses"]["503"].as_u64(), Some(20));
+        let reset = Mock::start(&["--fault", "reset"]);
+        let cut = Mock::start(&["--fault", "cut"]);
         // Nothing listens on a port we just closed.
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let json = dir.path().join("r.json");
-        let out = Command::new(env!("CARGO_BIN_EXE_gk-load"))
-            .args(["run", "--url", &format!("http://127.0.0.1:{port}/"), "--rate", "100"])
-            .args(["--requests", "5", "--json"])
-            .arg(&json)
-            .output()
-            .expect("spawn");
-        assert!(out.status.success());
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
-        assert_eq!(r["errors"]["connect"].as_u64(), Some(5));
+        for engine in ENGINES {
+            let r = run_load(&mock, &["--connections", "2", "--requests", "20", "--engine", engine]);
+            assert_eq!(r["errors"]["http_5xx"].as_u64(), Some(20), "{engine}");
+            assert_eq!(r["statuses"]["503"].as_u64(), Some(20), "{engine}");
+            let r = run_load(&reset, &["--rate", "200", "--requests", "10", "--engine", engine]);
+            assert_eq!(r["errors"]["reset"].as_u64(), Some(10), "{engine}: {}", r["errors"]);
+            let r = run_load(&cut, &["--rate", "200", "--requests", "10", "--engine", engine]);
+            assert_eq!(r["errors"]["reset"].as_u64(), Some(10), "{engine}: {}", r["errors"]);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let json = dir.path().join("r.json");
+            let out = Command::new(env!("CARGO_BIN_EXE_gk-load"))
+                .args(["run", "--url", &format!("http://127.0.0.1:{port}/"), "--rate", "100"])
+                .args(["--requests", "5", "--engine", engine, "--json"])
+                .arg(&json)
+                .output()
+                .expect("spawn");
+            assert!(out.status.success(), "{engine}");
+            let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+            assert_eq!(r["errors"]["connect"].as_u64(), Some(5), "{engine}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The HTTP/1.1 client side of `gk-load run`: URL parsing, and one request/answer
-//! exchange over a keep-alive `TcpStream`, timed from the request's intended send time.
-//! Body bytes are counted, never kept.
+//! The HTTP/1.1 client side of `gk-load run` (tokio engine): URL parsing, and one
+//! request/answer exchange over a keep-alive `TcpStream`; the answer is framed and timed by
+//! [`super::answer::AnswerReader`], which the io_uring engine shares. Body bytes are
+//! counted, never kept.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,14 +10,11 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use super::answer::{AnswerReader, Progress};
 use super::stats::ErrorClass;
-use crate::http1::{self, ChunkedDecoder, HttpError, ResponseFraming, BODY_BYTES_MAX};
 
 /// Initial capacity of a worker's read buffer; heads and SSE events fit easily.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// Most reads one answer may take: bounds the read loop even for a trickling server
-/// (16 MiB body cap / 1 byte per read plus the head).
-const READS_PER_ANSWER_MAX: usize = BODY_BYTES_MAX + http1::RESPONSE_HEAD_BYTES_MAX;
 
 /// Where requests go, from `--url http://HOST[:PORT][/PATH]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,171 +75,22 @@ pub async fn connect(addr: SocketAddr) -> Result<TcpStream, ErrorClass> {
     Ok(stream)
 }
 
-/// What one successful exchange produced.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Answer {
-    /// Status code.
-    pub status: u16,
-    /// The connection may be reused.
-    pub keep_alive: bool,
-    /// The answer was `text/event-stream`.
-    pub event_stream: bool,
-    /// When the first body byte arrived (streams only).
-    pub first_body_at: Option<Instant>,
-    /// Largest gap between two reads that carried body bytes, µs (streams only).
-    pub gap_max_us: Option<u64>,
-    /// Bytes read.
-    pub bytes_in: u64,
-}
-
-/// A failed exchange.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// Error class.
-    pub class: ErrorClass,
-    /// No byte of the answer arrived (a reused connection may then be retried).
-    pub nothing_read: bool,
-}
-
-fn io_class(_e: io::Error) -> ErrorClass {
-    // Refused/reset/broken pipe/aborted all mean the peer dropped us mid-exchange.
-    ErrorClass::Reset
-}
-
-/// Tracks body reads of a stream: first-byte time and the largest gap.
-struct BodyClock {
-    track: bool,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    gap_max_us: u64,
-}
-
-impl BodyClock {
-    fn body_read(&mut self, at: Instant) {
-        if !self.track {
-            return;
-        }
-        if let Some(last) = self.last {
-            let gap = at.saturating_duration_since(last).as_micros();
-            self.gap_max_us = self.gap_max_us.max(u64::try_from(gap).unwrap_or(u64::MAX));
-        } else {
-            self.first = Some(at);
-        }
-        self.last = Some(at);
-    }
-}
+pub use super::answer::{Answer, Failure};
 
 /// Writes `request` and reads one full answer. `rbuf` is the worker's scratch buffer.
 pub async fn exchange(stream: &mut TcpStream, request: &[u8], rbuf: &mut Vec<u8>) -> Result<Answer, Failure> {
-    let fail = |class, nothing_read| Failure { class, nothing_read };
-    stream.write_all(request).await.map_err(|e| fail(io_class(e), true))?;
+    let mut reader = AnswerReader::new();
+    stream.write_all(request).await.map_err(|_| reader.read_failed())?;
     rbuf.clear();
-    let mut bytes_in = 0u64;
-    // Head: read until httparse sees all of it. Bounded: each pass reads >= 1 byte and the
-    // head is capped at RESPONSE_HEAD_BYTES_MAX.
-    let (head, head_len) = loop {
-        let n = stream.read_buf(rbuf).await.map_err(|e| fail(io_class(e), bytes_in == 0))?;
+    // Bounded: the reader fails the answer after READS_PER_ANSWER_MAX reads.
+    loop {
+        let n = stream.read_buf(rbuf).await.map_err(|_| reader.read_failed())?;
         if n == 0 {
-            return Err(fail(ErrorClass::Reset, bytes_in == 0));
+            return reader.end_of_stream();
         }
-        bytes_in += n as u64;
-        match http1::parse_response_head(rbuf) {
-            Ok(Some(h)) => break h,
-            Ok(None) => {}
-            Err(_) => return Err(fail(ErrorClass::Protocol, false)),
+        if let Progress::Done(answer) = reader.feed(rbuf, n, Instant::now())? {
+            return Ok(answer);
         }
-    };
-    let now = Instant::now();
-    let mut clock = BodyClock { track: head.event_stream, first: None, last: None, gap_max_us: 0 };
-    let mut answer = Answer {
-        status: head.status,
-        keep_alive: head.keep_alive,
-        event_stream: head.event_stream,
-        ..Answer::default()
-    };
-    let body_now = rbuf.len() - head_len;
-    if body_now > 0 {
-        clock.body_read(now);
-    }
-    match head.framing {
-        ResponseFraming::Length(n) => {
-            if body_now > n {
-                // Bytes beyond the answer: we never pipeline, so the server misbehaved.
-                return Err(fail(ErrorClass::Protocol, false));
-            }
-            let mut have = body_now;
-            rbuf.clear();
-            for _ in 0..READS_PER_ANSWER_MAX {
-                if have == n {
-                    break;
-                }
-                let got = read_some(stream, rbuf).await?;
-                clock.body_read(Instant::now());
-                have += got;
-                bytes_in += got as u64;
-                rbuf.clear();
-                if have > n {
-                    return Err(fail(ErrorClass::Protocol, false));
-                }
-            }
-            if have != n {
-                return Err(fail(ErrorClass::Protocol, false));
-            }
-        }
-        ResponseFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::discarding();
-            rbuf.drain(..head_len);
-            for _ in 0..READS_PER_ANSWER_MAX {
-                let used = decoder.feed(rbuf).map_err(|e| fail(http_class(e), false))?;
-                rbuf.drain(..used);
-                if decoder.is_done() {
-                    break;
-                }
-                let got = read_some(stream, rbuf).await?;
-                clock.body_read(Instant::now());
-                bytes_in += got as u64;
-            }
-            if !decoder.is_done() || !rbuf.is_empty() {
-                return Err(fail(ErrorClass::Protocol, false));
-            }
-        }
-        ResponseFraming::UntilClose => {
-            let mut have = body_now;
-            rbuf.clear();
-            for _ in 0..READS_PER_ANSWER_MAX {
-                let n = stream.read_buf(rbuf).await.map_err(|e| fail(io_class(e), false))?;
-                if n == 0 {
-                    break;
-                }
-                clock.body_read(Instant::now());
-                have += n;
-                bytes_in += n as u64;
-                rbuf.clear();
-                if have > BODY_BYTES_MAX {
-                    return Err(fail(ErrorClass::Protocol, false));
-                }
-            }
-            answer.keep_alive = false;
-        }
-    }
-    answer.bytes_in = bytes_in;
-    if clock.track {
-        answer.first_body_at = clock.first;
-        answer.gap_max_us = Some(clock.gap_max_us);
-    }
-    Ok(answer)
-}
-
-fn http_class(_e: HttpError) -> ErrorClass {
-    ErrorClass::Protocol
-}
-
-/// Reads at least one byte; end of stream mid-answer is a reset.
-async fn read_some(stream: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<usize, Failure> {
-    match stream.read_buf(rbuf).await {
-        Ok(0) => Err(Failure { class: ErrorClass::Reset, nothing_read: false }),
-        Ok(n) => Ok(n),
-        Err(e) => Err(Failure { class: io_class(e), nothing_read: false }),
     }
 }
 

@@ -1,25 +1,33 @@
 //! `gk-load run`: an open-loop HTTP/1.1 load generator with honest latency accounting.
 //!
 //! Hand-off: [`RunArgs`] (flags) → [`Config::from_args`] (validated settings, request
-//! templates from `scenario`) → [`run`], which builds a tokio runtime and starts:
+//! templates from `scenario`) → [`run`], which picks the engine ([`choose_engine`]) and
+//! starts one of:
 //!
-//! - open loop: a pacer task walks the [`schedule::Arrival`] slots (slot k due at
-//!   start + offset(k), computed, never accumulated), sleeping on a timerfd
-//!   ([`timer::Timer`]) and releasing every slot due within `--pace-window` of the first
-//!   in one wake-up, and hands each slot to a fixed set of `--inflight-max` worker tasks
-//!   through a bounded queue (no thread hop per slot). A slot that finds every
-//!   worker busy waits in the queue and is counted in `waited_for_slot`; its latency is
-//!   still measured from the slot, so a stalled target shows in the percentiles
-//!   (no coordinated omission).
-//! - closed loop (`--connections N`): N workers, each sending its next request when the
-//!   previous answer ends (latency from the actual send; shown for comparison).
+//! - [`uring`] (default where the kernel allows it): one io_uring loop per `--threads`
+//!   thread, each with its own ring, connections and share of the schedule; see its
+//!   module doc for the loop and for how it keeps latency honest while batching.
+//! - tokio (fallback, `--engine tokio`):
+//!   - open loop: a pacer task walks the [`schedule::Arrival`] slots (slot k due at
+//!     start + offset(k), computed, never accumulated), sleeping on a timerfd
+//!     ([`timer::Timer`]) and releasing every slot due within `--pace-window` of the first
+//!     in one wake-up, and hands each slot to a fixed set of `--inflight-max` worker tasks
+//!     through a bounded queue (no thread hop per slot). A slot that finds every
+//!     worker busy waits in the queue and is counted in `waited_for_slot`; its latency is
+//!     still measured from the slot, so a stalled target shows in the percentiles
+//!     (no coordinated omission).
+//!   - closed loop (`--connections N`): N workers, each sending its next request when the
+//!     previous answer ends (latency from the actual send; shown for comparison).
 //!
-//! Workers take keep-alive connections from a pool (`--connections-max` idle kept),
-//! write pre-serialized request bytes and read answers with `client`, and record into
-//! one `stats::Recorder` shard per runtime thread. A reporter task drains the shards once
-//! per second into the totals, the `--hdr-log` interval log and the tty progress line.
-//! At the end `report::Report` is printed (summary) and written (`--json`, `--plot`).
+//!   Workers take keep-alive connections from a pool (`--connections-max` idle kept),
+//!   write pre-serialized request bytes and read answers with `client`.
+//!
+//! Both engines frame answers with [`answer::AnswerReader`] and record into one
+//! `stats::Recorder` shard per thread. A reporter task drains the shards once per second
+//! into the totals, the `--hdr-log` interval log and the tty progress line. At the end
+//! `report::Report` is printed (summary) and written (`--json`, `--plot`).
 
+pub mod answer;
 pub mod client;
 pub mod cpu;
 pub mod plot;
@@ -28,6 +36,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod stats;
 pub mod timer;
+pub mod uring;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal as _, Write as _};
@@ -130,7 +139,8 @@ pub struct RunArgs {
     /// Write an SVG latency-by-percentile plot here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Runtime threads; 1 runs a current-thread runtime.
+    /// Threads: uring engine, one ring per thread (capped at the connections to share);
+    /// tokio engine, runtime threads (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Also report this process's CPU per request (from /proc/PID/stat).
@@ -144,6 +154,56 @@ pub struct RunArgs {
     /// send lag, which latency (from each slot's own time) includes.
     #[arg(long, default_value = DEFAULT_PACE_WINDOW)]
     pub pace_window: String,
+    /// I/O engine: `uring` (one io_uring loop per thread, cheapest per request), `tokio`
+    /// (epoll), or `auto` (uring where the kernel allows it, else tokio with a note).
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
+}
+
+/// `--engine`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// io_uring where available, else tokio.
+    Auto,
+    /// io_uring only (fails where the kernel refuses a ring).
+    Uring,
+    /// tokio (epoll) only.
+    Tokio,
+}
+
+/// The engine a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// [`uring`]: one io_uring loop per thread.
+    Uring,
+    /// tokio tasks over epoll.
+    Tokio,
+}
+
+impl Engine {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "uring",
+            Engine::Tokio => "tokio",
+        }
+    }
+}
+
+/// Resolves `--engine`: `auto` probes for io_uring and falls back to tokio with a
+/// one-line note on stderr; `uring` fails where the ring is refused.
+pub fn choose_engine(choice: EngineChoice) -> Result<Engine, String> {
+    match choice {
+        EngineChoice::Tokio => Ok(Engine::Tokio),
+        EngineChoice::Uring => uring::probe().map(|_| Engine::Uring).map_err(|e| format!("--engine uring: {e}")),
+        EngineChoice::Auto => match uring::probe() {
+            Ok(_) => Ok(Engine::Uring),
+            Err(e) => {
+                eprintln!("gk-load: io_uring unavailable ({e}); using the tokio engine");
+                Ok(Engine::Tokio)
+            }
+        },
+    }
 }
 
 /// Open or closed loop.
@@ -194,6 +254,8 @@ pub struct Config {
     pub pace_window: Duration,
     /// Scenario path, for the report.
     pub scenario: Option<String>,
+    /// `--engine`.
+    pub engine: EngineChoice,
 }
 
 fn parse_header(h: &str) -> Result<(String, String), String> {
@@ -307,6 +369,7 @@ impl Config {
             seed: a.seed,
             pace_window,
             scenario: a.scenario.as_ref().map(|p| p.display().to_string()),
+            engine: a.engine,
         })
     }
 }
@@ -667,17 +730,19 @@ async fn reporter(
 /// Runs the load described by `cfg` and returns the report (also written to the
 /// `--json`, `--plot` and `--hdr-log` files).
 pub fn run(cfg: Config) -> Result<Report, String> {
+    let engine = choose_engine(cfg.engine)?;
     let threads = cfg.threads;
-    let runtime = if threads <= 1 {
+    // The uring engine runs its own threads; the runtime only hosts the reporter.
+    let runtime = if threads <= 1 || engine == Engine::Uring {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
     .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(run_async(cfg))
+    runtime.block_on(run_async(cfg, engine))
 }
 
-async fn run_async(cfg: Config) -> Result<Report, String> {
+async fn run_async(cfg: Config, engine: Engine) -> Result<Report, String> {
     let addr = cfg.url.resolve().await.map_err(|e| format!("--url {}: {e}", cfg.url_text))?;
     let shards = (0..cfg.threads).map(|_| Mutex::new(Recorder::default())).collect();
     let target_before = cfg.target_pid.and_then(cpu::pid_cpu);
@@ -700,7 +765,15 @@ async fn run_async(cfg: Config) -> Result<Report, String> {
     let rep = tokio::spawn(reporter(Arc::clone(&sh), done_rx, started));
     let mut workers = tokio::task::JoinSet::new();
     let mut pacer = None;
+    let mut engine_name = engine.name().to_string();
     match sh.cfg.load.clone() {
+        _ if engine == Engine::Uring => {
+            let shared = Arc::clone(&sh);
+            let setup = tokio::task::spawn_blocking(move || uring::run(&shared))
+                .await
+                .map_err(|e| format!("uring engine: {e}"))??;
+            engine_name = format!("uring ({setup})");
+        }
         Load::Open(arrival) => {
             for id in 0..sh.cfg.inflight_max {
                 workers.spawn(open_worker(Arc::clone(&sh), id));
@@ -728,7 +801,8 @@ async fn run_async(cfg: Config) -> Result<Report, String> {
     };
     let _ = done_tx.send(());
     let total = rep.await.map_err(|e| format!("reporter: {e}"))??;
-    let report = build_report(&sh, &total, elapsed, started, cpu_used, target_used);
+    let mut report = build_report(&sh, &total, elapsed, started, cpu_used, target_used);
+    report.config.engine = engine_name;
     write_outputs(&sh.cfg, &report)?;
     Ok(report)
 }
@@ -769,6 +843,7 @@ fn build_report(
             templates: c.templates.len(),
             seed: c.seed,
             pace_window_us: us(c.pace_window),
+            engine: String::new(),
         },
         started_unix_ms: started
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -44,6 +44,9 @@ pub struct ConfigReport {
     /// Open loop: the pacer's batching window (`--pace-window`), µs; 0 = none.
     #[serde(default)]
     pub pace_window_us: u64,
+    /// The I/O engine that ran: `tokio`, or `uring (SETUP)` with the ring's set-up flags.
+    #[serde(default)]
+    pub engine: String,
 }
 
 /// Request counts.
@@ -154,7 +157,7 @@ impl Report {
         let e = &self.errors;
         let r = &self.requests;
         // Writes into a String cannot fail.
-        let _ = writeln!(s, "gk-load run  {}  ({} loop, {})", c.url, c.mode, c.schedule);
+        let _ = writeln!(s, "gk-load run  {}  ({} loop, {}, engine {})", c.url, c.mode, c.schedule, c.engine);
         let _ = writeln!(
             s,
             "  requests    {} sent, {} completed, {} 2xx, {} waited for a slot, {} retried",
