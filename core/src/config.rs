@@ -508,7 +508,7 @@ pub struct AuditConfig {
     /// Entries per stored batch (one JetStream message, or one chain-file line). Default 1024.
     pub batch_entries_max: usize,
     /// How long the bridge lets records gather after a batch that did not fill up,
-    /// ms. Default 10. Records are durable in the WAL from the start; this only
+    /// ms. Default 50. Records are durable in the WAL from the start; this only
     /// delays their shipping, and under load turns many small messages (each costing
     /// a round trip and nats-server work) into few large ones.
     pub batch_wait_ms: u64,
@@ -539,7 +539,7 @@ impl Default for AuditConfig {
             spool_bytes_max: 1 << 30,
             wal_segment_bytes: 64 << 20,
             batch_entries_max: 1024,
-            batch_wait_ms: 10,
+            batch_wait_ms: 50,
             health_interval_ms: 5_000,
             sla_p99_ms: None,
             sessions_flush_ms: 10_000,

@@ -4,7 +4,8 @@
 //! How the parts hand off:
 //! - The pipeline fills an [`AuditRecord`] and hands it to its shard's
 //!   [`crate::bridge::ShardAudit::submit`], which appends it to the shard's [`wal`]
-//!   with one `write(2)`: durable against a process kill once `submit` returns.
+//!   with one copy into a shared file mapping (or one `write(2)`): durable against a
+//!   process kill once `submit` returns.
 //! - The bridge thread reads the WAL ([`wal::LaneReader`]), links each record into its
 //!   node instance's chain ([`chain`]: canonical entry bytes, SHA-256 links, a
 //!   [`merkle`] RFC 6962 tree), and stores batches of entries and signed

@@ -1,8 +1,9 @@
 //! The per-shard write-ahead log: the audit spool.
 //!
-//! Each shard appends framed records to its own files with plain `write(2)`; once the
-//! call returns, the bytes are in the page cache and survive the process being
-//! killed (and, with `audit.fsync: always`, a power cut). The bridge thread tails the
+//! Each shard appends framed records to its own files — by copying into a shared file
+//! mapping of the part ([`super::mapped`]), or with `write(2)` where blocks cannot be
+//! reserved; once the append returns, the bytes are in the page cache and survive the
+//! process being killed (and, with `audit.fsync: always`, a power cut). The bridge thread tails the
 //! files, chains and ships what it reads, and deletes a file once everything in it is
 //! stored. Nothing is shared between a shard and the bridge but the files and two
 //! atomic counters, so a shard never waits on the bridge.
@@ -15,8 +16,10 @@
 //! guarantees one writer).
 //!
 //! A frame is `len: u32 LE | crc32(kind ‖ payload): u32 LE | kind: u8 | payload`.
-//! A frame cut short (a crash mid-`write`) can only be the last one of a complete
-//! part; the reader skips it, as its `submit` never returned.
+//! A frame cut short (a crash mid-append) can only be the last one of a complete
+//! part; the reader skips it, as its `submit` never returned. A mapped part is as long
+//! as its mapping until it is finished (then cut to its frames), so a part a crash
+//! left behind ends in zeros: a zero frame header is a part's clean end.
 
 use std::fs::File;
 use std::io::Write as _;

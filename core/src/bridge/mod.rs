@@ -8,7 +8,7 @@
 //! - [`Bridge::start`] (at serve time) takes the data dir lock, picks this start's WAL
 //!   generation, loads or creates the node key and starts the thread.
 //! - Each shard gets a [`ShardAudit`] from [`Bridge::shard`]. [`ShardAudit::submit`]
-//!   appends a record to the shard's own WAL file with one `write(2)` and returns: the
+//!   appends a record to the shard's own WAL file (a copy into its mapping) and returns: the
 //!   record now survives a kill of the process, and the shard never waited on another
 //!   thread. The WAL is the spool: while NATS is away (or the bridge is behind), records
 //!   wait there, bounded by `audit.spool_bytes_max`, and are shipped in order later.
@@ -286,7 +286,8 @@ impl ShardAudit {
     /// Appends a finished request's record to this shard's WAL. When it returns `Ok`,
     /// the record survives a kill of the process (and a power cut, with
     /// `audit.fsync: always`) and will be chained and shipped exactly once. Never
-    /// waits on another thread; costs one `write(2)` (plus `fdatasync` under `always`).
+    /// waits on another thread; costs one copy into the mapped WAL part (plus `msync`
+    /// under `always`).
     ///
     /// Errors: [`AuditError::SpoolFull`] when this shard's unshipped backlog reached
     /// `audit.spool_bytes_max` (answer 503), [`AuditError::Io`] when the write failed
