@@ -1,7 +1,7 @@
 //! The per-shard write-ahead log: the audit spool.
 //!
 //! Each shard appends framed records to its own files — by copying into a shared file
-//! mapping of the part ([`super::mapped`]), or with `write(2)` where blocks cannot be
+//! mapping of the part (`audit::mapped`), or with `write(2)` where blocks cannot be
 //! reserved; once the append returns, the bytes are in the page cache and survive the
 //! process being killed (and, with `audit.fsync: always`, a power cut). The bridge thread tails the
 //! files, chains and ships what it reads, and deletes a file once everything in it is
@@ -166,7 +166,7 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
 
 /// A shard's appender. Owned by the shard thread; on file systems that can reserve
 /// blocks (`fallocate`) a part is a shared file mapping and an append is a copy into
-/// it ([`MappedFile`]); elsewhere it is a plain `write(2)`. Under `fsync: always`
+/// it (`MappedFile`); elsewhere it is a plain `write(2)`. Under `fsync: always`
 /// each append is also flushed (`msync` / `fdatasync`) before it returns.
 #[derive(Debug)]
 pub struct WalWriter {
