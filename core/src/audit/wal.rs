@@ -734,6 +734,36 @@ mod tests {
         assert_eq!(r.skipped_bytes, 0);
     }
 
+    /// Where blocks cannot be reserved the writer appends with `write(2)`: the same
+    /// frames come back, and parts roll the same way.
+    #[test]
+    fn plain_writes_read_back_like_mapped_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let lane = LaneId { gen: 1, shard: 0 };
+        let out = open_part(dir.path(), lane, 0, mapped_len(20), false).unwrap();
+        assert!(matches!(out, PartOut::Plain(_)));
+        let mut w = WalWriter {
+            dir: dir.path().to_path_buf(),
+            lane,
+            part: 0,
+            out,
+            part_bytes: 0,
+            segment_bytes_max: 20,
+            sync_each: true,
+            buf: Vec::new(),
+        };
+        for i in 0..5 {
+            frame(&mut w, &format!("frame-{i}"));
+        }
+        assert_eq!(w.part(), 2);
+        assert!(matches!(w.out, PartOut::Plain(_)), "a plain lane stays plain across rolls");
+        assert_eq!(std::fs::metadata(part_path(dir.path(), lane, 0)).unwrap().len(), 32, "no zero tail");
+        let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
+        let mut out = Vec::new();
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(texts(&out), ["frame-0", "frame-1", "frame-2", "frame-3", "frame-4"]);
+    }
+
     #[test]
     fn corrupt_frame_is_not_returned() {
         let dir = tempfile::tempdir().unwrap();
