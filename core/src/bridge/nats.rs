@@ -238,6 +238,22 @@ pub fn decode_payload(encoding: Option<&str>, payload: &[u8]) -> Result<Vec<u8>,
     }
 }
 
+/// A publish of `body` with `msg_id`, encoded as `compression` says and marked with
+/// [`ENCODING_HEADER`] when it is not plain JSON.
+pub fn encoded_publish(body: &[u8], msg_id: &str, compression: Compression) -> jetstream::message::PublishMessage {
+    let (payload, encoding) = encode_payload(body, compression);
+    let publish = jetstream::message::PublishMessage::build().payload(payload.into()).message_id(msg_id);
+    match encoding {
+        Some(encoding) => publish.header(ENCODING_HEADER, encoding),
+        None => publish,
+    }
+}
+
+/// A stored message's body, decoded by its [`ENCODING_HEADER`] (see [`decode_payload`]).
+pub fn decode_stored(m: &jetstream::message::StreamMessage) -> Result<Vec<u8>, String> {
+    decode_payload(m.headers.get(ENCODING_HEADER).map(|v| v.as_str()), &m.payload)
+}
+
 /// One stored audit message read back.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -262,8 +278,7 @@ pub async fn read_audit(js: &jetstream::Context, stream_name: &str) -> Result<Ve
     for seq in state.first_sequence..=state.last_sequence {
         match s.get_raw_message(seq).await {
             Ok(m) => {
-                let encoding = m.headers.get(ENCODING_HEADER).map(|v| v.as_str());
-                let payload = decode_payload(encoding, &m.payload).map_err(|e| err(format!("seq {seq}: {e}")))?;
+                let payload = decode_stored(&m).map_err(|e| err(format!("seq {seq}: {e}")))?;
                 out.push(StoredMessage { seq, subject: m.subject.to_string(), payload })
             }
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}

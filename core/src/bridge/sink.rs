@@ -205,14 +205,8 @@ impl NatsSink {
     /// subject's last message.
     pub async fn store(&mut self, msg_id: &str, bytes: &[u8]) -> Result<(), BridgeError> {
         self.ensure_provisioned().await?;
-        let (payload, encoding) = nats::encode_payload(bytes, self.config.compression);
-        let mut publish = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .message_id(msg_id)
+        let publish = nats::encoded_publish(bytes, msg_id, self.config.compression)
             .expected_last_subject_sequence(self.last_subject_seq);
-        if let Some(encoding) = encoding {
-            publish = publish.header(nats::ENCODING_HEADER, encoding);
-        }
         let fail = |message: String| BridgeError::Nats(NatsError::Publish { subject: self.subject.clone(), message });
         let ack = match self.js.send_publish(self.subject.clone(), publish).await {
             Ok(fut) => fut.await,
@@ -264,11 +258,7 @@ impl NatsSink {
         for m in msgs {
             let subject = format!("{}.{}", m.stream.prefix(), m.suffix);
             let compression = if m.bulk { self.config.compression } else { crate::config::Compression::None };
-            let (payload, encoding) = nats::encode_payload(&m.body, compression);
-            let mut publish = jetstream::message::PublishMessage::build().payload(payload.into()).message_id(&m.msg_id);
-            if let Some(encoding) = encoding {
-                publish = publish.header(nats::ENCODING_HEADER, encoding);
-            }
+            let publish = nats::encoded_publish(&m.body, &m.msg_id, compression);
             let fail = |e: String| BridgeError::Nats(NatsError::Publish { subject: subject.clone(), message: e });
             acks.push(self.js.send_publish(subject.clone(), publish).await.map_err(|e| fail(e.to_string()))?);
         }
@@ -293,8 +283,7 @@ impl NatsSink {
                         message: format!("{subject}: last message unreadable: {e}"),
                     })
                 };
-                let encoding = m.headers.get(nats::ENCODING_HEADER).map(|v| v.as_str());
-                let payload = nats::decode_payload(encoding, &m.payload).map_err(unreadable)?;
+                let payload = nats::decode_stored(&m).map_err(unreadable)?;
                 serde_json::from_slice::<Message>(&payload)
                     .map(|m| Some(m.cursor))
                     .map_err(|e| unreadable(e.to_string()))

@@ -66,7 +66,7 @@ fn ten_thousand_records_are_stored_once_and_verify() {
                 // Route batches are stored LZ4-compressed (the default `nats.compression`).
                 let encoding = m.headers.get(gatekeeper::bridge::nats::ENCODING_HEADER).map(|v| v.as_str());
                 assert_eq!(encoding, Some(gatekeeper::bridge::nats::ENCODING_LZ4));
-                let json = gatekeeper::bridge::nats::decode_payload(encoding, &m.payload).unwrap();
+                let json = gatekeeper::bridge::nats::decode_stored(&m).unwrap();
                 let body: serde_json::Value = serde_json::from_slice(&json).unwrap();
                 decisions += body["decisions"].as_array().map_or(0, Vec::len);
                 seen += 1;

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::stats::ErrorClass;
+use super::stats::{ErrorClass, Outcome};
 use crate::http1::{self, ChunkedDecoder, ResponseFraming, BODY_BYTES_MAX};
 
 /// Most reads one answer may take: bounds the read loop even for a trickling server
@@ -27,6 +27,25 @@ pub struct Answer {
     pub gap_max_us: Option<u64>,
     /// Bytes read.
     pub bytes_in: u64,
+}
+
+impl Answer {
+    /// Writes what this answer says into `outcome` (status, bytes, and for streams
+    /// time to first byte from `intended` and the largest gap) and returns its error
+    /// class: 4xx and 5xx count as errors. Shared by both engines.
+    pub fn fill(&self, outcome: &mut Outcome, intended: Instant) -> Option<ErrorClass> {
+        outcome.status = self.status;
+        outcome.bytes_in = self.bytes_in;
+        if self.event_stream {
+            outcome.gap_max_us = self.gap_max_us;
+            outcome.ttfb_us = self.first_body_at.map(|t| super::us(t.saturating_duration_since(intended)));
+        }
+        match self.status {
+            400..=499 => Some(ErrorClass::Http4xx),
+            500..=599 => Some(ErrorClass::Http5xx),
+            _ => None,
+        }
+    }
 }
 
 /// A failed exchange.

@@ -524,17 +524,7 @@ async fn one_request(
     };
     match tokio::time::timeout(sh.cfg.timeout, attempt).await {
         Ok(Ok(ans)) => {
-            outcome.status = ans.status;
-            outcome.bytes_in = ans.bytes_in;
-            let class = match ans.status {
-                400..=499 => Some(ErrorClass::Http4xx),
-                500..=599 => Some(ErrorClass::Http5xx),
-                _ => None,
-            };
-            if ans.event_stream {
-                outcome.gap_max_us = ans.gap_max_us;
-                outcome.ttfb_us = ans.first_body_at.map(|t| us(t.saturating_duration_since(intended)));
-            }
+            let class = ans.fill(&mut outcome, intended);
             (outcome, class)
         }
         Ok(Err((class, _))) => (outcome, Some(class)),

@@ -580,17 +580,7 @@ impl<'a> Engine<'a> {
             Ok(Progress::Done(answer)) => {
                 self.forget_stream(&mut req);
                 let mut outcome = self.outcome(&req, at);
-                outcome.status = answer.status;
-                outcome.bytes_in = answer.bytes_in;
-                if answer.event_stream {
-                    outcome.gap_max_us = answer.gap_max_us;
-                    outcome.ttfb_us = answer.first_body_at.map(|t| us(t.saturating_duration_since(req.intended)));
-                }
-                let class = match answer.status {
-                    400..=499 => Some(ErrorClass::Http4xx),
-                    500..=599 => Some(ErrorClass::Http5xx),
-                    _ => None,
-                };
+                let class = answer.fill(&mut outcome, req.intended);
                 self.record(outcome, class);
                 if answer.keep_alive && self.io.is_quiet(i) {
                     self.conns[i] = State::Idle;
