@@ -5,7 +5,7 @@
 //!
 //! - `parse_head`: `gatekeeper_net::http::request::parse_head` on a typical SDK request head;
 //! - `chunked_decode/4KiB`: `ChunkedDecoder` over a 4 KiB body sent as 16 chunks;
-//! - `parse_body/*`: `gatekeeper::pipeline::parse_body` (step 1 body fields), and the same
+//! - `parse_body/*`: `gatekeeper::wire::openai::parse_chat` (step 1 body fields), and the same
 //!   plus the model splice the pipeline does before forwarding;
 //! - `key_cache_hit/*`: `ShardVerifier::verify` (the async path the pipeline awaits,
 //!   polled once: a hit never suspends) and `verify_now` on a token already verified;
@@ -22,8 +22,8 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gatekeeper::keys::{issue, Claims, Footer, RevocationList, SecretKey, Verifier};
 use gatekeeper::metrics::ShardMetrics;
-use gatekeeper::pipeline::parse_body;
-use gatekeeper::usage::StreamUsage;
+use gatekeeper::wire::openai::parse_chat;
+use gatekeeper::wire::openai::StreamUsage;
 use gatekeeper_net::chunked::{ChunkedDecoder, Decoded};
 use gatekeeper_net::http::request::{parse_head, Parsed};
 use gatekeeper_net::sse::DataLines;
@@ -117,11 +117,11 @@ fn http(c: &mut Criterion) {
 fn body(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_body");
     g.throughput(Throughput::Bytes(BODY.len() as u64));
-    g.bench_function("small", |b| b.iter(|| parse_body(black_box(BODY)).map(|r| r.max_tokens).ok()));
+    g.bench_function("small", |b| b.iter(|| parse_chat(black_box(BODY)).map(|r| r.max_tokens).ok()));
     g.bench_function("small+splice", |b| {
         b.iter(|| {
-            let chat = parse_body(black_box(BODY)).ok()?;
-            Some(gatekeeper::pipeline::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
+            let chat = parse_chat(black_box(BODY)).ok()?;
+            Some(gatekeeper::wire::openai::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
         })
     });
     // A 4 KiB conversation: the serde walk over `messages` grows with the body.
@@ -135,8 +135,8 @@ fn body(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(long.len() as u64));
     g.bench_function("4KiB+splice", |b| {
         b.iter(|| {
-            let chat = parse_body(black_box(long.as_bytes())).ok()?;
-            Some(gatekeeper::pipeline::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
+            let chat = parse_chat(black_box(long.as_bytes())).ok()?;
+            Some(gatekeeper::wire::openai::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
         })
     });
     g.finish();
@@ -159,7 +159,7 @@ fn keys(c: &mut Criterion) {
         Err(e) => panic!("issuing the bench token: {e}"),
     };
     let verifier = Verifier::new([issuer.public_key()], RevocationList::new(["r1"]), 30, 65_536);
-    let shard = verifier.shard();
+    let shard = gatekeeper::keys::ShardVerifier::new(verifier.clone());
     assert!(shard.verify_now(&token, NOW).is_ok(), "bench token must verify");
     let mut g = c.benchmark_group("key_cache_hit");
     g.bench_function("verify", |b| {

@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    let shard = verifier.shard();
+    let shard = gatekeeper::keys::ShardVerifier::new(verifier.clone());
     shard.verify_now(&token, NOW).unwrap();
     c.bench_function("cache_hit", |b| b.iter(|| shard.verify_now(black_box(&token), NOW).unwrap()));
     c.bench_function("full_claims_check", |b| {

@@ -11,7 +11,8 @@ use gatekeeper_net::{ServerLimits, ShardSet, ShardSetConfig};
 
 use crate::bridge::{Bridge, ShardAudit};
 use crate::config::{Config, DriverChoice, Shards};
-use crate::gateway::{Gateway, ShardGateway, ShardHandler};
+use crate::gateway::{Gateway, ShardGateway};
+use crate::routes::ShardHandler;
 
 /// Command-line overrides of the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -103,26 +104,13 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
         Some(t) => Some(gatekeeper_net::tls::server_config(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let l = &config.limits;
     let set_config = ShardSetConfig {
         shards,
-        driver: match config.driver {
-            DriverChoice::Auto => gatekeeper_net::DriverChoice::Auto,
-            DriverChoice::Uring => gatekeeper_net::DriverChoice::Uring,
-            DriverChoice::Epoll => gatekeeper_net::DriverChoice::Epoll,
-        },
+        driver: config.driver.into(),
         listen,
         pin: true,
         tls,
-        limits: ServerLimits {
-            head_bytes_max: l.header_bytes_max,
-            header_count_max: l.header_count_max,
-            body_bytes_max: l.body_bytes_max,
-            header_timeout: Duration::from_millis(l.header_timeout_ms),
-            body_timeout: Duration::from_millis(l.body_timeout_ms),
-            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
-            connections_max: l.connections_per_shard_max,
-        },
+        limits: ServerLimits::from(&config.limits),
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         backlog: 4096,
     };

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gatekeeper::pipeline::parse_body(data);
+    let _ = gatekeeper::wire::openai::parse_chat(data);
 });

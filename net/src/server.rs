@@ -33,6 +33,8 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Open connections per shard.
     pub connections_max: usize,
+    /// Requests read ahead of the one being answered on one connection.
+    pub pipeline_depth_max: usize,
 }
 
 /// The application a shard serves. One value per shard, built on that shard's thread.

@@ -21,6 +21,7 @@ mod mapped;
 pub mod merkle;
 pub mod message;
 mod record;
+pub mod request;
 pub mod verify;
 pub mod wal;
 

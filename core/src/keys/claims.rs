@@ -4,21 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::KeyError;
 use super::time::rfc3339_opt;
+use crate::router::mode::RouteMode;
 
 /// Longest `jti` accepted, bytes. Key ids are short; the bound keeps revocation lists sane.
 pub const JTI_BYTES_MAX: usize = 128;
-
-/// Default routing mode a key asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteMode {
-    /// Cheapest model meeting the quality threshold.
-    Cost,
-    /// Lowest predicted latency.
-    Latency,
-    /// Best model with the needed features.
-    Capability,
-}
 
 /// Spending limits carried by a key; every field is optional (absent: no limit).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

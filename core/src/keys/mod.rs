@@ -9,7 +9,7 @@
 //!   `k4.pid.`); [`issue`] signs [`Claims`] into a token.
 //! - [`Verifier`] (`Send + Sync`, one per process) holds the issuers, the revocation
 //!   list and the leeway; [`Verifier::verify_now`] is the synchronous check.
-//! - [`ShardVerifier`] (one per shard thread) adds a bounded cache and micro-batched
+//! - [`ShardVerifier`] (one per shard thread, [`ShardVerifier::new`]) adds a bounded cache and micro-batched
 //!   signature checks: [`ShardVerifier::verify`] is what the pipeline awaits.
 //! - [`KeyError::http_status_and_code`] decides what a refused client sees.
 //!
@@ -25,7 +25,9 @@
 //! assert!(got.allows_model("gpt-4o-mini"));
 //! ```
 
+mod b64;
 mod batch;
+mod bearer;
 mod claims;
 pub mod cli;
 mod error;
@@ -39,7 +41,8 @@ mod verifier;
 mod tests;
 
 pub use batch::Work;
-pub use claims::{Budget, Claims, Footer, RouteMode, JTI_BYTES_MAX};
+pub use bearer::{authenticate, bearer_token};
+pub use claims::{Budget, Claims, Footer, JTI_BYTES_MAX};
 pub use error::KeyError;
 pub use paserk::{PublicKey, SecretKey};
 pub use shard::{ShardStats, ShardVerifier, BATCH_MAX, QUEUE_MAX};
@@ -84,7 +87,7 @@ pub mod fuzzing {
         let _ = verifier().verify_now(text, 1_700_000_000);
         let _ = PublicKey::from_paserk(text);
         let _ = SecretKey::from_paserk(text);
-        let shard = verifier().shard();
+        let shard = super::ShardVerifier::new(verifier().clone());
         let _ = shard.verify_now(text, 1_700_000_000);
     }
 }

@@ -5,8 +5,8 @@ use blake2::{Blake2b, Digest as _};
 use ed25519_dalek::{SigningKey, VerifyingKey, KEYPAIR_LENGTH, PUBLIC_KEY_LENGTH, SECRET_KEY_LENGTH};
 use zeroize::{Zeroize as _, Zeroizing};
 
+use super::b64::{b64_decode, b64_encode};
 use super::error::KeyError;
-use super::paseto::{b64_decode, b64_encode};
 
 /// Prefix of a serialised v4 secret key.
 pub const SECRET_PREFIX: &str = "k4.secret.";

@@ -5,10 +5,9 @@
 //! hostile: lengths are checked before anything is decoded, base64 must be canonical
 //! (URL-safe, unpadded, no stray bits), and nothing follows the optional footer.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SIGNATURE_LENGTH};
 
+use super::b64::{b64_decode, b64_encode};
 use super::error::KeyError;
 use super::paserk::{PublicKey, SecretKey};
 
@@ -21,17 +20,6 @@ pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 
 /// Longest decoded footer accepted, bytes (PASETO advises bounding footer parsing).
 pub const FOOTER_BYTES_MAX: usize = 512;
-
-/// Encodes as URL-safe base64 without padding (PASETO's encoding).
-pub(crate) fn b64_encode(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Decodes URL-safe unpadded base64, rejecting padding and non-canonical trailing bits.
-pub(crate) fn b64_decode(text: &str) -> Result<Vec<u8>, KeyError> {
-    // The engine's defaults already refuse `=` and stray bits; it never panics on input.
-    URL_SAFE_NO_PAD.decode(text).map_err(|_| KeyError::Malformed("bad base64"))
-}
 
 /// Pre-Authentication Encoding: `LE64(n) || LE64(len(p_i)) || p_i …`, with the top bit of
 /// every length cleared as the spec requires.

@@ -219,7 +219,9 @@ impl std::fmt::Debug for ShardVerifier {
 }
 
 impl ShardVerifier {
-    pub(crate) fn new(verifier: Verifier) -> ShardVerifier {
+    /// A verifier for one shard, with its own cache and batch queue, over the
+    /// process-wide issuers and revocations of `verifier`.
+    pub fn new(verifier: Verifier) -> ShardVerifier {
         ShardVerifier {
             revoked: RefCell::new(Arc::clone(verifier.revoked())),
             cache: RefCell::new(Cache::new(verifier.cache_entries_max())),

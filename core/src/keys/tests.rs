@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use proptest::prelude::*;
 
 use super::*;
+use crate::router::mode::RouteMode;
 
 const NOW: i64 = 1_700_000_000;
 
@@ -79,24 +80,6 @@ fn verifies_and_checks_issuer() {
 }
 
 #[test]
-fn from_config() {
-    let a = issuer(1);
-    let config = crate::config::KeysConfig {
-        issuers: vec![crate::config::IssuerConfig { public_key: a.public_key().to_paserk() }],
-        revoked: vec!["gone".into()],
-        leeway_s: 5,
-        cache_entries_max: 8,
-    };
-    let v = Verifier::from_config(&config).unwrap();
-    assert_eq!(v.issuer_kids().collect::<Vec<_>>(), [a.public_key().pid()]);
-    assert_eq!(v.verify_now(&token(&a, &claims("gone")), NOW), Err(KeyError::Revoked));
-    assert!(v.verify_now(&token(&a, &claims("here")), NOW).is_ok());
-    let mut bad = config.clone();
-    bad.issuers[0].public_key = "k4.public.nope".into();
-    assert!(matches!(Verifier::from_config(&bad), Err(KeyError::InvalidKeyMaterial(_))));
-}
-
-#[test]
 fn exp_and_nbf_edges_with_and_without_leeway() {
     let a = issuer(1);
     let c = Claims { jti: "t".into(), nbf: Some(NOW), exp: Some(NOW + 100), ..Claims::default() };
@@ -110,7 +93,7 @@ fn exp_and_nbf_edges_with_and_without_leeway() {
         assert!(v.verify_now(&t, NOW - leeway).is_ok(), "leeway {leeway}");
         assert_eq!(v.verify_now(&t, NOW - leeway - 1), Err(KeyError::NotYetValid), "leeway {leeway}");
         // The shard path, cache included, draws the same edges.
-        let shard = v.shard();
+        let shard = ShardVerifier::new(v.clone());
         assert!(block_on(shard.verify(&t, NOW + 100 + leeway)).is_ok());
         assert_eq!(block_on(shard.verify(&t, NOW + 101 + leeway)), Err(KeyError::Expired), "cache dropped at exp");
         assert_eq!(block_on(shard.verify(&t, NOW - leeway - 1)), Err(KeyError::NotYetValid));
@@ -124,7 +107,7 @@ fn exp_and_nbf_edges_with_and_without_leeway() {
 fn revocation_and_runtime_replacement() {
     let a = issuer(1);
     let v = verifier(&[&a], 0);
-    let shard = v.shard();
+    let shard = ShardVerifier::new(v.clone());
     let t = token(&a, &claims("k1"));
     let other = token(&a, &claims("k2"));
     assert!(block_on(shard.verify(&t, NOW)).is_ok());
@@ -148,7 +131,7 @@ fn revocation_and_runtime_replacement() {
 fn cache_hits_and_is_bounded() {
     let a = issuer(1);
     let v = Verifier::new([a.public_key()], RevocationList::default(), 0, 4);
-    let shard = v.shard();
+    let shard = ShardVerifier::new(v.clone());
     let tokens: Vec<String> = (0..10).map(|i| token(&a, &claims(&format!("k{i}")))).collect();
     let first = block_on(shard.verify(&tokens[0], NOW)).unwrap();
     let again = block_on(shard.verify(&tokens[0], NOW)).unwrap();
@@ -173,7 +156,7 @@ fn cache_hits_and_is_bounded() {
 fn sixty_three_good_and_one_forged_in_one_batch() {
     let a = issuer(1);
     let v = verifier(&[&a], 0);
-    let shard = v.shard();
+    let shard = ShardVerifier::new(v.clone());
     let mut tokens: Vec<String> = (0..64).map(|i| token(&a, &claims(&format!("k{i}")))).collect();
     // Forge one: a valid token's claims re-signed by a stranger but claiming issuer `a`.
     let stranger = issuer(9);
@@ -195,7 +178,7 @@ fn all_forged_batch_work_is_bounded() {
     let a = issuer(1);
     let stranger = issuer(9);
     let v = verifier(&[&a], 0);
-    let shard = v.shard();
+    let shard = ShardVerifier::new(v.clone());
     let tokens: Vec<String> = (0..64)
         .map(|i| issue(&stranger, &claims(&format!("k{i}")), &Footer::for_key(&a.public_key())).unwrap())
         .collect();
@@ -213,7 +196,7 @@ fn all_forged_batch_work_is_bounded() {
 fn more_than_a_batch_queued_all_resolve() {
     let a = issuer(1);
     let v = verifier(&[&a], 0);
-    let shard = v.shard();
+    let shard = ShardVerifier::new(v.clone());
     let tokens: Vec<String> = (0..150).map(|i| token(&a, &claims(&format!("k{i}")))).collect();
     let futures = verifications(&shard, &tokens);
     let (results, _) = run_all(futures);
@@ -226,7 +209,7 @@ fn more_than_a_batch_queued_all_resolve() {
 fn dropped_task_withdraws_its_check() {
     let a = issuer(1);
     let v = verifier(&[&a], 0);
-    let shard = v.shard();
+    let shard = ShardVerifier::new(v.clone());
     let t = token(&a, &claims("k1"));
     let mut cx = Context::from_waker(Waker::noop());
     {

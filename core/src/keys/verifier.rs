@@ -10,8 +10,6 @@ use super::claims::{Claims, Footer};
 use super::error::KeyError;
 use super::paserk::PublicKey;
 use super::paseto;
-use super::shard::ShardVerifier;
-use crate::config::KeysConfig;
 
 /// Revoked key ids (`jti`). Immutable once built; replace it whole to update.
 #[derive(Debug, Clone, Default)]
@@ -78,13 +76,6 @@ pub(crate) struct Prepared {
 }
 
 impl Verifier {
-    /// Builds a verifier from the `keys` section of the config.
-    pub fn from_config(config: &KeysConfig) -> Result<Verifier, KeyError> {
-        let issuers =
-            config.issuers.iter().map(|i| PublicKey::from_paserk(&i.public_key)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Verifier::new(issuers, RevocationList::new(&config.revoked), config.leeway_s, config.cache_entries_max))
-    }
-
     /// Builds a verifier from parts. `cache_entries_max` is raised to at least 1.
     pub fn new(
         issuers: impl IntoIterator<Item = PublicKey>,
@@ -135,11 +126,6 @@ impl Verifier {
     /// Verified tokens each shard caches.
     pub fn cache_entries_max(&self) -> usize {
         self.inner.cache_entries_max
-    }
-
-    /// A per-shard verifier with its own cache and batch queue.
-    pub fn shard(&self) -> ShardVerifier {
-        ShardVerifier::new(self.clone())
     }
 
     /// Verifies `token` now, synchronously and without a cache: signature, issuer,

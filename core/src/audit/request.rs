@@ -1,0 +1,59 @@
+//! Step 8 for one request: its [`AuditRecord`], built from what the request went
+//! through and handed to the shard's WAL before the answer's last byte leaves.
+
+use crate::audit::{AuditError, AuditRecord};
+use crate::bridge::ShardAudit;
+use crate::providers::attempt::Attempt;
+use crate::providers::Provider;
+use crate::router::RouteTable;
+use crate::trace::Trace;
+
+/// What a shard needs to write a request's record.
+#[derive(Clone, Copy)]
+pub struct Recorder<'g> {
+    /// The shard's spool; `None` when the audit log is off.
+    pub audit: Option<&'g ShardAudit>,
+    /// The shard's index.
+    pub shard: usize,
+    /// Model names and deployments.
+    pub routes: &'g RouteTable,
+    /// Providers in config order.
+    pub providers: &'g [Provider],
+}
+
+impl Recorder<'_> {
+    /// Writes the record of a request that ended with `status`. `attempts` are the
+    /// failed ones (from the trace, or from the error that ended the request). `Ok`
+    /// means the record survives a kill of the process; on an error the request
+    /// must not be reported as a success.
+    pub fn record(&self, request_id: &str, trace: &Trace, attempts: &[Attempt], status: u16) -> Result<(), AuditError> {
+        let Some(audit) = self.audit else { return Ok(()) };
+        let deployment = trace.deployment.and_then(|(m, d)| self.routes.deployment(m, d));
+        let usage = trace.usage.unwrap_or_default();
+        let record = AuditRecord {
+            request_id: request_id.to_string(),
+            ts_unix_ms: trace.started_unix_ms,
+            shard: u16::try_from(self.shard).unwrap_or(u16::MAX),
+            kid: None,
+            key_id: trace.claims.as_ref().map(|c| c.jti.clone()),
+            tenant: trace.claims.as_ref().and_then(|c| c.tenant.clone()),
+            model_requested: trace.model_requested.clone(),
+            provider: trace.provider.and_then(|p| self.providers.get(p)).map(|p| p.name.clone()),
+            model_upstream: deployment.map(|d| d.upstream_model.clone()),
+            route_mode: None,
+            complexity: None,
+            stream: trace.stream,
+            status,
+            tokens_in: usage.prompt_tokens,
+            tokens_out: usage.completion_tokens,
+            cost_usd: deployment.map_or(0.0, |d| usage.cost_usd(d.price_per_1k_input, d.price_per_1k_output)),
+            upstream_us: trace.upstream.as_micros() as u64,
+            overhead_us: trace.overhead_us,
+            attempts: attempts.iter().map(ToString::to_string).collect(),
+            content: None,
+        };
+        audit.submit(&record).inspect_err(|e| {
+            tracing::error!(request_id = %record.request_id, error = %e, "audit record not written");
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! The `models` and `failover_chain` sections: which provider serves which
+//! client-facing model name, and in which order a model's deployments are tried.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{invalid, ConfigError};
+use crate::router::{Deployment, RouteTable};
+
+/// One deployment of a client-facing model name on a provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// What clients ask for.
+    pub name: String,
+    /// Which provider serves it.
+    pub provider: String,
+    /// The provider's own model id, written into the forwarded body.
+    pub upstream_model: String,
+    /// USD per 1,000 prompt tokens.
+    #[serde(default)]
+    pub price_per_1k_input: f64,
+    /// USD per 1,000 completion tokens.
+    #[serde(default)]
+    pub price_per_1k_output: f64,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// Features: `tools`, `json_mode`, `vision`, …
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Quality score 0–1 used by cost routing.
+    #[serde(default)]
+    pub quality: Option<f64>,
+}
+
+/// One step of the failover chain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverEntry {
+    /// Provider name.
+    pub provider: String,
+    /// Lower is tried first.
+    pub priority: u32,
+}
+/// Checks the models and the failover chain against the provider names.
+pub(super) fn validate(
+    models: &[ModelConfig],
+    chain: &[FailoverEntry],
+    providers: &HashSet<&str>,
+) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, m) in models.iter().enumerate() {
+        if m.name.is_empty() {
+            return Err(invalid(format!("models[{i}].name"), "must not be empty"));
+        }
+        if !providers.contains(m.provider.as_str()) {
+            return Err(invalid(format!("models[{i}].provider"), format!("unknown provider `{}`", m.provider)));
+        }
+        if !seen.insert((m.name.as_str(), m.provider.as_str())) {
+            return Err(invalid(
+                format!("models[{i}]"),
+                format!("model `{}` appears twice for provider `{}`", m.name, m.provider),
+            ));
+        }
+        let price_ok = |p: f64| p.is_finite() && p >= 0.0;
+        if !price_ok(m.price_per_1k_input) || !price_ok(m.price_per_1k_output) {
+            return Err(invalid(format!("models[{i}]"), "prices must be finite and not negative"));
+        }
+        if let Some(q) = m.quality {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(invalid(format!("models[{i}].quality"), "must be between 0 and 1"));
+            }
+        }
+    }
+    let mut chained = HashSet::new();
+    for (i, f) in chain.iter().enumerate() {
+        if !providers.contains(f.provider.as_str()) {
+            return Err(invalid(format!("failover_chain[{i}].provider"), format!("unknown provider `{}`", f.provider)));
+        }
+        if !chained.insert(f.provider.as_str()) {
+            return Err(invalid(format!("failover_chain[{i}].provider"), "listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// The deployments of `model` in failover order: providers in `chain` by priority
+/// first, then any others in the order `models` names them.
+pub fn deployments_of<'a>(models: &'a [ModelConfig], chain: &[FailoverEntry], model: &str) -> Vec<&'a ModelConfig> {
+    let mut out: Vec<&ModelConfig> = models.iter().filter(|m| m.name == model).collect();
+    let rank = |provider: &str| chain.iter().find(|f| f.provider == provider).map_or(u32::MAX, |f| f.priority);
+    // Stable sort keeps file order among providers of equal rank.
+    out.sort_by_key(|m| rank(&m.provider));
+    out
+}
+
+/// The routing table: every model name with its deployments in failover order;
+/// `providers` are the provider names in config order. Deployments whose provider is
+/// not configured are left out (validation refuses them, so none are).
+pub fn route_table(models: &[ModelConfig], chain: &[FailoverEntry], providers: &[&str]) -> RouteTable {
+    let mut model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    model_names.sort();
+    model_names.dedup();
+    let mut deployments = std::collections::HashMap::with_capacity(model_names.len());
+    for (index, name) in model_names.iter().enumerate() {
+        let list = deployments_of(models, chain, name)
+            .into_iter()
+            .filter_map(|m| {
+                let provider = providers.iter().position(|p| *p == m.provider)?;
+                Some(Deployment {
+                    provider,
+                    upstream_model: m.upstream_model.clone(),
+                    upstream_model_json: serde_json::to_string(&m.upstream_model).ok()?,
+                    price_per_1k_input: m.price_per_1k_input,
+                    price_per_1k_output: m.price_per_1k_output,
+                })
+            })
+            .collect();
+        deployments.insert(name.clone(), (index, list));
+    }
+    RouteTable { model_names, deployments }
+}

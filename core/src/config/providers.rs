@@ -1,0 +1,179 @@
+//! The `providers` section: upstream providers, their validation, and their
+//! conversion into a per-shard upstream [`PoolConfig`].
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use gatekeeper_net::upstream::{tls_client_config, Origin, PoolConfig};
+use serde::{Deserialize, Serialize};
+
+use super::error::{invalid, ConfigError};
+use crate::providers::Provider;
+pub use crate::providers::ProviderKind;
+
+/// One upstream provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique name, used by `models[].provider` and `failover_chain`.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …`; the client's own credential is never forwarded.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// TCP (and TLS) connect timeout, ms. Default 2 s.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to the first byte of the response head, ms. Default 30 s.
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest gap between two reads of a response body (streams included), ms. Default 60 s.
+    #[serde(default = "default_read_idle_timeout_ms")]
+    pub read_idle_timeout_ms: u64,
+    /// How long an idle pooled connection is kept, ms. Default 90 s.
+    #[serde(default = "default_pool_idle_timeout_ms")]
+    pub pool_idle_timeout_ms: u64,
+    /// Connections per shard to this provider, busy and idle together. Default 256.
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+    /// Requests per shard that may wait for a connection when all are busy. Default 4096.
+    /// Exceeded: that attempt fails at once (and fails over).
+    #[serde(default = "default_queue_max")]
+    pub queue_max: usize,
+    /// Extra PEM CA certificates trusted for this provider, beside the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    30_000
+}
+fn default_read_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_pool_idle_timeout_ms() -> u64 {
+    90_000
+}
+fn default_connections_max() -> usize {
+    256
+}
+fn default_queue_max() -> usize {
+    4096
+}
+impl From<&ProviderConfig> for PoolConfig {
+    fn from(p: &ProviderConfig) -> Self {
+        PoolConfig {
+            connect_timeout_ms: p.connect_timeout_ms,
+            first_byte_timeout_ms: p.first_byte_timeout_ms,
+            read_idle_timeout_ms: p.read_idle_timeout_ms,
+            pool_idle_timeout_ms: p.pool_idle_timeout_ms,
+            connections_max: p.connections_max,
+            waiters_max: p.queue_max,
+            ..PoolConfig::default()
+        }
+    }
+}
+
+/// The providers as the gateway runs them, in config order: origins parsed, TLS
+/// client settings loaded (an `https` base URL, with `ca_file` if given).
+pub fn build(providers: &[ProviderConfig]) -> Result<Vec<Provider>, ConfigError> {
+    let mut out = Vec::with_capacity(providers.len());
+    for (i, p) in providers.iter().enumerate() {
+        if p.kind == ProviderKind::Anthropic {
+            return Err(invalid(
+                format!("providers[{i}].kind"),
+                "anthropic is not supported yet; use openai or openai_compatible",
+            ));
+        }
+        let origin =
+            Origin::parse(&p.base_url).map_err(|e| invalid(format!("providers[{i}].base_url"), e.to_string()))?;
+        let tls = if origin.https {
+            Some(
+                tls_client_config(p.ca_file.as_deref())
+                    .map_err(|e| invalid(format!("providers[{i}].ca_file"), e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        out.push(Provider {
+            name: p.name.clone(),
+            kind: p.kind,
+            origin,
+            authorization: p.api_key.as_ref().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}")),
+            pool: PoolConfig::from(p),
+            tls,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks every provider on its own; returns the set of their names.
+pub(super) fn validate(providers: &[ProviderConfig]) -> Result<HashSet<&str>, ConfigError> {
+    let mut names = HashSet::new();
+    for (i, p) in providers.iter().enumerate() {
+        let at = |f: &str| format!("providers[{i}].{f}");
+        if p.name.is_empty() {
+            return Err(invalid(at("name"), "must not be empty"));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(invalid(at("name"), format!("duplicate provider name `{}`", p.name)));
+        }
+        match url::Url::parse(&p.base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => return Err(invalid(at("base_url"), "not a URL")),
+        }
+        if p.connections_max == 0 {
+            return Err(invalid(at("connections_max"), "must be at least 1"));
+        }
+        for (f, v) in [
+            ("connect_timeout_ms", p.connect_timeout_ms),
+            ("first_byte_timeout_ms", p.first_byte_timeout_ms),
+            ("read_idle_timeout_ms", p.read_idle_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(at(f), "must be at least 1"));
+            }
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pool_setting_reaches_the_pool() {
+        let p = ProviderConfig {
+            name: "p".into(),
+            kind: ProviderKind::Openai,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            connect_timeout_ms: 11,
+            first_byte_timeout_ms: 12,
+            read_idle_timeout_ms: 13,
+            pool_idle_timeout_ms: 14,
+            connections_max: 15,
+            queue_max: 16,
+            ca_file: None,
+        };
+        let pool = PoolConfig::from(&p);
+        assert_eq!(
+            (
+                pool.connect_timeout_ms,
+                pool.first_byte_timeout_ms,
+                pool.read_idle_timeout_ms,
+                pool.pool_idle_timeout_ms,
+                pool.connections_max,
+                pool.waiters_max
+            ),
+            (11, 12, 13, 14, 15, 16)
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! What happened at each deployment tried for one request, and the one rule that
+//! decides whether to fail over.
+
+use std::fmt;
+
+use gatekeeper_net::upstream::UpstreamError;
+
+/// One deployment tried (or skipped) while serving a request.
+#[derive(Debug)]
+pub struct Attempt {
+    /// Provider index in config order.
+    pub provider: usize,
+    /// Provider name.
+    pub provider_name: String,
+    /// What happened.
+    pub outcome: AttemptOutcome,
+}
+
+/// How one attempt ended.
+#[derive(Debug)]
+pub enum AttemptOutcome {
+    /// Connect, TLS, I/O, protocol failure or a timeout, before the answer was ours.
+    Failed(UpstreamError),
+    /// The provider answered with a status that allows failover (429, 5xx).
+    Status(u16),
+    /// Skipped: the provider asked us to wait (Retry-After) this many more seconds.
+    Skipped {
+        /// Seconds left until the provider may be tried again.
+        retry_after_s: u64,
+    },
+}
+
+impl AttemptOutcome {
+    /// The outcome of an upstream status that did not end the request: `None` when
+    /// the status is an answer to relay (anything but 429 and 5xx).
+    pub fn from_status(status: u16) -> Option<AttemptOutcome> {
+        (status == 429 || status >= 500).then_some(AttemptOutcome::Status(status))
+    }
+
+    /// Whether the next deployment may be tried after this outcome. The one place
+    /// failover is decided. A request the upstream client refuses to write (bad
+    /// header bytes from the client) fails the same way everywhere: no failover.
+    pub fn retryable(&self) -> bool {
+        match self {
+            AttemptOutcome::Failed(e) => !is_client_caused(e),
+            AttemptOutcome::Status(_) | AttemptOutcome::Skipped { .. } => true,
+        }
+    }
+
+    /// Whether the outcome counts against the provider (metrics, health). A skip is
+    /// not a failure, and neither is a request that was the client's fault.
+    pub fn is_provider_fault(&self) -> bool {
+        match self {
+            AttemptOutcome::Failed(e) => !is_client_caused(e),
+            AttemptOutcome::Status(_) => true,
+            AttemptOutcome::Skipped { .. } => false,
+        }
+    }
+
+    /// Whether this was a timeout (connect, write, first byte, read idle).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, AttemptOutcome::Failed(e) if e.is_timeout())
+    }
+}
+
+/// Errors caused by what the client sent, not by the provider.
+fn is_client_caused(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::InvalidRequest(_))
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.provider_name;
+        match &self.outcome {
+            AttemptOutcome::Failed(e) => write!(f, "{name}: {e}"),
+            AttemptOutcome::Status(s) => write!(f, "{name}: HTTP {s}"),
+            AttemptOutcome::Skipped { retry_after_s } => {
+                write!(f, "{name}: skipped (Retry-After, {retry_after_s} s left)")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_rule() {
+        assert!(AttemptOutcome::from_status(200).is_none());
+        assert!(AttemptOutcome::from_status(400).is_none());
+        assert!(AttemptOutcome::from_status(429).is_some_and(|o| o.retryable() && o.is_provider_fault()));
+        assert!(AttemptOutcome::from_status(503).is_some_and(|o| o.retryable()));
+        let timeout = AttemptOutcome::Failed(UpstreamError::FirstByteTimeout);
+        assert!(timeout.retryable() && timeout.is_provider_fault() && timeout.is_timeout());
+        let client = AttemptOutcome::Failed(UpstreamError::InvalidRequest("header bytes"));
+        assert!(!client.retryable() && !client.is_provider_fault());
+        let skipped = AttemptOutcome::Skipped { retry_after_s: 3 };
+        assert!(skipped.retryable() && !skipped.is_provider_fault());
+    }
+}

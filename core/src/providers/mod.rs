@@ -1,0 +1,200 @@
+//! Step 6, providers: call the route's deployments in order until one answers,
+//! failing over on connect errors, timeouts, 429 and 5xx before anything reached
+//! the client.
+//!
+//! One file per wire format spoken to providers: [`openai`] (OpenAI and every
+//! OpenAI-compatible server). A new provider kind is one more file here, chosen in
+//! [`forward`] by [`Provider::kind`]. [`attempt`] holds the failover rule.
+
+pub mod attempt;
+pub mod openai;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gatekeeper_net::upstream::{Origin, Pool, PoolConfig, Response};
+use gatekeeper_net::Request;
+use serde::{Deserialize, Serialize};
+
+use self::attempt::{Attempt, AttemptOutcome};
+use crate::metrics::ShardMetrics;
+use crate::router::{Deployment, ProviderHealth, Route};
+use crate::trace::Trace;
+use crate::wire::openai::ChatRequest;
+
+/// Largest response body read from a provider for a non-streamed answer.
+pub const UPSTREAM_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Wire format spoken to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// api.openai.com.
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Any server speaking OpenAI's chat-completions API (Groq, DeepSeek, vLLM, …).
+    OpenaiCompatible,
+}
+
+/// A provider as the gateway runs it (built from `providers[i]` in config).
+pub struct Provider {
+    /// Name from config.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Where it lives.
+    pub origin: Origin,
+    /// `Authorization` value sent upstream (`Bearer …`), if any.
+    pub authorization: Option<String>,
+    /// Pool settings (per shard).
+    pub pool: PoolConfig,
+    /// TLS client settings, for https origins.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// What a shard calls providers with: the process-wide provider list and the
+/// shard's own pools, health and metrics, all indexed by provider.
+#[derive(Clone, Copy)]
+pub struct Upstreams<'g> {
+    /// Providers in config order.
+    pub providers: &'g [Provider],
+    /// This shard's pool per provider.
+    pub pools: &'g [Pool],
+    /// This shard's health record per provider.
+    pub health: &'g [ProviderHealth],
+    /// This shard's metrics.
+    pub metrics: &'g ShardMetrics,
+}
+
+/// What a provider answered, ready to relay.
+pub struct Answer<'g> {
+    /// The deployment that answered.
+    pub deployment: &'g Deployment,
+    /// Its provider.
+    pub provider: &'g Provider,
+    /// Upstream status (2xx, or a 4xx that is the client's to see).
+    pub status: u16,
+    /// Upstream `Content-Type`.
+    pub content_type: Option<Bytes>,
+    /// The body, whole or still streaming.
+    pub body: AnswerBody,
+}
+
+/// An answer's body.
+pub enum AnswerBody {
+    /// Read to the end (non-streamed requests, and streamed requests answered with an error status).
+    Whole(Bytes),
+    /// A 2xx stream, relayed as it arrives. Boxed: it holds its connection and buffers.
+    Stream(Box<Response>),
+}
+
+/// Why no provider answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// Every deployment failed or was skipped.
+    #[error("all providers failed: {}", summary(.attempts))]
+    Exhausted {
+        /// What happened at each deployment, in order.
+        attempts: Vec<Attempt>,
+    },
+    /// The request cannot be sent as the client wrote it (no provider is at fault).
+    #[error("the request cannot be forwarded: {0}")]
+    Unforwardable(&'static str),
+}
+
+fn summary(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        return "no deployment was tried".into();
+    }
+    attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Tries each deployment of `route` in order until one answers with something other
+/// than a retryable failure. Nothing reaches the client here, so every failure before
+/// the answer is complete (non-streamed) or has started (streamed) can fail over.
+pub async fn forward<'g>(
+    up: Upstreams<'g>,
+    route: Route<'g>,
+    req: &Request,
+    chat: &ChatRequest<'_>,
+    request_id: &str,
+    trace: &mut Trace,
+) -> Result<Answer<'g>, ProviderError> {
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(8 + req.headers().size_hint().0);
+    for (index, deployment) in route.deployments.iter().enumerate() {
+        let p = deployment.provider;
+        let provider = &up.providers[p];
+        if let Err(retry_after_s) = up.health[p].admit(Instant::now()) {
+            let outcome = AttemptOutcome::Skipped { retry_after_s };
+            trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome });
+            continue;
+        }
+        // Every kind the gateway starts with speaks OpenAI's format (`kind: anthropic`
+        // is refused at start); a second format is chosen here by `provider.kind`.
+        openai::headers(&mut headers, provider, req, chat.stream, request_id);
+        let sent = Instant::now();
+        let result = call(&up.pools[p], &headers, &openai::body(chat, deployment), chat.stream).await;
+        trace.called(route.model, index, p, sent.elapsed());
+        let outcome = match result {
+            Ok((status, content_type, body)) => {
+                return Ok(Answer { deployment, provider, status, content_type, body });
+            }
+            Err(Failure::Status(status, retry_after)) => {
+                if let Some(wait) = retry_after {
+                    up.health[p].retry_after(Instant::now(), wait);
+                }
+                AttemptOutcome::Status(status)
+            }
+            Err(Failure::Upstream(e)) => AttemptOutcome::Failed(e),
+        };
+        if outcome.is_provider_fault() {
+            up.metrics.upstream_failures[p].inc();
+        }
+        let retryable = outcome.retryable();
+        tracing::debug!(provider = %provider.name, ?outcome, retryable, "provider attempt failed");
+        if !retryable {
+            return Err(match outcome {
+                AttemptOutcome::Failed(gatekeeper_net::upstream::UpstreamError::InvalidRequest(why)) => {
+                    ProviderError::Unforwardable(why)
+                }
+                other => {
+                    trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome: other });
+                    ProviderError::Exhausted { attempts: std::mem::take(&mut trace.attempts) }
+                }
+            });
+        }
+        trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome });
+    }
+    Err(ProviderError::Exhausted { attempts: std::mem::take(&mut trace.attempts) })
+}
+
+/// How one call failed.
+enum Failure {
+    /// A status that allows failover, with the provider's `Retry-After`.
+    Status(u16, Option<std::time::Duration>),
+    /// No usable answer.
+    Upstream(gatekeeper_net::upstream::UpstreamError),
+}
+
+/// One call: sends the request and, unless it is a 2xx stream, reads the answer whole.
+async fn call(
+    pool: &Pool,
+    headers: &[(&str, &[u8])],
+    body: &[&[u8]],
+    stream: bool,
+) -> Result<(u16, Option<Bytes>, AnswerBody), Failure> {
+    let mut resp = pool.send_parts("POST", openai::PATH, headers, body).await.map_err(Failure::Upstream)?;
+    if AttemptOutcome::from_status(resp.status).is_some() {
+        return Err(Failure::Status(resp.status, resp.retry_after()));
+    }
+    let content_type = resp.header("content-type").map(Bytes::copy_from_slice);
+    let status = resp.status;
+    if stream && (200..300).contains(&status) {
+        return Ok((status, content_type, AnswerBody::Stream(Box::new(resp))));
+    }
+    let bytes = resp.read_to_end(UPSTREAM_BODY_BYTES_MAX).await.map_err(Failure::Upstream)?;
+    Ok((status, content_type, AnswerBody::Whole(bytes)))
+}

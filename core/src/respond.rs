@@ -1,0 +1,140 @@
+//! Step 7, respond: relay a provider's answer to the client — whole, or as a stream
+//! chunk by chunk as it arrives — and answer errors as OpenAI-shaped JSON.
+//!
+//! The audit record (step 8) is written just before the answer's last byte leaves,
+//! through the `record` callback: when it fails, a whole answer becomes 503
+//! `audit_unavailable` and a stream is cut without its end, so nothing the client
+//! saw complete is missing from the log.
+
+use std::time::Instant;
+
+use gatekeeper_net::Responder;
+
+use crate::audit::AuditError;
+use crate::error::GatewayError;
+use crate::metrics::ShardMetrics;
+use crate::providers::{Answer, AnswerBody};
+use crate::trace::Trace;
+use crate::wire::openai::{stream_error_event, usage_from_body, StreamUsage};
+
+/// Status recorded for a client that went away before its answer ended (nginx's).
+pub const STATUS_CLIENT_GONE: u16 = 499;
+
+/// Relays `answer`; returns the status to count. `record` writes the audit record
+/// for the status the request ended with.
+pub async fn relay(
+    answer: Answer<'_>,
+    res: &mut Responder<'_>,
+    request_id: &str,
+    trace: &mut Trace,
+    metrics: &ShardMetrics,
+    mut record: impl FnMut(&Trace, u16) -> Result<(), AuditError>,
+) -> u16 {
+    let provider = answer.provider;
+    let overhead_us = trace.close_overhead();
+    metrics.overhead.record(overhead_us);
+    let overhead = overhead_us.to_string();
+    let default_type: &[u8] = match answer.body {
+        AnswerBody::Stream(_) => b"text/event-stream",
+        AnswerBody::Whole(_) => b"application/json",
+    };
+    let content_type = answer.content_type.as_deref().unwrap_or(default_type);
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("Content-Type", content_type),
+        ("X-Request-Id", request_id.as_bytes()),
+        ("X-Gatekeeper-Provider", provider.name.as_bytes()),
+        ("X-Gatekeeper-Model", answer.deployment.upstream_model.as_bytes()),
+        ("X-Gatekeeper-Overhead-Us", overhead.as_bytes()),
+    ];
+    let mut upstream = match answer.body {
+        AnswerBody::Whole(body) => {
+            trace.usage = usage_from_body(&body);
+            if record(trace, answer.status).is_err() {
+                return send_error(res, request_id, &GatewayError::AuditUnavailable).await;
+            }
+            let _ = res.send(answer.status, &headers, &body).await;
+            return answer.status;
+        }
+        AnswerBody::Stream(upstream) => upstream,
+    };
+    headers.push(("Cache-Control", b"no-cache"));
+    if res.start_stream(answer.status, &headers).await.is_err() {
+        // The provider was called: the request is recorded even though nobody is listening.
+        let _ = record(trace, STATUS_CLIENT_GONE);
+        return STATUS_CLIENT_GONE;
+    }
+    let mut stream_usage = StreamUsage::default();
+    let stream_started = Instant::now();
+    let end = loop {
+        match upstream.chunk().await {
+            Ok(Some(data)) => {
+                stream_usage.feed(&data);
+                if res.send_chunk(&data).await.is_err() {
+                    // Dropping `upstream` closes that connection.
+                    break StreamEnd::ClientGone;
+                }
+            }
+            Ok(None) => break StreamEnd::Complete,
+            Err(e) => break StreamEnd::ProviderFailed(e),
+        }
+    };
+    trace.upstream = trace.upstream.saturating_add(stream_started.elapsed());
+    trace.usage = stream_usage.usage();
+    match end {
+        StreamEnd::Complete => {
+            if record(trace, answer.status).is_err() {
+                // Unrecorded: the stream must not look complete.
+                res.abort();
+                return GatewayError::AuditUnavailable.to_response().status;
+            }
+            let _ = res.end_stream().await;
+            answer.status
+        }
+        StreamEnd::ClientGone => {
+            let _ = record(trace, STATUS_CLIENT_GONE);
+            STATUS_CLIENT_GONE
+        }
+        StreamEnd::ProviderFailed(e) => {
+            // Bytes already reached the client: no failover. End with an error event so
+            // the stream cannot pass for a complete answer.
+            tracing::warn!(provider = %provider.name, error = %e, "stream from provider failed mid-way");
+            metrics.upstream_failures[answer.deployment.provider].inc();
+            let status = 502;
+            let event = stream_error_event(&format!("provider {} failed mid-stream: {e}", provider.name));
+            // The error event marks the stream failed whether or not the record was written.
+            let _ = record(trace, status);
+            let _ = res.send_chunk(&event).await;
+            let _ = res.end_stream().await;
+            status
+        }
+    }
+}
+
+/// How a relayed stream ended.
+enum StreamEnd {
+    /// The provider's stream ended cleanly.
+    Complete,
+    /// Writing to the client failed.
+    ClientGone,
+    /// Reading from the provider failed.
+    ProviderFailed(gatekeeper_net::upstream::UpstreamError),
+}
+
+/// Answers with an error, unless a response is already under way (then the
+/// connection is cut). Returns the status.
+pub async fn send_error(res: &mut Responder<'_>, request_id: &str, err: &GatewayError) -> u16 {
+    let e = err.to_response();
+    if res.started() {
+        res.abort();
+        return e.status;
+    }
+    let retry;
+    let mut headers: Vec<(&str, &[u8])> =
+        vec![("Content-Type", b"application/json"), ("X-Request-Id", request_id.as_bytes())];
+    if let Some(s) = e.retry_after_s {
+        retry = s.to_string();
+        headers.push(("Retry-After", retry.as_bytes()));
+    }
+    let _ = res.send(e.status, &headers, &e.body).await;
+    e.status
+}

@@ -1,0 +1,71 @@
+//! A shard's view of each provider's health. Today: the `Retry-After` a provider
+//! sent, which keeps it out of every route until it passes. Owned by one shard
+//! (`Cell`s, no locks); other shards keep their own.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// Longest `Retry-After` honoured. A provider's header is as hostile as a client's:
+/// a year-long (or overflowing) wait must not take a provider out for good.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// Per-shard health of one provider.
+#[derive(Debug, Default)]
+pub struct ProviderHealth {
+    /// The provider asked us (Retry-After) not to call before this instant.
+    blocked_until: Cell<Option<Instant>>,
+}
+
+impl ProviderHealth {
+    /// `Ok` when the provider may be called at `now`; otherwise the whole seconds
+    /// left until it may (at least 1).
+    pub fn admit(&self, now: Instant) -> Result<(), u64> {
+        match self.blocked_until.get() {
+            Some(until) if until > now => {
+                let left = until.duration_since(now).as_secs_f64().ceil() as u64;
+                Err(left.max(1))
+            }
+            Some(_) => {
+                self.blocked_until.set(None);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records a provider's `Retry-After`, clamped to [`RETRY_AFTER_MAX`].
+    pub fn retry_after(&self, now: Instant, wait: Duration) {
+        let wait = wait.min(RETRY_AFTER_MAX);
+        // Cannot overflow after the clamp on any real clock; checked all the same.
+        if let Some(until) = now.checked_add(wait) {
+            self.blocked_until.set(Some(until));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_for_the_wait_and_clears_after() {
+        let h = ProviderHealth::default();
+        let t0 = Instant::now();
+        assert_eq!(h.admit(t0), Ok(()));
+        h.retry_after(t0, Duration::from_secs(7));
+        assert_eq!(h.admit(t0), Err(7));
+        assert_eq!(h.admit(t0 + Duration::from_millis(6_500)), Err(1));
+        assert_eq!(h.admit(t0 + Duration::from_secs(7)), Ok(()));
+        assert_eq!(h.admit(t0), Ok(()), "cleared once passed");
+    }
+
+    #[test]
+    fn huge_waits_are_clamped() {
+        let h = ProviderHealth::default();
+        let t0 = Instant::now();
+        h.retry_after(t0, Duration::from_secs(u64::MAX));
+        assert_eq!(h.admit(t0), Err(RETRY_AFTER_MAX.as_secs()));
+        h.retry_after(t0, Duration::MAX);
+        assert_eq!(h.admit(t0), Err(RETRY_AFTER_MAX.as_secs()));
+    }
+}

@@ -1,0 +1,40 @@
+//! Step 5, route: which deployments may serve a request, in the order to try them.
+//!
+//! Today a request names a model and the route is that model's deployments in
+//! failover order ([`route`]); [`health`] keeps a provider that asked us to wait
+//! out of every route. Cost, latency and capability routing ([`RouteMode`]) plug in
+//! here: they reorder or filter the same candidates.
+
+pub mod health;
+pub mod mode;
+pub mod table;
+
+pub use health::ProviderHealth;
+pub use mode::RouteMode;
+pub use table::{Deployment, RouteTable};
+
+/// Why no route was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// No deployment serves the model (or the key may not use it — the key says which).
+    #[error("the model `{0}` does not exist or you do not have access to it")]
+    ModelNotFound(String),
+}
+
+/// The deployments a request may use, in the order to try them.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'g> {
+    /// Index of the client-facing model name in [`RouteTable::model_names`].
+    pub model: usize,
+    /// Its deployments in failover order.
+    pub deployments: &'g [Deployment],
+}
+
+/// The deployments of the requested model, in failover order.
+pub fn route<'g>(table: &'g RouteTable, model: &str) -> Result<Route<'g>, RouteError> {
+    match table.deployments.get(model) {
+        Some((index, list)) if !list.is_empty() => Ok(Route { model: *index, deployments: list.as_slice() }),
+        _ => Err(RouteError::ModelNotFound(model.chars().take(200).collect())),
+    }
+}

@@ -1,0 +1,103 @@
+//! Which path goes where: the HTTP routes a shard serves, and the small answers that
+//! are not chat completions (`/v1/models`, `/healthz`, `/readyz`, `/metrics`).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use gatekeeper_net::{Handler, ProtocolError, Request, Responder};
+
+use crate::error::GatewayError;
+use crate::gateway::ShardGateway;
+use crate::metrics::MetricsView;
+use crate::respond::send_error;
+
+/// Every path served, for telling 405 from 404.
+const PATHS: [&str; 5] = ["/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"];
+
+/// The handler a shard runs: an `Rc` so background tasks can hold the shard too.
+pub struct ShardHandler(pub Rc<ShardGateway>);
+
+impl Handler for ShardHandler {
+    async fn handle(&self, req: Request, res: &mut Responder<'_>) {
+        let shard = &*self.0;
+        match (req.method(), req.path()) {
+            ("POST", "/v1/chat/completions") => crate::pipeline::chat_completions(shard, req, res).await,
+            ("GET", "/v1/models") => models(shard, &req, res).await,
+            ("GET", "/healthz") => {
+                let _ = res.send(200, &[("Content-Type", b"application/json")], b"{\"status\":\"ok\"}").await;
+            }
+            ("GET", "/readyz") => readyz(shard, res).await,
+            ("GET", "/metrics") => metrics(shard, res).await,
+            (method, path) => {
+                let err = match PATHS.iter().find(|p| **p == path) {
+                    Some(path) => GatewayError::MethodNotAllowed { method: method.to_string(), path },
+                    None => GatewayError::NotFound(path.chars().take(200).collect()),
+                };
+                let id = shard.gw.request_ids.next();
+                let status = send_error(res, &id, &err).await;
+                shard.metrics().record_request(None, None, status, 0);
+            }
+        }
+    }
+
+    fn protocol_error_body(&self, err: &ProtocolError) -> Vec<u8> {
+        let status = err.status();
+        self.0.metrics().record_request(None, None, status, 0);
+        GatewayError::Protocol(err.clone()).to_response().body
+    }
+}
+
+/// `GET /v1/models`: the models the key may use.
+async fn models(shard: &ShardGateway, req: &Request, res: &mut Responder<'_>) {
+    let request_id = shard.gw.request_ids.next();
+    shard.apply_config_changes();
+    let claims = match crate::keys::authenticate(shard.keys.as_ref(), req.header("authorization")).await {
+        Ok(c) => c,
+        Err(e) => {
+            send_error(res, &request_id, &GatewayError::Key(e)).await;
+            return;
+        }
+    };
+    let routes = &shard.gw.routes;
+    let data: Vec<serde_json::Value> = routes
+        .model_names
+        .iter()
+        .filter(|m| claims.as_ref().is_none_or(|c| c.allows_model(m)))
+        .map(|m| {
+            let owner = routes.first_provider(m).and_then(|p| shard.gw.provider_names.get(p));
+            let owned_by = owner.map_or("gatekeeper", String::as_str);
+            serde_json::json!({ "id": m, "object": "model", "created": 0, "owned_by": owned_by })
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data })).unwrap_or_default();
+    let _ =
+        res.send(200, &[("Content-Type", b"application/json"), ("X-Request-Id", request_id.as_bytes())], &body).await;
+}
+
+/// `GET /readyz`: ready, or draining (503).
+async fn readyz(shard: &ShardGateway, res: &mut Responder<'_>) {
+    let draining = shard.gw.draining.load(Ordering::Relaxed);
+    let auth = if shard.gw.verifier.is_some() { "enabled" } else { "DISABLED (--no-auth)" };
+    let drivers: Vec<&str> = shard.net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
+    let body = serde_json::json!({
+        "status": if draining { "draining" } else { "ready" },
+        "auth": auth,
+        "shards": drivers.len(),
+        "drivers": drivers,
+        "providers": shard.gw.provider_names,
+    });
+    let status = if draining { 503 } else { 200 };
+    let _ = res.send(status, &[("Content-Type", b"application/json")], body.to_string().as_bytes()).await;
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(shard: &ShardGateway, res: &mut Responder<'_>) {
+    let text = MetricsView {
+        shards: &shard.gw.metrics,
+        net: &shard.net_stats,
+        model_names: &shard.gw.routes.model_names,
+        provider_names: &shard.gw.provider_names,
+    }
+    .render();
+    let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;
+}
