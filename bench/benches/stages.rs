@@ -1,4 +1,4 @@
-//! Per-stage costs of the request path (DESIGN §5: cached key check ≤ 1 µs; steps 2–5
+//! Per-stage costs of the request path (performance budgets in ARCHITECTURE.md: cached key check ≤ 1 µs; steps 2–5
 //! well under 50 µs), measured in-process on the functions the pipeline calls.
 //!
 //! `cargo bench -p gatekeeper-bench --bench stages -- --warm-up-time 1 --measurement-time 2`
@@ -121,7 +121,7 @@ fn body(c: &mut Criterion) {
     g.bench_function("small+splice", |b| {
         b.iter(|| {
             let chat = parse_chat(black_box(BODY)).ok()?;
-            Some(gatekeeper::wire::openai::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
+            Some(gatekeeper::wire::openai::upstream_body(&chat, "\"llama-3.1-8b-instant\"", None).concat())
         })
     });
     // A 4 KiB conversation: the serde walk over `messages` grows with the body.
@@ -136,7 +136,7 @@ fn body(c: &mut Criterion) {
     g.bench_function("4KiB+splice", |b| {
         b.iter(|| {
             let chat = parse_chat(black_box(long.as_bytes())).ok()?;
-            Some(gatekeeper::wire::openai::splice_model(&chat, "\"llama-3.1-8b-instant\"").concat())
+            Some(gatekeeper::wire::openai::upstream_body(&chat, "\"llama-3.1-8b-instant\"", None).concat())
         })
     });
     g.finish();

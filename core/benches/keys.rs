@@ -1,4 +1,4 @@
-//! Key verification micro-benchmarks (DESIGN §5: cached key check ≤ 1 µs).
+//! Key verification micro-benchmarks (performance budget: cached key check ≤ 1 µs; ARCHITECTURE.md).
 //!
 //! `cargo bench -p gatekeeper --bench keys -- --warm-up-time 1 --measurement-time 2`
 //!

@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 use crate::metrics::ShardMetrics;
 use crate::providers::{Answer, AnswerBody};
 use crate::trace::Trace;
-use crate::wire::openai::{stream_error_event, usage_from_body, StreamUsage};
+use crate::wire::openai::{stream_error_event, usage_from_body, StreamUsage, UsageEventFilter};
 
 /// Status recorded for a client that went away before its answer ended (nginx's).
 pub const STATUS_CLIENT_GONE: u16 = 499;
@@ -64,18 +64,37 @@ pub async fn relay(
         return STATUS_CLIENT_GONE;
     }
     let mut stream_usage = StreamUsage::default();
+    // Only for streams whose usage event the gateway asked for and the client did not.
+    let mut filter = answer.strip_usage.then(|| (UsageEventFilter::default(), Vec::new()));
     let stream_started = Instant::now();
     let end = loop {
-        match upstream.chunk().await {
-            Ok(Some(data)) => {
-                stream_usage.feed(&data);
-                if res.send_chunk(&data).await.is_err() {
-                    // Dropping `upstream` closes that connection.
-                    break StreamEnd::ClientGone;
+        let data = match upstream.chunk().await {
+            Ok(Some(data)) => data,
+            Ok(None) => match &mut filter {
+                Some((f, out)) => {
+                    out.clear();
+                    f.finish(out);
+                    if !out.is_empty() && res.send_chunk(out).await.is_err() {
+                        break StreamEnd::ClientGone;
+                    }
+                    break StreamEnd::Complete;
                 }
-            }
-            Ok(None) => break StreamEnd::Complete,
+                None => break StreamEnd::Complete,
+            },
             Err(e) => break StreamEnd::ProviderFailed(e),
+        };
+        stream_usage.feed(&data);
+        let sent = match &mut filter {
+            Some((f, out)) => {
+                out.clear();
+                f.feed(&data, out);
+                out.is_empty() || res.send_chunk(out).await.is_ok()
+            }
+            None => res.send_chunk(&data).await.is_ok(),
+        };
+        if !sent {
+            // Dropping `upstream` closes that connection.
+            break StreamEnd::ClientGone;
         }
     };
     trace.upstream = trace.upstream.saturating_add(stream_started.elapsed());

@@ -3,7 +3,7 @@
 //! This crate will hold the epoch-keyed grow-only counters (GCounters) that back
 //! per-key token windows (minute / day / month), with delta extraction and merge,
 //! so that every shard and every node can enforce one budget without a coordinator
-//! (DESIGN §1 step 4). It performs no I/O: the `gatekeeper` crate moves deltas
+//! (pipeline step 4; see ARCHITECTURE.md). It performs no I/O: the `gatekeeper` crate moves deltas
 //! between shards and nodes.
 //!
 //! It is empty until the budget issue lands; nothing depends on it yet.

@@ -1,4 +1,4 @@
-//! The tamper-evident audit log (DESIGN §1 step 8): records, their hash chain,
+//! The tamper-evident audit log (pipeline step 8): records, their hash chain,
 //! signed checkpoints, the per-shard spool, and verification.
 //!
 //! How the parts hand off:

@@ -1,4 +1,4 @@
-//! What the audit log records about one request (DESIGN §1 step 8).
+//! What the audit log records about one request (pipeline step 8).
 
 use std::borrow::Cow;
 

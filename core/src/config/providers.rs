@@ -46,6 +46,15 @@ pub struct ProviderConfig {
     /// Extra PEM CA certificates trusted for this provider, beside the webpki roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Ask for the usage event at the end of every stream (`stream_options.include_usage`),
+    /// removing it again for clients that did not ask, so every stream's tokens are
+    /// counted. Default true; turn off for a server that rejects `stream_options`.
+    #[serde(default = "default_true")]
+    pub stream_usage: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -108,6 +117,7 @@ pub fn build(providers: &[ProviderConfig]) -> Result<Vec<Provider>, ConfigError>
             authorization: p.api_key.as_ref().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}")),
             pool: PoolConfig::from(p),
             tls,
+            stream_usage: p.stream_usage,
         });
     }
     Ok(out)
@@ -162,6 +172,7 @@ mod tests {
             connections_max: 15,
             queue_max: 16,
             ca_file: None,
+            stream_usage: true,
         };
         let pool = PoolConfig::from(&p);
         assert_eq!(

@@ -21,7 +21,7 @@ use self::attempt::{Attempt, AttemptOutcome};
 use crate::metrics::ShardMetrics;
 use crate::router::{Deployment, ProviderHealth, Route};
 use crate::trace::Trace;
-use crate::wire::openai::ChatRequest;
+use crate::wire::{self, openai::ChatRequest};
 
 /// Largest response body read from a provider for a non-streamed answer.
 pub const UPSTREAM_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -52,6 +52,8 @@ pub struct Provider {
     pub pool: PoolConfig,
     /// TLS client settings, for https origins.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether streams are asked for their usage event (`providers[].stream_usage`).
+    pub stream_usage: bool,
 }
 
 /// What a shard calls providers with: the process-wide provider list and the
@@ -80,6 +82,9 @@ pub struct Answer<'g> {
     pub content_type: Option<Bytes>,
     /// The body, whole or still streaming.
     pub body: AnswerBody,
+    /// The gateway asked for the stream's usage event, which the client did not: the
+    /// relay removes it.
+    pub strip_usage: bool,
 }
 
 /// An answer's body.
@@ -124,6 +129,7 @@ pub async fn forward<'g>(
     trace: &mut Trace,
 ) -> Result<Answer<'g>, ProviderError> {
     let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(8 + req.headers().size_hint().0);
+    let usage_edit = wire::openai::stream_usage_edit(chat);
     for (index, deployment) in route.deployments.iter().enumerate() {
         let p = deployment.provider;
         let provider = &up.providers[p];
@@ -135,12 +141,15 @@ pub async fn forward<'g>(
         // Every kind the gateway starts with speaks OpenAI's format (`kind: anthropic`
         // is refused at start); a second format is chosen here by `provider.kind`.
         openai::headers(&mut headers, provider, req, chat.stream, request_id);
+        let edit = usage_edit.as_deref().filter(|_| provider.stream_usage);
+        let request_body = wire::openai::upstream_body(chat, &deployment.upstream_model_json, edit);
         let sent = Instant::now();
-        let result = call(&up.pools[p], &headers, &openai::body(chat, deployment), chat.stream).await;
+        let result = call(&up.pools[p], &headers, &request_body, chat.stream).await;
         trace.called(route.model, index, p, sent.elapsed());
         let outcome = match result {
             Ok((status, content_type, body)) => {
-                return Ok(Answer { deployment, provider, status, content_type, body });
+                let strip_usage = edit.is_some();
+                return Ok(Answer { deployment, provider, status, content_type, body, strip_usage });
             }
             Err(Failure::Status(status, retry_after)) => {
                 if let Some(wait) = retry_after {

@@ -1,11 +1,9 @@
 //! Requests to OpenAI and OpenAI-compatible providers (Groq, DeepSeek, vLLM, …):
-//! the path, the headers, and the client's body with its model replaced.
+//! the path and the headers. The body is `wire::openai::upstream_body`.
 
 use gatekeeper_net::Request;
 
 use super::Provider;
-use crate::router::Deployment;
-use crate::wire::openai::{splice_model, ChatRequest};
 
 /// Path appended to the provider's base URL.
 pub const PATH: &str = "/chat/completions";
@@ -50,10 +48,4 @@ pub fn headers<'a>(
         out.push(("Authorization", auth.as_bytes()));
     }
     out.extend(req.headers().filter(|(n, _)| !NOT_FORWARDED.iter().any(|x| n.eq_ignore_ascii_case(x))));
-}
-
-/// The body: the client's, with `model` replaced by the deployment's upstream id, as
-/// pieces written back to back (nothing copied per attempt).
-pub fn body<'a>(chat: &ChatRequest<'a>, deployment: &'a Deployment) -> [&'a [u8]; 3] {
-    splice_model(chat, &deployment.upstream_model_json)
 }

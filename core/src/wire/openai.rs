@@ -20,7 +20,7 @@ pub struct RequestError {
     pub param: Option<&'static str>,
 }
 
-/// The fields of a chat-completions body the gateway reads .
+/// The fields of a chat-completions body the gateway reads.
 #[derive(Debug)]
 pub struct ChatRequest<'a> {
     /// The body as the client sent it.
@@ -33,6 +33,11 @@ pub struct ChatRequest<'a> {
     pub stream: bool,
     /// `max_tokens` or `max_completion_tokens`, if given.
     pub max_tokens: Option<u64>,
+    /// Where the `stream_options` value (an object, or `null`) sits in `body`, if the client sent one.
+    pub stream_options_span: Option<Range<usize>>,
+    /// Whether the client asked for the usage event at the end of a stream
+    /// (`stream_options.include_usage: true`).
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -47,13 +52,39 @@ struct ChatView<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
+    stream_options: Option<&'a RawValue>,
 }
 
-/// Reads `model`, `stream`, `max_tokens` and checks `messages`, validating the whole body as JSON.
+/// A present field as its raw JSON, `null` included (plain `Option` reads `null` as absent).
+fn raw_even_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsView {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Where `raw` (borrowed from `body`) sits in `body`.
+fn span_of(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    // A RawValue borrowed from `body` is a sub-slice of it, so its offset is its place.
+    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(raw.get().len())?;
+    (end <= body.len()).then_some(start..end)
+}
+
+/// Reads `model`, `stream`, `max_tokens`, `stream_options` and checks `messages`,
+/// validating the whole body as one JSON object.
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
     let bad = |message: String, param: Option<&'static str>| RequestError { message, param };
     if body.is_empty() {
         return Err(bad("request body is empty; expected a JSON chat-completions request".into(), None));
+    }
+    // serde would also read a struct from a JSON array; the body must be an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(bad("request body must be a JSON object".into(), None));
     }
     let view: ChatView<'_> =
         serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid JSON: {e}"), None))?;
@@ -69,24 +100,77 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
         Some(Err(_)) => return Err(bad("messages must be an array".into(), Some("messages"))),
         None => return Err(bad("you must provide a messages parameter".into(), Some("messages"))),
     }
-    // RawValue borrowed from `body` is a sub-slice of it, so its offset is its place in the body.
-    let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
-    let model_span = start..start + raw_model.get().len();
-    debug_assert!(model_span.end <= body.len());
+    let internal = || bad("request body could not be read".into(), None);
+    let model_span = span_of(body, raw_model).ok_or_else(internal)?;
+    let (stream_options_span, include_usage) = match view.stream_options {
+        // `"stream_options": null` means no options; its span is kept so an edit replaces it.
+        Some(raw) if raw.get() == "null" => (Some(span_of(body, raw).ok_or_else(internal)?), false),
+        Some(raw) => {
+            let opts: StreamOptionsView = serde_json::from_str(raw.get())
+                .map_err(|_| bad("stream_options must be an object".into(), Some("stream_options")))?;
+            (Some(span_of(body, raw).ok_or_else(internal)?), opts.include_usage.unwrap_or(false))
+        }
+        _ => (None, false),
+    };
     Ok(ChatRequest {
         body,
         model,
         model_span,
         stream: view.stream.unwrap_or(false),
         max_tokens: view.max_completion_tokens.or(view.max_tokens),
+        stream_options_span,
+        include_usage,
     })
 }
 
-/// The client's body with its `model` value replaced by the deployment's upstream id, as
-/// three pieces sent back to back: nothing is copied until the pool writes its request.
-pub fn splice_model<'a>(chat: &ChatRequest<'a>, upstream_model_json: &'a str) -> [&'a [u8]; 3] {
+/// The edit that makes a stream end with its usage event when the client did not
+/// ask for it: the client's `stream_options` with `include_usage: true` (replacing
+/// the client's value), or a whole `"stream_options":{…},` member to add. `None`
+/// when nothing needs changing (not a stream, or the client asked already).
+pub fn stream_usage_edit(chat: &ChatRequest<'_>) -> Option<Vec<u8>> {
+    if !chat.stream || chat.include_usage {
+        return None;
+    }
+    let mut options = match &chat.stream_options_span {
+        Some(span) => serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&chat.body[span.clone()])
+            .unwrap_or_default(),
+        None => serde_json::Map::new(),
+    };
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let value = serde_json::to_vec(&options).ok()?;
+    if chat.stream_options_span.is_some() {
+        return Some(value);
+    }
+    let mut member = b"\"stream_options\":".to_vec();
+    member.extend_from_slice(&value);
+    member.push(b',');
+    Some(member)
+}
+
+/// The body sent upstream, as pieces written back to back: the client's body with
+/// its `model` replaced by the deployment's upstream id and, when given, the
+/// [`stream_usage_edit`] applied — nothing copied until the pool writes.
+pub fn upstream_body<'a>(
+    chat: &ChatRequest<'a>,
+    upstream_model_json: &'a str,
+    usage_edit: Option<&'a [u8]>,
+) -> [&'a [u8]; 5] {
     let body = chat.body;
-    [&body[..chat.model_span.start], upstream_model_json.as_bytes(), &body[chat.model_span.end..]]
+    let m = chat.model_span.clone();
+    let model = upstream_model_json.as_bytes();
+    let Some(edit) = usage_edit else {
+        return [&body[..m.start], model, &body[m.end..], b"", b""];
+    };
+    match chat.stream_options_span.clone() {
+        Some(s) if s.start >= m.end => [&body[..m.start], model, &body[m.end..s.start], edit, &body[s.end..]],
+        Some(s) => [&body[..s.start], edit, &body[s.end..m.start], model, &body[m.end..]],
+        None => {
+            // Added as the object's first member: the body is an object holding at
+            // least `model` and `messages`, so the member's trailing comma is right.
+            let open = body.iter().position(|b| *b == b'{').map_or(0, |i| i + 1).min(m.start);
+            [&body[..open], edit, &body[open..m.start], model, &body[m.end..]]
+        }
+    }
 }
 
 /// `{"error":{"message","type","param","code"}}`.
@@ -168,6 +252,119 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Longest event held back while deciding whether to strip it, bytes. A longer one
+/// is passed on as it is (it cannot be a usage event).
+pub const EVENT_BYTES_MAX: usize = 64 * 1024;
+
+/// Removes the usage-only event (`"choices":[]` with a `usage` object) from a relayed
+/// stream, for clients that did not ask for it while the gateway did (to count
+/// every stream's tokens). Events pass on whole as soon as their blank line arrives;
+/// only a trailing partial event is held back.
+#[derive(Debug, Default)]
+pub struct UsageEventFilter {
+    pending: Vec<u8>,
+    /// The pending event outgrew [`EVENT_BYTES_MAX`]: passed on up to its end.
+    passing: bool,
+}
+
+impl UsageEventFilter {
+    /// Feeds the next piece; appends to `out` what the client gets now.
+    pub fn feed(&mut self, mut piece: &[u8], out: &mut Vec<u8>) {
+        while !piece.is_empty() {
+            if self.passing {
+                match find_event_end(&self.pending, piece) {
+                    Some(n) => {
+                        out.extend_from_slice(&piece[..n]);
+                        piece = &piece[n..];
+                        self.passing = false;
+                        self.pending.clear();
+                    }
+                    None => {
+                        out.extend_from_slice(piece);
+                        // Keep the tail: a blank line may straddle two pieces.
+                        keep_tail(&mut self.pending, piece);
+                        return;
+                    }
+                }
+                continue;
+            }
+            match find_event_end(&self.pending, piece) {
+                Some(n) => {
+                    self.pending.extend_from_slice(&piece[..n]);
+                    piece = &piece[n..];
+                    if !is_usage_only_event(&self.pending) {
+                        out.extend_from_slice(&self.pending);
+                    }
+                    self.pending.clear();
+                }
+                None if self.pending.len().saturating_add(piece.len()) > EVENT_BYTES_MAX => {
+                    out.extend_from_slice(&self.pending);
+                    out.extend_from_slice(piece);
+                    self.pending.clear();
+                    keep_tail(&mut self.pending, piece);
+                    self.passing = true;
+                    return;
+                }
+                None => {
+                    self.pending.extend_from_slice(piece);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What is still held back at the end of the stream (an unterminated event).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.passing {
+            out.extend_from_slice(&self.pending);
+        }
+        self.pending.clear();
+    }
+}
+
+/// Keeps the last bytes of `piece` in `tail` (enough to find a `\r\n\r\n` across pieces).
+fn keep_tail(tail: &mut Vec<u8>, piece: &[u8]) {
+    tail.clear();
+    tail.extend_from_slice(&piece[piece.len().saturating_sub(3)..]);
+}
+
+/// Bytes of `piece` up to and including the blank line that ends the event begun in
+/// `pending` (which holds the event's earlier bytes, or the tail of passed bytes).
+fn find_event_end(pending: &[u8], piece: &[u8]) -> Option<usize> {
+    // The last two bytes seen before `piece`, to catch a `\n\n` or `\n\r\n` split.
+    let mut prev = [pending.len().checked_sub(2).map(|i| pending[i]), pending.last().copied()];
+    for (i, &b) in piece.iter().enumerate() {
+        if b == b'\n' && (prev[1] == Some(b'\n') || (prev[1] == Some(b'\r') && prev[0] == Some(b'\n'))) {
+            return Some(i + 1);
+        }
+        prev = [prev[1], Some(b)];
+    }
+    None
+}
+
+/// Whether one SSE event is the usage-only chunk of an OpenAI stream.
+fn is_usage_only_event(event: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct UsageChunk<'a> {
+        #[serde(borrow, default)]
+        choices: Option<Vec<&'a RawValue>>,
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    let mut data = event.split(|b| *b == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.strip_prefix(b"data:").map(|d| d.strip_prefix(b" ").unwrap_or(d))
+    });
+    let (Some(payload), None) = (data.next(), data.next()) else { return false };
+    if !contains(payload, b"\"usage\"") {
+        return false;
+    }
+    matches!(
+        serde_json::from_slice::<UsageChunk<'_>>(payload),
+        Ok(UsageChunk { choices: Some(c), usage: Some(_) }) if c.is_empty()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +376,7 @@ mod tests {
         assert_eq!(chat.model, "gpt-4o-mini");
         assert_eq!(&body[chat.model_span.clone()], br#""gpt-4o-mini""#);
         assert!(chat.stream);
-        let spliced = splice_model(&chat, "\"llama-3.1-8b\"").concat();
+        let spliced = upstream_body(&chat, "\"llama-3.1-8b\"", None).concat();
         let v: serde_json::Value = serde_json::from_slice(&spliced).expect("still JSON");
         assert_eq!(v["model"], "llama-3.1-8b");
         assert_eq!(v["messages"][0]["content"], "hi");
@@ -248,5 +445,80 @@ mod tests {
     fn cost_uses_both_prices() {
         let u = Usage { prompt_tokens: 1000, completion_tokens: 2000 };
         assert!((u.cost_usd(0.5, 1.0) - 2.5).abs() < 1e-12);
+    }
+
+    const STREAM: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn usage_event_is_stripped_wherever_the_stream_is_cut() {
+        let want: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n";
+        for cut in 0..STREAM.len() {
+            for cut2 in cut..STREAM.len() {
+                let mut f = UsageEventFilter::default();
+                let mut out = Vec::new();
+                f.feed(&STREAM[..cut], &mut out);
+                f.feed(&STREAM[cut..cut2], &mut out);
+                f.feed(&STREAM[cut2..], &mut out);
+                f.finish(&mut out);
+                assert_eq!(out, want, "cuts at {cut}, {cut2}");
+            }
+        }
+        let crlf = String::from_utf8_lossy(STREAM).replace('\n', "\r\n");
+        let mut f = UsageEventFilter::default();
+        let mut out = Vec::new();
+        f.feed(crlf.as_bytes(), &mut out);
+        f.finish(&mut out);
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want).replace('\n', "\r\n"));
+    }
+
+    #[test]
+    fn oversized_events_pass_untouched() {
+        let big = format!("data: {{\"choices\":[],\"x\":\"{}\"}}\n\n", "a".repeat(EVENT_BYTES_MAX));
+        let wire = [big.as_bytes(), STREAM].concat();
+        let mut out = Vec::new();
+        let mut f = UsageEventFilter::default();
+        for piece in wire.chunks(1000) {
+            f.feed(piece, &mut out);
+        }
+        f.finish(&mut out);
+        assert!(out.starts_with(big.as_bytes()));
+        assert!(!String::from_utf8_lossy(&out).contains("prompt_tokens"));
+    }
+
+    #[test]
+    fn usage_edit_adds_or_merges_stream_options() {
+        let edited = |body: &str| {
+            let chat = parse_chat(body.as_bytes()).expect("valid");
+            let edit = stream_usage_edit(&chat);
+            let sent = upstream_body(&chat, "\"up\"", edit.as_deref()).concat();
+            serde_json::from_slice::<serde_json::Value>(&sent).expect("still JSON")
+        };
+        let v = edited(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#);
+        assert_eq!((v["model"].as_str(), v["stream_options"]["include_usage"].as_bool()), (Some("up"), Some(true)));
+        let v = edited(r#" { "stream_options": {"foo": 1}, "model":"m","stream":true,"messages":[{}]}"#);
+        assert_eq!(v["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
+        assert_eq!(v["model"], "up");
+        let v = edited(r#"{"model":"m","stream":true,"messages":[{}],"stream_options":{"include_usage":false}}"#);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let v = edited(r#"{"model":"m","stream":true,"messages":[{}],"stream_options":null}"#);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let asked =
+            parse_chat(br#"{"model":"m","stream":true,"messages":[{}],"stream_options":{"include_usage":true}}"#);
+        assert!(asked.is_ok_and(|c| c.include_usage && stream_usage_edit(&c).is_none()));
+        let plain = parse_chat(br#"{"model":"m","messages":[{}]}"#).expect("valid");
+        assert!(stream_usage_edit(&plain).is_none());
+        assert!(parse_chat(br#"{"model":"m","messages":[{}],"stream_options":5}"#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn usage_filter_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512), cut in 0usize..512) {
+            let mut f = UsageEventFilter::default();
+            let mut out = Vec::new();
+            let cut = cut.min(data.len());
+            f.feed(&data[..cut], &mut out);
+            f.feed(&data[cut..], &mut out);
+            f.finish(&mut out);
+        }
     }
 }
