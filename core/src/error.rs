@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_request_no_provider_can_take_is_the_clients() {
-        let e = GatewayError::Upstream(ProviderError::Unforwardable("header bytes"));
+        let e = GatewayError::Upstream(ProviderError::Unforwardable("header bytes".into()));
         assert_eq!(e.to_response().status, 400);
         assert_eq!(body(&e)["error"]["code"], "unforwardable_request");
     }

@@ -46,6 +46,9 @@ pub async fn relay(
         ("X-Gatekeeper-Model", answer.deployment.upstream_model.as_bytes()),
         ("X-Gatekeeper-Overhead-Us", overhead.as_bytes()),
     ];
+    if let Some(encoding) = &answer.content_encoding {
+        headers.push(("Content-Encoding", encoding));
+    }
     let mut upstream = match answer.body {
         AnswerBody::Whole(body) => {
             trace.usage = usage_from_body(&body);

@@ -8,6 +8,7 @@ use gatekeeper_net::upstream::{tls_client_config, Origin, PoolConfig};
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
+use crate::providers::headers::{HeaderRule, DEFAULT_FORWARD_HEADERS};
 use crate::providers::Provider;
 pub use crate::providers::ProviderKind;
 
@@ -51,6 +52,23 @@ pub struct ProviderConfig {
     /// counted. Default true; turn off for a server that rejects `stream_options`.
     #[serde(default = "default_true")]
     pub stream_usage: bool,
+    /// Client headers passed on to this provider (case-insensitive names, or prefixes
+    /// ending in `*`). Everything else the client sends stays at the gateway.
+    /// Default: `user-agent`, `openai-beta`, `accept-language`.
+    #[serde(default = "default_forward_headers")]
+    pub forward_headers: Vec<String>,
+    /// Longest `Retry-After` (from a 429 or 5xx) honoured, s: the provider is skipped
+    /// for at most this long, and clients are told at most this. Default 300.
+    #[serde(default = "default_retry_after_max_s")]
+    pub retry_after_max_s: u64,
+}
+
+fn default_retry_after_max_s() -> u64 {
+    crate::router::health::RETRY_AFTER_MAX_DEFAULT.as_secs()
+}
+
+fn default_forward_headers() -> Vec<String> {
+    DEFAULT_FORWARD_HEADERS.iter().map(|s| s.to_string()).collect()
 }
 
 fn default_true() -> bool {
@@ -110,6 +128,12 @@ pub fn build(providers: &[ProviderConfig]) -> Result<Vec<Provider>, ConfigError>
         } else {
             None
         };
+        let forward_headers = p
+            .forward_headers
+            .iter()
+            .enumerate()
+            .map(|(j, h)| HeaderRule::parse(h).map_err(|e| invalid(format!("providers[{i}].forward_headers[{j}]"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(Provider {
             name: p.name.clone(),
             kind: p.kind,
@@ -118,6 +142,8 @@ pub fn build(providers: &[ProviderConfig]) -> Result<Vec<Provider>, ConfigError>
             pool: PoolConfig::from(p),
             tls,
             stream_usage: p.stream_usage,
+            forward_headers,
+            retry_after_max: std::time::Duration::from_secs(p.retry_after_max_s),
         });
     }
     Ok(out)
@@ -141,10 +167,14 @@ pub(super) fn validate(providers: &[ProviderConfig]) -> Result<HashSet<&str>, Co
         if p.connections_max == 0 {
             return Err(invalid(at("connections_max"), "must be at least 1"));
         }
+        for (j, h) in p.forward_headers.iter().enumerate() {
+            HeaderRule::parse(h).map_err(|e| invalid(format!("providers[{i}].forward_headers[{j}]"), e))?;
+        }
         for (f, v) in [
             ("connect_timeout_ms", p.connect_timeout_ms),
             ("first_byte_timeout_ms", p.first_byte_timeout_ms),
             ("read_idle_timeout_ms", p.read_idle_timeout_ms),
+            ("retry_after_max_s", p.retry_after_max_s),
         ] {
             if v == 0 {
                 return Err(invalid(at(f), "must be at least 1"));
@@ -173,6 +203,8 @@ mod tests {
             queue_max: 16,
             ca_file: None,
             stream_usage: true,
+            forward_headers: Vec::new(),
+            retry_after_max_s: 1,
         };
         let pool = PoolConfig::from(&p);
         assert_eq!(

@@ -7,6 +7,7 @@
 //! [`forward`] by [`Provider::kind`]. [`attempt`] holds the failover rule.
 
 pub mod attempt;
+pub mod headers;
 pub mod openai;
 
 use std::sync::Arc;
@@ -54,6 +55,10 @@ pub struct Provider {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether streams are asked for their usage event (`providers[].stream_usage`).
     pub stream_usage: bool,
+    /// Client headers passed on (`providers[].forward_headers`).
+    pub forward_headers: Vec<headers::HeaderRule>,
+    /// Longest `Retry-After` honoured (`providers[].retry_after_max_s`).
+    pub retry_after_max: std::time::Duration,
 }
 
 /// What a shard calls providers with: the process-wide provider list and the
@@ -80,6 +85,8 @@ pub struct Answer<'g> {
     pub status: u16,
     /// Upstream `Content-Type`.
     pub content_type: Option<Bytes>,
+    /// Upstream `Content-Encoding` (sent only by a provider that ignored `identity`).
+    pub content_encoding: Option<Bytes>,
     /// The body, whole or still streaming.
     pub body: AnswerBody,
     /// The gateway asked for the stream's usage event, which the client did not: the
@@ -107,7 +114,7 @@ pub enum ProviderError {
     },
     /// The request cannot be sent as the client wrote it (no provider is at fault).
     #[error("the request cannot be forwarded: {0}")]
-    Unforwardable(&'static str),
+    Unforwardable(String),
 }
 
 fn summary(attempts: &[Attempt]) -> String {
@@ -140,20 +147,22 @@ pub async fn forward<'g>(
         }
         // Every kind the gateway starts with speaks OpenAI's format (`kind: anthropic`
         // is refused at start); a second format is chosen here by `provider.kind`.
-        openai::headers(&mut headers, provider, req, chat.stream, request_id);
+        if let Err(e) = openai::headers(&mut headers, provider, req, chat.stream, request_id) {
+            return Err(ProviderError::Unforwardable(e.to_string()));
+        }
         let edit = usage_edit.as_deref().filter(|_| provider.stream_usage);
         let request_body = wire::openai::upstream_body(chat, &deployment.upstream_model_json, edit);
         let sent = Instant::now();
         let result = call(&up.pools[p], &headers, &request_body, chat.stream).await;
         trace.called(route.model, index, p, sent.elapsed());
         let outcome = match result {
-            Ok((status, content_type, body)) => {
+            Ok(Called { status, content_type, content_encoding, body }) => {
                 let strip_usage = edit.is_some();
-                return Ok(Answer { deployment, provider, status, content_type, body, strip_usage });
+                return Ok(Answer { deployment, provider, status, content_type, content_encoding, body, strip_usage });
             }
             Err(Failure::Status(status, retry_after)) => {
                 if let Some(wait) = retry_after {
-                    up.health[p].retry_after(Instant::now(), wait);
+                    up.health[p].retry_after(Instant::now(), wait, provider.retry_after_max);
                 }
                 AttemptOutcome::Status(status)
             }
@@ -167,7 +176,7 @@ pub async fn forward<'g>(
         if !retryable {
             return Err(match outcome {
                 AttemptOutcome::Failed(gatekeeper_net::upstream::UpstreamError::InvalidRequest(why)) => {
-                    ProviderError::Unforwardable(why)
+                    ProviderError::Unforwardable(why.to_string())
                 }
                 other => {
                     trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome: other });
@@ -188,22 +197,26 @@ enum Failure {
     Upstream(gatekeeper_net::upstream::UpstreamError),
 }
 
+/// A call that produced an answer to relay.
+struct Called {
+    status: u16,
+    content_type: Option<Bytes>,
+    content_encoding: Option<Bytes>,
+    body: AnswerBody,
+}
+
 /// One call: sends the request and, unless it is a 2xx stream, reads the answer whole.
-async fn call(
-    pool: &Pool,
-    headers: &[(&str, &[u8])],
-    body: &[&[u8]],
-    stream: bool,
-) -> Result<(u16, Option<Bytes>, AnswerBody), Failure> {
+async fn call(pool: &Pool, headers: &[(&str, &[u8])], body: &[&[u8]], stream: bool) -> Result<Called, Failure> {
     let mut resp = pool.send_parts("POST", openai::PATH, headers, body).await.map_err(Failure::Upstream)?;
     if AttemptOutcome::from_status(resp.status).is_some() {
         return Err(Failure::Status(resp.status, resp.retry_after()));
     }
     let content_type = resp.header("content-type").map(Bytes::copy_from_slice);
+    let content_encoding = resp.header("content-encoding").map(Bytes::copy_from_slice);
     let status = resp.status;
     if stream && (200..300).contains(&status) {
-        return Ok((status, content_type, AnswerBody::Stream(Box::new(resp))));
+        return Ok(Called { status, content_type, content_encoding, body: AnswerBody::Stream(Box::new(resp)) });
     }
     let bytes = resp.read_to_end(UPSTREAM_BODY_BYTES_MAX).await.map_err(Failure::Upstream)?;
-    Ok((status, content_type, AnswerBody::Whole(bytes)))
+    Ok(Called { status, content_type, content_encoding, body: AnswerBody::Whole(bytes) })
 }

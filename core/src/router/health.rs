@@ -5,9 +5,10 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// Longest `Retry-After` honoured. A provider's header is as hostile as a client's:
-/// a year-long (or overflowing) wait must not take a provider out for good.
-pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+/// Default longest `Retry-After` honoured (`providers[].retry_after_max_s`). A
+/// provider's header is as hostile as a client's: a year-long (or overflowing) wait
+/// must not take a provider out for good.
+pub const RETRY_AFTER_MAX_DEFAULT: Duration = Duration::from_secs(300);
 
 /// Per-shard health of one provider.
 #[derive(Debug, Default)]
@@ -33,9 +34,9 @@ impl ProviderHealth {
         }
     }
 
-    /// Records a provider's `Retry-After`, clamped to [`RETRY_AFTER_MAX`].
-    pub fn retry_after(&self, now: Instant, wait: Duration) {
-        let wait = wait.min(RETRY_AFTER_MAX);
+    /// Records a provider's `Retry-After`, clamped to `max`.
+    pub fn retry_after(&self, now: Instant, wait: Duration, max: Duration) {
+        let wait = wait.min(max);
         // Cannot overflow after the clamp on any real clock; checked all the same.
         if let Some(until) = now.checked_add(wait) {
             self.blocked_until.set(Some(until));
@@ -52,7 +53,7 @@ mod tests {
         let h = ProviderHealth::default();
         let t0 = Instant::now();
         assert_eq!(h.admit(t0), Ok(()));
-        h.retry_after(t0, Duration::from_secs(7));
+        h.retry_after(t0, Duration::from_secs(7), RETRY_AFTER_MAX_DEFAULT);
         assert_eq!(h.admit(t0), Err(7));
         assert_eq!(h.admit(t0 + Duration::from_millis(6_500)), Err(1));
         assert_eq!(h.admit(t0 + Duration::from_secs(7)), Ok(()));
@@ -63,9 +64,9 @@ mod tests {
     fn huge_waits_are_clamped() {
         let h = ProviderHealth::default();
         let t0 = Instant::now();
-        h.retry_after(t0, Duration::from_secs(u64::MAX));
-        assert_eq!(h.admit(t0), Err(RETRY_AFTER_MAX.as_secs()));
-        h.retry_after(t0, Duration::MAX);
-        assert_eq!(h.admit(t0), Err(RETRY_AFTER_MAX.as_secs()));
+        h.retry_after(t0, Duration::from_secs(u64::MAX), RETRY_AFTER_MAX_DEFAULT);
+        assert_eq!(h.admit(t0), Err(RETRY_AFTER_MAX_DEFAULT.as_secs()));
+        h.retry_after(t0, Duration::MAX, Duration::MAX);
+        assert!(h.admit(t0).is_err(), "an unclamped overflow is ignored, never a panic");
     }
 }
