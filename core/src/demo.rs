@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use gatekeeper_mock::{MockConfig, MockServer, Mode};
 
 use crate::config::Config;
 use crate::keys::{issue, Claims, Footer, SecretKey};
@@ -32,44 +32,24 @@ pub struct DemoArgs {
     pub token_ms: u64,
 }
 
-#[derive(clap::Parser)]
-struct MockCli {
-    #[command(flatten)]
-    mock: gatekeeper_loadtest::mock::MockArgs,
-}
-
-/// Starts one mock provider on its own thread; returns its address.
-fn start_mock(name: &str, mode: &str, api_key: &str, args: &DemoArgs) -> anyhow::Result<SocketAddr> {
-    let cli = MockCli::try_parse_from([
-        "mock",
-        "--listen",
-        "127.0.0.1:0",
-        "--name",
-        name,
-        "--mode",
-        mode,
-        "--api-key",
-        api_key,
-        "--ttft-ms",
-        &args.ttft_ms.to_string(),
-        "--token-ms",
-        &args.token_ms.to_string(),
-    ])
-    .context("mock provider flags")?;
-    let config = gatekeeper_loadtest::mock::Config::from_args(&cli.mock).context("mock provider config")?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    std::thread::Builder::new().name(format!("mock-{name}")).spawn(move || {
-        let _ = runtime.block_on(gatekeeper_loadtest::mock::serve(listener, config, std::future::pending()));
-    })?;
-    Ok(addr)
+/// Starts one mock provider on its own thread; it stops when the handle is dropped.
+fn start_mock(name: &str, mode: Mode, api_key: &str, args: &DemoArgs) -> anyhow::Result<MockServer> {
+    let mock = MockConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .name(name)
+        .mode(mode)
+        .api_key(api_key)
+        .ttft_ms(args.ttft_ms)
+        .token_ms(args.token_ms)
+        .build()
+        .with_context(|| format!("mock provider {name}"))?;
+    mock.start().with_context(|| format!("starting mock provider {name}"))
 }
 
 /// Runs the demo until SIGTERM or SIGINT.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let primary = start_mock("primary", "openai", "sk-demo-primary", args)?;
-    let backup = start_mock("backup", "groq", "sk-demo-backup", args)?;
+    let primary_mock = start_mock("primary", Mode::OpenAi, "sk-demo-primary", args)?;
+    let backup_mock = start_mock("backup", Mode::Groq, "sk-demo-backup", args)?;
+    let (primary, backup) = (primary_mock.addr(), backup_mock.addr());
     let issuer = SecretKey::generate();
     let public = issuer.public_key();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -129,5 +109,7 @@ keys:
     println!("Ctrl-C stops the demo.");
     signals.wait();
     running.shutdown_and_join();
+    // The mocks outlive the gateway so its draining requests still get answers.
+    drop((primary_mock, backup_mock));
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod bridge;
 pub mod budget;
 pub mod config;
 pub mod credit;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod gateway;

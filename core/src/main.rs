@@ -18,6 +18,7 @@ enum Command {
     /// Run the gateway.
     Serve(gatekeeper::serve::ServeArgs),
     /// Offline trial: mock providers, the gateway and a demo key, all in this process.
+    #[cfg(feature = "demo")]
     Demo(gatekeeper::demo::DemoArgs),
     /// Issue, inspect and revoke API keys.
     #[command(subcommand)]
@@ -37,6 +38,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => gatekeeper::serve::run(&args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => gatekeeper::demo::run(&args),
         Command::Keys(cmd) => gatekeeper::keys::cli::run(*cmd),
         Command::Audit(cmd) => gatekeeper::audit::cli::run(cmd),

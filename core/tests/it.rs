@@ -1,5 +1,5 @@
-//! Integration tests: the real `gatekeeper` binary in front of real `gk-load mock`
-//! processes, on free loopback ports.
+//! Integration tests: the real `gatekeeper` binary in front of in-process mock
+//! providers (`gatekeeper-mock`), on free loopback ports.
 
 mod audit;
 mod auth;

@@ -59,8 +59,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Mock(args) => {
-            let config = mock::Config::from_args(&args).context("invalid mock flags")?;
-            mock::run(config, args.threads).context("mock server failed")
+            let mock = args.to_config().and_then(|c| c.build()).context("invalid mock flags")?;
+            mock::run(mock).context("mock server failed")
         }
         Command::Run(args) => {
             let config = run::Config::from_args(&args).map_err(|e| anyhow::anyhow!(e)).context("invalid run flags")?;

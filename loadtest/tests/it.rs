@@ -540,7 +540,7 @@ fn lognormal_ttft_and_token_rate_flags() {
 /// `gk-load run` end to end against the real mock binary.
 mod run {
     use super::harness::Mock;
-    use gatekeeper_loadtest::mock::Pauses;
+    use gatekeeper_mock::Pauses;
     use serde_json::Value;
     use std::path::Path;
     use std::process::Command;

@@ -72,7 +72,7 @@ fn stop(gw: &mut Gateway) {
 
 #[test]
 fn ten_thousand_requests_are_audited_once_and_verify_in_files() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let data = tempfile::tempdir().expect("tempdir");
     let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], &audit_top(data.path(), None)), &["--no-auth"]);
     let acknowledged = drive(gw.addr, 10_000, 16, 25, "files");
@@ -89,7 +89,7 @@ fn ten_thousand_requests_are_audited_once_and_verify_in_files() {
 fn ten_thousand_requests_are_audited_once_and_verify_in_jetstream() {
     need_nats!();
     let server = NatsServer::start();
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let data = tempfile::tempdir().expect("tempdir");
     let top = audit_top(data.path(), Some(&server.url()));
     let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth"]);
@@ -104,7 +104,7 @@ fn ten_thousand_requests_are_audited_once_and_verify_in_jetstream() {
 
 #[test]
 fn gateway_sigkilled_mid_run_loses_nothing_it_acknowledged() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let data = tempfile::tempdir().expect("tempdir");
     let config = config_for(&[("primary", &mock, "")], &audit_top(data.path(), None));
     let gw = Gateway::start(&config, &["--no-auth"]);
@@ -128,7 +128,7 @@ fn gateway_sigkilled_mid_run_loses_nothing_it_acknowledged() {
 fn config_push_revocation_applies_under_load_without_a_failed_request() {
     need_nats!();
     let server = NatsServer::start();
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let data = tempfile::tempdir().expect("tempdir");
     let issuer = SecretKey::generate();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);

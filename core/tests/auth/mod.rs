@@ -27,7 +27,7 @@ struct Setup {
 }
 
 fn setup(extra_keys: &str) -> Setup {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let issuer = SecretKey::generate();
     let rotated_in = SecretKey::generate();
     let mut config = config_for(&[("primary", &mock, "")], "");
@@ -175,7 +175,7 @@ fn official_openai_sdk_good_key_answers_bad_key_raises_authentication_error() {
 
 #[test]
 fn keys_cli_issues_a_key_the_gateway_accepts_and_revokes_it() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let dir = tempfile::tempdir().expect("tempdir");
     let issuer_file = dir.path().join("issuer.key");
     let bin = gatekeeper_bin();

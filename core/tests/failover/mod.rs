@@ -8,8 +8,8 @@ use crate::harness::*;
 /// Two mocks (primary, backup) behind one single-shard gateway; faults are chosen
 /// per request with `X-Mock-Fault: primary=…`, which the gateway forwards.
 fn pair() -> (Mock, Mock, Gateway) {
-    let primary = Mock::start("primary", &[]);
-    let backup = Mock::start("backup", &[]);
+    let primary = Mock::start(Mock::config("primary"));
+    let backup = Mock::start(Mock::config("backup"));
     let config = config_for(
         &[("primary", &primary, ", first_byte_timeout_ms: 400"), ("backup", &backup, ", first_byte_timeout_ms: 400")],
         "",
@@ -49,7 +49,7 @@ fn connect_errors_fail_over() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead_addr = dead.local_addr().expect("addr");
     drop(dead);
-    let backup = Mock::start("backup", &[]);
+    let backup = Mock::start(Mock::config("backup"));
     let config = format!(
         "providers:\n  - {{ name: dead, kind: openai_compatible, base_url: \"http://{dead_addr}/v1\" }}\n{}models:\n  - {{ name: m, provider: dead, upstream_model: x }}\n  - {{ name: m, provider: backup, upstream_model: up-backup }}\nfailover_chain:\n  - {{ provider: dead, priority: 1 }}\n  - {{ provider: backup, priority: 2 }}\n",
         provider("backup", &backup, "")

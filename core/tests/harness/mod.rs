@@ -1,5 +1,6 @@
-//! Starts the real `gatekeeper` and `gk-load mock` binaries on free ports in temp
-//! dirs, learns their addresses from what they print, and kills them on drop.
+//! Starts the real `gatekeeper` binary on a free port in a temp dir, learns its
+//! address from what it prints, and kills it on drop; mock providers run in this
+//! process (`gatekeeper-mock`), each on its own thread, and stop on drop.
 //! A small blocking HTTP/1.1 client reads responses byte-exactly so tests can
 //! check framing, not just content.
 
@@ -13,34 +14,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use gatekeeper_mock::{MockServer, StatsSnapshot};
 use gatekeeper_net::chunked::{ChunkedDecoder, Decoded};
+
+pub use gatekeeper_mock::{Fault, MockConfig};
 
 /// The `gatekeeper` binary under test.
 pub fn gatekeeper_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gatekeeper"))
-}
-
-/// The `gk-load` binary, built on first use when `cargo test` did not build it.
-pub fn gk_load_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = gatekeeper_bin().parent().map(Path::to_path_buf).unwrap_or_default();
-        let bin = dir.join("gk-load");
-        // Always ask cargo: it is a no-op when fresh, and never runs a stale mock.
-        let target_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug").to_string();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "gatekeeper-loadtest", "--bin", "gk-load"]);
-        cmd.env("CARGO_TARGET_DIR", &target_dir);
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for gk-load");
-        assert!(status.success(), "building gk-load failed");
-        assert!(bin.exists(), "gk-load not found at {}", bin.display());
-        bin
-    })
-    .clone()
 }
 
 /// A child process killed on drop, whose stderr goes to a log file shown on failure.
@@ -121,34 +102,34 @@ impl Drop for Proc {
     }
 }
 
-/// A running `gk-load mock`.
+/// A running in-process mock provider.
 pub struct Mock {
-    /// The process.
-    pub proc: Proc,
     /// Where it listens.
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    server: MockServer,
 }
 
 impl Mock {
-    /// Starts a mock named `name` with extra flags.
-    pub fn start(name: &str, args: &[&str]) -> Mock {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(gk_load_bin());
-        cmd.args(["mock", "--listen", "127.0.0.1:0", "--name", name]).args(args);
-        let (proc, addr) = Proc::spawn(&format!("mock {name}"), cmd, dir.path().join("mock.log"));
-        Mock { proc, addr, _dir: dir }
+    /// Mock settings named `name` (matched by `X-Mock-*: NAME=VALUE` headers), on a
+    /// free loopback port; the rest are the `gk-load mock` defaults.
+    pub fn config(name: &str) -> MockConfig {
+        MockConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))).name(name)
     }
 
-    /// `GET /__mock/stats`.
-    pub fn stats(&self) -> serde_json::Value {
-        let r = request(self.addr, "GET /__mock/stats HTTP/1.1\r\nHost: m\r\n\r\n".as_bytes());
-        serde_json::from_slice(&r.body).expect("mock stats JSON")
+    /// Starts a mock with `config`.
+    pub fn start(config: MockConfig) -> Mock {
+        let server = config.build().expect("valid mock settings").start().expect("start mock");
+        Mock { addr: server.addr(), server }
+    }
+
+    /// Its counters, the same as `GET /__mock/stats`.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.server.stats()
     }
 
     /// Chat requests the mock has received.
     pub fn requests(&self) -> u64 {
-        self.stats()["requests"].as_u64().unwrap_or(0)
+        self.stats().requests
     }
 }
 

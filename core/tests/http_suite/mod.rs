@@ -6,15 +6,20 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn start_pair(driver: &str, limits: &str, mock_args: &[&str]) -> (Mock, Gateway) {
-    let mock = Mock::start("primary", &[&["--api-key", "sk-primary"], mock_args].concat());
+fn start_pair(driver: &str, limits: &str) -> (Mock, Gateway) {
+    start_pair_with(driver, limits, Mock::config("primary"))
+}
+
+/// The gateway in front of `mock`, which must be named `primary`.
+fn start_pair_with(driver: &str, limits: &str, mock: MockConfig) -> (Mock, Gateway) {
+    let mock = Mock::start(mock.api_key("sk-primary"));
     let config = config_for(&[("primary", &mock, "")], limits);
     let gw = Gateway::start(&config, &["--no-auth", "--driver", driver, "--shards", "2"]);
     (mock, gw)
 }
 
 pub fn non_streaming_answer_arrives_intact(driver: &str) {
-    let (mock, gw) = start_pair(driver, "", &[]);
+    let (mock, gw) = start_pair(driver, "");
     let r = chat(gw.addr, "m", false, "X-Request-Id: my-id-1\r\n");
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -27,12 +32,12 @@ pub fn non_streaming_answer_arrives_intact(driver: &str) {
     assert_eq!(r.header("x-gatekeeper-model"), Some("up-primary"));
     assert!(r.header("x-gatekeeper-overhead-us").is_some_and(|v| v.parse::<u64>().is_ok()));
     let stats = mock.stats();
-    assert_eq!(stats["last_model"], "up-primary");
-    assert_eq!(stats["last_authorization"], "Bearer sk-primary", "the provider key, never the client's");
+    assert_eq!(stats.last_model.as_deref(), Some("up-primary"));
+    assert_eq!(stats.last_authorization.as_deref(), Some("Bearer sk-primary"), "the provider key, never the client's");
 }
 
 pub fn streaming_chunks_arrive_as_emitted(driver: &str) {
-    let (_mock, gw) = start_pair(driver, "", &["--ttft-ms", "50", "--token-ms", "150", "--tokens", "6"]);
+    let (_mock, gw) = start_pair_with(driver, "", Mock::config("primary").ttft_ms(50).token_ms(150).tokens(6));
     let mut s = connect(gw.addr);
     s.write_all(&chat_request(&chat_body("m", true), "")).expect("write");
     let mut reader = Reader::new(s);
@@ -61,7 +66,7 @@ pub fn streaming_chunks_arrive_as_emitted(driver: &str) {
 }
 
 pub fn keep_alive_and_pipelining_answer_in_order(driver: &str) {
-    let (_mock, gw) = start_pair(driver, "", &[]);
+    let (_mock, gw) = start_pair(driver, "");
     let mut s = connect(gw.addr);
     let mut batch = Vec::new();
     for id in ["p-1", "p-2", "p-3"] {
@@ -80,7 +85,7 @@ pub fn keep_alive_and_pipelining_answer_in_order(driver: &str) {
 }
 
 pub fn chunked_body_and_expect_continue(driver: &str) {
-    let (_mock, gw) = start_pair(driver, "", &[]);
+    let (_mock, gw) = start_pair(driver, "");
     let body = chat_body("m", false);
     let (a, b) = body.split_at(10);
     let raw = format!(
@@ -106,7 +111,7 @@ pub fn chunked_body_and_expect_continue(driver: &str) {
 
 pub fn header_and_body_limits_at_their_edge(driver: &str) {
     let limits = "limits: { header_bytes_max: 1024, body_bytes_max: 2048, header_count_max: 20 }\n";
-    let (_mock, gw) = start_pair(driver, limits, &[]);
+    let (_mock, gw) = start_pair(driver, limits);
     // A head of exactly 1024 bytes passes; 1025 is refused with 431.
     let head_of = |len: usize| {
         let base = "GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: \r\n\r\n".len();
@@ -145,7 +150,7 @@ pub fn header_and_body_limits_at_their_edge(driver: &str) {
 
 pub fn slowloris_is_cut_by_the_header_timeout(driver: &str) {
     let limits = "limits: { header_timeout_ms: 400, idle_timeout_ms: 5000 }\n";
-    let (_mock, gw) = start_pair(driver, limits, &[]);
+    let (_mock, gw) = start_pair(driver, limits);
     let mut s = connect(gw.addr);
     let started = Instant::now();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n").expect("partial head");
@@ -165,7 +170,7 @@ pub fn slowloris_is_cut_by_the_header_timeout(driver: &str) {
 
 pub fn idle_keep_alive_connection_is_closed(driver: &str) {
     let limits = "limits: { idle_timeout_ms: 300 }\n";
-    let (_mock, gw) = start_pair(driver, limits, &[]);
+    let (_mock, gw) = start_pair(driver, limits);
     let mut s = connect(gw.addr);
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").expect("write");
     let mut reader = Reader::new(s);
@@ -176,7 +181,7 @@ pub fn idle_keep_alive_connection_is_closed(driver: &str) {
 }
 
 pub fn malformed_requests_get_400_and_close(driver: &str) {
-    let (_mock, gw) = start_pair(driver, "", &[]);
+    let (_mock, gw) = start_pair(driver, "");
     for raw in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
@@ -206,7 +211,7 @@ pub fn malformed_requests_get_400_and_close(driver: &str) {
 }
 
 pub fn thousand_concurrent_keep_alive_connections(driver: &str) {
-    let (_mock, gw) = start_pair(driver, "", &[]);
+    let (_mock, gw) = start_pair(driver, "");
     let mut readers: Vec<Reader> = (0..1000).map(|_| Reader::new(connect(gw.addr))).collect();
     let raw = chat_request(&chat_body("m", false), "");
     for round in 0..2 {
@@ -229,7 +234,7 @@ pub fn thousand_concurrent_keep_alive_connections(driver: &str) {
 
 pub fn connection_cap_answers_503(driver: &str) {
     let limits = "limits: { connections_per_shard_max: 2 }\nshards: 1\n";
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let config = config_for(&[("primary", &mock, "")], limits);
     let gw = Gateway::start(&config, &["--no-auth", "--driver", driver]);
     let mut held: Vec<Reader> = (0..2).map(|_| Reader::new(connect(gw.addr))).collect();
@@ -253,7 +258,7 @@ pub fn connection_cap_answers_503(driver: &str) {
 }
 
 pub fn metrics_name_the_driver(driver: &str) {
-    let (_mock, gw) = start_pair(driver, "", &[]);
+    let (_mock, gw) = start_pair(driver, "");
     assert_eq!(chat(gw.addr, "m", false, "").status, 200);
     // A shard records a request just after its last byte is written: allow it that moment.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -282,7 +287,7 @@ pub fn metrics_name_the_driver(driver: &str) {
 }
 
 pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -321,7 +326,7 @@ pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
 
 pub fn slow_body_is_cut_by_the_body_timeout(driver: &str) {
     let limits = "limits: { body_timeout_ms: 400 }\n";
-    let (_mock, gw) = start_pair(driver, limits, &[]);
+    let (_mock, gw) = start_pair(driver, limits);
     let body = chat_body("m", false);
     let mut s = connect(gw.addr);
     let head = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n", body.len());

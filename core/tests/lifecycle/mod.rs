@@ -7,7 +7,7 @@ use crate::harness::*;
 
 #[test]
 fn config_errors_name_the_path_and_stop_the_start() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let good = config_for(&[("primary", &mock, "")], "");
     let err = Gateway::start_failure(
         &good.replace("api_key: sk-primary", "api_key: sk-primary, colour: red"),
@@ -24,7 +24,7 @@ fn config_errors_name_the_path_and_stop_the_start() {
 
 #[test]
 fn without_keys_the_gateway_refuses_unless_no_auth() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let config = config_for(&[("primary", &mock, "")], "");
     let err = Gateway::start_failure(&config, &[]);
     assert!(err.contains("keys") && err.contains("--no-auth"), "{err}");
@@ -34,7 +34,7 @@ fn without_keys_the_gateway_refuses_unless_no_auth() {
 
 #[test]
 fn sigterm_drains_in_flight_streams_then_exits_zero() {
-    let mock = Mock::start("primary", &["--ttft-ms", "50", "--token-ms", "100", "--tokens", "10"]);
+    let mock = Mock::start(Mock::config("primary").ttft_ms(50).token_ms(100).tokens(10));
     let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], "drain_timeout_ms: 5000\n"), &["--no-auth"]);
     let mut s = connect(gw.addr);
     s.write_all(&chat_request(&chat_body("m", true), "")).expect("write");
@@ -57,7 +57,7 @@ fn sigterm_drains_in_flight_streams_then_exits_zero() {
 
 #[test]
 fn drain_timeout_bounds_shutdown() {
-    let mock = Mock::start("primary", &["--fault", "stall"]);
+    let mock = Mock::start(Mock::config("primary").fault(Fault::Stall));
     let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], "drain_timeout_ms: 300\n"), &["--no-auth"]);
     let mut s = connect(gw.addr);
     s.write_all(&chat_request(&chat_body("m", false), "")).expect("write");
@@ -71,12 +71,13 @@ fn drain_timeout_bounds_shutdown() {
 
 #[test]
 fn official_openai_sdk_normal_and_streamed() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth"]);
     run_openai_sdk(gw.addr, "any-key-while-auth-is-off", None);
 }
 
 #[test]
+#[cfg(feature = "demo")]
 fn demo_prints_a_key_that_works() {
     use std::process::{Command, Stdio};
     let mut child = Command::new(gatekeeper_bin())
@@ -117,7 +118,7 @@ fn demo_prints_a_key_that_works() {
 
 #[test]
 fn audit_can_be_turned_off() {
-    let mock = Mock::start("primary", &[]);
+    let mock = Mock::start(Mock::config("primary"));
     let gw = Gateway::start(&config_for(&[("primary", &mock, "")], "audit: { enabled: false }\n"), &["--no-auth"]);
     assert_eq!(chat(gw.addr, "m", false, "").status, 200);
     assert!(!gw.dir.path().join("data").exists(), "nothing written with audit off");

@@ -22,11 +22,10 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use gatekeeper_mock::schedule::yaml_error;
 use rand::Rng;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-
-use crate::mock::schedule::yaml_error;
 
 /// Most templates in a scenario.
 pub const TEMPLATES_MAX: usize = 256;

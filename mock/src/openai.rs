@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::request::{token, Answer};
-use super::Mode;
+use crate::request::{token, Answer};
+use crate::Mode;
 
 #[derive(Serialize)]
 struct Usage {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::faults::{Fault, FAULTS_COUNTED};
+use crate::faults::{Fault, FAULTS_COUNTED};
 
 /// Longest header value kept for `last_*` fields; longer ones are truncated.
 pub const LAST_VALUE_BYTES_MAX: usize = 4096;
@@ -27,8 +27,30 @@ struct Last {
     x_api_key: Option<String>,
 }
 
+/// One reading of the counters: what `GET /__mock/stats` reports, less the name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Chat requests since start or the last reset.
+    pub requests: u64,
+    /// Injected faults, in the order of [`FAULTS_COUNTED`].
+    faults: [u64; FAULTS_COUNTED.len()],
+    /// Model of the latest well-formed chat request.
+    pub last_model: Option<String>,
+    /// Latest `Authorization` header, else the latest `x-api-key` (Anthropic style).
+    pub last_authorization: Option<String>,
+    /// Latest `x-api-key` header.
+    pub last_x_api_key: Option<String>,
+}
+
+impl StatsSnapshot {
+    /// How often `fault` was injected; always 0 for [`Fault::None`], which is not counted.
+    pub fn faults(&self, fault: Fault) -> u64 {
+        fault.counter_index().and_then(|i| self.faults.get(i)).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Serialize)]
-struct Snapshot<'a> {
+struct StatsJson<'a> {
     name: &'a str,
     requests: u64,
     faults: serde_json::Map<String, serde_json::Value>,
@@ -85,24 +107,31 @@ impl Stats {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// The stats JSON body. `last_authorization` is the `Authorization` header, or the
-    /// `x-api-key` header when there was none (Anthropic style).
-    pub fn to_json(&self, name: &str) -> Vec<u8> {
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
         let last = self.last.lock().map(|l| l.clone()).unwrap_or_default();
-        let faults = FAULTS_COUNTED
-            .iter()
-            .zip(&self.faults)
-            .map(|(f, c)| (f.name().to_string(), c.load(Ordering::Relaxed).into()))
-            .collect();
-        let snap = Snapshot {
-            name,
+        StatsSnapshot {
             requests: self.requests(),
-            faults,
-            last_model: last.model,
+            faults: self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),
             last_authorization: last.authorization.or(last.x_api_key.clone()),
+            last_model: last.model,
             last_x_api_key: last.x_api_key,
+        }
+    }
+
+    /// The stats JSON body of the mock called `name`.
+    pub fn to_json(&self, name: &str) -> Vec<u8> {
+        let snap = self.snapshot();
+        let faults = FAULTS_COUNTED.iter().zip(snap.faults).map(|(f, n)| (f.name().to_string(), n.into())).collect();
+        let json = StatsJson {
+            name,
+            requests: snap.requests,
+            faults,
+            last_model: snap.last_model,
+            last_authorization: snap.last_authorization,
+            last_x_api_key: snap.last_x_api_key,
         };
-        serde_json::to_vec(&snap).unwrap_or_default()
+        serde_json::to_vec(&json).unwrap_or_default()
     }
 }
 
@@ -138,6 +167,22 @@ mod tests {
         assert_eq!(v["requests"], 0);
         assert_eq!(v["faults"]["500"], 0);
         assert!(v["last_model"].is_null());
+    }
+
+    #[test]
+    fn snapshot_matches_the_json() {
+        let s = Stats::default();
+        s.record_request(None, Some("k"));
+        s.record_fault(Fault::Stall);
+        s.record_fault(Fault::Stall);
+        let snap = s.snapshot();
+        assert_eq!(snap.requests, 1);
+        assert_eq!(snap.faults(Fault::Stall), 2);
+        assert_eq!(snap.faults(Fault::None), 0);
+        assert_eq!(snap.last_authorization.as_deref(), Some("k"), "falls back to x-api-key");
+        let v: serde_json::Value = serde_json::from_slice(&s.to_json("m")).expect("json");
+        assert_eq!(v["faults"]["stall"], 2);
+        assert_eq!(v["last_x_api_key"], "k");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Minimal HTTP/1.1 for the mock: request-head parsing with httparse and response-head
-//! writing; the chunked-body decoder is shared with the client in [`crate::http1`].
+//! writing; the body limit, error type and chunked-body decoder are in [`crate::http1`],
+//! which HTTP clients share.
 //! No I/O here, so it unit-tests.
 
 use std::io::Write as _;

@@ -1,4 +1,4 @@
-//! `--schedule FILE`: phases of faults that advance by wall clock since start.
+//! The fault schedule (`--schedule FILE`): phases of faults that advance by wall clock since start.
 //!
 //! ```yaml
 //! repeat: true            # optional, default false; a bare list of phases is accepted too
@@ -11,12 +11,13 @@
 //! Every check happens while deserializing, so errors name the field path and the line.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::faults::Fault;
+use crate::faults::Fault;
 
 /// Most phases a schedule may hold; the lookup walks them linearly.
 pub const PHASES_MAX: usize = 1024;
@@ -131,8 +132,8 @@ fn de_fault<'de, D: Deserializer<'de>>(d: D) -> Result<Fault, D::Error> {
 }
 
 /// Formats a serde_path_to_error failure as `field.path: problem at line L column C`;
-/// shared with the `gk-load run` scenario parser.
-pub(crate) fn yaml_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> String {
+/// public so the `gk-load run` scenario parser words its errors the same way.
+pub fn yaml_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> String {
     let path = err.path().to_string();
     if path == "." || path.is_empty() {
         err.inner().to_string()
@@ -143,10 +144,10 @@ pub(crate) fn yaml_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) ->
 
 impl Schedule {
     /// Reads and validates a schedule file.
-    pub fn load(path: &str) -> Result<Schedule, ScheduleError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ScheduleError::Read { path: path.to_string(), source })?;
-        Schedule::parse(&text).map_err(|message| ScheduleError::Invalid { path: path.to_string(), message })
+    pub fn load(path: &Path) -> Result<Schedule, ScheduleError> {
+        let shown = || path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScheduleError::Read { path: shown(), source })?;
+        Schedule::parse(&text).map_err(|message| ScheduleError::Invalid { path: shown(), message })
     }
 
     /// Parses schedule YAML; the error names the field path and line.

@@ -23,7 +23,7 @@ pub enum Ttft {
 }
 
 impl Ttft {
-    /// Parses `lognormal:MEDIAN_MS:SIGMA`.
+    /// Parses `lognormal:MEDIAN_MS:SIGMA` (the `--ttft-dist` syntax).
     pub fn parse_dist(s: &str) -> Result<Ttft, String> {
         let mut parts = s.split(':');
         let (Some("lognormal"), Some(median), Some(sigma), None) =
@@ -33,6 +33,12 @@ impl Ttft {
         };
         let median_ms: f64 = median.parse().map_err(|_| format!("median {median:?} is not a number"))?;
         let sigma: f64 = sigma.parse().map_err(|_| format!("sigma {sigma:?} is not a number"))?;
+        Ttft::lognormal(median_ms, sigma)
+    }
+
+    /// A log-normal time to first token: median within `[0, DELAY_MS_MAX]` ms and
+    /// sigma within `[0, 5]`, so a draw stays finite.
+    pub fn lognormal(median_ms: f64, sigma: f64) -> Result<Ttft, String> {
         if !(median_ms >= 0.0 && median_ms <= DELAY_MS_MAX as f64) {
             return Err(format!("median must be within [0, {DELAY_MS_MAX}] ms"));
         }
@@ -40,6 +46,16 @@ impl Ttft {
             return Err("sigma must be within [0, 5]".to_string());
         }
         Ok(Ttft::LogNormal { median_ms, sigma })
+    }
+
+    /// Checks a value built from the public variants: a fixed delay at most
+    /// `DELAY_MS_MAX`, a log-normal within the bounds of [`Ttft::lognormal`].
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match *self {
+            Ttft::Fixed(d) if d > Duration::from_millis(DELAY_MS_MAX) => Err(format!("at most {DELAY_MS_MAX}")),
+            Ttft::Fixed(_) => Ok(()),
+            Ttft::LogNormal { median_ms, sigma } => Ttft::lognormal(median_ms, sigma).map(drop),
+        }
     }
 
     /// Draws one time-to-first-token.
@@ -114,6 +130,15 @@ mod tests {
         for bad in ["", "lognormal", "lognormal:1", "normal:1:1", "lognormal:x:1", "lognormal:1:9", "lognormal:1:1:1"] {
             assert!(Ttft::parse_dist(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn check_bounds_both_variants() {
+        assert!(Ttft::Fixed(Duration::from_millis(DELAY_MS_MAX)).check().is_ok());
+        assert!(Ttft::Fixed(Duration::from_millis(DELAY_MS_MAX + 1)).check().is_err());
+        assert!(Ttft::LogNormal { median_ms: 10.0, sigma: 0.5 }.check().is_ok());
+        assert!(Ttft::LogNormal { median_ms: f64::NAN, sigma: 0.5 }.check().is_err());
+        assert!(Ttft::LogNormal { median_ms: 10.0, sigma: 6.0 }.check().is_err());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use super::openai::EventKind;
-use super::request::{token, Answer};
+use crate::openai::EventKind;
+use crate::request::{token, Answer};
 
 fn msg_id(a: &Answer) -> String {
     format!("msg_mock{:016x}", a.id)

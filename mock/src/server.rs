@@ -15,12 +15,12 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::faults::{select_for, Fault};
-use super::http::{self, BodyFraming, ChunkedDecoder, Head, HttpError, Route};
-use super::latency::{clamp_ms, Ttft};
-use super::openai::EventKind;
-use super::request::{Answer, ChatRequest, TOKENS_MAX};
-use super::{anthropic, openai, Config, Mode, Stats};
+use crate::faults::{select_for, Fault};
+use crate::http::{self, BodyFraming, ChunkedDecoder, Head, HttpError, Route};
+use crate::latency::{clamp_ms, Ttft};
+use crate::openai::EventKind;
+use crate::request::{Answer, ChatRequest, TOKENS_MAX};
+use crate::{anthropic, openai, Mock, Mode, Stats};
 
 /// Most open connections; further ones are closed at once (shed, don't grow).
 pub const CONNECTIONS_MAX: usize = 100_000;
@@ -32,7 +32,7 @@ const STREAM_EVENTS_MAX: usize = TOKENS_MAX + 16;
 const DRAIN_BYTES: usize = 4096;
 
 struct Shared {
-    config: Config,
+    config: Mock,
     stats: Arc<Stats>,
     start: Instant,
     next_id: AtomicU64,
@@ -48,15 +48,17 @@ impl Drop for ConnectionSlot {
     }
 }
 
-pub(super) async fn serve(
+/// Accepts until `shutdown` resolves, counting into `stats`; connection tasks still
+/// running then end when their runtime is dropped.
+pub(crate) async fn serve(
     listener: TcpListener,
-    config: Config,
+    config: Mock,
+    stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<Arc<Stats>> {
-    let stats = Arc::new(Stats::default());
+) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
         config,
-        stats: stats.clone(),
+        stats,
         start: Instant::now(),
         next_id: AtomicU64::new(rand::thread_rng().gen::<u32>().into()),
         connections: AtomicUsize::new(0),
@@ -64,7 +66,7 @@ pub(super) async fn serve(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => return Ok(stats),
+            _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -249,7 +251,7 @@ async fn respond(shared: &Shared, head: &Head, body: &[u8], stream: &mut TcpStre
     Flow::Continue
 }
 
-fn check_auth(config: &Config, head: &Head) -> Result<(), String> {
+fn check_auth(config: &Mock, head: &Head) -> Result<(), String> {
     let Some(key) = config.api_key.as_deref() else {
         return Ok(());
     };
