@@ -4,6 +4,8 @@
 //! configs with them. Unknown keys are rejected, and every error names the path of
 //! the offending value (`providers[1].base_url: not a URL`).
 
+pub mod hot;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

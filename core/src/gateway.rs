@@ -12,6 +12,7 @@ use gatekeeper_net::upstream::{tls_client_config, Origin, Pool, PoolConfig};
 use gatekeeper_net::{Handler, ProtocolError, Request, Responder, ShardContext, ShardStats};
 
 use crate::bridge::ShardAudit;
+use crate::config::hot::HotConfig;
 use crate::config::{Config, ProviderKind};
 use crate::error::GatewayError;
 use crate::keys::{ShardVerifier, Verifier};
@@ -68,8 +69,12 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// Provider names, indexes metrics.
     pub provider_names: Vec<String>,
-    /// The audit bridge; `None` where a gateway is built without serving (benches).
+    /// The bridge (config watch, audit shipping); `None` where neither runs, or where
+    /// a gateway is built without serving (benches).
     pub bridge: Option<Arc<crate::bridge::Bridge>>,
+    /// Revocations and other settings that change while running; shards apply changes
+    /// in [`ShardGateway::apply_config_changes`].
+    pub hot: Arc<HotConfig>,
 }
 
 /// Why the gateway could not be assembled from a config.
@@ -172,6 +177,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             provider_names,
             bridge: None,
+            hot: Arc::new(HotConfig::from_config(config)),
         })
     }
 }
@@ -198,9 +204,9 @@ pub struct ShardGateway {
     /// Connection statistics of every shard.
     pub net_stats: Arc<[ShardStats]>,
     inflight: Cell<u64>,
-    /// This shard's audit spool; `None` only where a gateway runs without a bridge.
+    /// This shard's audit spool; `None` when audit is off.
     pub audit: Option<ShardAudit>,
-    /// `BH_CONFIG` generation this shard last applied.
+    /// [`HotConfig`] generation this shard last applied.
     pub config_seen: Cell<u64>,
 }
 
@@ -249,11 +255,11 @@ impl ShardGateway {
         })
     }
 
-    /// Applies a `BH_CONFIG` revocation change, if there was one since the last look
-    /// (one atomic load when nothing changed).
+    /// Applies a hot revocation change, if there was one since the last look (one
+    /// atomic load when nothing changed).
     pub fn apply_config_changes(&self) {
-        if let (Some(audit), Some(keys)) = (&self.audit, &self.keys) {
-            if let Some(list) = audit.config_feed().revocations_if_changed(&self.config_seen) {
+        if let Some(keys) = &self.keys {
+            if let Some(list) = self.gw.hot.revocations_if_changed(&self.config_seen) {
                 keys.set_revoked(list);
             }
         }
