@@ -14,6 +14,7 @@ use gatekeeper_net::{ShardContext, ShardStats};
 
 use crate::audit::request::Recorder;
 use crate::bridge::{Bridge, ShardAudit};
+use crate::config::hot::HotConfig;
 use crate::config::{Config, ConfigError};
 use crate::keys::{ShardVerifier, Verifier};
 use crate::metrics::{RequestIds, ShardMetrics};
@@ -36,8 +37,12 @@ pub struct Gateway {
     pub request_ids: RequestIds,
     /// Set when shutdown starts: `/readyz` turns 503.
     pub draining: AtomicBool,
-    /// The audit bridge; `None` where a gateway is built without serving (benches).
+    /// The bridge (config watch, audit shipping); `None` where neither runs, or where
+    /// a gateway is built without serving (benches).
     pub bridge: Option<Arc<Bridge>>,
+    /// Revocations and other settings that change while running; shards apply changes
+    /// in [`ShardGateway::apply_config_changes`].
+    pub hot: Arc<HotConfig>,
 }
 
 impl Gateway {
@@ -72,6 +77,7 @@ impl Gateway {
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
             bridge: None,
+            hot: Arc::new(HotConfig::from_config(config)),
         })
     }
 }
@@ -93,7 +99,7 @@ pub struct ShardGateway {
     inflight: Cell<u64>,
     /// This shard's audit spool; `None` when the audit log is off.
     pub audit: Option<ShardAudit>,
-    /// `BH_CONFIG` generation this shard last applied.
+    /// [`HotConfig`] generation this shard last applied.
     pub config_seen: Cell<u64>,
 }
 
@@ -148,11 +154,11 @@ impl ShardGateway {
         }
     }
 
-    /// Applies a `BH_CONFIG` revocation change, if there was one since the last look
-    /// (one atomic load when nothing changed).
+    /// Applies a hot revocation change, if there was one since the last look (one
+    /// atomic load when nothing changed).
     pub fn apply_config_changes(&self) {
-        if let (Some(audit), Some(keys)) = (&self.audit, &self.keys) {
-            if let Some(list) = audit.config_feed().revocations_if_changed(&self.config_seen) {
+        if let Some(keys) = &self.keys {
+            if let Some(list) = self.gw.hot.revocations_if_changed(&self.config_seen) {
                 keys.set_revoked(list);
             }
         }

@@ -53,9 +53,12 @@ impl Running {
         // No shard submits any more: ship what is left and close the chain with a checkpoint.
         if let Some(bridge) = &self.gateway.bridge {
             match bridge.shutdown(self.drain_timeout) {
-                Ok(r) if r.drained => tracing::info!(chain = %r.chain, entries = r.entries, "audit chain closed"),
-                Ok(r) => tracing::warn!(chain = %r.chain, "audit store unreachable: the rest ships on the next start"),
-                Err(e) => tracing::error!(error = %e, "audit bridge failed"),
+                Ok(None) => {}
+                Ok(Some(r)) if r.drained => tracing::info!(chain = %r.chain, entries = r.entries, "audit chain closed"),
+                Ok(Some(r)) => {
+                    tracing::warn!(chain = %r.chain, "audit store unreachable: the rest ships on the next start")
+                }
+                Err(e) => tracing::error!(error = %e, "bridge failed"),
             }
         }
     }
@@ -89,12 +92,14 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let mut gateway = Gateway::build(&config, shards, args.no_auth)?;
     let mut audits: Vec<Option<ShardAudit>> = (0..shards).map(|_| None).collect();
-    if config.audit.enabled {
-        let bridge = Arc::new(Bridge::start(&config, shards).context("starting the audit bridge")?);
+    // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
+    if config.audit.enabled || config.nats.is_some() {
+        let bridge = Arc::new(Bridge::start(&config, shards, gateway.hot.clone()).context("starting the bridge")?);
         // Made here, on the main thread, so a bad data dir fails the start, not a shard.
-        audits = (0..shards).map(|i| bridge.shard(i).map(Some)).collect::<Result<_, _>>()?;
+        audits = (0..shards).map(|i| bridge.shard(i)).collect::<Result<_, _>>()?;
         gateway.bridge = Some(bridge);
-    } else {
+    }
+    if !config.audit.enabled {
         tracing::warn!("audit.enabled is false: requests are not audited");
     }
     // Each shard takes its own spool once, at shard start; never touched on the request path.

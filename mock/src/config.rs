@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::faults::Fault;
-use crate::handle::MockServer;
 use crate::latency::{Pauses, Ttft, DELAY_MS_MAX};
 use crate::request::TOKENS_MAX;
 use crate::schedule::Schedule;
@@ -335,12 +334,6 @@ impl Mock {
                 .enable_all()
                 .build()
         }
-    }
-
-    /// Binds the listen address and serves on a thread of its own, with its own runtime,
-    /// until the returned handle is stopped or dropped.
-    pub fn start(self) -> std::io::Result<MockServer> {
-        MockServer::start(self)
     }
 }
 

@@ -8,12 +8,21 @@ use std::thread::JoinHandle;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::config::Mock;
+use crate::server;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::{server, Mock};
 
 /// Pending connections the listener queues before the accept loop takes them (the
 /// backlog tokio itself uses).
 const LISTEN_BACKLOG: i32 = 1024;
+
+impl Mock {
+    /// Binds the listen address and serves on a thread of its own, with its own runtime,
+    /// until the returned handle is stopped or dropped.
+    pub fn start(self) -> std::io::Result<MockServer> {
+        MockServer::start(self)
+    }
+}
 
 /// A running mock. [`MockServer::stop`] or dropping it stops the accept loop, ends every
 /// open connection (stalled ones included) and joins the thread.

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
+use crate::config::Mode;
 use crate::request::{token, Answer};
-use crate::Mode;
 
 #[derive(Serialize)]
 struct Usage {

@@ -15,12 +15,14 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::{Mock, Mode};
 use crate::faults::{select_for, Fault};
 use crate::http::{self, BodyFraming, ChunkedDecoder, Head, HttpError, Route};
 use crate::latency::{clamp_ms, Ttft};
 use crate::openai::EventKind;
 use crate::request::{Answer, ChatRequest, TOKENS_MAX};
-use crate::{anthropic, openai, Mock, Mode, Stats};
+use crate::stats::Stats;
+use crate::{anthropic, openai};
 
 /// Most open connections; further ones are closed at once (shed, don't grow).
 pub const CONNECTIONS_MAX: usize = 100_000;

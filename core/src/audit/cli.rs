@@ -15,34 +15,6 @@ pub enum AuditCommand {
     /// bad entry and exit 1. Without --nats/--dir, uses the config's nats.url, else its
     /// audit.data_dir.
     Verify(VerifyArgs),
-    /// Test and bench helper: runs the real bridge and submits synthetic records from
-    /// one thread per shard, printing `submitted <request_id>` once each `submit`
-    /// returned; then drains and prints `done`.
-    #[command(hide = true)]
-    Submit(SubmitArgs),
-}
-
-/// Flags of the hidden `gatekeeper audit submit`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SubmitArgs {
-    /// Gateway config (its `audit` and `nats` sections are used).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-    /// Records per shard.
-    #[arg(long, default_value_t = 1000)]
-    pub records: u64,
-    /// Shards (threads).
-    #[arg(long, default_value_t = 2)]
-    pub shards: usize,
-    /// Request id prefix.
-    #[arg(long, default_value = "req")]
-    pub prefix: String,
-    /// Pause between records of one shard, µs.
-    #[arg(long, default_value_t = 0)]
-    pub interval_us: u64,
-    /// How long the final drain may wait for the store, ms.
-    #[arg(long, default_value_t = 30_000)]
-    pub drain_ms: u64,
 }
 
 /// Flags of `gatekeeper audit verify`.
@@ -73,55 +45,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
-        AuditCommand::Submit(args) => submit(&args),
     }
-}
-
-fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let config = Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
-    let bridge = crate::bridge::Bridge::start(&config, args.shards)?;
-    let out = std::sync::Mutex::new(std::io::stdout());
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let mut handles = Vec::new();
-        for shard in 0..args.shards {
-            let audit = bridge.shard(shard)?;
-            let out = &out;
-            handles.push(scope.spawn(move || -> anyhow::Result<()> {
-                for i in 0..args.records {
-                    let record = super::AuditRecord {
-                        request_id: format!("{}-{shard}-{i}", args.prefix),
-                        ts_unix_ms: crate::bridge::now_unix_ms(),
-                        shard: shard as u16,
-                        model_requested: "m".into(),
-                        provider: Some("mock".into()),
-                        status: 200,
-                        upstream_us: 1000 + i % 100,
-                        ..super::AuditRecord::default()
-                    };
-                    audit.submit(&record)?;
-                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-                    writeln!(o, "submitted {}", record.request_id)?;
-                    o.flush()?;
-                    drop(o);
-                    if args.interval_us > 0 {
-                        std::thread::sleep(Duration::from_micros(args.interval_us));
-                    }
-                }
-                Ok(())
-            }));
-        }
-        for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a submit thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    let report = bridge.shutdown(Duration::from_millis(args.drain_ms))?;
-    println!(
-        "done {} entries={} checkpoints={} drained={}",
-        report.chain, report.entries, report.checkpoints, report.drained
-    );
-    Ok(())
 }
 
 /// Verifies what `args` point at.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::feed::{KEY_CAPABILITIES, KEY_REVOCATIONS, KEY_ROUTING};
 use super::nats;
+use crate::config::hot::{HotConfig, KEY_CAPABILITIES, KEY_REVOCATIONS, KEY_ROUTING};
 use crate::config::{Config, NatsConfig};
 
 /// `gatekeeper config …` subcommands.
@@ -81,9 +81,9 @@ fn push_values(settings: &NatsConfig, push: &PushFile) -> anyhow::Result<Vec<(&'
     }
     anyhow::ensure!(!values.is_empty(), "nothing to push: the file has no revocations, routing or capabilities");
     // Check what shards will parse before anything is written.
-    let probe = super::feed::ConfigFeed::new(Vec::new());
+    let probe = HotConfig::new(Vec::new());
     for (k, v) in &values {
-        probe.apply(k, Some(v)).map_err(|e| anyhow::anyhow!(e))?;
+        probe.apply(k, Some(v))?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
@@ -91,7 +91,8 @@ fn push_values(settings: &NatsConfig, push: &PushFile) -> anyhow::Result<Vec<(&'
             nats::connect(&settings.url, Duration::from_millis(settings.connect_timeout_ms), "gatekeeper-config-push")
                 .await?;
         let js = nats::context(client, Duration::from_millis(settings.ack_timeout_ms));
-        nats::provision(&js, settings).await?;
+        // Only the bucket: a problem with the audit streams must not hold up a revocation.
+        nats::provision_config_bucket(&js, settings).await?;
         let kv = nats::config_bucket(&js).await?;
         let mut out = Vec::new();
         for (k, v) in values {

@@ -1,32 +1,41 @@
-//! The bridge (DESIGN §2): one thread running a tokio runtime that ships what the
-//! shards hand it — audit records into a signed hash chain, events, health, session
-//! state — to NATS JetStream, or to files under the data dir when no `nats` section
-//! is configured; and that watches the `BH_CONFIG` bucket and hands changes to the
-//! shards.
+//! The bridge: one thread, beside the shards, running a tokio runtime for two
+//! independent jobs.
 //!
-//! How the parts hand off:
-//! - [`Bridge::start`] (at serve time) takes the data dir lock, picks this start's WAL
-//!   generation, loads or creates the node key and starts the thread.
-//! - Each shard gets a [`ShardAudit`] from [`Bridge::shard`]. [`ShardAudit::submit`]
-//!   appends a record to the shard's own WAL file (a copy into its mapping) and returns: the
-//!   record now survives a kill of the process, and the shard never waited on another
-//!   thread. The WAL is the spool: while NATS is away (or the bridge is behind), records
-//!   wait there, bounded by `audit.spool_bytes_max`, and are shipped in order later.
-//! - The worker (`worker.rs`) tails every shard's WAL, chains records into this node
-//!   instance's chain, stores batches and signed checkpoints through a [`sink::Sink`],
-//!   and keeps its WAL cursor inside each stored message, so a restart resumes exactly
-//!   where the store says it stopped: nothing lost, nothing stored twice.
-//! - [`feed::ConfigFeed`] carries `BH_CONFIG` changes to shards without a lock on the
-//!   request path.
-//! - [`Bridge::shutdown`] (at drain, after the shards stopped) ships what is left and
-//!   closes the chain with a final checkpoint.
+//! - **Config watch** (whenever `nats` is set): follows the `BH_CONFIG` bucket and
+//!   applies every change to the gateway's [`HotConfig`], which shards read with one
+//!   atomic load per request.
+//! - **Audit shipping** (whenever `audit.enabled`): each shard appends records and
+//!   events to its own WAL through its [`ShardAudit`] and never waits on another
+//!   thread; the bridge chains the records into this node instance's signed hash
+//!   chain and stores batches and checkpoints in JetStream, or in chain files under
+//!   the data dir without `nats`. The WAL is the spool: while the store is away,
+//!   records wait there, bounded by `audit.spool_bytes_max` (then `submit` fails and
+//!   the request is answered 503 `audit_unavailable`, or its stream is cut before
+//!   `[DONE]`, so nothing acknowledged goes unaudited). Routing decisions, failovers,
+//!   health and sessions are derived from the records ([`events`]).
+//!
+//! `serve` starts the bridge when either job is on, hands each shard its
+//! [`ShardAudit`] at shard start, and calls [`Bridge::shutdown`] after the shards
+//! stopped: what is left is shipped and the chain closed with a final checkpoint.
+//!
+//! The parts, one job each: `connection` (the NATS client), `watch` (config watch),
+//! `shipper` (WAL → chain → store, the step loop), `resume` (where a start picks
+//! up), `checkpoints`, `housekeeping` (fsync, reports, WAL deletion), `retry` (the
+//! one bounded retry loop), [`sink`] (files or JetStream), [`nats`] (JetStream
+//! plumbing), [`events`] and [`cli`] (`gatekeeper config push`).
 
+mod checkpoints;
 pub mod cli;
+mod connection;
 pub mod events;
-pub mod feed;
+mod housekeeping;
 pub mod nats;
+mod resume;
+mod retry;
+mod shipper;
 pub mod sink;
-mod worker;
+mod thread;
+mod watch;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -36,17 +45,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use events::Event;
-pub use feed::ConfigFeed;
 pub use nats::NatsError;
 
 use crate::audit::checkpoint::load_or_create_node_key;
 use crate::audit::wal::{self, FrameKind, LaneId, WalWriter};
 use crate::audit::{AuditError, AuditRecord};
-use crate::config::{AuditConfig, Config, FsyncPolicy, NatsConfig};
+use crate::config::hot::HotConfig;
+use crate::config::{AuditConfig, Config, FsyncPolicy};
+use crate::keys::SecretKey;
 
 /// Unix time, ms (the clock records and checkpoints use).
 pub fn now_unix_ms() -> u64 {
-    worker::now_ms()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why the bridge could not start or stopped short.
@@ -91,11 +101,11 @@ pub struct BridgeStats {
     pub wal_bytes_skipped: AtomicU64,
     /// Records `submit` refused because a shard's spool was full.
     pub spool_full_total: AtomicU64,
-    /// `BH_CONFIG` changes applied.
+    /// `BH_CONFIG` changes applied to the hot configuration.
     pub config_changes: AtomicU64,
 }
 
-/// Settings the worker runs with, resolved from the config at start.
+/// What audit shipping runs with, resolved at start.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     data_dir: PathBuf,
@@ -104,51 +114,87 @@ pub(crate) struct Settings {
     gen: u64,
     shards: usize,
     audit: AuditConfig,
-    nats: Option<NatsConfig>,
 }
 
+/// The stop signal the bridge thread's loops watch, and the deadline past which a
+/// stopping bridge gives up shipping.
+#[derive(Debug)]
+pub(crate) struct Shutdown {
+    stop: AtomicBool,
+    /// Unix ms after which a stopping bridge gives up; meaningless until `stop`.
+    deadline_ms: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Shutdown {
+    fn new() -> Shutdown {
+        Shutdown {
+            stop: AtomicBool::new(false),
+            deadline_ms: AtomicU64::new(u64::MAX),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Asks the bridge to stop, shipping what it can for at most `drain`.
+    fn begin(&self, drain: Duration) {
+        let drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX);
+        self.deadline_ms.store(now_unix_ms().saturating_add(drain_ms), Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        // A permit is kept when nobody waits yet, so the wake-up cannot be missed.
+        self.wake.notify_one();
+    }
+
+    /// Whether shutdown began.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether shutdown began and its drain deadline passed.
+    fn past_deadline(&self) -> bool {
+        self.stopping() && now_unix_ms() >= self.deadline_ms.load(Ordering::SeqCst)
+    }
+
+    /// The drain time left once shutdown began; `None` while running.
+    fn time_left(&self) -> Option<Duration> {
+        if !self.stopping() {
+            return None;
+        }
+        let left_ms = self.deadline_ms.load(Ordering::SeqCst).saturating_sub(now_unix_ms());
+        Some(Duration::from_millis(left_ms))
+    }
+
+    /// Returns once shutdown began.
+    async fn stopped(&self) {
+        // Bounded by `begin`, which sets the flag before it wakes this waiter.
+        while !self.stopping() {
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// State shared by the handle, the shards' [`ShardAudit`]s and the bridge thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// One per shard with audit on; none without.
     lanes: Box<[LaneCounters]>,
-    stop: AtomicBool,
-    /// Unix ms after which a stopping worker gives up shipping.
-    stop_deadline_ms: AtomicU64,
+    shutdown: Shutdown,
     stats: BridgeStats,
-    feed: Arc<ConfigFeed>,
+    /// This start's chain instance, once the shipper began it.
     inst: Mutex<Option<String>>,
 }
 
-/// The running bridge. `Send + Sync`: share it in an `Arc`.
+/// The audit side of a running bridge (with `audit.enabled`).
 #[derive(Debug)]
-pub struct Bridge {
+struct AuditSide {
     settings: Settings,
-    shared: Arc<Shared>,
-    thread: Mutex<Option<std::thread::JoinHandle<Result<BridgeReport, BridgeError>>>>,
     // Held for the process's life: one writer per data dir.
     _lock: File,
 }
 
-/// What the bridge did, returned by [`Bridge::shutdown`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BridgeReport {
-    /// This instance's chain: `node/inst`.
-    pub chain: String,
-    /// Entries stored.
-    pub entries: u64,
-    /// Checkpoints stored (the final one included).
-    pub checkpoints: u64,
-    /// Whether every submitted record was stored and the chain closed with a final
-    /// checkpoint. False when the store was unreachable until the deadline: the rest
-    /// stays in the WAL and ships on the next start.
-    pub drained: bool,
-}
-
-impl Bridge {
-    /// Starts the bridge for a gateway with `shards` shards: locks the data dir, picks
-    /// the WAL generation, loads (or creates) the node key, and starts the thread.
-    /// Call once at serve time, before the shards start.
-    pub fn start(config: &Config, shards: usize) -> Result<Bridge, BridgeError> {
-        let audit = config.audit.clone();
+impl AuditSide {
+    /// Locks the data dir, picks this start's WAL generation and loads (or creates)
+    /// the node key.
+    fn open(audit: &AuditConfig, node: &str, shards: usize) -> Result<(AuditSide, SecretKey), BridgeError> {
         let data_dir = audit.data_dir.clone();
         let io = |p: &Path| {
             let path = p.to_path_buf();
@@ -168,53 +214,90 @@ impl Bridge {
         let gen = wal::allocate_generation(&wal_dir)?;
         let key_path = audit.node_key_file.clone().unwrap_or_else(|| data_dir.join("node.key"));
         let key = load_or_create_node_key(&key_path)?;
-        let node = audit.node_name.clone().unwrap_or_else(host_node_name);
-        let base_revoked = config.keys.as_ref().map(|k| k.revoked.clone()).unwrap_or_default();
+        let settings = Settings { data_dir, wal_dir, node: node.to_string(), gen, shards, audit: audit.clone() };
+        Ok((AuditSide { settings, _lock: lock }, key))
+    }
+}
+
+/// The running bridge. `Send + Sync`: share it in an `Arc`.
+#[derive(Debug)]
+pub struct Bridge {
+    node: String,
+    audit: Option<AuditSide>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<ThreadResult>>>,
+}
+
+/// What the bridge thread returns: the audit report, with audit on.
+type ThreadResult = Result<Option<BridgeReport>, BridgeError>;
+
+/// What audit shipping did, returned by [`Bridge::shutdown`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeReport {
+    /// This instance's chain: `node/inst`.
+    pub chain: String,
+    /// Entries stored.
+    pub entries: u64,
+    /// Checkpoints stored (the final one included).
+    pub checkpoints: u64,
+    /// Whether every submitted record was stored and the chain closed with a final
+    /// checkpoint. False when the store was unreachable until the deadline: the rest
+    /// stays in the WAL and ships on the next start.
+    pub drained: bool,
+}
+
+impl Bridge {
+    /// Starts the bridge for a gateway with `shards` shards. With `audit.enabled` it
+    /// locks the data dir, picks the WAL generation and loads (or creates) the node
+    /// key; with `nats` it watches `BH_CONFIG` and applies changes to `hot`. Call
+    /// once at serve time, before the shards start.
+    pub fn start(config: &Config, shards: usize, hot: Arc<HotConfig>) -> Result<Bridge, BridgeError> {
+        let node = config.audit.node_name.clone().unwrap_or_else(host_node_name);
+        let (audit, key) = match config.audit.enabled {
+            true => AuditSide::open(&config.audit, &node, shards).map(|(side, key)| (Some(side), Some(key)))?,
+            false => (None, None),
+        };
+        let lanes = if audit.is_some() { shards } else { 0 };
         let shared = Arc::new(Shared {
-            lanes: (0..shards).map(|_| LaneCounters::default()).collect(),
-            stop: AtomicBool::new(false),
-            stop_deadline_ms: AtomicU64::new(u64::MAX),
+            lanes: (0..lanes).map(|_| LaneCounters::default()).collect(),
+            shutdown: Shutdown::new(),
             stats: BridgeStats::default(),
-            feed: Arc::new(ConfigFeed::new(base_revoked)),
             inst: Mutex::new(None),
         });
-        let settings = Settings { data_dir, wal_dir, node, gen, shards, audit, nats: config.nats.clone() };
-        let (s, sh) = (settings.clone(), shared.clone());
+        let jobs = thread::Jobs {
+            node: node.clone(),
+            nats: config.nats.clone(),
+            hot,
+            audit: audit.as_ref().map(|a| a.settings.clone()).zip(key),
+        };
+        let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("gk-bridge".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| BridgeError::Thread(e.to_string()))?;
-                rt.block_on(worker::run(s, sh, key))
-            })
+            .spawn(move || thread::run_here(jobs, sh))
             .map_err(|e| BridgeError::Thread(e.to_string()))?;
-        tracing::info!(node = %settings.node, generation = gen, nats = settings.nats.is_some(), "audit bridge started");
-        Ok(Bridge { settings, shared, thread: Mutex::new(Some(thread)), _lock: lock })
+        let generation = audit.as_ref().map(|a| a.settings.gen);
+        tracing::info!(node = %node, audit = audit.is_some(), ?generation, nats = config.nats.is_some(), "bridge started");
+        Ok(Bridge { node, audit, shared, thread: Mutex::new(Some(thread)) })
     }
 
-    /// The audit handle of shard `index`: creates its WAL file. Call once per shard,
-    /// on any thread (the handle is `Send`, and used only by its shard afterwards).
-    pub fn shard(&self, index: usize) -> Result<ShardAudit, AuditError> {
+    /// The audit handle of shard `index`, which creates its WAL file; `None` when
+    /// audit is off. Call once per shard, on any thread (the handle is `Send`, and
+    /// used only by its shard afterwards).
+    pub fn shard(&self, index: usize) -> Result<Option<ShardAudit>, AuditError> {
+        let Some(side) = &self.audit else { return Ok(None) };
         let counters = self.shared.lanes.get(index).ok_or_else(|| AuditError::Encode(format!("no shard {index}")))?;
-        let lane = LaneId { gen: self.settings.gen, shard: index as u32 };
-        let a = &self.settings.audit;
-        let writer =
-            WalWriter::create(&self.settings.wal_dir, lane, a.wal_segment_bytes, a.fsync == FsyncPolicy::Always)?;
+        let s = &side.settings;
+        let lane = LaneId { gen: s.gen, shard: index as u32 };
+        let a = &s.audit;
+        let writer = WalWriter::create(&s.wal_dir, lane, a.wal_segment_bytes, a.fsync == FsyncPolicy::Always)?;
         counters.opened.store(true, Ordering::Release);
-        Ok(ShardAudit {
+        Ok(Some(ShardAudit {
             writer: RefCell::new(writer),
             shared: self.shared.clone(),
             index,
             include_content: a.include_content,
             spool_bytes_max: a.spool_bytes_max,
-        })
-    }
-
-    /// The hot configuration the bridge keeps current from `BH_CONFIG`.
-    pub fn config_feed(&self) -> Arc<ConfigFeed> {
-        self.shared.feed.clone()
+        }))
     }
 
     /// Counters.
@@ -224,26 +307,27 @@ impl Bridge {
 
     /// This node's name.
     pub fn node(&self) -> &str {
-        &self.settings.node
+        &self.node
     }
 
-    /// This instance's id, once the worker has started its chain.
+    /// This instance's id, once the shipper has started its chain.
     pub fn instance(&self) -> Option<String> {
         self.shared.inst.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Ships what is left, closes the chain with a final checkpoint and joins the
-    /// thread. Call at drain, after the shards stopped submitting. Waits at most
-    /// `timeout` for the store (NATS may be away); what is not stored by then stays in
-    /// the WAL and ships on the next start.
-    pub fn shutdown(&self, timeout: Duration) -> Result<BridgeReport, BridgeError> {
-        let deadline = worker::now_ms().saturating_add(timeout.as_millis() as u64);
-        self.shared.stop_deadline_ms.store(deadline, Ordering::SeqCst);
-        self.shared.stop.store(true, Ordering::SeqCst);
+    /// Stops the bridge and joins its thread. Call at drain, after the shards
+    /// stopped submitting. With audit on, ships what is left and closes the chain
+    /// with a final checkpoint, waiting at most `timeout` for the store (NATS may be
+    /// away; what is not stored by then stays in the WAL and ships on the next start),
+    /// and returns what it did; `None` without audit (or when already stopped).
+    pub fn shutdown(&self, timeout: Duration) -> Result<Option<BridgeReport>, BridgeError> {
+        // Without audit there is nothing to drain: stop at once.
+        let drain = if self.audit.is_some() { timeout } else { Duration::ZERO };
+        self.shared.shutdown.begin(drain);
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         match handle {
             Some(h) => h.join().map_err(|_| BridgeError::Thread("the bridge thread panicked".into()))?,
-            None => Ok(BridgeReport::default()),
+            None => Ok(None),
         }
     }
 }
@@ -252,7 +336,7 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         // Not a substitute for `shutdown`: a short, final try.
         if let Err(e) = self.shutdown(Duration::from_millis(500)) {
-            tracing::warn!(error = %e, "audit bridge stopped with an error");
+            tracing::warn!(error = %e, "bridge stopped with an error");
         }
     }
 }
@@ -272,7 +356,7 @@ fn host_node_name() -> String {
     }
 }
 
-/// A shard's audit handle. `!Sync`: one per shard thread.
+/// A shard's audit handle. `Send` but `!Sync`: one per shard thread, used only by it.
 #[derive(Debug)]
 pub struct ShardAudit {
     writer: RefCell<WalWriter>,
@@ -337,11 +421,6 @@ impl ShardAudit {
         let lane = &self.shared.lanes[self.index];
         lane.written.fetch_add(n, Ordering::Release);
         lane.part.store(part, Ordering::Release);
-    }
-
-    /// The hot configuration feed (for the shard's revocation check).
-    pub fn config_feed(&self) -> &Arc<ConfigFeed> {
-        &self.shared.feed
     }
 
     /// WAL bytes of this shard not yet stored.

@@ -123,7 +123,13 @@ pub fn stream_configs(n: &NatsConfig) -> Vec<stream::Config> {
             ..Default::default()
         });
     }
-    out.push(stream::Config {
+    out.push(config_bucket_stream(n));
+    out
+}
+
+/// The stream backing the `BH_CONFIG` bucket.
+pub fn config_bucket_stream(n: &NatsConfig) -> stream::Config {
+    stream::Config {
         name: format!("KV_{CONFIG_BUCKET}"),
         description: Some("Gatekeeper hot configuration (routing, capabilities, revocations)".into()),
         subjects: vec![format!("$KV.{CONFIG_BUCKET}.>")],
@@ -134,53 +140,63 @@ pub fn stream_configs(n: &NatsConfig) -> Vec<stream::Config> {
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
-        duplicate_window: dup,
+        duplicate_window: Duration::from_millis(n.duplicate_window_ms),
         ..Default::default()
-    });
-    out
+    }
 }
 
 /// Creates each stream, or brings an existing one to the settings the bridge manages.
 /// Safe to run on every start and from every node.
 pub async fn provision(js: &jetstream::Context, n: &NatsConfig) -> Result<(), NatsError> {
     for want in stream_configs(n) {
-        let name = want.name.clone();
-        let err = |message: String| NatsError::Provision { stream: name.clone(), message };
-        match js.get_stream(&name).await {
-            Ok(mut s) => {
-                let have = s.info().await.map_err(|e| err(e.to_string()))?.config.clone();
-                let differs = have.subjects != want.subjects
-                    || have.num_replicas != want.num_replicas
-                    || have.max_age != want.max_age
-                    || have.max_bytes != want.max_bytes
-                    || have.max_messages_per_subject != want.max_messages_per_subject
-                    || have.deny_delete != want.deny_delete
-                    || have.deny_purge != want.deny_purge
-                    || have.duplicate_window != want.duplicate_window;
-                if differs {
-                    // Keep what the server chose for fields we do not manage.
-                    let update = stream::Config {
-                        subjects: want.subjects.clone(),
-                        num_replicas: want.num_replicas,
-                        max_age: want.max_age,
-                        max_bytes: want.max_bytes,
-                        max_messages_per_subject: want.max_messages_per_subject,
-                        deny_delete: want.deny_delete,
-                        deny_purge: want.deny_purge,
-                        duplicate_window: want.duplicate_window,
-                        ..have
-                    };
-                    if let Err(e) = js.update_stream(update).await {
-                        tracing::warn!(stream = %name, error = %e, "could not bring the stream to the configured settings; using it as it is");
-                    }
+        provision_stream(js, want).await?;
+    }
+    Ok(())
+}
+
+/// Provisions only the `BH_CONFIG` bucket's stream (see [`provision`]).
+pub async fn provision_config_bucket(js: &jetstream::Context, n: &NatsConfig) -> Result<(), NatsError> {
+    provision_stream(js, config_bucket_stream(n)).await
+}
+
+/// Creates one stream, or brings an existing one to the managed settings.
+async fn provision_stream(js: &jetstream::Context, want: stream::Config) -> Result<(), NatsError> {
+    let name = want.name.clone();
+    let err = |message: String| NatsError::Provision { stream: name.clone(), message };
+    match js.get_stream(&name).await {
+        Ok(mut s) => {
+            let have = s.info().await.map_err(|e| err(e.to_string()))?.config.clone();
+            let differs = have.subjects != want.subjects
+                || have.num_replicas != want.num_replicas
+                || have.max_age != want.max_age
+                || have.max_bytes != want.max_bytes
+                || have.max_messages_per_subject != want.max_messages_per_subject
+                || have.deny_delete != want.deny_delete
+                || have.deny_purge != want.deny_purge
+                || have.duplicate_window != want.duplicate_window;
+            if differs {
+                // Keep what the server chose for fields we do not manage.
+                let update = stream::Config {
+                    subjects: want.subjects.clone(),
+                    num_replicas: want.num_replicas,
+                    max_age: want.max_age,
+                    max_bytes: want.max_bytes,
+                    max_messages_per_subject: want.max_messages_per_subject,
+                    deny_delete: want.deny_delete,
+                    deny_purge: want.deny_purge,
+                    duplicate_window: want.duplicate_window,
+                    ..have
+                };
+                if let Err(e) = js.update_stream(update).await {
+                    tracing::warn!(stream = %name, error = %e, "could not bring the stream to the configured settings; using it as it is");
                 }
             }
-            Err(_) => {
-                if let Err(e) = js.create_stream(want.clone()).await {
-                    // Another node may have created it meanwhile.
-                    if js.get_stream(&name).await.is_err() {
-                        return Err(err(e.to_string()));
-                    }
+        }
+        Err(_) => {
+            if let Err(e) = js.create_stream(want).await {
+                // Another node may have created it meanwhile.
+                if js.get_stream(&name).await.is_err() {
+                    return Err(err(e.to_string()));
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! Where the bridge stores messages: chain files under the data dir (the embedded
-//! default) or JetStream. One attempt per call; the worker retries.
+//! default) or JetStream. One attempt per call; the shipper retries.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod edit;
 mod env;
 mod error;
+pub mod hot;
 pub mod keys;
 pub mod models;
 pub mod nats;

@@ -2,18 +2,19 @@
 
 use std::time::Duration;
 
+use super::{
+    assert_exactly_once, config, file_messages, request_ids, shard_audit, start_bridge, stop_bridge, submit_all,
+    Submitter,
+};
 use gatekeeper::audit::verify::verify_dir;
-use gatekeeper::bridge::Bridge;
-
-use super::{assert_exactly_once, config, file_messages, request_ids, submit_all, Submitter};
 
 #[test]
 fn ten_thousand_records_are_stored_once_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), "", None);
-    let bridge = Bridge::start(&c, 4).expect("bridge");
+    let bridge = start_bridge(&c, 4).expect("bridge");
     let submitted = submit_all(&bridge, 4, 2500, "r");
-    let report = bridge.shutdown(Duration::from_secs(30)).expect("shutdown");
+    let report = stop_bridge(&bridge, Duration::from_secs(30));
     assert!(report.drained, "{report:?}");
     assert_eq!(report.entries, 10_000);
     let summary = verify_dir(dir.path(), Vec::new()).expect("verifies");
@@ -47,9 +48,9 @@ fn restarts_continue_in_new_chains_without_duplicates() {
     let c = config(dir.path(), "", None);
     let mut all = Vec::new();
     for round in 0..3 {
-        let bridge = Bridge::start(&c, 2).expect("bridge");
+        let bridge = start_bridge(&c, 2).expect("bridge");
         all.extend(submit_all(&bridge, 2, 300, &format!("round{round}")));
-        bridge.shutdown(Duration::from_secs(30)).expect("shutdown");
+        stop_bridge(&bridge, Duration::from_secs(30));
     }
     let summary = verify_dir(dir.path(), Vec::new()).expect("verifies");
     assert_eq!((summary.instances, summary.entries), (3, 1800));
@@ -61,8 +62,8 @@ fn restarts_continue_in_new_chains_without_duplicates() {
 fn a_second_bridge_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), "", None);
-    let _first = Bridge::start(&c, 1).expect("bridge");
-    let err = Bridge::start(&c, 1).expect_err("second bridge");
+    let _first = start_bridge(&c, 1).expect("bridge");
+    let err = start_bridge(&c, 1).expect_err("second bridge");
     assert!(err.to_string().contains("in use"), "{err}");
 }
 
@@ -71,11 +72,11 @@ fn content_is_kept_only_when_enabled() {
     for include in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), &format!(", include_content: {include}"), None);
-        let bridge = Bridge::start(&c, 1).expect("bridge");
+        let bridge = start_bridge(&c, 1).expect("bridge");
         let mut r = super::record("with-content", 0);
         r.content = Some(serde_json::json!({"prompt": "secret prompt"}));
-        bridge.shard(0).unwrap().submit(&r).unwrap();
-        bridge.shutdown(Duration::from_secs(10)).unwrap();
+        shard_audit(&bridge, 0).submit(&r).unwrap();
+        stop_bridge(&bridge, Duration::from_secs(10));
         let text: String = file_messages(dir.path())
             .iter()
             .flat_map(|(_, l)| l)

@@ -1,6 +1,7 @@
 //! The audit log behind the real gateway: every answered request is recorded once
-//! and verifies, in embedded mode and in JetStream, across a SIGKILL of the gateway,
-//! and a `BH_CONFIG` revocation lands under load without failing a request.
+//! and verifies, in embedded mode and in JetStream, across a SIGKILL of the gateway;
+//! and a `BH_CONFIG` revocation lands under load without failing a request, with
+//! audit on or off.
 
 use std::io::Write;
 use std::path::Path;
@@ -128,8 +129,33 @@ fn gateway_sigkilled_mid_run_loses_nothing_it_acknowledged() {
 fn config_push_revocation_applies_under_load_without_a_failed_request() {
     need_nats!();
     let server = NatsServer::start();
-    let mock = Mock::start(Mock::config("primary"));
     let data = tempfile::tempdir().expect("tempdir");
+    revocation_under_load(&server, &audit_top(data.path(), Some(&server.url())), Duration::from_secs(10));
+}
+
+/// Hot config is the gateway's, not the audit log's: with audit off, a pushed
+/// revocation still lands, within 2 s, and the audit data dir is left alone.
+#[test]
+fn config_push_revocation_applies_with_audit_off() {
+    need_nats!();
+    let server = NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let top = format!(
+        "audit: {{ enabled: false, data_dir: \"{}\" }}\nnats: {{ url: \"{}\", ack_timeout_ms: 1000, connect_timeout_ms: 500 }}\n",
+        data.path().display(),
+        server.url()
+    );
+    revocation_under_load(&server, &top, Duration::from_secs(2));
+    let left: Vec<_> = std::fs::read_dir(data.path()).expect("data dir").collect();
+    assert!(left.is_empty(), "audit off writes nothing: {left:?}");
+}
+
+/// Starts a 2-shard gateway on `top` (which names `server`) with an issuer, keeps 4
+/// clients looping requests with one key, pushes a revocation of another key with
+/// `gatekeeper config push`, and checks that every shard refuses the revoked key
+/// (401 `key_revoked`) within `within` while no request of the other key fails.
+fn revocation_under_load(server: &NatsServer, top: &str, within: Duration) {
+    let mock = Mock::start(Mock::config("primary"));
     let issuer = SecretKey::generate();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let exp = Some(now + 3600);
@@ -138,7 +164,7 @@ fn config_push_revocation_applies_under_load_without_a_failed_request() {
         issue(&issuer, &claims, &Footer::for_key(&issuer.public_key())).expect("issue")
     };
     let (steady, doomed) = (mint("steady"), mint("doomed"));
-    let mut config = config_for(&[("primary", &mock, "")], &audit_top(data.path(), Some(&server.url())));
+    let mut config = config_for(&[("primary", &mock, "")], top);
     config.push_str(&format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk()));
     let mut gw = Gateway::start(&config, &["--shards", "2"]);
     let addr = gw.addr;
@@ -162,10 +188,9 @@ fn config_push_revocation_applies_under_load_without_a_failed_request() {
             })
         })
         .collect();
-    let with =
-        |token: &str| crate::harness::chat(addr, "m", false, &format!("Authorization: Bearer {token}\r\n")).status;
-    assert_eq!(with(&doomed), 200);
-    let file = data.path().join("push.yaml");
+    let with = |token: &str| crate::harness::chat(addr, "m", false, &format!("Authorization: Bearer {token}\r\n"));
+    assert_eq!(with(&doomed).status, 200);
+    let file = gw.dir.path().join("push.yaml");
     std::fs::write(&file, "revocations: [doomed]\n").expect("write push file");
     let out = Command::new(crate::harness::gatekeeper_bin())
         .args(["config", "push"])
@@ -174,12 +199,15 @@ fn config_push_revocation_applies_under_load_without_a_failed_request() {
         .output()
         .expect("config push");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + within;
     // Both shards must apply it: ask until several answers in a row are 401.
     let mut refused_in_a_row = 0;
     while refused_in_a_row < 6 {
-        assert!(Instant::now() < deadline, "the revocation never took effect");
-        if with(&doomed) == 401 {
+        assert!(Instant::now() < deadline, "the revocation did not take effect within {within:?}");
+        let r = with(&doomed);
+        if r.status == 401 {
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(body.contains("key_revoked"), "{body}");
             refused_in_a_row += 1;
         } else {
             refused_in_a_row = 0;

@@ -6,19 +6,23 @@
 mod embedded;
 mod gateway;
 mod nats;
+mod submitter;
 mod tamper;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatekeeper::audit::message::Message;
 use gatekeeper::audit::AuditRecord;
-use gatekeeper::bridge::Bridge;
+use gatekeeper::bridge::{Bridge, BridgeError, BridgeReport, ShardAudit};
+use gatekeeper::config::hot::HotConfig;
 use gatekeeper::config::Config;
+
+pub use submitter::Submitter;
 
 /// The `nats-server` binary, if installed.
 pub fn nats_server_bin() -> Option<PathBuf> {
@@ -131,6 +135,21 @@ pub fn config(data_dir: &Path, audit_extra: &str, nats: Option<&str>) -> Config 
     Config::parse(&yaml).unwrap_or_else(|e| panic!("test config: {e}\n{yaml}"))
 }
 
+/// Starts a bridge for `shards` shards on `c`, with a hot configuration of its own.
+pub fn start_bridge(c: &Config, shards: usize) -> Result<Bridge, BridgeError> {
+    Bridge::start(c, shards, Arc::new(HotConfig::from_config(c)))
+}
+
+/// Shard `shard`'s audit handle (audit is on in these tests).
+pub fn shard_audit(bridge: &Bridge, shard: usize) -> ShardAudit {
+    bridge.shard(shard).expect("shard audit").expect("audit is on")
+}
+
+/// Stops `bridge`, letting it drain for at most `timeout`; what audit shipping did.
+pub fn stop_bridge(bridge: &Bridge, timeout: Duration) -> BridgeReport {
+    bridge.shutdown(timeout).expect("shutdown").expect("audit is on: a report")
+}
+
 /// A synthetic record.
 pub fn record(id: &str, shard: u16) -> AuditRecord {
     AuditRecord {
@@ -153,7 +172,7 @@ pub fn submit_all(bridge: &Bridge, shards: usize, per_shard: usize, prefix: &str
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..shards)
             .map(|s| {
-                let audit = bridge.shard(s).expect("shard audit");
+                let audit = shard_audit(bridge, s);
                 scope.spawn(move || {
                     (0..per_shard)
                         .map(|i| {
@@ -210,89 +229,6 @@ pub fn assert_exactly_once(submitted: &[String], stored: &[String]) {
         submitted.iter().filter(|id| !counts.contains_key(id.as_str())).count(),
         submitted.len()
     );
-}
-
-/// A `gatekeeper audit submit` process whose stdout lines are collected as they come.
-pub struct Submitter {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// Request ids whose `submit` returned.
-    pub submitted: Vec<String>,
-}
-
-impl Submitter {
-    /// Starts the hidden submit helper of the real binary.
-    pub fn start(config_file: &Path, shards: usize, records: u64, prefix: &str, interval_us: u64) -> Submitter {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
-            .args(["audit", "submit", "--config"])
-            .arg(config_file)
-            .args(["--shards", &shards.to_string(), "--records", &records.to_string(), "--prefix", prefix])
-            .args(["--interval-us", &interval_us.to_string()])
-            .env("GATEKEEPER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn gatekeeper audit submit");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Submitter { child, lines: rx, submitted: Vec::new() }
-    }
-
-    fn take(&mut self, line: String) -> bool {
-        if let Some(id) = line.strip_prefix("submitted ") {
-            self.submitted.push(id.to_string());
-            false
-        } else {
-            line.starts_with("done ")
-        }
-    }
-
-    /// Waits until at least `n` records were submitted.
-    pub fn wait_submitted(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.submitted.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).expect("submitter output");
-            self.take(line);
-        }
-    }
-
-    /// SIGKILLs the process, keeping every id it reported before dying.
-    pub fn kill(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.take(line);
-        }
-        self.submitted
-    }
-
-    /// Waits for a clean finish (`done …`) and exit 0.
-    pub fn finish(mut self) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if self.take(line) {
-                        break;
-                    }
-                }
-                Err(e) => panic!("submitter ended without `done`: {e}"),
-            }
-        }
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "submitter exited {status}");
-        self.submitted
-    }
 }
 
 /// Writes a config file for the submit helper.

@@ -1,6 +1,7 @@
 //! Against real `nats-server` processes: provisioning, exactly-once across NATS
 //! outages and process kills, a 3-node cluster losing a node, and BH_CONFIG.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +9,12 @@ use std::time::{Duration, Instant};
 use gatekeeper::audit::cli::verify_nats;
 use gatekeeper::bridge::nats::{context, read_audit};
 use gatekeeper::bridge::Bridge;
+use gatekeeper::config::hot::HotConfig;
 
-use super::{assert_exactly_once, config, free_port, need_nats, record, NatsServer, Submitter};
+use super::{
+    assert_exactly_once, config, free_port, need_nats, record, shard_audit, start_bridge, stop_bridge, NatsServer,
+    Submitter,
+};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -34,9 +39,9 @@ fn ten_thousand_records_are_stored_once_and_verify() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), "", Some(&nats_section(&server.url())));
-    let bridge = Bridge::start(&c, 4).expect("bridge");
+    let bridge = start_bridge(&c, 4).expect("bridge");
     let submitted = super::submit_all(&bridge, 4, 2500, "n");
-    let report = bridge.shutdown(Duration::from_secs(60)).expect("shutdown");
+    let report = stop_bridge(&bridge, Duration::from_secs(60));
     assert!(report.drained, "{report:?}");
     drop(bridge);
     let summary = verify_nats(&server.url(), "BH_AUDIT", Vec::new()).expect("verifies");
@@ -87,11 +92,11 @@ fn nats_killed_mid_run_and_restarted_loses_nothing() {
     let mut server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), "", Some(&nats_section(&server.url())));
-    let bridge = Bridge::start(&c, 2).expect("bridge");
+    let bridge = start_bridge(&c, 2).expect("bridge");
     let done = AtomicBool::new(false);
     let submitted = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            let audits: Vec<_> = (0..2).map(|s| bridge.shard(s).unwrap()).collect();
+            let audits: Vec<_> = (0..2).map(|s| shard_audit(&bridge, s)).collect();
             let mut ids = Vec::new();
             for i in 0..6000 {
                 let s = i % 2;
@@ -112,7 +117,7 @@ fn nats_killed_mid_run_and_restarted_loses_nothing() {
         writer.join().unwrap()
     });
     assert!(done.load(Ordering::SeqCst));
-    let report = bridge.shutdown(Duration::from_secs(60)).expect("shutdown");
+    let report = stop_bridge(&bridge, Duration::from_secs(60));
     assert!(report.drained, "{report:?}");
     assert!(bridge.stats().store_failures.load(Ordering::Relaxed) > 0, "the outage was felt");
     drop(bridge);
@@ -162,9 +167,9 @@ fn three_node_cluster_survives_losing_one_node() {
     let urls = servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), "", Some(&format!("{}, replicas: 3", nats_section(&urls))));
-    let bridge = Bridge::start(&c, 2).expect("bridge");
+    let bridge = start_bridge(&c, 2).expect("bridge");
     // Wait for the cluster to elect a meta leader and the bridge to store something.
-    let audits: Vec<_> = (0..2).map(|s| bridge.shard(s).unwrap()).collect();
+    let audits: Vec<_> = (0..2).map(|s| shard_audit(&bridge, s)).collect();
     let submit = |prefix: &str, n: usize| -> Vec<String> {
         (0..n)
             .map(|i| {
@@ -182,7 +187,7 @@ fn three_node_cluster_survives_losing_one_node() {
     }
     servers[0].kill();
     let second = submit("c2", 2000);
-    let report = bridge.shutdown(Duration::from_secs(90)).expect("shutdown");
+    let report = stop_bridge(&bridge, Duration::from_secs(90));
     assert!(report.drained, "{report:?}");
     drop(bridge);
     let mut submitted = first;
@@ -194,46 +199,85 @@ fn three_node_cluster_survives_losing_one_node() {
     let _ = &mut servers;
 }
 
-/// `gatekeeper config push` writes BH_CONFIG; the bridge applies it to the feed
-/// shards read, without a restart.
-#[test]
-fn config_push_reaches_the_shards_feed() {
-    need_nats!();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(dir.path(), "", Some(&nats_section(&server.url())));
-    let bridge = Bridge::start(&c, 1).expect("bridge");
-    let feed = bridge.config_feed();
-    let seen = std::cell::Cell::new(feed.generation());
-    let file = dir.path().join("push.yaml");
+/// Runs `gatekeeper config push` of two revocations and routing rules, then waits
+/// until the watch applied both to `hot`.
+fn push_and_await(url: &str, dir: &Path, hot: &HotConfig) {
+    let seen = std::cell::Cell::new(hot.generation());
+    let file = dir.join("push.yaml");
     std::fs::write(&file, "revocations: [key-1, key-2]\nrouting: { default_mode: latency }\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
         .args(["config", "push"])
         .arg(&file)
-        .args(["--nats", &server.url()])
+        .args(["--nats", url])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(20);
     let list = loop {
-        if let Some(list) = feed.revocations_if_changed(&seen) {
+        if let Some(list) = hot.revocations_if_changed(&seen) {
             if list.contains("key-2") {
                 break list;
             }
         }
-        assert!(Instant::now() < deadline, "the revocation never reached the feed");
+        assert!(Instant::now() < deadline, "the revocation never reached the hot config");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(list.contains("key-1"));
     // `revocations` and `routing` are separate KV keys: the watch may apply them in turn.
     let routing = loop {
-        if let Some(r) = feed.routing() {
+        if let Some(r) = hot.routing() {
             break r;
         }
-        assert!(Instant::now() < deadline, "the routing rules never reached the feed");
+        assert!(Instant::now() < deadline, "the routing rules never reached the hot config");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(routing["default_mode"], "latency");
-    let _ = Arc::clone(&feed);
-    bridge.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// `gatekeeper config push` writes BH_CONFIG; the bridge applies it to the hot
+/// configuration shards read, without a restart.
+#[test]
+fn config_push_reaches_the_hot_config() {
+    need_nats!();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "", Some(&nats_section(&server.url())));
+    let hot = Arc::new(HotConfig::from_config(&c));
+    let bridge = Bridge::start(&c, 1, hot.clone()).expect("bridge");
+    push_and_await(&server.url(), dir.path(), &hot);
+    assert!(bridge.stats().config_changes.load(Ordering::Relaxed) >= 2);
+    stop_bridge(&bridge, Duration::from_secs(10));
+}
+
+/// The watch does not wait on audit shipping: with the audit stream impossible to
+/// create (another stream holds its subjects), every store fails and is retried, and
+/// a pushed change still lands.
+#[test]
+fn config_push_lands_while_the_audit_store_is_stuck() {
+    need_nats!();
+    let server = NatsServer::start();
+    rt().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "SQUATTER".into(),
+            subjects: vec!["bh.audit.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "", Some(&nats_section(&server.url())));
+    let hot = Arc::new(HotConfig::from_config(&c));
+    let bridge = Bridge::start(&c, 1, hot.clone()).expect("bridge");
+    shard_audit(&bridge, 0).submit(&record("stuck-0", 0)).expect("submit never waits on the store");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bridge.stats().store_failures.load(Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the store never failed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    push_and_await(&server.url(), dir.path(), &hot);
+    assert_eq!(bridge.stats().entries_stored.load(Ordering::Relaxed), 0, "the store was stuck throughout");
+    let report = stop_bridge(&bridge, Duration::from_millis(500));
+    assert!(!report.drained, "{report:?}");
 }

@@ -4,12 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::{config, need_nats, start_bridge, stop_bridge, submit_all, NatsServer};
 use gatekeeper::audit::chain::{encode_entry, entry_hash, EntryView};
 use gatekeeper::audit::message::{encode_batch, Cursor, Message};
 use gatekeeper::audit::verify::{Audit, Failure};
-use gatekeeper::bridge::Bridge;
-
-use super::{config, need_nats, submit_all, NatsServer};
 
 /// One stored item: an entry's canonical bytes, or a whole checkpoint message.
 #[derive(Clone)]
@@ -25,9 +23,9 @@ fn make_chain(dir: &Path) -> Vec<Item> {
         ", checkpoint_every: 10, checkpoint_interval_ms: 600000, heartbeat_interval_ms: 600000, batch_entries_max: 3",
         None,
     );
-    let bridge = Bridge::start(&c, 1).expect("bridge");
+    let bridge = start_bridge(&c, 1).expect("bridge");
     submit_all(&bridge, 1, 25, "t");
-    let report = bridge.shutdown(Duration::from_secs(10)).expect("shutdown");
+    let report = stop_bridge(&bridge, Duration::from_secs(10));
     assert!(report.drained);
     let files = super::file_messages(dir);
     assert_eq!(files.len(), 1);

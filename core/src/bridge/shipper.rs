@@ -1,0 +1,406 @@
+//! Audit shipping, the step loop: tail every shard's WAL, chain the records, store
+//! each batch together with the WAL cursor after it.
+//!
+//! Order of one step: read up to a batch of frames from every lane (round robin) →
+//! store the events derived from them (stable `Nats-Msg-Id`s, so a replay is
+//! dropped) → build the batch's entries and store the batch with the cursor after it
+//! → only then count it shipped and delete WAL parts it finished. A crash anywhere in
+//! between leaves the stored cursor behind the unstored work, so the next start
+//! re-reads exactly that work ([`super::resume`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::events::{AuxMessage, Derived, Event};
+use super::retry::{retry, Policy};
+use super::sink::{FileSink, NatsSink, Sink};
+use super::{now_unix_ms, BridgeError, BridgeReport, Settings, Shared};
+use crate::audit::chain::ChainState;
+use crate::audit::message::{BatchWriter, Cursor};
+use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrame, WriterPos};
+use crate::audit::RecordView;
+use crate::config::{FsyncPolicy, NatsConfig};
+use crate::keys::SecretKey;
+
+/// Bytes of entries per stored message; with the largest frame
+/// ([`wal::FRAME_PAYLOAD_BYTES_MAX`]) a message stays under NATS' default 1 MiB payload.
+const BATCH_BYTES_MAX: usize = 384 * 1024;
+/// First sleep when there was nothing to read; it doubles while idle, up to
+/// [`IDLE_POLL_MAX`].
+const IDLE_POLL_MIN: Duration = Duration::from_millis(2);
+/// Longest sleep while idle: at most this late to ship the first record after a lull.
+const IDLE_POLL_MAX: Duration = Duration::from_millis(16);
+/// Retries of a store: records wait in the WAL meanwhile.
+const STORE_RETRY: Policy =
+    Policy { backoff_first: Duration::from_millis(20), backoff_max: Duration::from_millis(500), log_every: 20 };
+
+const _: () = assert!(BATCH_BYTES_MAX + wal::FRAME_PAYLOAD_BYTES_MAX < 1024 * 1024 - 64 * 1024);
+
+/// One shard's WAL (of this start or an earlier one) as the shipper reads it.
+pub(super) struct Lane {
+    pub(super) reader: LaneReader,
+    /// Frame bytes read so far (for live lanes: compared with the shard's counter).
+    pub(super) read_bytes: u64,
+    pub(super) exhausted: bool,
+}
+
+/// The shipper's state; its parts live in this module and in [`super::resume`],
+/// [`super::checkpoints`] and [`super::housekeeping`].
+pub(super) struct Shipper {
+    pub(super) s: Settings,
+    pub(super) shared: Arc<Shared>,
+    pub(super) key: SecretKey,
+    pub(super) inst: String,
+    pub(super) sink: Sink,
+    pub(super) lanes: BTreeMap<LaneId, Lane>,
+    /// The cursor as stored last.
+    pub(super) stored: Cursor,
+    pub(super) chain: ChainState,
+    pub(super) msg_index: u64,
+    pub(super) since_checkpoint: u64,
+    pub(super) last_checkpoint: Instant,
+    pub(super) derived: Derived,
+    pub(super) last_health: Instant,
+    pub(super) last_sessions: Instant,
+    pub(super) last_fsync: Instant,
+    /// Per lane, the part below which every part was deleted (saves an unlink per step).
+    pub(super) deleted_below: BTreeMap<LaneId, u64>,
+    /// Buffers reused by every step.
+    msg_id_buf: String,
+    frames: Vec<(LaneId, ReadFrame)>,
+    scratch: Vec<ReadFrame>,
+    aux_buf: Vec<AuxMessage>,
+    message_buf: Vec<u8>,
+}
+
+/// What one step did.
+enum Step {
+    /// A batch was stored; `full` when it reached a limit (more may be waiting).
+    Stored { full: bool },
+    /// Nothing to read.
+    Idle,
+    /// Shutdown passed its deadline before the store took the batch.
+    Abandoned,
+}
+
+/// Ships until shutdown: to JetStream over `nats`, else to chain files.
+pub(super) async fn run(
+    s: Settings,
+    shared: Arc<Shared>,
+    key: SecretKey,
+    nats: Option<(async_nats::Client, &NatsConfig)>,
+) -> Result<BridgeReport, BridgeError> {
+    let inst = format!("{:016x}", rand::random::<u64>());
+    let sink = match nats {
+        None => Sink::File(FileSink::create(&s.data_dir, &s.node, &inst, s.audit.fsync)?),
+        Some((client, n)) => Sink::Nats(Box::new(NatsSink::new(client, n, &s.node, &inst))),
+    };
+    let derived = Derived::new(&s.node, s.audit.session_window_s, s.audit.sla_p99_ms);
+    let now = Instant::now();
+    let mut w = Shipper {
+        s,
+        shared,
+        key,
+        inst,
+        sink,
+        lanes: BTreeMap::new(),
+        stored: Cursor::new(),
+        chain: ChainState::default(),
+        msg_index: 0,
+        since_checkpoint: 0,
+        last_checkpoint: now,
+        derived,
+        last_health: now,
+        last_sessions: now,
+        last_fsync: now,
+        deleted_below: BTreeMap::new(),
+        msg_id_buf: String::new(),
+        frames: Vec::new(),
+        scratch: Vec::new(),
+        aux_buf: Vec::new(),
+        message_buf: Vec::new(),
+    };
+    let Some(cursor) = w.recover().await? else {
+        return Ok(BridgeReport::default());
+    };
+    w.begin(cursor)?;
+    w.main_loop().await
+}
+
+impl Shipper {
+    /// Steps until shutdown finds nothing left (then closes the chain) or passes its
+    /// deadline. Bounded: once stopping, the shards write nothing more, so the WAL
+    /// runs dry or the store gives up at the deadline.
+    async fn main_loop(&mut self) -> Result<BridgeReport, BridgeError> {
+        let mut idle = IDLE_POLL_MIN;
+        loop {
+            let stopping = self.shared.shutdown.stopping();
+            self.checkpoint_if_due().await;
+            self.housekeeping().await;
+            match self.step().await? {
+                Step::Stored { full: true } => idle = IDLE_POLL_MIN,
+                Step::Stored { full: false } => {
+                    idle = IDLE_POLL_MIN;
+                    if !stopping {
+                        // Let the next batch gather more records (`audit.batch_wait_ms`).
+                        tokio::time::sleep(Duration::from_millis(self.s.audit.batch_wait_ms)).await;
+                    }
+                }
+                Step::Idle if stopping => break,
+                Step::Idle => {
+                    tokio::time::sleep(idle).await;
+                    idle = (idle * 2).min(IDLE_POLL_MAX);
+                }
+                Step::Abandoned => return Ok(self.report(false)),
+            }
+        }
+        // Drained: close the chain.
+        let drained = self.checkpoint(true).await;
+        self.final_sync();
+        Ok(self.report(drained))
+    }
+
+    fn report(&self, drained: bool) -> BridgeReport {
+        BridgeReport {
+            chain: format!("{}/{}", self.s.node, self.inst),
+            entries: self.chain.seq,
+            checkpoints: self.shared.stats.checkpoints_stored.load(Ordering::Relaxed),
+            drained,
+        }
+    }
+
+    /// Reads, chains and stores one batch.
+    async fn step(&mut self) -> Result<Step, BridgeError> {
+        let limit = (self.s.audit.batch_entries_max as u64)
+            .min(self.s.audit.checkpoint_every.saturating_sub(self.since_checkpoint))
+            .max(1) as usize;
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        let bytes = self.read_frames(&mut frames, limit)?;
+        let full = frames.len() >= limit || bytes >= BATCH_BYTES_MAX;
+        if frames.is_empty() {
+            // Parts may have been skipped over (torn tails, empty parts): the next
+            // stored message's cursor remembers that; nothing to store now.
+            self.frames = frames;
+            self.retire_exhausted_lanes();
+            return Ok(Step::Idle);
+        }
+        let mut cursor = self.stored.clone();
+        for (id, lane) in &self.lanes {
+            cursor.insert(id.key(), (lane.reader.part, lane.reader.offset));
+        }
+        let mut aux = std::mem::take(&mut self.aux_buf);
+        aux.clear();
+        let mut message = std::mem::take(&mut self.message_buf);
+        let mut chain = self.chain.clone();
+        let n = self.chain_frames(&frames, &cursor, &mut chain, &mut message, &mut aux);
+        let stored = self.store_step(&aux, &message, n, chain).await;
+        self.aux_buf = aux;
+        self.message_buf = message;
+        if !stored {
+            self.frames = frames;
+            return Ok(Step::Abandoned);
+        }
+        // Events-only batches have no chain message to carry the cursor: it is carried
+        // by the next one, and the events' stable ids make their replay harmless.
+        if n > 0 {
+            self.stored = cursor;
+        }
+        for (id, f) in &frames {
+            if let Some(c) = self.shared.lanes.get(id.shard as usize).filter(|_| id.gen == self.s.gen) {
+                c.shipped.fetch_add(f.bytes, Ordering::Relaxed);
+            }
+        }
+        self.frames = frames;
+        self.delete_finished_parts();
+        if self.checkpoint_due_by_count() && !self.checkpoint(false).await {
+            return Ok(Step::Abandoned);
+        }
+        Ok(Step::Stored { full })
+    }
+
+    /// Reads up to `limit` frames (and about [`BATCH_BYTES_MAX`] bytes) into `frames`,
+    /// lane by lane; returns the bytes read.
+    fn read_frames(&mut self, frames: &mut Vec<(LaneId, ReadFrame)>, limit: usize) -> Result<usize, BridgeError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut bytes = 0usize;
+        for (id, lane) in self.lanes.iter_mut() {
+            if frames.len() >= limit || bytes >= BATCH_BYTES_MAX || lane.exhausted {
+                continue;
+            }
+            let mut writer = None;
+            if lane.reader.live {
+                let Some(c) = self.shared.lanes.get(id.shard as usize) else { continue };
+                // Part first: see `LaneCounters::part`.
+                let part = c.part.load(Ordering::Acquire);
+                let written = c.written.load(Ordering::Acquire);
+                if written == lane.read_bytes {
+                    continue;
+                }
+                writer = Some(WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) });
+            }
+            scratch.clear();
+            let skipped_before = lane.reader.skipped_bytes;
+            let state = lane.reader.read(&mut scratch, limit - frames.len(), BATCH_BYTES_MAX - bytes, writer)?;
+            self.shared
+                .stats
+                .wal_bytes_skipped
+                .fetch_add(lane.reader.skipped_bytes.saturating_sub(skipped_before), Ordering::Relaxed);
+            lane.exhausted = state == LaneState::Exhausted;
+            for f in scratch.drain(..) {
+                lane.read_bytes += f.bytes;
+                bytes += f.bytes as usize;
+                frames.push((*id, f));
+            }
+        }
+        self.scratch = scratch;
+        Ok(bytes)
+    }
+
+    /// Chains the audit records of `frames` into `message` (a batch carrying
+    /// `cursor`), advancing `chain`, and turns records and events into `aux`
+    /// messages. Returns the number of entries.
+    fn chain_frames(
+        &mut self,
+        frames: &[(LaneId, ReadFrame)],
+        cursor: &Cursor,
+        chain: &mut ChainState,
+        message: &mut Vec<u8>,
+        aux: &mut Vec<AuxMessage>,
+    ) -> u64 {
+        let ts = now_unix_ms();
+        let (node, inst) = (self.s.node.as_str(), self.inst.as_str());
+        let mut batch = BatchWriter::begin(message, node, inst, cursor);
+        let mut msg_id = std::mem::take(&mut self.msg_id_buf);
+        for (id, f) in frames {
+            // The record's stable WAL position (`<node>.w<gen>-<shard>-<part>-<end>`),
+            // written into a reused buffer: this runs once per record.
+            msg_id.clear();
+            let _ = write!(msg_id, "{node}.w{}-{}-{}-{}", id.gen, id.shard, f.part, f.end);
+            match f.kind {
+                FrameKind::Audit => match RecordView::parse(&f.payload) {
+                    Ok(r) => {
+                        self.derived.record(&r, &msg_id, aux);
+                        // The entry holds the record's bytes exactly as the shard wrote them.
+                        batch.entry(|out| chain.append(out, node, inst, ts, &f.payload));
+                    }
+                    Err(_) => {
+                        // Keep it verifiable whatever it holds.
+                        let record = serde_json::to_vec(
+                            &serde_json::json!({ "unreadable_record": String::from_utf8_lossy(&f.payload) }),
+                        )
+                        .unwrap_or_default();
+                        batch.entry(|out| chain.append(out, node, inst, ts, &record));
+                    }
+                },
+                FrameKind::Event => match serde_json::from_slice::<Event>(&f.payload) {
+                    Ok(ev) => {
+                        let (stream, suffix) = ev.route();
+                        let mut body = serde_json::to_value(&ev).unwrap_or_default();
+                        body["node"] = serde_json::Value::from(node);
+                        body["ts_unix_ms"] = serde_json::Value::from(ts);
+                        let msg_id = msg_id.clone();
+                        aux.push(AuxMessage {
+                            stream,
+                            suffix,
+                            msg_id,
+                            body: body.to_string().into_bytes(),
+                            bulk: false,
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable event in the WAL"),
+                },
+            }
+        }
+        self.msg_id_buf = msg_id;
+        // One `BH_EVENTS` message carries the batch's routing decisions.
+        self.derived.flush_routes(aux);
+        let n = batch.len() as u64;
+        batch.finish();
+        n
+    }
+
+    /// Stores a step's events, then its chain message of `n` entries (none when `n`
+    /// is 0) and advances the chain to `chain`. False: abandoned at shutdown.
+    async fn store_step(&mut self, aux: &[AuxMessage], message: &[u8], n: u64, chain: ChainState) -> bool {
+        if !self.store_aux(aux).await {
+            return false;
+        }
+        if n > 0 {
+            let msg_id = self.next_msg_id();
+            if !self.store(&msg_id, message).await {
+                return false;
+            }
+            self.chain = chain;
+            self.since_checkpoint += n;
+            self.shared.stats.entries_stored.fetch_add(n, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The `Nats-Msg-Id` of this chain's next message.
+    pub(super) fn next_msg_id(&mut self) -> String {
+        self.msg_index += 1;
+        format!("{}.{}.{}", self.s.node, self.inst, self.msg_index)
+    }
+
+    /// Stores a chain message, retrying until it is stored or shutdown passes its
+    /// deadline (false).
+    pub(super) async fn store(&mut self, msg_id: &str, bytes: &[u8]) -> bool {
+        let (sink, shared, s, lanes) = (&mut self.sink, &self.shared, &self.s, &self.lanes);
+        retry("storing audit records (they wait in the WAL)", &STORE_RETRY, &shared.shutdown, async |_| {
+            let result = sink.store(msg_id, bytes).await;
+            if result.is_err() {
+                shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                // The WAL must keep its fsync promise even while the store is away.
+                fsync_lanes(s, lanes);
+            }
+            result
+        })
+        .await
+        .is_some()
+    }
+
+    /// Stores events, retrying like [`Shipper::store`].
+    async fn store_aux(&mut self, aux: &[AuxMessage]) -> bool {
+        let (sink, shared, s, lanes) = (&mut self.sink, &self.shared, &self.s, &self.lanes);
+        retry("publishing events", &STORE_RETRY, &shared.shutdown, async |_| {
+            let result = sink.store_aux(aux).await;
+            if result.is_err() {
+                shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                fsync_lanes(s, lanes);
+            }
+            result
+        })
+        .await
+        .is_some()
+    }
+}
+
+/// Parts of one lane visited per pass: far more than a lane holds between passes.
+pub(super) const PARTS_PER_PASS_MAX: u64 = 64;
+
+/// `fsync: interval`: forces unshipped WAL parts of live lanes to disk.
+pub(super) fn fsync_lanes(s: &Settings, lanes: &BTreeMap<LaneId, Lane>) {
+    if s.audit.fsync != FsyncPolicy::Interval {
+        return;
+    }
+    for lane in lanes.values().filter(|l| l.reader.live) {
+        // From the reader's position to the newest part.
+        let first = lane.reader.part;
+        for part in first..first.saturating_add(PARTS_PER_PASS_MAX) {
+            let path = wal::part_path(&s.wal_dir, lane.reader.lane, part);
+            match std::fs::File::open(&path) {
+                Ok(f) => {
+                    if let Err(e) = f.sync_data() {
+                        tracing::warn!(path = %path.display(), error = %e, "WAL fsync failed");
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! What the bridge thread runs: connect to NATS when it is configured, then the config
+//! watch and audit shipping side by side until shutdown.
+
+use std::sync::Arc;
+
+use super::{connection, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
+use crate::config::hot::HotConfig;
+use crate::config::NatsConfig;
+use crate::keys::SecretKey;
+
+/// The jobs of one bridge thread.
+pub(super) struct Jobs {
+    /// This node's name (the NATS client's name).
+    pub node: String,
+    /// Where to connect; the config watch runs whenever it is set.
+    pub nats: Option<NatsConfig>,
+    /// What the config watch keeps current.
+    pub hot: Arc<HotConfig>,
+    /// Audit shipping's settings and node key, with audit on.
+    pub audit: Option<(Settings, SecretKey)>,
+}
+
+/// Runs the jobs on this thread until shutdown; the shipping report with audit on.
+pub(super) fn run_here(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BridgeError::Thread(e.to_string()))?;
+    // One thread runs every task, so tasks need not be `Send` (the retry loop's
+    // borrowing closures are not).
+    tokio::task::LocalSet::new().block_on(&rt, run(jobs, shared))
+}
+
+async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
+    let Jobs { node, nats, hot, audit } = jobs;
+    let client = match &nats {
+        None => None,
+        Some(n) => match connection::connect(n, &node, &shared.shutdown).await {
+            Some(client) => Some((client, n)),
+            // Shutdown came before NATS ever answered: what was submitted stays in the WAL.
+            None => return Ok(audit.map(|_| BridgeReport::default())),
+        },
+    };
+    // Its own task, so that changes keep landing while shipping waits on a store.
+    let watch = client
+        .as_ref()
+        .map(|(c, n)| tokio::task::spawn_local(watch::run(c.clone(), (*n).clone(), hot, shared.clone())));
+    let report = match audit {
+        Some((settings, key)) => shipper::run(settings, shared.clone(), key, client).await.map(Some),
+        None => {
+            shared.shutdown.stopped().await;
+            Ok(None)
+        }
+    };
+    if let Some(w) = watch {
+        w.abort();
+    }
+    report
+}
