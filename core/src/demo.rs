@@ -66,8 +66,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         r#"
 listen: {listen}
 providers:
-  - {{ name: primary, kind: openai_compatible, base_url: "http://{primary}/v1", api_key: sk-demo-primary }}
-  - {{ name: backup, kind: openai_compatible, base_url: "http://{backup}/v1", api_key: sk-demo-backup }}
+  - {{ name: primary, kind: openai_compatible, base_url: "http://{primary}/v1", api_key: sk-demo-primary, {mock_headers} }}
+  - {{ name: backup, kind: openai_compatible, base_url: "http://{backup}/v1", api_key: sk-demo-backup, {mock_headers} }}
 models:
   - {{ name: gpt-4o-mini, provider: primary, upstream_model: gpt-4o-mini, price_per_1k_input: 0.00015, price_per_1k_output: 0.0006 }}
   - {{ name: gpt-4o-mini, provider: backup, upstream_model: llama-3.1-8b-instant, price_per_1k_input: 0.00005, price_per_1k_output: 0.00008 }}
@@ -80,6 +80,8 @@ keys:
 "#,
         listen = args.listen,
         public = public.to_paserk(),
+        // The mocks' X-Mock-* headers reach them, so failover can be tried by hand.
+        mock_headers = "forward_headers: [user-agent, openai-beta, accept-language, \"x-mock-*\"]",
     );
     let mut config = Config::parse(&yaml).context("demo config")?;
     // The data dir is locked by its gateway: each demo gets its own, removed on exit.
@@ -101,7 +103,11 @@ keys:
          -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
     );
     println!();
+    println!("Make the primary fail (429, 500, 503, reset, stall, cut) and watch the backup answer:");
+    println!("  add -H 'X-Mock-Fault: primary=503' to the curl line; X-Gatekeeper-Provider says who answered.");
+    println!();
     println!("With the openai SDK (Python):");
+    println!("  import os");
     println!("  from openai import OpenAI");
     println!("  client = OpenAI(base_url=\"http://{addr}/v1\", api_key=os.environ[\"GATEKEEPER_KEY\"])");
     println!("  client.chat.completions.create(model=\"gpt-4o-mini\", messages=[{{\"role\":\"user\",\"content\":\"Hello!\"}}])");

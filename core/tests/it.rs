@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod failover;
+mod hardening;
 mod harness;
 mod http_suite;
 mod lifecycle;

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -176,10 +178,11 @@ impl Gateway {
     }
 }
 
-/// A provider block for a config.
+/// A provider block for a config. The mock's `X-Mock-*` control headers are
+/// forwarded (besides the defaults), so tests choose faults per request.
 pub fn provider(name: &str, mock: &Mock, extra: &str) -> String {
     format!(
-        "  - {{ name: {name}, kind: openai_compatible, base_url: \"http://{}/v1\", api_key: sk-{name}{extra} }}\n",
+        "  - {{ name: {name}, kind: openai_compatible, base_url: \"http://{}/v1\", api_key: sk-{name}, forward_headers: [user-agent, \"x-mock-*\"]{extra} }}\n",
         mock.addr
     )
 }

@@ -1,0 +1,178 @@
+//! Hostile clients and faulty providers: each test here failed before its fix.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::harness::hostile::{json_response, Hostile, COMPLETION};
+use crate::harness::*;
+
+/// A one-shard gateway without auth in front of `hostile` (as provider `h`, with
+/// `extra` added to its block), then `backup` if given.
+fn gateway_for(hostile: &Hostile, extra: &str, backup: Option<&Mock>) -> Gateway {
+    let mut config = format!(
+        "providers:\n  - {{ name: h, kind: openai_compatible, base_url: \"http://{}/v1\", api_key: sk-h{extra} }}\n",
+        hostile.addr
+    );
+    if let Some(b) = backup {
+        config.push_str(&provider("backup", b, ""));
+    }
+    config.push_str("models:\n  - { name: m, provider: h, upstream_model: up-h }\n");
+    if backup.is_some() {
+        config.push_str("  - { name: m, provider: backup, upstream_model: up-backup }\n");
+    }
+    config.push_str("failover_chain:\n  - { provider: h, priority: 1 }\n  - { provider: backup, priority: 2 }\n");
+    let config = if backup.is_some() { config } else { config.replace("  - { provider: backup, priority: 2 }\n", "") };
+    Gateway::start(&config, &["--no-auth", "--shards", "1"])
+}
+
+fn metrics(gw: &Gateway) -> String {
+    request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text()
+}
+
+/// `Retry-After` values that overflow, last a year, or come as an HTTP date: the
+/// shard lives, the provider is skipped for at most `retry_after_max_s`, and clients
+/// are never told to wait longer.
+#[test]
+fn hostile_retry_after_never_kills_a_shard() {
+    for value in ["9999999999999999999", "31536000", "Wed, 21 Oct 2099 07:28:00 GMT", "-5", "soon"] {
+        let response = json_response(429, &format!("Retry-After: {value}\r\n"), r#"{"error":{"message":"slow down"}}"#);
+        let hostile = Hostile::start(move |_, _| (Duration::ZERO, response.clone()));
+        let gw = gateway_for(&hostile, ", retry_after_max_s: 1", None);
+        let first = chat(gw.addr, "m", false, "");
+        assert_eq!(first.status, 502, "Retry-After {value}: {}", first.text());
+        let second = chat(gw.addr, "m", false, "");
+        let parsed = value.parse::<u64>().is_ok() || value.contains("GMT");
+        if parsed {
+            // Skipped without a call, and told to wait at most the clamp.
+            assert_eq!(second.status, 503, "Retry-After {value}: {}", second.text());
+            assert_eq!(second.header("retry-after"), Some("1"), "Retry-After {value}");
+            assert_eq!(hostile.count(), 1, "Retry-After {value}: provider skipped");
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let third = chat(gw.addr, "m", false, "");
+        assert_eq!(third.status, 502, "Retry-After {value}: tried again after the clamp");
+        assert_eq!(hostile.count(), if parsed { 2 } else { 3 }, "Retry-After {value}");
+        assert_eq!(request(gw.addr, b"GET /healthz HTTP/1.1\r\n\r\n").status, 200, "the shard is alive");
+    }
+}
+
+/// Only allowlisted client headers reach a provider: never an organisation, a
+/// project, another credential, a forwarding chain, or a header the client's
+/// `Connection` names.
+#[test]
+fn client_headers_are_forwarded_by_allowlist() {
+    let hostile = Hostile::always(&String::from_utf8_lossy(&json_response(200, "", COMPLETION)));
+    let gw = gateway_for(&hostile, ", forward_headers: [openai-beta, user-agent, \"x-trace-*\"]", None);
+    let r = chat(
+        gw.addr,
+        "m",
+        false,
+        "OpenAI-Organization: org-evil\r\nOpenAI-Project: proj-evil\r\nApi-Key: sk-client\r\n\
+         X-Forwarded-For: 10.0.0.1\r\nOpenAI-Beta: assistants=v2\r\nX-Trace-Id: t1\r\nUser-Agent: sdk/1\r\n\
+         Connection: keep-alive, User-Agent\r\nCookie: a=b\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = hostile.received().pop().expect("one request");
+    for absent in ["openai-organization", "openai-project", "api-key", "x-forwarded-for", "cookie", "user-agent"] {
+        assert_eq!(got.header(absent), None, "{absent} must not be forwarded:\n{}", got.head);
+    }
+    assert_eq!(got.header("openai-beta").as_deref(), Some("assistants=v2"));
+    assert_eq!(got.header("x-trace-id").as_deref(), Some("t1"));
+    assert_eq!(got.header("authorization").as_deref(), Some("Bearer sk-h"), "the operator's key, only");
+    assert_eq!(got.header("accept-encoding").as_deref(), Some("identity"));
+}
+
+/// What the client got wrong is the client's: extra headers are dropped, an
+/// oversized forwarded header is a 400 before any provider is called, and neither
+/// counts against a provider.
+#[test]
+fn client_mistakes_are_not_provider_failures() {
+    let hostile = Hostile::always(&String::from_utf8_lossy(&json_response(200, "", COMPLETION)));
+    let backup = Mock::start(Mock::config("backup"));
+    let gw = gateway_for(&hostile, "", Some(&backup));
+    let many: String = (0..70).map(|i| format!("X-Extra-{i}: {}\r\n", "v".repeat(50))).collect();
+    let r = chat(gw.addr, "m", false, &many);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gatekeeper-provider"), Some("h"));
+    assert!(hostile.received().pop().is_some_and(|g| g.header("x-extra-0").is_none()));
+    let big = format!("User-Agent: {}\r\n", "u".repeat(9 * 1024));
+    let r = chat(gw.addr, "m", false, &big);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "unforwardable_request");
+    assert_eq!(hostile.count(), 1, "the provider was not called");
+    assert_eq!(backup.requests(), 0, "nor the next one");
+    let m = metrics(&gw);
+    assert!(!m.contains("gatekeeper_upstream_failures_total{provider=\"h\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_upstream_failures_total{provider=\"h\"} 0"), "{m}");
+}
+
+/// Every stream's usage is read — the gateway asks for it — and a client that did
+/// not ask never sees the usage event.
+#[test]
+fn stream_usage_is_counted_and_stripped_unless_asked() {
+    let mock = Mock::start(Mock::config("primary").tokens(5));
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth", "--shards", "1"]);
+    let r = chat(gw.addr, "m", true, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_data(&r.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert!(!events.iter().any(|e| e.contains("prompt_tokens")), "usage event stripped: {events:?}");
+    let m = metrics(&gw);
+    assert!(
+        m.lines().any(|l| l.starts_with("gatekeeper_tokens_total{provider=\"primary\",direction=\"completion\"}")
+            && !l.ends_with(" 0")),
+        "tokens counted: {m}"
+    );
+    let asked = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = request(gw.addr, &chat_request(asked, ""));
+    assert!(sse_data(&r.body).iter().any(|e| e.contains("prompt_tokens")), "asked for, so kept");
+}
+
+/// A missing key is a 401 whatever the body holds: the body is not even parsed.
+#[test]
+fn a_missing_key_is_401_before_the_body_is_read() {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = gatekeeper::keys::SecretKey::generate();
+    let top = format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk());
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--shards", "1"]);
+    let r = request(gw.addr, &chat_request("{not json", ""));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "missing_api_key");
+    let r = request(gw.addr, &chat_request("{not json", "Authorization: bEaReR nope\r\n"));
+    assert_eq!(r.status, 401, "a lower/mixed-case scheme is read: {}", r.text());
+    assert_ne!(r.json()["error"]["code"], "missing_api_key");
+}
+
+/// A streamed request whose client goes away before the provider's head arrives
+/// still reached a provider, so it has its record (status 499).
+#[test]
+fn a_client_gone_before_the_stream_starts_is_recorded() {
+    let slow = Hostile::start(|_, _| {
+        (Duration::from_millis(600), json_response(200, "", "data: {\"choices\":[]}\n\ndata: [DONE]\n\n"))
+    });
+    let gw = gateway_for(&slow, "", None);
+    let body = chat_body("m", true);
+    let mut s = connect(gw.addr);
+    s.write_all(&chat_request(&body, "X-Request-Id: gone-early\r\n")).expect("send");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = crate::audit::file_messages(&gw.dir.path().join("data"));
+        let records: Vec<serde_json::Value> = stored
+            .iter()
+            .flat_map(|(_, msgs)| msgs.iter())
+            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
+            .flat_map(|m| m["entries"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["record"].clone())
+            .filter(|r| r["request_id"] == "gone-early")
+            .collect();
+        if let Some(r) = records.first() {
+            assert_eq!(records.len(), 1, "exactly one record");
+            assert_eq!(r["status"], 499, "{r}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no record for the request whose client left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
