@@ -37,8 +37,9 @@ pub fn revoke_in_file(path: &Path, key_id: &str) -> anyhow::Result<Revoked> {
     }
     match Config::load(&tmp) {
         Ok(_) => {}
-        Err(ConfigError::Env { name, .. }) => {
-            eprintln!("warning: ${{{name}}} is not set here, so the edited config was checked only as YAML");
+        Err(ConfigError::Env { missing }) => {
+            let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();
+            eprintln!("warning: {} not set here, so the edited config was checked only as YAML", names.join(", "));
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

@@ -14,13 +14,21 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// `${NAME}` named a variable that is not set.
-    #[error("line {line}: environment variable {name} is not set")]
-    Env {
-        /// 1-based line of the reference.
+    /// The text is not YAML.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// 1-based line.
         line: usize,
-        /// The variable.
-        name: String,
+        /// 1-based column.
+        column: usize,
+        /// What the YAML parser said.
+        message: String,
+    },
+    /// `${NAME}` references named variables that are not set (all of them, at once).
+    #[error("{}", env_message(.missing))]
+    Env {
+        /// Each unset variable with the path of the value that names it.
+        missing: Vec<UnsetVar>,
     },
     /// The YAML did not match the schema (unknown key, wrong type, missing field).
     #[error("{path}: {message}")]
@@ -38,6 +46,21 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+/// An unset variable and where the config names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsetVar {
+    /// Path of the value, e.g. `providers[0].api_key`.
+    pub path: String,
+    /// The variable.
+    pub name: String,
+}
+
+fn env_message(missing: &[UnsetVar]) -> String {
+    let list: Vec<String> = missing.iter().map(|m| format!("{} (at {})", m.name, m.path)).collect();
+    let noun = if missing.len() == 1 { "variable is" } else { "variables are" };
+    format!("environment {noun} not set: {}", list.join(", "))
 }
 
 pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditConfig, FsyncPolicy};
-pub use error::ConfigError;
+pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};
 pub use nats::{Compression, NatsConfig};
@@ -110,9 +110,25 @@ impl Config {
 
     /// Parses and validates YAML text, expanding `${NAME}` from `env`.
     pub fn parse_with_env(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let expanded = env::expand(text, env)?;
-        let de = serde_yaml::Deserializer::from_str(&expanded);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            let mut message = message.find(" at line ").map_or(message.clone(), |i| message[..i].to_string());
+            let bad_line = text.lines().nth(line.saturating_sub(1)).unwrap_or_default();
+            if bad_line.contains("${") && bad_line.contains('{') {
+                message.push_str(" (inside `{ … }`, quote a value that uses ${VAR}: \"${VAR}\")");
+            }
+            ConfigError::Syntax { line, column, message }
+        })?;
+        if value.is_null() {
+            // An empty file is an empty config.
+            value = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+        }
+        let missing = env::expand_values(&mut value, env);
+        if !missing.is_empty() {
+            return Err(ConfigError::Env { missing });
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let message = e.into_inner().to_string();
             // serde_yaml appends " at line L column C"; the path says where already.
@@ -277,15 +293,11 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
     #[test]
     fn missing_env_is_named() {
         let e = Config::parse_with_env(SAMPLE, &HashMap::new()).map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains("OPENAI_API_KEY"), "{e}");
-        assert!(e.starts_with("line 11:"), "{e}");
-    }
-
-    #[test]
-    fn literal_dollar_brace_survives() {
-        let mut env = env();
-        env.insert("X".into(), "y".into());
-        assert_eq!(env::expand("a: $${X} ${X} $5", &env).expect("expands"), "a: ${X} y $5");
+        assert_eq!(
+            e,
+            "environment variables are not set: OPENAI_API_KEY (at providers[0].api_key), \
+             GROQ_API_KEY (at providers[1].api_key)"
+        );
     }
 
     #[test]
@@ -323,6 +335,16 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
         .expect("valid");
         assert_eq!(c.audit.fsync, FsyncPolicy::Always);
         assert_eq!(c.nats.as_ref().map(|n| n.audit_stream.as_str()), Some("BH_AUDIT"));
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let e = Config::parse_with_env("listen: 127.0.0.1:1\nproviders:\n  - { name: a, api_key: ${X} }\n", &env());
+        let e = e.map(|_| ()).unwrap_err().to_string();
+        assert!(e.starts_with("line 3, column "), "{e}");
+        assert!(e.contains("quote a value that uses ${VAR}"), "{e}");
+        let quoted = SAMPLE.replace("api_key: ${GROQ_API_KEY}", "api_key: \"${GROQ_API_KEY}\"");
+        assert!(Config::parse_with_env(&quoted, &env()).is_ok());
     }
 
     #[test]
