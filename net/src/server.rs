@@ -10,10 +10,11 @@ use bytes::BytesMut;
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::chunked::{ChunkedDecoder, Decoded};
+use crate::drain::Drain;
 use crate::error::ProtocolError;
 use crate::http::request::{parse_head, BodyFraming, Parsed, Request};
 use crate::http::response::Responder;
-use crate::shard::{Drain, ShardStats, StatsRef};
+use crate::stats::{ShardStats, StatsRef};
 use crate::stream::ClientStream;
 
 /// Limits on one client connection; see `Limits` in the `gatekeeper` crate for defaults.
