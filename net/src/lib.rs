@@ -10,6 +10,11 @@
 //!
 //! This crate knows HTTP and sockets, nothing of keys, models or providers.
 
+// Every syscall goes through monoio, socket2 or rustix, so nothing here needs `unsafe`; a
+// module that ever does must opt in with `#[allow(unsafe_code)]` and a `// SAFETY:` note.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod chunked;
 mod drain;
 mod driver;

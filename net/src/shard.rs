@@ -218,22 +218,18 @@ impl ShardMain {
 }
 
 /// Raises this process's open-file soft limit to its hard limit, so a shard can hold
-/// as many connections as `connections_per_shard_max` allows; returns the new soft limit.
+/// as many connections as `connections_per_shard_max` allows; returns the new soft limit
+/// (`u64::MAX` for unlimited).
 pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY, the largest value either limit can take.
+    let (current, maximum) = (lim.current.unwrap_or(u64::MAX), lim.maximum.unwrap_or(u64::MAX));
+    if current < maximum {
+        setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum })?;
+        return Ok(maximum);
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        // SAFETY: `raised` is a valid rlimit that only lifts the soft limit up to the hard one.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        return Ok(raised.rlim_cur);
-    }
-    Ok(lim.rlim_cur)
+    Ok(current)
 }
 
 fn bind_listeners(addr: SocketAddr, n: usize, backlog: u32) -> Result<Vec<std::net::TcpListener>, StartError> {
@@ -257,4 +253,26 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpList
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{getrlimit, Resource};
+
+    use super::raise_fd_limit;
+
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let before = getrlimit(Resource::Nofile);
+        match raise_fd_limit() {
+            Ok(raised) => {
+                let after = getrlimit(Resource::Nofile);
+                assert_eq!(raised, before.maximum.unwrap_or(u64::MAX), "soft limit raised to the hard one");
+                assert_eq!(after.current.unwrap_or(u64::MAX), raised);
+                assert_eq!(after.maximum, before.maximum, "the hard limit is left alone");
+            }
+            // Linux refuses an unlimited soft limit for open files (it is capped by nr_open).
+            Err(e) => assert!(before.maximum.is_none(), "{e}"),
+        }
+    }
 }
