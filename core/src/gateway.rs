@@ -113,7 +113,7 @@ impl Gateway {
                 read_idle_timeout_ms: p.read_idle_timeout_ms,
                 pool_idle_timeout_ms: p.pool_idle_timeout_ms,
                 connections_max: p.connections_max,
-                waiters_max: p.queue_max,
+                queue_max: p.queue_max,
                 ..PoolConfig::default()
             };
             providers.push(ProviderInfo {

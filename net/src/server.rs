@@ -17,23 +17,26 @@ use crate::http::response::Responder;
 use crate::stats::{ShardStats, StatsRef};
 use crate::stream::ClientStream;
 
-/// Limits on one client connection; see `Limits` in the `gatekeeper` crate for defaults.
+/// Limits on client connections, one field per `limits.*` config key (timeouts as
+/// [`Duration`]s where the key says `*_timeout_ms`); see `Limits` in the `gatekeeper` crate
+/// for defaults.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// Largest request head, bytes.
-    pub head_bytes_max: usize,
-    /// Most header fields in one request.
+    /// Largest request head (request line + headers), bytes. Exceeded: 431 and close.
+    pub header_bytes_max: usize,
+    /// Most header fields in one request. Exceeded: 431 and close.
     pub header_count_max: usize,
-    /// Largest request body after de-chunking, bytes.
+    /// Largest request body after de-chunking, bytes. Exceeded: 413 and close.
     pub body_bytes_max: usize,
-    /// From the first byte of a request to the end of its head.
+    /// From the first byte of a request to the end of its head. Exceeded: 408 and close.
     pub header_timeout: Duration,
-    /// From the end of the head to the end of the body.
+    /// From the end of the head to the end of the body. Exceeded: 408 and close.
     pub body_timeout: Duration,
-    /// Longest silence between two requests on a keep-alive connection.
+    /// Longest silence between two requests on a keep-alive connection. Exceeded: closed
+    /// without an answer.
     pub idle_timeout: Duration,
-    /// Open connections per shard.
-    pub connections_max: usize,
+    /// Open client connections per shard. Exceeded: 503 and close.
+    pub connections_per_shard_max: usize,
 }
 
 /// The application a shard serves. One value per shard, built on that shard's thread.
@@ -75,7 +78,7 @@ pub(crate) async fn accept_loop<H: Handler>(
         };
         let _ = tcp.set_nodelay(true);
         stats.connections_accepted_total.inc();
-        if open.get() >= limits.connections_max {
+        if open.get() >= limits.connections_per_shard_max {
             stats.connections_rejected_total.inc();
             let handler = handler.clone();
             monoio::spawn(async move { reject_overloaded(tcp, &*handler).await });
@@ -212,7 +215,7 @@ async fn read_request(
     }
     let header_deadline = Instant::now() + limits.header_timeout;
     let mut req = loop {
-        match parse_head(buf, limits.head_bytes_max, limits.header_count_max) {
+        match parse_head(buf, limits.header_bytes_max, limits.header_count_max) {
             Ok(Parsed::Complete(req)) => break req,
             Ok(Parsed::Partial) => {}
             Err(e) => return Next::Error(e),

@@ -59,7 +59,7 @@ pub struct ShardStats {
     pub connections_open: Gauge,
     /// Client connections accepted since start.
     pub connections_accepted_total: Counter,
-    /// Connections refused because the shard was at `connections_max`.
+    /// Connections refused because the shard was at `connections_per_shard_max`.
     pub connections_rejected_total: Counter,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures_total: Counter,

@@ -65,7 +65,7 @@ impl Pool {
     /// [`Response::read_to_end`].
     ///
     /// Uses an idle connection if there is one, else opens one if fewer than
-    /// `connections_max` exist, else queues (FIFO, at most `waiters_max` waiters) for up
+    /// `connections_max` exist, else queues (FIFO, at most `queue_max` waiters) for up
     /// to `connect_timeout_ms`. A reused connection that the peer had closed (EOF or reset
     /// before any response byte) is retried once on a fresh connection.
     pub async fn send(

@@ -86,7 +86,7 @@ struct State {
     open: usize,
     /// Idle connections, oldest first.
     idle: VecDeque<Idle>,
-    /// Queued requests, oldest first; at most `waiters_max`.
+    /// Queued requests, oldest first; at most `queue_max`.
     waiters: VecDeque<Rc<Waiter>>,
     /// Cached resolution of the origin's host and when it was made.
     addrs: Vec<SocketAddr>,
@@ -330,7 +330,7 @@ impl PoolInner {
                 state.open += 1;
                 return Ok((None, Lease::new(self)));
             }
-            if state.waiters.len() >= self.cfg.waiters_max {
+            if state.waiters.len() >= self.cfg.queue_max {
                 return Err(UpstreamError::PoolExhausted);
             }
             let waiter = Rc::new(Waiter::default());
