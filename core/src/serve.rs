@@ -122,6 +122,7 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
             body_timeout: Duration::from_millis(l.body_timeout_ms),
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
             connections_per_shard_max: l.connections_per_shard_max,
+            pipeline_depth_max: l.pipeline_depth_max,
         },
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         backlog: 4096,

@@ -45,6 +45,15 @@ impl Gauge {
         self.0.store(v, Ordering::Relaxed);
     }
 
+    /// Raises the value to `v` if it is lower (a high-water mark). Only the owning shard
+    /// may call this, which is what makes the read-compare-store safe.
+    #[inline]
+    pub fn raise(&self, v: u64) {
+        if v > self.get() {
+            self.set(v);
+        }
+    }
+
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -67,6 +76,9 @@ pub struct ShardStats {
     pub requests_total: Counter,
     /// Requests refused for breaking the protocol or a limit.
     pub protocol_errors_total: Counter,
+    /// High-water mark of requests parsed and waiting behind the one being answered on
+    /// one connection of this shard; never above `pipeline_depth_max`.
+    pub pipeline_depth_peak: Gauge,
 }
 
 impl ShardStats {
