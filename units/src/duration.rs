@@ -98,7 +98,7 @@ impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DurationError::Empty => f.write_str("empty duration"),
-            DurationError::BadNumber => f.write_str("expected a number with a unit, e.g. 10s, 500ms, 2m"),
+            DurationError::BadNumber => f.write_str("expected a decimal number, e.g. 10 or 1.5, before the unit"),
             DurationError::MissingUnit { accepted } => {
                 f.write_str("a unit is required: ")?;
                 write_units(f, accepted)
