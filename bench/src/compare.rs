@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gatekeeper_units::{
+    civil,
+    duration::{self, Syntax, Unit},
+};
+
 use crate::error::BenchError;
 use crate::load;
 use crate::plan;
@@ -111,25 +116,17 @@ pub struct CompareArgs {
     pub portkey: Option<PathBuf>,
 }
 
+/// What `--duration` takes: phases are seconds to minutes long.
+const DURATION_SYNTAX: Syntax =
+    Syntax { units: &[Unit::Micros, Unit::Millis, Unit::Secs, Unit::Mins], bare: Some(Unit::Secs) };
+
 /// `10s`, `500ms`, `2m`, `250us`, or bare seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("{text:?}: not a duration (10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "s" => n,
-        "ms" => n / 1e3,
-        "us" => n / 1e6,
-        "m" => n * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (s, ms, us, m)")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
+    let d = duration::parse(text, DURATION_SYNTAX).map_err(|e| format!("{text:?}: {e}"))?;
+    if d.is_zero() {
         return Err(format!("{text:?}: must be positive"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// What `--rate` asked for.
@@ -666,18 +663,11 @@ pub fn utc_now() -> String {
     utc_from_unix(secs)
 }
 
-/// A Unix time as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, days-from-civil inverse).
+/// A Unix time as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
 pub fn utc_from_unix(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
+    // u64::MAX / 86_400 is far below i64::MAX, so the day always converts.
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
     let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

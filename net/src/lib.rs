@@ -10,23 +10,31 @@
 //!
 //! This crate knows HTTP and sockets, nothing of keys, models or providers.
 
+// Every syscall goes through monoio, socket2 or rustix, so nothing here needs `unsafe`; a
+// module that ever does must opt in with `#[allow(unsafe_code)]` and a `// SAFETY:` note.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod chunked;
+mod drain;
+mod driver;
 pub mod error;
 pub mod http;
 pub mod server;
 pub mod shard;
 pub mod sse;
+mod stats;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
 
+pub use driver::{Driver, DriverChoice};
 pub use error::{ProtocolError, StartError};
 pub use http::request::{BodyFraming, Request};
 pub use http::response::Responder;
 pub use server::{Handler, ServerLimits};
-pub use shard::{
-    Counter, Driver, DriverChoice, Gauge, ShardContext, ShardSet, ShardSetConfig, ShardStats, ShutdownHandle,
-};
+pub use shard::{ShardContext, ShardSet, ShardSetConfig, ShutdownHandle};
+pub use stats::{Counter, Gauge, ShardStats};
 
 /// Entry points for the fuzzers; not part of the API.
 #[doc(hidden)]

@@ -2,6 +2,7 @@
 //! application, write answers, keep the connection alive or close it.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -10,30 +11,37 @@ use bytes::BytesMut;
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::chunked::{ChunkedDecoder, Decoded};
+use crate::drain::Drain;
 use crate::error::ProtocolError;
 use crate::http::request::{parse_head, BodyFraming, Parsed, Request};
 use crate::http::response::Responder;
-use crate::shard::{Drain, ShardStats, StatsRef};
+use crate::stats::{ShardStats, StatsRef};
 use crate::stream::ClientStream;
 
-/// Limits on one client connection; see `Limits` in the `gatekeeper` crate for defaults.
+/// Limits on client connections, one field per `limits.*` config key (timeouts as
+/// [`Duration`]s where the key says `*_timeout_ms`); see `Limits` in the `gatekeeper` crate
+/// for defaults.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// Largest request head, bytes.
-    pub head_bytes_max: usize,
-    /// Most header fields in one request.
+    /// Largest request head (request line + headers), bytes. Exceeded: 431 and close.
+    pub header_bytes_max: usize,
+    /// Most header fields in one request. Exceeded: 431 and close.
     pub header_count_max: usize,
-    /// Largest request body after de-chunking, bytes.
+    /// Largest request body after de-chunking, bytes. Exceeded: 413 and close.
     pub body_bytes_max: usize,
-    /// From the first byte of a request to the end of its head.
+    /// From the first byte of a request to the end of its head. Exceeded: 408 and close.
     pub header_timeout: Duration,
-    /// From the end of the head to the end of the body.
+    /// From the end of the head to the end of the body. Exceeded: 408 and close.
     pub body_timeout: Duration,
-    /// Longest silence between two requests on a keep-alive connection.
+    /// Longest silence between two requests on a keep-alive connection. Exceeded: closed
+    /// without an answer.
     pub idle_timeout: Duration,
-    /// Open connections per shard.
-    pub connections_max: usize,
-    /// Requests read ahead of the one being answered on one connection.
+    /// Open client connections per shard. Exceeded: 503 and close.
+    pub connections_per_shard_max: usize,
+    /// Requests parsed ahead of the one being answered on one connection (pipelining).
+    /// Exceeded: the connection stops taking requests off its buffer, and so stops reading
+    /// the socket, until answers drain; the client's later requests wait in its socket.
+    /// 0 parses nothing ahead.
     pub pipeline_depth_max: usize,
 }
 
@@ -76,7 +84,7 @@ pub(crate) async fn accept_loop<H: Handler>(
         };
         let _ = tcp.set_nodelay(true);
         stats.connections_accepted_total.inc();
-        if open.get() >= limits.connections_max {
+        if open.get() >= limits.connections_per_shard_max {
             stats.connections_rejected_total.inc();
             let handler = handler.clone();
             monoio::spawn(async move { reject_overloaded(tcp, &*handler).await });
@@ -146,7 +154,22 @@ enum Next {
     Error(ProtocolError),
 }
 
+/// A request taken off the connection's buffer ahead of its turn, in the order sent.
+enum Ahead {
+    /// Head and body complete.
+    Ready(Request),
+    /// Head complete; the body still to read, from the buffer and then the socket.
+    Head(Request),
+    /// A protocol error, answered in its turn before the connection closes.
+    Error(ProtocolError),
+}
+
 /// Serves requests on one connection, in order, until it closes.
+///
+/// Requests are answered one at a time. While one is answered, up to
+/// `pipeline_depth_max` more that already sit whole in the read buffer wait parsed in
+/// `ahead`; the socket is read only once `ahead` is empty and the buffer holds no whole
+/// request, so the read-ahead is bounded by that queue plus one socket read of bytes.
 async fn serve_connection<H: Handler>(
     mut stream: ClientStream,
     handler: &H,
@@ -156,8 +179,19 @@ async fn serve_connection<H: Handler>(
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
+    // Allocated only if the client pipelines.
+    let mut ahead = VecDeque::new();
     loop {
-        let req = match read_request(&mut stream, &mut buf, &mut out, limits, drain).await {
+        let next = match ahead.pop_front() {
+            Some(Ahead::Ready(req)) => Next::Request(req),
+            Some(Ahead::Head(req)) => read_body(&mut stream, &mut buf, &mut out, limits, req).await,
+            Some(Ahead::Error(err)) => Next::Error(err),
+            None => match read_head(&mut stream, &mut buf, limits, drain).await {
+                Next::Request(req) => read_body(&mut stream, &mut buf, &mut out, limits, req).await,
+                other => other,
+            },
+        };
+        let req = match next {
             Next::Request(r) => r,
             Next::Close => break,
             Next::Error(err) => {
@@ -170,6 +204,10 @@ async fn serve_connection<H: Handler>(
         };
         stats.requests_total.inc();
         let keep_alive = req.keep_alive && !drain.is_draining();
+        if keep_alive {
+            parse_ahead(&mut buf, &mut ahead, limits);
+            stats.pipeline_depth_peak.raise(ahead.len() as u64);
+        }
         let version_minor = req.version_minor;
         let mut res = Responder::new(&mut stream, &mut out, keep_alive, version_minor);
         handler.handle(req, &mut res).await;
@@ -187,14 +225,44 @@ async fn serve_connection<H: Handler>(
     stream.shutdown().await;
 }
 
-/// Reads the next request head and body from `stream`, enforcing every limit.
-async fn read_request(
-    stream: &mut ClientStream,
-    buf: &mut BytesMut,
-    out: &mut Vec<u8>,
-    limits: &ServerLimits,
-    drain: &Drain,
-) -> Next {
+/// Moves the requests that already sit in `buf` into `ahead`, until it holds
+/// `pipeline_depth_max`, without touching the socket. Stops after a request whose body is
+/// not all in `buf` (its body is read when its turn comes) and after a protocol error
+/// (answered in its turn), since nothing after either can be parsed yet.
+fn parse_ahead(buf: &mut BytesMut, ahead: &mut VecDeque<Ahead>, limits: &ServerLimits) {
+    while ahead.len() < limits.pipeline_depth_max && !buf.is_empty() {
+        if matches!(ahead.back(), Some(Ahead::Head(_) | Ahead::Error(_))) {
+            return;
+        }
+        let mut req = match parse_head(buf, limits.header_bytes_max, limits.header_count_max) {
+            Ok(Parsed::Complete(req)) => req,
+            Ok(Parsed::Partial) => return,
+            Err(e) => {
+                ahead.push_back(Ahead::Error(e));
+                return;
+            }
+        };
+        let whole_body = match req.framing {
+            BodyFraming::Empty => Some(0),
+            BodyFraming::Length(n) if n <= limits.body_bytes_max as u64 => {
+                usize::try_from(n).ok().filter(|&n| n <= buf.len())
+            }
+            // Too large, chunked, or not all here: the body reader decides in its turn.
+            BodyFraming::Length(_) | BodyFraming::Chunked => None,
+        };
+        match whole_body {
+            Some(n) => {
+                req.body = buf.split_to(n).freeze();
+                ahead.push_back(Ahead::Ready(req));
+            }
+            None => ahead.push_back(Ahead::Head(req)),
+        }
+    }
+}
+
+/// Waits for the next request and reads its head from `stream`, enforcing the idle and
+/// header limits; the body is left to [`read_body`].
+async fn read_head(stream: &mut ClientStream, buf: &mut BytesMut, limits: &ServerLimits, drain: &Drain) -> Next {
     // Wait for the first byte of the next request: idle timeout, or the drain.
     if buf.is_empty() {
         if drain.is_draining() {
@@ -212,9 +280,9 @@ async fn read_request(
         }
     }
     let header_deadline = Instant::now() + limits.header_timeout;
-    let mut req = loop {
-        match parse_head(buf, limits.head_bytes_max, limits.header_count_max) {
-            Ok(Parsed::Complete(req)) => break req,
+    loop {
+        match parse_head(buf, limits.header_bytes_max, limits.header_count_max) {
+            Ok(Parsed::Complete(req)) => return Next::Request(req),
             Ok(Parsed::Partial) => {}
             Err(e) => return Next::Error(e),
         }
@@ -226,7 +294,18 @@ async fn read_request(
                 return Next::Error(ProtocolError::HeaderTimeout { limit_ms: limits.header_timeout.as_millis() as u64 })
             }
         }
-    };
+    }
+}
+
+/// Reads the body of `req`, whose head was the last thing taken off `buf`, from `buf` and
+/// then `stream`, enforcing the body limits.
+async fn read_body(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    limits: &ServerLimits,
+    mut req: Request,
+) -> Next {
     let body_deadline = Instant::now() + limits.body_timeout;
     let body_timeout = || ProtocolError::BodyTimeout { limit_ms: limits.body_timeout.as_millis() as u64 };
     let too_large = ProtocolError::BodyTooLarge { limit_bytes: limits.body_bytes_max };

@@ -3,124 +3,17 @@
 //! path is shared between shards; they meet only in single-writer statistics and
 //! the process-wide shutdown flag.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::drain::Drain;
+use crate::driver::{self, Driver, DriverChoice};
 use crate::error::StartError;
 use crate::server::{accept_loop, Handler, ServerLimits};
-
-/// Which I/O driver shards run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverChoice {
-    /// io_uring where the kernel offers it, epoll otherwise (monoio's FusionDriver).
-    Auto,
-    /// io_uring; start fails without it.
-    Uring,
-    /// epoll.
-    Epoll,
-}
-
-/// The driver a shard actually runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    /// io_uring.
-    Uring,
-    /// epoll (monoio's legacy driver).
-    Epoll,
-}
-
-impl Driver {
-    /// `uring` or `epoll`, for logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Driver::Uring => "uring",
-            Driver::Epoll => "epoll",
-        }
-    }
-}
-
-/// A counter written by one shard only, read by any.
-///
-/// Single-writer lets an increment be a plain load and store, with no locked
-/// instruction on the hot path.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one. Only the owning shard may call this.
-    #[inline]
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n`. Only the owning shard may call this.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-    }
-
-    /// Current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value written by one shard only, read by any.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    /// Sets the value. Only the owning shard may call this.
-    #[inline]
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    /// Current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Connection-level statistics of one shard.
-#[derive(Debug, Default)]
-pub struct ShardStats {
-    driver: AtomicU8,
-    /// Client connections open now.
-    pub connections_open: Gauge,
-    /// Client connections accepted since start.
-    pub connections_accepted_total: Counter,
-    /// Connections refused because the shard was at `connections_max`.
-    pub connections_rejected_total: Counter,
-    /// TLS handshakes that failed or timed out.
-    pub tls_handshake_failures_total: Counter,
-    /// Requests read and handed to the application.
-    pub requests_total: Counter,
-    /// Requests refused for breaking the protocol or a limit.
-    pub protocol_errors_total: Counter,
-}
-
-impl ShardStats {
-    /// The driver this shard runs, once it has started.
-    pub fn driver(&self) -> Option<Driver> {
-        match self.driver.load(Ordering::Relaxed) {
-            1 => Some(Driver::Uring),
-            2 => Some(Driver::Epoll),
-            _ => None,
-        }
-    }
-
-    fn set_driver(&self, d: Driver) {
-        self.driver.store(if d == Driver::Uring { 1 } else { 2 }, Ordering::Relaxed);
-    }
-}
+use crate::stats::{ShardStats, StatsRef};
 
 /// What the application learns about the shard it is built on.
 #[derive(Debug, Clone)]
@@ -263,22 +156,8 @@ struct ShardMain {
     ready_tx: std::sync::mpsc::Sender<Result<(), StartError>>,
 }
 
-/// Ring settings for a shard. With `tuned`, completions are handled cooperatively when
-/// the shard next enters the kernel instead of by interrupting it (COOP_TASKRUN), and
-/// the kernel is told only this thread submits (SINGLE_ISSUER); kernels older than 6.0
-/// refuse these, and the caller retries without them.
-fn uring_builder(tuned: bool) -> io_uring::Builder {
-    let mut b = io_uring::IoUring::builder();
-    if tuned {
-        b.setup_coop_taskrun().setup_single_issuer();
-    }
-    b
-}
-
 /// How often a shard looks at the process-wide shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
-/// io_uring submission queue entries per shard.
-const URING_ENTRIES: u32 = 4096;
 
 impl ShardMain {
     fn run<F, H>(self, make_handler: &F)
@@ -286,46 +165,9 @@ impl ShardMain {
         F: Fn(&ShardContext) -> H,
         H: Handler,
     {
-        let index = self.index;
-        let fail = |e: std::io::Error| StartError::Runtime { shard: index, source: e };
-        match self.cfg.driver {
-            DriverChoice::Auto => {
-                let build = |flags: bool| {
-                    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                        .with_entries(URING_ENTRIES)
-                        .uring_builder(uring_builder(flags))
-                        .enable_timer()
-                        .build()
-                };
-                match build(true).or_else(|_| build(false)) {
-                    Ok(monoio::FusionRuntime::Uring(mut rt)) => rt.block_on(self.serve(Driver::Uring, make_handler)),
-                    Ok(monoio::FusionRuntime::Legacy(mut rt)) => rt.block_on(self.serve(Driver::Epoll, make_handler)),
-                    Err(e) => {
-                        let _ = self.ready_tx.send(Err(fail(e)));
-                    }
-                }
-            }
-            DriverChoice::Uring => {
-                let build = |flags: bool| {
-                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .with_entries(URING_ENTRIES)
-                        .uring_builder(uring_builder(flags))
-                        .enable_timer()
-                        .build()
-                };
-                match build(true).or_else(|_| build(false)) {
-                    Ok(mut rt) => rt.block_on(self.serve(Driver::Uring, make_handler)),
-                    Err(e) => {
-                        let _ = self.ready_tx.send(Err(fail(e)));
-                    }
-                }
-            }
-            DriverChoice::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
-                Ok(mut rt) => rt.block_on(self.serve(Driver::Epoll, make_handler)),
-                Err(e) => {
-                    let _ = self.ready_tx.send(Err(fail(e)));
-                }
-            },
+        let (index, ready_tx) = (self.index, self.ready_tx.clone());
+        if let Err(source) = driver::block_on(self.cfg.driver, |driver| self.serve(driver, make_handler)) {
+            let _ = ready_tx.send(Err(StartError::Runtime { shard: index, source }));
         }
     }
 
@@ -359,7 +201,7 @@ impl ShardMain {
             drain_watch.start();
         });
         let tls = self.cfg.tls.clone().map(monoio_rustls::TlsAcceptor::from);
-        let stats_ref = Rc::new(StatsRef { all: self.stats.clone(), index: self.index });
+        let stats_ref = Rc::new(StatsRef::new(self.stats.clone(), self.index));
         let accept = accept_loop(listener, handler, Rc::new(self.cfg.limits.clone()), tls, stats_ref, drain.clone());
         let drain_timeout = self.cfg.drain_timeout;
         monoio::select! {
@@ -375,36 +217,19 @@ impl ShardMain {
     }
 }
 
-/// One shard's entry in the shared statistics array.
-pub(crate) struct StatsRef {
-    all: Arc<[ShardStats]>,
-    index: usize,
-}
-
-impl std::ops::Deref for StatsRef {
-    type Target = ShardStats;
-    fn deref(&self) -> &ShardStats {
-        &self.all[self.index]
-    }
-}
-
 /// Raises this process's open-file soft limit to its hard limit, so a shard can hold
-/// as many connections as `connections_per_shard_max` allows; returns the new soft limit.
+/// as many connections as `connections_per_shard_max` allows; returns the new soft limit
+/// (`u64::MAX` for unlimited).
 pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY, the largest value either limit can take.
+    let (current, maximum) = (lim.current.unwrap_or(u64::MAX), lim.maximum.unwrap_or(u64::MAX));
+    if current < maximum {
+        setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum })?;
+        return Ok(maximum);
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        // SAFETY: `raised` is a valid rlimit that only lifts the soft limit up to the hard one.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        return Ok(raised.rlim_cur);
-    }
-    Ok(lim.rlim_cur)
+    Ok(current)
 }
 
 fn bind_listeners(addr: SocketAddr, n: usize, backlog: u32) -> Result<Vec<std::net::TcpListener>, StartError> {
@@ -430,87 +255,24 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
-/// A shard's "stop accepting, finish what is open" signal.
-///
-/// Waiters register in a slab and leave it when dropped, so the many idle
-/// connections that wait on it never make it grow past the number waiting now.
-#[derive(Clone, Default)]
-pub struct Drain(Rc<DrainInner>);
+#[cfg(test)]
+mod tests {
+    use rustix::process::{getrlimit, Resource};
 
-#[derive(Default)]
-struct DrainInner {
-    draining: Cell<bool>,
-    waiters: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
-}
+    use super::raise_fd_limit;
 
-impl Drain {
-    /// Whether the shard is draining.
-    pub fn is_draining(&self) -> bool {
-        self.0.draining.get()
-    }
-
-    /// Starts draining and wakes everyone waiting.
-    pub fn start(&self) {
-        self.0.draining.set(true);
-        for w in self.0.waiters.borrow_mut().iter_mut() {
-            if let Some(w) = w.take() {
-                w.wake();
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let before = getrlimit(Resource::Nofile);
+        match raise_fd_limit() {
+            Ok(raised) => {
+                let after = getrlimit(Resource::Nofile);
+                assert_eq!(raised, before.maximum.unwrap_or(u64::MAX), "soft limit raised to the hard one");
+                assert_eq!(after.current.unwrap_or(u64::MAX), raised);
+                assert_eq!(after.maximum, before.maximum, "the hard limit is left alone");
             }
-        }
-    }
-
-    /// Resolves when draining starts.
-    pub fn wait(&self) -> DrainWait {
-        DrainWait { drain: self.clone(), slot: None }
-    }
-}
-
-/// Future returned by [`Drain::wait`].
-pub struct DrainWait {
-    drain: Drain,
-    slot: Option<usize>,
-}
-
-impl Future for DrainWait {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.drain.is_draining() {
-            return Poll::Ready(());
-        }
-        let inner = self.drain.0.clone();
-        let mut waiters = inner.waiters.borrow_mut();
-        match self.slot {
-            Some(i) => {
-                if let Some(slot) = waiters.get_mut(i) {
-                    *slot = Some(cx.waker().clone());
-                }
-            }
-            None => {
-                let i = match inner.free.borrow_mut().pop() {
-                    Some(i) => {
-                        waiters[i] = Some(cx.waker().clone());
-                        i
-                    }
-                    None => {
-                        waiters.push(Some(cx.waker().clone()));
-                        waiters.len() - 1
-                    }
-                };
-                self.slot = Some(i);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for DrainWait {
-    fn drop(&mut self) {
-        if let Some(i) = self.slot.take() {
-            if let Some(slot) = self.drain.0.waiters.borrow_mut().get_mut(i) {
-                *slot = None;
-            }
-            self.drain.0.free.borrow_mut().push(i);
+            // Linux refuses an unlimited soft limit for open files (it is capped by nr_open).
+            Err(e) => assert!(before.maximum.is_none(), "{e}"),
         }
     }
 }

@@ -40,7 +40,7 @@ fn walk(value: &mut Value, path: &mut String, env: &HashMap<String, String>, mis
                 }
                 match k {
                     Value::String(k) => path.push_str(k),
-                    other => path.push_str(&serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string()),
+                    other => path.push_str(serde_yaml::to_string(other).unwrap_or_default().trim_end()),
                 }
                 walk(v, path, env, missing);
                 path.truncate(len);

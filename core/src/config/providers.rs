@@ -101,7 +101,7 @@ impl From<&ProviderConfig> for PoolConfig {
             read_idle_timeout_ms: p.read_idle_timeout_ms,
             pool_idle_timeout_ms: p.pool_idle_timeout_ms,
             connections_max: p.connections_max,
-            waiters_max: p.queue_max,
+            queue_max: p.queue_max,
             ..PoolConfig::default()
         }
     }
@@ -214,7 +214,7 @@ mod tests {
                 pool.read_idle_timeout_ms,
                 pool.pool_idle_timeout_ms,
                 pool.connections_max,
-                pool.waiters_max
+                pool.queue_max
             ),
             (11, 12, 13, 14, 15, 16)
         );

@@ -143,13 +143,13 @@ impl From<&Limits> for ServerLimits {
             pipeline_depth_max,
         } = *l;
         ServerLimits {
-            head_bytes_max: header_bytes_max,
+            header_bytes_max,
             header_count_max,
             body_bytes_max,
             header_timeout: Duration::from_millis(header_timeout_ms),
             body_timeout: Duration::from_millis(body_timeout_ms),
             idle_timeout: Duration::from_millis(idle_timeout_ms),
-            connections_max: connections_per_shard_max,
+            connections_per_shard_max,
             pipeline_depth_max,
         }
     }
@@ -205,13 +205,13 @@ mod tests {
             pipeline_depth_max: 1008,
         };
         let s = ServerLimits::from(&l);
-        assert_eq!(s.head_bytes_max, 1001);
+        assert_eq!(s.header_bytes_max, 1001);
         assert_eq!(s.header_count_max, 1002);
         assert_eq!(s.body_bytes_max, 1003);
         assert_eq!(s.header_timeout, Duration::from_millis(1004));
         assert_eq!(s.body_timeout, Duration::from_millis(1005));
         assert_eq!(s.idle_timeout, Duration::from_millis(1006));
-        assert_eq!(s.connections_max, 1007);
+        assert_eq!(s.connections_per_shard_max, 1007);
         assert_eq!(s.pipeline_depth_max, 1008);
     }
 }

@@ -155,23 +155,21 @@ fn read_secret(path: &Path) -> anyhow::Result<SecretKey> {
     SecretKey::from_paserk(&text).with_context(|| format!("{}: not a k4.secret key", path.display()))
 }
 
+/// What `--expires` and `--not-before` accept: a unit is required, and none finer than a
+/// second, since claims carry whole seconds.
+const CLAIM_DURATION: gatekeeper_units::duration::Syntax = {
+    use gatekeeper_units::duration::{Syntax, Unit};
+    Syntax { units: &[Unit::Secs, Unit::Mins, Unit::Hours, Unit::Days], bare: None }
+};
+
 /// Seconds in `30d`, `12h`, `5m`, `90s`.
 fn parse_duration_s(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
-    let split = text.len().saturating_sub(1);
-    let (number, unit) = (text.get(..split).unwrap_or(""), text.get(split..).unwrap_or(""));
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("`{text}`: expected a number with unit s, m, h or d (e.g. 30d)"),
-    };
-    let n: i64 = number.parse().with_context(|| format!("`{text}`: expected a number before the unit"))?;
-    if n < 0 {
-        bail!("`{text}`: must not be negative");
+    let d = gatekeeper_units::duration::parse(text, CLAIM_DURATION).map_err(|e| anyhow::anyhow!("`{text}`: {e}"))?;
+    if d.subsec_nanos() != 0 {
+        bail!("`{text}`: must be whole seconds");
     }
-    n.checked_mul(scale).with_context(|| format!("`{text}`: too long"))
+    i64::try_from(d.as_secs()).with_context(|| format!("`{text}`: too long"))
 }
 
 fn random_jti() -> String {

@@ -1,55 +1,16 @@
 //! RFC 3339 timestamps for the `iat` / `nbf` / `exp` claims, as PASETO recommends.
 //!
-//! Hand-written because the workspace carries no date crate and the keys module needs
-//! only UTC seconds: parsing is strict (bounds-checked fields, no trailing bytes),
+//! Hand-written on the workspace's calendar routine (`gatekeeper_units::civil`) because the
+//! keys module needs only UTC seconds: parsing is strict (bounds-checked fields, no trailing bytes),
 //! formatting always emits `YYYY-MM-DDTHH:MM:SS+00:00`.
 
-/// Seconds in a day.
-const DAY_S: i64 = 86_400;
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`]: (year, month, day).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
+use gatekeeper_units::civil::{self, DAY_S};
 
 /// Formats Unix seconds as RFC 3339 in UTC; `None` outside years 0000–9999.
 pub(crate) fn format_rfc3339(unix_s: i64) -> Option<String> {
     let days = unix_s.div_euclid(DAY_S);
     let secs = unix_s.rem_euclid(DAY_S);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = civil::civil_from_days(days);
     if !(0..=9999).contains(&year) {
         return None;
     }
@@ -80,12 +41,8 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
     let minute = digits(b, 14, 2)?;
     expect(b, 16, b":")?;
     let second = digits(b, 17, 2)?;
-    if !(1..=12).contains(&month)
-        || !(1..=days_in_month(year, month)).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    let days = civil::days_from_civil(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)?;
+    if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     let mut at = 19;
@@ -126,7 +83,7 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     // A leap second (:60) is read as the last second of its minute.
     let second = second.min(59);
-    Some(days_from_civil(year, month, day) * DAY_S + hour * 3600 + minute * 60 + second - offset_s)
+    Some(days * DAY_S + hour * 3600 + minute * 60 + second - offset_s)
 }
 
 /// Serde adapter: `Option<i64>` Unix seconds as an optional RFC 3339 string.
@@ -189,13 +146,14 @@ mod tests {
 
     #[test]
     fn round_trips_every_day_for_centuries() {
-        let mut t = days_from_civil(1600, 1, 1) * DAY_S + 12_345;
-        let end = days_from_civil(2400, 12, 31) * DAY_S;
+        let day = |y, m, d| civil::days_from_civil(y, m, d).expect("a real date");
+        let mut t = day(1600, 1, 1) * DAY_S + 12_345;
+        let end = day(2400, 12, 31) * DAY_S;
         while t < end {
             let text = format_rfc3339(t).unwrap();
             assert_eq!(parse_rfc3339(&text), Some(t), "{text}");
             t += DAY_S + 7;
         }
-        assert_eq!(format_rfc3339(days_from_civil(10_000, 1, 1) * DAY_S), None);
+        assert_eq!(format_rfc3339(day(10_000, 1, 1) * DAY_S), None);
     }
 }

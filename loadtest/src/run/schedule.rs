@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use gatekeeper_units::duration::{self, Syntax, Unit};
+
 /// Highest rate accepted, in requests per second.
 pub const RATE_MAX: f64 = 10_000_000.0;
 /// Most steps in `--rate-steps`.
@@ -46,25 +48,17 @@ pub enum Arrival {
     },
 }
 
+/// The durations `--duration`, `--timeout`, `--pace-window` and the schedules take.
+const DURATION_SYNTAX: Syntax =
+    Syntax { units: &[Unit::Micros, Unit::Millis, Unit::Secs, Unit::Mins, Unit::Hours], bare: Some(Unit::Secs) };
+
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("bad duration {text:?}: expected e.g. 10s, 500ms, 2m"))?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("bad duration unit in {text:?}: use us, ms, s, m or h")),
-    };
-    let secs = value * scale;
-    if !(secs.is_finite() && secs > 0.0 && secs <= DURATION_S_MAX) {
+    let d = duration::parse(text, DURATION_SYNTAX).map_err(|e| format!("bad duration {text:?}: {e}"))?;
+    if d.is_zero() || d.as_secs_f64() > DURATION_S_MAX {
         return Err(format!("duration {text:?} must be > 0 and at most a week"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 fn parse_rate(text: &str, zero_ok: bool) -> Result<f64, String> {

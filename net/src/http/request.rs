@@ -95,19 +95,23 @@ pub enum Parsed {
 ///
 /// On success the head is split off the front of `buf` (no copy) and kept by the
 /// returned [`Request`]; what follows it (body, pipelined requests) stays in `buf`.
-/// A head longer than `head_bytes_max`, or still incomplete at that length, is
+/// A head longer than `header_bytes_max`, or still incomplete at that length, is
 /// [`ProtocolError::HeadTooLarge`].
-pub fn parse_head(buf: &mut BytesMut, head_bytes_max: usize, header_count_max: usize) -> Result<Parsed, ProtocolError> {
+pub fn parse_head(
+    buf: &mut BytesMut,
+    header_bytes_max: usize,
+    header_count_max: usize,
+) -> Result<Parsed, ProtocolError> {
     let count_max = header_count_max.min(HEADER_COUNT_CEILING);
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_COUNT_CEILING];
     let mut req = httparse::Request::new(&mut []);
-    let window = &buf[..buf.len().min(head_bytes_max)];
+    let window = &buf[..buf.len().min(header_bytes_max)];
     let status = req.parse_with_uninit_headers(window, &mut slots[..count_max]);
     let len = match status {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            if buf.len() >= head_bytes_max {
-                return Err(ProtocolError::HeadTooLarge { limit_bytes: head_bytes_max });
+            if buf.len() >= header_bytes_max {
+                return Err(ProtocolError::HeadTooLarge { limit_bytes: header_bytes_max });
             }
             return Ok(Parsed::Partial);
         }

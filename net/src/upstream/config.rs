@@ -28,7 +28,7 @@ pub struct PoolConfig {
     pub connections_max: usize,
     /// Most requests waiting for a connection while all `connections_max` are busy.
     /// Exceeded: [`UpstreamError::PoolExhausted`] at once. Default 4096.
-    pub waiters_max: usize,
+    pub queue_max: usize,
     /// Largest response head (status line + headers) accepted. Exceeded:
     /// [`UpstreamError::Protocol`]. Default 64 KiB.
     pub response_head_bytes_max: usize,
@@ -42,7 +42,7 @@ impl Default for PoolConfig {
             read_idle_timeout_ms: 60_000,
             pool_idle_timeout_ms: 30_000,
             connections_max: 256,
-            waiters_max: 4096,
+            queue_max: 4096,
             response_head_bytes_max: 64 * 1024,
         }
     }

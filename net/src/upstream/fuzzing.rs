@@ -42,3 +42,35 @@ pub fn response_head(data: &[u8]) {
         }
     }
 }
+
+// The fuzz entries run here under proptest too, so `cargo test` catches a panic the fuzzers
+// would find, without the parsers' own tests reaching up into this module.
+#[cfg(test)]
+mod tests {
+    use proptest::{collection::vec, prelude::any};
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_heads_never_panic(data in vec(any::<u8>(), 0..600)) {
+            super::response_head(&data);
+            super::chunked(&data);
+        }
+
+        #[test]
+        fn mutated_heads_never_panic(flips in vec((any::<usize>(), any::<u8>()), 1..6)) {
+            let mut data = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\
+                             Connection: keep-alive\r\nRetry-After: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+                .to_vec();
+            for (at, byte) in flips {
+                let at = at % data.len();
+                data[at] = byte;
+            }
+            super::response_head(&data);
+        }
+
+        #[test]
+        fn garbage_chunked_bodies_never_panic(data in vec(any::<u8>(), 0..300)) {
+            super::chunked(&data);
+        }
+    }
+}

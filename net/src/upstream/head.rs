@@ -137,14 +137,14 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
 
 /// Tries to parse one response head at the front of `buf`. `Ok(None)`: incomplete, read more.
 /// On success the head's bytes are split off `buf`; body bytes stay. A head that is not
-/// complete within `head_bytes_max` bytes is a protocol error, so `buf` stays bounded.
-pub(crate) fn parse(buf: &mut BytesMut, head_bytes_max: usize) -> Result<Option<Head>, UpstreamError> {
+/// complete within `response_head_bytes_max` bytes is a protocol error, so `buf` stays bounded.
+pub(crate) fn parse(buf: &mut BytesMut, response_head_bytes_max: usize) -> Result<Option<Head>, UpstreamError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() >= head_bytes_max {
+            return if buf.len() >= response_head_bytes_max {
                 Err(UpstreamError::Protocol("response head too large"))
             } else {
                 Ok(None)
@@ -153,7 +153,7 @@ pub(crate) fn parse(buf: &mut BytesMut, head_bytes_max: usize) -> Result<Option<
         Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::Protocol("too many response header fields")),
         Err(_) => return Err(UpstreamError::Protocol("malformed response head")),
     };
-    if len > head_bytes_max {
+    if len > response_head_bytes_max {
         return Err(UpstreamError::Protocol("response head too large"));
     }
     let (Some(status), Some(version_minor)) = (response.code, response.version) else {
@@ -223,28 +223,6 @@ mod tests {
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n").is_err());
         assert!(f("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn garbage_heads_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            crate::upstream::fuzzing::response_head(&data);
-            crate::upstream::fuzzing::chunked(&data);
-        }
-
-        #[test]
-        fn mutated_heads_never_panic(
-            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
-        ) {
-            let mut data = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\
-                             Connection: keep-alive\r\nRetry-After: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
-                .to_vec();
-            for (at, byte) in flips {
-                let at = at % data.len();
-                data[at] = byte;
-            }
-            crate::upstream::fuzzing::response_head(&data);
-        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use gatekeeper_units::civil;
+
 /// Longest date string accepted; real dates are 29 bytes, anything much longer is junk.
 const DATE_BYTES_MAX: usize = 64;
 
@@ -34,11 +36,12 @@ pub(crate) fn parse(s: &[u8]) -> Option<SystemTime> {
         }
     }
     let (day, year, month, secs_of_day) = (day?, year?, month?, time?);
-    if !(1..=31).contains(&day) || !(1970..=9999).contains(&year) {
+    if !(1970..=9999).contains(&year) {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(days * 86_400 + secs_of_day))
+    let days = civil::days_from_civil(i64::try_from(year).ok()?, u32::try_from(month).ok()?, u32::try_from(day).ok()?)?;
+    let secs = u64::try_from(days).ok()?.checked_mul(86_400)?.checked_add(secs_of_day)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// RFC 850 two-digit years: 70..99 are 19xx, 00..69 are 20xx (RFC 9110 says to pick the most
@@ -66,18 +69,6 @@ fn parse_time(t: &[u8]) -> Option<u64> {
     parts.next().is_none().then_some(secs)
 }
 
-/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm), for
-/// year >= 1970 so every intermediate stays non-negative.
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +94,8 @@ mod tests {
             b"Sun, 32 Nov 1994 08:49:37 GMT",
             b"Sun, 06 Nov 1994 08:49:37 GMT 7",
             b"Sun, 06 Nov 1900 08:49:37 GMT",
+            // No such day: refused, not rolled over into March.
+            b"Sat, 31 Feb 2024 08:49:37 GMT",
         ] {
             assert_eq!(parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }

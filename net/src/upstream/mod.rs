@@ -36,6 +36,7 @@ mod origin;
 mod pool;
 mod request;
 mod response;
+mod shared;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -43,5 +44,6 @@ pub mod fuzzing;
 pub use config::{tls_client_config, PoolConfig};
 pub use error::UpstreamError;
 pub use origin::Origin;
-pub use pool::{Pool, PoolStats};
+pub use pool::Pool;
 pub use response::Response;
+pub use shared::PoolStats;

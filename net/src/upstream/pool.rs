@@ -1,63 +1,21 @@
-//! The per-shard, per-origin connection pool and the request/response exchange.
+//! The per-shard, per-origin pool's handle and the exchange: check a connection out of the
+//! `shared` state, write the request, read up to the final response head.
 
-use std::{
-    cell::{Cell, RefCell},
-    collections::VecDeque,
-    future::poll_fn,
-    net::{IpAddr, SocketAddr, ToSocketAddrs},
-    rc::Rc,
-    sync::Arc,
-    task::{Poll, Waker},
-    time::{Duration, Instant},
-};
+use std::{rc::Rc, sync::Arc, time::Duration};
 
 use monoio::time::timeout;
-use monoio_rustls::TlsConnector;
-use rustls::pki_types::ServerName;
 
 use super::{
-    conn::{is_peer_closed, Conn, ADDRS_TRIED_MAX},
+    conn::{is_peer_closed, Conn},
     head::{self, Head, INTERIM_RESPONSES_MAX},
     request,
     response::Response,
+    shared::{bump, PoolInner, PoolStats},
     Origin, PoolConfig, UpstreamError,
 };
 
-/// Resolved addresses of a host name are reused this long. Resolution goes through the
-/// blocking system resolver (monoio has no async one), so doing it once per connect would
-/// stall the shard far more often than needed.
-const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Request buffers kept for reuse per pool; more concurrent requests allocate and free.
-const SPARE_REQUEST_BUFS_MAX: usize = 16;
-/// A request buffer that grew past this (a big body) is freed instead of kept.
-const SPARE_REQUEST_BUF_BYTES_MAX: usize = 64 * 1024;
 /// One try, plus one retry on a fresh connection when a reused one turned out stale.
 const ATTEMPTS_MAX: usize = 2;
-
-/// Counters and gauges of one pool, for metrics. Totals only grow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Open connections waiting in the pool for a request.
-    pub idle: usize,
-    /// Connections being opened or carrying a request (their `Response` not yet finished).
-    pub busy: usize,
-    /// Requests queued for a connection right now.
-    pub waiting: usize,
-    /// Connection attempts (TCP + TLS), successful or not.
-    pub connects_total: u64,
-    /// Requests that started on an already-open pooled connection.
-    pub reuses_total: u64,
-    /// Requests retried on a fresh connection because a reused one was found closed.
-    pub stale_retries_total: u64,
-    /// Errors that were timeouts (connect, write, first byte, read idle).
-    pub timeouts_total: u64,
-    /// Every error returned by [`Pool::send`] or by reading a [`Response`] body, timeouts and
-    /// pool exhaustion included.
-    pub errors_total: u64,
-    /// Requests refused with [`UpstreamError::PoolExhausted`].
-    pub exhausted_total: u64,
-}
 
 /// Keep-alive HTTP/1.1 connections to one origin, owned by one shard.
 ///
@@ -67,191 +25,6 @@ pub struct PoolStats {
 #[derive(Clone)]
 pub struct Pool {
     inner: Rc<PoolInner>,
-}
-
-/// A handed-over resource for a queued request.
-enum Grant {
-    /// An idle connection released by a finished response.
-    Conn(Conn),
-    /// Permission to open a connection (a slot freed by a closed one).
-    Slot,
-}
-
-/// One queued request. Grants are handed over directly, first come first served, so a burst
-/// of new requests cannot overtake the queue.
-#[derive(Default)]
-struct Waiter {
-    grant: RefCell<Option<Grant>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-struct Idle {
-    conn: Conn,
-    since: Instant,
-}
-
-struct State {
-    /// Connection slots in use: idle + busy + being opened. Never above `connections_max`.
-    open: usize,
-    /// Idle connections, oldest first.
-    idle: VecDeque<Idle>,
-    /// Queued requests, oldest first; at most `connections_max`.
-    waiters: VecDeque<Rc<Waiter>>,
-    /// Cached resolution of the origin's host and when it was made.
-    addrs: Vec<SocketAddr>,
-    addrs_at: Option<Instant>,
-    /// Request buffers kept for reuse.
-    spare_bufs: Vec<Vec<u8>>,
-}
-
-#[derive(Default)]
-struct Counters {
-    connects: Cell<u64>,
-    reuses: Cell<u64>,
-    stale_retries: Cell<u64>,
-    timeouts: Cell<u64>,
-    errors: Cell<u64>,
-    exhausted: Cell<u64>,
-}
-
-pub(crate) struct PoolInner {
-    origin: Origin,
-    /// Whether `origin` is safe to put in a request line and `Host` (checked once, at `new`).
-    origin_ok: bool,
-    authority: String,
-    cfg: PoolConfig,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    state: RefCell<State>,
-    counters: Counters,
-}
-
-/// Ownership of one connection slot. Dropping it frees the slot (handing it to the next
-/// waiter); [`Lease::release`] instead returns a reusable connection with the slot.
-pub(crate) struct Lease {
-    pool: Rc<PoolInner>,
-    held: bool,
-}
-
-impl Lease {
-    fn new(pool: &Rc<PoolInner>) -> Lease {
-        Lease { pool: Rc::clone(pool), held: true }
-    }
-
-    /// Returns a connection whose last response ended cleanly to the pool.
-    pub(crate) fn release(mut self, conn: Conn) {
-        self.held = false;
-        self.pool.put_back(conn);
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.held {
-            self.pool.slot_freed();
-        }
-    }
-}
-
-/// Removes a queued request from the queue however its wait ends (granted, timed out, or
-/// the whole `send` future dropped), passing on a grant that arrived but was not taken.
-struct WaitGuard {
-    pool: Rc<PoolInner>,
-    waiter: Rc<Waiter>,
-}
-
-impl Drop for WaitGuard {
-    fn drop(&mut self) {
-        self.pool.state.borrow_mut().waiters.retain(|w| !Rc::ptr_eq(w, &self.waiter));
-        let unclaimed = self.waiter.grant.borrow_mut().take();
-        match unclaimed {
-            Some(Grant::Conn(conn)) => self.pool.put_back(conn),
-            Some(Grant::Slot) => self.pool.slot_freed(),
-            None => {}
-        }
-    }
-}
-
-impl PoolInner {
-    /// A connection came back reusable: give it to the oldest waiter, else keep it idle.
-    fn put_back(&self, mut conn: Conn) {
-        conn.trim_for_idle();
-        let waiter = {
-            let mut state = self.state.borrow_mut();
-            let waiter = state.waiters.pop_front();
-            if waiter.is_none() {
-                state.idle.push_back(Idle { conn, since: Instant::now() });
-                return;
-            }
-            waiter
-        };
-        if let Some(waiter) = waiter {
-            *waiter.grant.borrow_mut() = Some(Grant::Conn(conn));
-            if let Some(waker) = waiter.waker.borrow_mut().take() {
-                waker.wake();
-            }
-        }
-    }
-
-    /// A connection closed: its slot goes to the oldest waiter, else back to the pool.
-    fn slot_freed(&self) {
-        let waiter = {
-            let mut state = self.state.borrow_mut();
-            let waiter = state.waiters.pop_front();
-            if waiter.is_none() {
-                debug_assert!(state.open > 0, "slot freed twice");
-                state.open = state.open.saturating_sub(1);
-            }
-            waiter
-        };
-        if let Some(waiter) = waiter {
-            *waiter.grant.borrow_mut() = Some(Grant::Slot);
-            if let Some(waker) = waiter.waker.borrow_mut().take() {
-                waker.wake();
-            }
-        }
-    }
-
-    /// Counts an error returned to the caller.
-    pub(crate) fn count_error(&self, e: &UpstreamError) {
-        bump(&self.counters.errors);
-        if e.is_timeout() {
-            bump(&self.counters.timeouts);
-        }
-        if matches!(e, UpstreamError::PoolExhausted) {
-            bump(&self.counters.exhausted);
-        }
-    }
-
-    pub(crate) fn read_idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.cfg.read_idle_timeout_ms)
-    }
-
-    fn resolve(&self) -> Result<Vec<SocketAddr>, UpstreamError> {
-        if let Ok(ip) = self.origin.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.origin.port)]);
-        }
-        {
-            let state = self.state.borrow();
-            if let Some(at) = state.addrs_at {
-                if at.elapsed() < DNS_CACHE_TTL && !state.addrs.is_empty() {
-                    return Ok(state.addrs.clone());
-                }
-            }
-        }
-        let addrs: Vec<SocketAddr> = (self.origin.host.as_str(), self.origin.port)
-            .to_socket_addrs()
-            .map_err(UpstreamError::Connect)?
-            .take(ADDRS_TRIED_MAX)
-            .collect();
-        let mut state = self.state.borrow_mut();
-        state.addrs.clone_from(&addrs);
-        state.addrs_at = Some(Instant::now());
-        Ok(addrs)
-    }
-}
-
-fn bump(c: &Cell<u64>) {
-    c.set(c.get().saturating_add(1));
 }
 
 /// Why one exchange failed.
@@ -278,30 +51,7 @@ impl Pool {
     /// A pool for `origin`. `tls` is required when `origin.https` (requests then fail with
     /// [`UpstreamError::TlsConfig`]); zero limits in `cfg` are raised to their minimum.
     pub fn new(origin: Origin, cfg: PoolConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Pool {
-        let cfg = cfg.normalized();
-        let server_name = ServerName::try_from(origin.host.clone()).ok();
-        let tls = match (origin.https, tls, server_name) {
-            (true, Some(config), Some(name)) => Some((TlsConnector::from(config), name)),
-            _ => None,
-        };
-        Pool {
-            inner: Rc::new(PoolInner {
-                authority: origin.authority(),
-                origin_ok: origin.is_well_formed(),
-                origin,
-                tls,
-                state: RefCell::new(State {
-                    open: 0,
-                    idle: VecDeque::with_capacity(cfg.connections_max.min(1024)),
-                    waiters: VecDeque::new(),
-                    addrs: Vec::new(),
-                    addrs_at: None,
-                    spare_bufs: Vec::new(),
-                }),
-                cfg,
-                counters: Counters::default(),
-            }),
-        }
+        Pool { inner: Rc::new(PoolInner::new(origin, cfg.normalized(), tls)) }
     }
 
     /// The origin this pool connects to.
@@ -315,7 +65,7 @@ impl Pool {
     /// [`Response::read_to_end`].
     ///
     /// Uses an idle connection if there is one, else opens one if fewer than
-    /// `connections_max` exist, else queues (FIFO, at most `waiters_max` waiters) for up
+    /// `connections_max` exist, else queues (FIFO, at most `queue_max` waiters) for up
     /// to `connect_timeout_ms`. A reused connection that the peer had closed (EOF or reset
     /// before any response byte) is retried once on a fresh connection.
     pub async fn send(
@@ -347,19 +97,7 @@ impl Pool {
 
     /// A snapshot of the pool's gauges and counters.
     pub fn stats(&self) -> PoolStats {
-        let state = self.inner.state.borrow();
-        let c = &self.inner.counters;
-        PoolStats {
-            idle: state.idle.len(),
-            busy: state.open.saturating_sub(state.idle.len()),
-            waiting: state.waiters.len(),
-            connects_total: c.connects.get(),
-            reuses_total: c.reuses.get(),
-            stale_retries_total: c.stale_retries.get(),
-            timeouts_total: c.timeouts.get(),
-            errors_total: c.errors.get(),
-            exhausted_total: c.exhausted.get(),
-        }
+        self.inner.stats()
     }
 
     async fn send_inner(
@@ -378,9 +116,9 @@ impl Pool {
                 "https origin without a TLS config or with a host that is not a valid server name".into(),
             ));
         }
-        let mut request = inner.state.borrow_mut().spare_bufs.pop().unwrap_or_default();
+        let mut request = inner.take_request_buf();
         request::encode(&mut request, &inner.authority, &inner.origin.path_prefix, method, path, headers, body)?;
-        let (mut pooled, lease) = self.checkout().await?;
+        let (mut pooled, lease) = inner.checkout().await?;
         for attempt in 0..ATTEMPTS_MAX {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
@@ -389,7 +127,7 @@ impl Pool {
             };
             match self.exchange(&mut conn, &mut request).await {
                 Ok(head) => {
-                    self.keep_request_buf(request);
+                    inner.keep_request_buf(request);
                     return Response::new(head, conn, lease, Rc::clone(inner));
                 }
                 Err(Failure::PeerClosed) if reused && attempt + 1 < ATTEMPTS_MAX => {
@@ -403,66 +141,6 @@ impl Pool {
             }
         }
         Err(UpstreamError::ClosedEarly)
-    }
-
-    fn keep_request_buf(&self, buf: Vec<u8>) {
-        let mut state = self.inner.state.borrow_mut();
-        if buf.capacity() <= SPARE_REQUEST_BUF_BYTES_MAX && state.spare_bufs.len() < SPARE_REQUEST_BUFS_MAX {
-            state.spare_bufs.push(buf);
-        }
-    }
-
-    /// A slot plus maybe an idle connection (`None`: open one on the slot).
-    async fn checkout(&self) -> Result<(Option<Conn>, Lease), UpstreamError> {
-        let inner = &self.inner;
-        let waiter = {
-            let mut state = inner.state.borrow_mut();
-            let idle_max = Duration::from_millis(inner.cfg.pool_idle_timeout_ms);
-            // Oldest first: drop the expired ones (waiters never coexist with idle
-            // connections, so their slots simply close).
-            while let Some(oldest) = state.idle.front() {
-                if oldest.since.elapsed() < idle_max {
-                    break;
-                }
-                state.idle.pop_front();
-                state.open = state.open.saturating_sub(1);
-            }
-            // Newest first: the most recently used connection is the least likely to have
-            // been closed by the peer.
-            if let Some(idle) = state.idle.pop_back() {
-                drop(state);
-                bump(&inner.counters.reuses);
-                return Ok((Some(idle.conn), Lease::new(inner)));
-            }
-            if state.open < inner.cfg.connections_max {
-                state.open += 1;
-                return Ok((None, Lease::new(inner)));
-            }
-            if state.waiters.len() >= inner.cfg.waiters_max {
-                return Err(UpstreamError::PoolExhausted);
-            }
-            let waiter = Rc::new(Waiter::default());
-            state.waiters.push_back(Rc::clone(&waiter));
-            waiter
-        };
-        let guard = WaitGuard { pool: Rc::clone(inner), waiter };
-        let granted = poll_fn(|cx| match guard.waiter.grant.borrow_mut().take() {
-            Some(grant) => Poll::Ready(grant),
-            None => {
-                *guard.waiter.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        });
-        let wait = Duration::from_millis(inner.cfg.connect_timeout_ms);
-        let grant = timeout(wait, granted).await.map_err(|_| UpstreamError::PoolExhausted)?;
-        drop(guard);
-        Ok(match grant {
-            Grant::Conn(conn) => {
-                bump(&inner.counters.reuses);
-                (Some(conn), Lease::new(inner))
-            }
-            Grant::Slot => (None, Lease::new(inner)),
-        })
     }
 
     /// Opens a connection (TCP, then TLS if configured) within `connect_timeout_ms`.

@@ -9,7 +9,7 @@ use super::{
     conn::Conn,
     head::{self, Framing, Head},
     httpdate,
-    pool::{Lease, PoolInner},
+    shared::{Lease, PoolInner},
     UpstreamError,
 };
 use crate::chunked::Decoded;

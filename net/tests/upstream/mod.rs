@@ -80,7 +80,7 @@ fn config() -> PoolConfig {
         read_idle_timeout_ms: 2_000,
         pool_idle_timeout_ms: 30_000,
         connections_max: 4,
-        waiters_max: 4,
+        queue_max: 4,
         response_head_bytes_max: 64 * 1024,
     }
 }
@@ -462,8 +462,8 @@ async fn pool_exhaustion_at_connections_max() {
     let received = Arc::new(AtomicUsize::new(0));
     let server = serve_held(gate.clone(), Arc::clone(&received));
     let pool =
-        pool(server.addr, PoolConfig { connections_max: 2, waiters_max: 2, connect_timeout_ms: 3_000, ..config() });
-    // Two requests take both connections, two more fill the waiter queue (waiters_max = 2).
+        pool(server.addr, PoolConfig { connections_max: 2, queue_max: 2, connect_timeout_ms: 3_000, ..config() });
+    // Two requests take both connections, two more fill the waiter queue (queue_max = 2).
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let pool = pool.clone();
