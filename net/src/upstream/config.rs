@@ -2,7 +2,7 @@
 
 use std::{fs::File, io::BufReader, path::Path, sync::Arc};
 
-use super::UpstreamError;
+use super::error::UpstreamError;
 
 /// Limits of one [`Pool`](super::Pool). Every duration is in milliseconds. A zero timeout
 /// would fail every request, so zero timeouts and a zero `connections_max` are raised to 1;

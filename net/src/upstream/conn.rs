@@ -11,7 +11,7 @@ use monoio::{
 use monoio_rustls::{ClientTlsStream, TlsConnector, TlsError};
 use rustls::pki_types::ServerName;
 
-use super::UpstreamError;
+use super::error::UpstreamError;
 
 /// Bytes asked for per read. Big enough for a typical JSON reply or a burst of SSE events in
 /// one syscall, small enough that a thousand idle connections stay cheap.

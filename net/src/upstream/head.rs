@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::UpstreamError;
+use super::error::UpstreamError;
 use crate::chunked::ChunkedDecoder;
 
 /// Most header fields in one response head; more is a protocol error.

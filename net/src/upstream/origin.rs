@@ -1,6 +1,6 @@
 //! Where a pool connects to: scheme, host, port and the path prefix of a provider's base URL.
 
-use super::UpstreamError;
+use super::error::UpstreamError;
 
 /// Longest host name accepted (DNS limit).
 const HOST_BYTES_MAX: usize = 253;

@@ -6,12 +6,14 @@ use std::{rc::Rc, sync::Arc, time::Duration};
 use monoio::time::timeout;
 
 use super::{
+    config::PoolConfig,
     conn::{is_peer_closed, Conn},
+    error::UpstreamError,
     head::{self, Head, INTERIM_RESPONSES_MAX},
+    origin::Origin,
     request,
     response::Response,
     shared::{bump, PoolInner, PoolStats},
-    Origin, PoolConfig, UpstreamError,
 };
 
 /// One try, plus one retry on a fresh connection when a reused one turned out stale.

@@ -2,7 +2,8 @@
 
 use std::io::Write as _;
 
-use super::{origin::is_path_byte, UpstreamError};
+use super::error::UpstreamError;
+use super::origin::is_path_byte;
 
 /// Longest method accepted (`OPTIONS` is 7).
 const METHOD_BYTES_MAX: usize = 16;

@@ -7,10 +7,10 @@ use monoio::time::timeout;
 
 use super::{
     conn::Conn,
+    error::UpstreamError,
     head::{self, Framing, Head},
     httpdate,
     shared::{Lease, PoolInner},
-    UpstreamError,
 };
 use crate::chunked::Decoded;
 

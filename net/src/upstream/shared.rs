@@ -22,8 +22,10 @@ use monoio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
 use super::{
+    config::PoolConfig,
     conn::{Conn, ADDRS_TRIED_MAX},
-    Origin, PoolConfig, UpstreamError,
+    error::UpstreamError,
+    origin::Origin,
 };
 
 /// Resolved addresses of a host name are reused this long. Resolution goes through the
