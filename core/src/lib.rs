@@ -13,10 +13,9 @@
 pub mod audit;
 pub mod bridge;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod credit;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod keys;

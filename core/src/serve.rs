@@ -1,7 +1,7 @@
-//! `gatekeeper serve`: config in, shards up, signals handled, drained out.
+//! The gateway's lifecycle: config in, bridge and shards up, signals caught,
+//! drained out. `gatekeeper serve` (`cli/serve.rs`) and `gatekeeper demo` run it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +16,7 @@ use crate::routes::ShardHandler;
 
 /// Command-line overrides of the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// Config file.
-    #[arg(long, default_value = "gatekeeper.yaml")]
-    pub config: PathBuf,
+pub struct Overrides {
     /// Listen address (overrides `listen`).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -65,7 +62,7 @@ impl Running {
 }
 
 /// Applies overrides, builds the gateway and starts its shards.
-pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
+pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     if let Some(l) = args.listen {
         config.listen = l.to_string();
     }
@@ -132,22 +129,6 @@ pub fn start(mut config: Config, args: &ServeArgs) -> anyhow::Result<Running> {
         shards: set,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
     })
-}
-
-/// Runs `gatekeeper serve` until SIGTERM or SIGINT, then drains and returns.
-pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
-    let tls = config.tls.is_some();
-    // Handlers go in before the address is printed: whoever reads it may signal at once.
-    let signals = Signals::install()?;
-    let running = start(config, args)?;
-    let scheme = if tls { "https" } else { "http" };
-    println!("gatekeeper listening on {} ({scheme})", running.addr);
-    signals.wait();
-    tracing::info!("shutdown requested; draining");
-    running.shutdown_and_join();
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// SIGTERM and SIGINT, caught from the moment [`Signals::install`] returns.

@@ -11,11 +11,10 @@
 //!   [`merkle`] RFC 6962 tree), and stores batches of entries and signed
 //!   [`checkpoint`]s as [`message`]s — to JetStream `BH_AUDIT`, or to
 //!   `<data_dir>/audit/<node>.<inst>.jsonl` in the embedded default.
-//! - [`verify`] checks stored messages; `gatekeeper audit verify` ([`cli`]) runs it.
+//! - [`verify`] checks stored messages; `gatekeeper audit verify` (`cli/audit.rs`) runs it.
 
 pub mod chain;
 pub mod checkpoint;
-pub mod cli;
 mod error;
 mod mapped;
 pub mod merkle;

@@ -22,10 +22,9 @@
 //! `shipper` (WAL → chain → store, the step loop), `resume` (where a start picks
 //! up), `checkpoints`, `housekeeping` (fsync, reports, WAL deletion), `retry` (the
 //! one bounded retry loop), [`sink`] (files or JetStream), [`nats`] (JetStream
-//! plumbing), [`events`] and [`cli`] (`gatekeeper config push`).
+//! plumbing) and [`events`]. `gatekeeper config push` is `cli/config.rs`.
 
 mod checkpoints;
-pub mod cli;
 mod connection;
 pub mod events;
 mod housekeeping;

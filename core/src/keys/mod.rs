@@ -29,12 +29,11 @@ mod b64;
 mod batch;
 mod bearer;
 mod claims;
-pub mod cli;
 mod error;
 pub mod paserk;
 pub mod paseto;
 mod shard;
-mod time;
+pub(crate) mod time;
 mod verifier;
 
 #[cfg(test)]

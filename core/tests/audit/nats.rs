@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatekeeper::audit::cli::verify_nats;
 use gatekeeper::bridge::nats::{context, read_audit};
 use gatekeeper::bridge::Bridge;
+use gatekeeper::cli::audit::verify_nats;
 use gatekeeper::config::hot::HotConfig;
 
 use super::{

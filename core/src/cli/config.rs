@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::nats;
+use crate::bridge::nats;
 use crate::config::hot::{HotConfig, KEY_CAPABILITIES, KEY_REVOCATIONS, KEY_ROUTING};
 use crate::config::{Config, NatsConfig};
 

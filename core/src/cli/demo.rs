@@ -13,7 +13,7 @@ use gatekeeper_mock::{MockConfig, MockServer, Mode};
 
 use crate::config::Config;
 use crate::keys::{issue, Claims, Footer, SecretKey};
-use crate::serve::{start, ServeArgs, Signals};
+use crate::serve::{start, Overrides, Signals};
 
 /// Flags of `gatekeeper demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,7 +88,7 @@ keys:
     let data_dir = tempfile::tempdir().context("demo data dir")?;
     config.audit.data_dir = data_dir.path().to_path_buf();
     let signals = Signals::install()?;
-    let running = start(config, &ServeArgs { shards: Some(args.shards), ..ServeArgs::default() })?;
+    let running = start(config, &Overrides { shards: Some(args.shards), ..Overrides::default() })?;
     let addr = running.addr;
     println!("gatekeeper demo listening on {addr}");
     println!();

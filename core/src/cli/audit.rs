@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::verify::{verify_dir, Audit, Summary, VerifyError};
+use crate::audit::verify::{verify_dir, Audit, Summary, VerifyError};
 use crate::config::Config;
 
 /// `gatekeeper audit …` subcommands.

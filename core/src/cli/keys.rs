@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
-use super::claims::{Budget, Claims, Footer};
-use super::paserk::SecretKey;
-use super::verifier::{decode_unverified, Verifier};
 use crate::config::edit::Revoked;
 use crate::config::Config;
+use crate::keys::{decode_unverified, Budget, Claims, Footer, SecretKey, Verifier};
 use crate::router::mode::RouteMode;
 
 /// `gatekeeper keys …` subcommands.
@@ -187,7 +185,7 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
     };
     let nbf = match &args.not_before {
         None => None,
-        Some(t) => Some(match super::time::parse_rfc3339(t) {
+        Some(t) => Some(match crate::keys::time::parse_rfc3339(t) {
             Some(at) => at,
             None => now.saturating_add(parse_duration_s(t).context("--not-before: not RFC 3339 nor a duration")?),
         }),
@@ -213,7 +211,7 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         zk: args.zk,
     };
     let public = secret.public_key();
-    let token = super::issue(&secret, &claims, &Footer::for_key(&public)).context("cannot issue")?;
+    let token = crate::keys::issue(&secret, &claims, &Footer::for_key(&public)).context("cannot issue")?;
     eprintln!("issued jti={} kid={}", claims.jti, public.pid());
     writeln!(out, "{token}")?;
     Ok(())

@@ -1,0 +1,35 @@
+//! `gatekeeper serve`: runs the gateway until SIGTERM or SIGINT, then drains.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::serve::{start, Overrides, Signals};
+
+/// Flags of `gatekeeper serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Config file.
+    #[arg(long, default_value = "gatekeeper.yaml")]
+    pub config: PathBuf,
+    /// What the command line overrides.
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// Runs `gatekeeper serve` until SIGTERM or SIGINT, then drains and returns.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config).with_context(|| format!("config {}", args.config.display()))?;
+    let tls = config.tls.is_some();
+    // Handlers go in before the address is printed: whoever reads it may signal at once.
+    let signals = Signals::install()?;
+    let running = start(config, &args.overrides)?;
+    let scheme = if tls { "https" } else { "http" };
+    println!("gatekeeper listening on {} ({scheme})", running.addr);
+    signals.wait();
+    tracing::info!("shutdown requested; draining");
+    running.shutdown_and_join();
+    tracing::info!("stopped");
+    Ok(())
+}
