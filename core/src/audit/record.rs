@@ -45,8 +45,8 @@ pub struct AuditRecord {
     pub tokens_in: u64,
     /// Completion tokens, from the provider's `usage`.
     pub tokens_out: u64,
-    /// Cost in USD from the deployment's prices.
-    pub cost_usd: f64,
+    /// Cost in USD from the deployment's prices, as an exact decimal (`"0.00002235"`).
+    pub cost_usd: String,
     /// Time spent waiting on providers, µs.
     pub upstream_us: u64,
     /// Time spent inside the gateway, µs.

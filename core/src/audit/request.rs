@@ -5,6 +5,7 @@ use crate::audit::{AuditError, AuditRecord};
 use crate::bridge::ShardAudit;
 use crate::providers::attempt::Attempt;
 use crate::providers::Provider;
+use crate::router::price::cost_usd;
 use crate::router::RouteTable;
 use crate::trace::Trace;
 
@@ -34,7 +35,7 @@ impl Recorder<'_> {
             request_id: request_id.to_string(),
             ts_unix_ms: trace.started_unix_ms,
             shard: u16::try_from(self.shard).unwrap_or(u16::MAX),
-            kid: None,
+            kid: trace.claims.as_ref().and_then(|c| c.kid.as_deref()).map(str::to_string),
             key_id: trace.claims.as_ref().map(|c| c.jti.clone()),
             tenant: trace.claims.as_ref().and_then(|c| c.tenant.clone()),
             model_requested: trace.model_requested.clone(),
@@ -46,7 +47,9 @@ impl Recorder<'_> {
             status,
             tokens_in: usage.prompt_tokens,
             tokens_out: usage.completion_tokens,
-            cost_usd: deployment.map_or(0.0, |d| usage.cost_usd(d.price_per_1k_input, d.price_per_1k_output)),
+            cost_usd: deployment
+                .and_then(|d| cost_usd(usage.prompt_tokens, d.prices.0, usage.completion_tokens, d.prices.1))
+                .unwrap_or_else(|| "0".into()),
             upstream_us: trace.upstream.as_micros() as u64,
             overhead_us: trace.overhead_us,
             attempts: attempts.iter().map(ToString::to_string).collect(),

@@ -209,6 +209,7 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         },
         rpm: args.rpm,
         zk: args.zk,
+        kid: None,
     };
     let public = secret.public_key();
     let token = crate::keys::issue(&secret, &claims, &Footer::for_key(&public)).context("cannot issue")?;

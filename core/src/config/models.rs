@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
+use crate::router::price::{Price, SCALE_MAX};
 use crate::router::{Deployment, RouteTable};
 
 /// One deployment of a client-facing model name on a provider.
@@ -64,9 +65,15 @@ pub(super) fn validate(
                 format!("model `{}` appears twice for provider `{}`", m.name, m.provider),
             ));
         }
-        let price_ok = |p: f64| p.is_finite() && p >= 0.0;
-        if !price_ok(m.price_per_1k_input) || !price_ok(m.price_per_1k_output) {
-            return Err(invalid(format!("models[{i}]"), "prices must be finite and not negative"));
+        for (field, price) in
+            [("price_per_1k_input", m.price_per_1k_input), ("price_per_1k_output", m.price_per_1k_output)]
+        {
+            if Price::from_f64(price).is_none() {
+                return Err(invalid(
+                    format!("models[{i}].{field}"),
+                    format!("must be a number from 0 with at most {SCALE_MAX} decimal places"),
+                ));
+            }
         }
         if let Some(q) = m.quality {
             if !(0.0..=1.0).contains(&q) {
@@ -115,6 +122,7 @@ pub fn route_table(models: &[ModelConfig], chain: &[FailoverEntry], providers: &
                     upstream_model_json: serde_json::to_string(&m.upstream_model).ok()?,
                     price_per_1k_input: m.price_per_1k_input,
                     price_per_1k_output: m.price_per_1k_output,
+                    prices: (Price::from_f64(m.price_per_1k_input)?, Price::from_f64(m.price_per_1k_output)?),
                 })
             })
             .collect();

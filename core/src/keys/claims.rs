@@ -77,6 +77,10 @@ pub struct Claims {
     /// Whether requests must carry a zero-knowledge credit proof.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zk: bool,
+    /// The key id (`k4.pid.…`) of the issuer whose signature was verified. Set by the
+    /// verifier, never read from (or written into) a token.
+    #[serde(skip)]
+    pub kid: Option<std::sync::Arc<str>>,
 }
 
 impl Claims {

@@ -23,7 +23,7 @@ use super::batch::{self, Work};
 use super::claims::Claims;
 use super::error::KeyError;
 use super::paseto::TOKEN_BYTES_MAX;
-use super::verifier::{verify_one, RevocationList, Verifier};
+use super::verifier::{verify_one, Prepared, RevocationList, Verifier};
 
 /// Most signatures checked in one batch.
 pub const BATCH_MAX: usize = 64;
@@ -241,14 +241,14 @@ impl ShardVerifier {
             Lookup::Hit(claims) => return Ok(claims),
             Lookup::Miss(digest) => digest,
         };
-        let prepared = self.verifier.prepare(token)?;
+        let mut prepared = self.verifier.prepare(token)?;
         let good = if self.queue.borrow().len() >= QUEUE_MAX {
             self.bump(|s| s.work.single_signatures += 1);
             verify_one(&prepared.key, &prepared.signed, &prepared.signature)
         } else {
             let result = Rc::new(Cell::new(None));
             self.queue.borrow_mut().push_back(Pending {
-                signed: prepared.signed,
+                signed: std::mem::take(&mut prepared.signed),
                 signature: prepared.signature,
                 key: prepared.key,
                 result: Rc::clone(&result),
@@ -260,7 +260,7 @@ impl ShardVerifier {
         if !good {
             return Err(KeyError::InvalidSignature);
         }
-        self.finish(digest, &prepared.payload, now_unix_s)
+        self.finish(digest, &prepared, now_unix_s)
     }
 
     /// The cache lookup both paths start with: the token's digest, and its claims when cached.
@@ -288,7 +288,7 @@ impl ShardVerifier {
         if !verify_one(&prepared.key, &prepared.signed, &prepared.signature) {
             return Err(KeyError::InvalidSignature);
         }
-        self.finish(digest, &prepared.payload, now_unix_s)
+        self.finish(digest, &prepared, now_unix_s)
     }
 
     /// Replaces this shard's revocation list (e.g. from a NATS KV watch) and drops cached
@@ -320,9 +320,9 @@ impl ShardVerifier {
     }
 
     /// Claims checks after a good signature; caches what passes.
-    fn finish(&self, digest: TokenDigest, payload: &[u8], now: i64) -> Result<Rc<Claims>, KeyError> {
+    fn finish(&self, digest: TokenDigest, prepared: &Prepared, now: i64) -> Result<Rc<Claims>, KeyError> {
         let revoked = Arc::clone(&self.revoked.borrow());
-        let claims = Rc::new(self.verifier.accept(payload, &revoked, now)?);
+        let claims = Rc::new(self.verifier.accept(prepared, &revoked, now)?);
         let (from, until) = self.verifier.window(&claims);
         self.cache.borrow_mut().insert(digest, Rc::clone(&claims), from, until, now);
         Ok(claims)

@@ -46,7 +46,7 @@ impl RevocationList {
 /// One trusted issuer, looked up by the `kid` in a token's footer.
 #[derive(Debug)]
 struct Issuer {
-    kid: String,
+    kid: Arc<str>,
     key: PublicKey,
 }
 
@@ -73,6 +73,8 @@ pub(crate) struct Prepared {
     pub(crate) key: VerifyingKey,
     /// The claims JSON, trusted only once the signature verified.
     pub(crate) payload: Vec<u8>,
+    /// The issuer's key id (`k4.pid.…`).
+    pub(crate) kid: Arc<str>,
 }
 
 impl Verifier {
@@ -86,7 +88,7 @@ impl Verifier {
         let mut list: Vec<Issuer> = Vec::new();
         for key in issuers {
             if !list.iter().any(|i| i.key == key) {
-                list.push(Issuer { kid: key.pid(), key });
+                list.push(Issuer { kid: Arc::from(key.pid()), key });
             }
         }
         Verifier {
@@ -120,7 +122,7 @@ impl Verifier {
 
     /// Key ids (`k4.pid.…`) of the trusted issuers.
     pub fn issuer_kids(&self) -> impl Iterator<Item = &str> {
-        self.inner.issuers.iter().map(|i| i.kid.as_str())
+        self.inner.issuers.iter().map(|i| &*i.kid)
     }
 
     /// Verified tokens each shard caches.
@@ -135,7 +137,7 @@ impl Verifier {
         if !verify_one(&prepared.key, &prepared.signed, &prepared.signature) {
             return Err(KeyError::InvalidSignature);
         }
-        self.accept(&prepared.payload, &self.inner.revoked, now_unix_s)
+        self.accept(&prepared, &self.inner.revoked, now_unix_s)
     }
 
     /// Structure and issuer checks: everything short of the signature.
@@ -145,18 +147,25 @@ impl Verifier {
         }
         let parsed = paseto::parse(token)?;
         let footer = Footer::from_bytes(&parsed.footer)?;
-        let issuer = self.inner.issuers.iter().find(|i| i.kid == footer.kid).ok_or(KeyError::UnknownIssuer)?;
+        let issuer = self.inner.issuers.iter().find(|i| *i.kid == footer.kid).ok_or(KeyError::UnknownIssuer)?;
         Ok(Prepared {
             signed: parsed.signed_bytes(b""),
             signature: parsed.signature,
             key: *issuer.key.verifying_key(),
             payload: parsed.message,
+            kid: Arc::clone(&issuer.kid),
         })
     }
 
     /// Claims checks on a payload whose signature verified.
-    pub(crate) fn accept(&self, payload: &[u8], revoked: &RevocationList, now_unix_s: i64) -> Result<Claims, KeyError> {
-        let claims = Claims::from_payload(payload)?;
+    pub(crate) fn accept(
+        &self,
+        prepared: &Prepared,
+        revoked: &RevocationList,
+        now_unix_s: i64,
+    ) -> Result<Claims, KeyError> {
+        let mut claims = Claims::from_payload(&prepared.payload)?;
+        claims.kid = Some(Arc::clone(&prepared.kid));
         if revoked.contains(&claims.jti) {
             return Err(KeyError::Revoked);
         }

@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod mode;
+pub mod price;
 pub mod table;
 
 pub use health::ProviderHealth;

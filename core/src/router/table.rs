@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use super::price::Price;
+
 /// One deployment of a model name on a provider.
 #[derive(Debug, Clone)]
 pub struct Deployment {
@@ -16,6 +18,8 @@ pub struct Deployment {
     pub price_per_1k_input: f64,
     /// USD per 1,000 completion tokens.
     pub price_per_1k_output: f64,
+    /// The same prices, exact, for costs.
+    pub prices: (Price, Price),
 }
 
 /// Model names and their deployments.

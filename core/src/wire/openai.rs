@@ -202,13 +202,6 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-impl Usage {
-    /// USD cost at the given prices per 1,000 tokens.
-    pub fn cost_usd(&self, price_per_1k_input: f64, price_per_1k_output: f64) -> f64 {
-        (self.prompt_tokens as f64 * price_per_1k_input + self.completion_tokens as f64 * price_per_1k_output) / 1000.0
-    }
-}
-
 #[derive(Deserialize)]
 struct WithUsage {
     #[serde(default)]
@@ -439,12 +432,6 @@ mod tests {
             s.feed(&wire[cut..]);
             assert_eq!(s.usage(), Some(Usage { prompt_tokens: 5, completion_tokens: 2 }), "cut at {cut}");
         }
-    }
-
-    #[test]
-    fn cost_uses_both_prices() {
-        let u = Usage { prompt_tokens: 1000, completion_tokens: 2000 };
-        assert!((u.cost_usd(0.5, 1.0) - 2.5).abs() < 1e-12);
     }
 
     const STREAM: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";

@@ -156,6 +156,14 @@ fn a_client_gone_before_the_stream_starts_is_recorded() {
     s.write_all(&chat_request(&body, "X-Request-Id: gone-early\r\n")).expect("send");
     std::thread::sleep(Duration::from_millis(100));
     drop(s);
+    let records = records_of(&gw, "gone-early");
+    assert_eq!(records.len(), 1, "exactly one record: {records:?}");
+    assert_eq!(records[0]["status"], 499, "{}", records[0]);
+}
+
+/// The audit records (embedded file log) of `request_id`, waiting up to 10 s for the
+/// bridge to ship at least one.
+fn records_of(gw: &Gateway, request_id: &str) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stored = crate::audit::file_messages(&gw.dir.path().join("data"));
@@ -165,14 +173,42 @@ fn a_client_gone_before_the_stream_starts_is_recorded() {
             .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
             .flat_map(|m| m["entries"].as_array().cloned().unwrap_or_default())
             .map(|e| e["record"].clone())
-            .filter(|r| r["request_id"] == "gone-early")
+            .filter(|r| r["request_id"] == request_id)
             .collect();
-        if let Some(r) = records.first() {
-            assert_eq!(records.len(), 1, "exactly one record");
-            assert_eq!(r["status"], 499, "{r}");
-            return;
+        if !records.is_empty() || std::time::Instant::now() > deadline {
+            return records;
         }
-        assert!(std::time::Instant::now() < deadline, "no record for the request whose client left");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The record names the issuer key that signed the caller's key, and its cost is the
+/// exact decimal of tokens × price.
+#[test]
+fn audit_record_has_the_issuer_kid_and_an_exact_cost() {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = gatekeeper::keys::SecretKey::generate();
+    let public = issuer.public_key();
+    let top = format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", public.to_paserk());
+    let config = config_for(&[("primary", &mock, "")], &top).replace(
+        "upstream_model: up-primary }",
+        "upstream_model: up-primary, price_per_1k_input: 0.00015, price_per_1k_output: 0.0006 }",
+    );
+    let gw = Gateway::start(&config, &["--shards", "1"]);
+    let claims = gatekeeper::keys::Claims { jti: "k-cost".into(), ..Default::default() };
+    let token = gatekeeper::keys::issue(&issuer, &claims, &gatekeeper::keys::Footer::for_key(&public)).expect("token");
+    let r = chat(gw.addr, "m", false, &format!("Authorization: Bearer {token}\r\nX-Request-Id: costed\r\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let records = records_of(&gw, "costed");
+    let record = records.first().expect("a record");
+    assert_eq!(record["kid"], public.pid());
+    assert_eq!(record["key_id"], "k-cost");
+    let (tokens_in, tokens_out) =
+        (record["tokens_in"].as_u64().unwrap_or(0), record["tokens_out"].as_u64().unwrap_or(0));
+    assert!(tokens_in > 0 && tokens_out > 0, "{record}");
+    // In units of 1e-8 USD: 0.00015/1k = 15 per token in, 0.0006/1k = 60 per token out.
+    let units = 15 * tokens_in + 60 * tokens_out;
+    let want = format!("{}.{:08}", units / 100_000_000, units % 100_000_000);
+    let want = want.trim_end_matches('0').trim_end_matches('.');
+    assert_eq!(record["cost_usd"], want, "{record}");
 }
