@@ -12,7 +12,7 @@ use std::time::Duration;
 use gatekeeper_net::upstream::Pool;
 use gatekeeper_net::{ShardContext, ShardStats};
 
-use crate::audit::request::Recorder;
+use crate::audit::request::{Recorder, RefusalAllowance};
 use crate::bridge::{Bridge, ShardAudit};
 use crate::config::hot::HotConfig;
 use crate::config::{Config, ConfigError};
@@ -43,6 +43,8 @@ pub struct Gateway {
     /// Revocations and other settings that change while running; shards apply changes
     /// in [`ShardGateway::apply_config_changes`].
     pub hot: Arc<HotConfig>,
+    /// `audit.unauthenticated_records_per_s`.
+    pub unauthenticated_records_per_s: u32,
 }
 
 impl Gateway {
@@ -78,6 +80,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             bridge: None,
             hot: Arc::new(HotConfig::from_config(config)),
+            unauthenticated_records_per_s: config.audit.unauthenticated_records_per_s,
         })
     }
 }
@@ -101,6 +104,8 @@ pub struct ShardGateway {
     pub audit: Option<ShardAudit>,
     /// [`HotConfig`] generation this shard last applied.
     pub config_seen: Cell<u64>,
+    /// Records left this second for requests refused at the key check.
+    pub refusals: RefusalAllowance,
 }
 
 /// How often a shard copies its pool and key statistics into the shared metrics.
@@ -112,6 +117,7 @@ impl ShardGateway {
         let pools = gw.providers.iter().map(|p| Pool::new(p.origin.clone(), p.pool.clone(), p.tls.clone())).collect();
         let health = gw.providers.iter().map(|_| ProviderHealth::default()).collect();
         let keys = gw.verifier.as_ref().map(|v| ShardVerifier::new(Verifier::clone(v)));
+        let gw_refusals_per_s = gw.unauthenticated_records_per_s;
         let shard = Rc::new(ShardGateway {
             gw,
             index: ctx.index,
@@ -122,6 +128,7 @@ impl ShardGateway {
             inflight: Cell::new(0),
             audit,
             config_seen: Cell::new(0),
+            refusals: RefusalAllowance::new(gw_refusals_per_s),
         });
         let weak = Rc::downgrade(&shard);
         monoio::spawn(async move {

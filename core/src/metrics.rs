@@ -102,6 +102,9 @@ pub struct ShardMetrics {
     pub keys: KeyGauges,
     /// Requests in flight.
     pub inflight: Gauge,
+    /// Requests refused at the key check whose audit record was left out (over
+    /// `audit.unauthenticated_records_per_s`).
+    pub unauthenticated_unrecorded: Counter,
     /// Prompt tokens reported by providers, per provider.
     tokens_in: Vec<Counter>,
     /// Completion tokens reported by providers, per provider.
@@ -121,6 +124,7 @@ impl ShardMetrics {
             pools: (0..providers).map(|_| PoolGauges::default()).collect(),
             keys: KeyGauges::default(),
             inflight: Gauge::default(),
+            unauthenticated_unrecorded: Counter::default(),
             tokens_in: (0..providers).map(|_| Counter::default()).collect(),
             tokens_out: (0..providers).map(|_| Counter::default()).collect(),
             models,
@@ -248,6 +252,15 @@ impl MetricsView<'_> {
         for (i, sh) in self.shards.iter().enumerate() {
             let _ = writeln!(out, "gatekeeper_inflight_requests{{shard=\"{i}\"}} {}", sh.inflight.get());
         }
+
+        header(
+            &mut out,
+            "gatekeeper_audit_unauthenticated_unrecorded_total",
+            "counter",
+            "Requests refused at the key check that were not audited (over audit.unauthenticated_records_per_s).",
+        );
+        let v: u64 = self.shards.iter().map(|sh| sh.unauthenticated_unrecorded.get()).sum();
+        let _ = writeln!(out, "gatekeeper_audit_unauthenticated_unrecorded_total {v}");
 
         type PoolField = fn(&PoolGauges) -> &Gauge;
         let pool_series: [(&str, &str, &str, PoolField); 5] = [

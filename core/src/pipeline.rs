@@ -27,7 +27,13 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
         Ok(status) => status,
         Err(e) => {
             trace.close_overhead();
-            let recorded = shard.recorder().record(&request_id, &trace, e.attempts(), e.to_response().status);
+            let unauthenticated = matches!(&e, GatewayError::Key(k) if k.http_status_and_code().0 == 401);
+            let recorded = if unauthenticated && !shard.refusals.take(std::time::Instant::now()) {
+                shard.metrics().unauthenticated_unrecorded.inc();
+                Ok(())
+            } else {
+                shard.recorder().record(&request_id, &trace, e.attempts(), e.to_response().status)
+            };
             let e = if recorded.is_ok() { e } else { GatewayError::AuditUnavailable };
             respond::send_error(res, &request_id, &e).await
         }

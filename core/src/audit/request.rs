@@ -1,6 +1,9 @@
 //! Step 8 for one request: its [`AuditRecord`], built from what the request went
 //! through and handed to the shard's WAL before the answer's last byte leaves.
 
+use std::cell::Cell;
+use std::time::Instant;
+
 use crate::audit::{AuditError, AuditRecord};
 use crate::bridge::ShardAudit;
 use crate::providers::attempt::Attempt;
@@ -8,6 +11,36 @@ use crate::providers::Provider;
 use crate::router::price::cost_usd;
 use crate::router::RouteTable;
 use crate::trace::Trace;
+
+/// A per-shard allowance of records for requests refused at the key check, so an
+/// unauthenticated flood cannot fill the spool (and turn into 503 for everyone).
+/// Such requests never reach a provider; past the allowance they are only counted.
+#[derive(Debug)]
+pub struct RefusalAllowance {
+    per_s: u32,
+    /// (second since start, records written in it).
+    window: Cell<(u64, u32)>,
+    start: Instant,
+}
+
+impl RefusalAllowance {
+    /// At most `per_s` records per second.
+    pub fn new(per_s: u32) -> RefusalAllowance {
+        RefusalAllowance { per_s, window: Cell::new((0, 0)), start: Instant::now() }
+    }
+
+    /// Takes one record from this second's allowance; false when it is used up.
+    pub fn take(&self, now: Instant) -> bool {
+        let second = now.saturating_duration_since(self.start).as_secs();
+        let (at, used) = self.window.get();
+        let used = if at == second { used } else { 0 };
+        if used >= self.per_s {
+            return false;
+        }
+        self.window.set((second, used.saturating_add(1)));
+        true
+    }
+}
 
 /// What a shard needs to write a request's record.
 #[derive(Clone, Copy)]
@@ -58,5 +91,22 @@ impl Recorder<'_> {
         audit.submit(&record).inspect_err(|e| {
             tracing::error!(request_id = %record.request_id, error = %e, "audit record not written");
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn allowance_is_per_second() {
+        let a = RefusalAllowance::new(3);
+        let t0 = a.start;
+        assert!((0..3).all(|_| a.take(t0)));
+        assert!(!a.take(t0 + Duration::from_millis(999)));
+        assert!(a.take(t0 + Duration::from_secs(1)), "a new second, a new allowance");
+        assert!(!RefusalAllowance::new(0).take(t0));
     }
 }

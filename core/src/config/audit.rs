@@ -68,6 +68,11 @@ pub struct AuditConfig {
     pub sessions_flush_ms: u64,
     /// Window over which a session counts requests and tokens, s. Default 1 hour.
     pub session_window_s: u64,
+    /// Records per second and shard for requests refused at the key check (401). More
+    /// are counted (`gatekeeper_audit_unauthenticated_unrecorded_total`), not recorded, so
+    /// an unauthenticated flood cannot fill the spool. They never reach a provider.
+    /// Default 100.
+    pub unauthenticated_records_per_s: u32,
 }
 
 impl Default for AuditConfig {
@@ -92,6 +97,7 @@ impl Default for AuditConfig {
             sla_p99_ms: None,
             sessions_flush_ms: 10_000,
             session_window_s: 3_600,
+            unauthenticated_records_per_s: 100,
         }
     }
 }

@@ -212,3 +212,34 @@ fn audit_record_has_the_issuer_kid_and_an_exact_cost() {
     let want = want.trim_end_matches('0').trim_end_matches('.');
     assert_eq!(record["cost_usd"], want, "{record}");
 }
+
+/// An unauthenticated flood cannot fill the spool: past the per-shard allowance its
+/// 401s are counted, not recorded, and they stay 401 (never 503).
+#[test]
+fn an_unauthenticated_flood_is_sampled_not_spooled() {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = gatekeeper::keys::SecretKey::generate();
+    let top = format!(
+        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\naudit: {{ unauthenticated_records_per_s: 5 }}\n",
+        issuer.public_key().to_paserk()
+    );
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--shards", "1"]);
+    let started = std::time::Instant::now();
+    let mut s = connect(gw.addr);
+    let mut reader = Reader::new(s.try_clone().expect("clone"));
+    for i in 0..300 {
+        s.write_all(&chat_request(&chat_body("m", false), &format!("X-Request-Id: flood-{i}\r\n"))).expect("send");
+        let r = reader.response().expect("answer");
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let m = metrics(&gw);
+    let unrecorded: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("gatekeeper_audit_unauthenticated_unrecorded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("counter");
+    assert!(unrecorded >= 300 - 5 * seconds, "{unrecorded} of 300 left out in {seconds} s");
+    // The recorded ones are there (the first is always within the allowance).
+    assert_eq!(records_of(&gw, "flood-0").len(), 1);
+}
