@@ -98,18 +98,18 @@ impl Checkpoint {
 pub fn load_or_create_node_key(path: &Path) -> Result<SecretKey, AuditError> {
     let io = |source| AuditError::Io { path: path.to_path_buf(), source };
     match std::fs::read_to_string(path) {
+        Ok(_) if super::private::is_open_to_others(path).map_err(io)? => Err(AuditError::NodeKey {
+            path: path.to_path_buf(),
+            message: format!("other users may read this signing key; `chmod 600 {}`", path.display()),
+        }),
         Ok(text) => SecretKey::from_paserk(&text)
             .map_err(|e| AuditError::NodeKey { path: path.to_path_buf(), message: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                super::private::create_dir_all(dir).map_err(io)?;
             }
             let key = SecretKey::generate();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).map_err(io)?;
+            let mut file = super::private::options().write(true).create_new(true).open(path).map_err(io)?;
             file.write_all(key.to_paserk().as_bytes()).map_err(io)?;
             file.write_all(b"\n").map_err(io)?;
             file.sync_all().map_err(io)?;

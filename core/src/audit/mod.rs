@@ -19,6 +19,7 @@ mod error;
 mod mapped;
 pub mod merkle;
 pub mod message;
+pub mod private;
 mod record;
 pub mod request;
 pub mod verify;

@@ -117,7 +117,7 @@ pub fn allocate_generation(dir: &Path) -> Result<u64, AuditError> {
         let path = path.to_path_buf();
         move |source| AuditError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    super::private::create_dir_all(dir).map_err(io(dir))?;
     let file = dir.join("GENERATION");
     let recorded = match std::fs::read_to_string(&file) {
         Ok(text) => text.trim().parse::<u64>().map_err(|_| AuditError::State {
@@ -154,7 +154,7 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
         move |source| AuditError::Io { path, source }
     };
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    let mut f = super::private::options().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
@@ -302,7 +302,7 @@ fn open_part(dir: &Path, lane: LaneId, part: u64, len: usize, try_map: bool) -> 
     };
     if try_map {
         let tmp = path.with_extension("wal-new");
-        let file = std::fs::OpenOptions::new()
+        let file = super::private::options()
             .read(true)
             .write(true)
             .create(true)
@@ -328,7 +328,7 @@ fn open_part(dir: &Path, lane: LaneId, part: u64, len: usize, try_map: bool) -> 
             }
         }
     }
-    let file = std::fs::OpenOptions::new().append(true).create_new(true).open(&path).map_err(io(&path))?;
+    let file = super::private::options().append(true).create_new(true).open(&path).map_err(io(&path))?;
     Ok(PartOut::Plain(file))
 }
 

@@ -199,9 +199,9 @@ impl AuditSide {
             let path = p.to_path_buf();
             move |source| AuditError::Io { path, source }
         };
-        std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+        crate::audit::private::create_dir_all(&data_dir).map_err(io(&data_dir))?;
         let lock_path = data_dir.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
+        let lock = crate::audit::private::options()
             .create(true)
             .truncate(false)
             .write(true)

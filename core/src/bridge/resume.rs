@@ -85,7 +85,8 @@ impl Shipper {
         };
         let path = state_path(&self.s.data_dir);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| AuditError::Io { path: dir.to_path_buf(), source })?;
+            crate::audit::private::create_dir_all(dir)
+                .map_err(|source| AuditError::Io { path: dir.to_path_buf(), source })?;
         }
         wal::write_durably(&path, &serde_json::to_vec(&state).unwrap_or_default())?;
         *self.shared.inst.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.inst.clone());

@@ -50,8 +50,8 @@ impl FileSink {
     pub fn create(data_dir: &Path, node: &str, inst: &str, fsync: FsyncPolicy) -> Result<FileSink, BridgeError> {
         let path = chain_file(data_dir, node, inst);
         let dir = data_dir.join("audit");
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let file = std::fs::OpenOptions::new().append(true).create_new(true).open(&path).map_err(io(&path))?;
+        crate::audit::private::create_dir_all(&dir).map_err(io(&dir))?;
+        let file = crate::audit::private::options().append(true).create_new(true).open(&path).map_err(io(&path))?;
         Ok(FileSink {
             data_dir: data_dir.to_path_buf(),
             path,
@@ -104,8 +104,9 @@ impl FileSink {
             let (file, size) = match self.aux.entry(stream) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-                    let f = std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(io(&path))?;
+                    crate::audit::private::create_dir_all(&dir).map_err(io(&dir))?;
+                    let f =
+                        crate::audit::private::options().append(true).create(true).open(&path).map_err(io(&path))?;
                     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
                     v.insert((f, size))
                 }

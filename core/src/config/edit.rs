@@ -31,7 +31,19 @@ pub fn revoke_in_file(path: &Path, key_id: &str) -> anyhow::Result<Revoked> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.revoke-{}", std::process::id()));
-    std::fs::write(&tmp, &edited).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    // 0600 from the first byte: the config may hold secrets; the original's mode is
+    // applied before the rename.
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        f.write_all(edited.as_bytes()).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    }
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }

@@ -243,3 +243,45 @@ fn an_unauthenticated_flood_is_sampled_not_spooled() {
     // The recorded ones are there (the first is always within the allowance).
     assert_eq!(records_of(&gw, "flood-0").len(), 1);
 }
+
+/// The audit data dir is 0700 and what the gateway writes in it 0600; a node key
+/// others can read is refused at start, naming the fix.
+#[test]
+fn audit_files_are_private_and_a_loose_node_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mock = Mock::start(Mock::config("primary"));
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth", "--shards", "1"]);
+    let r = chat(gw.addr, "m", false, "X-Request-Id: private\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(records_of(&gw, "private").len(), 1);
+    let data = gw.dir.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "data dir");
+    let mut files = Vec::new();
+    let mut dirs = vec![data.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("node.key")), "{files:?}");
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "wal")), "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    drop(gw);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("node.key");
+    std::fs::write(&key, gatekeeper::keys::SecretKey::generate().to_paserk()).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = config_for(&[("primary", &mock, "")], &format!("audit: {{ node_key_file: \"{}\" }}\n", key.display()));
+    let err = Gateway::start_failure(&config, &["--no-auth"]);
+    assert!(err.contains("chmod 600"), "{err}");
+}

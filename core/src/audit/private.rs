@@ -1,0 +1,36 @@
+//! Files and directories only this process's user may read: the audit spool, chain
+//! files, bridge state and the node's signing key hold who called what, and the key
+//! signs checkpoints. Directories are created 0700, files 0600.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+/// Mode of directories this module creates.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of files this module creates.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `path` and its missing parents with mode 0700. An existing directory that
+/// others may read is left as it is, with a warning naming the fix.
+pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+            "the audit data dir is open to other users; `chmod 700` it");
+    }
+    Ok(())
+}
+
+/// Open options that create files with mode 0600 (the caller adds read/write/create).
+pub fn options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(FILE_MODE);
+    o
+}
+
+/// Whether a file's mode lets other users read or write it.
+pub fn is_open_to_others(path: &Path) -> std::io::Result<bool> {
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o077 != 0)
+}
