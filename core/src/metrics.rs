@@ -164,6 +164,8 @@ pub struct MetricsView<'a> {
     pub model_names: &'a [String],
     /// Provider names, indexed as in [`ShardMetrics`].
     pub provider_names: &'a [String],
+    /// The newest signed audit checkpoint: chain, entries covered, hex root.
+    pub checkpoint: Option<(String, u64, String)>,
 }
 
 impl MetricsView<'_> {
@@ -261,6 +263,16 @@ impl MetricsView<'_> {
         );
         let v: u64 = self.shards.iter().map(|sh| sh.unauthenticated_unrecorded.get()).sum();
         let _ = writeln!(out, "gatekeeper_audit_unauthenticated_unrecorded_total {v}");
+
+        if let Some((chain, size, root)) = &self.checkpoint {
+            header(
+                &mut out,
+                "gatekeeper_audit_checkpoint_entries",
+                "gauge",
+                "Entries covered by the newest signed audit checkpoint, with its Merkle root.",
+            );
+            let _ = writeln!(out, "gatekeeper_audit_checkpoint_entries{{chain=\"{chain}\",root=\"{root}\"}} {size}");
+        }
 
         type PoolField = fn(&PoolGauges) -> &Gauge;
         let pool_series: [(&str, &str, &str, PoolField); 5] = [
@@ -400,9 +412,11 @@ mod tests {
             net: &net,
             model_names: &["m".to_string()],
             provider_names: &["p".to_string()],
+            checkpoint: Some(("n/i".into(), 42, "ab".into())),
         }
         .render();
         assert!(text.contains("gatekeeper_requests_total{status=\"200\",provider=\"p\",model=\"m\"} 2"), "{text}");
+        assert!(text.contains("gatekeeper_audit_checkpoint_entries{chain=\"n/i\",root=\"ab\"} 42"), "{text}");
         assert!(
             text.contains("gatekeeper_requests_total{status=\"404\",provider=\"none\",model=\"none\"} 1"),
             "{text}"

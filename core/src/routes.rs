@@ -97,6 +97,7 @@ async fn metrics(shard: &ShardGateway, res: &mut Responder<'_>) {
         net: &shard.net_stats,
         model_names: &shard.gw.routes.model_names,
         provider_names: &shard.gw.provider_names,
+        checkpoint: shard.gw.bridge.as_ref().and_then(|b| b.stats().latest_checkpoint.lock().ok()?.clone()),
     }
     .render();
     let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::chain::{ChainState, EntryView};
+use super::checkpoint::Checkpoint;
 use super::merkle::to_hex;
 use super::message::Message;
 
@@ -53,11 +54,16 @@ pub struct Summary {
     /// Whether signatures were checked against `audit.node_public_keys`
     /// (false: only against the key each checkpoint names).
     pub keys_trusted: bool,
+    /// Checkpoints a witness file holds, each found in the log (`None`: no witness given).
+    pub witnessed: Option<u64>,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ok: {} instances, {} entries, {} checkpoints", self.instances, self.entries, self.checkpoints)?;
+        if let Some(n) = self.witnessed {
+            write!(f, "; the log holds all {n} checkpoints the witness saw")?;
+        }
         if !self.keys_trusted {
             write!(f, " (signatures checked against the keys the checkpoints carry; pass trusted keys to pin them)")?;
         }
@@ -74,6 +80,8 @@ struct ChainCheck {
     checkpoints: u64,
     covered: u64,
     closed: bool,
+    /// Root of every verified checkpoint, by the entries it covers.
+    roots: BTreeMap<u64, String>,
 }
 
 /// A verification in progress over any number of chains.
@@ -202,10 +210,68 @@ impl Audit {
                 ));
             }
             check.checkpoints += 1;
+            check.roots.insert(c.size, c.root.clone());
             check.covered = c.size;
             check.closed = c.last;
         }
         Ok(())
+    }
+
+    /// Checks that the log fed so far holds a checkpoint a witness saw: same chain,
+    /// same size, same root. A log cut back together with the checkpoints covering
+    /// its tail fails here, though it verifies on its own.
+    pub fn witness(&self, c: &Checkpoint, location: &str) -> Result<(), Failure> {
+        let name = format!("{}/{}", c.node, c.inst);
+        let fail =
+            |entry: u64, reason: String| Failure { chain: name.clone(), entry, location: location.into(), reason };
+        if let Err(why) = c.verify_signature() {
+            return Err(fail(c.size, format!("witnessed checkpoint {why}")));
+        }
+        if !self.trusted.is_empty() && !self.trusted.contains(&c.key) {
+            return Err(fail(c.size, format!("witnessed checkpoint signed by untrusted key {}", c.key)));
+        }
+        let Some(check) = self.chains.get(&(c.node.clone(), c.inst.clone())) else {
+            return Err(fail(
+                1,
+                format!("the witness saw {} entries of this chain; the log has none (deleted)", c.size),
+            ));
+        };
+        match check.roots.get(&c.size) {
+            Some(root) if *root == c.root => Ok(()),
+            Some(_) => {
+                Err(fail(c.size, "the log's checkpoint differs from the one the witness saw (rewritten)".into()))
+            }
+            None if check.state.seq < c.size => Err(fail(
+                check.state.seq + 1,
+                format!(
+                    "missing: the witness saw {} entries, the log has {} (truncated with its checkpoints)",
+                    c.size, check.state.seq
+                ),
+            )),
+            None => Err(fail(c.size, "the log lacks the checkpoint the witness saw (rewritten)".into())),
+        }
+    }
+
+    /// Checks every checkpoint in a witness file (JSON lines) against the log fed so
+    /// far; returns how many there were.
+    pub fn witness_file(&self, path: &Path) -> Result<u64, VerifyError> {
+        let text = std::fs::read(path).map_err(|source| VerifyError::Io { path: path.to_path_buf(), source })?;
+        let mut n = 0;
+        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let location = format!("{}:{}", path.display(), i + 1);
+            let c: Checkpoint = serde_json::from_slice(line).map_err(|e| Failure {
+                chain: "?".into(),
+                entry: 0,
+                location: location.clone(),
+                reason: format!("unreadable witness line: {e}"),
+            })?;
+            self.witness(&c, &location)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The summary once every message was fed.
@@ -256,6 +322,16 @@ pub enum VerifyError {
 
 /// Verifies every chain file under `dir` (see [`chain_files`]).
 pub fn verify_dir(dir: &Path, trusted_keys: Vec<String>) -> Result<Summary, VerifyError> {
+    verify_dir_witnessed(dir, trusted_keys, None)
+}
+
+/// [`verify_dir`], then every checkpoint of `witness` (a `audit.witness_file`) must be
+/// in the log.
+pub fn verify_dir_witnessed(
+    dir: &Path,
+    trusted_keys: Vec<String>,
+    witness: Option<&Path>,
+) -> Result<Summary, VerifyError> {
     let files = chain_files(dir).map_err(|source| VerifyError::Io { path: dir.to_path_buf(), source })?;
     let mut audit = Audit::new(trusted_keys);
     for file in files {
@@ -270,5 +346,6 @@ pub fn verify_dir(dir: &Path, trusted_keys: Vec<String>) -> Result<Summary, Veri
             audit.feed(line, hint, &format!("{}:{}", file.display(), i + 1))?;
         }
     }
-    Ok(audit.finish())
+    let witnessed = witness.map(|w| audit.witness_file(w)).transpose()?;
+    Ok(Summary { witnessed, ..audit.finish() })
 }

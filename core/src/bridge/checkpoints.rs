@@ -3,6 +3,8 @@
 //! `checkpoint_interval_ms` with entries waiting, every `heartbeat_interval_ms` while
 //! idle (showing the node is alive), and a final one that closes the chain.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -49,7 +51,25 @@ impl Shipper {
         }
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
-        self.shared.stats.checkpoints_stored.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        stats.checkpoints_stored.fetch_add(1, Ordering::Relaxed);
+        let chain = format!("{}/{}", self.s.node, self.inst);
+        *stats.latest_checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some((chain, c.size, c.root.clone()));
+        if let Some(path) = &self.s.audit.witness_file {
+            if let Err(e) = witness(path, &c) {
+                stats.witness_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %path.display(), error = %e, "could not append the checkpoint to the witness file");
+            }
+        }
         true
     }
+}
+
+/// Appends a stored checkpoint to the witness file, durably.
+fn witness(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(c).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+    f.write_all(&line)?;
+    f.sync_data()
 }

@@ -102,6 +102,10 @@ pub struct BridgeStats {
     pub spool_full_total: AtomicU64,
     /// `BH_CONFIG` changes applied to the hot configuration.
     pub config_changes: AtomicU64,
+    /// Checkpoints that could not be appended to `audit.witness_file`.
+    pub witness_failures: AtomicU64,
+    /// The newest stored checkpoint: chain (`node/inst`), entries covered, hex root.
+    pub latest_checkpoint: Mutex<Option<(String, u64, String)>>,
 }
 
 /// What audit shipping runs with, resolved at start.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::audit::verify::{verify_dir, Audit, Summary, VerifyError};
+use crate::audit::verify::{verify_dir_witnessed, Audit, Summary, VerifyError};
 use crate::config::Config;
 
 /// `gatekeeper audit …` subcommands.
@@ -35,6 +35,10 @@ pub struct VerifyArgs {
     /// Trusted node public key (`k4.public.…`); repeatable; added to the config's list.
     #[arg(long = "public-key", value_name = "KEY")]
     pub public_keys: Vec<String>,
+    /// A witness file (`audit.witness_file`): every checkpoint in it must be in the log,
+    /// so a tail cut off together with its checkpoints is found.
+    #[arg(long, value_name = "FILE")]
+    pub witness: Option<PathBuf>,
 }
 
 /// Runs an `audit` subcommand, printing to stdout.
@@ -50,8 +54,11 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
 
 /// Verifies what `args` point at.
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<Summary> {
+    // With --dir or --nats nothing else is needed: an auditor need not hold the
+    // gateway's config (or its secrets).
     let default_config = PathBuf::from("gatekeeper.yaml");
-    let config_path = args.config.clone().or_else(|| default_config.exists().then_some(default_config));
+    let implicit = args.dir.is_none() && args.nats.is_none() && default_config.exists();
+    let config_path = args.config.clone().or_else(|| implicit.then_some(default_config));
     let config = match &config_path {
         Some(p) => Some(Config::load(p).with_context(|| format!("config {}", p.display()))?),
         None => None,
@@ -73,14 +80,14 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Summary> {
             .clone()
             .or_else(|| config.as_ref().and_then(|c| c.nats.as_ref()).map(|n| n.audit_stream.clone()))
             .unwrap_or_else(|| "BH_AUDIT".into());
-        return verify_nats(&url, &stream, keys);
+        return verify_nats_witnessed(&url, &stream, keys, args.witness.as_deref());
     }
     let dir = args
         .dir
         .clone()
         .or_else(|| config.as_ref().map(|c| c.audit.data_dir.clone()))
         .unwrap_or_else(|| PathBuf::from("./data"));
-    match verify_dir(&dir, keys) {
+    match verify_dir_witnessed(&dir, keys, args.witness.as_deref()) {
         Ok(s) => Ok(s),
         Err(VerifyError::Failed(f)) => Err(anyhow::anyhow!("FAILED: {f}")),
         Err(e) => Err(e.into()),
@@ -89,6 +96,16 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Summary> {
 
 /// Verifies every chain in a JetStream audit stream.
 pub fn verify_nats(url: &str, stream: &str, keys: Vec<String>) -> anyhow::Result<Summary> {
+    verify_nats_witnessed(url, stream, keys, None)
+}
+
+/// [`verify_nats`], then every checkpoint of `witness` must be in the stream.
+pub fn verify_nats_witnessed(
+    url: &str,
+    stream: &str,
+    keys: Vec<String>,
+    witness: Option<&std::path::Path>,
+) -> anyhow::Result<Summary> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let messages = rt.block_on(async {
         let client = crate::bridge::nats::connect(url, Duration::from_secs(5), "gatekeeper-audit-verify").await?;
@@ -103,5 +120,10 @@ pub fn verify_nats(url: &str, stream: &str, keys: Vec<String>) -> anyhow::Result
             .feed(&m.payload, hint, &format!("stream {stream} seq {}", m.seq))
             .map_err(|f| anyhow::anyhow!("FAILED: {f}"))?;
     }
-    Ok(audit.finish())
+    let witnessed = match witness.map(|w| audit.witness_file(w)).transpose() {
+        Ok(n) => n,
+        Err(VerifyError::Failed(f)) => return Err(anyhow::anyhow!("FAILED: {f}")),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Summary { witnessed, ..audit.finish() })
 }

@@ -73,6 +73,12 @@ pub struct AuditConfig {
     /// an unauthenticated flood cannot fill the spool. They never reach a provider.
     /// Default 100.
     pub unauthenticated_records_per_s: u32,
+    /// A file outside the data dir (ideally another volume or host) to which every
+    /// signed checkpoint is appended as a JSON line. Cutting the log's tail together
+    /// with the checkpoints covering it cannot be hidden from it:
+    /// `gatekeeper audit verify --witness FILE` proves the log still holds everything
+    /// the witness saw.
+    pub witness_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -98,6 +104,7 @@ impl Default for AuditConfig {
             sessions_flush_ms: 10_000,
             session_window_s: 3_600,
             unauthenticated_records_per_s: 100,
+            witness_file: None,
         }
     }
 }

@@ -164,6 +164,9 @@ impl Config {
             }
         }
         fix(&mut self.audit.data_dir);
+        if let Some(w) = &mut self.audit.witness_file {
+            fix(w);
+        }
         if let Some(k) = &mut self.audit.node_key_file {
             fix(k);
         }

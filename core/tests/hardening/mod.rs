@@ -285,3 +285,43 @@ fn audit_files_are_private_and_a_loose_node_key_is_refused() {
     let err = Gateway::start_failure(&config, &["--no-auth"]);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// The embedded log cut back together with the checkpoints covering its tail still
+/// verifies on its own; against the witness file it does not.
+#[test]
+fn a_witness_file_catches_a_truncated_log() {
+    let mock = Mock::start(Mock::config("primary"));
+    let outside = tempfile::tempdir().expect("tempdir");
+    let witness = outside.path().join("witness.jsonl");
+    let top = format!("audit: {{ checkpoint_every: 10, witness_file: \"{}\" }}\n", witness.display());
+    let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth", "--shards", "1"]);
+    for i in 0..45 {
+        let r = chat(gw.addr, "m", false, &format!("X-Request-Id: w-{i}\r\n"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    gw.proc.terminate();
+    assert!(gw.proc.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "clean stop");
+    let data = gw.dir.path().join("data");
+    let w = witness.display().to_string();
+    let d = data.display().to_string();
+    let (ok, out) = crate::audit::verify_cli(&["--dir", &d, "--witness", &w]);
+    assert!(ok, "{out}");
+    let witnessed = std::fs::read_to_string(&witness).expect("witness").lines().count();
+    assert!(witnessed >= 5, "a checkpoint per 10 entries and a final one: {witnessed}");
+    assert!(out.contains(&format!("all {witnessed} checkpoints the witness saw")), "{out}");
+
+    // Cut the chain file back to its first checkpoint: a valid log on its own.
+    let files = crate::audit::file_messages(&data);
+    let (file, lines) = files.first().expect("a chain file");
+    let first_checkpoint = lines
+        .iter()
+        .position(|l| serde_json::from_slice::<serde_json::Value>(l).is_ok_and(|m| !m["checkpoint"].is_null()))
+        .expect("a checkpoint");
+    let kept: Vec<u8> = lines[..=first_checkpoint].iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+    std::fs::write(file, kept).expect("truncate");
+    let (ok, out) = crate::audit::verify_cli(&["--dir", &d]);
+    assert!(ok, "the cut log verifies alone: {out}");
+    let (ok, out) = crate::audit::verify_cli(&["--dir", &d, "--witness", &w]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("truncated"), "{out}");
+}
