@@ -12,6 +12,10 @@
 # usage: bench/compare.sh [SECONDS_PER_RUN] [ROUNDS]     (defaults 10 and 2)
 # env:   OHA=path/to/oha (default: oha on PATH, else /tmp/oha-root/bin/oha)
 #        OUT=dir for raw results (default bench/out/<timestamp>)
+#        BASELINE=path/to/another/gatekeeper binary: also run it (target `baseline`,
+#        same config and flags), alternated with the others, to compare two builds
+#        side by side (e.g. before and after a change: build the old commit in a
+#        `git worktree` with `cargo build --release -p gatekeeper`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +82,15 @@ declare -A url=(
     [gatekeeper]="http://$gk/v1/chat/completions"
 )
 targets=(direct nginx gatekeeper)
+if [ -n "${BASELINE:-}" ]; then
+    # Same settings; its own data dir (a data dir is locked by one gateway).
+    mkdir -p "$OUT/baseline-cfg"
+    cp "$OUT/gatekeeper.yaml" "$OUT/baseline-cfg/gatekeeper.yaml"
+    base=$(GATEKEEPER_LOG=warn start_listening "$OUT/baseline" "$BASELINE" serve --config "$OUT/baseline-cfg/gatekeeper.yaml" \
+        --listen 127.0.0.1:0 --shards 2 --no-auth)
+    url[baseline]="http://$base/v1/chat/completions"
+    targets+=(baseline)
+fi
 
 # Sanity: every target answers 200 with a completion.
 for t in "${targets[@]}"; do
