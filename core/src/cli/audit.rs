@@ -60,7 +60,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Summary> {
     let implicit = args.dir.is_none() && args.nats.is_none() && default_config.exists();
     let config_path = args.config.clone().or_else(|| implicit.then_some(default_config));
     let config = match &config_path {
-        Some(p) => Some(Config::load(p).with_context(|| format!("config {}", p.display()))?),
+        Some(p) => Some(
+            Config::load_sections(p, Some(&["audit", "nats"])).with_context(|| format!("config {}", p.display()))?,
+        ),
         None => None,
     };
     let mut keys = args.public_keys.clone();

@@ -47,9 +47,9 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: expected revocations/routing/capabilities", file.display()))?;
             let settings = match (nats, config.exists()) {
                 (Some(url), _) => NatsConfig { url, ..default_nats() },
-                (None, true) => {
-                    Config::load(&config)?.nats.context("the config has no nats section; pass --nats URL")?
-                }
+                (None, true) => Config::load_sections(&config, Some(&["nats"]))?
+                    .nats
+                    .context("the config has no nats section; pass --nats URL")?,
                 (None, false) => anyhow::bail!("pass --nats URL or --config FILE"),
             };
             for (key, rev) in push_values(&settings, &push)? {

@@ -225,7 +225,7 @@ fn inspect(token: &str, config: Option<&Path>, out: &mut dyn Write, now: i64) ->
     writeln!(out, "claims (unverified):")?;
     writeln!(out, "{}", serde_json::to_string_pretty(&decoded.payload)?)?;
     let Some(path) = config else { return Ok(()) };
-    let config = Config::load(path).with_context(|| format!("{}", path.display()))?;
+    let config = Config::load_sections(path, Some(&["keys"])).with_context(|| format!("{}", path.display()))?;
     let keys = config.keys.with_context(|| format!("{}: no `keys` section", path.display()))?;
     let verifier = Verifier::try_from(&keys).with_context(|| format!("{}: keys", path.display()))?;
     match verifier.verify_now(token, now) {
@@ -242,6 +242,15 @@ fn inspect(token: &str, config: Option<&Path>, out: &mut dyn Write, now: i64) ->
 }
 
 fn revoke(key_id: &str, path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    if key_id.starts_with("v4.public.") {
+        let jti = decode_unverified(key_id).ok().and_then(|u| u.payload.get("jti")?.as_str().map(str::to_string));
+        match jti {
+            Some(jti) => bail!("that is a token, not a key id; its key id is {jti}: `gatekeeper keys revoke {jti}`"),
+            None => {
+                bail!("that looks like a token, not a key id; `gatekeeper keys inspect TOKEN` shows its key id (jti)")
+            }
+        }
+    }
     match crate::config::edit::revoke_in_file(path, key_id)? {
         Revoked::Already => writeln!(out, "{key_id} is already revoked in {}", path.display())?,
         Revoked::Added => writeln!(out, "revoked {key_id} in {}", path.display())?,

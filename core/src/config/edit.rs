@@ -47,7 +47,8 @@ pub fn revoke_in_file(path: &Path, key_id: &str) -> anyhow::Result<Revoked> {
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
-    match Config::load(&tmp) {
+    // Only `keys` changed; secrets used elsewhere need not be set here.
+    match Config::load_sections(&tmp, Some(&["keys"])) {
         Ok(_) => {}
         Err(ConfigError::Env { missing }) => {
             let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();

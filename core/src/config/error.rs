@@ -6,13 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
+    /// The file could not be read. (The OS error is part of the message, not a
+    /// separate source, so a chain of contexts prints it once.)
+    #[error("cannot be read: {io}")]
     Read {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        io: std::io::Error,
     },
     /// The text is not YAML.
     #[error("line {line}, column {column}: {message}")]

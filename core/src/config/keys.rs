@@ -51,8 +51,12 @@ impl TryFrom<&KeysConfig> for Verifier {
 /// Checks issuer keys and the cache size.
 pub(super) fn validate(keys: &KeysConfig) -> Result<(), ConfigError> {
     for (i, iss) in keys.issuers.iter().enumerate() {
+        let at = format!("keys.issuers[{i}].public_key");
         if !iss.public_key.starts_with("k4.public.") {
-            return Err(invalid(format!("keys.issuers[{i}].public_key"), "expected a PASERK k4.public.… key"));
+            return Err(invalid(at, "expected a PASERK k4.public.… key (`gatekeeper keys gen-issuer` prints one)"));
+        }
+        if let Err(e) = PublicKey::from_paserk(&iss.public_key) {
+            return Err(invalid(at, format!("{e}; copy the whole line `gatekeeper keys gen-issuer` printed")));
         }
     }
     if keys.cache_entries_max == 0 {

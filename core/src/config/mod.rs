@@ -95,9 +95,16 @@ fn default_drain_timeout_ms() -> u64 {
 impl Config {
     /// Reads, expands and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut config = Config::parse(&text)?;
+        Config::load_sections(path, None)
+    }
+
+    /// [`Config::load`] for a command that reads only the top-level `sections` (e.g.
+    /// `["keys"]`): a `${VAR}` elsewhere may be unset and is left as written, so an
+    /// auditor need not hold the provider secrets. `None`: every section.
+    pub fn load_sections(path: &Path, sections: Option<&[&str]>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read { path: path.to_path_buf(), io })?;
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let mut config = Config::parse_sections(&text, &env, sections)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(config)
     }
@@ -110,6 +117,16 @@ impl Config {
 
     /// Parses and validates YAML text, expanding `${NAME}` from `env`.
     pub fn parse_with_env(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Config::parse_sections(text, env, None)
+    }
+
+    /// [`Config::parse_with_env`] where only unset variables inside `sections` are
+    /// errors (see [`Config::load_sections`]).
+    pub fn parse_sections(
+        text: &str,
+        env: &HashMap<String, String>,
+        sections: Option<&[&str]>,
+    ) -> Result<Config, ConfigError> {
         let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let message = e.to_string();
@@ -124,7 +141,11 @@ impl Config {
             // An empty file is an empty config.
             value = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
         }
-        let missing = env::expand_values(&mut value, env);
+        let mut missing = env::expand_values(&mut value, env);
+        if let Some(used) = sections {
+            let top = |path: &str| path.split(['.', '[']).next().unwrap_or_default().to_string();
+            missing.retain(|m| used.contains(&top(&m.path).as_str()));
+        }
         if !missing.is_empty() {
             return Err(ConfigError::Env { missing });
         }
@@ -240,7 +261,7 @@ failover_chain:
   - { provider: openai, priority: 1 }
 routing: { default_mode: cost, quality_threshold: 0.7 }
 keys:
-  issuers: [ { public_key: k4.public.AAAA } ]
+  issuers: [ { public_key: k4.public.zD3YbqHMDu9JFcrjPt3wangA2ttKYW3rZrrN07dhI1o } ]
   revoked: []
   leeway_s: 30
 nats: { url: nats://127.0.0.1:4222, replicas: 1 }
@@ -338,6 +359,16 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
         .expect("valid");
         assert_eq!(c.audit.fsync, FsyncPolicy::Always);
         assert_eq!(c.nats.as_ref().map(|n| n.audit_stream.as_str()), Some("BH_AUDIT"));
+    }
+
+    #[test]
+    fn unset_variables_outside_the_sections_used_are_left_alone() {
+        let text = SAMPLE;
+        let c = Config::parse_sections(text, &HashMap::new(), Some(&["keys", "audit"])).expect("keys only");
+        assert_eq!(c.providers[0].api_key.as_deref(), Some("${OPENAI_API_KEY}"), "left as written");
+        let with_secret = text.replace("revoked: []", "revoked: [\"${REVOKED}\"]");
+        let e = Config::parse_sections(&with_secret, &HashMap::new(), Some(&["keys"])).map(|_| ()).unwrap_err();
+        assert_eq!(e.to_string(), "environment variable is not set: REVOKED (at keys.revoked[0])");
     }
 
     #[test]
