@@ -8,6 +8,7 @@ mod hardening;
 mod harness;
 mod http_suite;
 mod lifecycle;
+mod operators;
 
 /// Runs each HTTP-suite test once per I/O driver.
 macro_rules! under_both_drivers {

@@ -1,0 +1,99 @@
+//! What an operator meets: error messages that name the place and the fix (golden
+//! texts), and commands that need no secrets they do not use.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::*;
+
+/// Runs `gatekeeper ARGS` in `dir` with a clean environment; (success, stdout, stderr).
+fn gatekeeper(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(gatekeeper_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("GROQ_API_KEY")
+        .env("GATEKEEPER_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gatekeeper");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The last line of stderr (the error).
+fn error_of(dir: &std::path::Path, args: &[&str]) -> String {
+    let (ok, _, err) = gatekeeper(dir, args);
+    assert!(!ok, "expected a failure: {args:?}");
+    err.lines().last().unwrap_or_default().to_string()
+}
+
+const SECRETS: &str = "providers:\n  - name: openai\n    kind: openai\n    base_url: https://api.openai.com/v1\n    api_key: ${OPENAI_API_KEY}\n  - { name: groq, kind: openai_compatible, base_url: \"https://api.groq.com/openai/v1\", api_key: \"${GROQ_API_KEY}\" }\n";
+
+#[test]
+fn error_messages_name_the_place_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).expect("write");
+    assert_eq!(
+        error_of(d, &["serve", "--config", "missing.yaml"]),
+        "error: config missing.yaml: cannot be read: No such file or directory (os error 2)"
+    );
+    write("syntax.yaml", "listen: 127.0.0.1:1\nproviders:\n  - { name: a, api_key: ${X} }\n");
+    let e = error_of(d, &["serve", "--config", "syntax.yaml"]);
+    assert!(e.starts_with("error: config syntax.yaml: line 3, column "), "{e}");
+    assert!(e.ends_with("(inside `{ … }`, quote a value that uses ${VAR}: \"${VAR}\")"), "{e}");
+    write("env.yaml", SECRETS);
+    assert_eq!(
+        error_of(d, &["serve", "--config", "env.yaml"]),
+        "error: config env.yaml: environment variables are not set: OPENAI_API_KEY (at providers[0].api_key), \
+         GROQ_API_KEY (at providers[1].api_key)"
+    );
+    write("issuer.yaml", "keys:\n  issuers: [ { public_key: \"k4.public.AAAA\" } ]\n");
+    assert_eq!(
+        error_of(d, &["serve", "--config", "issuer.yaml"]),
+        "error: config issuer.yaml: keys.issuers[0].public_key: invalid key material: a v4 public key is 32 bytes; \
+         copy the whole line `gatekeeper keys gen-issuer` printed"
+    );
+    let issuer = gatekeeper::keys::SecretKey::generate();
+    let claims = gatekeeper::keys::Claims { jti: "key-7".into(), ..Default::default() };
+    let token = gatekeeper::keys::issue(&issuer, &claims, &gatekeeper::keys::Footer::for_key(&issuer.public_key()))
+        .expect("token");
+    write("k.yaml", &format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk()));
+    assert_eq!(
+        error_of(d, &["keys", "revoke", &token, "--config", "k.yaml"]),
+        "error: that is a token, not a key id; its key id is key-7: `gatekeeper keys revoke key-7`"
+    );
+}
+
+#[test]
+fn commands_that_need_no_secrets_do_not_ask_for_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let issuer = gatekeeper::keys::SecretKey::generate();
+    let config = format!("{SECRETS}keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk());
+    std::fs::write(d.join("gatekeeper.yaml"), config).expect("write");
+    // An audit log to verify, written by a gateway that had its secrets.
+    let mock = Mock::start(Mock::config("primary"));
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth", "--shards", "1"]);
+    assert_eq!(chat(gw.addr, "m", false, "X-Request-Id: seen\r\n").status, 200);
+    let data = gw.dir.path().join("data");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::audit::file_messages(&data).iter().all(|(_, m)| m.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "nothing shipped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // `audit verify --dir` reads no config, though ./gatekeeper.yaml names unset secrets.
+    let (ok, out, err) = gatekeeper(d, &["audit", "verify", "--dir", data.to_str().unwrap_or(".")]);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("ok: 1 instances, 1 entries"), "{out}");
+    // `keys inspect --config` reads only `keys`.
+    let claims = gatekeeper::keys::Claims { jti: "k1".into(), ..Default::default() };
+    let token = gatekeeper::keys::issue(&issuer, &claims, &gatekeeper::keys::Footer::for_key(&issuer.public_key()))
+        .expect("token");
+    let (ok, out, err) = gatekeeper(d, &["keys", "inspect", &token, "--config", "gatekeeper.yaml"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("valid"), "{out}");
+}
