@@ -6,10 +6,9 @@ use clap::Parser as _;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEKEEPER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    if let Err(e) = gatekeeper::cli::run(gatekeeper::cli::Cli::parse()) {
+    let cli = gatekeeper::cli::Cli::parse();
+    gatekeeper::cli::init_logging(cli.log_format);
+    if let Err(e) = gatekeeper::cli::run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

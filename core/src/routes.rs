@@ -81,6 +81,7 @@ async fn readyz(shard: &ShardGateway, res: &mut Responder<'_>) {
     let drivers: Vec<&str> = shard.net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ready" },
+        "version": env!("CARGO_PKG_VERSION"),
         "auth": auth,
         "shards": drivers.len(),
         "drivers": drivers,

@@ -29,6 +29,9 @@ pub struct Overrides {
     /// Accept requests without an API key. For local trials only.
     #[arg(long)]
     pub no_auth: bool,
+    /// Where the config came from, for the start line (not a flag).
+    #[arg(skip)]
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// A running gateway.
@@ -122,7 +125,29 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         ShardHandler(ShardGateway::new(gw.clone(), ctx, audit))
     })?;
     let drivers: Vec<&str> = set.stats().iter().map(|s| s.driver().map_or("?", |d| d.name())).collect();
-    tracing::info!(addr = %set.local_addr(), shards, drivers = ?drivers, tls = config.tls.is_some(), "gateway started");
+    let auth = match &config.keys {
+        _ if args.no_auth => "DISABLED (--no-auth)".to_string(),
+        Some(k) => format!("keys ({} issuers)", k.issuers.len()),
+        None => "none".to_string(),
+    };
+    let audit = match (&config.nats, config.audit.enabled) {
+        (_, false) => "off".to_string(),
+        (Some(n), true) => format!("nats {}", n.url),
+        (None, true) => format!("files {}", config.audit.data_dir.display()),
+    };
+    let config_path = args.config_path.as_ref().map_or_else(|| "(built in)".to_string(), |p| p.display().to_string());
+    // The one line that says what this start is.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_path,
+        listen = %set.local_addr(),
+        shards,
+        drivers = ?drivers,
+        tls = config.tls.is_some(),
+        auth = %auth,
+        audit = %audit,
+        "gatekeeper started"
+    );
     Ok(Running {
         addr: set.local_addr(),
         gateway,

@@ -11,16 +11,21 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of files this module creates.
 pub const FILE_MODE: u32 = 0o600;
 
-/// Creates `path` and its missing parents with mode 0700. An existing directory that
-/// others may read is left as it is, with a warning naming the fix.
+/// Creates `path` and its missing parents with mode 0700. An existing directory keeps
+/// its mode (see [`warn_if_open`]).
 pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(path)?;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
-            "the audit data dir is open to other users; `chmod 700` it");
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(path)
+}
+
+/// Warns, naming the fix, when other users may read the directory at `path`.
+pub fn warn_if_open(path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "the audit data dir is open to other users; `chmod 700` it");
+        }
     }
-    Ok(())
 }
 
 /// Open options that create files with mode 0600 (the caller adds read/write/create).

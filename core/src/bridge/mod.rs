@@ -204,6 +204,7 @@ impl AuditSide {
             move |source| AuditError::Io { path, source }
         };
         crate::audit::private::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+        crate::audit::private::warn_if_open(&data_dir);
         let lock_path = data_dir.join("LOCK");
         let lock = crate::audit::private::options()
             .create(true)

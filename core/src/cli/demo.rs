@@ -85,7 +85,10 @@ keys:
     );
     let mut config = Config::parse(&yaml).context("demo config")?;
     // The data dir is locked by its gateway: each demo gets its own, removed on exit.
-    let data_dir = tempfile::tempdir().context("demo data dir")?;
+    let data_dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("demo data dir")?;
     config.audit.data_dir = data_dir.path().to_path_buf();
     let signals = Signals::install()?;
     let running = start(config, &Overrides { shards: Some(args.shards), ..Overrides::default() })?;

@@ -24,7 +24,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let tls = config.tls.is_some();
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let signals = Signals::install()?;
-    let running = start(config, &args.overrides)?;
+    let overrides = Overrides { config_path: Some(args.config.clone()), ..args.overrides.clone() };
+    let running = start(config, &overrides)?;
     let scheme = if tls { "https" } else { "http" };
     println!("gatekeeper listening on {} ({scheme})", running.addr);
     signals.wait();
