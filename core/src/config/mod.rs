@@ -382,6 +382,17 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
     }
 
     #[test]
+    fn the_example_config_is_valid_but_for_its_issuer_placeholder() {
+        let text = include_str!("../../../examples/gatekeeper.yaml");
+        let e = Config::parse_with_env(text, &env()).map(|_| ()).unwrap_err();
+        assert!(e.to_string().starts_with("keys.issuers[0].public_key:"), "{e}");
+        let real = text
+            .replace("k4.public.REPLACE-WITH-YOUR-ISSUER-KEY", "k4.public.zD3YbqHMDu9JFcrjPt3wangA2ttKYW3rZrrN07dhI1o");
+        let c = Config::parse_with_env(&real, &env()).expect("valid with a real key");
+        assert_eq!(c.providers[1].api_key.as_deref(), Some("gsk-g"));
+    }
+
+    #[test]
     fn empty_config_gets_defaults() {
         let c = Config::parse_with_env("{}", &env()).expect("defaults");
         assert_eq!(c.listen, "0.0.0.0:8080");
