@@ -43,6 +43,10 @@ pub struct Gateway {
     /// Revocations and other settings that change while running; shards apply changes
     /// in [`ShardGateway::apply_config_changes`].
     pub hot: Arc<HotConfig>,
+    /// `limits.inflight_per_shard_max`: past it, a shard sheds chat requests (503).
+    pub inflight_per_shard_max: u64,
+    /// `admin_listen` is set: `/metrics` and `/readyz` live there, not on the API listener.
+    pub admin_listener: bool,
 }
 
 impl Gateway {
@@ -78,6 +82,8 @@ impl Gateway {
             draining: AtomicBool::new(false),
             bridge: None,
             hot: Arc::new(HotConfig::from_config(config)),
+            inflight_per_shard_max: u64::try_from(config.limits.inflight_per_shard_max).unwrap_or(u64::MAX),
+            admin_listener: config.admin_listen.is_some(),
         })
     }
 }
@@ -162,6 +168,11 @@ impl ShardGateway {
                 keys.set_revoked(list);
             }
         }
+    }
+
+    /// Chat requests this shard is serving now.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.get()
     }
 
     /// Moves the in-flight request count by `delta`.

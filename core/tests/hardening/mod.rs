@@ -176,3 +176,4 @@ fn a_client_gone_before_the_stream_starts_is_recorded() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+mod upstream;
