@@ -134,6 +134,10 @@ fn upstream_shape(attempts: &[Attempt]) -> Shape {
             .min();
         return (503, "server_error", Some("providers_rate_limited"), None, wait.map(|s| s.max(1)));
     }
+    if !tried.is_empty() && tried.iter().all(|a| a.outcome.is_gateway_limit()) {
+        // No provider was called: every pool tried was full. That is the gateway's overload.
+        return (503, "server_error", Some("overloaded"), None, Some(1));
+    }
     if !tried.is_empty() && tried.iter().all(|a| a.outcome.is_timeout()) {
         (504, "server_error", Some("upstream_timeout"), None, None)
     } else {
@@ -186,6 +190,18 @@ mod tests {
         let k = |p: &str, s| attempt(p, AttemptOutcome::Skipped { retry_after_s: s });
         let r = exhausted(vec![k("a", 7), k("b", 3)]).to_response();
         assert_eq!((r.status, r.retry_after_s), (503, Some(3)));
+    }
+
+    #[test]
+    fn full_pools_are_overload_not_provider_failure() {
+        let full = |p: &str| attempt(p, AttemptOutcome::Failed(UpstreamError::PoolExhausted));
+        let skipped = attempt("c", AttemptOutcome::Skipped { retry_after_s: 9 });
+        let e = exhausted(vec![full("a"), skipped, full("b")]);
+        let r = e.to_response();
+        assert_eq!((r.status, r.retry_after_s), (503, Some(1)));
+        assert_eq!(body(&e)["error"]["code"], "overloaded");
+        let mixed = exhausted(vec![full("a"), attempt("b", AttemptOutcome::Status(500))]);
+        assert_eq!(mixed.to_response().status, 502, "a provider did fail");
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Gateway {
     pub hot: Arc<HotConfig>,
     /// `audit.unauthenticated_records_per_s`.
     pub unauthenticated_records_per_s: u32,
+    /// `limits.inflight_per_shard_max`: past it, a shard sheds chat requests (503).
+    pub inflight_per_shard_max: u64,
+    /// `admin_listen` is set: `/metrics` and `/readyz` live there, not on the API listener.
+    pub admin_listener: bool,
 }
 
 impl Gateway {
@@ -81,6 +85,8 @@ impl Gateway {
             bridge: None,
             hot: Arc::new(HotConfig::from_config(config)),
             unauthenticated_records_per_s: config.audit.unauthenticated_records_per_s,
+            inflight_per_shard_max: u64::try_from(config.limits.inflight_per_shard_max).unwrap_or(u64::MAX),
+            admin_listener: config.admin_listen.is_some(),
         })
     }
 }
@@ -169,6 +175,11 @@ impl ShardGateway {
                 keys.set_revoked(list);
             }
         }
+    }
+
+    /// Chat requests this shard is serving now.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.get()
     }
 
     /// Moves the in-flight request count by `delta`.

@@ -7,7 +7,9 @@
 //!                                └─► [8 audit] ─► bridge ─► JetStream / files
 //! ```
 //!
-//! Step 1's accept and HTTP parse live in `gatekeeper-net`. The key is checked
+//! Step 1's accept and HTTP parse live in `gatekeeper-net`; admission (a bound on the
+//! shard's requests in flight) comes first of all, so an overloaded shard sheds for the
+//! cost of a parse. The key is checked
 //! before the body is parsed, so an unauthenticated client learns nothing about
 //! its body. Step 8 runs inside step 7, just before the answer's last byte.
 
@@ -22,8 +24,11 @@ use crate::{budget, credit, keys, providers, respond, router, wire};
 pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Responder<'_>) {
     let mut trace = Trace::start();
     let request_id = request_id(shard, &req);
-    shard.inflight_add(1);
-    let status = match serve(shard, &req, res, &request_id, &mut trace).await {
+    let (slot, served) = match admit(shard) {
+        Ok(slot) => (Some(slot), serve(shard, &req, res, &request_id, &mut trace).await),
+        Err(e) => (None, Err(e)),
+    };
+    let status = match served {
         Ok(status) => status,
         Err(e) => {
             trace.close_overhead();
@@ -38,7 +43,7 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
             respond::send_error(res, &request_id, &e).await
         }
     };
-    shard.inflight_add(-1);
+    drop(slot);
     let latency_us = trace.elapsed().as_micros() as u64;
     shard.metrics().record_request(trace.model, trace.provider, status, latency_us);
     if let (Some(p), Some(u)) = (trace.provider, trace.usage) {
@@ -79,6 +84,27 @@ async fn serve(
     let status = respond::relay(answer, res, request_id, trace, shard.metrics(), record).await; // 7
     admission.settle(trace.usage);
     Ok(status)
+}
+
+/// A shard's hold on one of its `limits.inflight_per_shard_max` places; given back on drop,
+/// however the request ends.
+struct InflightSlot<'s>(&'s ShardGateway);
+
+impl Drop for InflightSlot<'_> {
+    fn drop(&mut self) {
+        self.0.inflight_add(-1);
+    }
+}
+
+/// Admission: a place among the shard's requests in flight, or 503 `overloaded` at once.
+/// Shedding early keeps the latency of the requests already admitted flat: past the bound,
+/// more concurrency only queues behind them.
+fn admit(shard: &ShardGateway) -> Result<InflightSlot<'_>, GatewayError> {
+    if shard.inflight() >= shard.gw.inflight_per_shard_max {
+        return Err(GatewayError::Unavailable("this shard is at limits.inflight_per_shard_max; retry shortly"));
+    }
+    shard.inflight_add(1);
+    Ok(InflightSlot(shard))
 }
 
 /// The client's `X-Request-Id` when it is sane, else a fresh one.

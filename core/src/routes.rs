@@ -1,18 +1,25 @@
-//! Which path goes where: the HTTP routes a shard serves, and the small answers that
-//! are not chat completions (`/v1/models`, `/healthz`, `/readyz`, `/metrics`).
+//! Which path goes where: the HTTP routes a shard serves, the admin listener's routes
+//! (when `admin_listen` is set), and the small answers that are not chat completions
+//! (`/v1/models`, `/healthz`, `/readyz`, `/metrics`).
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use gatekeeper_net::{Handler, ProtocolError, Request, Responder};
+use gatekeeper_net::{Handler, ProtocolError, Request, Responder, ShardStats};
 
 use crate::error::GatewayError;
-use crate::gateway::ShardGateway;
+use crate::gateway::{Gateway, ShardGateway};
 use crate::metrics::MetricsView;
 use crate::respond::send_error;
 
-/// Every path served, for telling 405 from 404.
+/// Every path the API listener serves, for telling 405 from 404.
 const PATHS: [&str; 5] = ["/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"];
+/// What the API listener keeps when an admin listener takes `/readyz` and `/metrics`
+/// (`/healthz` stays on both: a load balancer may probe the API port).
+const PATHS_BESIDE_ADMIN: [&str; 3] = ["/v1/chat/completions", "/v1/models", "/healthz"];
+/// Every path the admin listener serves.
+const ADMIN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The handler a shard runs: an `Rc` so background tasks can hold the shard too.
 pub struct ShardHandler(pub Rc<ShardGateway>);
@@ -20,19 +27,15 @@ pub struct ShardHandler(pub Rc<ShardGateway>);
 impl Handler for ShardHandler {
     async fn handle(&self, req: Request, res: &mut Responder<'_>) {
         let shard = &*self.0;
+        let admin_here = !shard.gw.admin_listener;
         match (req.method(), req.path()) {
             ("POST", "/v1/chat/completions") => crate::pipeline::chat_completions(shard, req, res).await,
             ("GET", "/v1/models") => models(shard, &req, res).await,
-            ("GET", "/healthz") => {
-                let _ = res.send(200, &[("Content-Type", b"application/json")], b"{\"status\":\"ok\"}").await;
-            }
-            ("GET", "/readyz") => readyz(shard, res).await,
-            ("GET", "/metrics") => metrics(shard, res).await,
+            ("GET", "/healthz") => healthz(res).await,
+            ("GET", "/readyz") if admin_here => readyz(&shard.gw, &shard.net_stats, res).await,
+            ("GET", "/metrics") if admin_here => metrics(&shard.gw, &shard.net_stats, res).await,
             (method, path) => {
-                let err = match PATHS.iter().find(|p| **p == path) {
-                    Some(path) => GatewayError::MethodNotAllowed { method: method.to_string(), path },
-                    None => GatewayError::NotFound(path.chars().take(200).collect()),
-                };
+                let err = unknown_route(method, path, if admin_here { &PATHS } else { &PATHS_BESIDE_ADMIN });
                 let id = shard.gw.request_ids.next();
                 let status = send_error(res, &id, &err).await;
                 shard.metrics().record_request(None, None, status, 0);
@@ -45,6 +48,47 @@ impl Handler for ShardHandler {
         self.0.metrics().record_request(None, None, status, 0);
         GatewayError::Protocol(err.clone()).to_response().body
     }
+}
+
+/// The admin listener's handler (`admin_listen`): `/metrics`, `/readyz` and `/healthz` over
+/// the process-wide state. It runs on a thread of its own, so it writes no shard's metrics
+/// (each shard's are single-writer); it only reads them.
+pub struct AdminHandler {
+    /// The process-wide state.
+    pub gw: Arc<Gateway>,
+    /// The API shards' connection statistics (not the admin listener's own).
+    pub net_stats: Arc<[ShardStats]>,
+}
+
+impl Handler for AdminHandler {
+    async fn handle(&self, req: Request, res: &mut Responder<'_>) {
+        match (req.method(), req.path()) {
+            ("GET", "/healthz") => healthz(res).await,
+            ("GET", "/readyz") => readyz(&self.gw, &self.net_stats, res).await,
+            ("GET", "/metrics") => metrics(&self.gw, &self.net_stats, res).await,
+            (method, path) => {
+                let err = unknown_route(method, path, &ADMIN_PATHS);
+                send_error(res, &self.gw.request_ids.next(), &err).await;
+            }
+        }
+    }
+
+    fn protocol_error_body(&self, err: &ProtocolError) -> Vec<u8> {
+        GatewayError::Protocol(err.clone()).to_response().body
+    }
+}
+
+/// 405 for a path served under another method, else 404.
+fn unknown_route(method: &str, path: &str, served: &[&'static str]) -> GatewayError {
+    match served.iter().find(|p| **p == path) {
+        Some(path) => GatewayError::MethodNotAllowed { method: method.to_string(), path },
+        None => GatewayError::NotFound(path.chars().take(200).collect()),
+    }
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz(res: &mut Responder<'_>) {
+    let _ = res.send(200, &[("Content-Type", b"application/json")], b"{\"status\":\"ok\"}").await;
 }
 
 /// `GET /v1/models`: the models the key may use.
@@ -75,30 +119,30 @@ async fn models(shard: &ShardGateway, req: &Request, res: &mut Responder<'_>) {
 }
 
 /// `GET /readyz`: ready, or draining (503).
-async fn readyz(shard: &ShardGateway, res: &mut Responder<'_>) {
-    let draining = shard.gw.draining.load(Ordering::Relaxed);
-    let auth = if shard.gw.verifier.is_some() { "enabled" } else { "DISABLED (--no-auth)" };
-    let drivers: Vec<&str> = shard.net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
+async fn readyz(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>) {
+    let draining = gw.draining.load(Ordering::Relaxed);
+    let auth = if gw.verifier.is_some() { "enabled" } else { "DISABLED (--no-auth)" };
+    let drivers: Vec<&str> = net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ready" },
         "version": env!("CARGO_PKG_VERSION"),
         "auth": auth,
         "shards": drivers.len(),
         "drivers": drivers,
-        "providers": shard.gw.provider_names,
+        "providers": gw.provider_names,
     });
     let status = if draining { 503 } else { 200 };
     let _ = res.send(status, &[("Content-Type", b"application/json")], body.to_string().as_bytes()).await;
 }
 
 /// `GET /metrics`: Prometheus text.
-async fn metrics(shard: &ShardGateway, res: &mut Responder<'_>) {
+async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>) {
     let text = MetricsView {
-        shards: &shard.gw.metrics,
-        net: &shard.net_stats,
-        model_names: &shard.gw.routes.model_names,
-        provider_names: &shard.gw.provider_names,
-        checkpoint: shard.gw.bridge.as_ref().and_then(|b| b.stats().latest_checkpoint.lock().ok()?.clone()),
+        shards: &gw.metrics,
+        net: net_stats,
+        model_names: &gw.routes.model_names,
+        provider_names: &gw.provider_names,
+        checkpoint: gw.bridge.as_ref().and_then(|b| b.stats().latest_checkpoint.lock().ok()?.clone()),
     }
     .render();
     let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;

@@ -12,7 +12,7 @@ use gatekeeper_net::{ServerLimits, ShardSet, ShardSetConfig};
 use crate::bridge::{Bridge, ShardAudit};
 use crate::config::{Config, DriverChoice, Shards};
 use crate::gateway::{Gateway, ShardGateway};
-use crate::routes::ShardHandler;
+use crate::routes::{AdminHandler, ShardHandler};
 
 /// Command-line overrides of the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -38,9 +38,14 @@ pub struct Overrides {
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where the admin listener (`admin_listen`) listens, if there is one.
+    pub admin_addr: Option<SocketAddr>,
     /// The shared tables.
     pub gateway: Arc<Gateway>,
     shards: ShardSet,
+    /// The admin listener's one shard; stopped after the API shards, so `/readyz` says
+    /// `draining` for as long as they drain.
+    admin: Option<ShardSet>,
     drain_timeout: Duration,
 }
 
@@ -50,6 +55,10 @@ impl Running {
         self.gateway.draining.store(true, Ordering::SeqCst);
         self.shards.shutdown_handle().shutdown();
         self.shards.join();
+        if let Some(admin) = self.admin {
+            admin.shutdown_handle().shutdown();
+            admin.join();
+        }
         // No shard submits any more: ship what is left and close the chain with a checkpoint.
         if let Some(bridge) = &self.gateway.bridge {
             match bridge.shutdown(self.drain_timeout) {
@@ -87,6 +96,8 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     }
     let listen: SocketAddr =
         config.listen.parse().with_context(|| format!("listen: not an address: {}", config.listen))?;
+    // Checked again after the overrides: `--listen` may have moved onto it.
+    let admin_listen = config.admin_addr()?;
     if args.no_auth {
         tracing::warn!("AUTHENTICATION IS DISABLED (--no-auth): any client can use every model. Local trials only.");
     }
@@ -119,12 +130,37 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         backlog: 4096,
     };
+    let admin_config = admin_listen.map(|listen| ShardSetConfig {
+        shards: 1,
+        listen,
+        pin: false,
+        tls: None,
+        backlog: 128,
+        ..set_config.clone()
+    });
     let gw = gateway.clone();
     let set = ShardSet::start(set_config, move |ctx| {
         let audit = audits.lock().unwrap_or_else(|p| p.into_inner()).get_mut(ctx.index).and_then(Option::take);
         ShardHandler(ShardGateway::new(gw.clone(), ctx, audit))
     })?;
     let drivers: Vec<&str> = set.stats().iter().map(|s| s.driver().map_or("?", |d| d.name())).collect();
+    let admin = match admin_config {
+        Some(admin_config) => {
+            let (gw, net_stats) = (gateway.clone(), set.stats());
+            let started =
+                ShardSet::start(admin_config, move |_| AdminHandler { gw: gw.clone(), net_stats: net_stats.clone() });
+            match started {
+                Ok(admin) => Some(admin),
+                Err(e) => {
+                    set.shutdown_handle().shutdown();
+                    set.join();
+                    return Err(e).context("starting the admin listener");
+                }
+            }
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(ShardSet::local_addr);
     let auth = match &config.keys {
         _ if args.no_auth => "DISABLED (--no-auth)".to_string(),
         Some(k) => format!("keys ({} issuers)", k.issuers.len()),
@@ -141,6 +177,7 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         version = env!("CARGO_PKG_VERSION"),
         config = %config_path,
         listen = %set.local_addr(),
+        admin = %admin_addr.map_or_else(|| "(none)".to_string(), |a| a.to_string()),
         shards,
         drivers = ?drivers,
         tls = config.tls.is_some(),
@@ -150,8 +187,10 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     );
     Ok(Running {
         addr: set.local_addr(),
+        admin_addr,
         gateway,
         shards: set,
+        admin,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
     })
 }

@@ -28,6 +28,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let running = start(config, &overrides)?;
     let scheme = if tls { "https" } else { "http" };
     println!("gatekeeper listening on {} ({scheme})", running.addr);
+    if let Some(admin) = running.admin_addr {
+        println!("gatekeeper admin listening on {admin}");
+    }
     signals.wait();
     tracing::info!("shutdown requested; draining");
     running.shutdown_and_join();

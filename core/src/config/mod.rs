@@ -26,6 +26,7 @@ pub mod routing;
 pub mod server;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,11 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM before the process exits.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Address of the admin listener (plain HTTP): when set, `/metrics`, `/readyz` and
+    /// `/healthz` are served there, and the API listener answers `/metrics` and `/readyz`
+    /// with 404. Absent: everything on `listen`.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -197,6 +203,9 @@ impl Config {
     /// between sections (models and the failover chain name providers).
     fn validate(&self) -> Result<(), ConfigError> {
         server::validate(&self.listen, self.shards, &self.limits)?;
+        if let Some(admin) = &self.admin_listen {
+            check_admin_listen(admin, &self.listen)?;
+        }
         let names = providers::validate(&self.providers)?;
         models::validate(&self.models, &self.failover_chain, &names)?;
         routing::validate(&self.routing)?;
@@ -210,6 +219,11 @@ impl Config {
         Ok(())
     }
 
+    /// The admin listener's address, if one is configured (validated at load).
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.admin_listen.as_deref().map(|a| check_admin_listen(a, &self.listen)).transpose()
+    }
+
     /// The deployments of `model` in failover order: providers in `failover_chain` by
     /// priority first, then any others in the order the models list names them.
     pub fn deployments_of<'a>(&'a self, model: &str) -> Vec<&'a ModelConfig> {
@@ -221,6 +235,17 @@ impl Config {
         let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
         models::route_table(&self.models, &self.failover_chain, &providers)
     }
+}
+
+/// `admin_listen` is an address, and not the API's: with `SO_REUSEPORT` both would bind it
+/// and split its connections between them.
+fn check_admin_listen(admin: &str, listen: &str) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr =
+        admin.parse().map_err(|_| error::invalid("admin_listen", format!("not an address (ip:port): `{admin}`")))?;
+    if addr.port() != 0 && listen.parse::<SocketAddr>().is_ok_and(|l| l == addr) {
+        return Err(error::invalid("admin_listen", "must differ from `listen`"));
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]
@@ -390,6 +415,17 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
             .replace("k4.public.REPLACE-WITH-YOUR-ISSUER-KEY", "k4.public.zD3YbqHMDu9JFcrjPt3wangA2ttKYW3rZrrN07dhI1o");
         let c = Config::parse_with_env(&real, &env()).expect("valid with a real key");
         assert_eq!(c.providers[1].api_key.as_deref(), Some("gsk-g"));
+    }
+
+    #[test]
+    fn admin_listen_is_an_address_of_its_own() {
+        let c = Config::parse_with_env(&format!("admin_listen: 127.0.0.1:9090\n{SAMPLE}"), &env()).expect("valid");
+        assert_eq!(c.admin_addr().ok().flatten(), Some("127.0.0.1:9090".parse().expect("addr")));
+        let e = err_text(&format!("admin_listen: localhost\n{SAMPLE}"));
+        assert_eq!(e, "admin_listen: not an address (ip:port): `localhost`");
+        let e = err_text(&format!("admin_listen: 127.0.0.1:8080\n{SAMPLE}"));
+        assert_eq!(e, "admin_listen: must differ from `listen`");
+        assert!(Config::parse_with_env(SAMPLE, &env()).expect("valid").admin_addr().ok().flatten().is_none());
     }
 
     #[test]

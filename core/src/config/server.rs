@@ -103,7 +103,16 @@ pub struct Limits {
     /// Requests read ahead of the one being answered on one connection (pipelining). Default 16.
     /// Exceeded: the shard stops reading that connection until answers drain.
     pub pipeline_depth_max: usize,
+    // -- admission (enforced by the pipeline, not by the HTTP server) --
+    /// Chat-completion requests one shard serves at once, from admission to the last byte of
+    /// the answer. Default 4096. Exceeded: 503 `overloaded` with `Retry-After: 1`, answered
+    /// before the key is checked or any provider is called, so an overloaded shard sheds for
+    /// the cost of a parse.
+    pub inflight_per_shard_max: usize,
 }
+
+/// Default of `limits.inflight_per_shard_max`.
+pub const INFLIGHT_PER_SHARD_MAX_DEFAULT: usize = 4096;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -116,6 +125,7 @@ impl Default for Limits {
             idle_timeout_ms: 60_000,
             connections_per_shard_max: 10_000,
             pipeline_depth_max: 16,
+            inflight_per_shard_max: INFLIGHT_PER_SHARD_MAX_DEFAULT,
         }
     }
 }
@@ -141,6 +151,7 @@ impl From<&Limits> for ServerLimits {
             idle_timeout_ms,
             connections_per_shard_max,
             pipeline_depth_max,
+            inflight_per_shard_max: _, // the pipeline's admission check, not the server's
         } = *l;
         ServerLimits {
             header_bytes_max,
@@ -184,6 +195,9 @@ pub(super) fn validate(listen: &str, shards: Shards, l: &Limits) -> Result<(), C
     if l.header_count_max > 1024 {
         return Err(invalid("limits.header_count_max", "must be at most 1024"));
     }
+    if l.inflight_per_shard_max == 0 {
+        return Err(invalid("limits.inflight_per_shard_max", "must be at least 1"));
+    }
     Ok(())
 }
 
@@ -203,6 +217,7 @@ mod tests {
             idle_timeout_ms: 1006,
             connections_per_shard_max: 1007,
             pipeline_depth_max: 1008,
+            inflight_per_shard_max: 1009,
         };
         let s = ServerLimits::from(&l);
         assert_eq!(s.header_bytes_max, 1001);
@@ -213,5 +228,15 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_millis(1006));
         assert_eq!(s.connections_per_shard_max, 1007);
         assert_eq!(s.pipeline_depth_max, 1008);
+    }
+
+    #[test]
+    fn inflight_per_shard_max_defaults_and_has_a_floor() {
+        let mut l = Limits::default();
+        assert_eq!(l.inflight_per_shard_max, 4096);
+        assert!(validate("127.0.0.1:1", Shards::Count(1), &l).is_ok());
+        l.inflight_per_shard_max = 0;
+        let e = validate("127.0.0.1:1", Shards::Count(1), &l).map(|_| ()).unwrap_err().to_string();
+        assert_eq!(e, "limits.inflight_per_shard_max: must be at least 1");
     }
 }

@@ -48,19 +48,33 @@ impl AttemptOutcome {
     }
 
     /// Whether the outcome counts against the provider (metrics, health). A skip is
-    /// not a failure, and neither is a request that was the client's fault.
+    /// not a failure, and neither is a request that was the client's fault or one that
+    /// hit the gateway's own limit.
     pub fn is_provider_fault(&self) -> bool {
         match self {
-            AttemptOutcome::Failed(e) => !is_client_caused(e),
+            AttemptOutcome::Failed(e) => !is_client_caused(e) && !is_gateway_limit(e),
             AttemptOutcome::Status(_) => true,
             AttemptOutcome::Skipped { .. } => false,
         }
+    }
+
+    /// Whether the attempt never left the gateway because of the gateway's own bound: the
+    /// shard's pool for the provider had `connections_max` busy and `queue_max` waiting (or
+    /// none freed in time). The next deployment may have room; if none has, the client
+    /// hears 503 `overloaded`, not that a provider failed.
+    pub fn is_gateway_limit(&self) -> bool {
+        matches!(self, AttemptOutcome::Failed(e) if is_gateway_limit(e))
     }
 
     /// Whether this was a timeout (connect, write, first byte, read idle).
     pub fn is_timeout(&self) -> bool {
         matches!(self, AttemptOutcome::Failed(e) if e.is_timeout())
     }
+}
+
+/// Errors that are the gateway's own limit, not the provider's doing.
+fn is_gateway_limit(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::PoolExhausted)
 }
 
 /// Errors caused by what the client sent, not by the provider.
@@ -97,5 +111,10 @@ mod tests {
         assert!(!client.retryable() && !client.is_provider_fault());
         let skipped = AttemptOutcome::Skipped { retry_after_s: 3 };
         assert!(skipped.retryable() && !skipped.is_provider_fault());
+        let full = AttemptOutcome::Failed(UpstreamError::PoolExhausted);
+        assert!(full.retryable() && !full.is_provider_fault() && full.is_gateway_limit());
+        assert!(!timeout.is_gateway_limit());
+        let unresolvable = AttemptOutcome::Failed(UpstreamError::Resolve("x.invalid: no such name".into()));
+        assert!(unresolvable.retryable() && unresolvable.is_provider_fault());
     }
 }

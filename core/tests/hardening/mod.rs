@@ -325,3 +325,4 @@ fn a_witness_file_catches_a_truncated_log() {
     assert!(!ok, "{out}");
     assert!(out.contains("truncated"), "{out}");
 }
+mod upstream;

@@ -27,7 +27,8 @@ impl Received {
 }
 
 /// What the provider answers: the raw bytes of a response, chosen per request
-/// (the index counts requests from 0), after an optional delay.
+/// (the index counts requests from 0), after an optional delay. No bytes: the
+/// connection is closed without an answer.
 pub type Script = dyn Fn(usize, &Received) -> (Duration, Vec<u8>) + Send + Sync;
 
 /// A running hostile provider; stops accepting when dropped.
@@ -118,7 +119,7 @@ fn serve(mut conn: TcpStream, received: &Mutex<Vec<Received>>, script: &Script) 
         };
         let (delay, response) = script(index, &req);
         std::thread::sleep(delay);
-        if conn.write_all(&response).is_err() {
+        if response.is_empty() || conn.write_all(&response).is_err() {
             return;
         }
     }

@@ -31,6 +31,8 @@ pub struct Proc {
     child: Child,
     log: PathBuf,
     name: String,
+    /// Addresses of the `listening on` lines printed after the first.
+    listening: std::sync::mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -56,8 +58,8 @@ impl Proc {
                 }
             }
         });
-        let mut proc = Proc { child, log, name: name.to_string() };
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        let mut proc = Proc { child, log, name: name.to_string(), listening: rx };
+        let addr = match proc.listening.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => a.parse().unwrap_or_else(|_| panic!("{name} printed a bad address: {a}")),
             Err(_) => {
                 let status = proc.child.try_wait();
@@ -65,6 +67,11 @@ impl Proc {
             }
         };
         (proc, addr)
+    }
+
+    /// The address of the next `listening on` line (after the first), waiting at most `limit`.
+    pub fn next_listening(&self, limit: Duration) -> Option<SocketAddr> {
+        self.listening.recv_timeout(limit).ok().and_then(|a| a.parse().ok())
     }
 
     /// What the process wrote to stderr so far.

@@ -850,6 +850,7 @@ fn build_report(
         statuses: total.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
         errors: total.errors,
         latency_us: Distribution::of(&total.latency),
+        latency_ok_us: Distribution::of(&total.latency_ok),
         ttfb_us: Distribution::of(&total.ttfb),
         chunk_gap_max_us: Distribution::of(&total.gap),
         send_lag_us: Distribution::of(&total.lag),

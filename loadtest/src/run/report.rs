@@ -120,6 +120,9 @@ pub struct Report {
     pub errors: ErrorCounts,
     /// Latency from intended send time to end of answer, every request.
     pub latency_us: Distribution,
+    /// The same, of 2xx answers only (the admitted requests when the target sheds load).
+    #[serde(default)]
+    pub latency_ok_us: Distribution,
     /// Streams: intended send time to first body byte.
     pub ttfb_us: Distribution,
     /// Streams: largest gap between body reads, per request.
@@ -177,6 +180,9 @@ impl Report {
             e.http_5xx
         );
         let _ = writeln!(s, "  latency     {}", pcts(&self.latency_us));
+        if self.latency_ok_us.count != self.latency_us.count {
+            let _ = writeln!(s, "  latency 2xx {}", pcts(&self.latency_ok_us));
+        }
         if self.ttfb_us.count > 0 {
             let _ = writeln!(s, "  ttfb        {}", pcts(&self.ttfb_us));
             let _ = writeln!(s, "  chunk gap   {}", pcts(&self.chunk_gap_max_us));

@@ -105,6 +105,9 @@ pub struct Outcome {
 pub struct Recorder {
     /// Latency from intended send time, µs.
     pub latency: Histogram<u64>,
+    /// The same, of 2xx answers only: what admitted requests saw when the target sheds
+    /// the rest with fast errors (which would pull `latency` down).
+    pub latency_ok: Histogram<u64>,
     /// Time to first body byte of streams, µs.
     pub ttfb: Histogram<u64>,
     /// Largest inter-read gap per stream, µs.
@@ -125,6 +128,7 @@ impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             latency: histogram(),
+            latency_ok: histogram(),
             ttfb: histogram(),
             gap: histogram(),
             lag: histogram(),
@@ -141,6 +145,9 @@ impl Recorder {
     pub fn record(&mut self, o: &Outcome, error: Option<ErrorClass>) {
         // saturating_record clamps values beyond the range instead of failing.
         self.latency.saturating_record(o.latency_us.max(1));
+        if (200..300).contains(&o.status) {
+            self.latency_ok.saturating_record(o.latency_us.max(1));
+        }
         self.lag.saturating_record(o.lag_us.max(1));
         if let Some(t) = o.ttfb_us {
             self.ttfb.saturating_record(t.max(1));
@@ -166,6 +173,7 @@ impl Recorder {
     pub fn merge(&mut self, other: &Recorder) {
         // Same bounds on both sides, so add cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.latency_ok.add(&other.latency_ok);
         let _ = self.ttfb.add(&other.ttfb);
         let _ = self.gap.add(&other.gap);
         let _ = self.lag.add(&other.lag);
@@ -180,6 +188,7 @@ impl Recorder {
     /// Empties the recorder, keeping its allocations.
     pub fn reset(&mut self) {
         self.latency.reset();
+        self.latency_ok.reset();
         self.ttfb.reset();
         self.gap.reset();
         self.lag.reset();
@@ -220,8 +229,8 @@ pub struct Point {
     pub us: u64,
 }
 
-/// Summary of one histogram, as written to the report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Summary of one histogram, as written to the report (`Default`: nothing recorded).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Distribution {
     /// Values recorded.
     pub count: u64,
@@ -306,6 +315,7 @@ mod tests {
         assert_eq!(b.count(), 3);
         assert_eq!(b.errors.total(), 2);
         assert_eq!(b.statuses[&200], 1);
+        assert_eq!(b.latency_ok.len(), 1, "2xx only");
         b.reset();
         assert_eq!(b.count(), 0);
     }

@@ -1,6 +1,10 @@
 //! One upstream connection: plain TCP or TLS over TCP, plus its reusable read buffer.
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, BorrowedFd, RawFd},
+};
 
 use bytes::BytesMut;
 use monoio::{
@@ -35,6 +39,9 @@ enum Stream {
 /// list of its pool.
 pub(crate) struct Conn {
     stream: Stream,
+    /// The TCP socket under `stream` (TLS hides it), for [`Conn::is_idle_open`]. Valid for as
+    /// long as `stream` lives, which is as long as `self`.
+    fd: RawFd,
     /// Bytes read from the socket and not yet consumed by the head parser or body decoder.
     pub(crate) read_buf: BytesMut,
 }
@@ -60,13 +67,14 @@ impl Conn {
         let tcp = tcp.ok_or(UpstreamError::Connect(last_error))?;
         // Requests are written in one piece; Nagle would only delay the next small request.
         tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let fd = tcp.as_raw_fd();
         let stream = match tls {
             None => Stream::Plain(tcp),
             Some((connector, name)) => {
                 Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await.map_err(tls_error)?))
             }
         };
-        Ok(Conn { stream, read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES) })
+        Ok(Conn { stream, fd, read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES) })
     }
 
     /// Writes all of `buf`; hands the buffer back (for reuse or a retry) whatever happens.
@@ -100,6 +108,27 @@ impl Conn {
     pub(crate) fn trim_for_idle(&mut self) {
         if self.read_buf.capacity() > READ_BUF_KEEP_BYTES_MAX {
             self.read_buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        }
+    }
+
+    /// Whether a pooled connection may carry a request: the peer has sent nothing since the
+    /// last response, neither an end of stream (it closed the idle connection) nor stray bytes
+    /// (a `408`, a TLS alert). One non-blocking `MSG_PEEK` of the socket; consumes nothing.
+    #[allow(unsafe_code)]
+    pub(crate) fn is_idle_open(&self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        // SAFETY: `self.fd` is the descriptor of the TcpStream owned by `self.stream`, which
+        // keeps it open for as long as `self` lives; the borrow ends with this function.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(fd, &mut byte, flags) {
+            // Nothing to read: still open and quiet.
+            Err(rustix::io::Errno::AGAIN) => true,
+            // Ok(0): closed by the peer; Ok(_): bytes nobody asked for; Err: reset or worse.
+            Ok(_) | Err(_) => false,
         }
     }
 

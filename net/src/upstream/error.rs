@@ -16,10 +16,15 @@ pub enum UpstreamError {
     /// (bad method, path or header bytes, or a header the client sets itself).
     #[error("invalid upstream request: {0}")]
     InvalidRequest(&'static str),
-    /// Name resolution or the TCP connect failed.
+    /// The origin's host name did not resolve (no such name, no address, resolver error or
+    /// its queue full); `host: why`. Remembered for a few seconds, so repeats fail at once.
+    #[error("cannot resolve upstream host {0}")]
+    Resolve(String),
+    /// The TCP connect failed.
     #[error("connect to upstream failed: {0}")]
     Connect(#[source] io::Error),
-    /// TCP connect plus TLS handshake took longer than `connect_timeout_ms`.
+    /// Name resolution, TCP connect and TLS handshake together took longer than
+    /// `connect_timeout_ms`.
     #[error("connect to upstream timed out")]
     ConnectTimeout,
     /// The TLS handshake failed (certificate, protocol, alert).
@@ -47,8 +52,10 @@ pub enum UpstreamError {
     /// `connect_timeout_ms`, or the waiter queue was already full.
     #[error("upstream connection pool exhausted")]
     PoolExhausted,
-    /// The upstream closed the connection before the response was complete
-    /// (on a fresh connection: before any response byte).
+    /// The upstream closed the connection before the response was complete. That includes a
+    /// close after the whole request was written and before any response byte: the upstream
+    /// may have acted on the request, so it is not sent again (see "When a request is sent
+    /// twice" in the module docs).
     #[error("upstream closed the connection early")]
     ClosedEarly,
     /// The body exceeded the limit given to [`Response::read_to_end`](super::Response::read_to_end).
@@ -64,9 +71,9 @@ impl UpstreamError {
 
     /// True when the failure happened before any response byte was seen and no request byte can
     /// have been processed by the upstream in a way we observed, so trying another provider is
-    /// safe: connect, TLS, pool exhaustion.
+    /// safe: name resolution, connect, TLS, pool exhaustion.
     pub fn is_connect_phase(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::ConnectTimeout | Self::Tls(_) | Self::PoolExhausted)
+        matches!(self, Self::Resolve(_) | Self::Connect(_) | Self::ConnectTimeout | Self::Tls(_) | Self::PoolExhausted)
     }
 
     /// A short, stable label for metrics (`upstream_errors_total{kind="…"}`).
@@ -74,6 +81,7 @@ impl UpstreamError {
         match self {
             Self::InvalidUrl(_) => "invalid_url",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::Resolve(_) => "resolve",
             Self::Connect(_) => "connect",
             Self::ConnectTimeout => "connect_timeout",
             Self::Tls(_) => "tls",
@@ -99,6 +107,7 @@ mod tests {
         let all = [
             UpstreamError::InvalidUrl("x"),
             UpstreamError::InvalidRequest("x"),
+            UpstreamError::Resolve("x".into()),
             UpstreamError::Connect(io::Error::other("x")),
             UpstreamError::ConnectTimeout,
             UpstreamError::Tls(rustls::Error::DecryptError),

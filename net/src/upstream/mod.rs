@@ -11,6 +11,34 @@
 //! Everything here is `!Send` and lock-free: a pool belongs to one monoio runtime thread
 //! (io_uring or epoll driver, with the timer enabled).
 //!
+//! # Name resolution
+//!
+//! A host name is never resolved on the shard: the pool asks a few process-wide resolver
+//! threads through a bounded queue and waits for the answer within `connect_timeout_ms`,
+//! which bounds resolution, TCP connect and TLS handshake together. Answers are reused for
+//! 30 s, failures for 5 s ([`UpstreamError::Resolve`] at once meanwhile); an IP literal is
+//! never resolved. Details in `resolve.rs`.
+//!
+//! # When a request is sent twice
+//!
+//! [`Pool::send`] writes a request at most twice, and the second time only on a fresh
+//! connection, after it took a pooled one that the upstream had closed:
+//!
+//! 1. Before writing, a pooled connection is checked without blocking: if the upstream has
+//!    closed it or sent anything unasked since the last response, it is dropped and the
+//!    request goes on a fresh connection. Nothing was written, so this is always safe.
+//! 2. If writing to a pooled connection fails because the peer had closed it (`EPIPE`,
+//!    reset), the upstream never received the whole request and cannot have acted on it:
+//!    the request is sent again on a fresh connection.
+//! 3. If the request was written whole and the connection then ends before any response
+//!    byte, the upstream may have acted on it. Only an idempotent method (RFC 9110 §9.2.2:
+//!    `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`) is sent again; a `POST` fails with
+//!    [`UpstreamError::ClosedEarly`] and the caller decides (the gateway tries the next
+//!    provider, never the same one).
+//!
+//! A fresh connection is never retried, whatever happened on it. Each move to a fresh
+//! connection counts in [`PoolStats::stale_retries_total`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), gatekeeper_net::upstream::UpstreamError> {
 //! use gatekeeper_net::upstream::{tls_client_config, Origin, Pool, PoolConfig};
@@ -35,6 +63,7 @@ mod httpdate;
 mod origin;
 mod pool;
 mod request;
+mod resolve;
 mod response;
 mod shared;
 

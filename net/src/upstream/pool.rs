@@ -16,7 +16,7 @@ use super::{
     shared::{bump, PoolInner, PoolStats},
 };
 
-/// One try, plus one retry on a fresh connection when a reused one turned out stale.
+/// One try, plus at most one more on a fresh connection (the rule is in the module docs).
 const ATTEMPTS_MAX: usize = 2;
 
 /// Keep-alive HTTP/1.1 connections to one origin, owned by one shard.
@@ -31,9 +31,12 @@ pub struct Pool {
 
 /// Why one exchange failed.
 enum Failure {
-    /// The connection was closed by the peer before any response byte: retry on a fresh one
-    /// if it was a reused connection.
-    PeerClosed,
+    /// The write failed because the peer had closed the connection: the request did not
+    /// reach the upstream whole, so it cannot have been acted on.
+    NotDelivered,
+    /// The request was written whole, then the connection ended before any response byte:
+    /// the upstream may or may not have acted on it.
+    Unanswered,
     Fatal(UpstreamError),
 }
 
@@ -41,6 +44,11 @@ impl From<UpstreamError> for Failure {
     fn from(e: UpstreamError) -> Self {
         Failure::Fatal(e)
     }
+}
+
+/// RFC 9110 §9.2.2: the methods whose repetition has the same effect as one request.
+fn is_idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 impl std::fmt::Debug for Pool {
@@ -68,8 +76,9 @@ impl Pool {
     ///
     /// Uses an idle connection if there is one, else opens one if fewer than
     /// `connections_max` exist, else queues (FIFO, at most `queue_max` waiters) for up
-    /// to `connect_timeout_ms`. A reused connection that the peer had closed (EOF or reset
-    /// before any response byte) is retried once on a fresh connection.
+    /// to `connect_timeout_ms`. A pooled connection found closed moves the request to a
+    /// fresh one only when the upstream cannot have acted on it; see "When a request is sent
+    /// twice" in the [module docs](super).
     pub async fn send(
         &self,
         method: &str,
@@ -122,36 +131,52 @@ impl Pool {
         request::encode(&mut request, &inner.authority, &inner.origin.path_prefix, method, path, headers, body)?;
         let (mut pooled, lease) = inner.checkout().await?;
         for attempt in 0..ATTEMPTS_MAX {
-            let reused = pooled.is_some();
-            let mut conn = match pooled.take() {
-                Some(conn) => conn,
-                None => self.connect().await?,
+            let last = attempt + 1 == ATTEMPTS_MAX;
+            let (mut conn, reused) = match pooled.take() {
+                Some(conn) if conn.is_idle_open() => {
+                    bump(&inner.counters.reuses);
+                    (conn, true)
+                }
+                Some(closed) => {
+                    // Closed (or chattering) while idle: nothing was written, so the request
+                    // goes on a fresh connection on the same slot.
+                    drop(closed);
+                    bump(&inner.counters.stale_retries);
+                    (self.connect().await?, false)
+                }
+                None => (self.connect().await?, false),
             };
-            match self.exchange(&mut conn, &mut request).await {
+            let failure = match self.exchange(&mut conn, &mut request).await {
                 Ok(head) => {
                     inner.keep_request_buf(request);
                     return Response::new(head, conn, lease, Rc::clone(inner));
                 }
-                Err(Failure::PeerClosed) if reused && attempt + 1 < ATTEMPTS_MAX => {
-                    // The peer timed out this idle connection just as we picked it; the request
-                    // was not processed (no response byte), so repeating it is safe.
-                    bump(&inner.counters.stale_retries);
-                    tracing::debug!(origin = %inner.authority, "stale pooled connection, retrying");
-                }
-                Err(Failure::PeerClosed) => return Err(UpstreamError::ClosedEarly),
-                Err(Failure::Fatal(e)) => return Err(e),
+                Err(failure) => failure,
+            };
+            match failure {
+                Failure::NotDelivered if reused && !last => {}
+                Failure::Unanswered if reused && !last && is_idempotent(method) => {}
+                Failure::NotDelivered | Failure::Unanswered => return Err(UpstreamError::ClosedEarly),
+                Failure::Fatal(e) => return Err(e),
             }
+            // The peer timed this connection out just as we picked it.
+            bump(&inner.counters.stale_retries);
+            tracing::debug!(origin = %inner.authority, method, "pooled connection closed, sending on a fresh one");
         }
         Err(UpstreamError::ClosedEarly)
     }
 
-    /// Opens a connection (TCP, then TLS if configured) within `connect_timeout_ms`.
+    /// Resolves the origin (off the shard) and opens a connection (TCP, then TLS if
+    /// configured), all within `connect_timeout_ms`.
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let inner = &self.inner;
         bump(&inner.counters.connects);
-        let addrs = inner.resolve()?;
         let wait = Duration::from_millis(inner.cfg.connect_timeout_ms);
-        timeout(wait, Conn::connect(&addrs, inner.tls.as_ref())).await.map_err(|_| UpstreamError::ConnectTimeout)?
+        let open = async {
+            let addrs = inner.addresses.get().await?;
+            Conn::connect(&addrs, inner.tls.as_ref()).await
+        };
+        timeout(wait, open).await.map_err(|_| UpstreamError::ConnectTimeout)?
     }
 
     /// Writes the request and reads up to the final response head.
@@ -163,7 +188,7 @@ impl Pool {
         *request = buf;
         match written {
             Ok(()) => {}
-            Err(e) if is_peer_closed(&e) => return Err(Failure::PeerClosed),
+            Err(e) if is_peer_closed(&e) => return Err(Failure::NotDelivered),
             Err(e) => return Err(UpstreamError::Io(e).into()),
         }
         let mut any_byte = false;
@@ -192,10 +217,10 @@ impl Pool {
             };
             match timeout(wait, conn.read_more()).await {
                 Err(_) => return Err(timeout_error.into()),
-                Ok(Ok(0)) if !any_byte => return Err(Failure::PeerClosed),
+                Ok(Ok(0)) if !any_byte => return Err(Failure::Unanswered),
                 Ok(Ok(0)) => return Err(UpstreamError::ClosedEarly.into()),
                 Ok(Ok(_)) => any_byte = true,
-                Ok(Err(e)) if !any_byte && is_peer_closed(&e) => return Err(Failure::PeerClosed),
+                Ok(Err(e)) if !any_byte && is_peer_closed(&e) => return Err(Failure::Unanswered),
                 Ok(Err(e)) => return Err(UpstreamError::Io(e).into()),
             }
         }

@@ -1,5 +1,5 @@
 //! The state one pool's handle, its leases and its responses share: connection slots, the
-//! idle list, the FIFO of waiting requests, the resolved addresses and the counters.
+//! idle list, the FIFO of waiting requests, the origin's addresses and the counters.
 //!
 //! [`Pool`](super::Pool) checks a slot out here before each exchange; the
 //! [`Response`](super::Response) it returns carries the slot as a [`Lease`] and hands the
@@ -10,7 +10,6 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     future::poll_fn,
-    net::{IpAddr, SocketAddr, ToSocketAddrs},
     rc::Rc,
     sync::Arc,
     task::{Poll, Waker},
@@ -21,17 +20,8 @@ use monoio::time::timeout;
 use monoio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
-use super::{
-    config::PoolConfig,
-    conn::{Conn, ADDRS_TRIED_MAX},
-    error::UpstreamError,
-    origin::Origin,
-};
+use super::{config::PoolConfig, conn::Conn, error::UpstreamError, origin::Origin, resolve::Addresses};
 
-/// Resolved addresses of a host name are reused this long. Resolution goes through the
-/// blocking system resolver (monoio has no async one), so doing it once per connect would
-/// stall the shard far more often than needed.
-const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Request buffers kept for reuse per pool; more concurrent requests allocate and free.
 const SPARE_REQUEST_BUFS_MAX: usize = 16;
 /// A request buffer that grew past this (a big body) is freed instead of kept.
@@ -51,7 +41,9 @@ pub struct PoolStats {
     pub connects_total: u64,
     /// Requests that started on an already-open pooled connection.
     pub reuses_total: u64,
-    /// Requests retried on a fresh connection because a reused one was found closed.
+    /// Requests moved to a fresh connection because the pooled one they were given was found
+    /// closed before the request could have reached the upstream (see "When a request is sent
+    /// twice" in the [module docs](super)).
     pub stale_retries_total: u64,
     /// Errors that were timeouts (connect, write, first byte, read idle).
     pub timeouts_total: u64,
@@ -90,9 +82,6 @@ struct State {
     idle: VecDeque<Idle>,
     /// Queued requests, oldest first; at most `queue_max`.
     waiters: VecDeque<Rc<Waiter>>,
-    /// Cached resolution of the origin's host and when it was made.
-    addrs: Vec<SocketAddr>,
-    addrs_at: Option<Instant>,
     /// Request buffers kept for reuse.
     spare_bufs: Vec<Vec<u8>>,
 }
@@ -121,6 +110,8 @@ pub(crate) struct PoolInner {
     pub(super) authority: String,
     pub(super) cfg: PoolConfig,
     pub(super) tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The origin's addresses, resolved off the shard.
+    pub(super) addresses: Addresses,
     state: RefCell<State>,
     pub(super) counters: Counters,
 }
@@ -183,6 +174,7 @@ impl PoolInner {
         };
         PoolInner {
             authority: origin.authority(),
+            addresses: Addresses::new(&origin.host, origin.port),
             origin_ok: origin.is_well_formed(),
             origin,
             tls,
@@ -190,8 +182,6 @@ impl PoolInner {
                 open: 0,
                 idle: VecDeque::with_capacity(cfg.connections_max.min(1024)),
                 waiters: VecDeque::new(),
-                addrs: Vec::new(),
-                addrs_at: None,
                 spare_bufs: Vec::new(),
             }),
             cfg,
@@ -270,30 +260,6 @@ impl PoolInner {
         }
     }
 
-    /// The origin's addresses, from the cache while it is fresh.
-    pub(super) fn resolve(&self) -> Result<Vec<SocketAddr>, UpstreamError> {
-        if let Ok(ip) = self.origin.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.origin.port)]);
-        }
-        {
-            let state = self.state.borrow();
-            if let Some(at) = state.addrs_at {
-                if at.elapsed() < DNS_CACHE_TTL && !state.addrs.is_empty() {
-                    return Ok(state.addrs.clone());
-                }
-            }
-        }
-        let addrs: Vec<SocketAddr> = (self.origin.host.as_str(), self.origin.port)
-            .to_socket_addrs()
-            .map_err(UpstreamError::Connect)?
-            .take(ADDRS_TRIED_MAX)
-            .collect();
-        let mut state = self.state.borrow_mut();
-        state.addrs.clone_from(&addrs);
-        state.addrs_at = Some(Instant::now());
-        Ok(addrs)
-    }
-
     /// A request buffer to encode into: a kept one if there is one.
     pub(super) fn take_request_buf(&self) -> Vec<u8> {
         self.state.borrow_mut().spare_bufs.pop().unwrap_or_default()
@@ -307,7 +273,8 @@ impl PoolInner {
         }
     }
 
-    /// A slot plus maybe an idle connection (`None`: open one on the slot).
+    /// A slot plus maybe an idle connection (`None`: open one on the slot). The caller checks
+    /// an idle connection with [`Conn::is_idle_open`] and counts it as reused if it is.
     pub(super) async fn checkout(self: &Rc<Self>) -> Result<(Option<Conn>, Lease), UpstreamError> {
         let waiter = {
             let mut state = self.state.borrow_mut();
@@ -325,7 +292,6 @@ impl PoolInner {
             // been closed by the peer.
             if let Some(idle) = state.idle.pop_back() {
                 drop(state);
-                bump(&self.counters.reuses);
                 return Ok((Some(idle.conn), Lease::new(self)));
             }
             if state.open < self.cfg.connections_max {
@@ -351,10 +317,7 @@ impl PoolInner {
         let grant = timeout(wait, granted).await.map_err(|_| UpstreamError::PoolExhausted)?;
         drop(guard);
         Ok(match grant {
-            Grant::Conn(conn) => {
-                bump(&self.counters.reuses);
-                (Some(conn), Lease::new(self))
-            }
+            Grant::Conn(conn) => (Some(conn), Lease::new(self)),
             Grant::Slot => (None, Lease::new(self)),
         })
     }

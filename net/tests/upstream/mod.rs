@@ -56,8 +56,13 @@ under_both_drivers!(
     interim_100_continue_is_skipped,
     connection_close_is_not_reused,
     http10_without_keep_alive_is_not_reused,
-    stale_pooled_connection_is_retried_once,
+    closed_idle_connection_is_replaced_before_writing,
+    post_written_whole_is_not_sent_again,
+    idempotent_request_written_whole_is_sent_again_once,
     fresh_connection_closed_early,
+    host_name_is_resolved,
+    unresolvable_host_is_a_resolve_error,
+    slow_resolution_is_bounded_by_the_connect_timeout,
     connect_timeout_on_full_backlog,
     connection_refused_is_connect_error,
     first_byte_timeout,
@@ -326,13 +331,16 @@ async fn http10_without_keep_alive_is_not_reused() {
 // ---------------------------------------------------------------------------------------------
 // Stale connections and early close
 
-async fn stale_pooled_connection_is_retried_once() {
+async fn closed_idle_connection_is_replaced_before_writing() {
     let (closed_tx, closed_rx) = mpsc::channel::<()>();
     let closed_tx = Mutex::new(closed_tx);
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&received);
     // Connection 0 answers once, then closes as an idle-timing-out server would.
     // Later connections behave normally.
     let server = serve(move |mut stream, mut reader, index| {
         while read_request(&mut reader).is_some() {
+            seen.fetch_add(1, Ordering::SeqCst);
             stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
             if index == 0 {
                 stream.shutdown(std::net::Shutdown::Both).unwrap();
@@ -352,9 +360,57 @@ async fn stale_pooled_connection_is_retried_once() {
     assert_eq!(body_of(&mut response).await, b"ok");
     let stats = pool.stats();
     assert_eq!(stats.connects_total, 2);
-    assert_eq!(stats.reuses_total, 1);
+    assert_eq!(stats.reuses_total, 0, "the closed connection carried nothing");
     assert_eq!(stats.stale_retries_total, 1);
     assert_eq!(stats.errors_total, 0);
+    assert_eq!(received.load(Ordering::SeqCst), 2, "each request reached the server once");
+}
+
+/// A server whose first connection answers one request, then reads the next one whole and
+/// closes without answering; later connections answer every request. Counts requests.
+fn serve_then_drop_second(received: Arc<AtomicUsize>) -> Server {
+    serve(move |mut stream, mut reader, index| {
+        let mut on_this_connection = 0;
+        while read_request(&mut reader).is_some() {
+            received.fetch_add(1, Ordering::SeqCst);
+            on_this_connection += 1;
+            if index == 0 && on_this_connection == 2 {
+                return;
+            }
+            if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn post_written_whole_is_not_sent_again() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let server = serve_then_drop_second(Arc::clone(&received));
+    let pool = pool(server.addr, config());
+    let mut response = pool.send("POST", "/", &[], b"1").await.unwrap();
+    assert_eq!(body_of(&mut response).await, b"ok");
+    let err = pool.send("POST", "/", &[], b"2").await.unwrap_err();
+    assert!(matches!(err, UpstreamError::ClosedEarly), "{err:?}");
+    assert_eq!(received.load(Ordering::SeqCst), 2, "the POST reached the server once");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 1, "no second connection was opened");
+    let stats = pool.stats();
+    assert_eq!((stats.reuses_total, stats.stale_retries_total, stats.errors_total), (1, 0, 1));
+    assert_eq!((stats.busy, stats.idle), (0, 0));
+}
+
+async fn idempotent_request_written_whole_is_sent_again_once() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let server = serve_then_drop_second(Arc::clone(&received));
+    let pool = pool(server.addr, config());
+    let mut response = pool.send("GET", "/", &[], b"").await.unwrap();
+    assert_eq!(body_of(&mut response).await, b"ok");
+    let mut response = pool.send("GET", "/", &[], b"").await.unwrap();
+    assert_eq!(body_of(&mut response).await, b"ok");
+    assert_eq!(received.load(Ordering::SeqCst), 3, "the GET went out twice");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    let stats = pool.stats();
+    assert_eq!((stats.reuses_total, stats.stale_retries_total, stats.errors_total), (1, 1, 0));
 }
 
 async fn fresh_connection_closed_early() {
@@ -408,6 +464,48 @@ async fn connection_refused_is_connect_error() {
     let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     assert!(err.is_connect_phase());
+}
+
+async fn host_name_is_resolved() {
+    let server = serve_fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let origin = Origin::parse(&format!("http://localhost:{}/v1", server.addr.port())).unwrap();
+    let pool = Pool::new(origin, config(), None);
+    for _ in 0..2 {
+        let mut response = pool.send("POST", "/", &[], b"x").await.unwrap();
+        assert_eq!(body_of(&mut response).await, b"ok");
+    }
+}
+
+async fn unresolvable_host_is_a_resolve_error() {
+    let pool = Pool::new(Origin::parse("http://nonexistent.invalid/v1").unwrap(), config(), None);
+    let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
+    assert!(matches!(&err, UpstreamError::Resolve(why) if why.starts_with("nonexistent.invalid")), "{err:?}");
+    assert!(err.is_connect_phase());
+    assert_eq!(err.kind_label(), "resolve");
+    // Remembered: the next request fails without a lookup.
+    let start = Instant::now();
+    assert!(matches!(pool.send("POST", "/", &[], b"x").await, Err(UpstreamError::Resolve(_))));
+    assert!(start.elapsed() < Duration::from_millis(50), "{:?}", start.elapsed());
+    assert_eq!(pool.stats().busy, 0);
+}
+
+async fn slow_resolution_is_bounded_by_the_connect_timeout() {
+    // Debug builds hold `slow-MS.dns-test.invalid` lookups for MS ms (see resolve.rs).
+    let origin = Origin::parse("http://slow-3000.dns-test.invalid/v1").unwrap();
+    let pool = Pool::new(origin, PoolConfig { connect_timeout_ms: 200, ..config() }, None);
+    let start = Instant::now();
+    // Another task on the same runtime: it runs on time only if the lookup does not block it.
+    let ticker = monoio::spawn(async move {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        start.elapsed()
+    });
+    let err = pool.send("POST", "/", &[], b"x").await.unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(matches!(err, UpstreamError::ConnectTimeout), "{err:?}");
+    assert!(elapsed >= Duration::from_millis(190) && elapsed < Duration::from_millis(1_000), "{elapsed:?}");
+    let ticked = ticker.await;
+    assert!(ticked < Duration::from_millis(150), "the runtime stalled: {ticked:?}");
+    assert_eq!(pool.stats().busy, 0);
 }
 
 async fn first_byte_timeout() {
