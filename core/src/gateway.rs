@@ -3,7 +3,7 @@
 //! Which path goes where is `routes.rs`; what a chat request goes through is
 //! `pipeline.rs`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,21 +16,21 @@ use crate::audit::request::{Recorder, RefusalAllowance};
 use crate::bridge::{Bridge, ShardAudit};
 use crate::config::hot::HotConfig;
 use crate::config::{Config, ConfigError};
-use crate::keys::{ShardVerifier, Verifier};
+use crate::keys::ShardVerifier;
 use crate::metrics::{RequestIds, ShardMetrics};
-use crate::providers::{Provider, Upstreams};
-use crate::router::{ProviderHealth, RouteTable};
+use crate::providers::Upstreams;
+use crate::router::ProviderHealth;
+use crate::tables::Tables;
 
-/// Process-wide, read-only state shared by every shard.
+/// Process-wide state shared by every shard. What a reload may replace (providers,
+/// routes, key verification) is in [`Tables`], reached through [`Gateway::hot`].
 pub struct Gateway {
-    /// Providers in config order.
-    pub providers: Vec<Provider>,
-    /// Provider names in config order; label metrics.
+    /// Provider names in config order; label metrics (fixed for the process's life).
     pub provider_names: Vec<String>,
-    /// Model names and their deployments.
-    pub routes: RouteTable,
-    /// Offline key verification; `None` with `--no-auth`.
-    pub verifier: Option<Arc<Verifier>>,
+    /// Model names, sorted; label metrics (fixed for the process's life).
+    pub model_names: Vec<String>,
+    /// Whether keys are checked (false with `--no-auth`).
+    pub auth: bool,
     /// Per-shard gateway metrics.
     pub metrics: Arc<[ShardMetrics]>,
     /// Request id source.
@@ -40,8 +40,8 @@ pub struct Gateway {
     /// The bridge (config watch, audit shipping); `None` where neither runs, or where
     /// a gateway is built without serving (benches).
     pub bridge: Option<Arc<Bridge>>,
-    /// Revocations and other settings that change while running; shards apply changes
-    /// in [`ShardGateway::apply_config_changes`].
+    /// What changes while running (revocations, tables, pushed rules); shards apply
+    /// changes in [`ShardGateway::apply_config_changes`].
     pub hot: Arc<HotConfig>,
     /// `audit.unauthenticated_records_per_s`.
     pub unauthenticated_records_per_s: u32,
@@ -54,36 +54,22 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the tables from a validated config for `shards` shards.
     pub fn build(config: &Config, shards: usize, no_auth: bool) -> Result<Gateway, ConfigError> {
-        let invalid = |path: &str, message: String| ConfigError::Invalid { path: path.into(), message };
-        let providers = crate::config::providers::build(&config.providers)?;
-        let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
-        let routes = config.route_table();
-        let verifier = match (&config.keys, no_auth) {
-            (_, true) => None,
-            (Some(keys), false) => {
-                Some(Arc::new(Verifier::try_from(keys).map_err(|e| invalid("keys", e.to_string()))?))
-            }
-            (None, false) => {
-                return Err(invalid(
-                    "keys",
-                    "no `keys` section: add an issuer (`gatekeeper keys gen-issuer --out issuer.key`, then list \
-                     its public key under keys.issuers), or run with --no-auth for a local trial"
-                        .into(),
-                ))
-            }
-        };
+        let tables = Tables::build(config, no_auth)?;
+        let provider_names: Vec<String> = tables.providers.iter().map(|p| p.name.clone()).collect();
+        let model_names = tables.routes.model_names.clone();
         let metrics: Arc<[ShardMetrics]> =
-            (0..shards).map(|_| ShardMetrics::new(routes.model_names.len(), providers.len())).collect();
+            (0..shards).map(|_| ShardMetrics::new(model_names.len(), provider_names.len())).collect();
+        let hot = Arc::new(HotConfig::from_config(config));
+        hot.set_tables(tables);
         Ok(Gateway {
-            providers,
             provider_names,
-            routes,
-            verifier,
+            model_names,
+            auth: !no_auth,
             metrics,
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
             bridge: None,
-            hot: Arc::new(HotConfig::from_config(config)),
+            hot,
             unauthenticated_records_per_s: config.audit.unauthenticated_records_per_s,
             inflight_per_shard_max: u64::try_from(config.limits.inflight_per_shard_max).unwrap_or(u64::MAX),
             admin_listener: config.admin_listen.is_some(),
@@ -91,18 +77,61 @@ impl Gateway {
     }
 }
 
+/// A shard's tables: the shared [`Tables`] plus this shard's own pools, provider
+/// health and key cache for them. Replaced whole when a reload changes the tables;
+/// a request holds the one it started with.
+pub struct ShardTables {
+    /// The shared tables.
+    pub tables: Arc<Tables>,
+    /// One pool per provider (kept across reloads that leave a provider's address and
+    /// pool settings alone).
+    pub pools: Vec<Rc<Pool>>,
+    /// One health record per provider (kept with its pool).
+    pub health: Vec<Rc<ProviderHealth>>,
+    /// This shard's key verifier (kept across reloads that leave key settings alone).
+    pub keys: Option<Rc<ShardVerifier>>,
+}
+
+impl ShardTables {
+    /// Pools, health and verifier for `tables`, reusing what `prev` has for whatever
+    /// did not change.
+    fn build(tables: Arc<Tables>, prev: Option<&ShardTables>) -> ShardTables {
+        let mut pools = Vec::with_capacity(tables.providers.len());
+        let mut health = Vec::with_capacity(tables.providers.len());
+        for (i, p) in tables.providers.iter().enumerate() {
+            let kept = prev
+                .filter(|prev| !prev.tables.pool_changed(&tables, i))
+                .and_then(|prev| Some((Rc::clone(prev.pools.get(i)?), Rc::clone(prev.health.get(i)?))));
+            let (pool, h) = kept.unwrap_or_else(|| {
+                (
+                    Rc::new(Pool::new(p.origin.clone(), p.pool.clone(), p.tls.clone())),
+                    Rc::new(ProviderHealth::default()),
+                )
+            });
+            pools.push(pool);
+            health.push(h);
+        }
+        let same_keys = |prev: &ShardTables| match (&prev.tables.verifier, &tables.verifier) {
+            (Some(a), Some(b)) => a.same_settings(b),
+            (None, None) => true,
+            _ => false,
+        };
+        let keys = match prev.filter(|p| same_keys(p)) {
+            Some(prev) => prev.keys.clone(),
+            None => tables.verifier.as_ref().map(|v| Rc::new(ShardVerifier::new(v.clone()))),
+        };
+        ShardTables { tables, pools, health, keys }
+    }
+}
+
 /// A shard's view of the gateway: its own pools, caches and health.
 pub struct ShardGateway {
-    /// Shared tables.
+    /// Shared state.
     pub gw: Arc<Gateway>,
     /// This shard's index.
     pub index: usize,
-    /// One pool per provider.
-    pub pools: Vec<Pool>,
-    /// One health record per provider.
-    pub health: Vec<ProviderHealth>,
-    /// This shard's key verifier.
-    pub keys: Option<ShardVerifier>,
+    /// The tables this shard serves new requests with.
+    current: RefCell<Rc<ShardTables>>,
     /// Connection statistics of every shard.
     pub net_stats: Arc<[ShardStats]>,
     inflight: Cell<u64>,
@@ -120,16 +149,14 @@ const STATS_EVERY: Duration = Duration::from_millis(500);
 impl ShardGateway {
     /// Builds the shard's state; runs on the shard's own thread.
     pub fn new(gw: Arc<Gateway>, ctx: &ShardContext, audit: Option<ShardAudit>) -> Rc<ShardGateway> {
-        let pools = gw.providers.iter().map(|p| Pool::new(p.origin.clone(), p.pool.clone(), p.tls.clone())).collect();
-        let health = gw.providers.iter().map(|_| ProviderHealth::default()).collect();
-        let keys = gw.verifier.as_ref().map(|v| ShardVerifier::new(Verifier::clone(v)));
+        // Set by `Gateway::build`; a gateway assembled otherwise serves with no providers.
+        let tables = gw.hot.tables().unwrap_or_else(|| Arc::new(Tables::empty()));
+        let current = RefCell::new(Rc::new(ShardTables::build(tables, None)));
         let gw_refusals_per_s = gw.unauthenticated_records_per_s;
         let shard = Rc::new(ShardGateway {
             gw,
             index: ctx.index,
-            pools,
-            health,
-            keys,
+            current,
             net_stats: ctx.stats.clone(),
             inflight: Cell::new(0),
             audit,
@@ -152,28 +179,42 @@ impl ShardGateway {
         &self.gw.metrics[self.index]
     }
 
-    /// What the provider step calls providers with.
-    pub fn upstreams(&self) -> Upstreams<'_> {
-        Upstreams { providers: &self.gw.providers, pools: &self.pools, health: &self.health, metrics: self.metrics() }
+    /// The tables new requests are served with; a request keeps this `Rc` to its end,
+    /// so a reload never changes the ground under it.
+    pub fn tables(&self) -> Rc<ShardTables> {
+        Rc::clone(&self.current.borrow())
     }
 
-    /// What the audit step writes records with.
-    pub fn recorder(&self) -> Recorder<'_> {
+    /// What the provider step calls providers with, over `t`.
+    pub fn upstreams<'a>(&'a self, t: &'a ShardTables) -> Upstreams<'a> {
+        Upstreams { providers: &t.tables.providers, pools: &t.pools, health: &t.health, metrics: self.metrics() }
+    }
+
+    /// What the audit step writes records with, over `t`.
+    pub fn recorder<'a>(&'a self, t: &'a ShardTables) -> Recorder<'a> {
         Recorder {
             audit: self.audit.as_ref(),
             shard: self.index,
-            routes: &self.gw.routes,
-            providers: &self.gw.providers,
+            routes: &t.tables.routes,
+            providers: &t.tables.providers,
         }
     }
 
-    /// Applies a hot revocation change, if there was one since the last look (one
-    /// atomic load when nothing changed).
+    /// Applies hot changes (revocations, reloaded tables), if there were any since the
+    /// last look: one atomic load when nothing changed.
     pub fn apply_config_changes(&self) {
-        if let Some(keys) = &self.keys {
-            if let Some(list) = self.gw.hot.revocations_if_changed(&self.config_seen) {
-                keys.set_revoked(list);
+        let Some(snapshot) = self.gw.hot.changes_since(&self.config_seen) else { return };
+        let cur = self.tables();
+        let next = match snapshot.tables {
+            Some(tables) if !Arc::ptr_eq(&tables, &cur.tables) => {
+                let next = Rc::new(ShardTables::build(tables, Some(&cur)));
+                *self.current.borrow_mut() = Rc::clone(&next);
+                next
             }
+            _ => cur,
+        };
+        if let Some(keys) = &next.keys {
+            keys.set_revoked(snapshot.revoked);
         }
     }
 
@@ -190,7 +231,8 @@ impl ShardGateway {
     }
 
     fn publish_stats(&self) {
-        if let Some(keys) = &self.keys {
+        let t = self.tables();
+        if let Some(keys) = &t.keys {
             let (s, g) = (keys.stats(), &self.metrics().keys);
             g.cache_hits.set(s.cache_hits);
             g.cache_misses.set(s.cache_misses);
@@ -198,7 +240,7 @@ impl ShardGateway {
             g.batch_signatures.set(s.work.batch_signatures);
             g.single_signatures.set(s.work.single_signatures);
         }
-        for (pool, gauges) in self.pools.iter().zip(self.metrics().pools.iter()) {
+        for (pool, gauges) in t.pools.iter().zip(self.metrics().pools.iter()) {
             let s = pool.stats();
             gauges.idle.set(s.idle as u64);
             gauges.busy.set(s.busy as u64);

@@ -16,7 +16,7 @@
 use gatekeeper_net::{Request, Responder};
 
 use crate::error::GatewayError;
-use crate::gateway::ShardGateway;
+use crate::gateway::{ShardGateway, ShardTables};
 use crate::trace::Trace;
 use crate::{budget, credit, keys, providers, respond, router, wire};
 
@@ -24,8 +24,11 @@ use crate::{budget, credit, keys, providers, respond, router, wire};
 pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Responder<'_>) {
     let mut trace = Trace::start();
     let request_id = request_id(shard, &req);
+    // Hot changes first; then this request keeps these tables to its end.
+    shard.apply_config_changes();
+    let tables = shard.tables();
     let (slot, served) = match admit(shard) {
-        Ok(slot) => (Some(slot), serve(shard, &req, res, &request_id, &mut trace).await),
+        Ok(slot) => (Some(slot), serve(shard, &tables, &req, res, &request_id, &mut trace).await),
         Err(e) => (None, Err(e)),
     };
     let status = match served {
@@ -37,7 +40,7 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
                 shard.metrics().unauthenticated_unrecorded.inc();
                 Ok(())
             } else {
-                shard.recorder().record(&request_id, &trace, e.attempts(), e.to_response().status)
+                shard.recorder(&tables).record(&request_id, &trace, e.attempts(), e.to_response().status)
             };
             let e = if recorded.is_ok() { e } else { GatewayError::AuditUnavailable };
             respond::send_error(res, &request_id, &e).await
@@ -53,13 +56,13 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
 
 async fn serve(
     shard: &ShardGateway,
+    t: &ShardTables,
     req: &Request,
     res: &mut Responder<'_>,
     request_id: &str,
     trace: &mut Trace,
 ) -> Result<u16, GatewayError> {
-    shard.apply_config_changes();
-    let claims = keys::authenticate(shard.keys.as_ref(), req.header("authorization")).await?; // 2
+    let claims = keys::authenticate(t.keys.as_deref(), req.header("authorization")).await?; // 2
     trace.claims.clone_from(&claims);
     let chat = wire::openai::parse_chat(&req.body)?; // 1
     trace.model_requested = chat.model.chars().take(256).collect();
@@ -69,9 +72,9 @@ async fn serve(
     }
     let payment = credit::check(claims.as_deref())?; // 3
     let admission = budget::admit(payment, claims.as_deref(), &chat)?; // 4
-    let route = router::route(&shard.gw.routes, &chat.model)?; // 5
+    let route = router::route(&t.tables.routes, &chat.model)?; // 5
     trace.model = Some(route.model);
-    let answer = providers::forward(shard.upstreams(), route, req, &chat, request_id, trace).await; // 6
+    let answer = providers::forward(shard.upstreams(t), route, req, &chat, request_id, trace).await; // 6
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
@@ -79,7 +82,7 @@ async fn serve(
             return Err(e.into());
         }
     };
-    let recorder = shard.recorder();
+    let recorder = shard.recorder(t);
     let record = |t: &Trace, status: u16| recorder.record(request_id, t, &t.attempts, status); // 8
     let status = respond::relay(answer, res, request_id, trace, shard.metrics(), record).await; // 7
     admission.settle(trace.usage);

@@ -95,14 +95,15 @@ async fn healthz(res: &mut Responder<'_>) {
 async fn models(shard: &ShardGateway, req: &Request, res: &mut Responder<'_>) {
     let request_id = shard.gw.request_ids.next();
     shard.apply_config_changes();
-    let claims = match crate::keys::authenticate(shard.keys.as_ref(), req.header("authorization")).await {
+    let t = shard.tables();
+    let claims = match crate::keys::authenticate(t.keys.as_deref(), req.header("authorization")).await {
         Ok(c) => c,
         Err(e) => {
             send_error(res, &request_id, &GatewayError::Key(e)).await;
             return;
         }
     };
-    let routes = &shard.gw.routes;
+    let routes = &t.tables.routes;
     let data: Vec<serde_json::Value> = routes
         .model_names
         .iter()
@@ -121,7 +122,7 @@ async fn models(shard: &ShardGateway, req: &Request, res: &mut Responder<'_>) {
 /// `GET /readyz`: ready, or draining (503).
 async fn readyz(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>) {
     let draining = gw.draining.load(Ordering::Relaxed);
-    let auth = if gw.verifier.is_some() { "enabled" } else { "DISABLED (--no-auth)" };
+    let auth = if gw.auth { "enabled" } else { "DISABLED (--no-auth)" };
     let drivers: Vec<&str> = net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ready" },
@@ -140,7 +141,7 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
     let text = MetricsView {
         shards: &gw.metrics,
         net: net_stats,
-        model_names: &gw.routes.model_names,
+        model_names: &gw.model_names,
         provider_names: &gw.provider_names,
         checkpoint: gw.bridge.as_ref().and_then(|b| b.stats().latest_checkpoint.lock().ok()?.clone()),
     }

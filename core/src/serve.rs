@@ -42,6 +42,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The shared tables.
     pub gateway: Arc<Gateway>,
+    /// The config it runs with (the file plus the command line's overrides).
+    pub config: Config,
     shards: ShardSet,
     /// The admin listener's one shard; stopped after the API shards, so `/readyz` says
     /// `draining` for as long as they drain.
@@ -73,8 +75,9 @@ impl Running {
     }
 }
 
-/// Applies overrides, builds the gateway and starts its shards.
-pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
+/// Puts the command line's overrides into `config` (at start, and on every reload so
+/// a re-read file is compared with what really runs).
+pub fn apply_overrides(config: &mut Config, args: &Overrides) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.listen = l.to_string();
     }
@@ -85,6 +88,12 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     if let Some(d) = args.driver {
         config.driver = d;
     }
+    Ok(())
+}
+
+/// Applies overrides, builds the gateway and starts its shards.
+pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
+    apply_overrides(&mut config, args)?;
     let shards = config.shards.resolve();
     match gatekeeper_net::shard::raise_fd_limit() {
         Ok(n) if (n as usize) < shards.saturating_mul(config.limits.connections_per_shard_max) => tracing::warn!(
@@ -192,24 +201,47 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         shards: set,
         admin,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        config,
     })
 }
 
-/// SIGTERM and SIGINT, caught from the moment [`Signals::install`] returns.
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment [`Signals::install`] returns.
 pub struct Signals(signal_hook::iterator::Signals);
 
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+    /// SIGHUP: re-read the config file.
+    Reload,
+}
+
 impl Signals {
-    /// Installs the handlers; the signals are held until [`Signals::wait`].
+    /// Installs the handlers; the signals are held until [`Signals::next_signal`].
     pub fn install() -> anyhow::Result<Signals> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals =
+            signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
         Ok(Signals(signals))
     }
 
-    /// Blocks until SIGTERM or SIGINT.
+    /// Blocks until the next signal.
+    pub fn next_signal(&mut self) -> Signal {
+        match self.0.forever().next() {
+            Some(signal_hook::consts::SIGHUP) => Signal::Reload,
+            Some(sig) => {
+                tracing::info!(signal = sig, "signal received");
+                Signal::Stop
+            }
+            None => Signal::Stop,
+        }
+    }
+
+    /// Blocks until SIGTERM or SIGINT (a SIGHUP is logged and ignored).
     pub fn wait(mut self) {
-        if let Some(sig) = self.0.forever().next() {
-            tracing::info!(signal = sig, "signal received");
+        while self.next_signal() == Signal::Reload {
+            tracing::info!("SIGHUP ignored: nothing to reload here");
         }
     }
 }

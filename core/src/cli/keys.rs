@@ -253,7 +253,27 @@ fn revoke(key_id: &str, path: &Path, out: &mut dyn Write) -> anyhow::Result<()> 
     }
     match crate::config::edit::revoke_in_file(path, key_id)? {
         Revoked::Already => writeln!(out, "{key_id} is already revoked in {}", path.display())?,
-        Revoked::Added => writeln!(out, "revoked {key_id} in {}", path.display())?,
+        Revoked::Added => {
+            writeln!(out, "revoked {key_id} in {}", path.display())?;
+            // Tell whether a running gateway picked it up, or how to make it.
+            match crate::reload::signal_running(path, std::time::Duration::from_secs(5)) {
+                Ok(Some((pid, o))) if o.error.is_none() => {
+                    writeln!(out, "the running gateway (pid {pid}) reloaded its config: the key is refused now")?
+                }
+                Ok(Some((pid, o))) => writeln!(
+                    out,
+                    "the running gateway (pid {pid}) could not reload: {}; fix the file, then `gatekeeper reload`",
+                    o.error.unwrap_or_default()
+                )?,
+                Ok(None) => writeln!(
+                    out,
+                    "no running gateway uses this config; the revocation applies when it starts \
+                     (or send a running one SIGHUP / `gatekeeper reload --config {}`)",
+                    path.display()
+                )?,
+                Err(e) => writeln!(out, "could not ask a running gateway to reload: {e}; send it SIGHUP")?,
+            }
+        }
     }
     Ok(())
 }

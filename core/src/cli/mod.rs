@@ -6,6 +6,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod keys;
+pub mod reload;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,8 @@ pub enum Command {
     /// Push hot configuration (revocations, routing, capabilities) to NATS.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Make the running gateway re-read its config file (as SIGHUP does).
+    Reload(reload::ReloadArgs),
 }
 
 /// Runs a parsed command line.
@@ -72,5 +75,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(*cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Config(cmd) => config::run(cmd),
+        Command::Reload(args) => reload::run(&args),
     }
 }

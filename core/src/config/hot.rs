@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::keys::RevocationList;
+use crate::tables::Tables;
 
 /// Key holding revocations: JSON `{"revoked": ["jti", …]}` or a bare array.
 pub const KEY_REVOCATIONS: &str = "revocations";
@@ -33,20 +34,39 @@ pub struct HotValueError {
     pub message: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Values {
+    /// Revocations from the config file, always kept (pushed lists are added to them).
+    base_revoked: Vec<String>,
+    /// The list last pushed under [`KEY_REVOCATIONS`].
+    pushed_revoked: Vec<String>,
+    /// Their union: what shards apply.
     revoked: Arc<RevocationList>,
     routing: Option<Arc<serde_json::Value>>,
     capabilities: Option<Arc<serde_json::Value>>,
+    /// Providers, routes and key verification (from the config file); `None` until the
+    /// gateway sets them.
+    tables: Option<Arc<Tables>>,
+}
+
+/// What changed since a shard last looked.
+pub struct Snapshot {
+    /// The revocation list.
+    pub revoked: Arc<RevocationList>,
+    /// The current tables, if set.
+    pub tables: Option<Arc<Tables>>,
 }
 
 /// The current hot configuration, shared by its writers and every shard.
-#[derive(Debug)]
 pub struct HotConfig {
     generation: AtomicU64,
-    /// Revocations from the config file, always kept (pushed lists are added to them).
-    base_revoked: Vec<String>,
     values: Mutex<Values>,
+}
+
+impl std::fmt::Debug for HotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotConfig").field("generation", &self.generation()).finish_non_exhaustive()
+    }
 }
 
 impl HotConfig {
@@ -55,8 +75,7 @@ impl HotConfig {
         let revoked = Arc::new(RevocationList::new(&base_revoked));
         HotConfig {
             generation: AtomicU64::new(0),
-            base_revoked,
-            values: Mutex::new(Values { revoked, ..Values::default() }),
+            values: Mutex::new(Values { base_revoked, revoked, ..Values::default() }),
         }
     }
 
@@ -68,6 +87,43 @@ impl HotConfig {
     /// Bumped on every applied change.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Sets the tables shards start from (no generation bump: nothing ran yet).
+    pub fn set_tables(&self, tables: Arc<Tables>) {
+        self.lock().tables = Some(tables);
+    }
+
+    /// The current tables, if set.
+    pub fn tables(&self) -> Option<Arc<Tables>> {
+        self.lock().tables.clone()
+    }
+
+    /// Everything shards apply, if anything changed since `seen` (which is then
+    /// updated). The hot path: one atomic load when nothing changed.
+    pub fn changes_since(&self, seen: &Cell<u64>) -> Option<Snapshot> {
+        let now = self.generation();
+        if now == seen.get() {
+            return None;
+        }
+        seen.set(now);
+        let v = self.lock();
+        Some(Snapshot { revoked: Arc::clone(&v.revoked), tables: v.tables.clone() })
+    }
+
+    /// A re-read config file's part: its `keys.revoked` (pushed revocations stay
+    /// added to it) and new tables (`None`: keep the current ones). The same write
+    /// path as [`HotConfig::apply`]: one generation bump that every shard picks up.
+    pub fn reload(&self, base_revoked: Vec<String>, tables: Option<Arc<Tables>>) {
+        {
+            let mut v = self.lock();
+            v.base_revoked = base_revoked;
+            v.revoked = Arc::new(union(&v.base_revoked, &v.pushed_revoked));
+            if let Some(t) = tables {
+                v.tables = Some(t);
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The revocation list if it changed since `seen` (which is then updated); `None`
@@ -116,9 +172,9 @@ impl HotConfig {
                     None => Vec::new(),
                     Some(v) => parse_revocations(v).map_err(refuse)?,
                 };
-                let all: BTreeSet<&str> =
-                    self.base_revoked.iter().map(String::as_str).chain(ids.iter().map(String::as_str)).collect();
-                self.lock().revoked = Arc::new(RevocationList::new(all));
+                let mut v = self.lock();
+                v.revoked = Arc::new(union(&v.base_revoked, &ids));
+                v.pushed_revoked = ids;
             }
             KEY_ROUTING | KEY_CAPABILITIES => {
                 let parsed = match value {
@@ -137,6 +193,11 @@ impl HotConfig {
         self.generation.fetch_add(1, Ordering::Release);
         Ok(true)
     }
+}
+
+fn union(a: &[String], b: &[String]) -> RevocationList {
+    let all: BTreeSet<&str> = a.iter().chain(b).map(String::as_str).collect();
+    RevocationList::new(all)
 }
 
 fn parse_revocations(value: &[u8]) -> Result<Vec<String>, String> {
@@ -185,6 +246,18 @@ mod tests {
         assert!(err.to_string().starts_with("capabilities: not JSON"), "{err}");
         assert_eq!(hot.generation(), 0);
         assert!(hot.capabilities().is_none());
+    }
+
+    #[test]
+    fn a_reload_replaces_the_base_and_keeps_what_was_pushed() {
+        let hot = HotConfig::new(vec!["old".into()]);
+        let seen = Cell::new(0);
+        assert!(hot.apply(KEY_REVOCATIONS, Some(br#"["pushed"]"#)).unwrap());
+        hot.reload(vec!["new".into()], None);
+        let s = hot.changes_since(&seen).expect("changed");
+        assert!(s.revoked.contains("new") && s.revoked.contains("pushed") && !s.revoked.contains("old"));
+        assert!(s.tables.is_none());
+        assert!(hot.changes_since(&seen).is_none());
     }
 
     #[test]

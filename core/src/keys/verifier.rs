@@ -120,6 +120,16 @@ impl Verifier {
         &self.inner.revoked
     }
 
+    /// Whether `other` trusts the same issuers with the same leeway and cache size
+    /// (revocations aside): a shard can keep its cache across such a reload.
+    pub fn same_settings(&self, other: &Verifier) -> bool {
+        let (a, b) = (&self.inner, &other.inner);
+        a.leeway_s == b.leeway_s
+            && a.cache_entries_max == b.cache_entries_max
+            && a.issuers.len() == b.issuers.len()
+            && a.issuers.iter().zip(&b.issuers).all(|(x, y)| x.kid == y.kid)
+    }
+
     /// Key ids (`k4.pid.…`) of the trusted issuers.
     pub fn issuer_kids(&self) -> impl Iterator<Item = &str> {
         self.inner.issuers.iter().map(|i| &*i.kid)

@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod headers;
 pub mod openai;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,9 +69,9 @@ pub struct Upstreams<'g> {
     /// Providers in config order.
     pub providers: &'g [Provider],
     /// This shard's pool per provider.
-    pub pools: &'g [Pool],
+    pub pools: &'g [Rc<Pool>],
     /// This shard's health record per provider.
-    pub health: &'g [ProviderHealth],
+    pub health: &'g [Rc<ProviderHealth>],
     /// This shard's metrics.
     pub metrics: &'g ShardMetrics,
 }

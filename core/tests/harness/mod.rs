@@ -79,6 +79,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `signal` (`HUP`, `TERM`, …).
+    pub fn signal(&self, signal: &str) {
+        unsafe_free_kill(self.child.id(), signal);
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         unsafe_free_kill(self.child.id(), "TERM");

@@ -97,3 +97,107 @@ fn commands_that_need_no_secrets_do_not_ask_for_them() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("valid"), "{out}");
 }
+
+/// `gatekeeper keys revoke` on a running gateway's config: it edits the file, makes
+/// the gateway reload (SIGHUP), says so, and the key is refused within 2 s while
+/// another key's requests never fail.
+#[test]
+fn revoke_reloads_the_running_gateway_without_a_failed_request() {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = gatekeeper::keys::SecretKey::generate();
+    let mint = |jti: &str| {
+        let claims = gatekeeper::keys::Claims { jti: jti.into(), ..Default::default() };
+        gatekeeper::keys::issue(&issuer, &claims, &gatekeeper::keys::Footer::for_key(&issuer.public_key()))
+            .expect("token")
+    };
+    let (steady, doomed) = (mint("steady"), mint("doomed"));
+    let mut config = config_for(&[("primary", &mock, "")], "");
+    config.push_str(&format!(
+        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n  revoked: []\n",
+        issuer.public_key().to_paserk()
+    ));
+    let gw = Gateway::start(&config, &["--shards", "2"]);
+    let addr = gw.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, steady) = (stop.clone(), ok.clone(), failed.clone(), steady.clone());
+            std::thread::spawn(move || {
+                let mut reader = Reader::new(connect(addr));
+                let raw = chat_request(&chat_body("m", false), &format!("Authorization: Bearer {steady}\r\n"));
+                while !stop.load(Ordering::Relaxed) {
+                    reader.stream.write_all(&raw).expect("write");
+                    match reader.response() {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let with = |token: &str| chat(addr, "m", false, &format!("Authorization: Bearer {token}\r\n"));
+    assert_eq!(with(&doomed).status, 200);
+    let config_path = gw.dir.path().join("gatekeeper.yaml");
+    let started = Instant::now();
+    let (done, out, err) =
+        gatekeeper(gw.dir.path(), &["keys", "revoke", "doomed", "--config", config_path.to_str().unwrap_or("")]);
+    assert!(done, "{out}{err}");
+    assert!(out.contains("the running gateway (pid ") && out.contains("reloaded its config"), "{out}");
+    let mut refused_in_a_row = 0;
+    while refused_in_a_row < 6 {
+        assert!(started.elapsed() < Duration::from_secs(2), "not refused within 2 s");
+        let r = with(&doomed);
+        if r.status == 401 {
+            assert_eq!(r.json()["error"]["code"], "key_revoked");
+            refused_in_a_row += 1;
+        } else {
+            refused_in_a_row = 0;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
+    assert!(ok.load(Ordering::Relaxed) > 0);
+}
+
+/// SIGHUP applies a model change live (no failed request) and names what it refuses.
+#[test]
+fn sighup_applies_live_changes_and_names_the_rest() {
+    let mock = Mock::start(Mock::config("primary"));
+    let config = config_for(&[("primary", &mock, "")], "");
+    let mut gw = Gateway::start(&config, &["--no-auth", "--shards", "1"]);
+    let r = chat(gw.addr, "m", false, "");
+    assert_eq!(r.header("x-gatekeeper-model"), Some("up-primary"));
+    let path = gw.dir.path().join("gatekeeper.yaml");
+    let changed = config
+        .replace("upstream_model: up-primary }", "upstream_model: up-next }")
+        .replace("providers:\n", "limits: { body_bytes_max: 1000 }\nproviders:\n");
+    std::fs::write(&path, changed).expect("rewrite config");
+    let (ok, out, err) = gatekeeper(gw.dir.path(), &["reload", "--config", path.to_str().unwrap_or("")]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("applied models"), "{out}");
+    assert!(out.contains("not applied (restart needed): limits"), "{out}");
+    let r = chat(gw.addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gatekeeper-model"), Some("up-next"), "the new deployment serves");
+    assert!(gw.proc.log_text().contains("config change not applied live"), "named in the log");
+    // A file that does not load changes nothing (SIGHUP straight to the process).
+    std::fs::write(&path, "listen: [").expect("break config");
+    gw.proc.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gw.proc.log_text().contains("config reload failed; nothing changed") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.proc.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(chat(gw.addr, "m", false, "").header("x-gatekeeper-model"), Some("up-next"));
+    gw.proc.terminate();
+    assert!(gw.proc.wait_exit(std::time::Duration::from_secs(10)).is_some());
+}
