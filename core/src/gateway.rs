@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::keys::ShardVerifier;
 use crate::metrics::{RequestIds, ShardMetrics};
 use crate::providers::Upstreams;
-use crate::router::ProviderHealth;
+use crate::router::{ProviderAlarm, ProviderHealth};
 use crate::tables::Tables;
 
 /// Process-wide state shared by every shard. What a reload may replace (providers,
@@ -33,6 +33,8 @@ pub struct Gateway {
     pub auth: bool,
     /// Per-shard gateway metrics.
     pub metrics: Arc<[ShardMetrics]>,
+    /// Per provider: its refusals of the gateway's own settings (for `/readyz`).
+    pub alarms: Arc<[ProviderAlarm]>,
     /// Request id source.
     pub request_ids: RequestIds,
     /// Set when shutdown starts: `/readyz` turns 503.
@@ -61,7 +63,9 @@ impl Gateway {
             (0..shards).map(|_| ShardMetrics::new(model_names.len(), provider_names.len())).collect();
         let hot = Arc::new(HotConfig::from_config(config));
         hot.set_tables(tables);
+        let alarms = provider_names.iter().map(|_| ProviderAlarm::default()).collect();
         Ok(Gateway {
+            alarms,
             provider_names,
             model_names,
             auth: !no_auth,
@@ -187,7 +191,13 @@ impl ShardGateway {
 
     /// What the provider step calls providers with, over `t`.
     pub fn upstreams<'a>(&'a self, t: &'a ShardTables) -> Upstreams<'a> {
-        Upstreams { providers: &t.tables.providers, pools: &t.pools, health: &t.health, metrics: self.metrics() }
+        Upstreams {
+            providers: &t.tables.providers,
+            pools: &t.pools,
+            health: &t.health,
+            metrics: self.metrics(),
+            alarms: &self.gw.alarms,
+        }
     }
 
     /// What the audit step writes records with, over `t`.

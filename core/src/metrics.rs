@@ -166,6 +166,8 @@ pub struct MetricsView<'a> {
     pub provider_names: &'a [String],
     /// The newest signed audit checkpoint: chain, entries covered, hex root.
     pub checkpoint: Option<(String, u64, String)>,
+    /// Per provider: answers refusing the gateway's own settings (401/403/404).
+    pub operator_errors: Vec<u64>,
 }
 
 impl MetricsView<'_> {
@@ -263,6 +265,17 @@ impl MetricsView<'_> {
         );
         let v: u64 = self.shards.iter().map(|sh| sh.unauthenticated_unrecorded.get()).sum();
         let _ = writeln!(out, "gatekeeper_audit_unauthenticated_unrecorded_total {v}");
+
+        header(
+            &mut out,
+            "gatekeeper_provider_config_rejections_total",
+            "counter",
+            "Provider answers refusing the gateway's own settings (401, 403, 404: api_key, base_url or upstream_model).",
+        );
+        for (p, n) in self.operator_errors.iter().enumerate() {
+            let _ =
+                writeln!(out, "gatekeeper_provider_config_rejections_total{{provider=\"{}\"}} {n}", provider_label(p));
+        }
 
         if let Some((chain, size, root)) = &self.checkpoint {
             header(
@@ -413,10 +426,12 @@ mod tests {
             model_names: &["m".to_string()],
             provider_names: &["p".to_string()],
             checkpoint: Some(("n/i".into(), 42, "ab".into())),
+            operator_errors: vec![3],
         }
         .render();
         assert!(text.contains("gatekeeper_requests_total{status=\"200\",provider=\"p\",model=\"m\"} 2"), "{text}");
         assert!(text.contains("gatekeeper_audit_checkpoint_entries{chain=\"n/i\",root=\"ab\"} 42"), "{text}");
+        assert!(text.contains("gatekeeper_provider_config_rejections_total{provider=\"p\"} 3"), "{text}");
         assert!(
             text.contains("gatekeeper_requests_total{status=\"404\",provider=\"none\",model=\"none\"} 1"),
             "{text}"

@@ -138,7 +138,7 @@ impl Reloader {
     pub fn write_pid(&self) {
         if let Some(dir) = &self.data_dir {
             let path = dir.join(PID_FILE);
-            if let Err(e) = std::fs::write(&path, format!("{}\n", std::process::id())) {
+            if let Err(e) = write_private(&path, format!("{}\n", std::process::id()).as_bytes()) {
                 tracing::warn!(path = %path.display(), error = %e, "could not write the pid file; `gatekeeper reload` will not find this gateway");
             }
         }
@@ -184,7 +184,7 @@ impl Reloader {
         if let Some(dir) = &self.data_dir {
             let path = dir.join(STATUS_FILE);
             let written =
-                serde_json::to_vec(&outcome).map_err(std::io::Error::other).and_then(|b| std::fs::write(&path, b));
+                serde_json::to_vec(&outcome).map_err(std::io::Error::other).and_then(|b| write_private(&path, &b));
             if let Err(e) = written {
                 tracing::warn!(path = %path.display(), error = %e, "could not record the reload's outcome");
             }
@@ -221,6 +221,12 @@ pub fn signal_running(config_path: &Path, wait: Duration) -> anyhow::Result<Opti
         std::thread::sleep(Duration::from_millis(20));
     }
     anyhow::bail!("sent SIGHUP to pid {}, but it reported no reload within {wait:?}", pid.as_raw_nonzero())
+}
+
+/// Replaces `path`'s contents, creating it 0600 like everything in the data dir.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    crate::audit::private::options().write(true).create(true).truncate(true).open(path)?.write_all(bytes)
 }
 
 fn read_status(path: &Path) -> Option<Outcome> {

@@ -124,8 +124,27 @@ async fn readyz(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>)
     let draining = gw.draining.load(Ordering::Relaxed);
     let auth = if gw.auth { "enabled" } else { "DISABLED (--no-auth)" };
     let drivers: Vec<&str> = net_stats.iter().map(|s| s.driver().map_or("starting", |d| d.name())).collect();
+    // A provider refusing the gateway's own settings leaves it serving through the
+    // others, but an operator must see it: "degraded", with the reasons.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let reasons: Vec<String> = gw
+        .alarms
+        .iter()
+        .zip(&gw.provider_names)
+        .filter_map(|(alarm, name)| {
+            let (status, age) = alarm.active(now_ms)?;
+            let cause = crate::providers::attempt::operator_cause(status).unwrap_or("refused");
+            Some(format!("{name}: HTTP {status} {}s ago: {cause}", age.as_secs()))
+        })
+        .collect();
+    let state = match (draining, reasons.is_empty()) {
+        (true, _) => "draining",
+        (false, true) => "ready",
+        (false, false) => "degraded",
+    };
     let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ready" },
+        "status": state,
+        "reasons": reasons,
         "version": env!("CARGO_PKG_VERSION"),
         "auth": auth,
         "shards": drivers.len(),
@@ -143,6 +162,7 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
         net: net_stats,
         model_names: &gw.model_names,
         provider_names: &gw.provider_names,
+        operator_errors: gw.alarms.iter().map(|a| a.total.load(Ordering::Relaxed)).collect(),
         checkpoint: gw.bridge.as_ref().and_then(|b| b.stats().latest_checkpoint.lock().ok()?.clone()),
     }
     .render();

@@ -32,9 +32,18 @@ pub enum AttemptOutcome {
 
 impl AttemptOutcome {
     /// The outcome of an upstream status that did not end the request: `None` when
-    /// the status is an answer to relay (anything but 429 and 5xx).
+    /// the status is an answer to relay. 429 and 5xx fail over; so do 401, 403 and 404,
+    /// which say the gateway's own configuration is wrong for this provider (its
+    /// `api_key`, `base_url` or `upstream_model`): the client's key is not at fault
+    /// and must not see them as its own.
     pub fn from_status(status: u16) -> Option<AttemptOutcome> {
-        (status == 429 || status >= 500).then_some(AttemptOutcome::Status(status))
+        (status == 429 || status >= 500 || is_operator_status(status)).then_some(AttemptOutcome::Status(status))
+    }
+
+    /// Whether the provider refused the gateway's own settings (401, 403, 404): an
+    /// operator's mistake, logged at error level and shown on `/readyz`.
+    pub fn is_operator_error(&self) -> bool {
+        matches!(self, AttemptOutcome::Status(s) if is_operator_status(*s))
     }
 
     /// Whether the next deployment may be tried after this outcome. The one place
@@ -72,6 +81,22 @@ impl AttemptOutcome {
     }
 }
 
+/// What a provider answering this status says about the gateway's config for it.
+pub fn operator_cause(status: u16) -> Option<&'static str> {
+    match status {
+        401 => Some("the provider refused the gateway's api_key"),
+        403 => {
+            Some("the provider forbids the gateway's api_key this request (check the key's project and permissions)")
+        }
+        404 => Some("the provider has no such path or model (check base_url and upstream_model)"),
+        _ => None,
+    }
+}
+
+fn is_operator_status(status: u16) -> bool {
+    operator_cause(status).is_some()
+}
+
 /// Errors that are the gateway's own limit, not the provider's doing.
 fn is_gateway_limit(e: &UpstreamError) -> bool {
     matches!(e, UpstreamError::PoolExhausted)
@@ -87,7 +112,10 @@ impl fmt::Display for Attempt {
         let name = &self.provider_name;
         match &self.outcome {
             AttemptOutcome::Failed(e) => write!(f, "{name}: {e}"),
-            AttemptOutcome::Status(s) => write!(f, "{name}: HTTP {s}"),
+            AttemptOutcome::Status(s) => match operator_cause(*s) {
+                Some(cause) => write!(f, "{name}: HTTP {s}: {cause}"),
+                None => write!(f, "{name}: HTTP {s}"),
+            },
             AttemptOutcome::Skipped { retry_after_s } => {
                 write!(f, "{name}: skipped (Retry-After, {retry_after_s} s left)")
             }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use self::attempt::{Attempt, AttemptOutcome};
 use crate::metrics::ShardMetrics;
-use crate::router::{Deployment, ProviderHealth, Route};
+use crate::router::{Deployment, ProviderAlarm, ProviderHealth, Route};
 use crate::trace::Trace;
 use crate::wire::{self, openai::ChatRequest};
 
@@ -74,6 +74,8 @@ pub struct Upstreams<'g> {
     pub health: &'g [Rc<ProviderHealth>],
     /// This shard's metrics.
     pub metrics: &'g ShardMetrics,
+    /// Refusals of the gateway's own settings, per provider, shared by every shard.
+    pub alarms: &'g [ProviderAlarm],
 }
 
 /// What a provider answered, ready to relay.
@@ -172,6 +174,11 @@ pub async fn forward<'g>(
         if outcome.is_provider_fault() {
             up.metrics.upstream_failures[p].inc();
         }
+        if let AttemptOutcome::Status(status) = outcome {
+            if outcome.is_operator_error() {
+                operator_error(&up, p, provider, status);
+            }
+        }
         let retryable = outcome.retryable();
         tracing::debug!(provider = %provider.name, ?outcome, retryable, "provider attempt failed");
         if !retryable {
@@ -188,6 +195,20 @@ pub async fn forward<'g>(
         trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome });
     }
     Err(ProviderError::Exhausted { attempts: std::mem::take(&mut trace.attempts) })
+}
+
+/// A provider refused the gateway's own settings: raise its alarm (for `/readyz` and
+/// metrics) and log at error level, at most once a minute per shard.
+fn operator_error(up: &Upstreams<'_>, p: usize, provider: &Provider, status: u16) {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    if let Some(alarm) = up.alarms.get(p) {
+        alarm.raise(status, now_ms);
+    }
+    if up.health[p].should_log_operator_error(Instant::now()) {
+        let cause = attempt::operator_cause(status).unwrap_or("the provider refused the request");
+        tracing::error!(provider = %provider.name, status, "{cause}; failing over (fix providers[].{}, then reload)",
+            if status == 404 { "base_url or models[].upstream_model" } else { "api_key" });
+    }
 }
 
 /// How one call failed.

@@ -10,11 +10,47 @@ use std::time::{Duration, Instant};
 /// must not take a provider out for good.
 pub const RETRY_AFTER_MAX_DEFAULT: Duration = Duration::from_secs(300);
 
+/// How long a provider's refusal of the gateway's own settings keeps it "degraded" on
+/// `/readyz`, and the least time between two error logs about it (per shard).
+pub const OPERATOR_ERROR_WINDOW: Duration = Duration::from_secs(60);
+
+/// A provider's refusals of the gateway's own settings (401/403/404), shared by every
+/// shard: the newest one's time and status, for `/readyz` and metrics.
+#[derive(Debug, Default)]
+pub struct ProviderAlarm {
+    /// Unix ms of the newest refusal; 0: none.
+    last_unix_ms: std::sync::atomic::AtomicU64,
+    /// Its HTTP status.
+    status: std::sync::atomic::AtomicU16,
+    /// Refusals so far.
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+impl ProviderAlarm {
+    /// Records a refusal with `status` at `now_unix_ms`.
+    pub fn raise(&self, status: u16, now_unix_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.status.store(status, Relaxed);
+        self.last_unix_ms.store(now_unix_ms, Relaxed);
+        self.total.fetch_add(1, Relaxed);
+    }
+
+    /// The newest refusal's status and age, when it is within [`OPERATOR_ERROR_WINDOW`].
+    pub fn active(&self, now_unix_ms: u64) -> Option<(u16, Duration)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let at = self.last_unix_ms.load(Relaxed);
+        let age = Duration::from_millis(now_unix_ms.saturating_sub(at));
+        (at != 0 && age < OPERATOR_ERROR_WINDOW).then(|| (self.status.load(Relaxed), age))
+    }
+}
+
 /// Per-shard health of one provider.
 #[derive(Debug, Default)]
 pub struct ProviderHealth {
     /// The provider asked us (Retry-After) not to call before this instant.
     blocked_until: Cell<Option<Instant>>,
+    /// When this shard last logged the provider refusing the gateway's settings.
+    logged_operator_error: Cell<Option<Instant>>,
 }
 
 impl ProviderHealth {
@@ -32,6 +68,17 @@ impl ProviderHealth {
             }
             None => Ok(()),
         }
+    }
+
+    /// Whether an operator error about this provider should be logged now (at most
+    /// once per [`OPERATOR_ERROR_WINDOW`] per shard).
+    pub fn should_log_operator_error(&self, now: Instant) -> bool {
+        let due =
+            self.logged_operator_error.get().is_none_or(|t| now.saturating_duration_since(t) >= OPERATOR_ERROR_WINDOW);
+        if due {
+            self.logged_operator_error.set(Some(now));
+        }
+        due
     }
 
     /// Records a provider's `Retry-After`, clamped to `max`.

@@ -10,7 +10,7 @@ pub mod mode;
 pub mod price;
 pub mod table;
 
-pub use health::ProviderHealth;
+pub use health::{ProviderAlarm, ProviderHealth};
 pub use mode::RouteMode;
 pub use table::{Deployment, RouteTable};
 

@@ -201,3 +201,38 @@ fn sighup_applies_live_changes_and_names_the_rest() {
     gw.proc.terminate();
     assert!(gw.proc.wait_exit(std::time::Duration::from_secs(10)).is_some());
 }
+
+/// A provider refusing the gateway's own key is an operator error: fail over, answer
+/// 502 naming the provider and the cause (never the client's 401), log it, and show
+/// the gateway as degraded on /readyz and in metrics.
+#[test]
+fn a_provider_refusing_the_gateways_key_is_not_the_clients_fault() {
+    use crate::harness::hostile::{json_response, Hostile};
+    let refusing = Hostile::always(&String::from_utf8_lossy(&json_response(
+        401,
+        "",
+        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+    )));
+    let backup = Mock::start(Mock::config("backup"));
+    let providers = format!(
+        "providers:\n  - {{ name: bad, kind: openai_compatible, base_url: \"http://{}/v1\", api_key: sk-wrong }}\n{}",
+        refusing.addr,
+        provider("backup", &backup, "")
+    );
+    let models = "models:\n  - { name: m, provider: bad, upstream_model: x }\n  - { name: m, provider: backup, upstream_model: y }\n  - { name: only-bad, provider: bad, upstream_model: x }\nfailover_chain:\n  - { provider: bad, priority: 1 }\n  - { provider: backup, priority: 2 }\n";
+    let gw = Gateway::start(&format!("{providers}{models}"), &["--no-auth", "--shards", "1"]);
+    let r = chat(gw.addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gatekeeper-provider"), Some("backup"), "failed over");
+    let r = chat(gw.addr, "only-bad", false, "");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("bad: HTTP 401: the provider refused the gateway's api_key"), "{message}");
+    let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\n\r\n").json();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(ready["reasons"][0].as_str().is_some_and(|r| r.starts_with("bad: HTTP 401")), "{ready}");
+    let m = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    assert!(m.contains("gatekeeper_provider_config_rejections_total{provider=\"bad\"} 2"), "{m}");
+    let log = gw.proc.log_text();
+    assert_eq!(log.matches("the provider refused the gateway's api_key").count(), 1, "logged once a minute: {log}");
+}
