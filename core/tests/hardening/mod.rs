@@ -326,3 +326,23 @@ fn a_witness_file_catches_a_truncated_log() {
     assert!(out.contains("truncated"), "{out}");
 }
 mod upstream;
+
+/// The gateway asks providers for identity encoding; one that compresses anyway has
+/// its `Content-Encoding` relayed, so the client is never handed gzip labelled as JSON.
+#[test]
+fn a_compressed_answer_keeps_its_content_encoding() {
+    let gzip: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xab\xae\x05\x00\x43\xbf\xa6\xa3\x02\x00\x00\x00";
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        gzip.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(gzip);
+    let hostile = Hostile::start(move |_, _| (Duration::ZERO, response.clone()));
+    let gw = gateway_for(&hostile, "", None);
+    let r = chat(gw.addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.body, gzip, "relayed byte for byte");
+    assert_eq!(hostile.received()[0].header("accept-encoding").as_deref(), Some("identity"));
+}
