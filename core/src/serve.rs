@@ -107,6 +107,12 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         config.listen.parse().with_context(|| format!("listen: not an address: {}", config.listen))?;
     // Checked again after the overrides: `--listen` may have moved onto it.
     let admin_listen = config.admin_addr()?;
+    // Before anything is created (data dir, node key, WAL): the shards bind with
+    // SO_REUSEPORT, which would silently share the port with another gateway.
+    ensure_free(listen, "listen", "--listen")?;
+    if let Some(admin) = admin_listen {
+        ensure_free(admin, "admin_listen", "admin_listen")?;
+    }
     if args.no_auth {
         tracing::warn!("AUTHENTICATION IS DISABLED (--no-auth): any client can use every model. Local trials only.");
     }
@@ -203,6 +209,29 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         config,
     })
+}
+
+/// Refuses to start on an address another process listens on. The shards bind with
+/// `SO_REUSEPORT`, so the kernel would otherwise split connections between this
+/// gateway and whatever holds the port (another gateway, with other keys). A probe
+/// bound without it fails while any socket listens there; `SO_REUSEADDR` lets it pass
+/// connections lingering in TIME_WAIT from a previous run. Port 0 (any free port) is
+/// never taken.
+fn ensure_free(addr: SocketAddr, key: &str, how: &str) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+        .context("creating a socket")?;
+    probe.set_reuse_address(true).context("setting SO_REUSEADDR")?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "{key}: another process already listens on {addr} (is another gateway running?); \
+             stop it or pick another address with {how}"
+        )),
+        Err(e) => Err(anyhow::anyhow!("{key}: cannot listen on {addr}: {e}")),
+    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment [`Signals::install`] returns.

@@ -36,7 +36,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> (Proc, SocketAddr) {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> (Proc, SocketAddr) {
         let log_file = std::fs::File::create(&log).expect("log file");
         cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));

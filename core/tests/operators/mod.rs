@@ -236,3 +236,37 @@ fn a_provider_refusing_the_gateways_key_is_not_the_clients_fault() {
     let log = gw.proc.log_text();
     assert_eq!(log.matches("the provider refused the gateway's api_key").count(), 1, "logged once a minute: {log}");
 }
+
+/// A second gateway on an address the first already serves is refused (the kernel
+/// would split connections between them through SO_REUSEPORT), saying what to do,
+/// and creates nothing.
+#[test]
+fn a_second_gateway_on_the_same_address_is_refused() {
+    let mock = Mock::start(Mock::config("primary"));
+    let port = crate::audit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let first_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_for(&[("primary", &mock, "")], "");
+    std::fs::write(first_dir.path().join("gatekeeper.yaml"), &config).expect("write");
+    let mut cmd = Command::new(gatekeeper_bin());
+    cmd.args(["serve", "--no-auth", "--shards", "2", "--listen", &listen]).current_dir(first_dir.path());
+    let (_first, addr) = Proc::spawn("first", cmd, first_dir.path().join("first.log"));
+    assert_eq!(addr.port(), port);
+
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(second_dir.path().join("gatekeeper.yaml"), &config).expect("write");
+    let (ok, out, err) = gatekeeper(second_dir.path(), &["serve", "--no-auth", "--listen", &listen]);
+    assert!(!ok, "{out}");
+    assert_eq!(
+        err.lines().last().unwrap_or_default(),
+        format!(
+            "error: listen: another process already listens on {listen} (is another gateway running?); \
+             stop it or pick another address with --listen"
+        )
+    );
+    assert!(!second_dir.path().join("data").exists(), "nothing created before the address is known free");
+    // Every request still reaches the first gateway.
+    for _ in 0..20 {
+        assert_eq!(chat(addr, "m", false, "").status, 200);
+    }
+}
