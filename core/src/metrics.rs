@@ -332,7 +332,7 @@ impl MetricsView<'_> {
             let _ = writeln!(out, "gatekeeper_shard_driver{{shard=\"{i}\",driver=\"{driver}\"}} 1");
         }
         type NetField = fn(&ShardStats) -> u64;
-        let net_series: [(&str, &str, &str, NetField); 6] = [
+        let net_series: [(&str, &str, &str, NetField); 9] = [
             ("gatekeeper_connections_open", "gauge", "Client connections open, per shard.", |s| {
                 s.connections_open.get()
             }),
@@ -354,6 +354,24 @@ impl MetricsView<'_> {
             ("gatekeeper_protocol_errors_total", "counter", "Requests refused for breaking HTTP or a limit.", |s| {
                 s.protocol_errors_total.get()
             }),
+            (
+                "gatekeeper_body_bytes_in_flight",
+                "gauge",
+                "Request body bytes a shard holds or has admitted (limits.body_bytes_in_flight_max).",
+                |s| s.body_bytes_in_flight.get(),
+            ),
+            (
+                "gatekeeper_write_timeouts_total",
+                "counter",
+                "Client connections closed for not reading within limits.write_timeout_ms.",
+                |s| s.write_timeouts_total.get(),
+            ),
+            (
+                "gatekeeper_shard_panics_total",
+                "counter",
+                "Connection tasks that panicked; each closed its connection and the shard went on.",
+                |s| s.panics_total.get(),
+            ),
         ];
         for (name, kind, help, field) in net_series {
             header(&mut out, name, kind, help);
@@ -440,6 +458,22 @@ mod tests {
         assert!(text.contains("gatekeeper_request_duration_seconds_bucket{provider=\"p\",le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("gatekeeper_overhead_seconds_bucket{le=\"0.000035\"} 1"), "{text}");
         assert!(text.contains("gatekeeper_shard_driver{shard=\"1\",driver=\"starting\"} 1"), "{text}");
+        net[1].panics_total.inc();
+        net[0].body_bytes_in_flight.set(42);
+        net[1].write_timeouts_total.add(3);
+        let text = MetricsView {
+            shards: &shards,
+            net: &net,
+            model_names: &["m".to_string()],
+            provider_names: &["p".to_string()],
+            checkpoint: None,
+            operator_errors: vec![0],
+        }
+        .render();
+        assert!(text.contains("gatekeeper_shard_panics_total{shard=\"0\"} 0"), "{text}");
+        assert!(text.contains("gatekeeper_shard_panics_total{shard=\"1\"} 1"), "{text}");
+        assert!(text.contains("gatekeeper_body_bytes_in_flight{shard=\"0\"} 42"), "{text}");
+        assert!(text.contains("gatekeeper_write_timeouts_total{shard=\"1\"} 3"), "{text}");
     }
 
     #[test]

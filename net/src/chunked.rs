@@ -119,7 +119,7 @@ impl ChunkedDecoder {
                         self.state = State::Done;
                         return Ok(Decoded::End);
                     }
-                    if seen + 1 > TRAILERS_MAX {
+                    if seen + 1 > TRAILERS_MAX || has_control(&line) {
                         return Err(ChunkedError::BadTrailer);
                     }
                     self.state = State::Trailers { seen: seen + 1 };
@@ -145,6 +145,13 @@ fn take_line(input: &mut BytesMut) -> Result<Option<Bytes>, ChunkedError> {
     }
 }
 
+/// Whether `bytes` hold a control character other than HTAB — a bare CR above all, which
+/// a peer that ends lines at CR would read as a line end where we see none (smuggling).
+/// Extensions and trailer fields may not hold one (RFC 9110 §5.5, RFC 9112 §7.1.1).
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+}
+
 /// Parses `1a;ext=1` into 26; at most 15 hex digits so the value fits in u64 with room.
 fn parse_size(line: &[u8]) -> Result<u64, ChunkedError> {
     let digits_end = line.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(line.len());
@@ -154,7 +161,7 @@ fn parse_size(line: &[u8]) -> Result<u64, ChunkedError> {
     // After the digits: optional whitespace, then nothing or `;extensions` (ignored).
     let rest = &line[digits_end..];
     let after_ws = rest.iter().position(|b| *b != b' ' && *b != b'\t').map_or(&rest[rest.len()..], |i| &rest[i..]);
-    if !(after_ws.is_empty() || after_ws[0] == b';') {
+    if !(after_ws.is_empty() || after_ws[0] == b';') || has_control(after_ws) {
         return Err(ChunkedError::BadSize);
     }
     let mut n: u64 = 0;
@@ -215,6 +222,17 @@ mod tests {
         assert_eq!(decode_all(&[b"-1\r\n"], 100).map(|_| ()), Err(ChunkedError::BadSize));
         assert_eq!(decode_all(&[b"5 x\r\nhello"], 100).map(|_| ()), Err(ChunkedError::BadSize));
         assert!(decode_all(&[b"5 ;a=b\r\nhello\r\n0\r\n\r\n"], 100).is_ok());
+    }
+
+    #[test]
+    fn control_bytes_in_extensions_and_trailers_are_refused() {
+        for line in
+            [&b"5;a=b\rc\r\nhello\r\n0\r\n\r\n"[..], b"5;\r\r\nhello\r\n0\r\n\r\n", b"5;a\x00\r\nhello\r\n0\r\n\r\n"]
+        {
+            assert_eq!(decode_all(&[line], 100).map(|_| ()), Err(ChunkedError::BadSize), "{line:?}");
+        }
+        assert_eq!(decode_all(&[b"0\r\nX: a\rb\r\n\r\n"], 100).map(|_| ()), Err(ChunkedError::BadTrailer));
+        assert!(decode_all(&[b"5;a=\"b\tc\"\r\nhello\r\n0\r\nX: a\tb\r\n\r\n"], 100).is_ok(), "HTAB is fine");
     }
 
     #[test]

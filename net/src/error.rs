@@ -50,6 +50,15 @@ pub enum ProtocolError {
     /// The shard already holds `connections_per_shard_max` connections.
     #[error("too many connections")]
     Overloaded,
+    /// Taking this request's body would put the shard over `body_bytes_in_flight_max`.
+    #[error("too many request body bytes in flight on this shard (limit {limit_bytes} bytes); retry shortly")]
+    BodiesInFlight {
+        /// The configured limit.
+        limit_bytes: usize,
+    },
+    /// An `Expect` header asked for something other than `100-continue`.
+    #[error("unsupported expectation; only 100-continue is known")]
+    ExpectationFailed,
 }
 
 impl ProtocolError {
@@ -61,7 +70,17 @@ impl ProtocolError {
             ProtocolError::BodyTooLarge { .. } => 413,
             ProtocolError::UnsupportedTransferEncoding => 501,
             ProtocolError::HeaderTimeout { .. } | ProtocolError::BodyTimeout { .. } => 408,
-            ProtocolError::Overloaded => 503,
+            ProtocolError::Overloaded | ProtocolError::BodiesInFlight { .. } => 503,
+            ProtocolError::ExpectationFailed => 417,
+        }
+    }
+
+    /// Seconds the client should wait before retrying, sent as `Retry-After`; `None` where
+    /// retrying the same request cannot help.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            ProtocolError::Overloaded | ProtocolError::BodiesInFlight { .. } => Some(1),
+            _ => None,
         }
     }
 
@@ -76,7 +95,8 @@ impl ProtocolError {
             ProtocolError::HeaderTimeout { .. } => "header_timeout",
             ProtocolError::BodyTimeout { .. } => "body_timeout",
             ProtocolError::Truncated => "truncated_request",
-            ProtocolError::Overloaded => "overloaded",
+            ProtocolError::Overloaded | ProtocolError::BodiesInFlight { .. } => "overloaded",
+            ProtocolError::ExpectationFailed => "expectation_failed",
         }
     }
 }

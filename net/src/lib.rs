@@ -25,6 +25,7 @@ pub mod shard;
 pub mod sse;
 mod stats;
 pub mod stream;
+mod timers;
 pub mod tls;
 pub mod upstream;
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::drain::Drain;
 use crate::driver::{self, Driver, DriverChoice};
 use crate::error::StartError;
-use crate::server::{accept_loop, Handler, ServerLimits};
+use crate::server::accept::accept_loop;
+use crate::server::handler::Handler;
+use crate::server::limits::ServerLimits;
 use crate::stats::{ShardStats, StatsRef};
 
 /// What the application learns about the shard it is built on.
@@ -80,7 +82,7 @@ impl ShardSet {
         if cfg.driver == DriverChoice::Uring && !monoio::utils::detect_uring() {
             return Err(StartError::UringUnavailable("io_uring_setup failed or is filtered".into()));
         }
-        let listeners = bind_listeners(cfg.listen, cfg.shards, cfg.backlog)?;
+        let listeners = bind_listeners(cfg.listen, cfg.shards, cfg.backlog, cfg.limits.write_timeout)?;
         let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
         let stats: Arc<[ShardStats]> = (0..cfg.shards).map(|_| ShardStats::default()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -160,18 +162,39 @@ struct ShardMain {
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 
 impl ShardMain {
+    /// Runs the shard until it drains.
+    ///
+    /// A panic that escapes the shard's own loop (connection tasks contain theirs) would
+    /// leave its listener open with nobody accepting, so connections the kernel hands it
+    /// hang: once the shard has started, that aborts the process instead, for a supervisor
+    /// to restart whole. A panic while starting fails the start.
     fn run<F, H>(self, make_handler: &F)
     where
         F: Fn(&ShardContext) -> H,
         H: Handler,
     {
         let (index, ready_tx) = (self.index, self.ready_tx.clone());
-        if let Err(source) = driver::block_on(self.cfg.driver, |driver| self.serve(driver, make_handler)) {
-            let _ = ready_tx.send(Err(StartError::Runtime { shard: index, source }));
+        let started = std::cell::Cell::new(false);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            driver::block_on(self.cfg.driver, |driver| self.serve(driver, make_handler, &started))
+        }));
+        match ran {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                let _ = ready_tx.send(Err(StartError::Runtime { shard: index, source }));
+            }
+            Err(_) if started.get() => {
+                tracing::error!(shard = index, "shard loop panicked; aborting rather than keep a dead listener");
+                std::process::abort();
+            }
+            Err(_) => {
+                let source = std::io::Error::other("the shard panicked while starting");
+                let _ = ready_tx.send(Err(StartError::Runtime { shard: index, source }));
+            }
         }
     }
 
-    async fn serve<F, H>(self, driver: Driver, make_handler: &F)
+    async fn serve<F, H>(self, driver: Driver, make_handler: &F, started: &std::cell::Cell<bool>)
     where
         F: Fn(&ShardContext) -> H,
         H: Handler,
@@ -188,6 +211,7 @@ impl ShardMain {
         let ctx = ShardContext { index: self.index, driver, stats: self.stats.clone() };
         let handler = Rc::new(make_handler(&ctx));
         tracing::info!(shard = self.index, driver = driver.name(), "shard started");
+        started.set(true);
         let _ = self.ready_tx.send(Ok(()));
         drop(self.ready_tx);
 
@@ -232,11 +256,16 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     Ok(current)
 }
 
-fn bind_listeners(addr: SocketAddr, n: usize, backlog: u32) -> Result<Vec<std::net::TcpListener>, StartError> {
+fn bind_listeners(
+    addr: SocketAddr,
+    n: usize,
+    backlog: u32,
+    write_timeout: Duration,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
-        let l = bind_one(addr, backlog).map_err(|source| StartError::Bind { addr, source })?;
+        let l = bind_one(addr, backlog, write_timeout).map_err(|source| StartError::Bind { addr, source })?;
         // Port 0: every later shard binds the port the first one got.
         addr = l.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         out.push(l);
@@ -244,11 +273,15 @@ fn bind_listeners(addr: SocketAddr, n: usize, backlog: u32) -> Result<Vec<std::n
     Ok(out)
 }
 
-fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+fn bind_one(addr: SocketAddr, backlog: u32, write_timeout: Duration) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Inherited by every accepted socket: the kernel drops a connection whose sent data
+    // stays unacknowledged (zero-window probes included) this long, matching what the
+    // server's own write deadline does for a peer that acknowledges but stops reading.
+    socket.set_tcp_user_timeout(Some(write_timeout))?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
@@ -257,9 +290,21 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpList
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use rustix::process::{getrlimit, Resource};
 
-    use super::raise_fd_limit;
+    use super::{bind_one, raise_fd_limit};
+
+    #[test]
+    fn accepted_sockets_inherit_the_write_timeout_as_tcp_user_timeout() {
+        let listener = bind_one("127.0.0.1:0".parse().expect("addr"), 8, Duration::from_millis(1234)).expect("bind");
+        listener.set_nonblocking(false).expect("blocking");
+        let _client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        let got = socket2::SockRef::from(&accepted).tcp_user_timeout().expect("getsockopt");
+        assert_eq!(got, Some(Duration::from_millis(1234)));
+    }
 
     #[test]
     fn fd_limit_is_raised_to_the_hard_limit() {

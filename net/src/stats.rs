@@ -79,6 +79,14 @@ pub struct ShardStats {
     /// High-water mark of requests parsed and waiting behind the one being answered on
     /// one connection of this shard; never above `pipeline_depth_max`.
     pub pipeline_depth_peak: Gauge,
+    /// Request body bytes the shard holds now: declared lengths of bodies being read,
+    /// and bodies whose requests are being answered; never above `body_bytes_in_flight_max`.
+    pub body_bytes_in_flight: Gauge,
+    /// Connections closed because a write to the client made no progress for
+    /// `write_timeout_ms`.
+    pub write_timeouts_total: Counter,
+    /// Connection tasks that panicked; each closed its own connection and the shard went on.
+    pub panics_total: Counter,
 }
 
 impl ShardStats {

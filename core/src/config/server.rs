@@ -91,6 +91,12 @@ pub struct Limits {
     pub header_count_max: usize,
     /// Largest request body after de-chunking, bytes. Default 4 MiB. Exceeded: 413 and close.
     pub body_bytes_max: usize,
+    /// Request body bytes one shard holds at once over all its connections: each body's
+    /// declared length from the moment its head arrives (a chunked body: its buffer as it
+    /// grows) until its request is answered, bytes. Default 64 MiB; at least
+    /// `body_bytes_max`. Exceeded: 503 with `Retry-After: 1` (code `overloaded`) and close,
+    /// before the body is read.
+    pub body_bytes_in_flight_max: usize,
     /// Time from a connection's first byte of a request to the end of its head, ms.
     /// Default 10 s. Exceeded (slowloris): 408 and close.
     pub header_timeout_ms: u64,
@@ -98,6 +104,10 @@ pub struct Limits {
     pub body_timeout_ms: u64,
     /// Time a keep-alive connection may sit idle between requests, ms. Default 60 s. Exceeded: closed silently.
     pub idle_timeout_ms: u64,
+    /// Time a write to a client may make no progress (the client stopped reading), ms.
+    /// Default 30 s, at least 100 ms. Exceeded: the connection is closed; a streamed answer
+    /// ends as client gone (status 499), releasing its upstream connection.
+    pub write_timeout_ms: u64,
     /// Open client connections per shard. Default 10,000. Exceeded: 503 and close.
     pub connections_per_shard_max: usize,
     /// Requests read ahead of the one being answered on one connection (pipelining). Default 16.
@@ -120,9 +130,11 @@ impl Default for Limits {
             header_bytes_max: 16 * 1024,
             header_count_max: 100,
             body_bytes_max: 4 * 1024 * 1024,
+            body_bytes_in_flight_max: 64 * 1024 * 1024,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
             connections_per_shard_max: 10_000,
             pipeline_depth_max: 16,
             inflight_per_shard_max: INFLIGHT_PER_SHARD_MAX_DEFAULT,
@@ -146,9 +158,11 @@ impl From<&Limits> for ServerLimits {
             header_bytes_max,
             header_count_max,
             body_bytes_max,
+            body_bytes_in_flight_max,
             header_timeout_ms,
             body_timeout_ms,
             idle_timeout_ms,
+            write_timeout_ms,
             connections_per_shard_max,
             pipeline_depth_max,
             inflight_per_shard_max: _, // the pipeline's admission check, not the server's
@@ -157,9 +171,11 @@ impl From<&Limits> for ServerLimits {
             header_bytes_max,
             header_count_max,
             body_bytes_max,
+            body_bytes_in_flight_max,
             header_timeout: Duration::from_millis(header_timeout_ms),
             body_timeout: Duration::from_millis(body_timeout_ms),
             idle_timeout: Duration::from_millis(idle_timeout_ms),
+            write_timeout: Duration::from_millis(write_timeout_ms),
             connections_per_shard_max,
             pipeline_depth_max,
         }
@@ -174,13 +190,15 @@ pub(super) fn validate(listen: &str, shards: Shards, l: &Limits) -> Result<(), C
     if shards == Shards::Count(0) {
         return Err(invalid("shards", "must be at least 1"));
     }
-    let checks: [(&str, u64, u64); 8] = [
+    let checks: [(&str, u64, u64); 9] = [
         ("limits.header_bytes_max", l.header_bytes_max as u64, 256),
         ("limits.header_count_max", l.header_count_max as u64, 4),
         ("limits.body_bytes_max", l.body_bytes_max as u64, 1),
         ("limits.header_timeout_ms", l.header_timeout_ms, 1),
         ("limits.body_timeout_ms", l.body_timeout_ms, 1),
         ("limits.idle_timeout_ms", l.idle_timeout_ms, 1),
+        // Below this, a client on a congested link is cut while it is still reading.
+        ("limits.write_timeout_ms", l.write_timeout_ms, 100),
         ("limits.connections_per_shard_max", l.connections_per_shard_max as u64, 1),
         ("limits.pipeline_depth_max", l.pipeline_depth_max as u64, 1),
     ];
@@ -198,6 +216,13 @@ pub(super) fn validate(listen: &str, shards: Shards, l: &Limits) -> Result<(), C
     if l.inflight_per_shard_max == 0 {
         return Err(invalid("limits.inflight_per_shard_max", "must be at least 1"));
     }
+    // Else a body of the largest allowed size could never be taken.
+    if l.body_bytes_in_flight_max < l.body_bytes_max {
+        return Err(invalid(
+            "limits.body_bytes_in_flight_max",
+            format!("must be at least limits.body_bytes_max ({})", l.body_bytes_max),
+        ));
+    }
     Ok(())
 }
 
@@ -212,9 +237,11 @@ mod tests {
             header_bytes_max: 1001,
             header_count_max: 1002,
             body_bytes_max: 1003,
+            body_bytes_in_flight_max: 1009,
             header_timeout_ms: 1004,
             body_timeout_ms: 1005,
             idle_timeout_ms: 1006,
+            write_timeout_ms: 1010,
             connections_per_shard_max: 1007,
             pipeline_depth_max: 1008,
             inflight_per_shard_max: 1009,
@@ -228,6 +255,22 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_millis(1006));
         assert_eq!(s.connections_per_shard_max, 1007);
         assert_eq!(s.pipeline_depth_max, 1008);
+        assert_eq!(s.body_bytes_in_flight_max, 1009);
+        assert_eq!(s.write_timeout, Duration::from_millis(1010));
+    }
+
+    #[test]
+    fn write_timeout_and_body_budget_have_floors() {
+        let ok = Limits::default();
+        assert!(validate("127.0.0.1:1", Shards::Auto, &ok).is_ok());
+        let short = Limits { write_timeout_ms: 99, ..Limits::default() };
+        let e = validate("127.0.0.1:1", Shards::Auto, &short).expect_err("too short").to_string();
+        assert!(e.contains("limits.write_timeout_ms") && e.contains("100"), "{e}");
+        let small = Limits { body_bytes_in_flight_max: 1000, body_bytes_max: 1001, ..Limits::default() };
+        let e = validate("127.0.0.1:1", Shards::Auto, &small).expect_err("below one body").to_string();
+        assert!(e.contains("limits.body_bytes_in_flight_max") && e.contains("1001"), "{e}");
+        let exact = Limits { body_bytes_in_flight_max: 1001, body_bytes_max: 1001, ..Limits::default() };
+        assert!(validate("127.0.0.1:1", Shards::Auto, &exact).is_ok());
     }
 
     #[test]

@@ -110,7 +110,7 @@ fn flipping_any_byte_of_the_signature_is_refused() {
 fn models_list_shows_only_what_the_key_may_use() {
     let s = setup("");
     let limited = token(&s.issuer, Claims { models: vec!["secret-*".into()], ..claims("lister") });
-    let raw = format!("GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {limited}\r\n\r\n");
+    let raw = format!("GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {limited}\r\n\r\n");
     let ids: Vec<String> = request(s.gw.addr, raw.as_bytes()).json()["data"]
         .as_array()
         .expect("data")
@@ -118,7 +118,7 @@ fn models_list_shows_only_what_the_key_may_use() {
         .filter_map(|m| m["id"].as_str().map(str::to_string))
         .collect();
     assert_eq!(ids, ["secret-model"]);
-    assert_eq!(request(s.gw.addr, b"GET /v1/models HTTP/1.1\r\n\r\n").status, 401);
+    assert_eq!(request(s.gw.addr, b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n").status, 401);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn one_forged_token_among_63_good_fails_alone() {
     // Key checks show in /metrics once the shards publish them (every 500 ms).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let text = request(s.gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+        let text = request(s.gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
         let misses: u64 = text
             .lines()
             .find_map(|l| l.strip_prefix("gatekeeper_key_cache_misses_total "))

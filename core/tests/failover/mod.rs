@@ -40,7 +40,7 @@ fn each_error_class_fails_over_to_the_backup() {
             }
         }
     }
-    let metrics = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    let metrics = request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
     assert!(metrics.contains("gatekeeper_upstream_failures_total{provider=\"primary\"} 12"), "{metrics}");
 }
 

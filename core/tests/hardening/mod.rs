@@ -1,5 +1,7 @@
 //! Hostile clients and faulty providers: each test here failed before its fix.
 
+mod server;
+
 use std::io::Write;
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ fn gateway_for(hostile: &Hostile, extra: &str, backup: Option<&Mock>) -> Gateway
 }
 
 fn metrics(gw: &Gateway) -> String {
-    request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text()
+    request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text()
 }
 
 /// `Retry-After` values that overflow, last a year, or come as an HTTP date: the
@@ -52,7 +54,7 @@ fn hostile_retry_after_never_kills_a_shard() {
         let third = chat(gw.addr, "m", false, "");
         assert_eq!(third.status, 502, "Retry-After {value}: tried again after the clamp");
         assert_eq!(hostile.count(), if parsed { 2 } else { 3 }, "Retry-After {value}");
-        assert_eq!(request(gw.addr, b"GET /healthz HTTP/1.1\r\n\r\n").status, 200, "the shard is alive");
+        assert_eq!(request(gw.addr, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status, 200, "the shard is alive");
     }
 }
 

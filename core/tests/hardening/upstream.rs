@@ -92,7 +92,7 @@ fn an_unresolvable_provider_fails_over_without_stalling_the_shard() {
     let r = chat(addr, "gone-first", false, "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-gatekeeper-provider"), Some("good"));
-    let m = request(addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    let m = request(addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
     assert!(m.contains("gatekeeper_upstream_failures_total{provider=\"gone\"} 1"), "{m}");
 }
 
@@ -151,7 +151,7 @@ fn a_full_provider_queue_is_overload_not_a_provider_failure() {
     let answers = burst(gw.addr, "m", 5);
     let (ok, shed) = admitted_and_shed(&answers);
     assert!(ok >= 1 && shed >= 1, "{ok} served, {shed} shed");
-    let m = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    let m = request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
     assert!(m.contains("gatekeeper_upstream_failures_total{provider=\"primary\"} 0"), "{m}");
 }
 
@@ -165,22 +165,22 @@ fn the_admin_listener_takes_metrics_and_readyz() {
     let admin = gw.proc.next_listening(Duration::from_secs(10)).expect("the admin listener's address is printed");
     assert_ne!(admin, gw.addr);
     assert_eq!(chat(gw.addr, "m", false, "").status, 200);
-    let m = request(admin, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let m = request(admin, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n");
     assert_eq!(m.status, 200);
     assert!(m.text().contains("gatekeeper_upstream_failures_total{provider=\"primary\"} 0"), "{}", m.text());
-    let ready = request(admin, b"GET /readyz HTTP/1.1\r\n\r\n");
+    let ready = request(admin, b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n");
     assert_eq!((ready.status, ready.json()["status"].as_str()), (200, Some("ready")));
     assert_eq!(ready.json()["shards"], 1, "the API shards, not the admin listener");
-    assert_eq!(request(admin, b"GET /healthz HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(request(admin, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status, 200);
     assert_eq!(request(admin, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").status, 405);
     let chat_on_admin = request(admin, &chat_request(&chat_body("m", false), ""));
     assert_eq!(chat_on_admin.status, 404, "{}", chat_on_admin.text());
     for path in ["/metrics", "/readyz"] {
-        let r = request(gw.addr, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let r = request(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes());
         assert_eq!(r.status, 404, "{path} on the API listener: {}", r.text());
         assert_eq!(r.json()["error"]["code"], "unknown_url");
     }
-    assert_eq!(request(gw.addr, b"GET /healthz HTTP/1.1\r\n\r\n").status, 200, "healthz stays on the API port");
+    assert_eq!(request(gw.addr, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status, 200, "healthz stays on the API port");
 }
 
 /// Without `admin_listen`, nothing moves: one listener serves everything.
@@ -189,7 +189,7 @@ fn without_an_admin_listener_metrics_and_readyz_stay_on_the_api_port() {
     let mock = Mock::start(Mock::config("primary"));
     let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth", "--shards", "1"]);
     for path in ["/metrics", "/readyz", "/healthz"] {
-        let r = request(gw.addr, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let r = request(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes());
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
     assert!(gw.proc.next_listening(Duration::from_millis(200)).is_none(), "no admin listener");

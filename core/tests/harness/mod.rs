@@ -74,6 +74,11 @@ impl Proc {
         self.listening.recv_timeout(limit).ok().and_then(|a| a.parse().ok())
     }
 
+    /// The process id, to read its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process wrote to stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -135,10 +135,10 @@ pub fn header_and_body_limits_at_their_edge(driver: &str) {
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "body_too_large");
 
-    // Header count: 20 passes, 21 is refused.
+    // Header count: 20 passes, 21 is refused (Host is one of them).
     let with_headers = |n: usize| {
-        let mut h = String::from("GET /healthz HTTP/1.1\r\n");
-        for i in 0..n {
+        let mut h = String::from("GET /healthz HTTP/1.1\r\nHost: gw\r\n");
+        for i in 1..n {
             h.push_str(&format!("X-H{i}: v\r\n"));
         }
         h.push_str("\r\n");
@@ -185,9 +185,9 @@ pub fn malformed_requests_get_400_and_close(driver: &str) {
     for raw in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
     ] {
         let mut s = connect(gw.addr);
@@ -204,8 +204,8 @@ pub fn malformed_requests_get_400_and_close(driver: &str) {
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     // Unknown model, unknown path, wrong method.
     assert_eq!(chat(gw.addr, "nope", false, "").status, 404);
-    assert_eq!(request(gw.addr, b"GET /nowhere HTTP/1.1\r\n\r\n").status, 404);
-    assert_eq!(request(gw.addr, b"GET /v1/chat/completions HTTP/1.1\r\n\r\n").status, 405);
+    assert_eq!(request(gw.addr, b"GET /nowhere HTTP/1.1\r\nHost: gw\r\n\r\n").status, 404);
+    assert_eq!(request(gw.addr, b"GET /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n\r\n").status, 405);
     // The shard survived all of it.
     assert_eq!(chat(gw.addr, "m", false, "").status, 200);
 }
@@ -223,7 +223,7 @@ pub fn thousand_concurrent_keep_alive_connections(driver: &str) {
             assert_eq!(resp.status, 200, "round {round} conn {i}");
         }
     }
-    let metrics = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    let metrics = request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
     let open: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("gatekeeper_connections_open{"))
@@ -239,17 +239,17 @@ pub fn connection_cap_answers_503(driver: &str) {
     let gw = Gateway::start(&config, &["--no-auth", "--driver", driver]);
     let mut held: Vec<Reader> = (0..2).map(|_| Reader::new(connect(gw.addr))).collect();
     for r in held.iter_mut() {
-        r.stream.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").expect("write");
+        r.stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").expect("write");
         assert_eq!(r.response().expect("health").status, 200);
     }
-    let r = request(gw.addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+    let r = request(gw.addr, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
     drop(held);
     // Once the held connections close, new ones are served again.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if request(gw.addr, b"GET /healthz HTTP/1.1\r\n\r\n").status == 200 {
+        if request(gw.addr, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "cap never released");
@@ -263,7 +263,7 @@ pub fn metrics_name_the_driver(driver: &str) {
     // A shard records a request just after its last byte is written: allow it that moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let text = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+        let text = request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
         if text.contains("gatekeeper_requests_total{status=\"200\"") || Instant::now() > deadline {
             break text;
         }
@@ -281,7 +281,7 @@ pub fn metrics_name_the_driver(driver: &str) {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .expect("token counter");
     assert!(completion > 0, "usage read from the provider's answer");
-    let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\n\r\n");
+    let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n");
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["auth"], "DISABLED (--no-auth)");
 }
@@ -318,7 +318,7 @@ pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
 
     // Plain HTTP on the TLS port is refused without harming the shard.
     let mut plain = connect(gw.addr);
-    plain.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").expect("write");
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").expect("write");
     let mut buf = [0u8; 64];
     let n = plain.read(&mut buf).unwrap_or(0);
     assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));

@@ -228,10 +228,10 @@ fn a_provider_refusing_the_gateways_key_is_not_the_clients_fault() {
     assert_eq!(r.status, 502, "{}", r.text());
     let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("bad: HTTP 401: the provider refused the gateway's api_key"), "{message}");
-    let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\n\r\n").json();
+    let ready = request(gw.addr, b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n").json();
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert!(ready["reasons"][0].as_str().is_some_and(|r| r.starts_with("bad: HTTP 401")), "{ready}");
-    let m = request(gw.addr, b"GET /metrics HTTP/1.1\r\n\r\n").text();
+    let m = request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
     assert!(m.contains("gatekeeper_provider_config_rejections_total{provider=\"bad\"} 2"), "{m}");
     let log = gw.proc.log_text();
     assert_eq!(log.matches("the provider refused the gateway's api_key").count(), 1, "logged once a minute: {log}");

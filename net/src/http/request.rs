@@ -134,6 +134,7 @@ pub fn parse_head(
     let mut chunked = false;
     let mut connection_close = version_minor == 0;
     let mut expect_continue = false;
+    let mut hosts = 0usize;
     for h in req.headers.iter() {
         headers.push((range_of(h.name.as_bytes()), range_of(h.value)));
         let value = trim(h.value);
@@ -159,11 +160,23 @@ pub fn parse_head(
                 }
             }
         } else if h.name.eq_ignore_ascii_case("expect") {
-            if !value.eq_ignore_ascii_case(b"100-continue") {
-                return Err(ProtocolError::Malformed("unsupported Expect"));
+            // RFC 9110 §10.1.1: an expectation we cannot meet is a 417, never ignored.
+            if !value.split(|b| *b == b',').map(trim).all(|m| m.eq_ignore_ascii_case(b"100-continue")) {
+                return Err(ProtocolError::ExpectationFailed);
             }
+            // An HTTP/1.0 client cannot know 100 Continue; its expectation is ignored.
             expect_continue = version_minor == 1;
+        } else if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         }
+    }
+    // RFC 9112 §3.2: HTTP/1.1 requires exactly one Host, and two are never valid, since
+    // two parties could each route by a different one.
+    if hosts > 1 {
+        return Err(ProtocolError::Malformed("more than one Host header"));
+    }
+    if hosts == 0 && version_minor == 1 {
+        return Err(ProtocolError::Malformed("HTTP/1.1 request without a Host header"));
     }
     if chunked {
         if content_length.is_some() {
@@ -252,13 +265,33 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_once_in_http_1_1() {
+        assert!(matches!(parse("GET / HTTP/1.1\r\nX: 1\r\n\r\n"), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(parse("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), Err(ProtocolError::Malformed(_))));
+        assert_eq!(complete("GET / HTTP/1.0\r\n\r\n").method(), "GET", "HTTP/1.0 may leave Host out");
+        assert_eq!(complete("GET / HTTP/1.1\r\nHost:\r\n\r\n").header("host"), Some(&b""[..]), "empty is valid");
+    }
+
+    #[test]
+    fn only_100_continue_is_an_expectation_we_meet() {
+        let with = |v: &str| parse(&format!("POST / HTTP/1.1\r\nHost: a\r\nExpect: {v}\r\nContent-Length: 1\r\n\r\n"));
+        assert_eq!(with("fly").map(|_| ()), Err(ProtocolError::ExpectationFailed));
+        assert_eq!(with("100-continue, fly").map(|_| ()), Err(ProtocolError::ExpectationFailed));
+        assert_eq!(with("").map(|_| ()), Err(ProtocolError::ExpectationFailed));
+        assert!(matches!(with("100-Continue"), Ok(Parsed::Complete(r)) if r.expect_continue));
+        let old = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+        assert!(!complete(old).expect_continue, "ignored in HTTP/1.0");
+    }
+
+    #[test]
     fn partial_until_blank_line() {
         assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(Parsed::Partial)));
     }
 
     #[test]
     fn head_limit_is_exact() {
-        let head = "GET / HTTP/1.1\r\nX: aaaaaaaaaa\r\n\r\n";
+        let head = "GET / HTTP/1.1\r\nHost: a\r\nX: aaaaaaaaaa\r\n\r\n";
         let b = || BytesMut::from(head.as_bytes());
         assert!(matches!(parse_head(&mut b(), head.len(), 100), Ok(Parsed::Complete(_))));
         assert_eq!(
@@ -269,7 +302,7 @@ mod tests {
 
     #[test]
     fn header_count_limit_is_exact() {
-        let head = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        let head = "GET / HTTP/1.1\r\nHost: a\r\nB: 2\r\nC: 3\r\n\r\n";
         let b = || BytesMut::from(head.as_bytes());
         assert!(matches!(parse_head(&mut b(), 1000, 3), Ok(Parsed::Complete(_))));
         assert_eq!(parse_head(&mut b(), 1000, 2).map(|_| ()), Err(ProtocolError::TooManyHeaders { limit: 2 }));
@@ -277,36 +310,38 @@ mod tests {
 
     #[test]
     fn connection_semantics() {
-        assert!(!complete("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!complete("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!complete("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(complete("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(!complete("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(!complete("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
     }
 
     #[test]
     fn smuggling_shapes_are_refused() {
-        let both = "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let both = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(parse(both), Err(ProtocolError::Malformed(_))));
-        let two_lengths = "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
+        let two_lengths = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
         assert!(matches!(parse(two_lengths), Err(ProtocolError::Malformed(_))));
-        let gzip = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        let gzip = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(parse(gzip).map(|_| ()), Err(ProtocolError::UnsupportedTransferEncoding));
-        let signed = "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n";
+        let signed = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n";
         assert!(matches!(parse(signed), Err(ProtocolError::Malformed(_))));
-        let huge = "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n";
+        let huge = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n";
         assert!(matches!(parse(huge), Err(ProtocolError::Malformed(_))));
     }
 
     #[test]
     fn same_length_twice_is_fine() {
-        let r = complete("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        let r = complete("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(r.framing, BodyFraming::Length(3));
     }
 
     #[test]
     fn expect_continue_only_with_a_body() {
-        assert!(complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").expect_continue);
-        assert!(!complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(
+            complete("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").expect_continue
+        );
+        assert!(!complete("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expect_continue);
     }
 
     #[test]

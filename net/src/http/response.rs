@@ -23,7 +23,12 @@ enum State {
 /// once, or [`Responder::start_stream`], any number of [`Responder::send_chunk`] and
 /// [`Responder::end_stream`]. Every write goes to the socket at once: a streamed chunk
 /// reaches the client when it is passed in, and the next read from upstream waits
-/// for it (backpressure).
+/// for it (backpressure). A write the client does not take within the write timeout
+/// fails, and the connection closes.
+///
+/// The answer to a `HEAD` request carries the head alone: the same status and headers,
+/// `Content-Length` included, and never a byte of body, whatever the handler passes in
+/// (RFC 9110 §9.3.2) — a body there would be read as the start of the next answer.
 pub struct Responder<'a> {
     stream: &'a mut ClientStream,
     out: &'a mut Vec<u8>,
@@ -31,12 +36,29 @@ pub struct Responder<'a> {
     keep_alive: bool,
     chunked: bool,
     version_minor: u8,
+    head_only: bool,
     bytes_sent: u64,
 }
 
 impl<'a> Responder<'a> {
-    pub(crate) fn new(stream: &'a mut ClientStream, out: &'a mut Vec<u8>, keep_alive: bool, version_minor: u8) -> Self {
-        Responder { stream, out, state: State::Idle, keep_alive, chunked: false, version_minor, bytes_sent: 0 }
+    /// A responder for one request; `head_only` for a `HEAD` request.
+    pub(crate) fn new(
+        stream: &'a mut ClientStream,
+        out: &'a mut Vec<u8>,
+        keep_alive: bool,
+        version_minor: u8,
+        head_only: bool,
+    ) -> Self {
+        Responder {
+            stream,
+            out,
+            state: State::Idle,
+            keep_alive,
+            chunked: false,
+            version_minor,
+            head_only,
+            bytes_sent: 0,
+        }
     }
 
     /// Whether any byte of the response has been written (no failover after that).
@@ -72,8 +94,11 @@ impl<'a> Responder<'a> {
     pub async fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> io::Result<()> {
         self.expect_state(State::Idle)?;
         self.out.clear();
+        self.out.reserve(head_bytes(headers).saturating_add(body.len()));
         self.write_head(status, headers, Some(body.len()));
-        self.out.extend_from_slice(body);
+        if !self.head_only {
+            self.out.extend_from_slice(body);
+        }
         self.flush_out().await?;
         self.state = State::Done;
         Ok(())
@@ -87,6 +112,7 @@ impl<'a> Responder<'a> {
             self.keep_alive = false;
         }
         self.out.clear();
+        self.out.reserve(head_bytes(headers));
         self.write_head(status, headers, None);
         self.flush_out().await?;
         self.state = State::Streaming;
@@ -96,10 +122,12 @@ impl<'a> Responder<'a> {
     /// Sends one piece of a streamed body; empty pieces are skipped (an empty chunk would end the body).
     pub async fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         self.expect_state(State::Streaming)?;
-        if data.is_empty() {
+        if data.is_empty() || self.head_only {
             return Ok(());
         }
         self.out.clear();
+        // Size line (hex digits and CRLF) and the CRLF after the data.
+        self.out.reserve(data.len().saturating_add(24));
         if self.chunked {
             use std::io::Write;
             // Writing into a Vec cannot fail.
@@ -115,7 +143,7 @@ impl<'a> Responder<'a> {
     /// Ends a streamed body cleanly.
     pub async fn end_stream(&mut self) -> io::Result<()> {
         self.expect_state(State::Streaming)?;
-        if self.chunked {
+        if self.chunked && !self.head_only {
             self.out.clear();
             self.out.extend_from_slice(b"0\r\n\r\n");
             self.flush_out().await?;
@@ -180,6 +208,15 @@ impl<'a> Responder<'a> {
     }
 }
 
+/// Room for a response head with `headers`: status line, the fields, and the framing and
+/// connection fields the responder adds; reserved at once so the head is not grown byte by
+/// byte into a buffer that starts empty on every request.
+fn head_bytes(headers: &[(&str, &[u8])]) -> usize {
+    headers
+        .iter()
+        .fold(128, |room: usize, (n, v)| room.saturating_add(n.len()).saturating_add(v.len()).saturating_add(4))
+}
+
 /// The reason phrase for a status; clients ignore it, humans reading traces don't.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -193,6 +230,7 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -28,6 +28,8 @@ under_both_drivers!(
     pipelined_requests_are_answered_in_order_within_the_depth,
     pipelined_protocol_error_is_answered_in_its_turn,
     pipelined_body_that_arrives_later_is_read_in_its_turn,
+    a_panicking_handler_costs_its_connection_not_the_shard,
+    head_answers_carry_no_body,
 );
 
 /// Answers `METHOD TARGET[ BODY]`; `/slow` waits first, so the client's pipelined requests
@@ -38,6 +40,9 @@ impl Handler for Echo {
     async fn handle(&self, req: Request, res: &mut Responder<'_>) {
         if req.path() == "/slow" {
             monoio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if req.path() == "/panic" {
+            panic!("the handler panicked on purpose");
         }
         let mut body = format!("{} {}", req.method(), req.target()).into_bytes();
         if !req.body.is_empty() {
@@ -65,9 +70,11 @@ impl Server {
             header_bytes_max: 16 * 1024,
             header_count_max: 100,
             body_bytes_max: 1 << 20,
+            body_bytes_in_flight_max: 1 << 20,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
             connections_per_shard_max: 16,
             pipeline_depth_max,
         };
@@ -103,6 +110,11 @@ impl Server {
         let all = self.set.as_ref().map(ShardSet::stats).expect("running");
         let s = &all[0];
         (s.pipeline_depth_peak.get(), s.requests_total.get(), s.protocol_errors_total.get())
+    }
+
+    /// Connection tasks of the one shard that panicked.
+    fn panics(&self) -> u64 {
+        self.set.as_ref().map(ShardSet::stats).expect("running")[0].panics_total.get()
     }
 }
 
@@ -207,4 +219,51 @@ fn pipelined_body_that_arrives_later_is_read_in_its_turn(driver: DriverChoice) {
     assert_eq!(read_answer(&mut reader).body, "GET /c");
     let (_, requests, errors) = server.stats();
     assert_eq!((requests, errors), (3, 0));
+}
+
+/// A handler that panics closes its own connection without an answer; the shard's listener
+/// keeps answering, other connections (open before and after) included.
+fn a_panicking_handler_costs_its_connection_not_the_shard(driver: DriverChoice) {
+    let Some(server) = Server::start(driver, 4) else { return };
+    let (mut bystander, mut bystander_reader) = server.connect();
+    bystander.write_all(get("/before").as_bytes()).expect("write");
+    assert_eq!(read_answer(&mut bystander_reader).body, "GET /before");
+    for round in 0..3 {
+        let (mut victim, mut victim_reader) = server.connect();
+        victim.write_all(get("/panic").as_bytes()).expect("write");
+        let mut rest = Vec::new();
+        let _ = victim_reader.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "round {round}: answered after a panic: {:?}", String::from_utf8_lossy(&rest));
+        let (mut next, mut next_reader) = server.connect();
+        next.write_all(get("/after").as_bytes()).expect("write");
+        assert_eq!(read_answer(&mut next_reader).body, "GET /after", "round {round}: the listener still answers");
+    }
+    bystander.write_all(get("/still").as_bytes()).expect("write");
+    assert_eq!(read_answer(&mut bystander_reader).body, "GET /still", "the open connection still answers");
+    assert_eq!(server.panics(), 3);
+}
+
+/// HEAD gets the head GET would (its Content-Length included) and no body, so the answer
+/// to a request pipelined behind it is read as that answer.
+fn head_answers_carry_no_body(driver: DriverChoice) {
+    let Some(server) = Server::start(driver, 4) else { return };
+    let (mut stream, mut reader) = server.connect();
+    let batch = format!("HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n{}", get("/g"));
+    stream.write_all(batch.as_bytes()).expect("write");
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut length = None;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header");
+        if line.trim_end().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+    }
+    assert_eq!(length, Some("HEAD /h".len()), "the length GET would have");
+    assert_eq!(read_answer(&mut reader).body, "GET /g", "the next answer starts right after the head");
 }
