@@ -28,7 +28,7 @@ impl Handler for ShardHandler {
     async fn handle(&self, req: Request, res: &mut Responder<'_>) {
         let shard = &*self.0;
         let admin_here = !shard.gw.admin_listener;
-        match (req.method(), req.path()) {
+        match (get_or(req.method()), req.path()) {
             ("POST", "/v1/chat/completions") => crate::pipeline::chat_completions(shard, req, res).await,
             ("GET", "/v1/models") => models(shard, &req, res).await,
             ("GET", "/healthz") => healthz(res).await,
@@ -62,7 +62,7 @@ pub struct AdminHandler {
 
 impl Handler for AdminHandler {
     async fn handle(&self, req: Request, res: &mut Responder<'_>) {
-        match (req.method(), req.path()) {
+        match (get_or(req.method()), req.path()) {
             ("GET", "/healthz") => healthz(res).await,
             ("GET", "/readyz") => readyz(&self.gw, &self.net_stats, res).await,
             ("GET", "/metrics") => metrics(&self.gw, &self.net_stats, res).await,
@@ -167,4 +167,13 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
     }
     .render();
     let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;
+}
+
+/// `HEAD` is served as `GET` (RFC 9110 §9.3.2); the server sends its head only.
+fn get_or(method: &str) -> &str {
+    if method == "HEAD" {
+        "GET"
+    } else {
+        method
+    }
 }

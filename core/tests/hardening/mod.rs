@@ -348,3 +348,28 @@ fn a_compressed_answer_keeps_its_content_encoding() {
     assert_eq!(r.body, gzip, "relayed byte for byte");
     assert_eq!(hostile.received()[0].header("accept-encoding").as_deref(), Some("identity"));
 }
+
+/// `HEAD` on the small endpoints is answered as `GET` without a body, and a request
+/// pipelined after it is read correctly.
+#[test]
+fn head_is_get_without_a_body() {
+    let mock = Mock::start(Mock::config("primary"));
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], ""), &["--no-auth", "--shards", "1"]);
+    let mut s = connect(gw.addr);
+    s.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: gw\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").expect("send");
+    let mut all = Vec::new();
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&all).matches("HTTP/1.1 200").count() == 2 && all.ends_with(b"}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert_eq!(text.matches("{\"status\":\"ok\"}").count(), 1, "one body, for the GET: {text}");
+}

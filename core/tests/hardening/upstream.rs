@@ -172,7 +172,7 @@ fn the_admin_listener_takes_metrics_and_readyz() {
     assert_eq!((ready.status, ready.json()["status"].as_str()), (200, Some("ready")));
     assert_eq!(ready.json()["shards"], 1, "the API shards, not the admin listener");
     assert_eq!(request(admin, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status, 200);
-    assert_eq!(request(admin, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").status, 405);
+    assert_eq!(request(admin, b"POST /metrics HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n").status, 405);
     let chat_on_admin = request(admin, &chat_request(&chat_body("m", false), ""));
     assert_eq!(chat_on_admin.status, 404, "{}", chat_on_admin.text());
     for path in ["/metrics", "/readyz"] {
@@ -180,7 +180,11 @@ fn the_admin_listener_takes_metrics_and_readyz() {
         assert_eq!(r.status, 404, "{path} on the API listener: {}", r.text());
         assert_eq!(r.json()["error"]["code"], "unknown_url");
     }
-    assert_eq!(request(gw.addr, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status, 200, "healthz stays on the API port");
+    assert_eq!(
+        request(gw.addr, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").status,
+        200,
+        "healthz stays on the API port"
+    );
 }
 
 /// Without `admin_listen`, nothing moves: one listener serves everything.
