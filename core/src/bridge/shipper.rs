@@ -350,25 +350,23 @@ impl Shipper {
     /// Stores a chain message, retrying until it is stored or shutdown passes its
     /// deadline (false).
     pub(super) async fn store(&mut self, msg_id: &str, bytes: &[u8]) -> bool {
-        let (sink, shared, s, lanes) = (&mut self.sink, &self.shared, &self.s, &self.lanes);
-        retry("storing audit records (they wait in the WAL)", &STORE_RETRY, &shared.shutdown, async |_| {
-            let result = sink.store(msg_id, bytes).await;
-            if result.is_err() {
-                shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                // The WAL must keep its fsync promise even while the store is away.
-                fsync_lanes(s, lanes);
-            }
-            result
-        })
-        .await
-        .is_some()
+        self.store_with_retry("storing audit records (they wait in the WAL)", Stored::Chain(msg_id, bytes)).await
     }
 
     /// Stores events, retrying like [`Shipper::store`].
     async fn store_aux(&mut self, aux: &[AuxMessage]) -> bool {
+        self.store_with_retry("publishing events", Stored::Events(aux)).await
+    }
+
+    /// The one retry loop both stores share: a failure is counted and, since the WAL
+    /// must keep its fsync promise while the store is away, the live WAL is fsynced.
+    async fn store_with_retry(&mut self, what: &str, item: Stored<'_>) -> bool {
         let (sink, shared, s, lanes) = (&mut self.sink, &self.shared, &self.s, &self.lanes);
-        retry("publishing events", &STORE_RETRY, &shared.shutdown, async |_| {
-            let result = sink.store_aux(aux).await;
+        retry(what, &STORE_RETRY, &shared.shutdown, async |_| {
+            let result = match item {
+                Stored::Chain(msg_id, bytes) => sink.store(msg_id, bytes).await,
+                Stored::Events(aux) => sink.store_aux(aux).await,
+            };
             if result.is_err() {
                 shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
                 fsync_lanes(s, lanes);
@@ -403,4 +401,13 @@ pub(super) fn fsync_lanes(s: &Settings, lanes: &BTreeMap<LaneId, Lane>) {
             }
         }
     }
+}
+
+/// What [`Shipper::store_with_retry`] stores.
+#[derive(Clone, Copy)]
+enum Stored<'a> {
+    /// A chain message with its id.
+    Chain(&'a str, &'a [u8]),
+    /// Derived events.
+    Events(&'a [AuxMessage]),
 }

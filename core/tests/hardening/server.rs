@@ -168,25 +168,9 @@ fn a_stalled_streaming_client_releases_its_upstream_connection() {
 
 /// The status of the one audit record with `request_id`, waiting for it to be written.
 fn audited_status(gw: &Gateway, request_id: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stored = crate::audit::file_messages(&gw.dir.path().join("data"));
-        let statuses: Vec<u64> = stored
-            .iter()
-            .flat_map(|(_, msgs)| msgs.iter())
-            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
-            .flat_map(|m| m["entries"].as_array().cloned().unwrap_or_default())
-            .map(|e| e["record"].clone())
-            .filter(|r| r["request_id"] == request_id)
-            .filter_map(|r| r["status"].as_u64())
-            .collect();
-        if let [status] = statuses[..] {
-            return status;
-        }
-        assert!(statuses.is_empty(), "more than one record for {request_id}: {statuses:?}");
-        assert!(Instant::now() < deadline, "no record for {request_id}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let records = super::records_of(gw, request_id);
+    assert_eq!(records.len(), 1, "one record for {request_id}: {records:?}");
+    records[0]["status"].as_u64().unwrap_or_default()
 }
 
 /// A client that pipelines requests and never reads their answers. Before, the gateway
