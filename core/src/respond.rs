@@ -70,6 +70,9 @@ pub async fn relay(
     // Only for streams whose usage event the gateway asked for and the client did not.
     let mut filter = answer.strip_usage.then(|| (UsageEventFilter::default(), Vec::new()));
     let stream_started = Instant::now();
+    // The provider's closing `data: [DONE]` is held back until the record is written,
+    // so a stream whose record fails ends with an error event, never a normal end.
+    let mut done_held = false;
     let end = loop {
         let data = match upstream.chunk().await {
             Ok(Some(data)) => data,
@@ -91,9 +94,9 @@ pub async fn relay(
             Some((f, out)) => {
                 out.clear();
                 f.feed(&data, out);
-                out.is_empty() || res.send_chunk(out).await.is_ok()
+                send_holding_done(res, out, &mut done_held).await
             }
-            None => res.send_chunk(&data).await.is_ok(),
+            None => send_holding_done(res, &data, &mut done_held).await,
         };
         if !sent {
             // Dropping `upstream` closes that connection.
@@ -106,8 +109,14 @@ pub async fn relay(
         StreamEnd::Complete => {
             if record(trace, answer.status).is_err() {
                 // Unrecorded: the stream must not look complete.
+                let e = GatewayError::AuditUnavailable;
+                let event = stream_error_event(&e.to_string(), "audit_unavailable");
+                let _ = res.send_chunk(&event).await;
                 res.abort();
-                return GatewayError::AuditUnavailable.to_response().status;
+                return e.to_response().status;
+            }
+            if done_held && res.send_chunk(DONE_EVENT).await.is_err() {
+                return STATUS_CLIENT_GONE;
             }
             let _ = res.end_stream().await;
             answer.status
@@ -122,7 +131,8 @@ pub async fn relay(
             tracing::warn!(provider = %provider.name, error = %e, "stream from provider failed mid-way");
             metrics.upstream_failures[answer.deployment.provider].inc();
             let status = 502;
-            let event = stream_error_event(&format!("provider {} failed mid-stream: {e}", provider.name));
+            let message = format!("provider {} failed mid-stream: {e}", provider.name);
+            let event = stream_error_event(&message, "upstream_stream_error");
             // The error event marks the stream failed whether or not the record was written.
             let _ = record(trace, status);
             let _ = res.send_chunk(&event).await;
@@ -130,6 +140,22 @@ pub async fn relay(
             status
         }
     }
+}
+
+/// The event that ends an OpenAI stream.
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// Sends `bytes`, holding back a `data: [DONE]` event that ends them (`done_held` then
+/// says so). False: the client is gone.
+async fn send_holding_done(res: &mut Responder<'_>, bytes: &[u8], done_held: &mut bool) -> bool {
+    let body = match bytes.strip_suffix(DONE_EVENT) {
+        Some(rest) if rest.is_empty() || rest.ends_with(b"\n") => {
+            *done_held = true;
+            rest
+        }
+        _ => bytes,
+    };
+    body.is_empty() || res.send_chunk(body).await.is_ok()
 }
 
 /// How a relayed stream ended.

@@ -181,9 +181,9 @@ pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&
     serde_json::to_vec(&value).unwrap_or_else(|_| b"{\"error\":{\"message\":\"internal error\"}}".to_vec())
 }
 
-/// An SSE event carrying an OpenAI-shaped error (what OpenAI's SDKs raise on).
-pub fn stream_error_event(message: &str) -> Vec<u8> {
-    let json = error_json(message, "server_error", None, Some("upstream_stream_error"));
+/// An SSE event carrying an OpenAI-shaped error with `code` (what OpenAI's SDKs raise on).
+pub fn stream_error_event(message: &str, code: &str) -> Vec<u8> {
+    let json = error_json(message, "server_error", None, Some(code));
     let mut event = Vec::with_capacity(json.len() + 10);
     event.extend_from_slice(b"\n\ndata: ");
     event.extend_from_slice(&json);
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn stream_error_event_is_sse_json() {
-        let ev = stream_error_event("boom");
+        let ev = stream_error_event("boom", "upstream_stream_error");
         let text = String::from_utf8(ev).expect("utf8");
         let data = text.trim().strip_prefix("data: ").expect("data line");
         let v: serde_json::Value = serde_json::from_str(data).expect("json");

@@ -373,3 +373,35 @@ fn head_is_get_without_a_body() {
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     assert_eq!(text.matches("{\"status\":\"ok\"}").count(), 1, "one body, for the GET: {text}");
 }
+
+/// A stream whose audit record cannot be written (the spool is full: NATS is away)
+/// ends with an `audit_unavailable` error event, never with the provider's `[DONE]`.
+#[test]
+fn a_stream_whose_record_fails_ends_with_an_error_event() {
+    let mock = Mock::start(Mock::config("primary"));
+    let dead = crate::audit::free_port();
+    let top = format!(
+        "nats: {{ url: \"nats://127.0.0.1:{dead}\", connect_timeout_ms: 200 }}\naudit: {{ spool_bytes_max: 1048576 }}\n"
+    );
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth", "--shards", "1"]);
+    // Fill the spool: records wait for a store that never answers.
+    let mut s = connect(gw.addr);
+    let mut reader = Reader::new(s.try_clone().expect("clone"));
+    let raw = chat_request(&chat_body("m", false), &format!("X-Request-Id: {}\r\n", "f".repeat(100)));
+    let mut full = false;
+    for _ in 0..20_000 {
+        s.write_all(&raw).expect("send");
+        let r = reader.response().expect("answer");
+        if r.status == 503 {
+            assert_eq!(r.json()["error"]["code"], "audit_unavailable");
+            full = true;
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(full, "the spool never filled");
+    let r = chat(gw.addr, "m", true, "");
+    let events = sse_data(&r.body);
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    assert!(events.last().is_some_and(|e| e.contains("audit_unavailable")), "{events:?}");
+}
