@@ -109,28 +109,26 @@ impl MockArgs {
 pub fn run(mock: Mock) -> std::io::Result<()> {
     let runtime = mock.runtime()?;
     runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers first: whoever reads the address may signal at once, and a signal
+        // before them would kill the process instead of stopping it cleanly.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let listener = TcpListener::bind(mock.listen()).await?;
         let addr = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {addr}")?;
         stdout.flush()?;
         drop(stdout);
-        gatekeeper_mock::serve(listener, mock, shutdown_signal()).await?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        gatekeeper_mock::serve(listener, mock, shutdown).await?;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        // Without a SIGTERM handler, SIGINT still stops us.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 #[cfg(test)]

@@ -728,10 +728,13 @@ mod run {
             let ttfb_p50 = r["ttfb_us"]["percentiles"][5]["us"].as_u64().expect("p50");
             assert_eq!(r["ttfb_us"]["percentiles"][5]["p"].as_f64(), Some(50.0));
             assert!((20_000..60_000).contains(&ttfb_p50), "{engine}: ttfb p50 {ttfb_p50} µs");
-            let gap_min = r["chunk_gap_max_us"]["min_us"].as_u64().expect("gap");
-            assert!(gap_min >= 4_000, "{engine}: token gaps of 5 ms, got max-gap min {gap_min} µs");
-            let gap_max = r["chunk_gap_max_us"]["max_us"].as_u64().expect("gap");
-            assert!(gap_max < 30_000, "{engine}: token gaps of 5 ms, got max-gap max {gap_max} µs");
+            // The median stream shows its 5 ms gaps; a single stream can arrive in one read,
+            // or with one long gap, when the generator is descheduled during it (debug build,
+            // shared box), so the bounds are on the median, not the extremes.
+            assert_eq!(r["chunk_gap_max_us"]["percentiles"][5]["p"].as_f64(), Some(50.0));
+            let gap_p50 = r["chunk_gap_max_us"]["percentiles"][5]["us"].as_u64().expect("gap");
+            assert!(gap_p50 >= 4_000, "{engine}: token gaps of 5 ms, got max-gap p50 {gap_p50} µs");
+            assert!(gap_p50 < 30_000, "{engine}: token gaps of 5 ms, got max-gap p50 {gap_p50} µs");
             let lat_min = r["latency_us"]["min_us"].as_u64().expect("lat");
             assert!(lat_min >= 35_000, "{engine}: 20 ms + 3 x 5 ms, got {lat_min} µs");
         }
