@@ -126,17 +126,6 @@ impl HotConfig {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// The revocation list if it changed since `seen` (which is then updated); `None`
-    /// otherwise. The hot path: one atomic load when nothing changed.
-    pub fn revocations_if_changed(&self, seen: &Cell<u64>) -> Option<Arc<RevocationList>> {
-        let now = self.generation();
-        if now == seen.get() {
-            return None;
-        }
-        seen.set(now);
-        Some(Arc::clone(&self.lock().revoked))
-    }
-
     /// The current revocation list.
     pub fn revocations(&self) -> Arc<RevocationList> {
         Arc::clone(&self.lock().revoked)
@@ -221,16 +210,16 @@ mod tests {
     fn shards_see_each_change_once() {
         let hot = HotConfig::new(vec!["base".into()]);
         let seen = Cell::new(0);
-        assert!(hot.revocations_if_changed(&seen).is_none());
+        assert!(hot.changes_since(&seen).is_none());
         assert!(hot.apply(KEY_REVOCATIONS, Some(br#"{"revoked":["k1","k2"]}"#)).unwrap());
-        let list = hot.revocations_if_changed(&seen).expect("changed");
+        let list = hot.changes_since(&seen).expect("changed").revoked;
         assert!(list.contains("k1") && list.contains("k2") && list.contains("base"));
-        assert!(hot.revocations_if_changed(&seen).is_none());
+        assert!(hot.changes_since(&seen).is_none());
         assert!(hot.apply(KEY_REVOCATIONS, Some(br#"["k3"]"#)).unwrap());
-        let list = hot.revocations_if_changed(&seen).expect("changed");
+        let list = hot.changes_since(&seen).expect("changed").revoked;
         assert!(!list.contains("k1") && list.contains("k3") && list.contains("base"));
         assert!(hot.apply(KEY_REVOCATIONS, None).unwrap());
-        assert_eq!(hot.revocations_if_changed(&seen).expect("changed").len(), 1);
+        assert_eq!(hot.changes_since(&seen).expect("changed").revoked.len(), 1);
         assert!(!hot.apply("other", Some(b"x")).unwrap());
         assert!(hot.apply(KEY_ROUTING, Some(br#"{"default_mode":"latency"}"#)).unwrap());
         assert_eq!(hot.routing().expect("routing")["default_mode"], "latency");

@@ -214,7 +214,7 @@ fn push_and_await(url: &str, dir: &Path, hot: &HotConfig) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(20);
     let list = loop {
-        if let Some(list) = hot.revocations_if_changed(&seen) {
+        if let Some(list) = hot.changes_since(&seen).map(|s| s.revoked) {
             if list.contains("key-2") {
                 break list;
             }

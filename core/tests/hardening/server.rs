@@ -289,16 +289,9 @@ fn an_unknown_expectation_is_417() {
 #[test]
 fn a_tls_listener_at_its_cap_closes_without_writing_plaintext() {
     let mock = Mock::start(Mock::config("primary"));
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
-    std::fs::write(&key_file, certified.key_pair.serialize_pem()).expect("write key");
-    let top = format!(
-        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\nlimits: {{ connections_per_shard_max: 1 }}\n",
-        cert_file.display(),
-        key_file.display()
-    );
+    let (tls, certified) = self_signed_tls(dir.path());
+    let top = format!("{tls}limits: {{ connections_per_shard_max: 1 }}\n");
     let gw = gateway(&mock, "", &top);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).expect("root");

@@ -458,3 +458,14 @@ pub fn run_openai_sdk(addr: SocketAddr, good_key: &str, bad_key: Option<&str>) {
     assert!(out.status.success(), "openai SDK run failed:\n{text}");
     assert!(text.contains("openai-sdk-e2e: ok"), "{text}");
 }
+
+/// A self-signed certificate for `localhost` written into `dir`: the config's `tls:`
+/// line naming it, and the certificate (for the client's roots).
+pub fn self_signed_tls(dir: &Path) -> (String, rcgen::CertifiedKey) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, certified.key_pair.serialize_pem()).expect("write key");
+    let line = format!("tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n", cert_file.display(), key_file.display());
+    (line, certified)
+}

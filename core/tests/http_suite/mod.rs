@@ -288,12 +288,8 @@ pub fn metrics_name_the_driver(driver: &str) {
 
 pub fn tls_termination_with_a_self_signed_certificate(driver: &str) {
     let mock = Mock::start(Mock::config("primary"));
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
-    std::fs::write(&key_file, certified.key_pair.serialize_pem()).expect("write key");
-    let top = format!("tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n", cert_file.display(), key_file.display());
+    let (top, certified) = self_signed_tls(dir.path());
     let gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth", "--driver", driver]);
 
     let mut roots = rustls::RootCertStore::empty();
