@@ -136,8 +136,23 @@ pub fn config(data_dir: &Path, audit_extra: &str, nats: Option<&str>) -> Config 
 }
 
 /// Starts a bridge for `shards` shards on `c`, with a hot configuration of its own.
+///
+/// The data-dir lock is an `flock` on an open file description, and a process that
+/// another test forks in this process shares that description until its `exec`
+/// closes it (`O_CLOEXEC`). A bridge restarted on the same dir right after a stop
+/// can therefore see the previous start's lock for a moment: a lock refusal is
+/// retried for up to 5 s (a real second writer holds it for good, and is still
+/// refused after that).
 pub fn start_bridge(c: &Config, shards: usize) -> Result<Bridge, BridgeError> {
-    Bridge::start(c, shards, Arc::new(HotConfig::from_config(c)))
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Bridge::start(c, shards, Arc::new(HotConfig::from_config(c))) {
+            Err(BridgeError::Audit(gatekeeper::audit::AuditError::Locked { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Shard `shard`'s audit handle (audit is on in these tests).
