@@ -73,8 +73,8 @@ async fn serve(
     let payment = credit::check(claims.as_deref())?; // 3
     let admission = budget::admit(payment, claims.as_deref(), &chat)?; // 4
     let route = router::route(&t.tables.routes, &chat.model)?; // 5
-    trace.model = Some(route.model);
-    let answer = providers::forward(shard.upstreams(t), route, req, &chat, request_id, trace).await; // 6
+    trace.model = route.deployments.first().map(|d| d.model);
+    let answer = providers::forward(shard.upstreams(t), &route, req, &chat, request_id, trace).await; // 6
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {

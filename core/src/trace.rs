@@ -25,8 +25,8 @@ pub struct Trace {
     pub model_requested: String,
     /// The last provider tried.
     pub provider: Option<usize>,
-    /// (model, deployment index) of the last deployment tried.
-    pub deployment: Option<(usize, usize)>,
+    /// Id of the last deployment tried ([`crate::router::Deployment::id`]).
+    pub deployment: Option<usize>,
     /// Whether the client asked for a stream.
     pub stream: bool,
     /// The key's claims, once verified.
@@ -63,11 +63,12 @@ impl Trace {
         self.started.elapsed()
     }
 
-    /// Records that deployment `index` of `model` on `provider` was called and took
-    /// `took`: the one place an attempt moves the trace.
-    pub fn called(&mut self, model: usize, index: usize, provider: usize, took: Duration) {
-        self.deployment = Some((model, index));
-        self.provider = Some(provider);
+    /// Records that `deployment` was called and took `took`: the one place an
+    /// attempt moves the trace.
+    pub fn called(&mut self, deployment: &crate::router::Deployment, took: Duration) {
+        self.deployment = Some(deployment.id);
+        self.model = Some(deployment.model);
+        self.provider = Some(deployment.provider);
         self.upstream = self.upstream.saturating_add(took);
     }
 

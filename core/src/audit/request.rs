@@ -62,7 +62,7 @@ impl Recorder<'_> {
     /// must not be reported as a success.
     pub fn record(&self, request_id: &str, trace: &Trace, attempts: &[Attempt], status: u16) -> Result<(), AuditError> {
         let Some(audit) = self.audit else { return Ok(()) };
-        let deployment = trace.deployment.and_then(|(m, d)| self.routes.deployment(m, d));
+        let deployment = trace.deployment.and_then(|d| self.routes.deployment(d));
         let usage = trace.usage.unwrap_or_default();
         let record = AuditRecord {
             request_id: request_id.to_string(),

@@ -110,23 +110,31 @@ pub fn route_table(models: &[ModelConfig], chain: &[FailoverEntry], providers: &
     let mut model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     model_names.sort();
     model_names.dedup();
-    let mut deployments = std::collections::HashMap::with_capacity(model_names.len());
+    let mut deployments = Vec::with_capacity(models.len());
+    let mut by_model = std::collections::HashMap::with_capacity(model_names.len());
     for (index, name) in model_names.iter().enumerate() {
-        let list = deployments_of(models, chain, name)
-            .into_iter()
-            .filter_map(|m| {
-                let provider = providers.iter().position(|p| *p == m.provider)?;
-                Some(Deployment {
-                    provider,
-                    upstream_model: m.upstream_model.clone(),
-                    upstream_model_json: serde_json::to_string(&m.upstream_model).ok()?,
-                    price_per_1k_input: m.price_per_1k_input,
-                    price_per_1k_output: m.price_per_1k_output,
-                    prices: (Price::from_f64(m.price_per_1k_input)?, Price::from_f64(m.price_per_1k_output)?),
-                })
-            })
-            .collect();
-        deployments.insert(name.clone(), (index, list));
+        let start = deployments.len();
+        for m in deployments_of(models, chain, name) {
+            let Some(provider) = providers.iter().position(|p| *p == m.provider) else { continue };
+            let (Ok(json), Some(input), Some(output)) = (
+                serde_json::to_string(&m.upstream_model),
+                Price::from_f64(m.price_per_1k_input),
+                Price::from_f64(m.price_per_1k_output),
+            ) else {
+                continue;
+            };
+            deployments.push(Deployment {
+                id: deployments.len(),
+                model: index,
+                provider,
+                upstream_model: m.upstream_model.clone(),
+                upstream_model_json: json,
+                price_per_1k_input: m.price_per_1k_input,
+                price_per_1k_output: m.price_per_1k_output,
+                prices: (input, output),
+            });
+        }
+        by_model.insert(name.clone(), (index, start..deployments.len()));
     }
-    RouteTable { model_names, deployments }
+    RouteTable { model_names, deployments, by_model }
 }

@@ -132,7 +132,7 @@ fn summary(attempts: &[Attempt]) -> String {
 /// the answer is complete (non-streamed) or has started (streamed) can fail over.
 pub async fn forward<'g>(
     up: Upstreams<'g>,
-    route: Route<'g>,
+    route: &Route<'g>,
     req: &Request,
     chat: &ChatRequest<'_>,
     request_id: &str,
@@ -140,7 +140,7 @@ pub async fn forward<'g>(
 ) -> Result<Answer<'g>, ProviderError> {
     let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(8 + req.headers().size_hint().0);
     let usage_edit = wire::openai::stream_usage_edit(chat);
-    for (index, deployment) in route.deployments.iter().enumerate() {
+    for deployment in route.deployments.iter().copied() {
         let p = deployment.provider;
         let provider = &up.providers[p];
         if let Err(retry_after_s) = up.health[p].admit(Instant::now()) {
@@ -157,7 +157,7 @@ pub async fn forward<'g>(
         let request_body = wire::openai::upstream_body(chat, &deployment.upstream_model_json, edit);
         let sent = Instant::now();
         let result = call(&up.pools[p], &headers, &request_body, chat.stream).await;
-        trace.called(route.model, index, p, sent.elapsed());
+        trace.called(deployment, sent.elapsed());
         let outcome = match result {
             Ok(Called { status, content_type, content_encoding, body }) => {
                 let strip_usage = edit.is_some();

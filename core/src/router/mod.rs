@@ -8,6 +8,7 @@
 pub mod health;
 pub mod mode;
 pub mod price;
+pub mod score;
 pub mod table;
 
 pub use health::{ProviderAlarm, ProviderHealth};
@@ -24,18 +25,17 @@ pub enum RouteError {
 }
 
 /// The deployments a request may use, in the order to try them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Route<'g> {
-    /// Index of the client-facing model name in [`RouteTable::model_names`].
-    pub model: usize,
-    /// Its deployments in failover order.
-    pub deployments: &'g [Deployment],
+    /// Candidates in the order to try them (the first is the router's choice, the
+    /// rest its failover order).
+    pub deployments: Vec<&'g Deployment>,
 }
 
 /// The deployments of the requested model, in failover order.
 pub fn route<'g>(table: &'g RouteTable, model: &str) -> Result<Route<'g>, RouteError> {
-    match table.deployments.get(model) {
-        Some((index, list)) if !list.is_empty() => Ok(Route { model: *index, deployments: list.as_slice() }),
+    match table.of_model(model) {
+        Some((_, list)) if !list.is_empty() => Ok(Route { deployments: list.iter().collect() }),
         _ => Err(RouteError::ModelNotFound(model.chars().take(200).collect())),
     }
 }

@@ -2,12 +2,17 @@
 //! once from config (`config::models`) and shared read-only by every shard.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use super::price::Price;
 
 /// One deployment of a model name on a provider.
 #[derive(Debug, Clone)]
 pub struct Deployment {
+    /// Its place in [`RouteTable::deployments`]: labels per-deployment state (health).
+    pub id: usize,
+    /// Index of its client-facing model name in [`RouteTable::model_names`].
+    pub model: usize,
     /// Index of the provider in config order.
     pub provider: usize,
     /// The provider's model id.
@@ -27,19 +32,27 @@ pub struct Deployment {
 pub struct RouteTable {
     /// Client-facing model names, sorted; their index labels metrics.
     pub model_names: Vec<String>,
-    /// Per model name: its index in `model_names` and its deployments in failover order.
-    pub deployments: HashMap<String, (usize, Vec<Deployment>)>,
+    /// Every deployment, grouped by model (in `model_names` order), each model's in
+    /// failover order; a deployment's index here is its `id`.
+    pub deployments: Vec<Deployment>,
+    /// Per model name: its index in `model_names` and its deployments' ids.
+    pub by_model: HashMap<String, (usize, Range<usize>)>,
 }
 
 impl RouteTable {
-    /// The deployment `index` of model `model` (indexes as in a [`super::Route`]).
-    pub fn deployment(&self, model: usize, index: usize) -> Option<&Deployment> {
-        let name = self.model_names.get(model)?;
-        self.deployments.get(name)?.1.get(index)
+    /// The deployment with id `id`.
+    pub fn deployment(&self, id: usize) -> Option<&Deployment> {
+        self.deployments.get(id)
+    }
+
+    /// The deployments of `model` in failover order, with the model's index.
+    pub fn of_model(&self, model: &str) -> Option<(usize, &[Deployment])> {
+        let (index, range) = self.by_model.get(model)?;
+        Some((*index, self.deployments.get(range.clone())?))
     }
 
     /// The provider that serves `model` first, if any.
     pub fn first_provider(&self, model: &str) -> Option<usize> {
-        self.deployments.get(model).and_then(|(_, d)| d.first()).map(|d| d.provider)
+        self.of_model(model).and_then(|(_, d)| d.first()).map(|d| d.provider)
     }
 }
