@@ -6,6 +6,7 @@
 //! here: they reorder or filter the same candidates.
 
 pub mod health;
+pub mod latency;
 pub mod mode;
 pub mod price;
 pub mod score;
