@@ -12,7 +12,7 @@ pub mod price;
 pub mod score;
 pub mod table;
 
-pub use health::{ProviderAlarm, ProviderHealth};
+pub use health::{HealthBoard, HealthSettings, ProviderAlarm, ProviderHealth, ShardHealth};
 pub use mode::RouteMode;
 pub use table::{Deployment, RouteTable};
 
