@@ -62,6 +62,13 @@ impl Default for Slot {
     }
 }
 
+impl Slot {
+    /// Whether this shard's circuit is closed (not open, not probing).
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Relaxed) == CLOSED
+    }
+}
+
 pub(super) fn store_estimate(cell: &AtomicU64, value: Option<f64>) {
     cell.store(value.map_or(NO_ESTIMATE, f64::to_bits), Relaxed);
 }
