@@ -73,7 +73,7 @@ async fn serve(
     let payment = credit::check(claims.as_deref())?; // 3
     let admission = budget::admit(payment, claims.as_deref(), &chat)?; // 4
     let mut route = router::route(&t.tables.routes, &chat.model)?; // 5
-    // Hook until the mode decision lands (issue 12): `routing.default_mode: latency`.
+                                                                   // Hook until the mode decision lands (issue 12): `routing.default_mode: latency`.
     if t.tables.default_mode == router::RouteMode::Latency {
         router::latency::order(&mut route.deployments, &shard.health, std::time::Instant::now());
     }

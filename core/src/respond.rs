@@ -107,7 +107,7 @@ pub async fn relay(
     trace.usage = stream_usage.usage();
     match (&end, trace.usage) {
         (StreamEnd::Complete, Some(u)) => {
-            answer.call.stream_done(stream_started.elapsed(), u.completion_tokens.into(), answer.settings)
+            answer.call.stream_done(stream_started.elapsed(), u.completion_tokens, answer.settings)
         }
         (StreamEnd::ProviderFailed(_), _) => answer.call.failure(answer.settings),
         _ => {}

@@ -155,7 +155,8 @@ fn scan(
             reason: reason.into(),
             ts_unix_ms: now_unix_ms(),
         };
-        let subject = format!("{}.{}.{}.circuit", AuxStream::Health.prefix(), subject_token(provider), subject_token(node));
+        let subject =
+            format!("{}.{}.{}.circuit", AuxStream::Health.prefix(), subject_token(provider), subject_token(node));
         out.push((subject, serde_json::to_vec(&report).unwrap_or_default()));
         if until_ms != 0 && !last.alerted {
             last.alerted = true;

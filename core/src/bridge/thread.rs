@@ -47,9 +47,10 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
     let watch = client
         .as_ref()
         .map(|(c, n)| tokio::task::spawn_local(watch::run(c.clone(), (*n).clone(), hot, shared.clone())));
-    let feed = client.as_ref().zip(health).map(|((c, _), feed)| {
-        tokio::task::spawn_local(health::run(c.clone(), node.clone(), feed))
-    });
+    let feed = client
+        .as_ref()
+        .zip(health)
+        .map(|((c, _), feed)| tokio::task::spawn_local(health::run(c.clone(), node.clone(), feed)));
     let report = match audit {
         Some((settings, key)) => shipper::run(settings, shared.clone(), key, client).await.map(Some),
         None => {

@@ -24,7 +24,8 @@ fn latency_mode_prefers_the_fast_one_leaves_it_failing_and_returns_after_recover
     let fast = mock("fast", 20);
     // The slow one is first in the failover chain: only the latency mode puts the fast one first.
     let top = "routing: { default_mode: latency, health: { failures_max: 3, open_ms: 2000, open_max_ms: 4000 } }\n";
-    let gw = Gateway::start(&config_for(&[("slow", &slow, ""), ("fast", &fast, "")], top), &["--no-auth", "--shards", "1"]);
+    let gw =
+        Gateway::start(&config_for(&[("slow", &slow, ""), ("fast", &fast, "")], top), &["--no-auth", "--shards", "1"]);
     for i in 0..10 {
         provider_of(&chat(gw.addr, "m", i % 3 == 0, ""));
     }
@@ -106,7 +107,13 @@ fn two_gateways_sharing_bh_health_avoid_a_provider_only_one_saw_failing() {
             data.path().display(),
             nats.url()
         );
-        (Gateway::start(&config_for(&[("bad", &bad, ""), ("good", &good, "")], &top), &["--no-auth", "--shards", "1"]), data)
+        (
+            Gateway::start(
+                &config_for(&[("bad", &bad, ""), ("good", &good, "")], &top),
+                &["--no-auth", "--shards", "1"],
+            ),
+            data,
+        )
     };
     let (a, _a_data) = start("node-a");
     let (b, _b_data) = start("node-b");

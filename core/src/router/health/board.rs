@@ -136,8 +136,7 @@ impl HealthBoard {
 
     /// The key of a deployment of model `model` on provider `provider`.
     pub fn key(&self, model: usize, provider: usize) -> Option<usize> {
-        (model < self.models.len() && provider < self.providers.len())
-            .then(|| model * self.providers.len() + provider)
+        (model < self.models.len() && provider < self.providers.len()).then(|| model * self.providers.len() + provider)
     }
 
     /// The key of a (model name, provider name) pair, as other nodes name it.
@@ -262,9 +261,10 @@ impl HealthBoard {
             "gauge",
             "Peak-EWMA time to first byte per deployment (the slowest shard's estimate).",
             &|key| {
-                let worst = self.slots_of(key).filter_map(|s| load_estimate(&s.ttfb_us)).fold(None, |w: Option<f64>, v| {
-                    Some(w.map_or(v, |w| w.max(v)))
-                });
+                let worst = self
+                    .slots_of(key)
+                    .filter_map(|s| load_estimate(&s.ttfb_us))
+                    .fold(None, |w: Option<f64>, v| Some(w.map_or(v, |w| w.max(v))));
                 worst.map(|v| format!("{v:.0}"))
             },
         );

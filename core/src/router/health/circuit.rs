@@ -371,7 +371,8 @@ mod tests {
 
     #[test]
     fn error_rate_over_the_window_opens_with_enough_requests() {
-        let s = HealthSettings { failures_max: 100, requests_min: 10, error_rate_max: 0.5, window_ms: 1_000, ..settings() };
+        let s =
+            HealthSettings { failures_max: 100, requests_min: 10, error_rate_max: 0.5, window_ms: 1_000, ..settings() };
         let mut c = Circuit::default();
         // Alternate, success first: at most 50 %, never "over 50 %".
         for t in 0..20 {
@@ -410,11 +411,17 @@ mod tests {
         let s = settings();
         let mut c = Circuit::default();
         assert_eq!(c.retry_after(0, 0), None, "Retry-After: 0 asks for nothing");
-        assert_eq!(c.retry_after(0, 7_000), Some(Transition::Opened { reason: OpenReason::RetryAfter, open_ms: 7_000 }));
+        assert_eq!(
+            c.retry_after(0, 7_000),
+            Some(Transition::Opened { reason: OpenReason::RetryAfter, open_ms: 7_000 })
+        );
         assert_eq!(c.admit(6_999, &s), Admission::Skip { wait_ms: 1 });
         assert_eq!(c.retry_after(10, 1_000), None, "a shorter wait does not shorten it");
         assert_eq!(c.admit(7_000, &s), Admission::Probe);
-        assert_eq!(c.retry_after(u64::MAX - 1, u64::MAX), Some(Transition::Opened { reason: OpenReason::RetryAfter, open_ms: u64::MAX }));
+        assert_eq!(
+            c.retry_after(u64::MAX - 1, u64::MAX),
+            Some(Transition::Opened { reason: OpenReason::RetryAfter, open_ms: u64::MAX })
+        );
     }
 
     #[derive(Debug, Clone)]

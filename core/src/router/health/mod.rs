@@ -24,7 +24,6 @@ pub use shard::{Call, Estimate, ShardHealth};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-
 /// Default longest `Retry-After` honoured (`providers[].retry_after_max_s`). A
 /// provider's header is as hostile as a client's: a year-long (or overflowing) wait
 /// must not take a provider out for good.

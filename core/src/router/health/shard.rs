@@ -158,7 +158,14 @@ impl ShardHealth {
             Transition::Opened { reason, open_ms } => {
                 slot.reason.store(reason as u8, Relaxed);
                 slot.opened_total.fetch_add(1, Relaxed);
-                tracing::warn!(shard = self.shard, model, provider, reason = reason.as_str(), open_ms, "circuit opened");
+                tracing::warn!(
+                    shard = self.shard,
+                    model,
+                    provider,
+                    reason = reason.as_str(),
+                    open_ms,
+                    "circuit opened"
+                );
             }
             Transition::Closed => {
                 slot.closed_total.fetch_add(1, Relaxed);
