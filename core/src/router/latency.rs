@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use super::health::ShardHealth;
-use super::Deployment;
+use super::table::Deployment;
 
 /// Completion tokens a request is assumed to produce when weighing per-token time.
 pub const EXPECTED_TOKENS: f64 = 256.0;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::board::{self, HealthBoard, Slot};
 use super::circuit::{Admission, Circuit, HealthSettings, State, Transition};
 use super::estimator::PeakEwma;
-use crate::router::Deployment;
+use crate::router::table::Deployment;
 
 /// One deployment as this shard sees it.
 #[derive(Debug, Clone, Copy, Default)]
