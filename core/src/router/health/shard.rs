@@ -51,7 +51,7 @@ impl ShardHealth {
         // Seeded per shard and start, so shards do not pick in lockstep.
         let seed = (shard as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ u64::from(std::process::id())
-            ^ u64::from(Instant::now().elapsed().subsec_nanos());
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos().into());
         ShardHealth { board, shard, cells, rng: Cell::new(seed | 1) }
     }
 
