@@ -11,7 +11,10 @@
 //!   polled once: a hit never suspends) and `verify_now` on a token already verified;
 //! - `sse/*`: `DataLines` and `StreamUsage` fed one typical OpenAI stream chunk, and
 //!   the final usage chunk that `StreamUsage` parses;
-//! - `record_request`: `ShardMetrics::record_request` (counter + latency histogram).
+//! - `record_request`: `ShardMetrics::record_request` (counter + latency histogram);
+//! - `health/*`: a deployment's circuit admit + success + drop (what failover does per
+//!   attempt, publishing to a 4-shard board), and the latency mode's `order` over 4
+//!   measured candidates.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -206,5 +209,47 @@ fn metrics(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, http, body, keys, sse, metrics);
+fn health(c: &mut Criterion) {
+    use gatekeeper::router::{latency, Deployment, HealthBoard, HealthSettings, ShardHealth};
+    let providers: Vec<String> = (0..4).map(|p| format!("p{p}")).collect();
+    let board = std::sync::Arc::new(HealthBoard::new(4, vec!["m".into()], providers));
+    let shard = ShardHealth::new(board, 0);
+    let s = HealthSettings::default();
+    let ds: Vec<Deployment> = (0..4)
+        .map(|p| Deployment {
+            id: p,
+            model: 0,
+            provider: p,
+            upstream_model: format!("u{p}"),
+            upstream_model_json: format!("\"u{p}\""),
+            price_per_1k_input: 0.0,
+            price_per_1k_output: 0.0,
+            prices: Default::default(),
+        })
+        .collect();
+    let now = std::time::Instant::now();
+    for (i, d) in ds.iter().enumerate() {
+        if let Ok(call) = shard.admit(d, now, &s) {
+            call.success(std::time::Duration::from_millis(10 + i as u64), &s);
+        }
+    }
+    let mut g = c.benchmark_group("health");
+    g.bench_function("admit+success", |b| {
+        b.iter(|| {
+            if let Ok(call) = shard.admit(black_box(&ds[1]), std::time::Instant::now(), &s) {
+                call.success(std::time::Duration::from_millis(11), &s);
+            }
+        })
+    });
+    g.bench_function("latency_order/4", |b| {
+        b.iter(|| {
+            let mut candidates: Vec<&Deployment> = ds.iter().collect();
+            latency::order(&mut candidates, &shard, std::time::Instant::now());
+            black_box(candidates.first().map(|d| d.provider))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, http, body, keys, sse, metrics, health);
 criterion_main!(benches);

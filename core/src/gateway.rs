@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::keys::ShardVerifier;
 use crate::metrics::{RequestIds, ShardMetrics};
 use crate::providers::Upstreams;
-use crate::router::{ProviderAlarm, ProviderHealth};
+use crate::router::{HealthBoard, ProviderAlarm, ProviderHealth, ShardHealth};
 use crate::tables::Tables;
 
 /// Process-wide state shared by every shard. What a reload may replace (providers,
@@ -35,6 +35,9 @@ pub struct Gateway {
     pub metrics: Arc<[ShardMetrics]>,
     /// Per provider: its refusals of the gateway's own settings (for `/readyz`).
     pub alarms: Arc<[ProviderAlarm]>,
+    /// Every deployment's health as each shard publishes it, and other nodes' open
+    /// circuits (written by the bridge's health feed).
+    pub health: Arc<HealthBoard>,
     /// Request id source.
     pub request_ids: RequestIds,
     /// Set when shutdown starts: `/readyz` turns 503.
@@ -64,8 +67,10 @@ impl Gateway {
         let hot = Arc::new(HotConfig::from_config(config));
         hot.set_tables(tables);
         let alarms = provider_names.iter().map(|_| ProviderAlarm::default()).collect();
+        let health = Arc::new(HealthBoard::new(shards, model_names.clone(), provider_names.clone()));
         Ok(Gateway {
             alarms,
+            health,
             provider_names,
             model_names,
             auth: !no_auth,
@@ -90,7 +95,8 @@ pub struct ShardTables {
     /// One pool per provider (kept across reloads that leave a provider's address and
     /// pool settings alone).
     pub pools: Vec<Rc<Pool>>,
-    /// One health record per provider (kept with its pool).
+    /// One record per provider (kept with its pool): its operator-error log throttle.
+    /// Deployment health is [`ShardGateway::health`], kept across every reload.
     pub health: Vec<Rc<ProviderHealth>>,
     /// This shard's key verifier (kept across reloads that leave key settings alone).
     pub keys: Option<Rc<ShardVerifier>>,
@@ -145,6 +151,9 @@ pub struct ShardGateway {
     pub config_seen: Cell<u64>,
     /// Records left this second for requests refused at the key check.
     pub refusals: RefusalAllowance,
+    /// This shard's health of every deployment, keyed by (model, provider) name, so it
+    /// carries across reloads (the names are fixed for the process's life).
+    pub health: ShardHealth,
 }
 
 /// How often a shard copies its pool and key statistics into the shared metrics.
@@ -157,7 +166,9 @@ impl ShardGateway {
         let tables = gw.hot.tables().unwrap_or_else(|| Arc::new(Tables::empty()));
         let current = RefCell::new(Rc::new(ShardTables::build(tables, None)));
         let gw_refusals_per_s = gw.unauthenticated_records_per_s;
+        let health = ShardHealth::new(gw.health.clone(), ctx.index);
         let shard = Rc::new(ShardGateway {
+            health,
             gw,
             index: ctx.index,
             current,
@@ -195,6 +206,8 @@ impl ShardGateway {
             providers: &t.tables.providers,
             pools: &t.pools,
             health: &t.health,
+            circuits: &self.health,
+            settings: &t.tables.health,
             metrics: self.metrics(),
             alarms: &self.gw.alarms,
         }

@@ -72,7 +72,11 @@ async fn serve(
     }
     let payment = credit::check(claims.as_deref())?; // 3
     let admission = budget::admit(payment, claims.as_deref(), &chat)?; // 4
-    let route = router::route(&t.tables.routes, &chat.model)?; // 5
+    let mut route = router::route(&t.tables.routes, &chat.model)?; // 5
+                                                                   // Hook until the mode decision lands (issue 12): `routing.default_mode: latency`.
+    if t.tables.default_mode == router::RouteMode::Latency {
+        router::latency::order(&mut route.deployments, &shard.health, std::time::Instant::now());
+    }
     trace.model = route.deployments.first().map(|d| d.model);
     let answer = providers::forward(shard.upstreams(t), &route, req, &chat, request_id, trace).await; // 6
     let answer = match answer {

@@ -105,6 +105,13 @@ pub async fn relay(
     };
     trace.upstream = trace.upstream.saturating_add(stream_started.elapsed());
     trace.usage = stream_usage.usage();
+    match (&end, trace.usage) {
+        (StreamEnd::Complete, Some(u)) => {
+            answer.call.stream_done(stream_started.elapsed(), u.completion_tokens, answer.settings)
+        }
+        (StreamEnd::ProviderFailed(_), _) => answer.call.failure(answer.settings),
+        _ => {}
+    }
     match end {
         StreamEnd::Complete => {
             if record(trace, answer.status).is_err() {

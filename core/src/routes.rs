@@ -136,6 +136,7 @@ async fn readyz(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>)
             let cause = crate::providers::attempt::operator_cause(status).unwrap_or("refused");
             Some(format!("{name}: HTTP {status} {}s ago: {cause}", age.as_secs()))
         })
+        .chain(gw.health.degraded_reasons(std::time::Instant::now()))
         .collect();
     let state = match (draining, reasons.is_empty()) {
         (true, _) => "draining",
@@ -166,6 +167,8 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
         checkpoint: gw.bridge.as_ref().and_then(|b| b.stats().latest_checkpoint.lock().ok()?.clone()),
     }
     .render();
+    let mut text = text;
+    gw.health.render_metrics(&mut text);
     let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;
 }
 

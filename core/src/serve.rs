@@ -120,7 +120,10 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     let mut audits: Vec<Option<ShardAudit>> = (0..shards).map(|_| None).collect();
     // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
     if config.audit.enabled || config.nats.is_some() {
-        let bridge = Arc::new(Bridge::start(&config, shards, gateway.hot.clone()).context("starting the bridge")?);
+        let bridge = Arc::new(
+            Bridge::start_with_health(&config, shards, gateway.hot.clone(), Some(gateway.health.clone()))
+                .context("starting the bridge")?,
+        );
         // Made here, on the main thread, so a bad data dir fails the start, not a shard.
         audits = (0..shards).map(|i| bridge.shard(i)).collect::<Result<_, _>>()?;
         gateway.bridge = Some(bridge);

@@ -21,12 +21,23 @@ pub struct Tables {
     /// The provider settings each provider was built from (to tell which pools a
     /// reload must rebuild).
     pub provider_configs: Vec<crate::config::ProviderConfig>,
+    /// `routing.health`: circuits and latency estimates.
+    pub health: crate::router::HealthSettings,
+    /// `routing.default_mode` (until the mode decision lands, only `latency` reorders).
+    pub default_mode: crate::router::RouteMode,
 }
 
 impl Tables {
     /// No providers, no routes, no keys (a gateway assembled without a config).
     pub fn empty() -> Tables {
-        Tables { providers: Vec::new(), routes: RouteTable::default(), verifier: None, provider_configs: Vec::new() }
+        Tables {
+            providers: Vec::new(),
+            routes: RouteTable::default(),
+            verifier: None,
+            provider_configs: Vec::new(),
+            health: Default::default(),
+            default_mode: Default::default(),
+        }
     }
 
     /// Builds the tables from a validated config.
@@ -50,6 +61,8 @@ impl Tables {
             routes: config.route_table(),
             verifier,
             provider_configs: config.providers.clone(),
+            health: (&config.routing.health).into(),
+            default_mode: config.routing.default_mode,
         }))
     }
 

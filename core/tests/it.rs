@@ -6,6 +6,7 @@ mod auth;
 mod failover;
 mod hardening;
 mod harness;
+mod health;
 mod http_suite;
 mod lifecycle;
 mod operators;

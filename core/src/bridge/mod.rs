@@ -22,11 +22,13 @@
 //! `shipper` (WAL → chain → store, the step loop), `resume` (where a start picks
 //! up), `checkpoints`, `housekeeping` (fsync, reports, WAL deletion), `retry` (the
 //! one bounded retry loop), [`sink`] (files or JetStream), [`nats`] (JetStream
-//! plumbing) and [`events`]. `gatekeeper config push` is `cli/config.rs`.
+//! plumbing) and [`events`]; `health` (the health feed: circuit changes between
+//! nodes over `BH_HEALTH`, whenever `nats` is set). `gatekeeper config push` is `cli/config.rs`.
 
 mod checkpoints;
 mod connection;
 pub mod events;
+mod health;
 mod housekeeping;
 pub mod nats;
 mod resume;
@@ -256,6 +258,17 @@ impl Bridge {
     /// key; with `nats` it watches `BH_CONFIG` and applies changes to `hot`. Call
     /// once at serve time, before the shards start.
     pub fn start(config: &Config, shards: usize, hot: Arc<HotConfig>) -> Result<Bridge, BridgeError> {
+        Bridge::start_with_health(config, shards, hot, None)
+    }
+
+    /// [`Bridge::start`], with the health feed (`health.rs`) over `board` when `nats`
+    /// is set: circuit changes published on `BH_HEALTH` and other nodes' consumed.
+    pub fn start_with_health(
+        config: &Config,
+        shards: usize,
+        hot: Arc<HotConfig>,
+        board: Option<Arc<crate::router::HealthBoard>>,
+    ) -> Result<Bridge, BridgeError> {
         let node = config.audit.node_name.clone().unwrap_or_else(host_node_name);
         let (audit, key) = match config.audit.enabled {
             true => AuditSide::open(&config.audit, &node, shards).map(|(side, key)| (Some(side), Some(key)))?,
@@ -273,6 +286,11 @@ impl Bridge {
             nats: config.nats.clone(),
             hot,
             audit: audit.as_ref().map(|a| a.settings.clone()).zip(key),
+            health: board.map(|board| health::Feed {
+                board,
+                every: Duration::from_millis(config.routing.health.feed_ms),
+                remote_open_max_ms: config.routing.health.remote_open_max_ms,
+            }),
         };
         let sh = shared.clone();
         let thread = std::thread::Builder::new()

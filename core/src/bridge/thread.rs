@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{connection, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
+use super::{connection, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
 use crate::config::hot::HotConfig;
 use crate::config::NatsConfig;
 use crate::keys::SecretKey;
@@ -18,6 +18,8 @@ pub(super) struct Jobs {
     pub hot: Arc<HotConfig>,
     /// Audit shipping's settings and node key, with audit on.
     pub audit: Option<(Settings, SecretKey)>,
+    /// The health feed, run whenever NATS is set.
+    pub health: Option<health::Feed>,
 }
 
 /// Runs the jobs on this thread until shutdown; the shipping report with audit on.
@@ -32,7 +34,7 @@ pub(super) fn run_here(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
 }
 
 async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
-    let Jobs { node, nats, hot, audit } = jobs;
+    let Jobs { node, nats, hot, audit, health } = jobs;
     let client = match &nats {
         None => None,
         Some(n) => match connection::connect(n, &node, &shared.shutdown).await {
@@ -45,6 +47,10 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
     let watch = client
         .as_ref()
         .map(|(c, n)| tokio::task::spawn_local(watch::run(c.clone(), (*n).clone(), hot, shared.clone())));
+    let feed = client
+        .as_ref()
+        .zip(health)
+        .map(|((c, _), feed)| tokio::task::spawn_local(health::run(c.clone(), node.clone(), feed)));
     let report = match audit {
         Some((settings, key)) => shipper::run(settings, shared.clone(), key, client).await.map(Some),
         None => {
@@ -52,8 +58,8 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
             Ok(None)
         }
     };
-    if let Some(w) = watch {
-        w.abort();
+    for task in [watch, feed].into_iter().flatten() {
+        task.abort();
     }
     report
 }

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod edit;
 mod env;
 mod error;
+pub mod health;
 pub mod hot;
 pub mod keys;
 pub mod models;
@@ -209,6 +210,7 @@ impl Config {
         let names = providers::validate(&self.providers)?;
         models::validate(&self.models, &self.failover_chain, &names)?;
         routing::validate(&self.routing)?;
+        health::validate(&self.routing.health)?;
         if let Some(keys) = &self.keys {
             keys::validate(keys)?;
         }

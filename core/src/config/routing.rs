@@ -14,11 +14,13 @@ pub struct RoutingConfig {
     pub default_mode: RouteMode,
     /// Minimum quality (0–1) cost routing accepts.
     pub quality_threshold: f64,
+    /// Circuit breakers and latency estimators (`config/health.rs`).
+    pub health: super::health::HealthConfig,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig { default_mode: RouteMode::Cost, quality_threshold: 0.7 }
+        RoutingConfig { default_mode: RouteMode::Cost, quality_threshold: 0.7, health: Default::default() }
     }
 }
 

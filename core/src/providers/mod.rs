@@ -20,8 +20,13 @@ use gatekeeper_net::Request;
 use serde::{Deserialize, Serialize};
 
 use self::attempt::{Attempt, AttemptOutcome};
+
+fn is_operator_status(status: u16) -> bool {
+    attempt::operator_cause(status).is_some()
+}
 use crate::metrics::ShardMetrics;
-use crate::router::{Deployment, ProviderAlarm, ProviderHealth, Route};
+use crate::router::health::Call;
+use crate::router::{Deployment, HealthSettings, ProviderAlarm, ProviderHealth, Route, ShardHealth};
 use crate::trace::Trace;
 use crate::wire::{self, openai::ChatRequest};
 
@@ -70,8 +75,12 @@ pub struct Upstreams<'g> {
     pub providers: &'g [Provider],
     /// This shard's pool per provider.
     pub pools: &'g [Rc<Pool>],
-    /// This shard's health record per provider.
+    /// This shard's record per provider (operator-error log throttle).
     pub health: &'g [Rc<ProviderHealth>],
+    /// This shard's circuits and latency estimates per deployment.
+    pub circuits: &'g ShardHealth,
+    /// `routing.health`.
+    pub settings: &'g HealthSettings,
     /// This shard's metrics.
     pub metrics: &'g ShardMetrics,
     /// Refusals of the gateway's own settings, per provider, shared by every shard.
@@ -95,6 +104,11 @@ pub struct Answer<'g> {
     /// The gateway asked for the stream's usage event, which the client did not: the
     /// relay removes it.
     pub strip_usage: bool,
+    /// The call, in flight until the answer is relayed; the relay reports a stream's
+    /// per-token time and a mid-stream failure on it.
+    pub call: Call<'g>,
+    /// `routing.health`, for those reports.
+    pub settings: &'g HealthSettings,
 }
 
 /// An answer's body.
@@ -143,11 +157,15 @@ pub async fn forward<'g>(
     for deployment in route.deployments.iter().copied() {
         let p = deployment.provider;
         let provider = &up.providers[p];
-        if let Err(retry_after_s) = up.health[p].admit(Instant::now()) {
-            let outcome = AttemptOutcome::Skipped { retry_after_s };
-            trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome });
-            continue;
-        }
+        // An open circuit (here, on another shard or node, or a Retry-After) skips it.
+        let health = match up.circuits.admit(deployment, Instant::now(), up.settings) {
+            Ok(h) => h,
+            Err(retry_after_s) => {
+                let outcome = AttemptOutcome::Skipped { retry_after_s };
+                trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome });
+                continue;
+            }
+        };
         // Every kind the gateway starts with speaks OpenAI's format (`kind: anthropic`
         // is refused at start); a second format is chosen here by `provider.kind`.
         if let Err(e) = openai::headers(&mut headers, provider, req, chat.stream, request_id) {
@@ -160,12 +178,29 @@ pub async fn forward<'g>(
         trace.called(deployment, sent.elapsed());
         let outcome = match result {
             Ok(Called { status, content_type, content_encoding, body }) => {
-                let strip_usage = edit.is_some();
-                return Ok(Answer { deployment, provider, status, content_type, content_encoding, body, strip_usage });
+                health.success(sent.elapsed(), up.settings);
+                let (strip_usage, settings) = (edit.is_some(), up.settings);
+                return Ok(Answer {
+                    deployment,
+                    provider,
+                    status,
+                    content_type,
+                    content_encoding,
+                    body,
+                    strip_usage,
+                    call: health,
+                    settings,
+                });
             }
             Err(Failure::Status(status, retry_after)) => {
+                // Counted as a fault first: a Retry-After then sets the cool-down. A
+                // refusal of our own settings is the operator's to fix (`/readyz`), not
+                // the provider's health.
+                if !is_operator_status(status) {
+                    health.failure(up.settings);
+                }
                 if let Some(wait) = retry_after {
-                    up.health[p].retry_after(Instant::now(), wait, provider.retry_after_max);
+                    health.retry_after(wait.min(provider.retry_after_max));
                 }
                 AttemptOutcome::Status(status)
             }
@@ -173,6 +208,11 @@ pub async fn forward<'g>(
         };
         if outcome.is_provider_fault() {
             up.metrics.upstream_failures[p].inc();
+            // Our own full pool and the client's bad bytes never reach here; a status
+            // was counted above. The call ends here either way (dropped below).
+            if matches!(outcome, AttemptOutcome::Failed(_)) {
+                health.failure(up.settings);
+            }
         }
         if let AttemptOutcome::Status(status) = outcome {
             if outcome.is_operator_error() {

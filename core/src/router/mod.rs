@@ -1,9 +1,10 @@
 //! Step 5, route: which deployments may serve a request, in the order to try them.
 //!
 //! Today a request names a model and the route is that model's deployments in
-//! failover order ([`route`]); [`health`] keeps a provider that asked us to wait
-//! out of every route. Cost, latency and capability routing ([`RouteMode`]) plug in
-//! here: they reorder or filter the same candidates.
+//! failover order ([`route`]); [`health`] keeps, per deployment, the circuits that
+//! skip it (in every mode and in failover) and the latency estimates [`latency`]
+//! orders by. Cost, latency and capability routing ([`RouteMode`]) plug in here: they
+//! reorder or filter the same candidates.
 
 pub mod health;
 pub mod latency;
@@ -12,7 +13,7 @@ pub mod price;
 pub mod score;
 pub mod table;
 
-pub use health::{ProviderAlarm, ProviderHealth};
+pub use health::{HealthBoard, HealthSettings, ProviderAlarm, ProviderHealth, ShardHealth};
 pub use mode::RouteMode;
 pub use table::{Deployment, RouteTable};
 

@@ -12,7 +12,8 @@ fn pair() -> (Mock, Mock, Gateway) {
     let backup = Mock::start(Mock::config("backup"));
     let config = config_for(
         &[("primary", &primary, ", first_byte_timeout_ms: 400"), ("backup", &backup, ", first_byte_timeout_ms: 400")],
-        "",
+        // The failures here are per request; circuits have their own tests (`health`).
+        "routing: { health: { failures_max: 1000 } }\n",
     );
     let gw = Gateway::start(&config, &["--no-auth", "--shards", "1"]);
     (primary, backup, gw)

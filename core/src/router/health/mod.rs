@@ -1,6 +1,25 @@
-//! A shard's view of each provider's health. Today: the `Retry-After` a provider
-//! sent, which keeps it out of every route until it passes. Owned by one shard
-//! (`Cell`s, no locks); other shards keep their own.
+//! Provider and deployment health.
+//!
+//! Per deployment ([`ShardHealth`], one per shard): peak-EWMA time to first byte and
+//! per-token time ([`estimator`]), calls in flight, and a circuit breaker
+//! ([`circuit`]) that opens on consecutive provider faults, an error rate over a
+//! window, or a provider's `Retry-After`, and skips the deployment in every mode and
+//! in failover while open. Each shard publishes its state to the process-wide
+//! [`HealthBoard`] (single-writer atomics, no lock); shards honour each other's open
+//! circuits and the bridge's reports of other nodes' (`bridge/health.rs`, over
+//! `BH_HEALTH`).
+//!
+//! Per provider: [`ProviderAlarm`] (the provider refusing the gateway's own settings,
+//! for `/readyz`) and [`ProviderHealth`] (this shard's log throttle for it).
+
+pub mod board;
+pub mod circuit;
+pub mod estimator;
+pub mod shard;
+
+pub use board::{HealthBoard, OpenCircuit};
+pub use circuit::HealthSettings;
+pub use shard::{Call, Estimate, ShardHealth};
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -44,32 +63,14 @@ impl ProviderAlarm {
     }
 }
 
-/// Per-shard health of one provider.
+/// Per-shard state of one provider (its deployments' health is [`ShardHealth`]'s).
 #[derive(Debug, Default)]
 pub struct ProviderHealth {
-    /// The provider asked us (Retry-After) not to call before this instant.
-    blocked_until: Cell<Option<Instant>>,
     /// When this shard last logged the provider refusing the gateway's settings.
     logged_operator_error: Cell<Option<Instant>>,
 }
 
 impl ProviderHealth {
-    /// `Ok` when the provider may be called at `now`; otherwise the whole seconds
-    /// left until it may (at least 1).
-    pub fn admit(&self, now: Instant) -> Result<(), u64> {
-        match self.blocked_until.get() {
-            Some(until) if until > now => {
-                let left = until.duration_since(now).as_secs_f64().ceil() as u64;
-                Err(left.max(1))
-            }
-            Some(_) => {
-                self.blocked_until.set(None);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
     /// Whether an operator error about this provider should be logged now (at most
     /// once per [`OPERATOR_ERROR_WINDOW`] per shard).
     pub fn should_log_operator_error(&self, now: Instant) -> bool {
@@ -79,41 +80,5 @@ impl ProviderHealth {
             self.logged_operator_error.set(Some(now));
         }
         due
-    }
-
-    /// Records a provider's `Retry-After`, clamped to `max`.
-    pub fn retry_after(&self, now: Instant, wait: Duration, max: Duration) {
-        let wait = wait.min(max);
-        // Cannot overflow after the clamp on any real clock; checked all the same.
-        if let Some(until) = now.checked_add(wait) {
-            self.blocked_until.set(Some(until));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_for_the_wait_and_clears_after() {
-        let h = ProviderHealth::default();
-        let t0 = Instant::now();
-        assert_eq!(h.admit(t0), Ok(()));
-        h.retry_after(t0, Duration::from_secs(7), RETRY_AFTER_MAX_DEFAULT);
-        assert_eq!(h.admit(t0), Err(7));
-        assert_eq!(h.admit(t0 + Duration::from_millis(6_500)), Err(1));
-        assert_eq!(h.admit(t0 + Duration::from_secs(7)), Ok(()));
-        assert_eq!(h.admit(t0), Ok(()), "cleared once passed");
-    }
-
-    #[test]
-    fn huge_waits_are_clamped() {
-        let h = ProviderHealth::default();
-        let t0 = Instant::now();
-        h.retry_after(t0, Duration::from_secs(u64::MAX), RETRY_AFTER_MAX_DEFAULT);
-        assert_eq!(h.admit(t0), Err(RETRY_AFTER_MAX_DEFAULT.as_secs()));
-        h.retry_after(t0, Duration::MAX, Duration::MAX);
-        assert!(h.admit(t0).is_err(), "an unclamped overflow is ignored, never a panic");
     }
 }
