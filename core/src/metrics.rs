@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use gatekeeper_net::{Counter, Gauge, ShardStats};
 
+use crate::router::RouteMode;
+
 /// Statuses tracked individually; anything else lands in the last slot (`other`).
 const STATUSES: [u16; 15] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 501, 502, 503, 504];
 /// One slot per tracked status, plus `other`.
@@ -85,6 +87,9 @@ pub struct KeyGauges {
     pub single_signatures: Gauge,
 }
 
+/// The modes decisions are counted by, in slot order.
+const ROUTE_MODES: [RouteMode; 3] = [RouteMode::Cost, RouteMode::Latency, RouteMode::Capability];
+
 /// One shard's gateway metrics.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -109,6 +114,8 @@ pub struct ShardMetrics {
     tokens_in: Vec<Counter>,
     /// Completion tokens reported by providers, per provider.
     tokens_out: Vec<Counter>,
+    /// Routing decisions, decisions[mode][model] (model has an extra "none" slot).
+    decisions: Vec<Counter>,
     models: usize,
     providers: usize,
 }
@@ -127,6 +134,7 @@ impl ShardMetrics {
             unauthenticated_unrecorded: Counter::default(),
             tokens_in: (0..providers).map(|_| Counter::default()).collect(),
             tokens_out: (0..providers).map(|_| Counter::default()).collect(),
+            decisions: (0..ROUTE_MODES.len() * (models + 1)).map(|_| Counter::default()).collect(),
             models,
             providers,
         }
@@ -137,6 +145,15 @@ impl ShardMetrics {
         if let (Some(i), Some(o)) = (self.tokens_in.get(provider), self.tokens_out.get(provider)) {
             i.add(prompt);
             o.add(completion);
+        }
+    }
+
+    /// Counts a routing decision in `mode` that chose `model` (`None`: none chosen).
+    pub fn record_decision(&self, mode: RouteMode, model: Option<usize>) {
+        let mode = ROUTE_MODES.iter().position(|m| *m == mode).unwrap_or(0);
+        let m = model.unwrap_or(self.models).min(self.models);
+        if let Some(c) = self.decisions.get(mode * (self.models + 1) + m) {
+            c.inc();
         }
     }
 
@@ -208,6 +225,18 @@ impl MetricsView<'_> {
         for p in 0..providers {
             let v: u64 = self.shards.iter().filter_map(|sh| sh.upstream_failures.get(p)).map(Counter::get).sum();
             let _ = writeln!(out, "gatekeeper_upstream_failures_total{{provider=\"{}\"}} {v}", provider_label(p));
+        }
+
+        header(&mut out, "gatekeeper_route_decisions_total", "counter", "Routing decisions, by mode and chosen model.");
+        for (mi, mode) in ROUTE_MODES.iter().enumerate() {
+            for m in 0..=models {
+                let i = mi * (models + 1) + m;
+                let v: u64 = self.shards.iter().filter_map(|sh| sh.decisions.get(i)).map(Counter::get).sum();
+                if v > 0 {
+                    let (mode, model) = (mode.as_str(), model_label(m));
+                    let _ = writeln!(out, "gatekeeper_route_decisions_total{{mode=\"{mode}\",model=\"{model}\"}} {v}");
+                }
+            }
         }
 
         header(

@@ -209,6 +209,12 @@ impl Config {
         let names = providers::validate(&self.providers)?;
         models::validate(&self.models, &self.failover_chain, &names)?;
         routing::validate(&self.routing)?;
+        if self.models.iter().any(|m| m.name == self.routing.auto_model) {
+            return Err(error::invalid(
+                "routing.auto_model",
+                format!("`{}` is also a model's name; the alias must differ from every model", self.routing.auto_model),
+            ));
+        }
         if let Some(keys) = &self.keys {
             keys::validate(keys)?;
         }
@@ -233,7 +239,7 @@ impl Config {
     /// The routing table: every model name with its deployments in failover order.
     pub fn route_table(&self) -> crate::router::RouteTable {
         let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
-        models::route_table(&self.models, &self.failover_chain, &providers)
+        models::route_table(&self.models, &self.failover_chain, &providers, &self.routing)
     }
 }
 
