@@ -179,3 +179,226 @@ fn decide<'g>(
         decision: Decision { mode, complexity: s.complexity, task: s.task, threshold, auto, candidates, reason },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::capability::{Capability, Caps};
+    use super::score::{Score, Task};
+    use super::*;
+    use crate::router::price::Price;
+
+    /// A table of `models`: (name, quality, price per 1k in, out, capabilities, context).
+    fn table(models: &[(String, f32, f64, f64, Option<Caps>, Option<u64>)]) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (i, (name, quality, pin, pout, caps, ctx)) in models.iter().enumerate() {
+            t.model_names.push(name.clone());
+            t.by_model.insert(name.clone(), (i, i..i + 1));
+            t.deployments.push(Deployment {
+                id: i,
+                model: i,
+                provider: i,
+                upstream_model: name.clone(),
+                upstream_model_json: format!("\"{name}\""),
+                price_per_1k_input: *pin,
+                price_per_1k_output: *pout,
+                prices: (Price::default(), Price::default()),
+                name: name.clone(),
+                quality: *quality,
+                capabilities: *caps,
+                context_window: *ctx,
+                output_tokens_typical: 256,
+            });
+        }
+        t
+    }
+
+    fn input<'r>(model: &'r str, claims: Option<&'r Claims>) -> RouteInput<'r> {
+        RouteInput { model, mode_header: None, claims, health: &[], now: Instant::now() }
+    }
+
+    fn caps_strategy() -> impl Strategy<Value = Option<Caps>> {
+        proptest::option::weighted(
+            0.85,
+            proptest::collection::vec(proptest::sample::select(Capability::ALL.to_vec()), 0..5)
+                .prop_map(|l| Caps::of(&l)),
+        )
+    }
+
+    fn models_strategy() -> impl Strategy<Value = Vec<(String, f32, f64, f64, Option<Caps>, Option<u64>)>> {
+        proptest::collection::vec(
+            (0.0f32..=1.0, 0.0f64..0.02, 0.0f64..0.08, caps_strategy(), proptest::option::of(1_000u64..300_000)),
+            1..7,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (q, pin, pout, caps, ctx))| (format!("team-{}-m{i}", i % 3), q, pin, pout, caps, ctx))
+                .collect()
+        })
+    }
+
+    fn request_strategy() -> impl Strategy<Value = RouteRequest<'static>> {
+        (1u64..50_000, proptest::option::of(1u64..200_000), 0u32..3, any::<bool>(), any::<bool>()).prop_map(
+            |(prompt_tokens, max_tokens, tools, vision, json_mode)| RouteRequest {
+                turns: Vec::new(),
+                prompt_tokens,
+                max_tokens,
+                tools,
+                vision,
+                json_mode,
+            },
+        )
+    }
+
+    fn task_strategy() -> impl Strategy<Value = Task> {
+        proptest::sample::select(Task::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn a_higher_threshold_never_picks_a_cheaper_model(
+            models in models_strategy(),
+            req in request_strategy(),
+            complexity in 0.0f32..=1.0,
+            t1 in 0.0f32..=1.0,
+            t2 in 0.0f32..=1.0,
+        ) {
+            let (low, high) = if t1 <= t2 { (t1, t2) } else { (t2, t1) };
+            let t = table(&models);
+            let pool: Vec<&Deployment> = t.deployments.iter().collect();
+            let s = Score { complexity, task: Task::Chat };
+            let i = input("auto", None);
+            let a = decide(pool.clone(), &req, RouteMode::Cost, low, s, true, &i);
+            let b = decide(pool, &req, RouteMode::Cost, high, s, true, &i);
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    let (pa, pb) = (&a.decision.candidates[0], &b.decision.candidates[0]);
+                    prop_assert!(pb.price_usd >= pa.price_usd, "{high} chose {} at {}, {low} chose {} at {}",
+                        pb.deployment, pb.price_usd, pa.deployment, pa.price_usd);
+                }
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "the threshold changed whether anything passes the filters"),
+            }
+        }
+
+        #[test]
+        fn the_filters_are_never_violated(
+            models in models_strategy(),
+            req in request_strategy(),
+            complexity in 0.0f32..=1.0,
+            task in task_strategy(),
+            mode in proptest::sample::select(vec![RouteMode::Cost, RouteMode::Latency, RouteMode::Capability]),
+        ) {
+            let t = table(&models);
+            let pool: Vec<&Deployment> = t.deployments.iter().collect();
+            let s = Score { complexity, task };
+            match decide(pool, &req, mode, 0.7, s, true, &input("auto", None)) {
+                Ok(route) => {
+                    prop_assert!(!route.deployments.is_empty());
+                    for d in &route.deployments {
+                        prop_assert!(filter::check(d, &req).is_ok(), "{} routed but fails a filter", d.name);
+                    }
+                    prop_assert_eq!(route.decision.chosen(), route.deployments.first().map(|d| d.id));
+                }
+                Err(RouteError::Unmet(message)) => {
+                    prop_assert!(t.deployments.iter().all(|d| filter::check(d, &req).is_err()));
+                    prop_assert!(message.starts_with("no model meets"), "{message}");
+                }
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+
+        #[test]
+        fn the_auto_alias_never_picks_a_model_outside_the_keys_globs(
+            models in models_strategy(),
+            globs in proptest::collection::vec(
+                proptest::sample::select(vec!["team-0-*", "team-1-*", "*-m2", "team-2-m5", "nothing*", "*"]), 0..3),
+            mode in proptest::sample::select(vec![RouteMode::Cost, RouteMode::Latency, RouteMode::Capability]),
+            text in "[a-z ]{0,80}",
+        ) {
+            let t = table(&models);
+            let claims = Claims {
+                jti: "k".into(),
+                models: globs.iter().map(|g| g.to_string()).collect(),
+                route: Some(mode),
+                ..Claims::default()
+            };
+            let req = RouteRequest::from_prompt(&text);
+            match route(&t, &req, &input("auto", Some(&claims))) {
+                Ok(r) => {
+                    prop_assert_eq!(r.decision.mode, mode);
+                    for d in r.deployments {
+                        prop_assert!(claims.allows_model(&d.name), "{} is outside {:?}", d.name, globs);
+                    }
+                    for c in &r.decision.candidates {
+                        let d = t.deployment(c.deployment).unwrap();
+                        prop_assert!(claims.allows_model(&d.name));
+                    }
+                }
+                Err(RouteError::NoModelAllowed(_)) => {
+                    prop_assert!(t.deployments.iter().all(|d| !claims.allows_model(&d.name)));
+                }
+                Err(RouteError::Unmet(_)) => {}
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_header_beats_the_key_which_beats_the_config() {
+        let t = table(&[("a".into(), 0.5, 0.001, 0.001, None, None)]);
+        let key = Claims { jti: "k".into(), route: Some(RouteMode::Latency), ..Claims::default() };
+        assert_eq!(mode_of(None, None, &t), Ok(RouteMode::Cost));
+        assert_eq!(mode_of(None, Some(&key), &t), Ok(RouteMode::Latency));
+        assert_eq!(mode_of(Some(b"Capability"), Some(&key), &t), Ok(RouteMode::Capability));
+        let e = mode_of(Some(b"fastest"), None, &t).unwrap_err();
+        assert!(e.to_string().starts_with("X-Routing-Mode: unknown routing mode `fastest`"), "{e}");
+    }
+
+    #[test]
+    fn the_keys_quality_claim_replaces_the_threshold() {
+        // cheap: quality 0.4; dear: quality 0.95. At complexity 1 only `dear` meets 0.9.
+        let t = table(&[
+            ("cheap".into(), 0.4, 0.0001, 0.0001, None, None),
+            ("dear".into(), 0.95, 0.01, 0.01, None, None),
+        ]);
+        let long = "x".repeat(40_000);
+        let req = RouteRequest::from_prompt(&long);
+        let lenient = Claims { jti: "k".into(), quality: Some(0.0), ..Claims::default() };
+        let strict = Claims { jti: "k".into(), quality: Some(1.0), ..Claims::default() };
+        let pick = |c: &Claims| {
+            let r = route(&t, &req, &input("auto", Some(c))).unwrap();
+            (r.deployments[0].name.clone(), r.decision.reason)
+        };
+        assert_eq!(pick(&lenient), ("cheap".to_string(), decision::Reason::Cheapest));
+        assert_eq!(pick(&strict).0, "dear");
+    }
+
+    #[test]
+    fn a_named_model_chooses_among_its_own_deployments_only() {
+        let mut t = table(&[("a".into(), 0.5, 0.01, 0.01, None, None), ("b".into(), 0.5, 0.0, 0.0, None, None)]);
+        // A second, cheaper deployment of `a`.
+        let mut second = t.deployments[0].clone();
+        second.id = 2;
+        second.provider = 2;
+        second.price_per_1k_input = 0.0001;
+        t.deployments.push(second);
+        t.by_model = HashMap::from([("a".to_string(), (0, 0..1)), ("b".to_string(), (1, 1..2))]);
+        // Regroup so `a`'s deployments are contiguous: [a@0, a@2, b@1].
+        t.deployments.swap(1, 2);
+        for (i, d) in t.deployments.iter_mut().enumerate() {
+            d.id = i;
+        }
+        t.by_model = HashMap::from([("a".to_string(), (0, 0..2)), ("b".to_string(), (1, 2..3))]);
+        let req = RouteRequest::from_prompt("hi");
+        let r = route(&t, &req, &input("a", None)).unwrap();
+        assert!(r.deployments.iter().all(|d| d.name == "a"));
+        assert_eq!(r.deployments[0].provider, 2, "the cheaper deployment first");
+        assert!(!r.decision.auto);
+        assert!(matches!(route(&t, &req, &input("zzz", None)), Err(RouteError::ModelNotFound(_))));
+    }
+}

@@ -16,7 +16,7 @@ pub struct RouteRequest<'a> {
     /// Every text part of every message, in order.
     pub turns: Vec<Turn<'a>>,
     /// Prompt size estimate in tokens: text bytes / [`BYTES_PER_TOKEN`] (rounded up)
-    /// plus [`TOKENS_PER_MESSAGE`] per message.
+    /// plus [`TOKENS_PER_MESSAGE`] per message (up to the last one with text).
     pub prompt_tokens: u64,
     /// `max_tokens` / `max_completion_tokens`, if given.
     pub max_tokens: Option<u64>,
@@ -88,8 +88,8 @@ mod tests {
         assert!(r.vision && r.json_mode);
         assert_eq!(r.tools, 1);
         assert_eq!(r.max_tokens, Some(100));
-        // 9 + 25 bytes → 3 + 7 tokens, plus 4 per message up to the last with text.
-        assert_eq!(r.prompt_tokens, 3 + 7 + 2 * TOKENS_PER_MESSAGE);
+        // 9 + 24 bytes of text → 9 tokens, plus 4 per message up to the last with text.
+        assert_eq!(r.prompt_tokens, 9 + 2 * TOKENS_PER_MESSAGE);
         assert_eq!(r.context_tokens(), r.prompt_tokens + 100);
     }
 
