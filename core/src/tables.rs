@@ -21,16 +21,34 @@ pub struct Tables {
     /// The provider settings each provider was built from (to tell which pools a
     /// reload must rebuild).
     pub provider_configs: Vec<crate::config::ProviderConfig>,
+    /// The config file these tables came from, before any pushed routing change
+    /// (`BH_CONFIG`): pushes are applied over it, so deleting one restores the file's
+    /// values. `None` for [`Tables::empty`].
+    pub base: Option<Arc<Config>>,
+    /// Whether they were built for `--no-auth`.
+    pub no_auth: bool,
 }
 
 impl Tables {
     /// No providers, no routes, no keys (a gateway assembled without a config).
     pub fn empty() -> Tables {
-        Tables { providers: Vec::new(), routes: RouteTable::default(), verifier: None, provider_configs: Vec::new() }
+        Tables {
+            providers: Vec::new(),
+            routes: RouteTable::default(),
+            verifier: None,
+            provider_configs: Vec::new(),
+            base: None,
+            no_auth: false,
+        }
     }
 
     /// Builds the tables from a validated config.
     pub fn build(config: &Config, no_auth: bool) -> Result<Arc<Tables>, ConfigError> {
+        Tables::build_over(Arc::new(config.clone()), config, no_auth)
+    }
+
+    /// Builds the tables from `config`, which is `base` with pushed changes applied.
+    pub fn build_over(base: Arc<Config>, config: &Config, no_auth: bool) -> Result<Arc<Tables>, ConfigError> {
         let invalid = |path: &str, message: String| ConfigError::Invalid { path: path.into(), message };
         let providers = crate::config::providers::build(&config.providers)?;
         let verifier = match (&config.keys, no_auth) {
@@ -50,6 +68,8 @@ impl Tables {
             routes: config.route_table(),
             verifier,
             provider_configs: config.providers.clone(),
+            base: Some(base),
+            no_auth,
         }))
     }
 

@@ -201,7 +201,7 @@ impl Config {
 
     /// Checks what the schema cannot: each section on its own, then the references
     /// between sections (models and the failover chain name providers).
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         server::validate(&self.listen, self.shards, &self.limits)?;
         if let Some(admin) = &self.admin_listen {
             check_admin_listen(admin, &self.listen)?;

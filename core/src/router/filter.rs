@@ -74,8 +74,13 @@ pub fn unmet_message(req: &RouteRequest<'_>, candidates: &[&Deployment]) -> Stri
         }
     }
     if unmet.is_empty() {
-        "no model meets all of this request's requirements together (context window, tools, vision, json_mode)"
-            .to_string()
+        // Each requirement is met by some model, none meets them all: say what each lacks.
+        let lacks: Vec<String> = candidates
+            .iter()
+            .take(8)
+            .filter_map(|d| check(d, req).err().map(|r| format!("{} lacks {}", d.name, r.as_str())))
+            .collect();
+        format!("no single model meets all of this request's requirements ({})", lacks.join("; "))
     } else {
         format!("no model meets the requirement: {}", unmet.join("; "))
     }

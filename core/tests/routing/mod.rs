@@ -153,16 +153,24 @@ fn routing_errors_name_what_is_wrong() {
     let e = r.json();
     assert_eq!(e["error"]["code"], "invalid_routing_mode");
     assert!(e["error"]["message"].as_str().is_some_and(|m| m.contains("X-Routing-Mode")), "{e}");
-    // Vision and 150k output tokens: no model of the config has both.
-    let body = r#"{"model":"auto","max_tokens":150000,"messages":[{"role":"user","content":[
-        {"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:x"}}]}],
-        "response_format":{"type":"json_object"}}"#;
+    // No model of the config has a 250k window.
+    let body = r#"{"model":"auto","max_tokens":250000,"messages":[{"role":"user","content":"hi"}]}"#;
     let r = request(gw.addr, &chat_request(body, ""));
     assert_eq!(r.status, 400, "{}", r.text());
     let e = r.json();
     assert_eq!(e["error"]["code"], "no_model_meets_requirements");
     let message = e["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("context window of 150"), "{message}");
+    assert!(message.contains("a context window of 2500"), "{message}");
+    assert!(message.contains("the largest is 200000"), "{message}");
+    // Vision, JSON and 150k tokens: each is met by some model, all three by none.
+    let body = r#"{"model":"auto","max_tokens":150000,"messages":[{"role":"user","content":[
+        {"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:x"}}]}],
+        "response_format":{"type":"json_object"}}"#;
+    let r = request(gw.addr, &chat_request(body, ""));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("claude-3-5-sonnet lacks json_mode"), "{message}");
+    assert!(message.contains("gpt-4o-mini lacks context_window"), "{message}");
     // A named model's own deployments are filtered too.
     let body = r#"{"model":"deepseek-r1","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#;
     let r = request(gw.addr, &chat_request(body, ""));
