@@ -8,7 +8,14 @@ use std::collections::HashMap;
 use gatekeeper::config::Config;
 use gatekeeper::router::RouteMode;
 
-use crate::harness::{chat_request, provider, request, Gateway, Mock};
+use std::io::Write as _;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::audit::{need_nats, NatsServer};
+use crate::harness::{chat_request, connect, gatekeeper_bin, provider, request, Gateway, Mock, Reader};
 
 /// The Claude provider's `kind` in the configs these tests write: `openai_compatible`
 /// until the gateway speaks Anthropic's format, then `anthropic` (the one line to flip).
@@ -101,10 +108,10 @@ fn the_regression_table_through_route_explain() {
 }
 
 /// The four mocks named as the providers and the gateway on the example's models.
-fn four_providers() -> (Vec<Mock>, Gateway) {
+fn four_providers(top: &str, shards: &str) -> (Vec<Mock>, Gateway) {
     let names = ["groq", "openai", "anthropic", "deepseek"];
     let mocks: Vec<Mock> = names.iter().map(|n| Mock::start(Mock::config(n))).collect();
-    let mut config = String::from("providers:\n");
+    let mut config = format!("{top}providers:\n");
     for (name, mock) in names.iter().zip(&mocks) {
         let block = provider(name, mock, "");
         let kind = if *name == "anthropic" { CLAUDE_KIND } else { "openai_compatible" };
@@ -112,13 +119,13 @@ fn four_providers() -> (Vec<Mock>, Gateway) {
     }
     let models = EXAMPLE.find("\nmodels:\n").expect("models section");
     config.push_str(&EXAMPLE[models + 1..]);
-    let gw = Gateway::start(&config, &["--no-auth", "--shards", "1"]);
+    let gw = Gateway::start(&config, &["--no-auth", "--shards", shards]);
     (mocks, gw)
 }
 
 #[test]
 fn the_regression_table_through_the_gateway() {
-    let (_mocks, gw) = four_providers();
+    let (_mocks, gw) = four_providers("", "1");
     let mut wrong = Vec::new();
     let mut counted: HashMap<(String, String), u64> = HashMap::new();
     for row in rows() {
@@ -127,7 +134,8 @@ fn the_regression_table_through_the_gateway() {
         let model = r.header("x-gatekeeper-model").unwrap_or("none").to_string();
         let route = r.header("x-gatekeeper-route").unwrap_or_default().to_string();
         if r.status != 200 || model != row.expect {
-            wrong.push(format!("{}: expected {}, got {} {model} ({})", row.id, row.expect, r.status, r.text()));
+            let text: String = r.text().chars().take(300).collect();
+            wrong.push(format!("{}: expected {}, got {} {model} ({text})", row.id, row.expect, r.status));
             continue;
         }
         let parts: Vec<&str> = route.split("; ").collect();
@@ -146,7 +154,7 @@ fn the_regression_table_through_the_gateway() {
 
 #[test]
 fn routing_errors_name_what_is_wrong() {
-    let (mocks, gw) = four_providers();
+    let (mocks, gw) = four_providers("", "1");
     let body = r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
     let r = request(gw.addr, &chat_request(body, "X-Routing-Mode: fastest\r\n"));
     assert_eq!(r.status, 400, "{}", r.text());
@@ -177,4 +185,71 @@ fn routing_errors_name_what_is_wrong() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("`tools`")), "{}", r.text());
     assert_eq!(mocks.iter().map(Mock::requests).sum::<u64>(), 0, "nothing refused reached a provider");
+}
+
+/// `gatekeeper config push` of new prices moves "What is 2+2?" off the model that got
+/// dearer, on every shard, while four clients keep sending it: no request fails.
+#[test]
+fn a_pushed_price_changes_the_choice_under_load_without_a_failed_request() {
+    need_nats!();
+    let server = NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let top = format!(
+        "audit: {{ enabled: false, data_dir: \"{}\" }}\nnats: {{ url: \"{}\", ack_timeout_ms: 1000, connect_timeout_ms: 500 }}\n",
+        data.path().display(),
+        server.url()
+    );
+    let (_mocks, mut gw) = four_providers(&top, "2");
+    let addr = gw.addr;
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"What is 2+2?"}]}"#;
+    let model = || request(addr, &chat_request(body, "")).header("x-gatekeeper-model").map(str::to_string);
+    assert_eq!(model().as_deref(), Some("llama-3.1-8b"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut reader = Reader::new(connect(addr));
+                let raw = chat_request(body, "");
+                while !stop.load(Ordering::Relaxed) {
+                    reader.stream.write_all(&raw).expect("write");
+                    match reader.response() {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let file = gw.dir.path().join("push.yaml");
+    std::fs::write(&file, "routing:\n  models:\n    llama-3.1-8b: { price_per_1k_input: 1.0, price_per_1k_output: 1.0 }\n")
+        .expect("push file");
+    let out = Command::new(gatekeeper_bin())
+        .args(["config", "push"])
+        .arg(&file)
+        .args(["--nats", &server.url()])
+        .output()
+        .expect("config push");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Both shards must apply it: ask until several answers in a row name the new choice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    while in_a_row < 8 {
+        assert!(Instant::now() < deadline, "the push did not take effect");
+        if model().as_deref() == Some("gpt-4o-mini") {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed while the config changed");
+    assert!(ok.load(Ordering::Relaxed) > 50, "the load ran");
+    gw.proc.terminate();
+    assert!(gw.proc.wait_exit(Duration::from_secs(30)).is_some());
 }
