@@ -77,8 +77,13 @@ fn decide(c: &mut Criterion) {
             b.iter(|| {
                 let chat = parse_chat(black_box(&raw)).expect("chat");
                 let req = RouteRequest::from_chat(&chat);
-                let input =
-                    RouteInput { model: &chat.model, mode_header: None, claims: None, health: &[], now: Instant::now() };
+                let input = RouteInput {
+                    model: &chat.model,
+                    mode_header: None,
+                    claims: None,
+                    health: &[],
+                    now: Instant::now(),
+                };
                 black_box(route(&table, &req, &input).map(|r| r.deployments.len()))
             })
         });

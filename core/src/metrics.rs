@@ -506,6 +506,29 @@ mod tests {
     }
 
     #[test]
+    fn decisions_are_counted_by_mode_and_model_across_shards() {
+        let shards = [ShardMetrics::new(2, 1), ShardMetrics::new(2, 1)];
+        shards[0].record_decision(RouteMode::Cost, Some(1));
+        shards[1].record_decision(RouteMode::Cost, Some(1));
+        shards[1].record_decision(RouteMode::Capability, Some(0));
+        shards[1].record_decision(RouteMode::Latency, Some(99));
+        let net: Vec<ShardStats> = (0..2).map(|_| ShardStats::default()).collect();
+        let text = MetricsView {
+            shards: &shards,
+            net: &net,
+            model_names: &["a".to_string(), "b".to_string()],
+            provider_names: &["p".to_string()],
+            checkpoint: None,
+            operator_errors: vec![0],
+        }
+        .render();
+        assert!(text.contains("gatekeeper_route_decisions_total{mode=\"cost\",model=\"b\"} 2"), "{text}");
+        assert!(text.contains("gatekeeper_route_decisions_total{mode=\"capability\",model=\"a\"} 1"), "{text}");
+        assert!(text.contains("gatekeeper_route_decisions_total{mode=\"latency\",model=\"none\"} 1"), "{text}");
+        assert!(!text.contains("gatekeeper_route_decisions_total{mode=\"cost\",model=\"a\"}"), "zeros left out");
+    }
+
+    #[test]
     fn unknown_status_goes_to_other() {
         assert_eq!(status_slot(200), 0);
         assert_eq!(status_slot(418), STATUS_SLOTS - 1);

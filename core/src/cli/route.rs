@@ -55,7 +55,8 @@ pub fn decide(table: &RouteTable, input: &[u8], mode: Option<RouteMode>) -> Resu
     let value: serde_json::Value = serde_json::from_slice(input).map_err(|e| format!("not JSON: {e}"))?;
     let body = match &value {
         serde_json::Value::Object(o) if o.get("messages").is_none() => {
-            let prompt = o.get("prompt").and_then(|p| p.as_str()).ok_or("expected {\"prompt\": \"…\"} or a chat body")?;
+            let prompt =
+                o.get("prompt").and_then(|p| p.as_str()).ok_or("expected {\"prompt\": \"…\"} or a chat body")?;
             serde_json::json!({"model": table.routing.auto_model, "messages": [{"role": "user", "content": prompt}]})
         }
         serde_json::Value::Object(o) if o.get("model").is_none() => {

@@ -90,7 +90,11 @@ pub fn mode_of(header: Option<&[u8]>, claims: Option<&Claims>, table: &RouteTabl
 }
 
 /// Routes `req`: the candidates in the order to try them, and the decision.
-pub fn route<'g>(table: &'g RouteTable, req: &RouteRequest<'_>, input: &RouteInput<'_>) -> Result<Route<'g>, RouteError> {
+pub fn route<'g>(
+    table: &'g RouteTable,
+    req: &RouteRequest<'_>,
+    input: &RouteInput<'_>,
+) -> Result<Route<'g>, RouteError> {
     let mode = mode_of(input.mode_header, input.claims, table)?;
     let threshold = input.claims.and_then(|c| c.quality).map_or(table.routing.quality_threshold, |q| q as f32);
     let auto = input.model == table.routing.auto_model;
@@ -137,7 +141,9 @@ fn decide<'g>(
             Err(r) => filtered.push((ranked, r)),
         }
     }
-    let Some(_) = passing.first() else { return Err(RouteError::Unmet(filter::unmet_message(req, &pool))) };
+    if passing.is_empty() {
+        return Err(RouteError::Unmet(filter::unmet_message(req, &pool)));
+    }
     let reason = match mode {
         RouteMode::Cost => {
             cost::order(&mut passing, threshold, |c| c.eq, |c| c.price);
@@ -362,10 +368,8 @@ mod tests {
     #[test]
     fn the_keys_quality_claim_replaces_the_threshold() {
         // cheap: quality 0.4; dear: quality 0.95. At complexity 1 only `dear` meets 0.9.
-        let t = table(&[
-            ("cheap".into(), 0.4, 0.0001, 0.0001, None, None),
-            ("dear".into(), 0.95, 0.01, 0.01, None, None),
-        ]);
+        let t =
+            table(&[("cheap".into(), 0.4, 0.0001, 0.0001, None, None), ("dear".into(), 0.95, 0.01, 0.01, None, None)]);
         let long = "x".repeat(40_000);
         let req = RouteRequest::from_prompt(&long);
         let lenient = Claims { jti: "k".into(), quality: Some(0.0), ..Claims::default() };

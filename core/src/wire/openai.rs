@@ -89,16 +89,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 }
 
 /// A message's `content`: a string, a list of parts, or absent / `null`.
+#[derive(Default)]
 enum Content<'a> {
+    #[default]
     Empty,
     Text(Cow<'a, str>),
     Parts(Vec<PartView<'a>>),
-}
-
-impl Default for Content<'_> {
-    fn default() -> Self {
-        Content::Empty
-    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {

@@ -74,7 +74,12 @@ fn rows() -> Vec<Row> {
                 Some("latency") => RouteMode::Latency,
                 other => panic!("row {}: mode {other:?}", r["id"]),
             };
-            Row { id: r["id"].as_str().expect("id").into(), mode, body, expect: r["expect"].as_str().expect("expect").into() }
+            Row {
+                id: r["id"].as_str().expect("id").into(),
+                mode,
+                body,
+                expect: r["expect"].as_str().expect("expect").into(),
+            }
         })
         .collect();
     assert!(rows.len() >= 33, "the seed's 3 examples and at least 30 more");
@@ -223,8 +228,11 @@ fn a_pushed_price_changes_the_choice_under_load_without_a_failed_request() {
         })
         .collect();
     let file = gw.dir.path().join("push.yaml");
-    std::fs::write(&file, "routing:\n  models:\n    llama-3.1-8b: { price_per_1k_input: 1.0, price_per_1k_output: 1.0 }\n")
-        .expect("push file");
+    std::fs::write(
+        &file,
+        "routing:\n  models:\n    llama-3.1-8b: { price_per_1k_input: 1.0, price_per_1k_output: 1.0 }\n",
+    )
+    .expect("push file");
     let out = Command::new(gatekeeper_bin())
         .args(["config", "push"])
         .arg(&file)
