@@ -588,6 +588,9 @@ mod tests {
             r.route_mode,
             r.complexity,
             r.status,
+            r.task,
+            r.route_candidates,
+            r.route_reason,
         ]);
         let failover = serde_json::json!({
             "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,

@@ -312,7 +312,10 @@ mod tests {
                 }
                 Err(RouteError::Unmet(message)) => {
                     prop_assert!(t.deployments.iter().all(|d| filter::check(d, &req).is_err()));
-                    prop_assert!(message.starts_with("no model meets"), "{message}");
+                    prop_assert!(
+                        message.starts_with("no model meets") || message.starts_with("no single model meets"),
+                        "{message}"
+                    );
                 }
                 Err(e) => prop_assert!(false, "unexpected {e}"),
             }
