@@ -197,8 +197,11 @@ mod tests {
     use super::*;
     use crate::router::price::Price;
 
-    /// A table of `models`: (name, quality, price per 1k in, out, capabilities, context).
-    fn table(models: &[(String, f32, f64, f64, Option<Caps>, Option<u64>)]) -> RouteTable {
+    /// One model of a test table: name, quality, price per 1k in, out, capabilities, context.
+    type Spec = (String, f32, f64, f64, Option<Caps>, Option<u64>);
+
+    /// A table of `models`, one deployment each.
+    fn table(models: &[Spec]) -> RouteTable {
         let mut t = RouteTable::default();
         for (i, (name, quality, pin, pout, caps, ctx)) in models.iter().enumerate() {
             t.model_names.push(name.clone());
@@ -234,7 +237,7 @@ mod tests {
         )
     }
 
-    fn models_strategy() -> impl Strategy<Value = Vec<(String, f32, f64, f64, Option<Caps>, Option<u64>)>> {
+    fn models_strategy() -> impl Strategy<Value = Vec<Spec>> {
         proptest::collection::vec(
             (0.0f32..=1.0, 0.0f64..0.02, 0.0f64..0.08, caps_strategy(), proptest::option::of(1_000u64..300_000)),
             1..7,
