@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
 use super::routing::RoutingConfig;
-use crate::router::capability::{Capability, Caps};
+use crate::router::caps::{Capability, Caps};
 use crate::router::price::{Price, SCALE_MAX};
 use crate::router::table::{RoutingSettings, OUTPUT_TOKENS_TYPICAL_DEFAULT, QUALITY_DEFAULT};
 use crate::router::{Deployment, RouteTable};

@@ -143,7 +143,7 @@ impl Decision {
                 "declares `{}` and has the best quality of those that do ({passed} passing)",
                 self.task.as_str()
             ),
-            Reason::BestQuality => match super::capability::Capability::for_task(self.task) {
+            Reason::BestQuality => match super::caps::Capability::for_task(self.task) {
                 Some(c) => format!("no candidate declares `{}`; best quality of {passed}", c.as_str()),
                 None => format!("best quality of {passed} for `{}`", self.task.as_str()),
             },

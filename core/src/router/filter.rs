@@ -2,7 +2,7 @@
 //! request (its context window is too small, or it lacks a feature the request uses)
 //! is never chosen, whatever it costs or scores.
 
-use super::capability::Capability;
+use super::caps::Capability;
 use super::request::RouteRequest;
 use super::table::Deployment;
 

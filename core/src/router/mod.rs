@@ -10,6 +10,7 @@
 //! us to wait out of every attempt.
 
 pub mod capability;
+pub mod caps;
 pub mod cost;
 pub mod decision;
 pub mod filter;
@@ -192,7 +193,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::capability::{Capability, Caps};
+    use super::caps::{Capability, Caps};
     use super::score::{Score, Task};
     use super::*;
     use crate::router::price::Price;

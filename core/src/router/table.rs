@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use super::capability::Caps;
+use super::caps::Caps;
 use super::mode::RouteMode;
 use super::price::Price;
 
