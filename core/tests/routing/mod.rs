@@ -261,3 +261,46 @@ fn a_pushed_price_changes_the_choice_under_load_without_a_failed_request() {
     gw.proc.terminate();
     assert!(gw.proc.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+/// `gatekeeper route score` answers a line per line, the chosen model under the config;
+/// a line that cannot be routed says why and makes the exit status non-zero.
+#[test]
+fn route_score_and_explain_on_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("four.yaml");
+    std::fs::write(&config, EXAMPLE).expect("config");
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(gatekeeper_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("output");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let lines = "{\"prompt\": \"What is 2+2?\"}\n\n{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"what is this\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:x\"}}]}]}\n";
+    let (ok, out) = run(&["route", "score"], lines);
+    assert!(ok, "{out}");
+    let answers: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(answers.len(), 2, "{out}");
+    assert_eq!(answers[0]["model"], "llama-3.1-8b");
+    assert_eq!(answers[0]["mode"], "cost");
+    assert!(answers[0]["complexity"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)));
+    assert!(answers[0]["task"].is_string());
+    assert_eq!(answers[1]["model"], "gpt-4o-mini", "vision rules out the cheaper models");
+    let (ok, out) = run(&["route", "score", "--mode", "capability"], "{\"prompt\": \"hi\"}\nnot json\n");
+    assert!(!ok, "a bad line fails the run");
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains("\"error\":\"not JSON")), "{out}");
+    let (ok, out) = run(&["route", "explain", "--mode", "cost", "What is 2+2?"], "");
+    assert!(ok, "{out}");
+    assert!(out.starts_with("mode=cost complexity="), "{out}");
+    for model in ["llama-3.1-8b", "gpt-4o-mini", "claude-3-5-sonnet", "deepseek-r1"] {
+        assert!(out.contains(model), "{out}");
+    }
+    assert!(out.contains("chosen") && out.contains("why: cheapest of 4"), "{out}");
+}
