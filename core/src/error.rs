@@ -105,6 +105,15 @@ impl GatewayError {
             GatewayError::Route(RouteError::ModelNotFound(_)) => {
                 (404, "invalid_request_error", Some("model_not_found"), Some("model"), None)
             }
+            GatewayError::Route(RouteError::UnknownMode(_)) => {
+                (400, "invalid_request_error", Some("invalid_routing_mode"), None, None)
+            }
+            GatewayError::Route(RouteError::NoModelAllowed(_)) => {
+                (403, "permission_error", Some("model_not_allowed"), Some("model"), None)
+            }
+            GatewayError::Route(RouteError::Unmet(_)) => {
+                (400, "invalid_request_error", Some("no_model_meets_requirements"), None, None)
+            }
             GatewayError::Upstream(ProviderError::Exhausted { attempts }) => upstream_shape(attempts),
             GatewayError::Upstream(ProviderError::Unforwardable(_)) => {
                 (400, "invalid_request_error", Some("unforwardable_request"), None, None)

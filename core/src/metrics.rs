@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use gatekeeper_net::{Counter, Gauge, ShardStats};
 
+use crate::router::RouteMode;
+
 /// Statuses tracked individually; anything else lands in the last slot (`other`).
 const STATUSES: [u16; 15] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 501, 502, 503, 504];
 /// One slot per tracked status, plus `other`.
@@ -85,6 +87,9 @@ pub struct KeyGauges {
     pub single_signatures: Gauge,
 }
 
+/// The modes decisions are counted by, in slot order.
+const ROUTE_MODES: [RouteMode; 3] = [RouteMode::Cost, RouteMode::Latency, RouteMode::Capability];
+
 /// One shard's gateway metrics.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -109,6 +114,8 @@ pub struct ShardMetrics {
     tokens_in: Vec<Counter>,
     /// Completion tokens reported by providers, per provider.
     tokens_out: Vec<Counter>,
+    /// Routing decisions, decisions[mode][model] (model has an extra "none" slot).
+    decisions: Vec<Counter>,
     models: usize,
     providers: usize,
 }
@@ -127,6 +134,7 @@ impl ShardMetrics {
             unauthenticated_unrecorded: Counter::default(),
             tokens_in: (0..providers).map(|_| Counter::default()).collect(),
             tokens_out: (0..providers).map(|_| Counter::default()).collect(),
+            decisions: (0..ROUTE_MODES.len() * (models + 1)).map(|_| Counter::default()).collect(),
             models,
             providers,
         }
@@ -137,6 +145,15 @@ impl ShardMetrics {
         if let (Some(i), Some(o)) = (self.tokens_in.get(provider), self.tokens_out.get(provider)) {
             i.add(prompt);
             o.add(completion);
+        }
+    }
+
+    /// Counts a routing decision in `mode` that chose `model` (`None`: none chosen).
+    pub fn record_decision(&self, mode: RouteMode, model: Option<usize>) {
+        let mode = ROUTE_MODES.iter().position(|m| *m == mode).unwrap_or(0);
+        let m = model.unwrap_or(self.models).min(self.models);
+        if let Some(c) = self.decisions.get(mode * (self.models + 1) + m) {
+            c.inc();
         }
     }
 
@@ -208,6 +225,18 @@ impl MetricsView<'_> {
         for p in 0..providers {
             let v: u64 = self.shards.iter().filter_map(|sh| sh.upstream_failures.get(p)).map(Counter::get).sum();
             let _ = writeln!(out, "gatekeeper_upstream_failures_total{{provider=\"{}\"}} {v}", provider_label(p));
+        }
+
+        header(&mut out, "gatekeeper_route_decisions_total", "counter", "Routing decisions, by mode and chosen model.");
+        for (mi, mode) in ROUTE_MODES.iter().enumerate() {
+            for m in 0..=models {
+                let i = mi * (models + 1) + m;
+                let v: u64 = self.shards.iter().filter_map(|sh| sh.decisions.get(i)).map(Counter::get).sum();
+                if v > 0 {
+                    let (mode, model) = (mode.as_str(), model_label(m));
+                    let _ = writeln!(out, "gatekeeper_route_decisions_total{{mode=\"{mode}\",model=\"{model}\"}} {v}");
+                }
+            }
         }
 
         header(
@@ -474,6 +503,29 @@ mod tests {
         assert!(text.contains("gatekeeper_shard_panics_total{shard=\"1\"} 1"), "{text}");
         assert!(text.contains("gatekeeper_body_bytes_in_flight{shard=\"0\"} 42"), "{text}");
         assert!(text.contains("gatekeeper_write_timeouts_total{shard=\"1\"} 3"), "{text}");
+    }
+
+    #[test]
+    fn decisions_are_counted_by_mode_and_model_across_shards() {
+        let shards = [ShardMetrics::new(2, 1), ShardMetrics::new(2, 1)];
+        shards[0].record_decision(RouteMode::Cost, Some(1));
+        shards[1].record_decision(RouteMode::Cost, Some(1));
+        shards[1].record_decision(RouteMode::Capability, Some(0));
+        shards[1].record_decision(RouteMode::Latency, Some(99));
+        let net: Vec<ShardStats> = (0..2).map(|_| ShardStats::default()).collect();
+        let text = MetricsView {
+            shards: &shards,
+            net: &net,
+            model_names: &["a".to_string(), "b".to_string()],
+            provider_names: &["p".to_string()],
+            checkpoint: None,
+            operator_errors: vec![0],
+        }
+        .render();
+        assert!(text.contains("gatekeeper_route_decisions_total{mode=\"cost\",model=\"b\"} 2"), "{text}");
+        assert!(text.contains("gatekeeper_route_decisions_total{mode=\"capability\",model=\"a\"} 1"), "{text}");
+        assert!(text.contains("gatekeeper_route_decisions_total{mode=\"latency\",model=\"none\"} 1"), "{text}");
+        assert!(!text.contains("gatekeeper_route_decisions_total{mode=\"cost\",model=\"a\"}"), "zeros left out");
     }
 
     #[test]

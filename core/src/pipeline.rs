@@ -67,17 +67,24 @@ async fn serve(
     let chat = wire::openai::parse_chat(&req.body)?; // 1
     trace.model_requested = chat.model.chars().take(256).collect();
     trace.stream = chat.stream;
-    if let Some(c) = &claims {
+    // The auto alias is checked against the key's globs model by model, in the router.
+    let auto = chat.model == t.tables.routes.routing.auto_model;
+    if let (Some(c), false) = (&claims, auto) {
         c.check_model(&chat.model)?; // 2
     }
     let payment = credit::check(claims.as_deref())?; // 3
     let admission = budget::admit(payment, claims.as_deref(), &chat)?; // 4
-    let mut route = router::route(&t.tables.routes, &chat.model)?; // 5
-                                                                   // Hook until the mode decision lands (issue 12): `routing.default_mode: latency`.
-    if t.tables.default_mode == router::RouteMode::Latency {
-        router::latency::order(&mut route.deployments, &shard.health, std::time::Instant::now());
-    }
+    let input = router::RouteInput {
+        model: &chat.model,
+        mode_header: req.header("x-routing-mode"),
+        claims: claims.as_deref(),
+        health: Some(&shard.health),
+        now: std::time::Instant::now(),
+    };
+    let mut route = router::route(&t.tables.routes, &router::RouteRequest::from_chat(&chat), &input)?; // 5
     trace.model = route.deployments.first().map(|d| d.model);
+    shard.metrics().record_decision(route.decision.mode, trace.model);
+    trace.decision = Some(std::mem::take(&mut route.decision));
     let answer = providers::forward(shard.upstreams(t), &route, req, &chat, request_id, trace).await; // 6
     let answer = match answer {
         Ok(a) => a,

@@ -34,6 +34,7 @@ pub async fn relay(
     let overhead_us = trace.close_overhead();
     metrics.overhead.record(overhead_us);
     let overhead = overhead_us.to_string();
+    let route = trace.decision.as_ref().map(|d| d.header_value());
     let default_type: &[u8] = match answer.body {
         AnswerBody::Stream(_) => b"text/event-stream",
         AnswerBody::Whole(_) => b"application/json",
@@ -43,9 +44,12 @@ pub async fn relay(
         ("Content-Type", content_type),
         ("X-Request-Id", request_id.as_bytes()),
         ("X-Gatekeeper-Provider", provider.name.as_bytes()),
-        ("X-Gatekeeper-Model", answer.deployment.upstream_model.as_bytes()),
+        ("X-Gatekeeper-Model", answer.deployment.name.as_bytes()),
         ("X-Gatekeeper-Overhead-Us", overhead.as_bytes()),
     ];
+    if let Some(route) = &route {
+        headers.push(("X-Gatekeeper-Route", route.as_bytes()));
+    }
     if let Some(encoding) = &answer.content_encoding {
         headers.push(("Content-Encoding", encoding));
     }

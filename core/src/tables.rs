@@ -23,8 +23,12 @@ pub struct Tables {
     pub provider_configs: Vec<crate::config::ProviderConfig>,
     /// `routing.health`: circuits and latency estimates.
     pub health: crate::router::HealthSettings,
-    /// `routing.default_mode` (until the mode decision lands, only `latency` reorders).
-    pub default_mode: crate::router::RouteMode,
+    /// The config file these tables came from, before any pushed routing change
+    /// (`BH_CONFIG`): pushes are applied over it, so deleting one restores the file's
+    /// values. `None` for [`Tables::empty`].
+    pub base: Option<Arc<Config>>,
+    /// Whether they were built for `--no-auth`.
+    pub no_auth: bool,
 }
 
 impl Tables {
@@ -36,12 +40,18 @@ impl Tables {
             verifier: None,
             provider_configs: Vec::new(),
             health: Default::default(),
-            default_mode: Default::default(),
+            base: None,
+            no_auth: false,
         }
     }
 
     /// Builds the tables from a validated config.
     pub fn build(config: &Config, no_auth: bool) -> Result<Arc<Tables>, ConfigError> {
+        Tables::build_over(Arc::new(config.clone()), config, no_auth)
+    }
+
+    /// Builds the tables from `config`, which is `base` with pushed changes applied.
+    pub fn build_over(base: Arc<Config>, config: &Config, no_auth: bool) -> Result<Arc<Tables>, ConfigError> {
         let invalid = |path: &str, message: String| ConfigError::Invalid { path: path.into(), message };
         let providers = crate::config::providers::build(&config.providers)?;
         let verifier = match (&config.keys, no_auth) {
@@ -62,7 +72,8 @@ impl Tables {
             verifier,
             provider_configs: config.providers.clone(),
             health: (&config.routing.health).into(),
-            default_mode: config.routing.default_mode,
+            base: Some(base),
+            no_auth,
         }))
     }
 

@@ -35,6 +35,8 @@ pub struct Trace {
     pub attempts: Vec<Attempt>,
     /// Token usage the provider reported.
     pub usage: Option<Usage>,
+    /// How the router chose, once routed.
+    pub decision: Option<crate::router::Decision>,
 }
 
 impl Trace {
@@ -55,6 +57,7 @@ impl Trace {
             claims: None,
             attempts: Vec::new(),
             usage: None,
+            decision: None,
         }
     }
 

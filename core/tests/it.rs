@@ -10,6 +10,7 @@ mod health;
 mod http_suite;
 mod lifecycle;
 mod operators;
+mod routing;
 
 /// Runs each HTTP-suite test once per I/O driver.
 macro_rules! under_both_drivers {

@@ -31,12 +31,22 @@ pub struct AuditRecord {
     /// Upstream model id used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_upstream: Option<String>,
-    /// Routing mode, once routing exists.
+    /// Routing mode (`cost`, `latency`, `capability`), once routed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_mode: Option<String>,
-    /// Task complexity score 0–1, once routing exists.
+    /// Request complexity score 0–1, once routed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complexity: Option<f64>,
+    /// The request's task (`chat`, `code`, `math`, `reasoning`, `legal`, `writing`), once routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Candidates the router considered, in try order, each `model@provider:verdict`
+    /// (`chosen`, `failover`, `filtered:<requirement>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_candidates: Vec<String>,
+    /// Why the chosen candidate won (`cheapest_meeting_threshold`, `strong_at_task`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_reason: Option<String>,
     /// Whether the answer was streamed.
     pub stream: bool,
     /// HTTP status sent to the client.
@@ -87,9 +97,18 @@ pub struct RecordView<'a> {
     /// Routing mode.
     #[serde(default, borrow)]
     pub route_mode: Option<Cow<'a, str>>,
-    /// Task complexity score.
+    /// Request complexity score.
     #[serde(default)]
     pub complexity: Option<f64>,
+    /// The request's task.
+    #[serde(default, borrow)]
+    pub task: Option<Cow<'a, str>>,
+    /// Candidates considered, `model@provider:verdict`.
+    #[serde(default, borrow)]
+    pub route_candidates: Vec<Cow<'a, str>>,
+    /// Why the chosen candidate won.
+    #[serde(default, borrow)]
+    pub route_reason: Option<Cow<'a, str>>,
     /// HTTP status sent to the client.
     pub status: u16,
     /// Prompt tokens.

@@ -56,6 +56,18 @@ pub struct Recorder<'g> {
 }
 
 impl Recorder<'_> {
+    /// `model@provider:verdict` for each candidate of `d`.
+    fn candidates(&self, d: &crate::router::Decision) -> Vec<String> {
+        d.candidates
+            .iter()
+            .filter_map(|c| {
+                let dep = self.routes.deployment(c.deployment)?;
+                let provider = self.providers.get(dep.provider).map_or("?", |p| p.name.as_str());
+                Some(format!("{}@{provider}:{}", dep.name, c.verdict.code()))
+            })
+            .collect()
+    }
+
     /// Writes the record of a request that ended with `status`. `attempts` are the
     /// failed ones (from the trace, or from the error that ended the request). `Ok`
     /// means the record survives a kill of the process; on an error the request
@@ -74,8 +86,12 @@ impl Recorder<'_> {
             model_requested: trace.model_requested.clone(),
             provider: trace.provider.and_then(|p| self.providers.get(p)).map(|p| p.name.clone()),
             model_upstream: deployment.map(|d| d.upstream_model.clone()),
-            route_mode: None,
-            complexity: None,
+            route_mode: trace.decision.as_ref().map(|d| d.mode.as_str().to_string()),
+            // Two decimals, as the header shows it (an f32's widening would print noise digits).
+            complexity: trace.decision.as_ref().map(|d| (f64::from(d.complexity) * 100.0).round() / 100.0),
+            task: trace.decision.as_ref().map(|d| d.task.as_str().to_string()),
+            route_candidates: trace.decision.as_ref().map_or_else(Vec::new, |d| self.candidates(d)),
+            route_reason: trace.decision.as_ref().map(|d| d.reason.as_str().to_string()),
             stream: trace.stream,
             status,
             tokens_in: usage.prompt_tokens,

@@ -202,12 +202,35 @@ struct RouteBatch {
 }
 
 /// The names of a routing decision's values, in the order each decision lists them.
-pub const ROUTE_FIELDS: [&str; 8] =
-    ["request_id", "ts_unix_ms", "model_requested", "model_upstream", "provider", "route_mode", "complexity", "status"];
+pub const ROUTE_FIELDS: [&str; 11] = [
+    "request_id",
+    "ts_unix_ms",
+    "model_requested",
+    "model_upstream",
+    "provider",
+    "route_mode",
+    "complexity",
+    "status",
+    "task",
+    "route_candidates",
+    "route_reason",
+];
 
 /// A routing decision on `BH_EVENTS`: serialized as an array in [`ROUTE_FIELDS`] order.
 #[derive(Serialize)]
-struct RouteEvent<'a>(&'a str, u64, &'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<f64>, u16);
+struct RouteEvent<'a>(
+    &'a str,
+    u64,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<f64>,
+    u16,
+    Option<&'a str>,
+    &'a [std::borrow::Cow<'a, str>],
+    Option<&'a str>,
+);
 
 /// A failover on `BH_EVENTS`.
 #[derive(Serialize)]
@@ -295,6 +318,9 @@ impl Derived {
             r.route_mode.as_deref(),
             r.complexity,
             r.status,
+            r.task.as_deref(),
+            &r.route_candidates,
+            r.route_reason.as_deref(),
         );
         let batch = &mut self.routes;
         if batch.count == 0 {
@@ -516,6 +542,30 @@ mod tests {
         assert!(out.is_empty(), "unchanged sessions are not re-sent");
     }
 
+    #[test]
+    fn a_decision_event_carries_mode_task_candidates_and_reason() {
+        let mut d = Derived::new("n", 60, None);
+        let mut out = Vec::new();
+        let mut r = rec("groq", 1000, 200, "k");
+        r.route_mode = Some("cost".into());
+        r.complexity = Some(0.12);
+        r.task = Some("math".into());
+        r.route_candidates = vec!["llama-3.1-8b@groq:chosen".into(), "deepseek-r1@deepseek:filtered:tools".into()];
+        r.route_reason = Some("cheapest_meeting_threshold".into());
+        let json = serde_json::to_vec(&r).unwrap();
+        d.record(&RecordView::parse(&json).unwrap(), "m1", &mut out);
+        d.flush_routes(&mut out);
+        let batch: serde_json::Value = serde_json::from_slice(&out.last().unwrap().body).unwrap();
+        let fields: Vec<&str> = batch["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        let decision = &batch["decisions"][0];
+        let field = |name: &str| &decision[fields.iter().position(|f| *f == name).unwrap()];
+        assert_eq!(field("route_mode"), "cost");
+        assert_eq!(field("complexity"), 0.12);
+        assert_eq!(field("task"), "math");
+        assert_eq!(field("route_candidates")[1], "deepseek-r1@deepseek:filtered:tools");
+        assert_eq!(field("route_reason"), "cheapest_meeting_threshold");
+    }
+
     /// The event bodies are written without a `serde_json::Value`: they must still be
     /// the bytes a `Value` would give (keys sorted, absent fields as null).
     #[test]
@@ -538,6 +588,9 @@ mod tests {
             r.route_mode,
             r.complexity,
             r.status,
+            r.task,
+            r.route_candidates,
+            r.route_reason,
         ]);
         let failover = serde_json::json!({
             "node": "n", "request_id": r.request_id, "ts_unix_ms": r.ts_unix_ms,

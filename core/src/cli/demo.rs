@@ -70,7 +70,9 @@ providers:
   - {{ name: backup, kind: openai_compatible, base_url: "http://{backup}/v1", api_key: sk-demo-backup, {mock_headers} }}
 models:
   - {{ name: gpt-4o-mini, provider: primary, upstream_model: gpt-4o-mini, price_per_1k_input: 0.00015, price_per_1k_output: 0.0006 }}
-  - {{ name: gpt-4o-mini, provider: backup, upstream_model: llama-3.1-8b-instant, price_per_1k_input: 0.00005, price_per_1k_output: 0.00008 }}
+  # The backup stands in for gpt-4o-mini on a second provider: at the same price, cost
+  # routing leaves the order to the failover chain (a cheaper one would be chosen first).
+  - {{ name: gpt-4o-mini, provider: backup, upstream_model: llama-3.1-8b-instant, price_per_1k_input: 0.00015, price_per_1k_output: 0.0006 }}
   - {{ name: llama-3.1-8b-instant, provider: backup, upstream_model: llama-3.1-8b-instant }}
 failover_chain:
   - {{ provider: primary, priority: 1 }}

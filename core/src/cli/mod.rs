@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod keys;
 pub mod reload;
+pub mod route;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +65,9 @@ pub enum Command {
     Config(config::ConfigCommand),
     /// Make the running gateway re-read its config file (as SIGHUP does).
     Reload(reload::ReloadArgs),
+    /// Score prompts and show the router's decision under a config.
+    #[command(subcommand)]
+    Route(route::RouteCommand),
 }
 
 /// Runs a parsed command line.
@@ -76,5 +80,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Reload(args) => reload::run(&args),
+        Command::Route(cmd) => route::run(cmd),
     }
 }

@@ -9,7 +9,7 @@
 //! mutex, once per change, for the time of an `Arc` clone.
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,10 +19,117 @@ use crate::tables::Tables;
 
 /// Key holding revocations: JSON `{"revoked": ["jti", …]}` or a bare array.
 pub const KEY_REVOCATIONS: &str = "revocations";
-/// Key holding routing rules (JSON, opaque here).
+/// Key holding routing rules: a [`RoutingPush`] as JSON.
 pub const KEY_ROUTING: &str = "routing";
-/// Key holding the capability matrix (JSON, opaque here).
+/// Key holding the capability matrix: [`CapabilityPush`] as JSON.
 pub const KEY_CAPABILITIES: &str = "capabilities";
+
+/// Routing rules pushed under [`KEY_ROUTING`]: the `routing` section's keys and, per
+/// model, the routing fields of `models[]`. Absent keys keep the config file's value.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingPush {
+    /// `routing.default_mode`.
+    #[serde(default)]
+    pub default_mode: Option<crate::router::RouteMode>,
+    /// `routing.quality_threshold`.
+    #[serde(default)]
+    pub quality_threshold: Option<f64>,
+    /// `routing.auto_model`.
+    #[serde(default)]
+    pub auto_model: Option<String>,
+    /// Per model name (every deployment of it), or `name@provider` (that deployment).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelPush>,
+}
+
+/// A model's routing fields, pushed (absent: the config file's value).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPush {
+    /// `models[].price_per_1k_input`.
+    #[serde(default)]
+    pub price_per_1k_input: Option<f64>,
+    /// `models[].price_per_1k_output`.
+    #[serde(default)]
+    pub price_per_1k_output: Option<f64>,
+    /// `models[].quality`.
+    #[serde(default)]
+    pub quality: Option<f64>,
+    /// `models[].capabilities`.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    /// `models[].context_window`.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// `models[].output_tokens_typical`.
+    #[serde(default)]
+    pub output_tokens_typical: Option<u32>,
+}
+
+/// The capability matrix pushed under [`KEY_CAPABILITIES`]: per model name (or
+/// `name@provider`), its full capability list, replacing the file's.
+pub type CapabilityPush = BTreeMap<String, Vec<String>>;
+
+/// Most models one push may name (a bound on the work a push costs every gateway).
+pub const PUSH_MODELS_MAX: usize = 10_000;
+
+/// `base` with `routing` and then `capabilities` applied, validated as a whole.
+pub fn patched(
+    base: &Config,
+    routing: Option<&RoutingPush>,
+    capabilities: Option<&CapabilityPush>,
+) -> Result<Config, String> {
+    let mut c = base.clone();
+    let matches = |key: &str, m: &crate::config::ModelConfig| match key.split_once('@') {
+        Some((name, provider)) => m.name == name && m.provider == provider,
+        None => m.name == key,
+    };
+    let mut touch = |key: &str, f: &mut dyn FnMut(&mut crate::config::ModelConfig)| {
+        let mut found = false;
+        for m in c.models.iter_mut().filter(|m| matches(key, m)) {
+            f(m);
+            found = true;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(format!("models.{key}: no such model (a push changes models; adding one needs the config file)"))
+        }
+    };
+    if let Some(r) = routing {
+        if r.models.len() > PUSH_MODELS_MAX {
+            return Err(format!("models: at most {PUSH_MODELS_MAX} entries"));
+        }
+        for (key, p) in &r.models {
+            touch(key, &mut |m| {
+                m.price_per_1k_input = p.price_per_1k_input.unwrap_or(m.price_per_1k_input);
+                m.price_per_1k_output = p.price_per_1k_output.unwrap_or(m.price_per_1k_output);
+                m.quality = p.quality.or(m.quality);
+                m.capabilities = p.capabilities.clone().or(m.capabilities.take());
+                m.context_window = p.context_window.or(m.context_window);
+                m.output_tokens_typical = p.output_tokens_typical.or(m.output_tokens_typical);
+            })?;
+        }
+    }
+    if let Some(caps) = capabilities {
+        if caps.len() > PUSH_MODELS_MAX {
+            return Err(format!("at most {PUSH_MODELS_MAX} entries"));
+        }
+        for (key, list) in caps {
+            touch(key, &mut |m| m.capabilities = Some(list.clone()))?;
+        }
+    }
+    if let Some(r) = routing {
+        c.routing.default_mode = r.default_mode.unwrap_or(c.routing.default_mode);
+        c.routing.quality_threshold = r.quality_threshold.unwrap_or(c.routing.quality_threshold);
+        if let Some(a) = &r.auto_model {
+            c.routing.auto_model.clone_from(a);
+        }
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
 
 /// A value [`HotConfig::apply`] refused; the current configuration is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +151,9 @@ struct Values {
     revoked: Arc<RevocationList>,
     routing: Option<Arc<serde_json::Value>>,
     capabilities: Option<Arc<serde_json::Value>>,
+    /// The same two values, typed: applied over the config file's tables.
+    routing_push: Option<RoutingPush>,
+    capabilities_push: Option<CapabilityPush>,
     /// Providers, routes and key verification (from the config file); `None` until the
     /// gateway sets them.
     tables: Option<Arc<Tables>>,
@@ -120,6 +230,14 @@ impl HotConfig {
             v.base_revoked = base_revoked;
             v.revoked = Arc::new(union(&v.base_revoked, &v.pushed_revoked));
             if let Some(t) = tables {
+                // Pushed routing stays applied over the re-read file.
+                let t = match with_pushes(&t, v.routing_push.as_ref(), v.capabilities_push.as_ref()) {
+                    Ok(patched) => patched,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pushed routing no longer applies to the reloaded config; using the file's");
+                        t
+                    }
+                };
                 v.tables = Some(t);
             }
         }
@@ -166,22 +284,55 @@ impl HotConfig {
                 v.pushed_revoked = ids;
             }
             KEY_ROUTING | KEY_CAPABILITIES => {
-                let parsed = match value {
+                let parsed: Option<Arc<serde_json::Value>> = match value {
                     None => None,
                     Some(v) => Some(Arc::new(serde_json::from_slice(v).map_err(|e| refuse(format!("not JSON: {e}")))?)),
                 };
                 let mut values = self.lock();
+                let (mut routing, mut capabilities) = (values.routing_push.clone(), values.capabilities_push.clone());
+                if key == KEY_ROUTING {
+                    routing = parsed
+                        .as_deref()
+                        .map(|v| serde_json::from_value::<RoutingPush>(v.clone()))
+                        .transpose()
+                        .map_err(|e| refuse(e.to_string()))?;
+                } else {
+                    capabilities = parsed
+                        .as_deref()
+                        .map(|v| serde_json::from_value::<CapabilityPush>(v.clone()))
+                        .transpose()
+                        .map_err(|e| refuse(e.to_string()))?;
+                }
+                // Refused unless it applies: a bad push changes nothing.
+                if let Some(t) = &values.tables {
+                    let next = with_pushes(t, routing.as_ref(), capabilities.as_ref()).map_err(refuse)?;
+                    values.tables = Some(next);
+                }
                 if key == KEY_ROUTING {
                     values.routing = parsed;
                 } else {
                     values.capabilities = parsed;
                 }
+                values.routing_push = routing;
+                values.capabilities_push = capabilities;
             }
             _ => return Ok(false),
         }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(true)
     }
+}
+
+/// `tables` rebuilt from their config file with the pushes applied (the same tables
+/// when they have no file behind them).
+fn with_pushes(
+    tables: &Arc<Tables>,
+    routing: Option<&RoutingPush>,
+    capabilities: Option<&CapabilityPush>,
+) -> Result<Arc<Tables>, String> {
+    let Some(base) = &tables.base else { return Ok(Arc::clone(tables)) };
+    let config = patched(base, routing, capabilities)?;
+    Tables::build_over(Arc::clone(base), &config, tables.no_auth).map_err(|e| e.to_string())
 }
 
 fn union(a: &[String], b: &[String]) -> RevocationList {
@@ -235,6 +386,67 @@ mod tests {
         assert!(err.to_string().starts_with("capabilities: not JSON"), "{err}");
         assert_eq!(hot.generation(), 0);
         assert!(hot.capabilities().is_none());
+    }
+
+    const TWO_MODELS: &str = "providers:
+  - { name: a, kind: openai_compatible, base_url: \"http://127.0.0.1:9/v1\" }
+  - { name: b, kind: openai_compatible, base_url: \"http://127.0.0.1:9/v1\" }
+models:
+  - { name: small, provider: a, upstream_model: s, price_per_1k_input: 0.0001, price_per_1k_output: 0.0001, quality: 0.5 }
+  - { name: big, provider: b, upstream_model: g, price_per_1k_input: 0.01, price_per_1k_output: 0.01, quality: 0.9 }
+";
+
+    fn chosen(hot: &HotConfig) -> (String, crate::router::RouteMode) {
+        let t = hot.tables().expect("tables");
+        let req = crate::router::RouteRequest::from_prompt("hi");
+        let input = crate::router::RouteInput {
+            model: "auto",
+            mode_header: None,
+            claims: None,
+            health: None,
+            now: std::time::Instant::now(),
+        };
+        let r = crate::router::route(&t.routes, &req, &input).expect("routed");
+        (r.deployments[0].name.clone(), r.decision.mode)
+    }
+
+    #[test]
+    fn pushed_prices_quality_and_modes_change_the_choice_and_a_deletion_restores_the_file() {
+        let config = Config::parse(TWO_MODELS).expect("config");
+        let hot = HotConfig::from_config(&config);
+        hot.set_tables(Tables::build(&config, true).expect("tables"));
+        assert_eq!(chosen(&hot).0, "small");
+        let push = br#"{"models":{"small":{"price_per_1k_input":0.5,"price_per_1k_output":0.5}}}"#;
+        assert!(hot.apply(KEY_ROUTING, Some(push)).unwrap());
+        assert_eq!(chosen(&hot).0, "big", "small is dearer now");
+        // Capability mode on a chat prompt: quality decides, and `small` is pushed to the top.
+        let push = br#"{"default_mode":"capability","models":{"small@a":{"quality":0.95}}}"#;
+        assert!(hot.apply(KEY_ROUTING, Some(push)).unwrap());
+        assert_eq!(chosen(&hot), ("small".to_string(), crate::router::RouteMode::Capability));
+        assert!(hot.apply(KEY_CAPABILITIES, Some(br#"{"big":["tools","vision"]}"#)).unwrap());
+        assert_eq!(hot.tables().unwrap().routes.deployments.iter().filter(|d| d.capabilities.is_some()).count(), 1);
+        assert!(hot.apply(KEY_ROUTING, None).unwrap());
+        assert_eq!(chosen(&hot), ("small".to_string(), crate::router::RouteMode::Cost), "the file's values again");
+    }
+
+    #[test]
+    fn a_push_that_does_not_apply_is_refused_whole() {
+        let config = Config::parse(TWO_MODELS).expect("config");
+        let hot = HotConfig::from_config(&config);
+        let tables = Tables::build(&config, true).expect("tables");
+        hot.set_tables(Arc::clone(&tables));
+        for (key, value, says) in [
+            (KEY_ROUTING, &br#"{"models":{"nope":{"quality":0.1}}}"#[..], "models.nope: no such model"),
+            (KEY_ROUTING, br#"{"models":{"small":{"quality":3}}}"#, "models[0].quality: must be between 0 and 1"),
+            (KEY_ROUTING, br#"{"quality_threshold":2}"#, "routing.quality_threshold"),
+            (KEY_ROUTING, br#"{"colour":"red"}"#, "unknown field `colour`"),
+            (KEY_CAPABILITIES, br#"{"big":["telepathy"]}"#, "unknown capability `telepathy`"),
+        ] {
+            let e = hot.apply(key, Some(value)).expect_err("refused");
+            assert!(e.message.contains(says), "{e}");
+        }
+        assert_eq!(hot.generation(), 0);
+        assert!(Arc::ptr_eq(&hot.tables().unwrap(), &tables), "nothing changed");
     }
 
     #[test]

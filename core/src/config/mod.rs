@@ -202,7 +202,7 @@ impl Config {
 
     /// Checks what the schema cannot: each section on its own, then the references
     /// between sections (models and the failover chain name providers).
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         server::validate(&self.listen, self.shards, &self.limits)?;
         if let Some(admin) = &self.admin_listen {
             check_admin_listen(admin, &self.listen)?;
@@ -211,6 +211,12 @@ impl Config {
         models::validate(&self.models, &self.failover_chain, &names)?;
         routing::validate(&self.routing)?;
         health::validate(&self.routing.health)?;
+        if self.models.iter().any(|m| m.name == self.routing.auto_model) {
+            return Err(error::invalid(
+                "routing.auto_model",
+                format!("`{}` is also a model's name; the alias must differ from every model", self.routing.auto_model),
+            ));
+        }
         if let Some(keys) = &self.keys {
             keys::validate(keys)?;
         }
@@ -235,7 +241,7 @@ impl Config {
     /// The routing table: every model name with its deployments in failover order.
     pub fn route_table(&self) -> crate::router::RouteTable {
         let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
-        models::route_table(&self.models, &self.failover_chain, &providers)
+        models::route_table(&self.models, &self.failover_chain, &providers, &self.routing)
     }
 }
 

@@ -6,8 +6,14 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
+use super::routing::RoutingConfig;
+use crate::router::caps::{Capability, Caps};
 use crate::router::price::{Price, SCALE_MAX};
+use crate::router::table::{RoutingSettings, OUTPUT_TOKENS_TYPICAL_DEFAULT, QUALITY_DEFAULT};
 use crate::router::{Deployment, RouteTable};
+
+/// Largest `output_tokens_typical` accepted.
+pub const OUTPUT_TOKENS_TYPICAL_MAX: u32 = 1_000_000;
 
 /// One deployment of a client-facing model name on a provider.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -25,15 +31,20 @@ pub struct ModelConfig {
     /// USD per 1,000 completion tokens.
     #[serde(default)]
     pub price_per_1k_output: f64,
-    /// Context window in tokens.
+    /// Context window in tokens (absent: not checked).
     #[serde(default)]
     pub context_window: Option<u64>,
-    /// Features: `tools`, `json_mode`, `vision`, …
+    /// Features and strengths: `tools`, `json_mode`, `vision`, `code`, `math`,
+    /// `reasoning`, `legal`, `writing` (absent: unknown, the filters let it pass).
     #[serde(default)]
-    pub capabilities: Vec<String>,
-    /// Quality score 0–1 used by cost routing.
+    pub capabilities: Option<Vec<String>>,
+    /// Quality 0–1 used by cost and capability routing (absent: 0.5).
     #[serde(default)]
     pub quality: Option<f64>,
+    /// Typical completion length in tokens, for the expected price of a request that
+    /// sets no `max_tokens` (absent: 256).
+    #[serde(default)]
+    pub output_tokens_typical: Option<u32>,
 }
 
 /// One step of the failover chain.
@@ -80,6 +91,26 @@ pub(super) fn validate(
                 return Err(invalid(format!("models[{i}].quality"), "must be between 0 and 1"));
             }
         }
+        for (j, c) in m.capabilities.iter().flatten().enumerate() {
+            if Capability::from_name(c).is_none() {
+                let known: Vec<&str> = Capability::ALL.iter().map(|c| c.as_str()).collect();
+                return Err(invalid(
+                    format!("models[{i}].capabilities[{j}]"),
+                    format!("unknown capability `{c}` (known: {})", known.join(", ")),
+                ));
+            }
+        }
+        if m.context_window == Some(0) {
+            return Err(invalid(format!("models[{i}].context_window"), "must be at least 1"));
+        }
+        if let Some(n) = m.output_tokens_typical {
+            if n == 0 || n > OUTPUT_TOKENS_TYPICAL_MAX {
+                return Err(invalid(
+                    format!("models[{i}].output_tokens_typical"),
+                    format!("must be 1 to {OUTPUT_TOKENS_TYPICAL_MAX}"),
+                ));
+            }
+        }
     }
     let mut chained = HashSet::new();
     for (i, f) in chain.iter().enumerate() {
@@ -106,7 +137,12 @@ pub fn deployments_of<'a>(models: &'a [ModelConfig], chain: &[FailoverEntry], mo
 /// The routing table: every model name with its deployments in failover order;
 /// `providers` are the provider names in config order. Deployments whose provider is
 /// not configured are left out (validation refuses them, so none are).
-pub fn route_table(models: &[ModelConfig], chain: &[FailoverEntry], providers: &[&str]) -> RouteTable {
+pub fn route_table(
+    models: &[ModelConfig],
+    chain: &[FailoverEntry],
+    providers: &[&str],
+    routing: &RoutingConfig,
+) -> RouteTable {
     let mut model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     model_names.sort();
     model_names.dedup();
@@ -132,9 +168,22 @@ pub fn route_table(models: &[ModelConfig], chain: &[FailoverEntry], providers: &
                 price_per_1k_input: m.price_per_1k_input,
                 price_per_1k_output: m.price_per_1k_output,
                 prices: (input, output),
+                name: name.clone(),
+                quality: m.quality.map_or(QUALITY_DEFAULT, |q| q as f32),
+                capabilities: m.capabilities.as_ref().map(|list| {
+                    let known: Vec<Capability> = list.iter().filter_map(|c| Capability::from_name(c)).collect();
+                    Caps::of(&known)
+                }),
+                context_window: m.context_window,
+                output_tokens_typical: m.output_tokens_typical.unwrap_or(OUTPUT_TOKENS_TYPICAL_DEFAULT),
             });
         }
         by_model.insert(name.clone(), (index, start..deployments.len()));
     }
-    RouteTable { model_names, deployments, by_model }
+    let routing = RoutingSettings {
+        default_mode: routing.default_mode,
+        quality_threshold: routing.quality_threshold as f32,
+        auto_model: routing.auto_model.clone(),
+    };
+    RouteTable { model_names, deployments, by_model, routing }
 }

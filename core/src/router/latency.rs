@@ -76,6 +76,11 @@ mod tests {
                 price_per_1k_input: 0.0,
                 price_per_1k_output: 0.0,
                 prices: Default::default(),
+                name: "m".into(),
+                quality: 0.5,
+                capabilities: None,
+                context_window: None,
+                output_tokens_typical: 256,
             })
             .collect()
     }

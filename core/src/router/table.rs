@@ -4,7 +4,15 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use super::caps::Caps;
+use super::mode::RouteMode;
 use super::price::Price;
+
+/// Quality assumed for a model whose config gives none.
+pub const QUALITY_DEFAULT: f32 = 0.5;
+/// Completion tokens assumed for a model whose config gives no `output_tokens_typical`,
+/// when the request sets no `max_tokens`.
+pub const OUTPUT_TOKENS_TYPICAL_DEFAULT: u32 = 256;
 
 /// One deployment of a model name on a provider.
 #[derive(Debug, Clone)]
@@ -25,6 +33,35 @@ pub struct Deployment {
     pub price_per_1k_output: f64,
     /// The same prices, exact, for costs.
     pub prices: (Price, Price),
+    /// The client-facing model name (`X-Gatekeeper-Model`).
+    pub name: String,
+    /// Quality 0–1 (`models[].quality`, else [`QUALITY_DEFAULT`]).
+    pub quality: f32,
+    /// Declared capabilities; `None` when the config lists none (the filters then
+    /// know nothing and let the deployment pass).
+    pub capabilities: Option<Caps>,
+    /// Context window in tokens; `None`: not declared (no limit checked).
+    pub context_window: Option<u64>,
+    /// Typical completion length in tokens, for the expected price when the request
+    /// sets no `max_tokens`.
+    pub output_tokens_typical: u32,
+}
+
+/// The `routing` section as the router uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingSettings {
+    /// Mode when neither the request nor the key names one.
+    pub default_mode: RouteMode,
+    /// Expected quality cost mode requires when the key sets none.
+    pub quality_threshold: f32,
+    /// The model name that lets the router choose among every model the key may use.
+    pub auto_model: String,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings { default_mode: RouteMode::Cost, quality_threshold: 0.7, auto_model: "auto".into() }
+    }
 }
 
 /// Model names and their deployments.
@@ -37,6 +74,8 @@ pub struct RouteTable {
     pub deployments: Vec<Deployment>,
     /// Per model name: its index in `model_names` and its deployments' ids.
     pub by_model: HashMap<String, (usize, Range<usize>)>,
+    /// Modes, threshold and the auto alias.
+    pub routing: RoutingSettings,
 }
 
 impl RouteTable {

@@ -6,8 +6,11 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use gatekeeper_net::sse::DataLines;
-use serde::Deserialize;
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+
+use crate::router::score::Role;
 
 /// A body that is not a chat-completions request: answered 400 with `param` naming
 /// the offending field.
@@ -38,6 +41,126 @@ pub struct ChatRequest<'a> {
     /// Whether the client asked for the usage event at the end of a stream
     /// (`stream_options.include_usage: true`).
     pub include_usage: bool,
+    /// Every text part of every message, in order (borrowed from `body` unless the
+    /// JSON string had escapes). A message that is not an object is left out.
+    pub texts: Vec<TextPart<'a>>,
+    /// Image parts across all messages (the request needs `vision`).
+    pub images: u32,
+    /// Entries of `tools` (or the older `functions`).
+    pub tools: u32,
+    /// Whether `response_format` asks for JSON (`json_object` or `json_schema`).
+    pub json_mode: bool,
+}
+
+/// One text part of one message.
+#[derive(Debug, Clone)]
+pub struct TextPart<'a> {
+    /// Who wrote it.
+    pub role: Role,
+    /// Index of its message.
+    pub message: u32,
+    /// The text.
+    pub text: Cow<'a, str>,
+}
+
+/// A JSON string, borrowed from the body when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A message's `content`: a string, a list of parts, or absent / `null`.
+#[derive(Default)]
+enum Content<'a> {
+    #[default]
+    Empty,
+    Text(Cow<'a, str>),
+    Parts(Vec<PartView<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, a list of content parts or null")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Content<'a>, E> {
+                Ok(Content::Empty)
+            }
+            fn visit_none<E>(self) -> Result<Content<'a>, E> {
+                Ok(Content::Empty)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(p) = seq.next_element::<PartView<'a>>()? {
+                    parts.push(p);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct PartView<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    role: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    content: Content<'a>,
+}
+
+#[derive(Deserialize)]
+struct ResponseFormatView<'a> {
+    #[serde(borrow, rename = "type", default)]
+    kind: Option<Str<'a>>,
+}
+
+fn role_of(name: &str) -> Role {
+    match name {
+        "system" | "developer" => Role::System,
+        "assistant" => Role::Assistant,
+        "tool" | "function" => Role::Tool,
+        _ => Role::User,
+    }
 }
 
 #[derive(Deserialize)]
@@ -54,6 +177,12 @@ struct ChatView<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(borrow, default, deserialize_with = "raw_even_null")]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    functions: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response_format: Option<&'a RawValue>,
 }
 
 /// A present field as its raw JSON, `null` included (plain `Option` reads `null` as absent).
@@ -94,12 +223,22 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
     if model.is_empty() {
         return Err(bad("model must not be empty".into(), Some("model")));
     }
-    match view.messages.map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get())) {
-        Some(Ok(list)) if !list.is_empty() => {}
+    let messages = match view.messages.map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get())) {
+        Some(Ok(list)) if !list.is_empty() => list,
         Some(Ok(_)) => return Err(bad("messages must not be empty".into(), Some("messages"))),
         Some(Err(_)) => return Err(bad("messages must be an array".into(), Some("messages"))),
         None => return Err(bad("you must provide a messages parameter".into(), Some("messages"))),
-    }
+    };
+    let (texts, images) = message_texts(&messages);
+    let count = |raw: Option<&RawValue>| {
+        raw.and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok()).map_or(0, |l| l.len())
+    };
+    let tools = u32::try_from(count(view.tools).max(count(view.functions))).unwrap_or(u32::MAX);
+    let json_mode = view
+        .response_format
+        .and_then(|r| serde_json::from_str::<ResponseFormatView<'_>>(r.get()).ok())
+        .and_then(|f| f.kind)
+        .is_some_and(|k| k.0 == "json_object" || k.0 == "json_schema");
     let internal = || bad("request body could not be read".into(), None);
     let model_span = span_of(body, raw_model).ok_or_else(internal)?;
     let (stream_options_span, include_usage) = match view.stream_options {
@@ -120,7 +259,38 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
         max_tokens: view.max_completion_tokens.or(view.max_tokens),
         stream_options_span,
         include_usage,
+        texts,
+        images,
+        tools,
+        json_mode,
     })
+}
+
+/// The text parts of `messages` and the number of image parts. A message that does
+/// not read as `{role, content}` is skipped rather than refused: the gateway forwards
+/// bodies it does not fully understand, and the provider judges them.
+fn message_texts<'a>(messages: &[&'a RawValue]) -> (Vec<TextPart<'a>>, u32) {
+    let mut texts = Vec::with_capacity(messages.len());
+    let mut images = 0u32;
+    for (i, raw) in messages.iter().enumerate() {
+        let Ok(m) = serde_json::from_str::<MessageView<'a>>(raw.get()) else { continue };
+        let role = m.role.as_ref().map_or(Role::User, |r| role_of(&r.0));
+        let message = u32::try_from(i).unwrap_or(u32::MAX);
+        match m.content {
+            Content::Empty => {}
+            Content::Text(text) => texts.push(TextPart { role, message, text }),
+            Content::Parts(parts) => {
+                for p in parts {
+                    match (p.kind.as_ref().map(|k| k.0.as_ref()), p.text) {
+                        (Some("image_url" | "image" | "input_image"), _) => images = images.saturating_add(1),
+                        (_, Some(text)) => texts.push(TextPart { role, message, text: text.0 }),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    (texts, images)
 }
 
 /// The edit that makes a stream end with its usage event when the client did not

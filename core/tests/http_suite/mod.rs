@@ -29,7 +29,8 @@ pub fn non_streaming_answer_arrives_intact(driver: &str) {
     assert!(v["usage"]["total_tokens"].as_u64().is_some_and(|n| n > 0));
     assert_eq!(r.header("x-request-id"), Some("my-id-1"));
     assert_eq!(r.header("x-gatekeeper-provider"), Some("primary"));
-    assert_eq!(r.header("x-gatekeeper-model"), Some("up-primary"));
+    assert_eq!(r.header("x-gatekeeper-model"), Some("m"), "the configured name");
+    assert!(r.header("x-gatekeeper-route").is_some_and(|v| v.starts_with("mode=cost; complexity=")));
     assert!(r.header("x-gatekeeper-overhead-us").is_some_and(|v| v.parse::<u64>().is_ok()));
     let stats = mock.stats();
     assert_eq!(stats.last_model.as_deref(), Some("up-primary"));

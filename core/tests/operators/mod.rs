@@ -175,7 +175,7 @@ fn sighup_applies_live_changes_and_names_the_rest() {
     let config = config_for(&[("primary", &mock, "")], "");
     let mut gw = Gateway::start(&config, &["--no-auth", "--shards", "1"]);
     let r = chat(gw.addr, "m", false, "");
-    assert_eq!(r.header("x-gatekeeper-model"), Some("up-primary"));
+    assert_eq!(r.json()["model"], "up-primary");
     let path = gw.dir.path().join("gatekeeper.yaml");
     let changed = config
         .replace("upstream_model: up-primary }", "upstream_model: up-next }")
@@ -187,7 +187,7 @@ fn sighup_applies_live_changes_and_names_the_rest() {
     assert!(out.contains("not applied (restart needed): limits"), "{out}");
     let r = chat(gw.addr, "m", false, "");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-gatekeeper-model"), Some("up-next"), "the new deployment serves");
+    assert_eq!(r.json()["model"], "up-next", "the new deployment serves");
     assert!(gw.proc.log_text().contains("config change not applied live"), "named in the log");
     // A file that does not load changes nothing (SIGHUP straight to the process).
     std::fs::write(&path, "listen: [").expect("break config");
@@ -197,7 +197,7 @@ fn sighup_applies_live_changes_and_names_the_rest() {
         assert!(std::time::Instant::now() < deadline, "{}", gw.proc.log_text());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(chat(gw.addr, "m", false, "").header("x-gatekeeper-model"), Some("up-next"));
+    assert_eq!(chat(gw.addr, "m", false, "").json()["model"], "up-next");
     gw.proc.terminate();
     assert!(gw.proc.wait_exit(std::time::Duration::from_secs(10)).is_some());
 }
