@@ -305,6 +305,7 @@ mod tests {
             completion_tokens: tokens,
             truncated: false,
             include_usage,
+            tool: None,
         }
     }
 

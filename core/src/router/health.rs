@@ -51,6 +51,8 @@ pub struct ProviderHealth {
     blocked_until: Cell<Option<Instant>>,
     /// When this shard last logged the provider refusing the gateway's settings.
     logged_operator_error: Cell<Option<Instant>>,
+    /// Streams that stalled past `chunk_timeout_ms`, and when the last one did.
+    stalls: Cell<(u64, Option<Instant>)>,
 }
 
 impl ProviderHealth {
@@ -81,6 +83,19 @@ impl ProviderHealth {
         due
     }
 
+    /// Records a relayed stream that stalled at `now` (the provider sent nothing for
+    /// `chunk_timeout_ms` after the answer began). Counted against the provider; the
+    /// routing decision reads it through [`ProviderHealth::stalls`].
+    pub fn stalled(&self, now: Instant) {
+        let (n, _) = self.stalls.get();
+        self.stalls.set((n.saturating_add(1), Some(now)));
+    }
+
+    /// Streams stalled so far on this shard, and when the last one did.
+    pub fn stalls(&self) -> (u64, Option<Instant>) {
+        self.stalls.get()
+    }
+
     /// Records a provider's `Retry-After`, clamped to `max`.
     pub fn retry_after(&self, now: Instant, wait: Duration, max: Duration) {
         let wait = wait.min(max);
@@ -105,6 +120,16 @@ mod tests {
         assert_eq!(h.admit(t0 + Duration::from_millis(6_500)), Err(1));
         assert_eq!(h.admit(t0 + Duration::from_secs(7)), Ok(()));
         assert_eq!(h.admit(t0), Ok(()), "cleared once passed");
+    }
+
+    #[test]
+    fn stalls_are_counted() {
+        let h = ProviderHealth::default();
+        let t0 = Instant::now();
+        assert_eq!(h.stalls(), (0, None));
+        h.stalled(t0);
+        h.stalled(t0 + Duration::from_secs(1));
+        assert_eq!(h.stalls(), (2, Some(t0 + Duration::from_secs(1))));
     }
 
     #[test]
