@@ -44,8 +44,9 @@ struct MessageCheck {
 enum ContentCheck {
     #[default]
     None,
-    Text(String),
     Blocks(Vec<BlockCheck>),
+    /// A plain string (or anything else): nothing to check. Last: it takes any value.
+    Text(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]

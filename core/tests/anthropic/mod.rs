@@ -256,3 +256,32 @@ fn official_openai_sdk_normal_and_streamed_through_an_anthropic_upstream() {
     run_openai_sdk(gw.addr, "any-key-while-auth-is-off", None);
     assert!(mock.stats().requests >= 3);
 }
+
+#[test]
+fn deepseek_reasoning_and_groq_usage_pass_through() {
+    // DeepSeek's reasoner: `reasoning_content` reaches the client untouched, whole and streamed.
+    let deepseek = Mock::start(Mock::config("reasoner").mode(Mode::DeepSeek));
+    let gw = gateway(&[(provider("reasoner", &deepseek, ""), "reasoner")]);
+    let r = chat(gw.addr, "m", false, "X-Request-Id: ds-whole\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let thought = v["choices"][0]["message"]["reasoning_content"].as_str().expect("reasoning_content").to_string();
+    assert!(!thought.is_empty());
+    assert_eq!(records_of(&gw, "ds-whole")[0]["tokens_out"], v["usage"]["completion_tokens"]);
+    let r = chat(gw.addr, "m", true, "");
+    let streamed: String = events(&r)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(streamed, thought);
+
+    // Groq with the gateway's usage request off: usage is read from `x_groq.usage`.
+    let groq = Mock::start(Mock::config("groq").mode(Mode::Groq));
+    let gw = gateway(&[(provider("groq", &groq, ", stream_usage: false"), "groq")]);
+    let r = chat(gw.addr, "m", true, "X-Request-Id: groq-stream\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(events(&r).iter().all(|c| c.get("usage").is_none()), "the client asked for no usage chunk");
+    let record = &records_of(&gw, "groq-stream")[0];
+    assert!(record["tokens_in"].as_u64().is_some_and(|n| n > 0), "{record}");
+    assert_eq!(record["tokens_out"], 16, "{record}");
+}
