@@ -285,3 +285,21 @@ fn deepseek_reasoning_and_groq_usage_pass_through() {
     assert!(record["tokens_in"].as_u64().is_some_and(|n| n > 0), "{record}");
     assert_eq!(record["tokens_out"], 16, "{record}");
 }
+
+#[test]
+fn a_cut_anthropic_stream_never_looks_complete() {
+    let claude = anthropic_mock("claude");
+    let backup = Mock::start(Mock::config("backup"));
+    let gw = gateway(&[
+        (anthropic_provider("claude", &claude, ""), "claude"),
+        (provider("backup", &backup, ""), "backup"),
+    ]);
+    let r = chat(gw.addr, "m", true, "X-Mock-Fault: claude=cut\r\nX-Mock-Cut-After: 5\r\n");
+    assert_eq!(r.status, 200, "the head was already sent");
+    let data = sse_data(&r.body);
+    assert!(data.iter().all(|d| d != "[DONE]"), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().expect("events")).expect("json");
+    assert_eq!(last["error"]["code"], "upstream_stream_error", "{last}");
+    assert!(data.len() >= 2, "the translated chunks before the cut were relayed: {data:?}");
+    assert_eq!(backup.stats().requests, 0, "no failover after the first byte");
+}
