@@ -258,4 +258,26 @@ mod tests {
             (11, 12, 13, 14, 15, 16)
         );
     }
+
+    #[test]
+    fn anthropic_keys_go_in_x_api_key_and_the_path_follows_the_base_url() {
+        let yaml = |base: &str| {
+            format!("{{ name: a, kind: anthropic, base_url: \"{base}\", api_key: sk-ant, anthropic_version: \"2024-01-01\" }}")
+        };
+        for (base, path) in
+            [("https://api.anthropic.com", "/v1/messages"), ("https://api.anthropic.com/v1/", "/messages")]
+        {
+            let p: ProviderConfig = serde_yaml::from_str(&yaml(base)).expect("yaml");
+            assert_eq!((p.max_tokens_default, p.chunk_timeout_ms), (4096, 30_000));
+            let built = build(std::slice::from_ref(&p)).expect("builds");
+            let a = built[0].anthropic.as_ref().expect("anthropic settings");
+            assert_eq!((a.api_key.as_deref(), a.version.as_str(), a.path), (Some("sk-ant"), "2024-01-01", path));
+            assert!(built[0].authorization.is_none(), "the key never goes in Authorization");
+        }
+        let p: ProviderConfig =
+            serde_yaml::from_str("{ name: o, kind: openai, base_url: \"http://x/v1\", api_key: k }").expect("yaml");
+        let built = build(std::slice::from_ref(&p)).expect("builds");
+        assert!(built[0].anthropic.is_none());
+        assert_eq!(built[0].authorization.as_deref(), Some("Bearer k"));
+    }
 }

@@ -290,10 +290,8 @@ fn deepseek_reasoning_and_groq_usage_pass_through() {
 fn a_cut_anthropic_stream_never_looks_complete() {
     let claude = anthropic_mock("claude");
     let backup = Mock::start(Mock::config("backup"));
-    let gw = gateway(&[
-        (anthropic_provider("claude", &claude, ""), "claude"),
-        (provider("backup", &backup, ""), "backup"),
-    ]);
+    let gw =
+        gateway(&[(anthropic_provider("claude", &claude, ""), "claude"), (provider("backup", &backup, ""), "backup")]);
     let r = chat(gw.addr, "m", true, "X-Mock-Fault: claude=cut\r\nX-Mock-Cut-After: 5\r\n");
     assert_eq!(r.status, 200, "the head was already sent");
     let data = sse_data(&r.body);
