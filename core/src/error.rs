@@ -118,6 +118,9 @@ impl GatewayError {
             GatewayError::Upstream(ProviderError::Unforwardable(_)) => {
                 (400, "invalid_request_error", Some("unforwardable_request"), None, None)
             }
+            GatewayError::Upstream(ProviderError::Untranslatable(e)) => {
+                (400, "invalid_request_error", Some("unsupported_parameter"), e.param, None)
+            }
             GatewayError::NotFound(_) => (404, "invalid_request_error", Some("unknown_url"), None, None),
             GatewayError::MethodNotAllowed { .. } => {
                 (405, "invalid_request_error", Some("method_not_allowed"), None, None)

@@ -97,6 +97,8 @@ pub struct ShardMetrics {
     requests: Vec<Counter>,
     /// Failover attempts that failed, per provider.
     pub upstream_failures: Vec<Counter>,
+    /// Relayed streams ended because the provider sent nothing for `chunk_timeout_ms`, per provider.
+    pub stream_stalls: Vec<Counter>,
     /// End-to-end latency per provider (extra slot: no provider).
     latency: Vec<Histogram<16>>,
     /// Time spent inside the gateway, upstream excluded.
@@ -126,6 +128,7 @@ impl ShardMetrics {
         ShardMetrics {
             requests: (0..(models + 1) * (providers + 1) * STATUS_SLOTS).map(|_| Counter::default()).collect(),
             upstream_failures: (0..providers).map(|_| Counter::default()).collect(),
+            stream_stalls: (0..providers).map(|_| Counter::default()).collect(),
             latency: (0..=providers).map(|_| Histogram::new(&LATENCY_BUCKETS_US)).collect(),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_US),
             pools: (0..providers).map(|_| PoolGauges::default()).collect(),
@@ -237,6 +240,17 @@ impl MetricsView<'_> {
                     let _ = writeln!(out, "gatekeeper_route_decisions_total{{mode=\"{mode}\",model=\"{model}\"}} {v}");
                 }
             }
+        }
+
+        header(
+            &mut out,
+            "gatekeeper_upstream_stream_stalls_total",
+            "counter",
+            "Relayed streams ended because the provider sent nothing for chunk_timeout_ms.",
+        );
+        for p in 0..providers {
+            let v: u64 = self.shards.iter().filter_map(|sh| sh.stream_stalls.get(p)).map(Counter::get).sum();
+            let _ = writeln!(out, "gatekeeper_upstream_stream_stalls_total{{provider=\"{}\"}} {v}", provider_label(p));
         }
 
         header(

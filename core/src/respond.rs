@@ -1,5 +1,8 @@
 //! Step 7, respond: relay a provider's answer to the client — whole, or as a stream
-//! chunk by chunk as it arrives — and answer errors as OpenAI-shaped JSON.
+//! chunk by chunk as it arrives — and answer errors as OpenAI-shaped JSON. Answers of
+//! `kind: anthropic` providers are translated on the way (`wire::anthropic`); every
+//! stream ends with an error event when the provider sends nothing for its
+//! `chunk_timeout_ms`.
 //!
 //! The audit record (step 8) is written just before the answer's last byte leaves,
 //! through the `record` callback: when it fails, a whole answer becomes 503
@@ -13,9 +16,11 @@ use gatekeeper_net::Responder;
 use crate::audit::AuditError;
 use crate::error::GatewayError;
 use crate::metrics::ShardMetrics;
+use crate::providers::attempt::{Attempt, AttemptOutcome};
 use crate::providers::{Answer, AnswerBody};
 use crate::trace::Trace;
-use crate::wire::openai::{stream_error_event, usage_from_body, StreamUsage, UsageEventFilter};
+use crate::wire::anthropic::{self, StreamState, StreamTranslator};
+use crate::wire::openai::{error_json, stream_error_event, usage_from_body, StreamUsage, UsageEventFilter};
 
 /// Status recorded for a client that went away before its answer ended (nginx's).
 pub const STATUS_CLIENT_GONE: u16 = 499;
@@ -54,6 +59,20 @@ pub async fn relay(
         headers.push(("Content-Encoding", encoding));
     }
     let mut upstream = match answer.body {
+        AnswerBody::Whole(body) if provider.anthropic.is_some() => {
+            // Translated: the body is the gateway's own JSON, whatever the provider labelled it.
+            headers[0] = ("Content-Type", b"application/json");
+            headers.retain(|(name, _)| *name != "Content-Encoding");
+            let (status, body) = translate_whole(answer.status, &body, trace);
+            if status == 502 {
+                metrics.upstream_failures[answer.deployment.provider].inc();
+            }
+            if record(trace, status).is_err() {
+                return send_error(res, request_id, &GatewayError::AuditUnavailable).await;
+            }
+            let _ = res.send(status, &headers, &body).await;
+            return status;
+        }
         AnswerBody::Whole(body) => {
             trace.usage = usage_from_body(&body);
             if record(trace, answer.status).is_err() {
@@ -73,15 +92,22 @@ pub async fn relay(
     let mut stream_usage = StreamUsage::default();
     // Only for streams whose usage event the gateway asked for and the client did not.
     let mut filter = answer.strip_usage.then(|| (UsageEventFilter::default(), Vec::new()));
+    // Only for providers whose streams are translated (`kind: anthropic`).
+    let mut translator =
+        provider.anthropic.as_ref().map(|_| (StreamTranslator::new(unix_now_s(), answer.include_usage), Vec::new()));
     let stream_started = Instant::now();
     // The provider's closing `data: [DONE]` is held back until the record is written,
     // so a stream whose record fails ends with an error event, never a normal end.
     let mut done_held = false;
     let end = loop {
-        let data = match upstream.chunk().await {
-            Ok(Some(data)) => data,
-            Ok(None) => match &mut filter {
-                Some((f, out)) => {
+        let next = monoio::time::timeout(provider.chunk_timeout, upstream.chunk()).await;
+        let data = match next {
+            Ok(Ok(Some(data))) => data,
+            Ok(Ok(None)) => match (&mut filter, &translator) {
+                (_, Some((t, _))) if *t.state() != StreamState::Complete => {
+                    break StreamEnd::ProviderFailed(gatekeeper_net::upstream::UpstreamError::ClosedEarly)
+                }
+                (Some((f, out)), _) => {
                     out.clear();
                     f.finish(out);
                     if !out.is_empty() && res.send_chunk(out).await.is_err() {
@@ -89,31 +115,60 @@ pub async fn relay(
                     }
                     break StreamEnd::Complete;
                 }
-                None => break StreamEnd::Complete,
+                _ => break StreamEnd::Complete,
             },
-            Err(e) => break StreamEnd::ProviderFailed(e),
+            Ok(Err(e)) => break StreamEnd::ProviderFailed(e),
+            // A translated stream already complete needs nothing more from the provider.
+            Err(_) if translator.as_ref().is_some_and(|(t, _)| *t.state() == StreamState::Complete) => {
+                break StreamEnd::Complete
+            }
+            // health: stalled stream (the elapsed timer drops the read; `upstream` goes
+            // with its connection, never back to the pool).
+            Err(_) => break StreamEnd::Stalled,
         };
-        stream_usage.feed(&data);
-        let sent = match &mut filter {
-            Some((f, out)) => {
+        let sent = match (&mut filter, &mut translator) {
+            (_, Some((t, out))) => {
+                out.clear();
+                t.feed(&data, out);
+                done_held = *t.state() == StreamState::Complete;
+                out.is_empty() || res.send_chunk(out).await.is_ok()
+            }
+            (Some((f, out)), None) => {
+                stream_usage.feed(&data);
                 out.clear();
                 f.feed(&data, out);
                 send_holding_done(res, out, &mut done_held).await
             }
-            None => send_holding_done(res, &data, &mut done_held).await,
+            (None, None) => {
+                stream_usage.feed(&data);
+                send_holding_done(res, &data, &mut done_held).await
+            }
         };
         if !sent {
             // Dropping `upstream` closes that connection.
             break StreamEnd::ClientGone;
         }
+        if let Some((t, _)) = &translator {
+            if let StreamState::Failed { message } = t.state() {
+                // Its error event is already on its way to the client.
+                break StreamEnd::ProviderErrorEvent(message.clone());
+            }
+        }
     };
     trace.upstream = trace.upstream.saturating_add(stream_started.elapsed());
-    trace.usage = stream_usage.usage();
+    trace.usage = match &translator {
+        Some((t, _)) => t.usage(),
+        None => stream_usage.usage(),
+    };
     match (&end, trace.usage) {
         (StreamEnd::Complete, Some(u)) => {
             answer.call.stream_done(stream_started.elapsed(), u.completion_tokens, answer.settings)
         }
-        (StreamEnd::ProviderFailed(_), _) => answer.call.failure(answer.settings),
+        // Health: a stream that broke, stalled or carried the provider's error event counts
+        // against the deployment.
+        (StreamEnd::ProviderFailed(_) | StreamEnd::Stalled | StreamEnd::ProviderErrorEvent(_), _) => {
+            answer.call.failure(answer.settings)
+        }
         _ => {}
     }
     match end {
@@ -150,7 +205,53 @@ pub async fn relay(
             let _ = res.end_stream().await;
             status
         }
+        StreamEnd::ProviderErrorEvent(message) => {
+            tracing::warn!(provider = %provider.name, error = %message, "provider ended its stream with an error");
+            metrics.upstream_failures[answer.deployment.provider].inc();
+            let status = 502;
+            let _ = record(trace, status);
+            let _ = res.end_stream().await;
+            status
+        }
+        StreamEnd::Stalled => {
+            let p = answer.deployment.provider;
+            let chunk_timeout_ms = provider.chunk_timeout.as_millis() as u64;
+            tracing::warn!(provider = %provider.name, chunk_timeout_ms, "stream from provider stalled");
+            metrics.upstream_failures[p].inc();
+            metrics.stream_stalls[p].inc();
+            let outcome = AttemptOutcome::Stalled { chunk_timeout_ms };
+            trace.attempts.push(Attempt { provider: p, provider_name: provider.name.clone(), outcome });
+            let status = 504;
+            let message = format!("provider {} stalled mid-stream: nothing for {chunk_timeout_ms} ms", provider.name);
+            let event = stream_error_event(&message, "upstream_stream_stalled");
+            let _ = record(trace, status);
+            let _ = res.send_chunk(&event).await;
+            let _ = res.end_stream().await;
+            status
+        }
     }
+}
+
+/// A whole answer from a `kind: anthropic` provider in OpenAI's shape: the status to
+/// send and the body. Sets the trace's usage.
+fn translate_whole(status: u16, body: &[u8], trace: &mut Trace) -> (u16, Vec<u8>) {
+    if !(200..300).contains(&status) {
+        return (status, anthropic::error_body(status, body));
+    }
+    match anthropic::chat_completion(body, unix_now_s()) {
+        Ok((json, usage)) => {
+            trace.usage = usage;
+            (status, json)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "provider answer could not be translated");
+            (502, error_json(&e.to_string(), "server_error", None, Some("upstream_invalid_response")))
+        }
+    }
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The event that ends an OpenAI stream.
@@ -177,6 +278,10 @@ enum StreamEnd {
     ClientGone,
     /// Reading from the provider failed.
     ProviderFailed(gatekeeper_net::upstream::UpstreamError),
+    /// The provider's stream carried an error, already relayed as an error event.
+    ProviderErrorEvent(String),
+    /// Nothing arrived for the provider's `chunk_timeout_ms`.
+    Stalled,
 }
 
 /// Answers with an error, unless a response is already under way (then the

@@ -1,6 +1,7 @@
 //! Integration tests: the real `gatekeeper` binary in front of in-process mock
 //! providers (`gatekeeper-mock`), on free loopback ports.
 
+mod anthropic;
 mod audit;
 mod auth;
 mod failover;

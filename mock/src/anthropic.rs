@@ -1,5 +1,7 @@
-//! Anthropic Messages API wire format: response, streaming events, error shape.
+//! Anthropic Messages API wire format: request checks, response, streaming events,
+//! error shape.
 
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::openai::EventKind;
@@ -10,10 +12,136 @@ fn msg_id(a: &Answer) -> String {
 }
 
 fn stop_reason(a: &Answer) -> &'static str {
-    if a.truncated {
+    if a.tool.is_some() {
+        "tool_use"
+    } else if a.truncated {
         "max_tokens"
     } else {
         "end_turn"
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestCheck {
+    #[serde(default)]
+    messages: Vec<MessageCheck>,
+    #[serde(default)]
+    tools: Vec<ToolCheck>,
+    #[serde(default)]
+    tool_choice: Option<ToolChoiceCheck>,
+}
+
+#[derive(Deserialize)]
+struct MessageCheck {
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    content: ContentCheck,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum ContentCheck {
+    #[default]
+    None,
+    Blocks(Vec<BlockCheck>),
+    /// A plain string (or anything else): nothing to check. Last: it takes any value.
+    Text(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct BlockCheck {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    source: Option<SourceCheck>,
+    #[serde(default)]
+    tool_use_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SourceCheck {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ToolCheck {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct ToolChoiceCheck {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Checks a Messages request the way the real API refuses what the gateway's
+/// translation must never send: roles other than `user`/`assistant` (a `system` message
+/// belongs in the top-level `system`), an image block without a usable source, a
+/// `tool_result` without its `tool_use_id`, a forced tool that is not declared. `Ok`
+/// names the tool to call when `tool_choice` forces one (`any`: the first declared).
+pub fn check_request(body: &[u8]) -> Result<Option<String>, String> {
+    let req: RequestCheck = serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
+    for (i, m) in req.messages.iter().enumerate() {
+        if m.role != "user" && m.role != "assistant" {
+            return Err(format!(
+                "messages.{i}.role: Input should be 'user' or 'assistant' (a \"{}\" message is not allowed; use the top-level system parameter)",
+                m.role
+            ));
+        }
+        let ContentCheck::Blocks(blocks) = &m.content else { continue };
+        for (j, b) in blocks.iter().enumerate() {
+            match (b.kind.as_str(), &b.source) {
+                ("image", Some(SourceCheck { kind, media_type: Some(t), data: Some(d), .. }))
+                    if kind == "base64" && t.starts_with("image/") && !d.is_empty() => {}
+                ("image", Some(SourceCheck { kind, url: Some(u), .. })) if kind == "url" && u.starts_with("http") => {}
+                ("image", _) => return Err(format!("messages.{i}.content.{j}.image.source: invalid image source")),
+                ("tool_result", _) if b.tool_use_id.as_deref().is_none_or(str::is_empty) => {
+                    return Err(format!("messages.{i}.content.{j}.tool_result.tool_use_id: Field required"))
+                }
+                _ => {}
+            }
+        }
+    }
+    match req.tool_choice {
+        Some(ToolChoiceCheck { kind, name }) if kind == "tool" => match name {
+            Some(n) if req.tools.iter().any(|t| t.name == n) => Ok(Some(n)),
+            _ => Err("tool_choice.name: the named tool is not in tools".to_string()),
+        },
+        Some(ToolChoiceCheck { kind, .. }) if kind == "any" => match req.tools.first() {
+            Some(t) => Ok(Some(t.name.clone())),
+            None => Err("tool_choice: `any` needs at least one tool".to_string()),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The input of the mock's tool calls.
+const TOOL_INPUT: &str = r#"{"query": "lorem ipsum"}"#;
+
+/// The input of the mock's tool calls, in the pieces a stream sends them.
+const TOOL_INPUT_PIECES: [&str; 3] = ["{\"query\"", ": \"lorem", " ipsum\"}"];
+
+fn tool_id(a: &Answer) -> String {
+    format!("toolu_mock{:016x}", a.id)
+}
+
+fn content(a: &Answer) -> serde_json::Value {
+    match &a.tool {
+        Some(name) => {
+            let input: serde_json::Value = serde_json::from_str(TOOL_INPUT).unwrap_or_default();
+            json!([{"type": "tool_use", "id": tool_id(a), "name": name, "input": input}])
+        }
+        None => json!([{"type": "text", "text": a.content()}]),
     }
 }
 
@@ -24,7 +152,7 @@ pub fn message_body(a: &Answer) -> Vec<u8> {
         "type": "message",
         "role": "assistant",
         "model": a.model,
-        "content": [{"type": "text", "text": a.content()}],
+        "content": content(a),
         "stop_reason": stop_reason(a),
         "stop_sequence": null,
         "usage": {
@@ -42,7 +170,7 @@ pub fn message_body(a: &Answer) -> Vec<u8> {
 /// Order: message_start, content_block_start, ping, one content_block_delta per token,
 /// content_block_stop, message_delta (stop reason + usage), message_stop.
 pub fn stream_event(a: &Answer, i: usize, out: &mut Vec<u8>) -> Option<EventKind> {
-    let n = a.completion_tokens;
+    let n = if a.tool.is_some() { TOOL_INPUT_PIECES.len() } else { a.completion_tokens };
     let (name, data, kind) = match i {
         0 => (
             "message_start",
@@ -53,17 +181,26 @@ pub fn stream_event(a: &Answer, i: usize, out: &mut Vec<u8>) -> Option<EventKind
                           "cache_read_input_tokens": 0, "output_tokens": 1}}}),
             EventKind::First,
         ),
-        1 => (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "text", "text": ""}}),
-            EventKind::Trailer,
-        ),
+        1 => {
+            let block = match &a.tool {
+                Some(name) => json!({"type": "tool_use", "id": tool_id(a), "name": name, "input": {}}),
+                None => json!({"type": "text", "text": ""}),
+            };
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": block}),
+                EventKind::Trailer,
+            )
+        }
         2 => ("ping", json!({"type": "ping"}), EventKind::Trailer),
         i if i < 3 + n => (
             "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
+            match a.tool {
+                Some(_) => json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": TOOL_INPUT_PIECES.get(i - 3).copied().unwrap_or("")}}),
+                None => json!({"type": "content_block_delta", "index": 0,
                    "delta": {"type": "text_delta", "text": token(i - 3)}}),
+            },
             // The first token follows message_start's TTFT; later ones are paced.
             if i == 3 { EventKind::Trailer } else { EventKind::Token },
         ),
@@ -133,6 +270,7 @@ mod tests {
             completion_tokens: n,
             truncated: true,
             include_usage: false,
+            tool: None,
         }
     }
 
@@ -174,6 +312,46 @@ mod tests {
                 "message_stop"
             ]
         );
+    }
+
+    #[test]
+    fn requests_are_checked_like_the_real_api() {
+        let ok = br#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},
+            {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}},
+            {"type":"image","source":{"type":"url","url":"https://example.com/a.png"}}]}]}"#;
+        assert_eq!(check_request(ok), Ok(None));
+        let system = br#"{"messages":[{"role":"system","content":"x"},{"role":"user","content":"y"}]}"#;
+        assert!(check_request(system).is_err_and(|e| e.contains("system")));
+        let image = br#"{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64"}}]}]}"#;
+        assert!(check_request(image).is_err_and(|e| e.contains("image")));
+        let forced = br#"{"messages":[],"tools":[{"name":"search","input_schema":{}}],"tool_choice":{"type":"any"}}"#;
+        assert_eq!(check_request(forced), Ok(Some("search".to_string())));
+        let unknown = br#"{"messages":[],"tools":[],"tool_choice":{"type":"tool","name":"x"}}"#;
+        assert!(check_request(unknown).is_err());
+    }
+
+    #[test]
+    fn a_forced_tool_is_called_whole_and_streamed() {
+        let mut a = answer(2);
+        a.tool = Some("search".into());
+        let v: Value = serde_json::from_slice(&message_body(&a)).expect("json");
+        assert_eq!(v["content"][0]["type"], "tool_use");
+        assert_eq!(v["content"][0]["input"]["query"], "lorem ipsum");
+        assert_eq!(v["stop_reason"], "tool_use");
+        let mut json = String::new();
+        for i in 0..100 {
+            let mut out = Vec::new();
+            if stream_event(&a, i, &mut out).is_none() {
+                break;
+            }
+            let s = String::from_utf8(out).expect("utf8");
+            let data: Value =
+                serde_json::from_str(s.lines().nth(1).expect("data").trim_start_matches("data: ")).expect("json");
+            if let Some(piece) = data["delta"]["partial_json"].as_str() {
+                json.push_str(piece);
+            }
+        }
+        assert_eq!(serde_json::from_str::<Value>(&json).expect("input"), v["content"][0]["input"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub enum Fault {
     RateLimited,
     /// 500 with the provider's server-error body.
     ServerError,
-    /// 503 with the provider's overloaded body.
+    /// 503 with the provider's overloaded body (Anthropic mode: 529, as the real API).
     Unavailable,
     /// Read the request, then close with a TCP RST (SO_LINGER 0).
     Reset,

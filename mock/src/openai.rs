@@ -88,7 +88,18 @@ struct XGroq {
 struct Message<'a> {
     role: &'static str,
     content: &'a str,
+    /// DeepSeek's reasoner: its chain of thought beside the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'static str>,
     refusal: Option<()>,
+}
+
+/// What DeepSeek's reasoner thinks before it answers (the mock's is fixed).
+pub const REASONING: &str = "The user wants a placeholder answer.";
+
+/// DeepSeek's reasoning models (`deepseek-reasoner`) send `reasoning_content`.
+fn reasoning(mode: Mode, a: &Answer) -> Option<&'static str> {
+    (mode == Mode::DeepSeek && a.model.contains("reasoner")).then_some(REASONING)
 }
 
 #[derive(Serialize)]
@@ -140,7 +151,12 @@ pub fn completion_body(mode: Mode, a: &Answer) -> Vec<u8> {
         model: &a.model,
         choices: [Choice {
             index: 0,
-            message: Message { role: "assistant", content: &content, refusal: None },
+            message: Message {
+                role: "assistant",
+                content: &content,
+                reasoning_content: reasoning(mode, a),
+                refusal: None,
+            },
             logprobs: None,
             finish_reason: finish_reason(a),
         }],
@@ -157,6 +173,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -216,6 +234,9 @@ pub fn stream_event(mode: Mode, a: &Answer, i: usize, out: &mut Vec<u8>) -> Opti
         let delta = Delta {
             role: (i == 0).then_some("assistant"),
             content: Some(if a.completion_tokens == 0 { "" } else { token(i) }),
+            // The reasoner's thought rides on the first chunk (DeepSeek spreads it over
+            // chunks of its own before the answer; one is enough to test a relay).
+            reasoning_content: reasoning(mode, a).filter(|_| i == 0),
         };
         let choice = ChunkChoice { index: 0, delta, logprobs: None, finish_reason: None };
         let x_groq = (mode == Mode::Groq && i == 0).then(|| XGroq { id: groq_id(a), usage: None });
@@ -224,7 +245,7 @@ pub fn stream_event(mode: Mode, a: &Answer, i: usize, out: &mut Vec<u8>) -> Opti
     } else if i == n {
         let choice = ChunkChoice {
             index: 0,
-            delta: Delta { role: None, content: None },
+            delta: Delta { role: None, content: None, reasoning_content: None },
             logprobs: None,
             finish_reason: Some(finish_reason(a)),
         };
@@ -305,6 +326,7 @@ mod tests {
             completion_tokens: tokens,
             truncated: false,
             include_usage,
+            tool: None,
         }
     }
 

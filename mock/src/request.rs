@@ -157,6 +157,9 @@ pub struct Answer {
     pub truncated: bool,
     /// Send a usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// Anthropic mode: answer with a call of this tool instead of text (the request
+    /// forced a tool with `tool_choice`).
+    pub tool: Option<String>,
 }
 
 impl Answer {
@@ -173,6 +176,7 @@ impl Answer {
             completion_tokens,
             truncated: completion_tokens < tokens,
             include_usage: req.include_usage(),
+            tool: None,
         }
     }
 

@@ -352,6 +352,16 @@ async fn chat(shared: &Shared, head: &Head, body: &[u8], stream: &mut TcpStream,
         write_error(mode, 400, &message, &[], out, ka);
         return Flow::Continue;
     }
+    let tool = match mode {
+        Mode::Anthropic => match anthropic::check_request(body) {
+            Ok(tool) => tool,
+            Err(message) => {
+                write_error(mode, 400, &message, &[], out, ka);
+                return Flow::Continue;
+            }
+        },
+        _ => None,
+    };
     let model = req.model.clone().unwrap_or_default();
     shared.stats.record_model(&model);
     let eff = match effective(shared, head) {
@@ -385,7 +395,9 @@ async fn chat(shared: &Shared, head: &Head, body: &[u8], stream: &mut TcpStream,
         }
         Fault::Unavailable => {
             let message = "The engine is currently overloaded, please try again later.";
-            write_error(mode, 503, message, &[], out, ka);
+            // Anthropic says "overloaded" with its own 529.
+            let status = if mode == Mode::Anthropic { 529 } else { 503 };
+            write_error(mode, status, message, &[], out, ka);
             Flow::Continue
         }
         Fault::Reset => {
@@ -401,7 +413,8 @@ async fn chat(shared: &Shared, head: &Head, body: &[u8], stream: &mut TcpStream,
         }
         Fault::None | Fault::Cut => {
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let answer = Answer::new(&req, model, eff.tokens, id, unix_now());
+            let mut answer = Answer::new(&req, model, eff.tokens, id, unix_now());
+            answer.tool = tool;
             if req.is_stream() {
                 stream_answer(mode, &answer, &eff, stream, out).await
             } else {
@@ -419,7 +432,7 @@ fn validate(mode: Mode, req: &ChatRequest) -> Result<(), String> {
         return Err("messages: field required".to_string());
     }
     if mode == Mode::Anthropic && req.max_tokens.is_none() {
-        return Err("max_tokens: field required".to_string());
+        return Err("max_tokens: Field required".to_string());
     }
     Ok(())
 }

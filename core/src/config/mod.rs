@@ -302,7 +302,7 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
 "#;
 
     fn env() -> HashMap<String, String> {
-        [("OPENAI_API_KEY", "sk-o"), ("GROQ_API_KEY", "gsk-g")]
+        [("OPENAI_API_KEY", "sk-o"), ("GROQ_API_KEY", "gsk-g"), ("ANTHROPIC_API_KEY", "sk-ant-a")]
             .into_iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
@@ -423,6 +423,7 @@ audit: { data_dir: ./data, checkpoint_every: 1000, checkpoint_interval_ms: 1000,
             .replace("k4.public.REPLACE-WITH-YOUR-ISSUER-KEY", "k4.public.zD3YbqHMDu9JFcrjPt3wangA2ttKYW3rZrrN07dhI1o");
         let c = Config::parse_with_env(&real, &env()).expect("valid with a real key");
         assert_eq!(c.providers[1].api_key.as_deref(), Some("gsk-g"));
+        assert_eq!((c.providers[2].kind, c.providers[2].max_tokens_default), (ProviderKind::Anthropic, 4096));
     }
 
     #[test]

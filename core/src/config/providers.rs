@@ -8,6 +8,7 @@ use gatekeeper_net::upstream::{tls_client_config, Origin, PoolConfig};
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
+use crate::providers::anthropic::AnthropicSettings;
 use crate::providers::headers::{HeaderRule, DEFAULT_FORWARD_HEADERS};
 use crate::providers::Provider;
 pub use crate::providers::ProviderKind;
@@ -21,8 +22,11 @@ pub struct ProviderConfig {
     /// Wire format.
     pub kind: ProviderKind,
     /// Base URL, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    /// `kind: anthropic`: `https://api.anthropic.com` (`/v1/messages` appended) or one
+    /// ending in `/v1` (`/messages` appended).
     pub base_url: String,
-    /// Sent as `Authorization: Bearer …`; the client's own credential is never forwarded.
+    /// Sent as `Authorization: Bearer …` (`kind: anthropic`: as `x-api-key`); the
+    /// client's own credential is never forwarded.
     #[serde(default)]
     pub api_key: Option<String>,
     /// TCP (and TLS) connect timeout, ms. Default 2 s.
@@ -61,6 +65,30 @@ pub struct ProviderConfig {
     /// for at most this long, and clients are told at most this. Default 300.
     #[serde(default = "default_retry_after_max_s")]
     pub retry_after_max_s: u64,
+    /// Longest gap between two pieces of a relayed stream, ms: past it the client's
+    /// stream ends with an error event and the provider is counted as stalled.
+    /// Default 30 s (below `read_idle_timeout_ms`, so a stall is seen as one).
+    #[serde(default = "default_chunk_timeout_ms")]
+    pub chunk_timeout_ms: u64,
+    /// `kind: anthropic`: the `anthropic-version` header sent. Default `2023-06-01`.
+    #[serde(default = "default_anthropic_version")]
+    pub anthropic_version: String,
+    /// `kind: anthropic`: `max_tokens` sent when the client gives none (the Messages API
+    /// requires one). Default 4096.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens_default: u64,
+}
+
+fn default_chunk_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_anthropic_version() -> String {
+    crate::providers::anthropic::VERSION_DEFAULT.to_string()
+}
+
+fn default_max_tokens() -> u64 {
+    crate::providers::anthropic::MAX_TOKENS_DEFAULT
 }
 
 fn default_retry_after_max_s() -> u64 {
@@ -112,12 +140,6 @@ impl From<&ProviderConfig> for PoolConfig {
 pub fn build(providers: &[ProviderConfig]) -> Result<Vec<Provider>, ConfigError> {
     let mut out = Vec::with_capacity(providers.len());
     for (i, p) in providers.iter().enumerate() {
-        if p.kind == ProviderKind::Anthropic {
-            return Err(invalid(
-                format!("providers[{i}].kind"),
-                "anthropic is not supported yet; use openai or openai_compatible",
-            ));
-        }
         let origin =
             Origin::parse(&p.base_url).map_err(|e| invalid(format!("providers[{i}].base_url"), e.to_string()))?;
         let tls = if origin.https {
@@ -134,11 +156,20 @@ pub fn build(providers: &[ProviderConfig]) -> Result<Vec<Provider>, ConfigError>
             .enumerate()
             .map(|(j, h)| HeaderRule::parse(h).map_err(|e| invalid(format!("providers[{i}].forward_headers[{j}]"), e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let api_key = p.api_key.as_ref().filter(|k| !k.is_empty());
+        let anthropic = (p.kind == ProviderKind::Anthropic).then(|| AnthropicSettings {
+            api_key: api_key.cloned(),
+            version: p.anthropic_version.clone(),
+            max_tokens_default: p.max_tokens_default,
+            path: crate::providers::anthropic::path_for(&origin.path_prefix),
+        });
         out.push(Provider {
             name: p.name.clone(),
             kind: p.kind,
             origin,
-            authorization: p.api_key.as_ref().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}")),
+            authorization: api_key.filter(|_| anthropic.is_none()).map(|k| format!("Bearer {k}")),
+            anthropic,
+            chunk_timeout: std::time::Duration::from_millis(p.chunk_timeout_ms),
             pool: PoolConfig::from(p),
             tls,
             stream_usage: p.stream_usage,
@@ -175,10 +206,15 @@ pub(super) fn validate(providers: &[ProviderConfig]) -> Result<HashSet<&str>, Co
             ("first_byte_timeout_ms", p.first_byte_timeout_ms),
             ("read_idle_timeout_ms", p.read_idle_timeout_ms),
             ("retry_after_max_s", p.retry_after_max_s),
+            ("chunk_timeout_ms", p.chunk_timeout_ms),
+            ("max_tokens_default", p.max_tokens_default),
         ] {
             if v == 0 {
                 return Err(invalid(at(f), "must be at least 1"));
             }
+        }
+        if p.anthropic_version.is_empty() || !p.anthropic_version.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(at("anthropic_version"), "must be a non-empty header value without spaces"));
         }
     }
     Ok(names)
@@ -205,6 +241,9 @@ mod tests {
             stream_usage: true,
             forward_headers: Vec::new(),
             retry_after_max_s: 1,
+            chunk_timeout_ms: 1,
+            anthropic_version: "v".into(),
+            max_tokens_default: 1,
         };
         let pool = PoolConfig::from(&p);
         assert_eq!(
@@ -218,5 +257,27 @@ mod tests {
             ),
             (11, 12, 13, 14, 15, 16)
         );
+    }
+
+    #[test]
+    fn anthropic_keys_go_in_x_api_key_and_the_path_follows_the_base_url() {
+        let yaml = |base: &str| {
+            format!("{{ name: a, kind: anthropic, base_url: \"{base}\", api_key: sk-ant, anthropic_version: \"2024-01-01\" }}")
+        };
+        for (base, path) in
+            [("https://api.anthropic.com", "/v1/messages"), ("https://api.anthropic.com/v1/", "/messages")]
+        {
+            let p: ProviderConfig = serde_yaml::from_str(&yaml(base)).expect("yaml");
+            assert_eq!((p.max_tokens_default, p.chunk_timeout_ms), (4096, 30_000));
+            let built = build(std::slice::from_ref(&p)).expect("builds");
+            let a = built[0].anthropic.as_ref().expect("anthropic settings");
+            assert_eq!((a.api_key.as_deref(), a.version.as_str(), a.path), (Some("sk-ant"), "2024-01-01", path));
+            assert!(built[0].authorization.is_none(), "the key never goes in Authorization");
+        }
+        let p: ProviderConfig =
+            serde_yaml::from_str("{ name: o, kind: openai, base_url: \"http://x/v1\", api_key: k }").expect("yaml");
+        let built = build(std::slice::from_ref(&p)).expect("builds");
+        assert!(built[0].anthropic.is_none());
+        assert_eq!(built[0].authorization.as_deref(), Some("Bearer k"));
     }
 }

@@ -28,6 +28,12 @@ pub enum AttemptOutcome {
         /// Seconds left until the provider may be tried again.
         retry_after_s: u64,
     },
+    /// The answer's stream began, then nothing came for `chunk_timeout_ms` (too late
+    /// to fail over; recorded for the audit record).
+    Stalled {
+        /// The provider's `chunk_timeout_ms`.
+        chunk_timeout_ms: u64,
+    },
 }
 
 impl AttemptOutcome {
@@ -53,6 +59,7 @@ impl AttemptOutcome {
         match self {
             AttemptOutcome::Failed(e) => !is_client_caused(e),
             AttemptOutcome::Status(_) | AttemptOutcome::Skipped { .. } => true,
+            AttemptOutcome::Stalled { .. } => false,
         }
     }
 
@@ -62,7 +69,7 @@ impl AttemptOutcome {
     pub fn is_provider_fault(&self) -> bool {
         match self {
             AttemptOutcome::Failed(e) => !is_client_caused(e) && !is_gateway_limit(e),
-            AttemptOutcome::Status(_) => true,
+            AttemptOutcome::Status(_) | AttemptOutcome::Stalled { .. } => true,
             AttemptOutcome::Skipped { .. } => false,
         }
     }
@@ -118,6 +125,9 @@ impl fmt::Display for Attempt {
             },
             AttemptOutcome::Skipped { retry_after_s } => {
                 write!(f, "{name}: skipped (Retry-After, {retry_after_s} s left)")
+            }
+            AttemptOutcome::Stalled { chunk_timeout_ms } => {
+                write!(f, "{name}: stream stalled (nothing for {chunk_timeout_ms} ms)")
             }
         }
     }

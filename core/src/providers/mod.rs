@@ -3,9 +3,11 @@
 //! the client.
 //!
 //! One file per wire format spoken to providers: [`openai`] (OpenAI and every
-//! OpenAI-compatible server). A new provider kind is one more file here, chosen in
-//! [`forward`] by [`Provider::kind`]. [`attempt`] holds the failover rule.
+//! OpenAI-compatible server) and [`anthropic`] (the Messages API, its body translated
+//! by `wire::anthropic`). [`forward`] chooses by [`Provider::kind`]. [`attempt`] holds
+//! the failover rule.
 
+pub mod anthropic;
 pub mod attempt;
 pub mod headers;
 pub mod openai;
@@ -53,8 +55,12 @@ pub struct Provider {
     pub kind: ProviderKind,
     /// Where it lives.
     pub origin: Origin,
-    /// `Authorization` value sent upstream (`Bearer …`), if any.
+    /// `Authorization` value sent upstream (`Bearer …`), if any (never for `kind: anthropic`).
     pub authorization: Option<String>,
+    /// `kind: anthropic`'s own settings; `None` for every other kind.
+    pub anthropic: Option<anthropic::AnthropicSettings>,
+    /// Longest gap between two pieces of a relayed stream (`providers[].chunk_timeout_ms`).
+    pub chunk_timeout: std::time::Duration,
     /// Pool settings (per shard).
     pub pool: PoolConfig,
     /// TLS client settings, for https origins.
@@ -109,6 +115,9 @@ pub struct Answer<'g> {
     pub call: Call<'g>,
     /// `routing.health`, for those reports.
     pub settings: &'g HealthSettings,
+    /// The client asked for the usage event (`stream_options.include_usage`); read when
+    /// the relay writes the stream itself (translated answers).
+    pub include_usage: bool,
 }
 
 /// An answer's body.
@@ -132,6 +141,10 @@ pub enum ProviderError {
     /// The request cannot be sent as the client wrote it (no provider is at fault).
     #[error("the request cannot be forwarded: {0}")]
     Unforwardable(String),
+    /// The request cannot be translated for the provider's wire format (a field it has
+    /// no equivalent for, or a malformed one).
+    #[error(transparent)]
+    Untranslatable(#[from] wire::openai::RequestError),
 }
 
 fn summary(attempts: &[Attempt]) -> String {
@@ -166,20 +179,34 @@ pub async fn forward<'g>(
                 continue;
             }
         };
-        // Every kind the gateway starts with speaks OpenAI's format (`kind: anthropic`
-        // is refused at start); a second format is chosen here by `provider.kind`.
-        if let Err(e) = openai::headers(&mut headers, provider, req, chat.stream, request_id) {
-            return Err(ProviderError::Unforwardable(e.to_string()));
-        }
-        let edit = usage_edit.as_deref().filter(|_| provider.stream_usage);
-        let request_body = wire::openai::upstream_body(chat, &deployment.upstream_model_json, edit);
+        // The wire format, by `provider.kind`: OpenAI's body is the client's with the
+        // model spliced in; Anthropic's is a translation.
+        let translated: Vec<u8>;
+        let (path, edit, request_body) = match &provider.anthropic {
+            Some(settings) => {
+                if let Err(e) = anthropic::headers(&mut headers, provider, settings, req, chat.stream, request_id) {
+                    return Err(ProviderError::Unforwardable(e.to_string()));
+                }
+                translated =
+                    wire::anthropic::messages_body(chat.body, &deployment.upstream_model, settings.max_tokens_default)?;
+                (settings.path, None, [&translated[..], &[], &[], &[], &[]])
+            }
+            None => {
+                if let Err(e) = openai::headers(&mut headers, provider, req, chat.stream, request_id) {
+                    return Err(ProviderError::Unforwardable(e.to_string()));
+                }
+                let edit = usage_edit.as_deref().filter(|_| provider.stream_usage);
+                (openai::PATH, edit, wire::openai::upstream_body(chat, &deployment.upstream_model_json, edit))
+            }
+        };
         let sent = Instant::now();
-        let result = call(&up.pools[p], &headers, &request_body, chat.stream).await;
+        let result = call(&up.pools[p], path, &headers, &request_body, chat.stream).await;
         trace.called(deployment, sent.elapsed());
         let outcome = match result {
             Ok(Called { status, content_type, content_encoding, body }) => {
                 health.success(sent.elapsed(), up.settings);
                 let (strip_usage, settings) = (edit.is_some(), up.settings);
+                let include_usage = chat.include_usage;
                 return Ok(Answer {
                     deployment,
                     provider,
@@ -190,6 +217,7 @@ pub async fn forward<'g>(
                     strip_usage,
                     call: health,
                     settings,
+                    include_usage,
                 });
             }
             Err(Failure::Status(status, retry_after)) => {
@@ -268,8 +296,14 @@ struct Called {
 }
 
 /// One call: sends the request and, unless it is a 2xx stream, reads the answer whole.
-async fn call(pool: &Pool, headers: &[(&str, &[u8])], body: &[&[u8]], stream: bool) -> Result<Called, Failure> {
-    let mut resp = pool.send_parts("POST", openai::PATH, headers, body).await.map_err(Failure::Upstream)?;
+async fn call(
+    pool: &Pool,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[&[u8]],
+    stream: bool,
+) -> Result<Called, Failure> {
+    let mut resp = pool.send_parts("POST", path, headers, body).await.map_err(Failure::Upstream)?;
     if AttemptOutcome::from_status(resp.status).is_some() {
         return Err(Failure::Status(resp.status, resp.retry_after()));
     }

@@ -376,11 +376,22 @@ pub struct Usage {
 struct WithUsage {
     #[serde(default)]
     usage: Option<Usage>,
+    /// Groq's streams report usage here on their last chunk, asked or not.
+    #[serde(default)]
+    x_groq: Option<GroqExtra>,
 }
 
-/// The `usage` block of a chat-completions JSON body, if it has one.
+#[derive(Deserialize)]
+struct GroqExtra {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// The `usage` block of a chat-completions JSON body (or chunk), if it has one; Groq's
+/// `x_groq.usage` when the standard one is missing.
 pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+    let w = serde_json::from_slice::<WithUsage>(body).ok()?;
+    w.usage.or(w.x_groq.and_then(|g| g.usage))
 }
 
 /// Watches a relayed SSE stream for the event carrying `usage`
@@ -590,6 +601,8 @@ mod tests {
         let body = br#"{"id":"x","usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
         assert_eq!(usage_from_body(body), Some(Usage { prompt_tokens: 7, completion_tokens: 3 }));
         assert_eq!(usage_from_body(b"{\"id\":1}"), None);
+        let groq = br#"{"choices":[],"x_groq":{"id":"req_1","usage":{"prompt_tokens":4,"completion_tokens":2}}}"#;
+        assert_eq!(usage_from_body(groq), Some(Usage { prompt_tokens: 4, completion_tokens: 2 }));
         assert_eq!(usage_from_body(b"not json"), None);
     }
 

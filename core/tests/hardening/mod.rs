@@ -165,7 +165,7 @@ fn a_client_gone_before_the_stream_starts_is_recorded() {
 
 /// The audit records (embedded file log) of `request_id`, waiting up to 10 s for the
 /// bridge to ship at least one.
-fn records_of(gw: &Gateway, request_id: &str) -> Vec<serde_json::Value> {
+pub(crate) fn records_of(gw: &Gateway, request_id: &str) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stored = crate::audit::file_messages(&gw.dir.path().join("data"));

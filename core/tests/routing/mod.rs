@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 use crate::audit::{need_nats, NatsServer};
 use crate::harness::{chat_request, connect, gatekeeper_bin, provider, request, Gateway, Mock, Reader};
 
-/// The Claude provider's `kind` in the configs these tests write: `openai_compatible`
-/// until the gateway speaks Anthropic's format, then `anthropic` (the one line to flip).
-const CLAUDE_KIND: &str = "openai_compatible";
-
 const EXAMPLE: &str = include_str!("../../../examples/four-providers.yaml");
 const TABLE: &str = include_str!("../data/routing-regression.jsonl");
 
@@ -115,11 +111,18 @@ fn the_regression_table_through_route_explain() {
 /// The four mocks named as the providers and the gateway on the example's models.
 fn four_providers(top: &str, shards: &str) -> (Vec<Mock>, Gateway) {
     let names = ["groq", "openai", "anthropic", "deepseek"];
-    let mocks: Vec<Mock> = names.iter().map(|n| Mock::start(Mock::config(n))).collect();
+    // The Anthropic one speaks Anthropic's Messages API, as the real one does.
+    let mocks: Vec<Mock> = names
+        .iter()
+        .map(|n| match *n {
+            "anthropic" => Mock::start(Mock::config(n).mode(gatekeeper_mock::Mode::Anthropic)),
+            _ => Mock::start(Mock::config(n)),
+        })
+        .collect();
     let mut config = format!("{top}providers:\n");
     for (name, mock) in names.iter().zip(&mocks) {
         let block = provider(name, mock, "");
-        let kind = if *name == "anthropic" { CLAUDE_KIND } else { "openai_compatible" };
+        let kind = if *name == "anthropic" { "anthropic" } else { "openai_compatible" };
         config.push_str(&block.replace("kind: openai_compatible", &format!("kind: {kind}")));
     }
     let models = EXAMPLE.find("\nmodels:\n").expect("models section");
