@@ -160,6 +160,30 @@ fn the_regression_table_through_the_gateway() {
     }
 }
 
+/// The audit record of a routed request carries the decision: mode, complexity, task,
+/// every candidate considered with its verdict, and why the winner won.
+#[test]
+fn the_audit_record_carries_the_decision() {
+    let (_mocks, gw) = four_providers("", "1");
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"What is 2+2?"}]}"#;
+    let r = request(gw.addr, &chat_request(body, "X-Routing-Mode: cost\r\nX-Request-Id: routed-1\r\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let chosen = r.header("x-gatekeeper-model").expect("model header").to_string();
+    let records = crate::hardening::records_of(&gw, "routed-1");
+    let record = records.first().expect("a record");
+    assert_eq!(record["route_mode"], "cost", "{record}");
+    let complexity = record["complexity"].as_f64().expect("complexity");
+    assert!((0.0..=1.0).contains(&complexity), "{record}");
+    assert!(record["task"].as_str().is_some_and(|t| !t.is_empty()), "{record}");
+    assert!(record["route_reason"].as_str().is_some_and(|t| !t.is_empty()), "{record}");
+    let candidates: Vec<&str> =
+        record["route_candidates"].as_array().expect("candidates").iter().filter_map(|c| c.as_str()).collect();
+    assert_eq!(candidates.len(), 4, "every model the key may use was considered: {record}");
+    let winners: Vec<&&str> = candidates.iter().filter(|c| c.ends_with(":chosen")).collect();
+    assert_eq!(winners.len(), 1, "{record}");
+    assert!(winners[0].starts_with(&format!("{chosen}@")), "{chosen} vs {record}");
+}
+
 #[test]
 fn routing_errors_name_what_is_wrong() {
     let (mocks, gw) = four_providers("", "1");
