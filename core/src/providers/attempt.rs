@@ -100,7 +100,8 @@ pub fn operator_cause(status: u16) -> Option<&'static str> {
     }
 }
 
-fn is_operator_status(status: u16) -> bool {
+/// Whether `status` is a provider refusing the gateway's own settings (401/403/404).
+pub fn is_operator_status(status: u16) -> bool {
     operator_cause(status).is_some()
 }
 

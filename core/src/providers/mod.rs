@@ -22,10 +22,6 @@ use gatekeeper_net::Request;
 use serde::{Deserialize, Serialize};
 
 use self::attempt::{Attempt, AttemptOutcome};
-
-fn is_operator_status(status: u16) -> bool {
-    attempt::operator_cause(status).is_some()
-}
 use crate::metrics::ShardMetrics;
 use crate::router::health::Call;
 use crate::router::{Deployment, HealthSettings, ProviderAlarm, ProviderHealth, Route, ShardHealth};
@@ -224,7 +220,7 @@ pub async fn forward<'g>(
                 // Counted as a fault first: a Retry-After then sets the cool-down. A
                 // refusal of our own settings is the operator's to fix (`/readyz`), not
                 // the provider's health.
-                if !is_operator_status(status) {
+                if !attempt::is_operator_status(status) {
                     health.failure(up.settings);
                 }
                 if let Some(wait) = retry_after {
