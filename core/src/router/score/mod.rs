@@ -1,8 +1,21 @@
 //! The complexity score (0–1, higher = harder for a small model) and the task of a
 //! request, from the request alone.
 //!
-//! SKELETON: the types are the interface the router codes against; the body of
-//! [`score`] is replaced by the fitted model (issue 12, item 2).
+//! [`features`] counts what the request holds (lengths, digits, math and code symbols,
+//! answer options, lexicon hits via one Aho-Corasick pass, conversation shape) over at
+//! most [`features::SCAN_BYTES_MAX`] bytes; [`model`] weighs them with a logistic
+//! regression whose weights ([`weights`]) are fitted by `core/examples/fit_router.rs` on
+//! `core/data/routing/routing-dev.jsonl` ([`fit`]); [`task`] names the task from the
+//! same counts by a fixed rule.
+//!
+//! Refit: `cargo run --release -p gatekeeper --example fit_router -- --write`.
+
+pub mod features;
+pub mod fit;
+pub mod lexicons;
+pub mod model;
+pub mod task;
+pub mod weights;
 
 /// Who wrote a turn of the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +94,23 @@ pub struct Score {
     pub task: Task,
 }
 
-/// Scores `prompt`.
+impl std::str::FromStr for Task {
+    type Err = UnknownTask;
+
+    fn from_str(s: &str) -> Result<Task, UnknownTask> {
+        Task::ALL.into_iter().find(|t| t.as_str() == s).ok_or(UnknownTask)
+    }
+}
+
+/// A task name that is none of [`Task::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task (expected one of chat, code, math, reasoning, legal, writing)")]
+pub struct UnknownTask;
+
+/// Scores `prompt`: one scan of at most [`features::SCAN_BYTES_MAX`] bytes, no
+/// allocation.
 pub fn score(prompt: &Prompt<'_>) -> Score {
-    // SKELETON: replaced by the fitted model.
-    let chars: usize = prompt.turns.iter().map(|t| t.text.len()).sum();
-    Score { complexity: (chars as f32 / 8000.0).min(1.0), task: Task::Chat }
+    let counts = features::counts(prompt);
+    let complexity = model::complexity(&features::Features::from_counts(&counts));
+    Score { complexity, task: task::detect(&counts) }
 }
