@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use gatekeeper::router::score::features::FEATURE_NAMES;
 use gatekeeper::router::score::fit::{
-    apgr, cross_validate, cross_validate_with, fit, load, random_apgr, row, weights_source, Target, DATA_PATH, FOLDS,
-    SHIPPED_TARGET,
+    apgr, cross_validate, cross_validate_scores, cross_validate_with, fit, load, quantiles, random_apgr, row,
+    weights_source, Target, DATA_PATH, FOLDS, SHIPPED_TARGET,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -24,17 +24,32 @@ fn main() -> anyhow::Result<()> {
     let mut data = root.join(DATA_PATH);
     let mut write = false;
     let mut sweep = false;
+    let mut drop: Vec<String> = Vec::new();
+    let mut only: Vec<String> = Vec::new();
+    let mut subjects = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--data" => data = PathBuf::from(args.next().context("--data needs a path")?),
             "--write" => write = true,
             "--l2-sweep" => sweep = true,
+            "--drop" => drop = args.next().context("--drop needs names")?.split(',').map(str::to_string).collect(),
+            "--only" => only = args.next().context("--only needs names")?.split(',').map(str::to_string).collect(),
+            "--subjects" => subjects = true,
             other => anyhow::bail!("unknown argument {other} (expected --data PATH, --write)"),
         }
     }
     let examples = load(&data)?;
-    let rows: Vec<_> = examples.iter().map(|e| row(&e.prompt)).collect();
+    let mut rows: Vec<_> = examples.iter().map(|e| row(&e.prompt)).collect();
+    // Exploration: a dropped feature is held at 0, so its fitted weight is 0.
+    for (i, name) in FEATURE_NAMES.iter().enumerate() {
+        let name = name.to_string();
+        if drop.contains(&name) || (!only.is_empty() && !only.contains(&name)) {
+            for r in &mut rows {
+                r[i] = 0.0;
+            }
+        }
+    }
     let weak: Vec<bool> = examples.iter().map(|e| e.weak_correct).collect();
     let strong: Vec<bool> = examples.iter().map(|e| e.strong_correct).collect();
     let n = examples.len();
@@ -42,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     println!("{}: {n} prompts, weak accuracy {:.3}, strong {:.3}", data.display(), acc(&weak), acc(&strong));
 
     if sweep {
-        for l2 in [0.0001, 0.001, 0.003, 0.01, 0.03, 0.1] {
+        for l2 in [0.01, 0.1, 0.3, 1.0, 3.0] {
             print!("l2 {l2}:");
             for t in Target::ALL {
                 let cv = cross_validate_with(&examples, &rows, t, l2);
@@ -96,6 +111,21 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
 
+    if subjects {
+        let cv = cross_validate_scores(&examples, &rows, SHIPPED_TARGET);
+        let mut names: Vec<&str> = examples.iter().map(|e| e.subject.as_str()).collect();
+        names.sort();
+        names.dedup();
+        println!("| subject | prompts | gain | held-out mean score |");
+        for name in names {
+            let idx: Vec<usize> = (0..n).filter(|&i| examples[i].subject == name).collect();
+            let m = idx.len() as f64;
+            let gain: f64 =
+                idx.iter().map(|&i| f64::from(u8::from(strong[i])) - f64::from(u8::from(weak[i]))).sum::<f64>() / m;
+            let score: f64 = idx.iter().map(|&i| cv[i]).sum::<f64>() / m;
+            println!("| {name} | {} | {gain:+.3} | {score:.4} |", idx.len());
+        }
+    }
     let labels: Vec<f64> = examples.iter().map(|e| SHIPPED_TARGET.label(e)).collect();
     let model = fit(&rows, &labels);
     let in_sample: Vec<f64> = rows.iter().map(|r| model.predict(r)).collect();
@@ -113,7 +143,7 @@ fn main() -> anyhow::Result<()> {
     if write {
         let cv = cvs.iter().find(|(t, _)| *t == SHIPPED_TARGET).map(|(_, cv)| cv.clone()).context("shipped target")?;
         let path = root.join("core/src/router/score/weights.rs");
-        std::fs::write(&path, weights_source(&model, SHIPPED_TARGET, n, &cv))
+        std::fs::write(&path, weights_source(&model, &quantiles(&model, &rows), SHIPPED_TARGET, n, &cv))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }

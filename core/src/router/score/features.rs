@@ -20,42 +20,32 @@ pub const SCAN_BYTES_MAX: usize = 16 * 1024;
 pub struct Counts {
     /// Bytes of text in every turn, scanned or not.
     pub bytes_total: u64,
-    /// Bytes of the last user turn.
-    pub last_user_bytes: u64,
     /// Bytes of system turns.
     pub system_bytes: u64,
-    /// Distinct messages with text.
+    /// Distinct messages with text (conversation depth).
     pub messages: u32,
-    /// User turns.
-    pub user_turns: u32,
     /// Tools the request offers.
     pub tools: u32,
     /// Bytes scanned (at most [`SCAN_BYTES_MAX`]).
     pub bytes_scanned: u32,
     /// Runs of ASCII letters.
     pub words: u32,
-    /// Words of 9 letters or more.
-    pub long_words: u32,
-    /// ASCII letters.
-    pub letters: u32,
-    /// Upper-case ASCII letters.
-    pub upper: u32,
-    /// ASCII digits.
-    pub digits: u32,
-    /// Runs of digits (numbers).
+    /// Runs of digits (numbers; `12.5` and `1,000` are one).
     pub numbers: u32,
     /// `= + * / ^ < > %`.
     pub math_symbols: u32,
     /// `{ } [ ] ; _ \ # ( )` and backticks.
     pub code_symbols: u32,
-    /// `?`.
-    pub questions: u32,
-    /// Sentence ends: `.`, `!` or `?` followed by white space.
-    pub sentences: u32,
     /// Lines that start with an answer option, `A.` to `H.` or `A)` to `H)`.
     pub options: u32,
-    /// Bytes of 0x80 and above (non-ASCII text).
-    pub non_ascii: u32,
+    /// Answer options that are numbers or formulas (a digit, and at most two letters
+    /// per digit).
+    pub numeric_options: u32,
+    /// Answer options with a comma: compound answers ("True, False", "Wrong, Not wrong").
+    pub compound_options: u32,
+    /// Whether the question is asked directly: the text before the first answer option,
+    /// or the newest turn when it has none, ends with `?`.
+    pub direct_question: bool,
     /// Lexicon hits, indexed by [`Lexicon`].
     pub lexicon: [u32; LEXICON_COUNT],
     /// Negations written in capitals ("NOT", "EXCEPT", "LEAST").
@@ -70,40 +60,29 @@ impl Counts {
 }
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 29;
+pub const FEATURE_COUNT: usize = 13;
 
 /// Feature names, in [`Features`] order (the fitting script prints them, and the
-/// generated weights file names its columns with them).
+/// generated weights file names its rows with them).
+///
+/// Conversation depth, system prompt, tools, code and domain lexicons are counted (the
+/// task rule reads them) but are not model inputs: the labelled data is single-turn
+/// multiple-choice and word problems, where they do not vary or, held out by subject,
+/// did not help (see `bench/RESULTS.md`).
 pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "log_bytes",
-    "log_last_user_bytes",
-    "log_words",
-    "long_word_share",
-    "mean_word_len",
-    "digit_share",
-    "log_numbers",
-    "math_symbol_share",
-    "code_symbol_share",
-    "upper_share",
-    "log_questions",
     "log_options",
-    "mean_sentence_words",
-    "legal",
-    "medical",
-    "finance",
-    "science",
+    "numeric_option_share",
+    "compound_option_share",
+    "direct_question",
+    "log_numbers",
     "math_words",
-    "reasoning",
-    "constraints",
     "negations",
     "caps_negations",
-    "code",
     "multi_statement",
-    "qualifiers",
-    "writing",
-    "log_messages",
-    "log_system_bytes",
-    "log_tools",
+    "first_person",
+    "conceptual_science",
+    "narrative_length",
 ];
 
 /// The model's inputs, in [`FEATURE_NAMES`] order.
@@ -127,38 +106,23 @@ impl Features {
     /// is not twice as hard), shares as fractions.
     pub fn from_counts(c: &Counts) -> Features {
         let lex = |l: Lexicon| ln1p(u64::from(c.hits(l)));
-        let fences = u64::from(c.hits(Lexicon::Fence));
-        let code = u64::from(c.hits(Lexicon::Code)).saturating_add(fences.saturating_mul(4));
+        let log_bytes = ln1p(c.bytes_total);
         Features([
-            ln1p(c.bytes_total),
-            ln1p(c.last_user_bytes),
-            ln1p(u64::from(c.words)),
-            share(c.long_words, c.words),
-            share(c.letters, c.words).min(20.0),
-            share(c.digits, c.bytes_scanned),
-            ln1p(u64::from(c.numbers)),
-            share(c.math_symbols, c.bytes_scanned),
-            share(c.code_symbols, c.bytes_scanned),
-            share(c.upper, c.letters),
-            ln1p(u64::from(c.questions)),
+            log_bytes,
             ln1p(u64::from(c.options)),
-            share(c.words, c.sentences.max(1)).min(100.0),
-            lex(Lexicon::Legal),
-            lex(Lexicon::Medical),
-            lex(Lexicon::Finance),
-            lex(Lexicon::Science),
+            share(c.numeric_options, c.options),
+            share(c.compound_options, c.options),
+            f32::from(u8::from(c.direct_question)),
+            ln1p(u64::from(c.numbers)),
             lex(Lexicon::MathWord),
-            lex(Lexicon::Reasoning),
-            lex(Lexicon::Constraint),
             lex(Lexicon::Negation),
             ln1p(u64::from(c.caps_negation)),
-            ln1p(code),
             lex(Lexicon::MultiStatement),
-            lex(Lexicon::Qualifier),
-            lex(Lexicon::Writing),
-            ln1p(u64::from(c.messages)),
-            ln1p(c.system_bytes),
-            ln1p(u64::from(c.tools)),
+            lex(Lexicon::FirstPerson),
+            // Science asked about in words, not computed: the answers are not numbers.
+            lex(Lexicon::Science) * (1.0 - share(c.numeric_options, c.options)),
+            // A story of people (a fact pattern, a vignette), weighted by its length.
+            lex(Lexicon::ThirdPerson) * log_bytes / 8.0,
         ])
     }
 }
@@ -173,31 +137,16 @@ pub fn features(prompt: &Prompt<'_>) -> Features {
 pub fn counts(prompt: &Prompt<'_>) -> Counts {
     let mut c = Counts { tools: prompt.tools, ..Counts::default() };
     let mut last_message = None;
-    let mut last_user = None;
-    for (i, turn) in prompt.turns.iter().enumerate() {
+    for turn in prompt.turns {
         let len = turn.text.len() as u64;
         c.bytes_total = c.bytes_total.saturating_add(len);
         if last_message != Some(turn.message) {
             c.messages = c.messages.saturating_add(1);
             last_message = Some(turn.message);
         }
-        match turn.role {
-            Role::System => c.system_bytes = c.system_bytes.saturating_add(len),
-            Role::User => {
-                c.user_turns = c.user_turns.saturating_add(1);
-                last_user = Some(i);
-            }
-            Role::Assistant | Role::Tool => {}
+        if turn.role == Role::System {
+            c.system_bytes = c.system_bytes.saturating_add(len);
         }
-    }
-    if let Some(last_user) = last_user {
-        let message = prompt.turns.get(last_user).map(|t| t.message);
-        c.last_user_bytes = prompt
-            .turns
-            .iter()
-            .filter(|t| t.role == Role::User && Some(t.message) == message)
-            .map(|t| t.text.len() as u64)
-            .fold(0, u64::saturating_add);
     }
     let mut budget = SCAN_BYTES_MAX;
     for turn in prompt.turns.iter().rev() {
@@ -217,16 +166,12 @@ pub fn counts(prompt: &Prompt<'_>) -> Counts {
 /// Byte classes of the byte pass.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
-    Lower,
-    Upper,
+    Letter,
     Digit,
-    Space,
+    Blank,
     Newline,
     Math,
     Code,
-    Question,
-    Stop,
-    NonAscii,
     Other,
 }
 
@@ -234,18 +179,13 @@ const CLASSES: [Class; 256] = {
     let mut table = [Class::Other; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        table[i] = match b {
-            b'a'..=b'z' => Class::Lower,
-            b'A'..=b'Z' => Class::Upper,
+        table[i] = match i as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' => Class::Letter,
             b'0'..=b'9' => Class::Digit,
-            b' ' | b'\t' | b'\r' => Class::Space,
+            b' ' | b'\t' | b'\r' => Class::Blank,
             b'\n' => Class::Newline,
             b'=' | b'+' | b'*' | b'/' | b'^' | b'<' | b'>' | b'%' => Class::Math,
             b'{' | b'}' | b'[' | b']' | b';' | b'_' | b'\\' | b'#' | b'(' | b')' | b'`' => Class::Code,
-            b'?' => Class::Question,
-            b'.' | b'!' => Class::Stop,
-            0x80..=0xff => Class::NonAscii,
             _ => Class::Other,
         };
         i += 1;
@@ -253,70 +193,80 @@ const CLASSES: [Class; 256] = {
     table
 };
 
-/// One pass over `bytes`: character classes, words, numbers, sentences, option lines.
+/// What the byte pass tracks of the answer option on the current line.
+#[derive(Default)]
+struct OptionLine {
+    open: bool,
+    letters: u32,
+    digits: u32,
+    commas: u32,
+}
+
+impl OptionLine {
+    /// Counts the option into `c` and closes it.
+    fn close(&mut self, c: &mut Counts) {
+        if self.open {
+            if self.digits > 0 && self.letters <= self.digits.saturating_mul(2).saturating_add(1) {
+                c.numeric_options += 1;
+            }
+            if self.commas > 0 {
+                c.compound_options += 1;
+            }
+        }
+        *self = OptionLine::default();
+    }
+}
+
+/// One pass over `bytes`: character classes, words, numbers, answer options.
 fn scan_bytes(bytes: &[u8], c: &mut Counts) {
-    let mut word_len = 0u32;
+    let first_turn = c.bytes_scanned == 0;
+    let options_before = c.options;
+    let mut in_word = false;
     let mut in_number = false;
     // The two bytes before the current one; a turn starts as if after a newline.
-    let mut prev = b'\n';
-    let mut prev2 = b'\n';
-    let mut after_stop = false;
+    let (mut prev, mut prev2) = (b'\n', b'\n');
+    // The last non-blank byte, and what it was when the current line began.
+    let (mut last_mark, mut mark_before_line) = (0u8, 0u8);
+    let mut option = OptionLine::default();
     for &b in bytes {
-        let class = CLASSES[b as usize];
-        let letter = matches!(class, Class::Lower | Class::Upper);
-        if letter {
-            if word_len == 0 {
-                c.words += 1;
-            }
-            word_len += 1;
-            c.letters += 1;
-            if class == Class::Upper {
-                c.upper += 1;
-            }
-        } else if word_len > 0 {
-            if word_len >= 9 {
-                c.long_words += 1;
-            }
-            word_len = 0;
-        }
+        let class = CLASSES[usize::from(b)];
         match class {
+            Class::Letter => {
+                c.words += u32::from(!in_word);
+                option.letters += 1;
+            }
             Class::Digit => {
-                c.digits += 1;
-                if !in_number {
-                    c.numbers += 1;
-                }
+                c.numbers += u32::from(!in_number);
+                option.digits += 1;
             }
             Class::Math => c.math_symbols += 1,
-            Class::Code => {
-                if (b == b')') && (b'A'..=b'H').contains(&prev) && prev2 == b'\n' {
-                    c.options += 1;
-                }
-                c.code_symbols += 1;
+            Class::Code => c.code_symbols += 1,
+            Class::Newline => {
+                option.close(c);
+                mark_before_line = last_mark;
             }
-            Class::Question => c.questions += 1,
-            Class::Stop => {
-                if b == b'.' && (b'A'..=b'H').contains(&prev) && prev2 == b'\n' {
-                    c.options += 1;
-                }
-            }
-            Class::Space | Class::Newline => {
-                if after_stop {
-                    c.sentences += 1;
-                }
-            }
-            Class::NonAscii => c.non_ascii += 1,
-            Class::Lower | Class::Upper | Class::Other => {}
+            Class::Blank | Class::Other => {}
         }
+        // `A.` or `A)` at the start of a line opens an answer option.
+        if (b == b'.' || b == b')') && prev2 == b'\n' && (b'A'..=b'H').contains(&prev) {
+            if c.options == options_before && mark_before_line == b'?' {
+                c.direct_question = true;
+            }
+            c.options += 1;
+            option = OptionLine { open: true, ..OptionLine::default() };
+        }
+        option.commas += u32::from(b == b',');
+        in_word = class == Class::Letter;
         in_number = class == Class::Digit || (in_number && (b == b'.' || b == b','));
-        after_stop = matches!(class, Class::Stop | Class::Question);
+        if !matches!(class, Class::Blank | Class::Newline) {
+            last_mark = b;
+        }
         prev2 = prev;
         prev = b;
     }
-    if word_len >= 9 {
-        c.long_words += 1;
-    }
-    if after_stop {
-        c.sentences += 1;
+    option.close(c);
+    if first_turn && c.options == options_before && last_mark == b'?' {
+        c.direct_question = true;
     }
     // `bytes` is at most SCAN_BYTES_MAX long, so this and every count above fit in u32.
     c.bytes_scanned += bytes.len() as u32;
@@ -337,7 +287,7 @@ fn scan_lexicons(bytes: &[u8], c: &mut Counts) {
         if let Some(n) = c.lexicon.get_mut(entry.lexicon as usize) {
             *n += 1;
         }
-        if entry.lexicon == Lexicon::Negation || entry.lexicon == Lexicon::Constraint {
+        if entry.lexicon == Lexicon::Negation {
             let text = bytes.get(m.range()).unwrap_or_default();
             if text.len() >= 3 && text.iter().all(|b| !b.is_ascii_lowercase()) {
                 c.caps_negation += 1;
@@ -357,27 +307,40 @@ mod tests {
     }
 
     #[test]
-    fn words_numbers_and_long_words() {
+    fn words_and_numbers() {
         let c = user("Compute 12.5 plus 7, approximately.");
         assert_eq!(c.words, 3);
         assert_eq!(c.numbers, 2);
-        assert_eq!(c.digits, 4);
-        assert_eq!(c.long_words, 1);
-        assert_eq!(c.sentences, 1);
+        assert_eq!(user("1,000 and 2").numbers, 2);
     }
 
     #[test]
     fn option_lines() {
         let c = user("Which is prime?\nA. 4\nB. 6\nC) 7\nD. 9\nAnswer:");
         assert_eq!(c.options, 4);
-        assert_eq!(c.questions, 1);
+        assert_eq!(c.numeric_options, 4);
+        assert!(c.direct_question);
+        let c = user("Pick one\nA. True, True\nB. 10 m/s\nC. the 3 cats");
+        assert_eq!((c.options, c.numeric_options, c.compound_options), (3, 1, 1));
+        assert!(!c.direct_question);
         assert_eq!(user("Plan A. Then B.").options, 0);
     }
 
     #[test]
+    fn direct_questions() {
+        assert!(user("How many eggs are left? ").direct_question);
+        assert!(!user("The capital of France is").direct_question);
+        // Only the newest turn counts when there are no options.
+        let turns = [
+            Turn { role: Role::User, message: 0, text: "Why?" },
+            Turn { role: Role::Assistant, message: 1, text: "Because." },
+        ];
+        assert!(!counts(&Prompt { turns: &turns, tools: 0 }).direct_question);
+    }
+
+    #[test]
     fn math_and_code_symbols() {
-        let c = user("x^2 + 3*x = 10");
-        assert_eq!(c.math_symbols, 4);
+        assert_eq!(user("x^2 + 3*x = 10").math_symbols, 4);
         let c = user("fn main() { println!(\"hi\"); }");
         assert!(c.code_symbols >= 5);
         assert!(c.hits(Lexicon::Code) >= 2);
@@ -391,13 +354,15 @@ mod tests {
         assert_eq!(user("Litigation and litigated").hits(Lexicon::Legal), 2);
         // Case-insensitive.
         assert_eq!(user("PLAINTIFF v. Defendant").hits(Lexicon::Legal), 2);
+        assert_eq!(user("I think my cat likes me").hits(Lexicon::FirstPerson), 3);
+        assert_eq!(user("In it is").hits(Lexicon::FirstPerson), 0);
     }
 
     #[test]
     fn capital_negations_count_apart() {
         let c = user("All of these are true EXCEPT one. Which is NOT prime? not this.");
         assert_eq!(c.caps_negation, 2);
-        assert!(c.hits(Lexicon::Negation) >= 2);
+        assert_eq!(c.hits(Lexicon::Negation), 3);
     }
 
     #[test]
@@ -406,6 +371,7 @@ mod tests {
         assert_eq!(c.hits(Lexicon::Fence), 2);
         assert!(user("The patient has a fever; most likely diagnosis?").hits(Lexicon::Medical) >= 2);
         assert!(user("Interest rates and inflation rose").hits(Lexicon::Finance) >= 2);
+        assert_eq!(user("Statement 1 | x. Statement 2 | y.").hits(Lexicon::MultiStatement), 2);
     }
 
     #[test]
@@ -419,9 +385,7 @@ mod tests {
         ];
         let c = counts(&Prompt { turns: &turns, tools: 3 });
         assert_eq!(c.messages, 4);
-        assert_eq!(c.user_turns, 3);
         assert_eq!(c.system_bytes, 14);
-        assert_eq!(c.last_user_bytes, 16);
         assert_eq!(c.tools, 3);
         assert_eq!(c.bytes_total, 14 + 2 + 5 + 16);
     }
@@ -436,6 +400,14 @@ mod tests {
         let c = counts(&Prompt { turns: &turns, tools: 0 });
         assert_eq!(c.bytes_scanned as usize, SCAN_BYTES_MAX);
         assert_eq!(c.bytes_total, old.len() as u64 + 12);
-        assert!(c.words >= 2);
+        assert!(c.hits(Lexicon::Legal) < SCAN_BYTES_MAX as u32 / 6 + 1);
+    }
+
+    #[test]
+    fn features_are_finite_for_empty_and_odd_prompts() {
+        for text in ["", "\n\n\n", "A.", "ü日本語", "?"] {
+            let f = Features::from_counts(&user(text));
+            assert!(f.0.iter().all(|x| x.is_finite()), "{text:?}: {f:?}");
+        }
     }
 }

@@ -27,8 +27,6 @@ pub enum Lexicon {
     MathWord,
     /// Words that ask for or signal multi-step reasoning.
     Reasoning,
-    /// Constraints on the answer ("at least", "must", "exactly").
-    Constraint,
     /// Negations; in capitals ("NOT", "EXCEPT") they are counted apart by the caller.
     Negation,
     /// Code keywords and punctuation, programming languages and tools.
@@ -39,8 +37,10 @@ pub enum Lexicon {
     MultiStatement,
     /// Asking for prose: essays, stories, emails.
     Writing,
-    /// Hedges and qualifiers that make an answer depend on the details ("most likely").
-    Qualifier,
+    /// The writer speaking of themselves: personal situations and dilemmas.
+    FirstPerson,
+    /// People in a narrative: fact patterns, stories, vignettes.
+    ThirdPerson,
 }
 
 /// Number of [`Lexicon`] variants.
@@ -440,6 +440,10 @@ const MATH_WORD: &[&str] = &[
     "irrational",
     "prime number*",
     "divisible",
+    "probability of",
+    "odds of",
+    "dice",
+    "expected value",
     "sqrt",
     "x^",
     "=",
@@ -503,44 +507,8 @@ const REASONING: &[&str] = &[
     "logic*",
 ];
 
-const CONSTRAINT: &[&str] = &[
-    "must",
-    "must not",
-    "should",
-    "should not",
-    "at least",
-    "at most",
-    "exactly",
-    "no more than",
-    "no less than",
-    "fewer than",
-    "more than",
-    "less than",
-    "only",
-    "without",
-    "unless",
-    "except",
-    "except for",
-    "do not",
-    "don't",
-    "never",
-    "always",
-    "ensure",
-    "make sure",
-    "required",
-    "requirement*",
-    "limit*",
-    "within",
-    "maximum",
-    "minimum",
-    "in json",
-    "format",
-    "bullet*",
-    "words or less",
-    "in under",
-];
-
-const NEGATION: &[&str] = &["not", "no", "none", "neither", "nor", "cannot", "false", "least", "incorrect"];
+const NEGATION: &[&str] =
+    &["not", "no", "none", "neither", "nor", "cannot", "never", "except", "least", "incorrect", "false"];
 
 const CODE: &[&str] = &[
     "def ",
@@ -614,6 +582,12 @@ const CODE: &[&str] = &[
     "api",
     "endpoint*",
     "json",
+    "query",
+    "queries",
+    "django",
+    "flask",
+    "node.js",
+    "npm",
     "yaml",
     "docker*",
     "kubernetes",
@@ -696,21 +670,28 @@ const WRITING: &[&str] = &[
     "post",
 ];
 
-const QUALIFIER: &[&str] = &[
-    "most likely",
-    "most appropriate",
-    "most accurate",
-    "best",
-    "primarily",
-    "generally",
-    "typically",
-    "usually",
-    "probably",
-    "likely",
-    "correct",
-    "true",
-    "accurate",
-    "strongest",
+const FIRST_PERSON: &[&str] = &["i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"];
+
+const THIRD_PERSON: &[&str] = &[
+    "he",
+    "she",
+    "his",
+    "her",
+    "him",
+    "hers",
+    "himself",
+    "herself",
+    "man",
+    "woman",
+    "boy",
+    "girl",
+    "husband",
+    "wife",
+    "son",
+    "daughter",
+    "friend",
+    "neighbor",
+    "neighbour",
 ];
 
 /// The entries of every lexicon, in one table: `(phrase, lexicon)`.
@@ -722,13 +703,13 @@ fn phrases() -> impl Iterator<Item = (&'static str, Lexicon)> {
         (SCIENCE, Lexicon::Science),
         (MATH_WORD, Lexicon::MathWord),
         (REASONING, Lexicon::Reasoning),
-        (CONSTRAINT, Lexicon::Constraint),
         (NEGATION, Lexicon::Negation),
         (CODE, Lexicon::Code),
         (&["```"], Lexicon::Fence),
         (MULTI_STATEMENT, Lexicon::MultiStatement),
         (WRITING, Lexicon::Writing),
-        (QUALIFIER, Lexicon::Qualifier),
+        (FIRST_PERSON, Lexicon::FirstPerson),
+        (THIRD_PERSON, Lexicon::ThirdPerson),
     ];
     lists.into_iter().flat_map(|(list, lexicon)| list.iter().map(move |&p| (p, lexicon)))
 }

@@ -114,3 +114,83 @@ pub fn score(prompt: &Prompt<'_>) -> Score {
     let complexity = model::complexity(&features::Features::from_counts(&counts));
     Score { complexity, task: task::detect(&counts) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn user(text: &str) -> Score {
+        let turns = [Turn { role: Role::User, message: 0, text }];
+        score(&Prompt { turns: &turns, tools: 0 })
+    }
+
+    #[test]
+    fn task_names_round_trip() {
+        for task in Task::ALL {
+            assert_eq!(task.as_str().parse::<Task>(), Ok(task));
+        }
+        assert_eq!("poetry".parse::<Task>(), Err(UnknownTask));
+    }
+
+    #[test]
+    fn a_multi_step_problem_scores_above_a_sum() {
+        let easy = user("What is 2+2?");
+        let hard = user(
+            "A farmer has 3 fields. The first yields 120 kg of wheat per acre over 14 acres, the second \
+             yields 20% less per acre over twice the area, and the third yields 95 kg per acre over 9 acres. \
+             He keeps a quarter of the total for seed and sells the rest at $0.40 per kg, paying a 7% fee. \
+             If he then spends half of what he earns on a tractor, how much money does he have left? \
+             Prove that your answer is the only one consistent with the numbers.",
+        );
+        assert!(hard.complexity > easy.complexity, "{} vs {}", hard.complexity, easy.complexity);
+        assert_eq!(easy.task, Task::Math);
+    }
+
+    #[test]
+    fn a_two_scenario_judgement_scores_above_a_fact_recall() {
+        let recall = user("Nearsightedness results from\nA. too much curvature of the cornea\nB. too little curvature of the cornea\nC. a short eye\nD. a long iris\nAnswer:");
+        let judgement = user(
+            "For which of these two scenarios does the main character (who uses I/me/my) do something clearly \
+             wrong? Scenario 1 | I told my friend her haircut looked great. Scenario 2 | I kept the wallet I \
+             found.\nA. Wrong, Wrong\nB. Wrong, Not wrong\nC. Not wrong, Wrong\nD. Not wrong, Not wrong\nAnswer:",
+        );
+        assert!(judgement.complexity > recall.complexity, "{} vs {}", judgement.complexity, recall.complexity);
+    }
+
+    #[test]
+    fn empty_and_huge_prompts_score() {
+        let empty = score(&Prompt::default());
+        assert!((0.0..=1.0).contains(&empty.complexity));
+        assert_eq!(empty.task, Task::Chat);
+        let huge = "Ünïcödé ∑ legal plaintiff 12 + 3 = ? ```code``` ".repeat(100_000);
+        let s = user(&huge);
+        assert!((0.0..=1.0).contains(&s.complexity));
+    }
+
+    proptest! {
+        #[test]
+        fn complexity_is_in_range_for_any_text(text in any::<String>(), turns in 1usize..4, tools in 0u32..64) {
+            let parts: Vec<Turn<'_>> = (0..turns)
+                .map(|i| Turn {
+                    role: [Role::System, Role::User, Role::Assistant, Role::Tool][i % 4],
+                    message: i as u32,
+                    text: &text,
+                })
+                .collect();
+            let s = score(&Prompt { turns: &parts, tools });
+            prop_assert!(s.complexity.is_finite());
+            prop_assert!((0.0..=1.0).contains(&s.complexity));
+        }
+
+        #[test]
+        fn complexity_is_in_range_for_prompt_like_text(
+            words in proptest::collection::vec("[A-Da-z0-9?.,|$=+\n ()]{0,12}|NOT|EXCEPT|I|my|Statement 1|\nA\\. ", 0..400),
+        ) {
+            let text = words.join(" ");
+            let s = user(&text);
+            prop_assert!(s.complexity.is_finite());
+            prop_assert!((0.0..=1.0).contains(&s.complexity));
+        }
+    }
+}

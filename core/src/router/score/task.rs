@@ -1,15 +1,16 @@
 //! The task of a request, by a fixed rule over the score's counts (not fitted: the
 //! routing data has no task labels). First match wins:
 //!
-//! 1. **code**: a code fence, or code words with code punctuation (≥ 2 code hits and
-//!    ≥ 3 code symbols), or ≥ 3 code hits;
-//! 2. **math**: ≥ 3 math symbols, or numbers with the words of a computation (≥ 1
-//!    number and ≥ 2 math-word hits), or ≥ 2 college-math/science hits with a number or
-//!    math symbol, or science words with ≥ 2 math words ("prove that … irrational");
+//! 1. **code**: a code fence, or ≥ 2 code words (languages, keywords, tools), or one
+//!    with ≥ 3 code symbols (`{}[];_\#()` and backticks);
+//! 2. **math**: ≥ 3 math symbols, or one with ≥ 2 numbers ("17 * 23"), or ≥ 2 words
+//!    of a computation ("how much", "per", "probability of"), or ≥ 2 college-math or
+//!    science words with a number or math symbol;
 //! 3. **writing**: ≥ 1 writing hit (write a…, essay, poem, email, draft, rewrite) that
 //!    outnumbers the legal hits;
 //! 4. **legal**: ≥ 1 legal hit and more legal hits than medical or finance ones;
-//! 5. **reasoning**: ≥ 2 reasoning hits, or several statements to weigh;
+//! 5. **reasoning**: ≥ 2 reasoning words, or one in a prompt of ≥ 25 words, or several
+//!    statements to weigh;
 //! 6. **chat**: everything else.
 
 use super::features::Counts;
@@ -20,15 +21,14 @@ use super::Task;
 pub fn detect(c: &Counts) -> Task {
     let hits = |l: Lexicon| c.hits(l);
     let code = hits(Lexicon::Code);
-    if hits(Lexicon::Fence) > 0 || (code >= 2 && c.code_symbols >= 3) || code >= 3 {
+    if hits(Lexicon::Fence) > 0 || code >= 2 || (code >= 1 && c.code_symbols >= 3) {
         return Task::Code;
     }
-    let science = hits(Lexicon::Science);
     let mathy = c.numbers > 0 || c.math_symbols > 0;
     if c.math_symbols >= 3
-        || (c.numbers >= 1 && hits(Lexicon::MathWord) >= 2)
-        || (science >= 2 && mathy)
-        || (science >= 1 && hits(Lexicon::MathWord) >= 2)
+        || (c.math_symbols >= 1 && c.numbers >= 2)
+        || hits(Lexicon::MathWord) >= 2
+        || (hits(Lexicon::Science) >= 2 && mathy)
     {
         return Task::Math;
     }
@@ -40,7 +40,8 @@ pub fn detect(c: &Counts) -> Task {
     if legal >= 1 && legal > hits(Lexicon::Medical) && legal > hits(Lexicon::Finance) {
         return Task::Legal;
     }
-    if hits(Lexicon::Reasoning) >= 2 || hits(Lexicon::MultiStatement) >= 2 {
+    let reasoning = hits(Lexicon::Reasoning);
+    if reasoning >= 2 || (reasoning >= 1 && c.words >= 25) || hits(Lexicon::MultiStatement) >= 2 {
         return Task::Reasoning;
     }
     Task::Chat
