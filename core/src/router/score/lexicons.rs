@@ -5,6 +5,10 @@
 //! matches "litigation" and "litigated"); every other entry that begins or ends with a
 //! letter or digit must sit between word boundaries, so "tort" does not match "distort".
 //! Entries that are not words (code punctuation, fences) match anywhere.
+//!
+//! Words of at most [`SHORT_WORD_LEN_MAX`] letters ("i", "he", "not", "per") are not in
+//! the automaton: they would match inside most words and cost a rejected match each.
+//! The byte pass looks each short word up in [`Lexicons::short_word`] instead.
 
 use std::sync::LazyLock;
 
@@ -670,7 +674,8 @@ const WRITING: &[&str] = &[
     "post",
 ];
 
-const FIRST_PERSON: &[&str] = &["i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"];
+// "i" also counts "i'm", "i've": the byte pass sees the letters before the apostrophe as a word.
+const FIRST_PERSON: &[&str] = &["i", "me", "my", "mine", "myself"];
 
 const THIRD_PERSON: &[&str] = &[
     "he",
@@ -726,6 +731,16 @@ pub struct Entry {
     pub boundary_after: bool,
 }
 
+/// Longest word (in ASCII letters) looked up by the byte pass rather than matched by the
+/// automaton.
+pub const SHORT_WORD_LEN_MAX: usize = 3;
+
+/// A short word's letters, lower-cased, packed into an integer (first letter highest).
+/// Words of more than [`SHORT_WORD_LEN_MAX`] letters are never looked up.
+pub const fn pack(code: u32, letter: u8) -> u32 {
+    (code << 8) | (letter.to_ascii_lowercase() as u32)
+}
+
 /// The automaton over every lexicon and, by pattern id, what each pattern counts for.
 pub struct Lexicons {
     /// Leftmost-longest, ASCII case-insensitive, so "statute of limitations" wins over
@@ -733,6 +748,15 @@ pub struct Lexicons {
     pub automaton: AhoCorasick,
     /// Indexed by `PatternID`.
     pub entries: Vec<Entry>,
+    /// Short words by [`pack`]ed code, sorted.
+    short: Vec<(u32, Lexicon)>,
+}
+
+impl Lexicons {
+    /// The lexicon of the short word whose letters [`pack`] into `code`.
+    pub fn short_word(&self, code: u32) -> Option<Lexicon> {
+        self.short.binary_search_by_key(&code, |&(c, _)| c).ok().and_then(|i| self.short.get(i)).map(|&(_, l)| l)
+    }
 }
 
 /// Built on first use; a phrase listed twice keeps its first lexicon.
@@ -741,11 +765,19 @@ pub static LEXICONS: LazyLock<Lexicons> = LazyLock::new(build);
 fn build() -> Lexicons {
     let mut patterns: Vec<&'static str> = Vec::new();
     let mut entries = Vec::new();
+    let mut short: Vec<(u32, Lexicon)> = Vec::new();
     for (phrase, lexicon) in phrases() {
         let (text, stem) = match phrase.strip_suffix('*') {
             Some(text) => (text, true),
             None => (phrase, false),
         };
+        if !stem && text.len() <= SHORT_WORD_LEN_MAX && text.bytes().all(|b| b.is_ascii_alphabetic()) {
+            let code = text.bytes().fold(0, pack);
+            if !short.iter().any(|&(c, _)| c == code) {
+                short.push((code, lexicon));
+            }
+            continue;
+        }
         if patterns.contains(&text) {
             continue;
         }
@@ -762,7 +794,8 @@ fn build() -> Lexicons {
         .kind(Some(AhoCorasickKind::DFA))
         .build(&patterns)
         .expect("the lexicons are a valid pattern set");
-    Lexicons { automaton, entries }
+    short.sort_by_key(|&(code, _)| code);
+    Lexicons { automaton, entries, short }
 }
 
 #[cfg(test)]
@@ -781,5 +814,18 @@ mod tests {
     fn builds_with_one_entry_per_pattern() {
         let lex = &*LEXICONS;
         assert_eq!(lex.automaton.patterns_len(), lex.entries.len());
+    }
+
+    #[test]
+    fn short_words_are_looked_up_not_matched() {
+        let lex = &*LEXICONS;
+        let code = |w: &str| w.bytes().fold(0, pack);
+        assert_eq!(lex.short_word(code("I")), Some(Lexicon::FirstPerson));
+        assert_eq!(lex.short_word(code("not")), Some(Lexicon::Negation));
+        assert_eq!(lex.short_word(code("Per")), Some(Lexicon::MathWord));
+        assert_eq!(lex.short_word(code("the")), None);
+        // "his" is short; "himself" goes to the automaton.
+        assert!(lex.automaton.find(b"himself").is_some());
+        assert!(lex.automaton.find(b"his").is_none());
     }
 }
