@@ -8,6 +8,10 @@
 //! routed, ties broken by prompt order), and APGR is the trapezoidal area under PGR(c),
 //! so random routing scores 0.50 in expectation.
 
+// Dense matrix and per-feature arithmetic reads clearer with indices than with zipped
+// iterators; every index is below a constant array length.
+#![allow(clippy::needless_range_loop)]
+
 use std::path::Path;
 
 use serde::Deserialize;
@@ -555,8 +559,8 @@ mod tests {
     fn held_out_apgr_beats_length_alone() {
         let (examples, rows) = &*DATA;
         let cv = cross_validate(examples, rows, SHIPPED_TARGET);
-        assert!(cv.mean >= 0.63, "mean of folds {}", cv.mean);
-        assert!(cv.pooled >= 0.625, "pooled {}", cv.pooled);
+        assert!(cv.mean >= 0.64, "mean of folds {}", cv.mean);
+        assert!(cv.pooled >= 0.63, "pooled {}", cv.pooled);
         let weak: Vec<bool> = examples.iter().map(|e| e.weak_correct).collect();
         let strong: Vec<bool> = examples.iter().map(|e| e.strong_correct).collect();
         let length: Vec<f64> = examples.iter().map(|e| e.prompt.len() as f64).collect();
