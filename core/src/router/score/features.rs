@@ -63,15 +63,15 @@ impl Counts {
 }
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 13;
+pub const FEATURE_COUNT: usize = 12;
 
 /// Feature names, in [`Features`] order (the fitting script prints them, and the
 /// generated weights file names its rows with them).
 ///
-/// Conversation depth, system prompt, tools, code and domain lexicons are counted (the
-/// task rule reads them) but are not model inputs: the labelled data is single-turn
-/// multiple-choice and word problems, where they do not vary or, held out by subject,
-/// did not help (see `bench/RESULTS.md`).
+/// Conversation depth, system prompt, tools, code, math words and domain lexicons are
+/// counted (the task rule reads them) but are not model inputs: the labelled data is
+/// single-turn multiple-choice and word problems, where they do not vary or, held out by
+/// subject, did not help (see `bench/RESULTS.md`).
 pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "log_bytes",
     "log_options",
@@ -79,7 +79,6 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "compound_option_share",
     "direct_question",
     "log_numbers",
-    "math_words",
     "negations",
     "caps_negations",
     "multi_statement",
@@ -117,7 +116,6 @@ impl Features {
             share(c.compound_options, c.options),
             f32::from(u8::from(c.direct_question)),
             ln1p(u64::from(c.numbers)),
-            lex(Lexicon::MathWord),
             lex(Lexicon::Negation),
             ln1p(u64::from(c.caps_negation)),
             lex(Lexicon::MultiStatement),

@@ -463,13 +463,13 @@ pub fn weights_source(
     let _ = writeln!(s, "use super::features::FEATURE_COUNT;");
     let _ = writeln!(s);
     let _ = writeln!(s, "/// Per feature, in `FEATURE_NAMES` order: training mean, standard deviation, weight.");
+    // rustfmt::skip keeps the file exactly as generated, so `cargo fmt --check` passes.
+    let _ = writeln!(s, "#[rustfmt::skip]");
     let _ = writeln!(s, "pub const WEIGHTS: [[f32; 3]; FEATURE_COUNT] = [");
     for (i, name) in super::features::FEATURE_NAMES.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "    [{:e}, {:e}, {:e}], // {name}",
-            model.mean[i] as f32, model.scale[i] as f32, model.coef[i] as f32
-        );
+        let _ = writeln!(s, "    // {name}");
+        let _ =
+            writeln!(s, "    [{:e}, {:e}, {:e}],", model.mean[i] as f32, model.scale[i] as f32, model.coef[i] as f32);
     }
     let _ = writeln!(s, "];");
     let _ = writeln!(s);
@@ -477,6 +477,7 @@ pub fn weights_source(
     let _ = writeln!(s, "pub const BIAS: f32 = {:e};", model.bias as f32);
     let _ = writeln!(s);
     let _ = writeln!(s, "/// Log-odds of the training prompts at 0, 1, …, 100 %, ascending.");
+    let _ = writeln!(s, "#[rustfmt::skip]");
     let _ = writeln!(s, "pub const LOGIT_PERCENTILES: [f32; {}] = [", QUANTILES + 1);
     for chunk in quantiles.chunks(6) {
         let line: Vec<String> = chunk.iter().map(|q| format!("{:e}", *q as f32)).collect();
@@ -553,14 +554,15 @@ mod tests {
         }
     }
 
-    /// The goal is 0.65; this is the figure the shipped features reach
-    /// (bench/RESULTS.md), kept from sliding back towards prompt length alone (0.59).
+    /// The goal: APGR ≥ 0.65 on subjects the model was not fitted on (the mean
+    /// of the folds; the pooled figure, lower for the reason bench/RESULTS.md gives, is
+    /// held where it is), well above prompt length alone (0.59).
     #[test]
-    fn held_out_apgr_beats_length_alone() {
+    fn held_out_apgr_reaches_the_goal() {
         let (examples, rows) = &*DATA;
         let cv = cross_validate(examples, rows, SHIPPED_TARGET);
-        assert!(cv.mean >= 0.64, "mean of folds {}", cv.mean);
-        assert!(cv.pooled >= 0.63, "pooled {}", cv.pooled);
+        assert!(cv.mean >= 0.65, "mean of folds {}", cv.mean);
+        assert!(cv.pooled >= 0.635, "pooled {}", cv.pooled);
         let weak: Vec<bool> = examples.iter().map(|e| e.weak_correct).collect();
         let strong: Vec<bool> = examples.iter().map(|e| e.strong_correct).collect();
         let length: Vec<f64> = examples.iter().map(|e| e.prompt.len() as f64).collect();
