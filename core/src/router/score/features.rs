@@ -68,10 +68,10 @@ pub const FEATURE_COUNT: usize = 12;
 /// Feature names, in [`Features`] order (the fitting script prints them, and the
 /// generated weights file names its rows with them).
 ///
-/// Conversation depth, system prompt, tools, code, math words and domain lexicons are
-/// counted (the task rule reads them) but are not model inputs: the labelled data is
-/// single-turn multiple-choice and word problems, where they do not vary or, held out by
-/// subject, did not help (see `bench/RESULTS.md`).
+/// Conversation depth, system prompt and tools are counted in [`Counts`] but are not
+/// model inputs: the labelled data is single-turn, so no weight for them can be fitted.
+/// Code, math words and the domain lexicons are counted for the task rule; as model
+/// inputs they did not help on subjects held out (see `bench/RESULTS.md`).
 pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "log_bytes",
     "log_options",
@@ -157,8 +157,8 @@ pub fn counts(prompt: &Prompt<'_>) -> Counts {
         let bytes = turn.text.as_bytes();
         let take = bytes.len().min(budget);
         // The turn's tail; a cut inside a UTF-8 sequence is harmless to a byte scan.
-        let Some(part) = bytes.get(bytes.len() - take..) else { break };
-        budget -= take;
+        let Some(part) = bytes.get(bytes.len().saturating_sub(take)..) else { break };
+        budget = budget.saturating_sub(take);
         scan_bytes(part, &mut c);
         scan_lexicons(part, &mut c);
     }

@@ -8,6 +8,12 @@
 //! `core/data/routing/routing-dev.jsonl` ([`fit`]); [`task`] names the task from the
 //! same counts by a fixed rule.
 //!
+//! What "harder" means here: the model predicts how much accuracy sending the request to
+//! a large model instead of a small one gains (fitted on which prompts Mixtral-8x7B and
+//! GPT-4 answered correctly), and [`Score::complexity`] is that prediction's percentile
+//! among the labelled prompts, so a threshold `t` sends about `1 − t` of such traffic to
+//! the large model.
+//!
 //! Refit: `cargo run --release -p gatekeeper --example fit_router -- --write`.
 
 pub mod features;
