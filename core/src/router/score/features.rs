@@ -87,6 +87,18 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "narrative_length",
 ];
 
+/// Whether feature `i` says nothing about a prompt whose `log_options` (feature 1) is
+/// `log_options`: the answer-option features of a prompt without answer options. The
+/// model (and its fit) count such a feature as the training mean — a standardized 0 —
+/// rather than as "zero options". Why: in the labelled data only GSM8K prompts lack
+/// options, so "no options" would be learnt as "a GSM8K word problem", and every chat
+/// prompt (none has options) would inherit that subject's high gain. With the features
+/// absent, a prompt without options is scored on what it does have (length, numbers,
+/// wording).
+pub fn absent(i: usize, log_options: f64) -> bool {
+    matches!(i, 1..=3) && log_options <= 0.0
+}
+
 /// The model's inputs, in [`FEATURE_NAMES`] order.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Features(pub [f32; FEATURE_COUNT]);

@@ -13,8 +13,11 @@ use super::weights::{BIAS, LOGIT_PERCENTILES, WEIGHTS};
 /// The model's log-odds for `features`.
 pub fn logit(features: &Features) -> f32 {
     let mut z = BIAS;
-    for (x, [mean, scale, weight]) in features.0.iter().zip(WEIGHTS.iter()) {
-        z += weight * (x - mean) / scale;
+    let log_options = f64::from(features.0[1]);
+    for (i, (x, [mean, scale, weight])) in features.0.iter().zip(WEIGHTS.iter()).enumerate() {
+        if !super::features::absent(i, log_options) {
+            z += weight * (x - mean) / scale;
+        }
     }
     z
 }
