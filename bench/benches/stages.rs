@@ -215,23 +215,8 @@ fn health(c: &mut Criterion) {
     let board = std::sync::Arc::new(HealthBoard::new(4, vec!["m".into()], providers));
     let shard = ShardHealth::new(board, 0);
     let s = HealthSettings::default();
-    let ds: Vec<Deployment> = (0..4)
-        .map(|p| Deployment {
-            id: p,
-            model: 0,
-            provider: p,
-            upstream_model: format!("u{p}"),
-            upstream_model_json: format!("\"u{p}\""),
-            price_per_1k_input: 0.0,
-            price_per_1k_output: 0.0,
-            prices: Default::default(),
-            name: "m".into(),
-            quality: 0.5,
-            capabilities: None,
-            context_window: None,
-            output_tokens_typical: 256,
-        })
-        .collect();
+    let ds: Vec<Deployment> =
+        (0..4).map(|p| Deployment { id: p, model: 0, provider: p, ..Default::default() }).collect();
     let now = std::time::Instant::now();
     for (i, d) in ds.iter().enumerate() {
         if let Ok(call) = shard.admit(d, now, &s) {

@@ -238,21 +238,7 @@ mod tests {
     use crate::router::{HealthSettings, ShardHealth};
 
     fn deployment(provider: usize) -> crate::router::Deployment {
-        crate::router::Deployment {
-            id: 0,
-            model: 0,
-            provider,
-            upstream_model: "u".into(),
-            upstream_model_json: "\"u\"".into(),
-            price_per_1k_input: 0.0,
-            price_per_1k_output: 0.0,
-            prices: Default::default(),
-            name: "m".into(),
-            quality: 0.5,
-            capabilities: None,
-            context_window: None,
-            output_tokens_typical: 256,
-        }
+        crate::router::Deployment { id: 0, model: 0, provider, ..Default::default() }
     }
 
     #[test]

@@ -47,13 +47,7 @@ pub fn headers<'a>(
     stream: bool,
     request_id: &'a str,
 ) -> Result<(), ForwardError> {
-    out.clear();
-    let accept: &'static [u8] = if stream { b"text/event-stream" } else { b"application/json" };
-    out.push(("Content-Type", b"application/json"));
-    out.push(("Accept", accept));
-    // The relay translates answers: no compressed bodies.
-    out.push(("Accept-Encoding", b"identity"));
-    out.push(("X-Request-Id", request_id.as_bytes()));
+    headers::gateways_own(out, stream, request_id);
     out.push(("anthropic-version", settings.version.as_bytes()));
     if let Some(key) = &settings.api_key {
         out.push(("x-api-key", key.as_bytes()));

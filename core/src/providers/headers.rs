@@ -119,6 +119,19 @@ fn names_in(connection: &[u8], name: &str) -> bool {
     connection.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
+/// Starts the upstream request's headers in `out` (cleared first, so one buffer serves
+/// every attempt) with the gateway's own, whatever the provider's kind: JSON in, JSON or
+/// SSE out, the request id, and no compressed answers — the relay reads usage from
+/// answers (and translates some) and labels them itself.
+pub fn gateways_own<'a>(out: &mut Vec<(&'a str, &'a [u8])>, stream: bool, request_id: &'a str) {
+    out.clear();
+    let accept: &'static [u8] = if stream { b"text/event-stream" } else { b"application/json" };
+    out.push(("Content-Type", b"application/json"));
+    out.push(("Accept", accept));
+    out.push(("Accept-Encoding", b"identity"));
+    out.push(("X-Request-Id", request_id.as_bytes()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,13 +18,7 @@ pub fn headers<'a>(
     stream: bool,
     request_id: &'a str,
 ) -> Result<(), ForwardError> {
-    out.clear();
-    let accept: &'static [u8] = if stream { b"text/event-stream" } else { b"application/json" };
-    out.push(("Content-Type", b"application/json"));
-    out.push(("Accept", accept));
-    // The relay reads usage from answers and labels them itself: no compressed bodies.
-    out.push(("Accept-Encoding", b"identity"));
-    out.push(("X-Request-Id", request_id.as_bytes()));
+    headers::gateways_own(out, stream, request_id);
     if let Some(auth) = &provider.authorization {
         out.push(("Authorization", auth.as_bytes()));
     }

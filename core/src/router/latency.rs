@@ -66,23 +66,7 @@ mod tests {
     use crate::router::health::{HealthBoard, HealthSettings};
 
     fn deployments(n: usize) -> Vec<Deployment> {
-        (0..n)
-            .map(|p| Deployment {
-                id: p,
-                model: 0,
-                provider: p,
-                upstream_model: format!("u{p}"),
-                upstream_model_json: format!("\"u{p}\""),
-                price_per_1k_input: 0.0,
-                price_per_1k_output: 0.0,
-                prices: Default::default(),
-                name: "m".into(),
-                quality: 0.5,
-                capabilities: None,
-                context_window: None,
-                output_tokens_typical: 256,
-            })
-            .collect()
+        (0..n).map(|p| Deployment { id: p, model: 0, provider: p, ..Default::default() }).collect()
     }
 
     fn health(n: usize) -> ShardHealth {

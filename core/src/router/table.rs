@@ -15,7 +15,7 @@ pub const QUALITY_DEFAULT: f32 = 0.5;
 pub const OUTPUT_TOKENS_TYPICAL_DEFAULT: u32 = 256;
 
 /// One deployment of a model name on a provider.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Deployment {
     /// Its place in [`RouteTable::deployments`]: labels per-deployment state (health).
     pub id: usize,

@@ -254,21 +254,7 @@ mod tests {
     use super::*;
 
     fn deployment(model: usize, provider: usize) -> Deployment {
-        Deployment {
-            id: 0,
-            model,
-            provider,
-            upstream_model: "u".into(),
-            upstream_model_json: "\"u\"".into(),
-            price_per_1k_input: 0.0,
-            price_per_1k_output: 0.0,
-            prices: Default::default(),
-            name: "m".into(),
-            quality: 0.5,
-            capabilities: None,
-            context_window: None,
-            output_tokens_typical: 256,
-        }
+        Deployment { id: 0, model, provider, ..Default::default() }
     }
 
     fn board(shards: usize) -> Arc<HealthBoard> {
