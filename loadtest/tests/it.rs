@@ -758,7 +758,11 @@ mod run {
         let r = run_load(&mock, &["--rate", "1000", "--requests", "101", "--threads", "2", "--engine", "uring"]);
         assert_eq!(r["requests"]["ok"].as_u64(), Some(101));
         let achieved = r["rate_achieved"].as_f64().expect("rate");
-        assert!((900.0..1100.0).contains(&achieved), "two threads keep one schedule: {achieved}/s");
+        // Two threads each running the whole schedule would send at twice the rate (and
+        // twice the requests, checked above). The run lasts 0.1 s, so a stall of this
+        // shared machine moves the wall-clock rate a lot: the bound only tells "one
+        // schedule" from "two".
+        assert!((500.0..1500.0).contains(&achieved), "two threads keep one schedule: {achieved}/s");
         let r = run_load(&mock, &["--connections", "3", "--requests", "51", "--threads", "2", "--engine", "uring"]);
         assert_eq!(r["requests"]["ok"].as_u64(), Some(51));
         assert_eq!(r["requests"]["sent"].as_u64(), Some(51));
