@@ -660,7 +660,7 @@ mod run {
         // Every scheduled slot was sent (`completed`, below) is the generator's contract;
         // the wall-clock rate also counts stalls of a shared 2-core box, so it only
         // guards against gross errors here (the 10,000/s accuracy run is by hand).
-        assert!((achieved - rate as f64).abs() / rate as f64 <= 0.05, "achieved {achieved}/s vs {rate}/s");
+        assert!((achieved - rate as f64).abs() / rate as f64 <= 0.10, "achieved {achieved}/s vs {rate}/s");
         assert!(
             (completed as f64 - (rate * secs) as f64).abs() <= (rate * secs) as f64 * 0.01,
             "completed {completed}"
@@ -686,7 +686,7 @@ mod run {
         assert!(lag(50.0) >= 300.0, "send lag p50 {} µs: slots were not held for the window", lag(50.0));
         assert!(pct_ms(&r, 50.0) * 1000.0 >= lag(50.0), "latency includes the send lag");
         let achieved = r["rate_achieved"].as_f64().expect("rate");
-        assert!((achieved - 2000.0).abs() / 2000.0 <= 0.05, "achieved {achieved}/s");
+        assert!((achieved - 2000.0).abs() / 2000.0 <= 0.10, "achieved {achieved}/s");
         // A window of 0 wakes for every slot.
         let z = run_load(&mock, &["--rate", "500", "--requests", "50", "--pace-window", "0"]);
         assert_eq!(z["config"]["pace_window_us"], 0);
