@@ -124,6 +124,9 @@ pub struct Budgets {
     /// Counters with a slot to ship; local bookkeeping, not compared or encoded.
     dirty: BTreeSet<BudgetKey>,
     limits: Limits,
+    /// At least the largest slot count of any counter (not lowered by `gc`): lets a merge
+    /// skip the per-key bound check when no counter could pass `slots_per_key_max`.
+    slots_len_max: usize,
 }
 
 impl PartialEq for Budgets {
@@ -143,7 +146,7 @@ impl Default for Budgets {
 impl Budgets {
     /// An empty map bounded by `limits`.
     pub fn new(limits: Limits) -> Budgets {
-        Budgets { counters: BTreeMap::new(), dirty: BTreeSet::new(), limits }
+        Budgets { counters: BTreeMap::new(), dirty: BTreeSet::new(), limits, slots_len_max: 0 }
     }
 
     /// The map's bounds.
@@ -200,6 +203,7 @@ impl Budgets {
             }
         };
         counter.increment(replica, n);
+        self.slots_len_max = self.slots_len_max.max(counter.len());
         let spent = counter.value();
         if !self.dirty.contains(key) {
             self.dirty.insert(key.clone());
@@ -230,6 +234,7 @@ impl Budgets {
                 None => self.counters.entry(key.clone()).or_default(),
             };
             let grew = if mark { mine.merge_forward(theirs) } else { mine.merge(theirs) };
+            self.slots_len_max = self.slots_len_max.max(mine.len());
             if grew && mark && !self.dirty.contains(key) {
                 self.dirty.insert(key.clone());
             }
@@ -241,6 +246,13 @@ impl Budgets {
     /// Whether merging `other` keeps both bounds.
     fn check_room_for(&self, other: &Budgets) -> Result<(), CrdtError> {
         let slots_max = self.limits.slots_per_key_max;
+        // The common case, without a lookup per key: even if every key were new and no
+        // slot shared, both bounds would hold.
+        if self.counters.len().saturating_add(other.counters.len()) <= self.limits.keys_max
+            && self.slots_len_max.saturating_add(other.slots_len_max) <= slots_max
+        {
+            return Ok(());
+        }
         let mut new_keys = 0usize;
         for (key, theirs) in &other.counters {
             let slots = match self.counters.get(key) {
@@ -272,6 +284,7 @@ impl Budgets {
             if let Some(counter) = self.counters.get_mut(&key) {
                 let slots = counter.take_delta();
                 if !slots.is_empty() {
+                    delta.slots_len_max = delta.slots_len_max.max(slots.len());
                     delta.counters.insert(key, slots);
                 }
             }
@@ -324,7 +337,8 @@ impl Budgets {
 
     /// A map from counters already checked against `limits` (the decoder's output).
     pub(crate) fn from_counters(counters: BTreeMap<BudgetKey, GCounter>, limits: Limits) -> Budgets {
-        Budgets { counters, dirty: BTreeSet::new(), limits }
+        let slots_len_max = counters.values().map(GCounter::len).max().unwrap_or(0);
+        Budgets { counters, dirty: BTreeSet::new(), limits, slots_len_max }
     }
 }
 
@@ -400,6 +414,16 @@ mod tests {
         one.add(r3, &key(WindowKind::Minute, 0), 5).unwrap();
         assert_eq!(b.merge(&one), Err(CrdtError::SlotsFull { slots_per_key_max: 2 }));
         assert_eq!(b, before);
+        // The same slot arriving as a shipped delta or as decoded bytes is refused alike.
+        let delta = one.take_delta();
+        assert_eq!(b.merge(&delta), Err(CrdtError::SlotsFull { slots_per_key_max: 2 }));
+        let decoded = Budgets::decode(&delta.encode(), Limits::default()).unwrap();
+        assert_eq!(b.merge(&decoded), Err(CrdtError::SlotsFull { slots_per_key_max: 2 }));
+        assert_eq!(b, before);
+        // A map at its bounds refuses the delta too.
+        let mut small = Budgets::new(Limits { keys_max: 1, slots_per_key_max: 1 });
+        small.add(R1, &key(WindowKind::Minute, 0), 1).unwrap();
+        assert_eq!(small.merge(&delta), Err(CrdtError::SlotsFull { slots_per_key_max: 1 }));
     }
 
     #[test]

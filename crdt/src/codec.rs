@@ -68,21 +68,21 @@ pub(crate) fn decode(bytes: &[u8], limits: Limits) -> Result<Budgets, CrdtError>
     if count > limits.keys_max as u64 {
         return Err(CrdtError::KeysFull { keys_max: limits.keys_max });
     }
-    let mut counters = BTreeMap::new();
-    let mut last: Option<BudgetKey> = None;
+    // Grows only with entries read (each at least 8 bytes of input), never from `count`.
+    let mut counters: Vec<(BudgetKey, GCounter)> = Vec::new();
     for _ in 0..count {
         let key = r.key()?;
-        if last.as_ref().is_some_and(|last| *last >= key) {
+        if counters.last().is_some_and(|(last, _)| *last >= key) {
             return Err(CrdtError::Malformed("counters out of order or repeated"));
         }
         let counter = r.counter(limits.slots_per_key_max)?;
-        last = Some(key.clone());
-        counters.insert(key, counter);
+        counters.push((key, counter));
     }
     if !r.bytes.is_empty() {
         return Err(CrdtError::Malformed("trailing bytes"));
     }
-    Ok(Budgets::from_counters(counters, limits))
+    // Already sorted and unique: the map is built in bulk, not by one insert per key.
+    Ok(Budgets::from_counters(counters.into_iter().collect::<BTreeMap<_, _>>(), limits))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -167,7 +167,7 @@ impl Reader<'_> {
         if count > slots_max as u64 {
             return Err(CrdtError::SlotsFull { slots_per_key_max: slots_max });
         }
-        let mut slots = BTreeMap::new();
+        let mut slots = Vec::new();
         let mut last: Option<ReplicaId> = None;
         for _ in 0..count {
             let node = self.varint()?;
@@ -183,7 +183,7 @@ impl Reader<'_> {
                 return Err(CrdtError::Malformed("zero slot"));
             }
             last = Some(replica);
-            slots.insert(replica, value);
+            slots.push((replica, value));
         }
         Ok(GCounter::from_sorted_slots(slots))
     }

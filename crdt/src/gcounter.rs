@@ -1,7 +1,5 @@
 //! The grow-only counter: one slot per replica, merged by taking each slot's maximum.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::replica::ReplicaId;
 
 /// A grow-only counter (G-Counter) with delta-state shipping.
@@ -19,17 +17,28 @@ use crate::replica::ReplicaId;
 ///
 /// Arithmetic saturates at `u64::MAX`: no increment or sum can wrap, whatever a peer
 /// sends. The value of a saturated counter stays `u64::MAX`, i.e. the budget is spent.
+///
+/// The slots are a vector sorted by replica: a counter has a handful of slots (nodes ×
+/// shards), so a sorted vector is smaller and faster to merge than a tree.
 #[derive(Debug, Clone, Default)]
 pub struct GCounter {
-    slots: BTreeMap<ReplicaId, u64>,
-    /// Slots incremented (or forwarded) since the last `take_delta`; local bookkeeping,
-    /// never part of the state that is compared, merged or encoded.
-    dirty: BTreeSet<ReplicaId>,
+    /// Ascending by replica, each replica once, no zero value.
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    replica: ReplicaId,
+    value: u64,
+    /// Incremented (or forwarded) since the last `take_delta`; local bookkeeping, never
+    /// part of the state that is compared, merged or encoded.
+    dirty: bool,
 }
 
 impl PartialEq for GCounter {
     fn eq(&self, other: &GCounter) -> bool {
-        self.slots == other.slots
+        self.slots.len() == other.slots.len()
+            && self.slots.iter().zip(&other.slots).all(|(a, b)| a.replica == b.replica && a.value == b.value)
     }
 }
 
@@ -47,25 +56,39 @@ impl GCounter {
         if n == 0 {
             return self.get(replica);
         }
-        let slot = self.slots.entry(replica).or_insert(0);
-        *slot = slot.saturating_add(n);
-        self.dirty.insert(replica);
-        *slot
+        match self.slots.binary_search_by_key(&replica, |s| s.replica) {
+            Ok(i) => match self.slots.get_mut(i) {
+                Some(slot) => {
+                    slot.value = slot.value.saturating_add(n);
+                    slot.dirty = true;
+                    slot.value
+                }
+                // binary_search returned an index inside the vector.
+                None => 0,
+            },
+            Err(i) => {
+                self.slots.insert(i, Slot { replica, value: n, dirty: true });
+                n
+            }
+        }
     }
 
     /// The counter's value: the sum of all slots, saturating at `u64::MAX`.
     pub fn value(&self) -> u64 {
-        self.slots.values().fold(0u64, |sum, &v| sum.saturating_add(v))
+        self.slots.iter().fold(0u64, |sum, s| sum.saturating_add(s.value))
     }
 
     /// The value of `replica`'s slot (0 when it has none).
     pub fn get(&self, replica: ReplicaId) -> u64 {
-        self.slots.get(&replica).copied().unwrap_or(0)
+        match self.slots.binary_search_by_key(&replica, |s| s.replica) {
+            Ok(i) => self.slots.get(i).map_or(0, |s| s.value),
+            Err(_) => 0,
+        }
     }
 
     /// The slots in replica order.
     pub fn slots(&self) -> impl ExactSizeIterator<Item = (ReplicaId, u64)> + '_ {
-        self.slots.iter().map(|(&r, &v)| (r, v))
+        self.slots.iter().map(|s| (s.replica, s.value))
     }
 
     /// The number of slots.
@@ -93,25 +116,36 @@ impl GCounter {
     }
 
     fn join(&mut self, other: &GCounter, mark: bool) -> bool {
+        if self.slots.is_empty() {
+            // A counter seen for the first time (a joining node, a new key): a copy.
+            self.slots = other.slots.iter().filter(|s| s.value > 0).map(|s| Slot { dirty: mark, ..*s }).collect();
+            return !self.slots.is_empty();
+        }
         let mut changed = false;
-        for (&replica, &value) in &other.slots {
-            let grew = match self.slots.get_mut(&replica) {
-                Some(slot) if value > *slot => {
-                    *slot = value;
-                    true
-                }
-                Some(_) => false,
-                // A zero slot says nothing; keeping none keeps states canonical.
-                None if value > 0 => {
-                    self.slots.insert(replica, value);
-                    true
-                }
-                None => false,
-            };
-            if grew && mark {
-                self.dirty.insert(replica);
+        let mut added: Vec<Slot> = Vec::new();
+        // Both sides are sorted: one walk, `i` never moves back.
+        let mut i = 0;
+        for theirs in &other.slots {
+            while self.slots.get(i).is_some_and(|mine| mine.replica < theirs.replica) {
+                i += 1;
             }
-            changed |= grew;
+            match self.slots.get_mut(i) {
+                Some(mine) if mine.replica == theirs.replica => {
+                    if theirs.value > mine.value {
+                        mine.value = theirs.value;
+                        mine.dirty |= mark;
+                        changed = true;
+                    }
+                }
+                // A zero slot says nothing; keeping none keeps states canonical.
+                _ if theirs.value == 0 => {}
+                _ => added.push(Slot { replica: theirs.replica, value: theirs.value, dirty: mark }),
+            }
+        }
+        if !added.is_empty() {
+            self.slots.extend(added);
+            self.slots.sort_unstable_by_key(|s| s.replica);
+            changed = true;
         }
         changed
     }
@@ -119,32 +153,38 @@ impl GCounter {
     /// The slots incremented since the last call, at their current values, as a counter
     /// to ship and [`GCounter::merge`] elsewhere; clears the record.
     pub fn take_delta(&mut self) -> GCounter {
-        let dirty = std::mem::take(&mut self.dirty);
-        let slots = dirty.into_iter().filter_map(|r| self.slots.get(&r).map(|&v| (r, v))).collect();
-        GCounter { slots, dirty: BTreeSet::new() }
+        let mut slots = Vec::new();
+        for slot in self.slots.iter_mut().filter(|s| s.dirty) {
+            slot.dirty = false;
+            slots.push(Slot { dirty: false, ..*slot });
+        }
+        GCounter { slots }
     }
 
     /// Whether a slot was incremented since the last [`GCounter::take_delta`].
     pub fn has_delta(&self) -> bool {
-        !self.dirty.is_empty()
+        self.slots.iter().any(|s| s.dirty)
     }
 
     /// How many of `other`'s slots `self` lacks: the slots a merge would add.
     pub fn new_slots_in(&self, other: &GCounter) -> usize {
-        other.slots.keys().filter(|r| !self.slots.contains_key(r)).count()
+        other.slots.iter().filter(|s| s.value > 0 && self.get(s.replica) == 0).count()
     }
 
     /// The largest incarnation among the slots of `node`'s `shard`, if any.
     pub fn incarnation_max(&self, node: u64, shard: u16) -> Option<u32> {
-        let from = ReplicaId::new(node, shard, 0);
-        let to = ReplicaId::new(node, shard, u32::MAX);
-        self.slots.range(from..=to).next_back().map(|(r, _)| r.incarnation)
+        self.slots
+            .iter()
+            .filter(|s| s.replica.node == node && s.replica.shard == shard)
+            .map(|s| s.replica.incarnation)
+            .max()
     }
 
-    /// Builds a counter from slots already known to be in strictly ascending order (the
-    /// decoder's output); nothing is marked for shipping.
-    pub(crate) fn from_sorted_slots(slots: BTreeMap<ReplicaId, u64>) -> GCounter {
-        GCounter { slots, dirty: BTreeSet::new() }
+    /// Builds a counter from nonzero slots already known to be in strictly ascending
+    /// order (the decoder's output); nothing is marked for shipping.
+    pub(crate) fn from_sorted_slots(slots: Vec<(ReplicaId, u64)>) -> GCounter {
+        debug_assert!(slots.windows(2).all(|w| w[0].0 < w[1].0) && slots.iter().all(|s| s.1 > 0));
+        GCounter { slots: slots.into_iter().map(|(replica, value)| Slot { replica, value, dirty: false }).collect() }
     }
 }
 
