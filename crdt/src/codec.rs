@@ -277,6 +277,20 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seeds_decode() {
+        // The committed seed corpus of `fuzz/fuzz_targets/crdt_decode.rs` must stay valid.
+        for (name, bytes, len) in [
+            ("empty", &include_bytes!("../../fuzz/corpus/crdt_decode/empty")[..], 0),
+            ("one_key", include_bytes!("../../fuzz/corpus/crdt_decode/one_key"), 1),
+            ("two_keys", include_bytes!("../../fuzz/corpus/crdt_decode/two_keys"), 2),
+        ] {
+            let b = Budgets::decode(bytes, Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(b.len(), len, "{name}");
+            assert_eq!(b.encode(), bytes, "{name}");
+        }
+    }
+
+    #[test]
     fn varints_and_zigzag() {
         for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
             let mut out = Vec::new();

@@ -20,8 +20,8 @@
 //!   Its size is bounded by [`Limits`]; at a bound it refuses ([`CrdtError`]) and never
 //!   evicts a live counter, since forgetting spend would re-grant it.
 //! - [`Budgets::encode`] / [`Budgets::decode`]: a compact binary form with a version
-//!   byte (format in the `codec` module's source docs), the same for a full state and a
-//!   delta. Decoding untrusted bytes never panics and never allocates for entries it has
+//!   byte ([`ENCODING_VERSION`]; the format is in the crate's README), the same for a
+//!   full state and a delta. Decoding untrusted bytes never panics and never allocates for entries it has
 //!   not read.
 //!
 //! The gateway (crate `gatekeeper`) owns everything around this: reservations (local to a

@@ -179,6 +179,23 @@ proptest! {
     }
 
     #[test]
+    fn decode_of_damaged_encodings_never_panics(
+        a in state(),
+        damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = a.encode();
+        for (at, byte) in damage {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1).max(1));
+        if let Ok(b) = Budgets::decode(&bytes, Limits::default()) {
+            prop_assert_eq!(b.encode(), bytes, "one state, one encoding");
+        }
+    }
+
+    #[test]
     fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         if let Ok(b) = Budgets::decode(&bytes, Limits::default()) {
             prop_assert_eq!(b.encode(), bytes, "one state, one encoding");
