@@ -86,6 +86,12 @@ impl GCounter {
         }
     }
 
+    /// What `node` contributed: the sum of its slots over every shard and boot,
+    /// saturating (per-node figures for `gatekeeper budget show`, per-node shares).
+    pub fn node_value(&self, node: u64) -> u64 {
+        self.slots.iter().filter(|s| s.replica.node == node).fold(0u64, |sum, s| sum.saturating_add(s.value))
+    }
+
     /// The slots in replica order.
     pub fn slots(&self) -> impl ExactSizeIterator<Item = (ReplicaId, u64)> + '_ {
         self.slots.iter().map(|s| (s.replica, s.value))
@@ -239,5 +245,6 @@ mod tests {
         assert_eq!(c.incarnation_max(1, 0), Some(7));
         assert_eq!(c.incarnation_max(1, 1), Some(9));
         assert_eq!(c.incarnation_max(0, 0), None);
+        assert_eq!((c.node_value(1), c.node_value(2), c.node_value(3)), (3, 1, 0));
     }
 }
