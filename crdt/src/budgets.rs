@@ -324,17 +324,6 @@ impl Budgets {
         self.counters.values().flat_map(|c| c.slots()).filter(|(r, _)| r.node == node).map(|(r, _)| r.incarnation).max()
     }
 
-    /// The compact binary form of the whole map (or of a delta): see the crate docs,
-    /// "Encoding".
-    pub fn encode(&self) -> Vec<u8> {
-        crate::codec::encode(self)
-    }
-
-    /// Reads [`Budgets::encode`]'s output from untrusted bytes, bounded by `limits`.
-    pub fn decode(bytes: &[u8], limits: Limits) -> Result<Budgets, CrdtError> {
-        crate::codec::decode(bytes, limits)
-    }
-
     /// A map from counters already checked against `limits` (the decoder's output).
     pub(crate) fn from_counters(counters: BTreeMap<BudgetKey, GCounter>, limits: Limits) -> Budgets {
         let slots_len_max = counters.values().map(GCounter::len).max().unwrap_or(0);

@@ -33,7 +33,20 @@ pub const VERSION: u8 = 1;
 /// Longest LEB128 encoding of a `u64`.
 const VARINT_BYTES_MAX: usize = 10;
 
-pub(crate) fn encode(budgets: &Budgets) -> Vec<u8> {
+impl Budgets {
+    /// The compact binary form of the whole map (or of a delta), version [`VERSION`]:
+    /// see the crate's README, "Encoding".
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads [`Budgets::encode`]'s output from untrusted bytes, bounded by `limits`.
+    pub fn decode(bytes: &[u8], limits: Limits) -> Result<Budgets, CrdtError> {
+        decode(bytes, limits)
+    }
+}
+
+fn encode(budgets: &Budgets) -> Vec<u8> {
     // About 40 bytes for a counter with one slot and a short key id.
     let mut out = Vec::with_capacity(1 + VARINT_BYTES_MAX + budgets.len().saturating_mul(40));
     out.push(VERSION);
@@ -58,7 +71,7 @@ pub(crate) fn encode(budgets: &Budgets) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode(bytes: &[u8], limits: Limits) -> Result<Budgets, CrdtError> {
+fn decode(bytes: &[u8], limits: Limits) -> Result<Budgets, CrdtError> {
     let mut r = Reader { bytes };
     let version = r.u8()?;
     if version != VERSION {

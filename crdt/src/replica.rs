@@ -10,7 +10,7 @@ use std::fmt;
 /// under the old slot's larger value (merge keeps the maximum), re-granting budget. A new
 /// incarnation writes a fresh slot instead; the old slot keeps its value (learned back
 /// from a peer's snapshot) until its epoch is garbage-collected, so nothing is counted
-/// twice and nothing is lost. See [`crate::Budgets::next_incarnation`].
+/// twice and nothing is lost. See [`crate::Budgets::incarnation_max`].
 ///
 /// Ordered by node, then shard, then incarnation, which is also the encoding's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
