@@ -171,6 +171,39 @@ proptest! {
     }
 
     #[test]
+    fn bounded_merges_are_all_or_nothing(
+        a in state(), b in state(), c in state(), keys_max in 0usize..20, slots_max in 0usize..6,
+    ) {
+        let limits = Limits { keys_max, slots_per_key_max: slots_max };
+        // Build `a` under the limits through merges and adds (taking what fits), so its
+        // bookkeeping is what a bounded replica's would be.
+        let mut bounded = Budgets::new(limits);
+        let _ = bounded.merge(&a);
+        let _ = bounded.merge(&b.clone().take_delta());
+        for (key, counter) in c.iter() {
+            for (r, v) in counter.slots() {
+                let _ = bounded.add(r, key, v);
+            }
+        }
+        let fits = |m: &Budgets| m.len() <= keys_max && m.iter().all(|(_, c)| c.len() <= slots_max);
+        prop_assert!(fits(&bounded));
+        for other in [&a, &b, &c] {
+            let before = bounded.clone();
+            let unbounded = join(&join(&Budgets::new(Limits::default()), &before), other);
+            match bounded.merge(other) {
+                Ok(_) => {
+                    prop_assert_eq!(&bounded, &unbounded);
+                    prop_assert!(fits(&bounded));
+                }
+                Err(_) => {
+                    prop_assert!(!fits(&unbounded), "refused a merge that fits");
+                    prop_assert_eq!(&bounded, &before);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn encoding_round_trips(a in state()) {
         let bytes = a.encode();
         let back = Budgets::decode(&bytes, Limits::default()).unwrap();
