@@ -10,7 +10,9 @@
 //! - `crdt/merge_10k_delta`: `Budgets::merge` of the delta into the state;
 //! - `crdt/merge_10k_delta_into_empty`: the same into a joining node's empty map;
 //! - `crdt/encode_10k_delta`, `crdt/decode_10k_delta`: its binary form both ways (the
-//!   delta's size in bytes is printed once).
+//!   delta's size in bytes is printed once);
+//! - `crdt/add_one_in_10k`, `crdt/spent_one_in_10k`: settling one request into, and
+//!   reading one window of, the 10,000-key map.
 
 use std::hint::black_box;
 
@@ -79,6 +81,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("decode_10k_delta", |b| {
         b.iter_batched(|| (), |()| Budgets::decode(black_box(&bytes), Limits::default()), BatchSize::LargeInput)
     });
+    // Settling one request into a 10,000-key map, and reading one window's spend: what a
+    // shard would do per request if it kept its own `Budgets` (the key already counted).
+    let key = keys().swap_remove(KEYS / 2);
+    let mut settle = state.clone();
+    group.bench_function("add_one_in_10k", |b| {
+        b.iter(|| black_box(settle.add(ReplicaId::new(0, 1, 1), black_box(&key), 1).expect("within limits")))
+    });
+    group.bench_function("spent_one_in_10k", |b| b.iter(|| black_box(state.spent(black_box(&key)))));
     group.finish();
 }
 
