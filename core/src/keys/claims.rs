@@ -9,6 +9,11 @@ use crate::router::mode::RouteMode;
 /// Longest `jti` accepted, bytes. Key ids are short; the bound keeps revocation lists sane.
 pub const JTI_BYTES_MAX: usize = 128;
 
+/// Largest number a budget claim (`budget.*`, `rpm`) may hold: 2^53, the largest integer
+/// that every JSON reader (IEEE doubles) carries exactly. A larger limit is no limit in
+/// practice and most likely a bug in the issuer, so the key is refused instead.
+pub const BUDGET_CLAIM_MAX: u64 = 1 << 53;
+
 /// Spending limits carried by a key; every field is optional (absent: no limit).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
@@ -87,8 +92,12 @@ impl Claims {
     /// Parses and checks the signed payload. Call only after the signature verified: the
     /// errors are reported as `Malformed`, which would otherwise leak parse details.
     pub fn from_payload(payload: &[u8]) -> Result<Claims, KeyError> {
-        let claims: Claims =
-            serde_json::from_slice(payload).map_err(|_| KeyError::Malformed("claims are not valid JSON"))?;
+        let mut json = serde_json::Deserializer::from_slice(payload);
+        // The path names the claim that failed, so an absurd budget (negative, fractional,
+        // a string such as "NaN") is reported by name.
+        let claims: Claims = serde_path_to_error::deserialize(&mut json)
+            .map_err(|e| KeyError::Malformed(budget_claim_error(&e.path().to_string())))?;
+        json.end().map_err(|_| KeyError::Malformed("claims are not valid JSON"))?;
         claims.check()?;
         Ok(claims)
     }
@@ -109,9 +118,21 @@ impl Claims {
                 return Err(KeyError::Malformed("quality must be between 0 and 1"));
             }
         }
+        let counts = [
+            ("budget.tokens_per_minute", self.budget.tokens_per_minute),
+            ("budget.tokens_per_day", self.budget.tokens_per_day),
+            ("budget.tokens_per_month", self.budget.tokens_per_month),
+            ("rpm", self.rpm),
+        ];
+        for (path, value) in counts {
+            if value.is_some_and(|v| v > BUDGET_CLAIM_MAX) {
+                return Err(KeyError::Malformed(budget_claim_error(path)));
+            }
+        }
         if let Some(usd) = self.budget.usd_per_month {
-            if !usd.is_finite() || usd < 0.0 {
-                return Err(KeyError::Malformed("usd_per_month must be a non-negative number"));
+            // 2^53 as f64 is exact.
+            if !usd.is_finite() || !(0.0..=BUDGET_CLAIM_MAX as f64).contains(&usd) {
+                return Err(KeyError::Malformed(budget_claim_error("budget.usd_per_month")));
             }
         }
         Ok(())
@@ -130,6 +151,19 @@ impl Claims {
         } else {
             Err(KeyError::ModelNotAllowed { model: model.to_string() })
         }
+    }
+}
+
+/// The error for a bad value at `path` (as `serde_path_to_error` writes it): the budget
+/// claims by name, anything else as invalid JSON.
+fn budget_claim_error(path: &str) -> &'static str {
+    match path {
+        "budget.tokens_per_minute" => "budget.tokens_per_minute must be a whole number from 0 to 2^53",
+        "budget.tokens_per_day" => "budget.tokens_per_day must be a whole number from 0 to 2^53",
+        "budget.tokens_per_month" => "budget.tokens_per_month must be a whole number from 0 to 2^53",
+        "budget.usd_per_month" => "budget.usd_per_month must be a number from 0 to 2^53",
+        "rpm" => "rpm must be a whole number from 0 to 2^53",
+        _ => "claims are not valid JSON",
     }
 }
 
@@ -266,5 +300,48 @@ mod tests {
             assert!(Claims::from_payload(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(Claims::from_payload(br#"{"jti":"a","future_claim":1}"#).is_ok());
+    }
+
+    #[test]
+    fn absurd_budget_claims_are_refused_by_name() {
+        let bad = |claim: &str, value: &str| {
+            let json = match claim {
+                "rpm" => format!(r#"{{"jti":"a","rpm":{value}}}"#),
+                _ => format!(r#"{{"jti":"a","budget":{{"{claim}":{value}}}}}"#),
+            };
+            Claims::from_payload(json.as_bytes())
+        };
+        for claim in ["tokens_per_minute", "tokens_per_day", "tokens_per_month", "usd_per_month", "rpm"] {
+            let path = if claim == "rpm" { claim.to_string() } else { format!("budget.{claim}") };
+            for value in
+                ["-1", "1e300", "\"NaN\"", "NaN", "9007199254740993", "9007199254740994", "18446744073709551616"]
+            {
+                if claim == "usd_per_month" && value == "9007199254740993" {
+                    // As a double this is 2^53 exactly, which is allowed.
+                    continue;
+                }
+                let err = bad(claim, value).unwrap_err();
+                let KeyError::Malformed(message) = err else { panic!("{claim}={value}: {err:?}") };
+                assert!(message.starts_with(&path), "{claim}={value}: {message}");
+                assert!(message.contains("2^53"), "{message}");
+            }
+            assert!(bad(claim, "9007199254740992").is_ok(), "{claim}: 2^53 itself is allowed");
+            assert!(bad(claim, "0").is_ok(), "{claim}: 0 is a limit of nothing");
+        }
+        // Fractional token counts are not counts; a fractional USD amount is fine.
+        assert!(bad("tokens_per_day", "1.5").is_err());
+        assert!(bad("usd_per_month", "12.5").is_ok());
+        assert!(bad("usd_per_month", "-0.01").is_err());
+        // Issuing refuses them too, with the same message.
+        let c = Claims { jti: "a".into(), rpm: Some(BUDGET_CLAIM_MAX + 1), ..Claims::default() };
+        assert_eq!(c.to_payload(), Err(KeyError::Malformed("rpm must be a whole number from 0 to 2^53")));
+        let c = Claims {
+            jti: "a".into(),
+            budget: Budget { usd_per_month: Some(f64::INFINITY), ..Budget::default() },
+            ..Claims::default()
+        };
+        assert_eq!(c.to_payload(), Err(KeyError::Malformed("budget.usd_per_month must be a number from 0 to 2^53")));
+        // Other bad claims keep the generic message.
+        assert_eq!(Claims::from_payload(br#"{"jti":5}"#), Err(KeyError::Malformed("claims are not valid JSON")));
     }
 }

@@ -41,7 +41,7 @@ mod tests;
 
 pub use batch::Work;
 pub use bearer::{authenticate, bearer_token};
-pub use claims::{Budget, Claims, Footer, JTI_BYTES_MAX};
+pub use claims::{Budget, Claims, Footer, BUDGET_CLAIM_MAX, JTI_BYTES_MAX};
 pub use error::KeyError;
 pub use paserk::{PublicKey, SecretKey};
 pub use shard::{ShardStats, ShardVerifier, BATCH_MAX, QUEUE_MAX};

@@ -256,10 +256,10 @@ fn arb_claims() -> impl Strategy<Value = Claims> {
         // the round trip uses values with few decimals, as real claims have.
         proptest::option::of((0u32..=1000).prop_map(|q| f64::from(q) / 1000.0)),
         (
-            proptest::option::of(any::<u64>()),
+            proptest::option::of(0..=BUDGET_CLAIM_MAX),
             proptest::option::of((0u32..1_000_000).prop_map(|c| f64::from(c) / 100.0)),
         ),
-        proptest::option::of(any::<u64>()),
+        proptest::option::of(0..=BUDGET_CLAIM_MAX),
         any::<bool>(),
     )
         .prop_map(|(jti, sub, exp, models, route, quality, (tpd, usd), rpm, zk)| Claims {
@@ -289,5 +289,32 @@ proptest! {
         prop_assert_eq!(v.verify_now(&t, now).unwrap(), Claims { kid: Some(kid), ..c.clone() });
         let got = decode_unverified(&t).unwrap();
         prop_assert_eq!(got.kid, Some(a.public_key().pid()));
+    }
+}
+
+#[test]
+fn absurd_budget_claims_are_refused_at_key_check() {
+    let a = issuer(9);
+    let v = verifier(&[&a], 0);
+    for (payload, message) in [
+        (
+            &br#"{"jti":"b1","budget":{"tokens_per_day":-1}}"#[..],
+            "budget.tokens_per_day must be a whole number from 0 to 2^53",
+        ),
+        (
+            br#"{"jti":"b2","budget":{"tokens_per_minute":1e300}}"#,
+            "budget.tokens_per_minute must be a whole number from 0 to 2^53",
+        ),
+        (br#"{"jti":"b3","budget":{"usd_per_month":"NaN"}}"#, "budget.usd_per_month must be a number from 0 to 2^53"),
+        (
+            br#"{"jti":"b4","budget":{"tokens_per_month":9007199254740993}}"#,
+            "budget.tokens_per_month must be a whole number from 0 to 2^53",
+        ),
+        (br#"{"jti":"b5","rpm":9007199254740993}"#, "rpm must be a whole number from 0 to 2^53"),
+    ] {
+        // Signed by a trusted issuer: the signature is fine, the claims are not.
+        let t = paseto::sign(&a, payload, &Footer::for_key(&a.public_key()).to_bytes(), b"");
+        assert_eq!(v.verify_now(&t, NOW), Err(KeyError::Malformed(message)));
+        assert_eq!(KeyError::Malformed(message).http_status_and_code(), (401, "invalid_api_key"));
     }
 }

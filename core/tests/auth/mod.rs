@@ -122,6 +122,26 @@ fn models_list_shows_only_what_the_key_may_use() {
 }
 
 #[test]
+fn absurd_budget_claims_are_refused_naming_the_claim() {
+    let s = setup("");
+    let footer = Footer::for_key(&s.issuer.public_key()).to_bytes();
+    for (budget, claim) in [
+        (r#"{"tokens_per_day":-1}"#, "budget.tokens_per_day"),
+        (r#"{"tokens_per_minute":1e300}"#, "budget.tokens_per_minute"),
+        (r#"{"usd_per_month":"NaN"}"#, "budget.usd_per_month"),
+        (r#"{"tokens_per_month":9007199254740993}"#, "budget.tokens_per_month"),
+    ] {
+        // Signed by the trusted issuer: only the claim's value is wrong.
+        let payload = format!(r#"{{"jti":"absurd","budget":{budget}}}"#);
+        let t = gatekeeper::keys::paseto::sign(&s.issuer, payload.as_bytes(), &footer, b"");
+        let r = with_key(&s, &t, "m");
+        assert_eq!((r.status, code(&r)), (401, "invalid_api_key".into()), "{budget}");
+        let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains(claim) && message.contains("2^53"), "{budget}: {message}");
+    }
+}
+
+#[test]
 fn one_forged_token_among_63_good_fails_alone() {
     let s = setup("");
     let mut tokens: Vec<String> = (0..64).map(|i| token(&s.issuer, claims(&format!("batch-{i}")))).collect();
