@@ -10,8 +10,8 @@
 //! regenerates `core/src/router/score/weights.rs` from a fit on every prompt with the
 //! shipped target. Deterministic: fixed folds (subject hash), no random state.
 //!
-//! For trying features: `--l2-sweep` prints pooled and mean-of-folds APGR per target for
-//! a range of L2 penalties; `--drop a,b` / `--only a,b` hold the named features at zero
+//! For trying features: `--l2-sweep` prints pooled and mean-of-folds APGR of the shipped
+//! target for each fit parameter varied alone around `PARAMS`; `--drop a,b` / `--only a,b` hold the named features at zero
 //! (or all others), so their weights fit to zero; `--subjects` prints each subject's
 //! accuracy gain and mean held-out score.
 

@@ -58,9 +58,9 @@ pub struct Counts {
 }
 
 /// Buckets of the hashed bag of words: each scanned word (a run of ASCII letters,
-/// lowercased) is hashed into one, and the model weighs the buckets present. 1,024 held
-/// out as well as 2,048 or 4,096 and better than 512 (see `bench/RESULTS.md`); it keeps
-/// the generated weights at 4 KiB, within cache.
+/// lowercased) is hashed into one, and the model weighs the buckets present. In the
+/// exploratory fits 1,024 held out as well as 2,048 or 4,096 and better than 512 (see
+/// `bench/RESULTS.md`); it keeps the generated weights at 4 KiB, within cache.
 pub const WORD_BUCKETS: usize = 1024;
 
 /// Buckets a prompt's words must fill for the bag of words to count. A shorter bag's
