@@ -53,31 +53,6 @@ pub struct Counts {
     pub lexicon: [u32; LEXICON_COUNT],
     /// Negations written in capitals ("NOT", "EXCEPT", "LEAST").
     pub caps_negation: u32,
-    /// Which of the [`WORD_BUCKETS`] buckets the scanned words hash into (a bit each).
-    pub word_buckets: [u64; WORD_BUCKETS / 64],
-}
-
-/// Buckets of the hashed bag of words: each scanned word (a run of ASCII letters,
-/// lowercased) is hashed into one, and the model weighs the buckets present. In the
-/// exploratory fits 1,024 held out as well as 2,048 or 4,096 and better than 512 (see
-/// `bench/RESULTS.md`); it keeps the generated weights at 4 KiB, within cache.
-pub const WORD_BUCKETS: usize = 1024;
-
-/// Buckets a prompt's words must fill for the bag of words to count. A shorter bag's
-/// mean weight is mostly the noise of a few words, and short prompts are where the
-/// labelled data (multiple choice, word problems: 36 distinct words at the median, 16 at
-/// the 5th percentile) says least about real traffic (greetings, one-line questions); so,
-/// as [`absent`] does for the answer options, the model counts such a bag as the
-/// training mean, and the fit does the same.
-pub const WORDS_PRESENT_MIN: u32 = 16;
-
-/// FNV-1a offset basis: the hash of a word before its first letter.
-const WORD_HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// The bucket of a word's FNV-1a hash: its top bits after a multiplicative mix (FNV's low
-/// bits mix poorly for short words).
-fn word_bucket(hash: u64) -> usize {
-    (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - WORD_BUCKETS.trailing_zeros())) as usize
 }
 
 impl Counts {
@@ -124,38 +99,9 @@ pub fn absent(i: usize, log_options: f64) -> bool {
     matches!(i, 1..=3) && log_options <= 0.0
 }
 
-/// The model's inputs: the counted features in [`FEATURE_NAMES`] order, and the bag of
-/// words.
+/// The model's inputs, in [`FEATURE_NAMES`] order.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Features(pub [f32; FEATURE_COUNT], pub WordBag);
-
-/// Which word buckets a prompt holds, and the weight each present bucket gets: the
-/// model reads the mean weight of the buckets present, so the bag says what kind of
-/// words a prompt uses and not how many (length has its own feature).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WordBag {
-    /// A bit per bucket, as in [`Counts::word_buckets`].
-    pub buckets: [u64; WORD_BUCKETS / 64],
-    /// `1 / buckets present`, or 0 (the bag is absent) below [`WORDS_PRESENT_MIN`].
-    pub weight: f32,
-}
-
-impl WordBag {
-    /// The buckets present, ascending.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.buckets.iter().enumerate().flat_map(|(i, &bits)| {
-            let mut rest = bits;
-            std::iter::from_fn(move || {
-                if rest == 0 {
-                    return None;
-                }
-                let bit = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                Some(i * 64 + bit)
-            })
-        })
-    }
-}
+pub struct Features(pub [f32; FEATURE_COUNT]);
 
 fn ln1p(x: u64) -> f32 {
     (x as f32).ln_1p()
@@ -175,29 +121,22 @@ impl Features {
     pub fn from_counts(c: &Counts) -> Features {
         let lex = |l: Lexicon| ln1p(u64::from(c.hits(l)));
         let log_bytes = ln1p(c.bytes_total);
-        let present: u32 = c.word_buckets.iter().map(|b| b.count_ones()).sum();
-        Features(
-            [
-                log_bytes,
-                ln1p(u64::from(c.options)),
-                share(c.numeric_options, c.options),
-                share(c.compound_options, c.options),
-                f32::from(u8::from(c.direct_question)),
-                ln1p(u64::from(c.numbers)),
-                lex(Lexicon::Negation),
-                ln1p(u64::from(c.caps_negation)),
-                lex(Lexicon::MultiStatement),
-                lex(Lexicon::FirstPerson),
-                // Science asked about in words, not computed: the answers are not numbers.
-                lex(Lexicon::Science) * (1.0 - share(c.numeric_options, c.options)),
-                // A story of people (a fact pattern, a vignette), weighted by its length.
-                lex(Lexicon::ThirdPerson) * log_bytes / 8.0,
-            ],
-            WordBag {
-                buckets: c.word_buckets,
-                weight: if present >= WORDS_PRESENT_MIN { 1.0 / present as f32 } else { 0.0 },
-            },
-        )
+        Features([
+            log_bytes,
+            ln1p(u64::from(c.options)),
+            share(c.numeric_options, c.options),
+            share(c.compound_options, c.options),
+            f32::from(u8::from(c.direct_question)),
+            ln1p(u64::from(c.numbers)),
+            lex(Lexicon::Negation),
+            ln1p(u64::from(c.caps_negation)),
+            lex(Lexicon::MultiStatement),
+            lex(Lexicon::FirstPerson),
+            // Science asked about in words, not computed: the answers are not numbers.
+            lex(Lexicon::Science) * (1.0 - share(c.numeric_options, c.options)),
+            // A story of people (a fact pattern, a vignette), weighted by its length.
+            lex(Lexicon::ThirdPerson) * log_bytes / 8.0,
+        ])
     }
 }
 
@@ -297,10 +236,8 @@ fn scan_bytes(bytes: &[u8], c: &mut Counts) {
     let first_turn = c.bytes_scanned == 0;
     let options_before = c.options;
     let lexicons = &*LEXICONS;
-    // The current word's length, its first letters packed, whether it is in capitals, and
-    // the hash of its letters, lowercased.
+    // The current word's length, its first letters packed, and whether it is in capitals.
     let (mut word_len, mut word_code, mut word_caps) = (0usize, 0u32, true);
-    let mut word_hash = WORD_HASH_START;
     let mut in_number = false;
     // The two bytes before the current one; a turn starts as if after a newline.
     let (mut prev, mut prev2) = (b'\n', b'\n');
@@ -316,7 +253,6 @@ fn scan_bytes(bytes: &[u8], c: &mut Counts) {
                     word_code = pack(word_code, b);
                 }
                 word_caps &= b.is_ascii_uppercase();
-                word_hash = (word_hash ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3);
                 word_len += 1;
                 option.letters += 1;
             }
@@ -342,8 +278,8 @@ fn scan_bytes(bytes: &[u8], c: &mut Counts) {
         }
         option.commas += u32::from(b == b',');
         if class != Class::Letter && word_len > 0 {
-            end_word(lexicons, word_len, word_code, word_caps, word_hash, c);
-            (word_len, word_code, word_caps, word_hash) = (0, 0, true, WORD_HASH_START);
+            end_word(lexicons, word_len, word_code, word_caps, c);
+            (word_len, word_code, word_caps) = (0, 0, true);
         }
         in_number = class == Class::Digit || (in_number && (b == b'.' || b == b','));
         if !matches!(class, Class::Blank | Class::Newline) {
@@ -353,7 +289,7 @@ fn scan_bytes(bytes: &[u8], c: &mut Counts) {
         prev = b;
     }
     if word_len > 0 {
-        end_word(lexicons, word_len, word_code, word_caps, word_hash, c);
+        end_word(lexicons, word_len, word_code, word_caps, c);
     }
     option.close(c);
     if first_turn && c.options == options_before && last_mark == b'?' {
@@ -363,12 +299,8 @@ fn scan_bytes(bytes: &[u8], c: &mut Counts) {
     c.bytes_scanned += bytes.len() as u32;
 }
 
-/// Counts a word that ended: its bucket, and a short one is looked up in the lexicons.
-fn end_word(lexicons: &Lexicons, len: usize, code: u32, caps: bool, hash: u64, c: &mut Counts) {
-    let bucket = word_bucket(hash);
-    if let Some(bits) = c.word_buckets.get_mut(bucket / 64) {
-        *bits |= 1 << (bucket % 64);
-    }
+/// Counts a word that ended: a short one is looked up in the lexicons.
+fn end_word(lexicons: &Lexicons, len: usize, code: u32, caps: bool, c: &mut Counts) {
     if len > SHORT_WORD_LEN_MAX {
         return;
     }

@@ -1,9 +1,6 @@
-//! The fitted model: log-odds z = bias + Σ weightᵢ · (xᵢ − meanᵢ) / scaleᵢ + (mean of
-//! wordᵦ over the word buckets `b` the prompt holds − its training mean) of a logistic
+//! The fitted model: log-odds z = bias + Σ weightᵢ · (xᵢ − meanᵢ) / scaleᵢ of a logistic
 //! regression on the expected accuracy gain of the strong model, reported as the share
-//! of the labelled prompts with lower log-odds (a percentile). An absent feature (see
-//! [`super::features::absent`], [`super::features::WORDS_PRESENT_MIN`]) adds nothing: it
-//! counts as its training mean.
+//! of the labelled prompts with lower log-odds (a percentile).
 //!
 //! The percentile keeps the fit's ranking (all that APGR measures) and spreads the score
 //! over 0–1: a router that sends requests above complexity `t` to the strong model sends
@@ -11,7 +8,7 @@
 //! sit in a narrow band around the data's mean gain.
 
 use super::features::Features;
-use super::weights::{BIAS, LOGIT_PERCENTILES, WEIGHTS, WORD_MEAN, WORD_WEIGHTS};
+use super::weights::{BIAS, LOGIT_PERCENTILES, WEIGHTS};
 
 /// The model's log-odds for `features`.
 pub fn logit(features: &Features) -> f32 {
@@ -21,11 +18,6 @@ pub fn logit(features: &Features) -> f32 {
         if !super::features::absent(i, log_options) {
             z += weight * (x - mean) / scale;
         }
-    }
-    let bag = &features.1;
-    if bag.weight > 0.0 {
-        let words: f32 = bag.iter().map(|b| WORD_WEIGHTS.get(b).copied().unwrap_or(0.0)).sum();
-        z += words * bag.weight - WORD_MEAN;
     }
     z
 }
@@ -39,16 +31,10 @@ pub fn complexity(features: &Features) -> f32 {
 /// Where `z` falls among the training prompts' log-odds, interpolated linearly between
 /// the table's steps; below the lowest 0, above the highest 1.
 fn percentile(z: f32) -> f32 {
-    percentile_in(&LOGIT_PERCENTILES, z)
-}
-
-/// Where `z` falls in `table` (log-odds at evenly spaced shares, ascending), as
-/// [`complexity`] reads the shipped table; the fit evaluates its held-out folds with it
-/// too, so the figure is that of the shipped transform.
-pub fn percentile_in(table: &[f32], z: f32) -> f32 {
-    if z.is_nan() || table.len() < 2 {
+    if z.is_nan() {
         return 0.5;
     }
+    let table = &LOGIT_PERCENTILES;
     let steps = (table.len() - 1) as f32;
     // The number of table entries ≤ z: z lies between entry i − 1 and entry i.
     let i = table.partition_point(|&q| q <= z);
