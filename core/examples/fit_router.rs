@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use gatekeeper::router::score::features::FEATURE_NAMES;
 use gatekeeper::router::score::fit::{
-    apgr, cross_validate, cross_validate_scores, cross_validate_with, fit, load, quantiles, random_apgr, row,
+    apgr, cross_validate, cross_validate_scores, cross_validate_with, fit_subjects, load, quantiles, random_apgr, row,
     weights_source, Target, DATA_PATH, FOLDS, SHIPPED_TARGET,
 };
 
@@ -133,7 +133,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let labels: Vec<f64> = examples.iter().map(|e| SHIPPED_TARGET.label(e)).collect();
-    let model = fit(&rows, &labels);
+    let subjects: Vec<&str> = examples.iter().map(|e| e.subject.as_str()).collect();
+    let model = fit_subjects(&rows, &labels, &subjects);
     let in_sample: Vec<f64> = rows.iter().map(|r| model.predict(r)).collect();
     println!();
     println!("shipped target {}: in-sample APGR {}", SHIPPED_TARGET.name(), fmt(apgr(&in_sample, &weak, &strong)));

@@ -176,13 +176,43 @@ pub const L2_PER_ROW: f64 = 0.3;
 pub const NEWTON_ITERATIONS_MAX: usize = 50;
 
 /// Fits a logistic regression of `y` (in [0, 1]) on `x` by Newton's method with an L2
-/// penalty of `L2_PER_ROW · n`. Deterministic: fixed order, no randomness.
-pub fn fit(x: &[Row], y: &[f64]) -> Model {
-    fit_with(x, y, L2_PER_ROW)
+/// penalty of `l2_per_row · n`, every row alike. Deterministic: fixed order, no
+/// randomness.
+pub fn fit_with(x: &[Row], y: &[f64], l2_per_row: f64) -> Model {
+    let w: Vec<f64> = vec![1.0; y.len()];
+    fit_weighted(x, y, &w, l2_per_row)
 }
 
-/// [`fit`] with another L2 penalty per row.
-pub fn fit_with(x: &[Row], y: &[f64], l2_per_row: f64) -> Model {
+/// How much a subject's size weighs in the fit: a prompt counts (prompts of its subject in
+/// the training rows)^−`SUBJECT_POWER`, rescaled to a mean of 1 — between every prompt
+/// alike (0) and every subject alike (1). Why: the few largest subjects (law 1,534 prompts,
+/// GSM8K 1,319, moral scenarios 895) otherwise decide the weights, and a held-out subject
+/// is more like "another subject" than like law. Held out it moved pooled APGR 0.638 →
+/// 0.643 and the mean of folds 0.629 → 0.632; chat prompts stay where they were
+/// ("What is 2+2?" 0.10).
+pub const SUBJECT_POWER: f64 = 0.5;
+
+/// Per-row fitting weights for rows of `subjects`: see [`SUBJECT_POWER`].
+pub fn subject_weights(subjects: &[&str], power: f64) -> Vec<f64> {
+    let mut size: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for s in subjects {
+        *size.entry(s).or_default() += 1.0;
+    }
+    let w: Vec<f64> = subjects.iter().map(|s| size.get(s).copied().unwrap_or(1.0).powf(-power)).collect();
+    let total: f64 = w.iter().sum();
+    let scale = if total > 0.0 { w.len() as f64 / total } else { 1.0 };
+    w.iter().map(|x| x * scale).collect()
+}
+
+/// The shipped fit of `x` (rows of `subjects`) to `y`: weighted by [`SUBJECT_POWER`], L2
+/// [`L2_PER_ROW`].
+pub fn fit_subjects(x: &[Row], y: &[f64], subjects: &[&str]) -> Model {
+    fit_weighted(x, y, &subject_weights(subjects, SUBJECT_POWER), L2_PER_ROW)
+}
+
+/// [`fit_with`], row `i` weighted by `sw[i]` (in its loss and so its gradient and
+/// curvature).
+pub fn fit_weighted(x: &[Row], y: &[f64], sw: &[f64], l2_per_row: f64) -> Model {
     let n = x.len().min(y.len());
     let nf = n.max(1) as f64;
     let mut mean = [0.0; FEATURE_COUNT];
@@ -217,11 +247,11 @@ pub fn fit_with(x: &[Row], y: &[f64], l2_per_row: f64) -> Model {
     for _ in 0..NEWTON_ITERATIONS_MAX {
         let mut grad = [0.0f64; D];
         let mut hess = [[0.0f64; D]; D];
-        for (row, &t) in z.iter().zip(&y[..n]) {
+        for ((row, &t), &s) in z.iter().zip(&y[..n]).zip(sw) {
             let p = sigmoid(row.iter().zip(&w).map(|(a, b)| a * b).sum());
-            let weight = p * (1.0 - p);
+            let weight = s * p * (1.0 - p);
             for a in 0..D {
-                grad[a] += (p - t) * row[a];
+                grad[a] += s * (p - t) * row[a];
                 for b in 0..=a {
                     hess[a][b] += weight * row[a] * row[b];
                 }
@@ -388,7 +418,8 @@ pub fn cross_validate_scores(examples: &[Example], rows: &[Row], target: Target)
         let train: Vec<usize> = (0..examples.len()).filter(|&i| fold[i] != k).collect();
         let x: Vec<Row> = train.iter().map(|&i| rows[i]).collect();
         let y: Vec<f64> = train.iter().map(|&i| target.label(&examples[i])).collect();
-        let model = fit(&x, &y);
+        let subjects: Vec<&str> = train.iter().map(|&i| examples[i].subject.as_str()).collect();
+        let model = fit_subjects(&x, &y, &subjects);
         for i in (0..examples.len()).filter(|&i| fold[i] == k) {
             held_out[i] = model.predict(&rows[i]);
         }
@@ -413,7 +444,8 @@ pub fn cross_validate_with(examples: &[Example], rows: &[Row], target: Target, l
         let test: Vec<usize> = (0..examples.len()).filter(|&i| fold[i] == k).collect();
         let x: Vec<Row> = train.iter().map(|&i| rows[i]).collect();
         let y: Vec<f64> = train.iter().map(|&i| target.label(&examples[i])).collect();
-        let model = fit_with(&x, &y, l2_per_row);
+        let subjects: Vec<&str> = train.iter().map(|&i| examples[i].subject.as_str()).collect();
+        let model = fit_weighted(&x, &y, &subject_weights(&subjects, SUBJECT_POWER), l2_per_row);
         let scores: Vec<f64> = test.iter().map(|&i| model.predict(&rows[i])).collect();
         for (&i, &s) in test.iter().zip(&scores) {
             held_out[i] = s;
@@ -455,7 +487,9 @@ pub fn weights_source(
     let _ = writeln!(s, "//! do not edit (a unit test refits and compares).");
     let _ = writeln!(s, "//!");
     let _ = writeln!(s, "//! Logistic regression fitted on `{DATA_PATH}` ({prompts} prompts), target");
-    let _ = writeln!(s, "//! `{}`, L2 {L2_PER_ROW} per row on standardized features.", target.name());
+    let _ =
+        writeln!(s, "//! `{}`, L2 {L2_PER_ROW} per row on standardized features, prompts weighted by", target.name());
+    let _ = writeln!(s, "//! (prompts of their subject)^-{SUBJECT_POWER}.");
     let _ = writeln!(
         s,
         "//! Subject-held-out APGR ({FOLDS} folds): pooled {:.3}, mean of folds {:.3}.",
@@ -541,7 +575,8 @@ mod tests {
     fn shipped_weights_are_what_the_fit_produces() {
         let (examples, rows) = &*DATA;
         let labels: Vec<f64> = examples.iter().map(|e| SHIPPED_TARGET.label(e)).collect();
-        let model = fit(rows, &labels);
+        let subjects: Vec<&str> = examples.iter().map(|e| e.subject.as_str()).collect();
+        let model = fit_subjects(rows, &labels, &subjects);
         let close = |a: f64, b: f32| (a - f64::from(b)).abs() <= 1e-4 * a.abs().max(1e-2);
         for (i, [mean, scale, weight]) in super::super::weights::WEIGHTS.iter().enumerate() {
             let name = super::super::features::FEATURE_NAMES[i];
@@ -556,7 +591,7 @@ mod tests {
         }
     }
 
-    /// Held-out APGR stays where it was measured (mean of folds 0.629, pooled 0.638 —
+    /// Held-out APGR stays where it was measured (mean of folds 0.632, pooled 0.643 —
     /// short of the 0.65 goal, for the reason bench/RESULTS.md gives: the answer-
     /// option features are absent for prompts without options, so the model cannot learn
     /// "no options ⇒ GSM8K", which would score every chat prompt as hard), and well above
@@ -565,8 +600,8 @@ mod tests {
     fn held_out_apgr_holds_its_measured_level() {
         let (examples, rows) = &*DATA;
         let cv = cross_validate(examples, rows, SHIPPED_TARGET);
-        assert!(cv.mean >= 0.625, "mean of folds {}", cv.mean);
-        assert!(cv.pooled >= 0.635, "pooled {}", cv.pooled);
+        assert!(cv.mean >= 0.630, "mean of folds {}", cv.mean);
+        assert!(cv.pooled >= 0.641, "pooled {}", cv.pooled);
         let weak: Vec<bool> = examples.iter().map(|e| e.weak_correct).collect();
         let strong: Vec<bool> = examples.iter().map(|e| e.strong_correct).collect();
         let length: Vec<f64> = examples.iter().map(|e| e.prompt.len() as f64).collect();
