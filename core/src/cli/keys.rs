@@ -212,7 +212,11 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         kid: None,
     };
     let public = secret.public_key();
-    let token = crate::keys::issue(&secret, &claims, &Footer::for_key(&public)).context("cannot issue")?;
+    let token = crate::keys::issue(&secret, &claims, &Footer::for_key(&public)).map_err(|e| match e {
+        // A claim the gateway would refuse: say which, not "malformed API key".
+        crate::keys::KeyError::Malformed(why) => anyhow::anyhow!("cannot issue: {why}"),
+        other => anyhow::Error::new(other).context("cannot issue"),
+    })?;
     eprintln!("issued jti={} kid={}", claims.jti, public.pid());
     writeln!(out, "{token}")?;
     Ok(())
@@ -357,6 +361,10 @@ mod tests {
         assert_eq!(parse_duration_s("90s").unwrap(), 90);
         assert_eq!(parse_duration_s("2h").unwrap(), 7200);
         assert!(parse_duration_s("2w").is_err() && parse_duration_s("-1d").is_err() && parse_duration_s("").is_err());
+        // A claim the gateway would refuse is refused at issue, named, not called a malformed key.
+        let absurd = IssueArgs { rpm: Some(1 << 60), ..args.clone() };
+        let err = run_out(KeysCommand::Issue(absurd), now).unwrap_err().to_string();
+        assert_eq!(err, "cannot issue: rpm must be a whole number from 0 to 2^53");
         let forever =
             run_out(KeysCommand::Issue(IssueArgs { expires: "never".into(), jti: None, ..args }), now).unwrap();
         let decoded = decode_unverified(forever.trim()).unwrap();
