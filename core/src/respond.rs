@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use gatekeeper_net::upstream::UpstreamError;
 use gatekeeper_net::Responder;
 
 use crate::audit::AuditError;
@@ -95,17 +96,19 @@ pub async fn relay(
     // Only for providers whose streams are translated (`kind: anthropic`).
     let mut translator =
         provider.anthropic.as_ref().map(|_| (StreamTranslator::new(unix_now_s(), answer.include_usage), Vec::new()));
+    // The upstream response's own read bound is the stream's inter-chunk timeout (the
+    // pool's `read_idle_timeout_ms` when that is tighter): one timer per read.
+    let chunk_timeout = upstream.bound_reads(provider.chunk_timeout);
     let stream_started = Instant::now();
     // The provider's closing `data: [DONE]` is held back until the record is written,
     // so a stream whose record fails ends with an error event, never a normal end.
     let mut done_held = false;
     let end = loop {
-        let next = monoio::time::timeout(provider.chunk_timeout, upstream.chunk()).await;
-        let data = match next {
-            Ok(Ok(Some(data))) => data,
-            Ok(Ok(None)) => match (&mut filter, &translator) {
+        let data = match upstream.chunk().await {
+            Ok(Some(data)) => data,
+            Ok(None) => match (&mut filter, &translator) {
                 (_, Some((t, _))) if *t.state() != StreamState::Complete => {
-                    break StreamEnd::ProviderFailed(gatekeeper_net::upstream::UpstreamError::ClosedEarly)
+                    break StreamEnd::ProviderFailed(UpstreamError::ClosedEarly)
                 }
                 (Some((f, out)), _) => {
                     out.clear();
@@ -117,14 +120,15 @@ pub async fn relay(
                 }
                 _ => break StreamEnd::Complete,
             },
-            Ok(Err(e)) => break StreamEnd::ProviderFailed(e),
             // A translated stream already complete needs nothing more from the provider.
-            Err(_) if translator.as_ref().is_some_and(|(t, _)| *t.state() == StreamState::Complete) => {
+            Err(UpstreamError::ReadIdleTimeout)
+                if translator.as_ref().is_some_and(|(t, _)| *t.state() == StreamState::Complete) =>
+            {
                 break StreamEnd::Complete
             }
-            // health: stalled stream (the elapsed timer drops the read; `upstream` goes
-            // with its connection, never back to the pool).
-            Err(_) => break StreamEnd::Stalled,
+            // A stall: the failed read closed the connection (never back to the pool).
+            Err(UpstreamError::ReadIdleTimeout) => break StreamEnd::Stalled,
+            Err(e) => break StreamEnd::ProviderFailed(e),
         };
         let sent = match (&mut filter, &mut translator) {
             (_, Some((t, out))) => {
@@ -215,7 +219,7 @@ pub async fn relay(
         }
         StreamEnd::Stalled => {
             let p = answer.deployment.provider;
-            let chunk_timeout_ms = provider.chunk_timeout.as_millis() as u64;
+            let chunk_timeout_ms = u64::try_from(chunk_timeout.as_millis()).unwrap_or(u64::MAX);
             tracing::warn!(provider = %provider.name, chunk_timeout_ms, "stream from provider stalled");
             metrics.upstream_failures[p].inc();
             metrics.stream_stalls[p].inc();
@@ -277,7 +281,7 @@ enum StreamEnd {
     /// Writing to the client failed.
     ClientGone,
     /// Reading from the provider failed.
-    ProviderFailed(gatekeeper_net::upstream::UpstreamError),
+    ProviderFailed(UpstreamError),
     /// The provider's stream carried an error, already relayed as an error event.
     ProviderErrorEvent(String),
     /// Nothing arrived for the provider's `chunk_timeout_ms`.

@@ -67,7 +67,7 @@ pub struct ProviderConfig {
     pub retry_after_max_s: u64,
     /// Longest gap between two pieces of a relayed stream, ms: past it the client's
     /// stream ends with an error event and the provider is counted as stalled.
-    /// Default 30 s (below `read_idle_timeout_ms`, so a stall is seen as one).
+    /// Default 30 s (`read_idle_timeout_ms` bounds it from above).
     #[serde(default = "default_chunk_timeout_ms")]
     pub chunk_timeout_ms: u64,
     /// `kind: anthropic`: the `anthropic-version` header sent. Default `2023-06-01`.

@@ -207,9 +207,13 @@ fn a_wrong_api_key_is_an_operator_error_and_fails_over() {
 
 #[test]
 fn a_stalled_stream_ends_with_an_error_event_and_is_audited() {
-    for anthropic in [true, false] {
+    // The gap is bounded by `chunk_timeout_ms`, or by `read_idle_timeout_ms` when tighter.
+    for (anthropic, extra) in [
+        (true, ", chunk_timeout_ms: 300"),
+        (false, ", chunk_timeout_ms: 300"),
+        (false, ", chunk_timeout_ms: 10000, read_idle_timeout_ms: 300"),
+    ] {
         let mock = if anthropic { anthropic_mock("slow") } else { Mock::start(Mock::config("slow")) };
-        let extra = ", chunk_timeout_ms: 300";
         let block = if anthropic { anthropic_provider("slow", &mock, extra) } else { provider("slow", &mock, extra) };
         let gw = gateway(&[(block, "slow")]);
         let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]});

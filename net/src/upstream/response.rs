@@ -35,6 +35,9 @@ pub struct Response {
     pool: Rc<PoolInner>,
     /// Set once a body read failed; later reads repeat a generic error.
     failed: bool,
+    /// This response's bound on each wait for bytes, when tighter than the pool's
+    /// `read_idle_timeout_ms` ([`Response::bound_reads`]).
+    read_idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for Response {
@@ -65,6 +68,7 @@ impl Response {
             lease: Some(lease),
             pool,
             failed: false,
+            read_idle: None,
         };
         if matches!(response.framing, Framing::Empty) {
             response.finish();
@@ -97,6 +101,15 @@ impl Response {
         }
         let at = httpdate::parse(value)?;
         Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    }
+
+    /// Bounds every later wait for bytes of this body by `idle` when that is tighter than
+    /// the pool's `read_idle_timeout_ms` (a stream's inter-chunk timeout): a wait past it
+    /// fails with [`UpstreamError::ReadIdleTimeout`]. Returns the bound now in force.
+    pub fn bound_reads(&mut self, idle: Duration) -> Duration {
+        let bound = idle.min(self.pool.read_idle_timeout());
+        self.read_idle = Some(bound);
+        bound
     }
 
     /// The next piece of the decoded body, as soon as it arrives (one socket read at most,
@@ -172,7 +185,7 @@ impl Response {
     }
 
     async fn next_piece(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        let idle = self.pool.read_idle_timeout();
+        let idle = self.read_idle.unwrap_or_else(|| self.pool.read_idle_timeout());
         // Bounded: each turn returns or reads at least one byte; buffered bytes never exceed
         // one read plus a partial chunk-size line (capped by the decoder).
         loop {
