@@ -6,8 +6,6 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatekeeper::keys::{issue, Claims, Footer, SecretKey};
@@ -169,25 +167,11 @@ fn revocation_under_load(server: &NatsServer, top: &str, within: Duration) {
     let mut gw = Gateway::start(&config, &["--shards", "2"]);
     let addr = gw.addr;
 
-    let stop_flag = Arc::new(AtomicBool::new(false));
-    let (ok_count, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop_flag, ok_count, failed, steady) =
-                (stop_flag.clone(), ok_count.clone(), failed.clone(), steady.clone());
-            std::thread::spawn(move || {
-                let mut reader = Reader::new(connect(addr));
-                let raw = chat_request(&chat_body("m", false), &format!("Authorization: Bearer {steady}\r\n"));
-                while !stop_flag.load(Ordering::Relaxed) {
-                    reader.stream.write_all(&raw).expect("write");
-                    match reader.response() {
-                        Ok(r) if r.status == 200 => ok_count.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = crate::harness::Load::start(
+        addr,
+        4,
+        chat_request(&chat_body("m", false), &format!("Authorization: Bearer {steady}\r\n")),
+    );
     let with = |token: &str| crate::harness::chat(addr, "m", false, &format!("Authorization: Bearer {token}\r\n"));
     assert_eq!(with(&doomed).status, 200);
     let file = gw.dir.path().join("push.yaml");
@@ -214,11 +198,8 @@ fn revocation_under_load(server: &NatsServer, top: &str, within: Duration) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    stop_flag.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed while the config changed");
-    assert!(ok_count.load(Ordering::Relaxed) > 50, "the load ran");
+    let (ok, failed) = load.stop();
+    assert_eq!(failed, 0, "requests failed while the config changed");
+    assert!(ok > 50, "the load ran");
     stop(&mut gw);
 }

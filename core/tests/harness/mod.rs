@@ -469,3 +469,45 @@ pub fn self_signed_tls(dir: &Path) -> (String, rcgen::CertifiedKey) {
     let line = format!("tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n", cert_file.display(), key_file.display());
     (line, certified)
 }
+
+/// Steady background load: `connections` keep-alive clients each sending `raw` (a whole
+/// HTTP request) back to back until [`Load::stop`], counting 200s and everything else.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients.
+    pub fn start(addr: SocketAddr, connections: usize, raw: Vec<u8>) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let counts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let raw = std::sync::Arc::new(raw);
+        let threads = (0..connections)
+            .map(|_| {
+                let (stop, counts, raw) = (stop.clone(), counts.clone(), raw.clone());
+                std::thread::spawn(move || {
+                    let mut reader = Reader::new(connect(addr));
+                    while !stop.load(Ordering::Relaxed) {
+                        reader.stream.write_all(&raw).expect("write");
+                        let ok = matches!(reader.response(), Ok(r) if r.status == 200);
+                        counts[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load { stop, counts, threads }
+    }
+
+    /// Stops the clients; (answers that were 200, the others).
+    pub fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        (self.counts[0].load(Ordering::Relaxed), self.counts[1].load(Ordering::Relaxed))
+    }
+}

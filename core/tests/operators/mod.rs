@@ -103,9 +103,6 @@ fn commands_that_need_no_secrets_do_not_ask_for_them() {
 /// another key's requests never fail.
 #[test]
 fn revoke_reloads_the_running_gateway_without_a_failed_request() {
-    use std::io::Write as _;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     let mock = Mock::start(Mock::config("primary"));
@@ -123,24 +120,8 @@ fn revoke_reloads_the_running_gateway_without_a_failed_request() {
     ));
     let gw = Gateway::start(&config, &["--shards", "2"]);
     let addr = gw.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, steady) = (stop.clone(), ok.clone(), failed.clone(), steady.clone());
-            std::thread::spawn(move || {
-                let mut reader = Reader::new(connect(addr));
-                let raw = chat_request(&chat_body("m", false), &format!("Authorization: Bearer {steady}\r\n"));
-                while !stop.load(Ordering::Relaxed) {
-                    reader.stream.write_all(&raw).expect("write");
-                    match reader.response() {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let load =
+        Load::start(addr, 4, chat_request(&chat_body("m", false), &format!("Authorization: Bearer {steady}\r\n")));
     let with = |token: &str| chat(addr, "m", false, &format!("Authorization: Bearer {token}\r\n"));
     assert_eq!(with(&doomed).status, 200);
     let config_path = gw.dir.path().join("gatekeeper.yaml");
@@ -160,12 +141,9 @@ fn revoke_reloads_the_running_gateway_without_a_failed_request() {
             refused_in_a_row = 0;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
-    assert!(ok.load(Ordering::Relaxed) > 0);
+    let (ok, failed) = load.stop();
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(ok > 0);
 }
 
 /// SIGHUP applies a model change live (no failed request) and names what it refuses.

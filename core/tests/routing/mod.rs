@@ -10,12 +10,10 @@ use gatekeeper::router::RouteMode;
 
 use std::io::Write as _;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audit::{need_nats, NatsServer};
-use crate::harness::{chat_request, connect, gatekeeper_bin, provider, request, Gateway, Mock, Reader};
+use crate::harness::{chat_request, gatekeeper_bin, provider, request, Gateway, Load, Mock};
 
 const EXAMPLE: &str = include_str!("../../../examples/four-providers.yaml");
 const TABLE: &str = include_str!("../data/routing-regression.jsonl");
@@ -236,24 +234,7 @@ fn a_pushed_price_changes_the_choice_under_load_without_a_failed_request() {
     let body = r#"{"model":"auto","messages":[{"role":"user","content":"What is 2+2?"}]}"#;
     let model = || request(addr, &chat_request(body, "")).header("x-gatekeeper-model").map(str::to_string);
     assert_eq!(model().as_deref(), Some("llama-3.1-8b"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut reader = Reader::new(connect(addr));
-                let raw = chat_request(body, "");
-                while !stop.load(Ordering::Relaxed) {
-                    reader.stream.write_all(&raw).expect("write");
-                    match reader.response() {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(addr, 4, chat_request(body, ""));
     let file = gw.dir.path().join("push.yaml");
     std::fs::write(
         &file,
@@ -279,12 +260,9 @@ fn a_pushed_price_changes_the_choice_under_load_without_a_failed_request() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed while the config changed");
-    assert!(ok.load(Ordering::Relaxed) > 50, "the load ran");
+    let (ok, failed) = load.stop();
+    assert_eq!(failed, 0, "requests failed while the config changed");
+    assert!(ok > 50, "the load ran");
     gw.proc.terminate();
     assert!(gw.proc.wait_exit(Duration::from_secs(30)).is_some());
 }
