@@ -24,6 +24,40 @@ use gatekeeper::router::score::fit::{
     weights_source, Target, DATA_PATH, FOLDS, SHIPPED_TARGET,
 };
 
+/// Writes one JSON line per prompt — subject, labels, the model's features and the raw
+/// counts — for exploring models outside this script (RESULTS.md says which were tried).
+fn dump_rows(examples: &[gatekeeper::router::score::fit::Example], path: &std::path::Path) -> anyhow::Result<()> {
+    use gatekeeper::router::score::features::counts;
+    use gatekeeper::router::score::{Prompt, Role, Turn};
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for e in examples {
+        let turns = [Turn { role: Role::User, message: 0, text: &e.prompt }];
+        let c = counts(&Prompt { turns: &turns, tools: 0 });
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "subject": e.subject,
+                "weak": e.weak_correct,
+                "strong": e.strong_correct,
+                "features": row(&e.prompt),
+                "words": c.words,
+                "numbers": c.numbers,
+                "math_symbols": c.math_symbols,
+                "code_symbols": c.code_symbols,
+                "options": c.options,
+                "numeric_options": c.numeric_options,
+                "compound_options": c.compound_options,
+                "lexicon": c.lexicon,
+                "caps_negation": c.caps_negation,
+            })
+        );
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().map_or(manifest.clone(), PathBuf::from);
@@ -33,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     let mut drop: Vec<String> = Vec::new();
     let mut only: Vec<String> = Vec::new();
     let mut subjects = false;
+    let mut dump: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -42,10 +77,14 @@ fn main() -> anyhow::Result<()> {
             "--drop" => drop = args.next().context("--drop needs names")?.split(',').map(str::to_string).collect(),
             "--only" => only = args.next().context("--only needs names")?.split(',').map(str::to_string).collect(),
             "--subjects" => subjects = true,
+            "--dump" => dump = Some(PathBuf::from(args.next().context("--dump needs a path")?)),
             other => anyhow::bail!("unknown argument {other} (expected --data PATH, --write)"),
         }
     }
     let examples = load(&data)?;
+    if let Some(path) = dump {
+        return dump_rows(&examples, &path);
+    }
     let mut rows: Vec<_> = examples.iter().map(|e| row(&e.prompt)).collect();
     // Exploration: a dropped feature is held at 0, so its fitted weight is 0.
     for (i, name) in FEATURE_NAMES.iter().enumerate() {

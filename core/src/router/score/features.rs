@@ -63,7 +63,7 @@ impl Counts {
 }
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 12;
+pub const FEATURE_COUNT: usize = 14;
 
 /// Feature names, in [`Features`] order (the fitting script prints them, and the
 /// generated weights file names its rows with them).
@@ -85,10 +85,13 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "first_person",
     "conceptual_science",
     "narrative_length",
+    "numeric_options_x_numbers",
+    "numeric_options_x_length",
 ];
 
 /// Whether feature `i` says nothing about a prompt whose `log_options` (feature 1) is
-/// `log_options`: the answer-option features of a prompt without answer options. The
+/// `log_options`: the answer-option features (and their products with the numbers and the
+/// length) of a prompt without answer options. The
 /// model (and its fit) count such a feature as the training mean — a standardized 0 —
 /// rather than as "zero options". Why: in the labelled data only GSM8K prompts lack
 /// options, so "no options" would be learnt as "a GSM8K word problem", and every chat
@@ -96,7 +99,7 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
 /// absent, a prompt without options is scored on what it does have (length, numbers,
 /// wording).
 pub fn absent(i: usize, log_options: f64) -> bool {
-    matches!(i, 1..=3) && log_options <= 0.0
+    matches!(i, 1..=3 | 12 | 13) && log_options <= 0.0
 }
 
 /// The model's inputs, in [`FEATURE_NAMES`] order.
@@ -121,21 +124,30 @@ impl Features {
     pub fn from_counts(c: &Counts) -> Features {
         let lex = |l: Lexicon| ln1p(u64::from(c.hits(l)));
         let log_bytes = ln1p(c.bytes_total);
+        let log_numbers = ln1p(u64::from(c.numbers));
+        let numeric_options = share(c.numeric_options, c.options);
         Features([
             log_bytes,
             ln1p(u64::from(c.options)),
-            share(c.numeric_options, c.options),
+            numeric_options,
             share(c.compound_options, c.options),
             f32::from(u8::from(c.direct_question)),
-            ln1p(u64::from(c.numbers)),
+            log_numbers,
             lex(Lexicon::Negation),
             ln1p(u64::from(c.caps_negation)),
             lex(Lexicon::MultiStatement),
             lex(Lexicon::FirstPerson),
             // Science asked about in words, not computed: the answers are not numbers.
-            lex(Lexicon::Science) * (1.0 - share(c.numeric_options, c.options)),
+            lex(Lexicon::Science) * (1.0 - numeric_options),
             // A story of people (a fact pattern, a vignette), weighted by its length.
             lex(Lexicon::ThirdPerson) * log_bytes / 8.0,
+            // Numeric answers to a question full of numbers (a computation to carry out,
+            // where the large model's answers were as often graded wrong) read differently
+            // from numeric answers to a short question, and a long stem with numeric
+            // answers (a word problem) differently from a long one with worded answers:
+            // one weight per feature cannot say "numeric answers matter more when …".
+            numeric_options * log_numbers,
+            numeric_options * log_bytes,
         ])
     }
 }

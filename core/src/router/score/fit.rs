@@ -591,17 +591,17 @@ mod tests {
         }
     }
 
-    /// Held-out APGR stays where it was measured (mean of folds 0.632, pooled 0.643 —
-    /// short of the 0.65 goal, for the reason bench/RESULTS.md gives: the answer-
-    /// option features are absent for prompts without options, so the model cannot learn
-    /// "no options ⇒ GSM8K", which would score every chat prompt as hard), and well above
-    /// prompt length alone (0.59 pooled).
+    /// Held-out APGR stays where it was measured: pooled 0.652 (the goal is 0.65),
+    /// mean of folds 0.643 — short of 0.65 for the reason bench/RESULTS.md gives (the
+    /// answer-option features are absent for prompts without options, so the model cannot
+    /// learn "no options ⇒ GSM8K", which would score every chat prompt as hard) — and well
+    /// above prompt length alone (0.59 pooled).
     #[test]
     fn held_out_apgr_holds_its_measured_level() {
         let (examples, rows) = &*DATA;
         let cv = cross_validate(examples, rows, SHIPPED_TARGET);
-        assert!(cv.mean >= 0.630, "mean of folds {}", cv.mean);
-        assert!(cv.pooled >= 0.641, "pooled {}", cv.pooled);
+        assert!(cv.mean >= 0.641, "mean of folds {}", cv.mean);
+        assert!(cv.pooled >= 0.650, "pooled {}", cv.pooled);
         let weak: Vec<bool> = examples.iter().map(|e| e.weak_correct).collect();
         let strong: Vec<bool> = examples.iter().map(|e| e.strong_correct).collect();
         let length: Vec<f64> = examples.iter().map(|e| e.prompt.len() as f64).collect();
