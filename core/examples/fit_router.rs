@@ -13,7 +13,9 @@
 //! For trying features: `--l2-sweep` prints pooled and mean-of-folds APGR per target for
 //! a range of L2 penalties; `--drop a,b` / `--only a,b` hold the named features at zero
 //! (or all others), so their weights fit to zero; `--subjects` prints each subject's
-//! accuracy gain and mean held-out score.
+//! accuracy gain and mean held-out score; `--dump PATH` writes each prompt's subject,
+//! labels, features and raw counts as JSON lines (the input of `bench/apgr/variants.py`,
+//! which tries models this script does not have) and exits.
 
 use std::path::PathBuf;
 
@@ -78,7 +80,9 @@ fn main() -> anyhow::Result<()> {
             "--only" => only = args.next().context("--only needs names")?.split(',').map(str::to_string).collect(),
             "--subjects" => subjects = true,
             "--dump" => dump = Some(PathBuf::from(args.next().context("--dump needs a path")?)),
-            other => anyhow::bail!("unknown argument {other} (expected --data PATH, --write)"),
+            other => anyhow::bail!(
+                "unknown argument {other} (expected --data PATH, --write, --l2-sweep, --drop, --only, --subjects, --dump PATH)"
+            ),
         }
     }
     let examples = load(&data)?;
