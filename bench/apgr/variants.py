@@ -251,6 +251,12 @@ def main():
     for crit in ['mean', 'pooled', 'avg']:
         m, p, fa, ch = nested([0, 20, 50, 100], lambda nt: hybrid(nt, AM_NUM, set(range(1, 12))), crit)
         report(f'nested: stumps count (numbers only with options) by inner CV ({crit}); chose {ch}', (m, p, fa))
+    for nt in [50, 75, 100, 150]:
+        report(f'two models: {nt} stumps on the 14 features for prompts with options, the shipped linear one without',
+               run_cv(*two_models(nt)))
+    for crit in ['mean', 'pooled']:
+        m, p, fa, ch = nested([50, 75, 100, 150], two_models, crit)
+        report(f'nested: two models, stumps count by inner CV ({crit}); chose {ch}', (m, p, fa))
     for sub in [0.1, 0.3, 1.0]:
         for seed in [1, 2]:
             rng = np.random.default_rng(seed)
@@ -265,6 +271,18 @@ def main():
         greedy_nested(XE, names, optdep)
     if '--chat' in args:
         chat(args[args.index('--chat') + 1])
+
+
+def two_models(nt):
+    """Boosted stumps (fitted on every training prompt) score prompts with answer options;
+    the shipped linear model scores the rest, so chat keeps the linear model's score."""
+    am = am_pairs(SHIPPED)
+
+    def fit(a, b, c):
+        lin = fit_logit(a, b, c, am=am)
+        gam = fit_stumps(a, b, c, am, nt)
+        return lambda Z: np.where(Z[:, 1] > 0, gam(Z), lin(Z))
+    return aug(X, SHIPPED), fit
 
 
 def fit_rank(Xt, y, sw, am, l2, rng, npairs=200_000):

@@ -90,10 +90,9 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
 ];
 
 /// Whether feature `i` says nothing about a prompt whose `log_options` (feature 1) is
-/// `log_options`: the answer-option features (and their products with the numbers and the
-/// length) of a prompt without answer options. The
-/// model (and its fit) count such a feature as the training mean — a standardized 0 —
-/// rather than as "zero options". Why: in the labelled data only GSM8K prompts lack
+/// `log_options`: the answer-option features (and their products with the numbers and
+/// the length) of a prompt without answer options. The model (and its fit) count such a
+/// feature as the training mean — a standardized 0 — rather than as "zero options". Why: in the labelled data only GSM8K prompts lack
 /// options, so "no options" would be learnt as "a GSM8K word problem", and every chat
 /// prompt (none has options) would inherit that subject's high gain. With the features
 /// absent, a prompt without options is scored on what it does have (length, numbers,
@@ -454,6 +453,18 @@ mod tests {
         assert_eq!(c.bytes_scanned as usize, SCAN_BYTES_MAX);
         assert_eq!(c.bytes_total, old.len() as u64 + 12);
         assert!(c.hits(Lexicon::Legal) < SCAN_BYTES_MAX as u32 / 6 + 1);
+    }
+
+    #[test]
+    fn option_products_are_absent_without_options() {
+        let f = Features::from_counts(&user("What is 2+2?"));
+        assert!((1..=3).chain(12..=13).all(|i| absent(i, f64::from(f.0[1]))));
+        assert!(!absent(0, f64::from(f.0[1])) && !absent(5, f64::from(f.0[1])));
+        let f = Features::from_counts(&user("Which is prime?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"));
+        assert!(!absent(12, f64::from(f.0[1])) && !absent(13, f64::from(f.0[1])));
+        assert_eq!(f.0[12], f.0[2] * f.0[5]);
+        assert_eq!(f.0[13], f.0[2] * f.0[0]);
+        assert!(f.0[12] > 0.0);
     }
 
     #[test]
