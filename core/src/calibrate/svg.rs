@@ -1,10 +1,10 @@
 //! The calibration plot: one bar per grid point for its maximum throughput (left
-//! axis) and a dot for its p99 at half that rate (right axis); the recommended point's
+//! axis) and a dot for its p99 at the latency load (right axis); the recommended point's
 //! bar is highlighted.
 
 use std::fmt::Write as _;
 
-use super::Calibration;
+use super::grid::Calibration;
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 380.0;
@@ -29,8 +29,9 @@ pub fn render_svg(c: &Calibration) -> String {
     let _ = write!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = write!(
         s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">gatekeeper tune --calibrate: max throughput (bars) and p99 at half of it (dots), {:.0} s per run</text>"#,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">gatekeeper tune --calibrate: max throughput (bars) and p99 at {:.2}× of it (dots), {:.0} s per run</text>"#,
         WIDTH / 2.0,
+        c.latency_load,
         c.duration_s
     );
     // Axes and their scales: five ticks each.
@@ -53,7 +54,7 @@ pub fn render_svg(c: &Calibration) -> String {
     let rx = WIDTH - 14.0;
     let _ = write!(
         s,
-        r#"<text x="{rx}" y="{:.1}" transform="rotate(90 {rx} {:.1})" text-anchor="middle">p99 ms at half load</text>"#,
+        r#"<text x="{rx}" y="{:.1}" transform="rotate(90 {rx} {:.1})" text-anchor="middle">p99 ms at the latency load</text>"#,
         TOP + plot_h / 2.0,
         TOP + plot_h / 2.0
     );
@@ -97,7 +98,7 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Calibration, Measured, Point};
+    use super::super::grid::{Calibration, Measured, Point};
     use super::*;
 
     #[test]
@@ -113,7 +114,7 @@ mod tests {
         let m = |name: &str, rps: f64, p99: u64| Measured {
             point: point(name),
             max_rps: rps,
-            half_rps: rps / 2.0,
+            latency_rps: rps / 2.0,
             p50_us: p99 / 2,
             p99_us: p99,
             ok_ratio: 1.0,
@@ -121,6 +122,7 @@ mod tests {
         let c = Calibration {
             duration_s: 1.0,
             connections: 8,
+            latency_load: 0.5,
             points: vec![m("advised", 1000.0, 800), m("a<b", 500.0, 1600)],
             best: 0,
         };
