@@ -198,10 +198,12 @@ pub fn advise(facts: &HostFacts) -> Advice {
         lines: Vec::new(),
     };
     let placement = placement(facts, &mut a);
+    let siblings = shard_siblings(&placement);
     let spare = shards_and_bridge(facts, placement, &mut a);
+    let siblings = siblings.into_iter().take(a.shards).collect::<Vec<_>>();
     uring(facts, spare, &mut a);
     limits(facts, &mut a);
-    network(facts, &mut a);
+    network(facts, &siblings, &mut a);
     sysctls(facts, &mut a);
     host(facts, &mut a);
     a
@@ -311,6 +313,18 @@ fn placement(facts: &HostFacts, a: &mut Advice) -> Placement {
         );
     }
     Placement { cores, housekeeping }
+}
+
+/// The second hardware thread of each shard core, in shard order, when every shard core
+/// has one: where the NIC's interrupt work goes on an SMT host (it shares the shard's
+/// caches without preempting it). Empty otherwise.
+fn shard_siblings(p: &Placement) -> Vec<u32> {
+    let siblings: Vec<u32> = p.cores.iter().filter_map(|core| core.get(1).copied()).collect();
+    if siblings.len() == p.cores.len() {
+        siblings
+    } else {
+        Vec::new()
+    }
 }
 
 /// Decides the shard count, their CPUs, the bridge's and nats-server's place; returns
@@ -542,21 +556,27 @@ fn limits(facts: &HostFacts, a: &mut Advice) {
             );
         }
     }
+    let mut raise_nofile = None;
     if let Some(hard) = facts.syscalls.nofile.map(|n| n.hard) {
         // Each client connection may hold an upstream connection too.
-        let fds = hard.unwrap_or(u64::MAX).saturating_sub(FD_RESERVE) / shards / 2;
+        let hard = hard.unwrap_or(u64::MAX);
+        let fds = hard.saturating_sub(FD_RESERVE) / shards / 2;
         if fds < conns {
             conns = fds.max(1);
-            why.push(format!("RLIMIT_NOFILE hard limit {} allows {fds} per shard", hard.unwrap_or(u64::MAX)));
-            a.line(
-                Topic::Host,
-                format!(
-                    "raise the open-file limit (LimitNOFILE={} in the unit) to keep {CONNECTIONS_PER_SHARD_DEFAULT} per shard",
-                    (CONNECTIONS_PER_SHARD_DEFAULT * 2 * shards + FD_RESERVE)
+            why.push(format!("RLIMIT_NOFILE hard limit {hard} allows {fds} per shard"));
+            let want =
+                CONNECTIONS_PER_SHARD_DEFAULT.saturating_mul(2).saturating_mul(shards).saturating_add(FD_RESERVE);
+            raise_nofile = Some(Line {
+                topic: Topic::Host,
+                advice: format!(
+                    "raise the open-file limit (LimitNOFILE={want} in the unit) to allow \
+                     {CONNECTIONS_PER_SHARD_DEFAULT} per shard"
                 ),
-                format!("RLIMIT_NOFILE hard limit {}", hard.unwrap_or(u64::MAX)),
-                "the gateway raises its soft limit to the hard one at start; accepts fail with EMFILE beyond it",
-            );
+                because: format!("RLIMIT_NOFILE hard limit {hard}"),
+                effect:
+                    "the gateway raises its soft limit to the hard one at start; accepts fail with EMFILE beyond it"
+                        .into(),
+            });
         }
     }
     a.connections_per_shard_max = conns;
@@ -578,16 +598,24 @@ fn limits(facts: &HostFacts, a: &mut Advice) {
             "beyond it a shard answers 503 and closes, rather than run out of memory or descriptors",
         );
     }
+    a.lines.extend(raise_nofile);
 }
 
-fn network(facts: &HostFacts, a: &mut Advice) {
+fn network(facts: &HostFacts, siblings: &[u32], a: &mut Advice) {
     if a.cpus.is_empty() {
         return;
     }
-    // With shards on isolated CPUs interrupts belong on the others, so the shards stay quiet.
+    // With shards on isolated CPUs interrupts belong on the others, so the shards stay
+    // quiet; with SMT on the shards' sibling threads (same core and caches, no preemption
+    // of the shard); else on the shard CPUs themselves.
     let isolated = facts.cpus.isolated.as_deref().is_some_and(|i| a.cpus.iter().all(|c| i.contains(c)));
-    let irq_cpus: Vec<u32> =
-        if isolated && !a.nats_server.cpus.is_empty() { a.nats_server.cpus.clone() } else { a.cpus.clone() };
+    let irq_cpus: Vec<u32> = if isolated && !a.nats_server.cpus.is_empty() {
+        a.nats_server.cpus.clone()
+    } else if siblings.len() == a.cpus.len() {
+        siblings.to_vec()
+    } else {
+        a.cpus.clone()
+    };
     for nic in &facts.nics {
         nic_advice(nic, &irq_cpus, isolated, a);
     }
@@ -632,6 +660,9 @@ fn nic_advice(nic: &Nic, irq_cpus: &[u32], isolated: bool, a: &mut Advice) {
                 format!("{name} has {rx} receive queues; their IRQs are not spread one per CPU"),
                 if isolated {
                     "interrupts and softirq work stay off the isolated shard CPUs"
+                } else if irq_cpus != a.cpus {
+                    "each queue's softirq work runs on a shard core's sibling thread: the packet is in that core's \
+                     caches when the shard reads it, and the shard itself is not interrupted"
                 } else {
                     "each queue's softirq work runs on one shard core, spread evenly, instead of wherever irqbalance put it"
                 },

@@ -54,8 +54,11 @@ fn smt_host_runs_one_shard_per_core_and_keeps_a_core_for_the_bridge() {
     assert_eq!(sysctl(&a, "net.ipv4.tcp_max_syn_backlog"), Some("4096"));
     assert!(a.commands.iter().any(|c| c.contains("frequency-set -g performance")));
     assert!(a.commands.iter().any(|c| c.contains("transparent_hugepage")));
-    assert!(a.commands.contains(&"echo 0 > /proc/irq/40/smp_affinity_list".to_string()));
-    assert!(a.commands.contains(&"echo 0 > /proc/irq/55/smp_affinity_list".to_string()), "16th IRQ wraps to CPU 0");
+    // Interrupts go to the shard cores' sibling threads (16 for CPU 0's core, …).
+    assert!(a.commands.contains(&"echo 16 > /proc/irq/40/smp_affinity_list".to_string()), "{:?}", a.commands);
+    assert!(a.commands.contains(&"echo 30 > /proc/irq/54/smp_affinity_list".to_string()));
+    assert!(a.commands.contains(&"echo 16 > /proc/irq/55/smp_affinity_list".to_string()), "16th IRQ wraps around");
+    assert!(has_line(&a, Topic::Network, "CPUs 16-30"));
     assert!(a.commands.contains(&"echo 4000 > /sys/class/net/eno1/queues/tx-14/xps_cpus".to_string()));
 }
 
