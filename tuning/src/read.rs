@@ -281,6 +281,54 @@ mod tests {
         let _ = std::fs::remove_dir(&dir);
     }
 
+    fn tree(files: &[(&str, &str)]) -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("gk-tuning-tree-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (rel, text) in files {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        root
+    }
+
+    #[test]
+    fn cgroup_v1_quota_cpuset_and_memory_along_the_path() {
+        let root = tree(&[
+            ("proc/self/cgroup", "12:cpuset:/docker/abc\n4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n"),
+            ("sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "-1\n"),
+            ("sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n"),
+            // A quota on the parent binds the child too.
+            ("sys/fs/cgroup/cpu,cpuacct/docker/cpu.cfs_quota_us", "150000\n"),
+            ("sys/fs/cgroup/cpu,cpuacct/docker/cpu.cfs_period_us", "100000\n"),
+            ("sys/fs/cgroup/cpuset/docker/abc/cpuset.cpus", "1-2\n"),
+            ("sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n"),
+            ("sys/fs/cgroup/memory/docker/memory.limit_in_bytes", "1073741824\n"),
+        ]);
+        let c = read_host(&root, SyscallFacts::default()).cgroup;
+        assert_eq!(c.version, Some(1));
+        assert_eq!(c.cpu_quota_cpus, Some(1.5));
+        assert_eq!(c.cpuset.as_deref(), Some(&[1, 2][..]));
+        assert_eq!(c.memory_max_bytes, Some(1 << 30), "the child's \"no limit\" is skipped, the parent's binds");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn isolated_cpus_from_the_boot_flag_when_sysfs_lists_none() {
+        let root = tree(&[
+            ("proc/cmdline", "ro isolcpus=domain,managed_irq,2-3 nohz_full=2-3\n"),
+            ("sys/devices/system/cpu/isolated", "\n"),
+            ("sys/devices/system/cpu/online", "0-3\n"),
+        ]);
+        let f = read_host(&root, SyscallFacts::default());
+        assert_eq!(f.cpus.isolated.as_deref(), Some(&[2, 3][..]));
+        assert_eq!(f.cpus.nohz_full.as_deref(), Some(&[2, 3][..]));
+        assert_eq!(f.cpus.online.as_deref(), Some(&[0, 1, 2, 3][..]));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn boot_flags_and_brackets() {
         let cmd = "BOOT_IMAGE=/vmlinuz ro isolcpus=managed_irq,domain,2-3 nohz_full=2-3 quiet";
