@@ -1,4 +1,4 @@
-//! `gatekeeper tune` and the settings it recommends: `cpus`, `bridge`, `uring` take
+//! `gatekeeper tune` and the settings it recommends: `cpus`, `bridge`, `uring`, `listen_backlog` take
 //! effect in the running binary (read back from `/proc/<pid>/task/*`), and the CLI's
 //! `--json`, `--apply` refusal and `--calibrate` smoke run.
 
@@ -79,6 +79,19 @@ fn ring_size_and_sqpoll_take_effect() {
     assert!(masks.contains(&"0xff".to_string()), "a 256-entry ring: {masks:?}");
     let pollers = tasks(pid).into_iter().filter(|t| t.comm.starts_with("iou-sqp")).count();
     assert_eq!(pollers, 1, "one SQPOLL thread for the one shard");
+}
+
+#[test]
+fn listen_backlog_takes_effect_on_every_shards_listener() {
+    let gw = Gateway::start("shards: 2\nlisten_backlog: 77\n", &["--no-auth"]);
+    // `ss` shows a listening socket's backlog in its Send-Q column.
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", gw.addr.port())])
+        .output()
+        .expect("`ss` (iproute2) is needed to read listen backlogs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlogs: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(backlogs, ["77", "77"], "one SO_REUSEPORT listener per shard: {text}");
 }
 
 #[test]
