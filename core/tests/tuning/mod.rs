@@ -1,6 +1,7 @@
-//! `gatekeeper tune` and the settings it recommends: `cpus`, `bridge`, `uring`, `listen_backlog` take
-//! effect in the running binary (read back from `/proc/<pid>/task/*`), and the CLI's
-//! `--json`, `--apply` refusal and `--calibrate` smoke run.
+//! `gatekeeper tune` and the settings it recommends: `cpus`, `bridge`, `uring` and
+//! `listen_backlog` take effect in the running binary (read back from
+//! `/proc/<pid>/task/*`, fdinfo and `ss`), and the CLI's `--json`, `--apply` refusal and
+//! `--calibrate` smoke run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
