@@ -6,7 +6,16 @@
 # processes together (generator, mock, gateway, nats-server): on a CPU-bound machine the
 # throughput ratio follows the all-process CPU ratio, which is far less noisy.
 #
-# usage: bench/audit.sh [SECONDS_PER_RUN] [ROUNDS]    (defaults 10, 3)
+# Knobs (issue 15), as more modes beside the three above, chosen with MODES:
+#   nice  — embedded files, `bridge: { nice: 10 }` (the bridge yields to the shards)
+#   own   — embedded files, 1 shard on CPU 0 and `bridge: { cpu: 1 }` (a core of its own)
+# GK_CONFIG=FILE appends that file's gatekeeper.yaml keys to every mode's config.
+# RATE=N (req/s) or RATE=auto (half of the `off` mode's max) adds an open-loop phase per
+# round after the throughput runs and reports p50/p99 per mode (latency from intended
+# send time, so queueing counts).
+#
+# usage: [MODES="off files nice own"] [RATE=auto] [GK_CONFIG=FILE] bench/audit.sh [SECONDS_PER_RUN] [ROUNDS]
+#        (defaults: MODES="off files jetstream", no open-loop phase, 10 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +45,17 @@ declare -A extra=(
     [files]="audit: { data_dir: \"$OUT/data-files\" }"
     [jetstream]="audit: { data_dir: \"$OUT/data-js\" }
 nats: { url: \"nats://127.0.0.1:$natsport\" }"
+    [nice]="audit: { data_dir: \"$OUT/data-nice\" }
+bridge: { nice: 10 }"
+    [own]="audit: { data_dir: \"$OUT/data-own\" }
+cpus: [0]
+bridge: { cpu: 1 }"
 )
-modes=(off files jetstream)
+declare -A shards=([off]=2 [files]=2 [jetstream]=2 [nice]=2 [own]=1)
+read -r -a modes <<<"${MODES:-off files jetstream}"
+for m in "${modes[@]}"; do
+    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (off files jetstream nice own)" >&2; exit 2; }
+done
 declare -A url
 for m in "${modes[@]}"; do
     cat >"$OUT/gatekeeper-$m.yaml" <<YAML
@@ -47,8 +65,9 @@ models:
   - { name: m, provider: mock, upstream_model: m }
 ${extra[$m]}
 YAML
+    [ -z "${GK_CONFIG:-}" ] || cat "$GK_CONFIG" >>"$OUT/gatekeeper-$m.yaml"
     url[$m]=$(GATEKEEPER_LOG=warn start_listening "$OUT/gatekeeper-$m" "$bin/gatekeeper" serve \
-        --config "$OUT/gatekeeper-$m.yaml" --listen 127.0.0.1:0 --shards 2 --no-auth)
+        --config "$OUT/gatekeeper-$m.yaml" --listen 127.0.0.1:0 --shards "${shards[$m]}" --no-auth)
 done
 
 # CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
@@ -77,20 +96,52 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
+mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-[0-9]*.json; }
+
+# Open-loop phase: every mode at one rate, alternating per round.
+if [ -n "${RATE:-}" ]; then
+    rate=$RATE
+    if [ "$rate" = auto ]; then
+        base=${modes[0]}
+        rate=$(python3 -c "print(max(1, int($(mean "$base" .rate_achieved) / 2)))")
+        echo "open loop at $rate req/s (half of $base's max)" >&2
+    fi
+    for r in $(seq 1 "$rounds"); do
+        for m in "${modes[@]}"; do
+            "$bin/gk-load" run --url "http://${url[$m]}/v1/chat/completions" --rate "$rate" --duration "${secs}s" \
+                --model m --max-tokens 16 --json "$OUT/$m-lat-$r.json" >/dev/null
+            printf '  %-9s round %s: p50 %.3f ms, p99 %.3f ms at %s req/s\n' "$m" "$r" \
+                "$(jq '[.latency_us.percentiles[] | select(.p >= 50)][0].us / 1000' "$OUT/$m-lat-$r.json")" \
+                "$(jq '[.latency_us.percentiles[] | select(.p >= 99)][0].us / 1000' "$OUT/$m-lat-$r.json")" "$rate" >&2
+        done
+    done
+fi
+
 args=()
 for m in "${modes[@]}"; do
-    args+=("$(mean "$m" .rate_achieved)" "$(mean "$m" .cpu.target_us_per_request)"
-        "$(mean "$m" .cpu.nats_us_per_request)" "$(mean "$m" .cpu.machine_us_per_request)")
+    p50=nan p99=nan
+    if [ -n "${RATE:-}" ]; then
+        p50=$(jq -s 'map([.latency_us.percentiles[] | select(.p >= 50)][0].us) | add / length / 1000' "$OUT/$m"-lat-*.json)
+        p99=$(jq -s 'map([.latency_us.percentiles[] | select(.p >= 99)][0].us) | add / length / 1000' "$OUT/$m"-lat-*.json)
+    fi
+    args+=("$m" "$(mean "$m" .rate_achieved)" "$(mean "$m" .cpu.target_us_per_request)"
+        "$(mean "$m" .cpu.nats_us_per_request)" "$(mean "$m" .cpu.machine_us_per_request)" "$p50" "$p99")
 done
 python3 - "${args[@]}" <<'PY' | tee "$OUT/summary.md"
-import sys
-v = list(map(float, sys.argv[1:]))
-rows = [("off", v[0:4]), ("embedded files", v[4:8]), ("JetStream", v[8:12])]
-off_rate, off_all = rows[0][1][0], rows[0][1][3]
-print("| audit | req/s | vs off | gateway CPU µs/req | nats-server CPU µs/req | all processes CPU µs/req | off ÷ this, CPU |")
-print("|---|---|---|---|---|---|---|")
-for name, (rate, gw, nats, total) in rows:
-    print(f"| {name} | {rate:,.0f} | {rate / off_rate:.2f} | {gw:.1f} | {nats:.1f} | {total:.1f} | {off_all / total:.2f} |")
+import math, sys
+a = sys.argv[1:]
+names = {"off": "off", "files": "embedded files", "jetstream": "JetStream",
+         "nice": "files, bridge nice 10", "own": "files, 1 shard + bridge own CPU"}
+rows = [(a[i], *map(float, a[i + 1:i + 7])) for i in range(0, len(a), 7)]
+base_rate, base_all, base_p99 = rows[0][1], rows[0][4], rows[0][6]
+lat = not math.isnan(base_p99)
+head = "| audit | req/s | vs " + rows[0][0] + " | gateway CPU µs/req | nats-server CPU µs/req | all processes CPU µs/req | " + rows[0][0] + " ÷ this, CPU |"
+print(head + (" p50 ms | p99 ms | p99 vs " + rows[0][0] + " |" if lat else ""))
+print("|---" * (7 + (3 if lat else 0)) + "|")
+for m, rate, gw, nats, total, p50, p99 in rows:
+    line = f"| {names[m]} | {rate:,.0f} | {rate / base_rate:.2f} | {gw:.1f} | {nats:.1f} | {total:.1f} | {base_all / total:.2f} |"
+    if lat:
+        line += f" {p50:.3f} | {p99:.3f} | {p99 / base_p99:.2f} |"
+    print(line)
 PY
 echo "raw results in $OUT" >&2

@@ -114,6 +114,11 @@ pub struct CompareArgs {
     /// Portkey gateway's `build/start-server.js` (default: under bench/.peers/portkey/node_modules).
     #[arg(long)]
     pub portkey: Option<PathBuf>,
+    /// Extra `gatekeeper.yaml` keys for the Gatekeeper target: a YAML file appended to
+    /// its generated config (e.g. `bridge: { nice: 10 }`, or `audit: { enabled: false }`);
+    /// it may not set `providers` or `models`, and a `cpus` list must hold `--workers` CPUs.
+    #[arg(long)]
+    pub gatekeeper_config: Option<PathBuf>,
 }
 
 /// What `--duration` takes: phases are seconds to minutes long.
@@ -232,7 +237,12 @@ pub fn run(args: &CompareArgs, command: &str) -> Result<PathBuf, BenchError> {
     let mock_extra: Vec<String> =
         args.mock_args.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
     let (mock_pid, mock) = targets::start_mock(&mut sup, &programs.gk_load, &raw, args.mock_threads, &mock_extra)?;
-    let ctx = Context { mock, mock_pid, models: models.clone(), workers: args.workers, dir: raw.clone() };
+    let gatekeeper_extra = match &args.gatekeeper_config {
+        Some(path) => Some(gatekeeper_extra(path)?),
+        None => None,
+    };
+    let ctx =
+        Context { mock, mock_pid, models: models.clone(), workers: args.workers, dir: raw.clone(), gatekeeper_extra };
     eprintln!("gk-bench: mock provider on {mock}");
 
     let mut infos = Vec::new();
@@ -359,6 +369,21 @@ pub fn run(args: &CompareArgs, command: &str) -> Result<PathBuf, BenchError> {
     write_plots(&mut r, &out, &programs.gk_load);
     write_report(&r, &out)?;
     Ok(out)
+}
+
+/// The `--gatekeeper-config` file: a YAML mapping that leaves the provider and models
+/// to the benchmark; returned as text to append.
+fn gatekeeper_extra(path: &std::path::Path) -> Result<String, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(BenchError::io(format!("reading {}", path.display())))?;
+    let invalid = |why: String| BenchError::Invalid(format!("--gatekeeper-config {}: {why}", path.display()));
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let map = doc.as_mapping().ok_or_else(|| invalid("expected a mapping of gatekeeper.yaml keys".into()))?;
+    for key in ["providers", "models", "failover_chain"] {
+        if map.contains_key(key) {
+            return Err(invalid(format!("`{key}` is the benchmark's own (the mock); leave it out")));
+        }
+    }
+    Ok(if text.ends_with('\n') { text } else { format!("{text}\n") })
 }
 
 fn validate(args: &CompareArgs) -> Result<Vec<Kind>, BenchError> {
@@ -670,4 +695,24 @@ pub fn utc_from_unix(secs: u64) -> String {
     let rem = secs % 86_400;
     let (y, m, d) = civil::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gatekeeper_extra;
+
+    #[test]
+    fn gatekeeper_config_is_a_mapping_that_leaves_the_mock_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |text: &str| {
+            let p = dir.path().join("extra.yaml");
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        assert_eq!(gatekeeper_extra(&file("bridge: { nice: 10 }")).ok().as_deref(), Some("bridge: { nice: 10 }\n"));
+        let e = gatekeeper_extra(&file("providers: []\n")).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("`providers` is the benchmark's own"), "{e}");
+        assert!(gatekeeper_extra(&file("- a\n")).is_err(), "not a mapping");
+        assert!(gatekeeper_extra(&dir.path().join("absent.yaml")).is_err());
+    }
 }

@@ -94,6 +94,8 @@ pub struct Context {
     pub workers: usize,
     /// Folder for configs and logs (the report's `raw/`).
     pub dir: PathBuf,
+    /// YAML appended to Gatekeeper's config (`--gatekeeper-config`).
+    pub gatekeeper_extra: Option<String>,
 }
 
 /// A target that is up.
@@ -249,7 +251,9 @@ pub fn gatekeeper_yaml(mock: SocketAddr, models: &[String]) -> String {
 
 fn start_gatekeeper(ctx: &Context, p: &Programs, sup: &mut Supervisor) -> Result<Started, BenchError> {
     let conf = ctx.dir.join("gatekeeper.yaml");
-    write(&conf, &gatekeeper_yaml(ctx.mock, &ctx.models))?;
+    let mut yaml = gatekeeper_yaml(ctx.mock, &ctx.models);
+    yaml.push_str(ctx.gatekeeper_extra.as_deref().unwrap_or_default());
+    write(&conf, &yaml)?;
     let mut cmd = Command::new(&p.gatekeeper);
     cmd.arg("serve")
         .arg("--config")
@@ -264,7 +268,18 @@ fn start_gatekeeper(ctx: &Context, p: &Programs, sup: &mut Supervisor) -> Result
         headers: vec![],
         pid: Some(pid),
         watch_pid: Some(pid),
-        description: format!("`gatekeeper serve --no-auth --shards {}`, default limits and audit", ctx.workers),
+        description: match &ctx.gatekeeper_extra {
+            None => format!("`gatekeeper serve --no-auth --shards {}`, default limits and audit", ctx.workers),
+            Some(extra) => format!(
+                "`gatekeeper serve --no-auth --shards {}` with `{}`",
+                ctx.workers,
+                extra
+                    .lines()
+                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        },
         version,
     })
 }

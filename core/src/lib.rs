@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod bridge;
 pub mod budget;
+pub mod calibrate;
 pub mod cli;
 pub mod config;
 pub mod credit;

@@ -46,8 +46,21 @@ pub struct Outcome {
 }
 
 /// Top-level sections that change only with a restart.
-const RESTART_ONLY: [&str; 9] =
-    ["listen", "admin_listen", "shards", "driver", "tls", "limits", "drain_timeout_ms", "nats", "audit"];
+const RESTART_ONLY: [&str; 13] = [
+    "listen",
+    "admin_listen",
+    "shards",
+    "driver",
+    "tls",
+    "limits",
+    "drain_timeout_ms",
+    "nats",
+    "audit",
+    "cpus",
+    "bridge",
+    "uring",
+    "listen_backlog",
+];
 
 /// The config to run after a reload from `old` to `new`: `new` with every change that
 /// cannot happen live put back to `old`'s value, and what was refused.
@@ -69,6 +82,10 @@ pub fn plan(old: &Config, new: &Config) -> (Config, Vec<String>) {
     eff.drain_timeout_ms = old.drain_timeout_ms;
     eff.nats.clone_from(&old.nats);
     eff.audit = old.audit.clone();
+    eff.cpus.clone_from(&old.cpus);
+    eff.bridge = old.bridge;
+    eff.uring = old.uring;
+    eff.listen_backlog = old.listen_backlog;
     let names = |c: &Config| -> (Vec<String>, Vec<String>) {
         let mut models: Vec<String> = c.models.iter().map(|m| m.name.clone()).collect();
         models.sort();

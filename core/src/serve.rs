@@ -84,6 +84,9 @@ pub fn apply_overrides(config: &mut Config, args: &Overrides) -> anyhow::Result<
     if let Some(n) = args.shards {
         anyhow::ensure!(n >= 1, "--shards must be at least 1");
         config.shards = Shards::Count(n);
+        if let Some(cpus) = &config.cpus {
+            crate::config::placement::check_cpus(config.shards, cpus).context("--shards")?;
+        }
     }
     if let Some(d) = args.driver {
         config.driver = d;
@@ -94,7 +97,8 @@ pub fn apply_overrides(config: &mut Config, args: &Overrides) -> anyhow::Result<
 /// Applies overrides, builds the gateway and starts its shards.
 pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     apply_overrides(&mut config, args)?;
-    let shards = config.shards.resolve();
+    let shards = config.shard_count();
+    warn_above_somaxconn(config.listen_backlog);
     match gatekeeper_net::shard::raise_fd_limit() {
         Ok(n) if (n as usize) < shards.saturating_mul(config.limits.connections_per_shard_max) => tracing::warn!(
             fd_limit = n,
@@ -143,15 +147,18 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         driver: config.driver.into(),
         listen,
         pin: true,
+        cpus: config.cpus.clone(),
+        uring: (&config.uring).into(),
         tls,
         limits: ServerLimits::from(&config.limits),
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-        backlog: 4096,
+        backlog: config.listen_backlog,
     };
     let admin_config = admin_listen.map(|listen| ShardSetConfig {
         shards: 1,
         listen,
         pin: false,
+        cpus: None,
         tls: None,
         backlog: 128,
         ..set_config.clone()
@@ -212,6 +219,20 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         config,
     })
+}
+
+/// The kernel silently caps every listen backlog at `net.core.somaxconn`; says so when
+/// `listen_backlog` asks for more (`gatekeeper tune` advises the sysctl).
+fn warn_above_somaxconn(listen_backlog: u32) {
+    let somaxconn =
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(max) = somaxconn.filter(|&m| m < listen_backlog) {
+        tracing::warn!(
+            listen_backlog,
+            somaxconn = max,
+            "listen_backlog is above net.core.somaxconn; the kernel uses {max}"
+        );
+    }
 }
 
 /// Refuses to start on an address another process listens on. The shards bind with

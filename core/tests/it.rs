@@ -12,6 +12,7 @@ mod http_suite;
 mod lifecycle;
 mod operators;
 mod routing;
+mod tuning;
 
 /// Runs each HTTP-suite test once per I/O driver.
 macro_rules! under_both_drivers {

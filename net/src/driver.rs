@@ -32,24 +32,45 @@ impl Driver {
     }
 }
 
-/// io_uring submission queue entries per shard.
-const URING_ENTRIES: u32 = 4096;
+/// How a shard's io_uring ring is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringSettings {
+    /// Submission queue entries (the kernel rounds up to a power of two; at most 32768).
+    pub entries: u32,
+    /// A kernel thread polls the submission queue (SQPOLL) and sleeps after this many
+    /// idle ms; `None`: the shard submits with a syscall.
+    pub sqpoll_idle_ms: Option<u32>,
+}
+
+impl Default for UringSettings {
+    fn default() -> Self {
+        UringSettings { entries: URING_ENTRIES_DEFAULT, sqpoll_idle_ms: None }
+    }
+}
+
+/// io_uring submission queue entries per shard unless configured.
+pub const URING_ENTRIES_DEFAULT: u32 = 4096;
 
 /// Ring settings for a shard. With `tuned`, completions are handled cooperatively when
 /// the shard next enters the kernel instead of by interrupting it (COOP_TASKRUN), and
 /// the kernel is told only this thread submits (SINGLE_ISSUER); kernels older than 6.0
-/// refuse these, and the caller retries without them.
-fn uring_builder(tuned: bool) -> io_uring::Builder {
+/// refuse these, and the caller retries without them. The kernel refuses COOP_TASKRUN
+/// beside SQPOLL (the poller thread is never interrupted anyway), so an SQPOLL ring asks
+/// only for SINGLE_ISSUER.
+fn uring_builder(settings: UringSettings, tuned: bool) -> io_uring::Builder {
     let mut b = io_uring::IoUring::builder();
-    if tuned {
-        b.setup_coop_taskrun().setup_single_issuer();
-    }
+    match (settings.sqpoll_idle_ms, tuned) {
+        (Some(idle_ms), true) => b.setup_sqpoll(idle_ms).setup_single_issuer(),
+        (Some(idle_ms), false) => b.setup_sqpoll(idle_ms),
+        (None, true) => b.setup_coop_taskrun().setup_single_issuer(),
+        (None, false) => &mut b,
+    };
     b
 }
 
 /// Builds the runtime `choice` asks for on the calling thread (timer enabled) and runs
 /// `serve(driver)` on it to the end; `Err` when the runtime cannot be built.
-pub(crate) fn block_on<F, Fut>(choice: DriverChoice, serve: F) -> std::io::Result<Fut::Output>
+pub(crate) fn block_on<F, Fut>(choice: DriverChoice, uring: UringSettings, serve: F) -> std::io::Result<Fut::Output>
 where
     F: FnOnce(Driver) -> Fut,
     Fut: Future,
@@ -58,8 +79,8 @@ where
         DriverChoice::Auto => {
             let build = |tuned: bool| {
                 monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .with_entries(URING_ENTRIES)
-                    .uring_builder(uring_builder(tuned))
+                    .with_entries(uring.entries)
+                    .uring_builder(uring_builder(uring, tuned))
                     .enable_timer()
                     .build()
             };
@@ -71,8 +92,8 @@ where
         DriverChoice::Uring => {
             let build = |tuned: bool| {
                 monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .with_entries(URING_ENTRIES)
-                    .uring_builder(uring_builder(tuned))
+                    .with_entries(uring.entries)
+                    .uring_builder(uring_builder(uring, tuned))
                     .enable_timer()
                     .build()
             };

@@ -127,4 +127,13 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A shard could not be pinned to the CPU it was given (`cpus`): the CPU is offline
+    /// or outside the cpuset this process runs in.
+    #[error("cannot pin shard {shard} to CPU {cpu}: offline, or outside this process's cpuset")]
+    Pin {
+        /// The shard index.
+        shard: usize,
+        /// The CPU asked for.
+        cpu: usize,
+    },
 }

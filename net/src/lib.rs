@@ -29,7 +29,7 @@ mod timers;
 pub mod tls;
 pub mod upstream;
 
-pub use driver::{Driver, DriverChoice};
+pub use driver::{Driver, DriverChoice, UringSettings, URING_ENTRIES_DEFAULT};
 pub use error::{ProtocolError, StartError};
 pub use http::request::{BodyFraming, Request};
 pub use http::response::Responder;

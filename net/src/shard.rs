@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::drain::Drain;
-use crate::driver::{self, Driver, DriverChoice};
+use crate::driver::{self, Driver, DriverChoice, UringSettings};
 use crate::error::StartError;
 use crate::server::accept::accept_loop;
 use crate::server::handler::Handler;
@@ -37,8 +37,13 @@ pub struct ShardSetConfig {
     pub driver: DriverChoice,
     /// Address every shard listens on.
     pub listen: SocketAddr,
-    /// Pin shard `i` to the `i`-th core this process may use.
+    /// Pin shard `i` to the `i`-th core this process may use (ignored when `cpus` is set).
     pub pin: bool,
+    /// Shard `i` runs on CPU `cpus[i]`, which must hold one CPU per shard; a CPU that
+    /// cannot be taken fails the start ([`StartError::Pin`]). `None`: see `pin`.
+    pub cpus: Option<Vec<usize>>,
+    /// Each shard's io_uring ring.
+    pub uring: UringSettings,
     /// TLS termination, if any.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connection limits.
@@ -86,12 +91,16 @@ impl ShardSet {
         let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
         let stats: Arc<[ShardStats]> = (0..cfg.shards).map(|_| ShardStats::default()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
+        if let Some(cpus) = &cfg.cpus {
+            assert_eq!(cpus.len(), cfg.shards, "one CPU per shard");
+        }
         let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let make_handler = Arc::new(make_handler);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
         let mut threads = Vec::with_capacity(cfg.shards);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let explicit = cfg.cpus.as_ref().and_then(|c| c.get(index)).map(|&id| core_affinity::CoreId { id });
+            let core = explicit.or_else(|| (!cores.is_empty()).then(|| cores[index % cores.len()]));
             let (cfg, stats, shutdown, make_handler, ready_tx) =
                 (cfg.clone(), stats.clone(), shutdown.clone(), make_handler.clone(), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -99,6 +108,11 @@ impl ShardSet {
                 .spawn(move || {
                     if let Some(core) = core {
                         if !core_affinity::set_for_current(core) {
+                            // A CPU the config named must be taken; an automatic pick may miss.
+                            if explicit.is_some() {
+                                let _ = ready_tx.send(Err(StartError::Pin { shard: index, cpu: core.id }));
+                                return;
+                            }
                             tracing::warn!(shard = index, "could not pin shard to core {}", core.id);
                         }
                     }
@@ -176,7 +190,7 @@ impl ShardMain {
         let (index, ready_tx) = (self.index, self.ready_tx.clone());
         let started = std::cell::Cell::new(false);
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            driver::block_on(self.cfg.driver, |driver| self.serve(driver, make_handler, &started))
+            driver::block_on(self.cfg.driver, self.cfg.uring, |driver| self.serve(driver, make_handler, &started))
         }));
         match ran {
             Ok(Ok(())) => {}

@@ -293,10 +293,30 @@ impl Bridge {
             }),
         };
         let sh = shared.clone();
+        let placement = config.bridge;
+        // The thread places itself (CPU, nice) before any job runs and says whether it
+        // could; a placement the config asked for and did not get fails the start.
+        let (placed_tx, placed_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
         let thread = std::thread::Builder::new()
             .name("gk-bridge".into())
-            .spawn(move || thread::run_here(jobs, sh))
+            .spawn(move || {
+                let placed = thread::place(&placement);
+                let ok = placed.is_ok();
+                let _ = placed_tx.send(placed);
+                if !ok {
+                    return Ok(None);
+                }
+                thread::run_here(jobs, sh)
+            })
             .map_err(|e| BridgeError::Thread(e.to_string()))?;
+        match placed_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(BridgeError::Thread(e));
+            }
+            Err(_) => return Err(BridgeError::Thread("the bridge thread died while starting".into())),
+        }
         let generation = audit.as_ref().map(|a| a.settings.gen);
         tracing::info!(node = %node, audit = audit.is_some(), ?generation, nats = config.nats.is_some(), "bridge started");
         Ok(Bridge { node, audit, shared, thread: Mutex::new(Some(thread)) })

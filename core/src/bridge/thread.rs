@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{connection, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
 use crate::config::hot::HotConfig;
-use crate::config::NatsConfig;
+use crate::config::{BridgeConfig, NatsConfig};
 use crate::keys::SecretKey;
 
 /// The jobs of one bridge thread.
@@ -20,6 +20,27 @@ pub(super) struct Jobs {
     pub audit: Option<(Settings, SecretKey)>,
     /// The health feed, run whenever NATS is set.
     pub health: Option<health::Feed>,
+}
+
+/// Puts the calling thread where `bridge:` says: pinned to `cpu`, at priority `nice`.
+/// The error names the key and what the kernel said.
+pub(super) fn place(placement: &BridgeConfig) -> Result<(), String> {
+    if let Some(cpu) = placement.cpu {
+        if cpu >= rustix::thread::CpuSet::MAX_CPU {
+            return Err(format!("bridge.cpu: {cpu} is beyond the affinity mask"));
+        }
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set)
+            .map_err(|e| format!("bridge.cpu: cannot pin the bridge thread to CPU {cpu}: {e}"))?;
+    }
+    if let Some(nice) = placement.nice {
+        // PRIO_PROCESS with a thread id sets that thread's nice on Linux, not the process's.
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).map_err(|e| {
+            format!("bridge.nice: cannot set {nice}: {e} (a negative nice needs CAP_SYS_NICE or RLIMIT_NICE)")
+        })?;
+    }
+    Ok(())
 }
 
 /// Runs the jobs on this thread until shutdown; the shipping report with audit on.

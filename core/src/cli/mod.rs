@@ -9,6 +9,7 @@ pub mod keys;
 pub mod reload;
 pub mod route;
 pub mod serve;
+pub mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +69,8 @@ pub enum Command {
     /// Score prompts and show the router's decision under a config.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Inspect the host and recommend per-core settings (`--calibrate` measures them).
+    Tune(Box<tune::TuneArgs>),
 }
 
 /// Runs a parsed command line.
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(cmd),
         Command::Reload(args) => reload::run(&args),
         Command::Route(cmd) => route::run(cmd),
+        Command::Tune(args) => tune::run(&args),
     }
 }

@@ -22,6 +22,7 @@ pub mod hot;
 pub mod keys;
 pub mod models;
 pub mod nats;
+pub mod placement;
 pub mod providers;
 pub mod routing;
 pub mod server;
@@ -37,6 +38,7 @@ pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};
 pub use nats::{Compression, NatsConfig};
+pub use placement::{BridgeConfig, UringConfig};
 pub use providers::{ProviderConfig, ProviderKind};
 pub use routing::RoutingConfig;
 pub use server::{DriverChoice, Limits, Shards, TlsConfig};
@@ -89,6 +91,21 @@ pub struct Config {
     /// with 404. Absent: everything on `listen`.
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// The shards' CPUs: shard `i` is pinned to `cpus[i]`. Its length is the shard count
+    /// (`shards` must then be `auto` or the same number). Absent: one shard per core this
+    /// process may use, pinned in order.
+    #[serde(default)]
+    pub cpus: Option<Vec<usize>>,
+    /// Where the bridge thread runs (CPU, nice).
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+    /// Each shard's io_uring ring.
+    #[serde(default)]
+    pub uring: UringConfig,
+    /// Each shard's listen backlog (connections the kernel queues before an accept).
+    /// Default 4096; the kernel caps it at `net.core.somaxconn`.
+    #[serde(default = "placement::default_listen_backlog")]
+    pub listen_backlog: u32,
 }
 
 fn default_listen() -> String {
@@ -204,6 +221,7 @@ impl Config {
     /// between sections (models and the failover chain name providers).
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         server::validate(&self.listen, self.shards, &self.limits)?;
+        placement::validate(self.shards, self.cpus.as_deref(), &self.bridge, &self.uring, self.listen_backlog)?;
         if let Some(admin) = &self.admin_listen {
             check_admin_listen(admin, &self.listen)?;
         }
@@ -225,6 +243,11 @@ impl Config {
             nats::validate(n)?;
         }
         Ok(())
+    }
+
+    /// The number of shards to start: the length of `cpus` when given, else `shards`.
+    pub fn shard_count(&self) -> usize {
+        placement::shard_count(self.shards, self.cpus.as_deref())
     }
 
     /// The admin listener's address, if one is configured (validated at load).

@@ -83,6 +83,8 @@ impl Server {
             driver,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             pin: false,
+            cpus: None,
+            uring: gatekeeper_net::UringSettings::default(),
             tls: None,
             limits,
             drain_timeout: Duration::from_secs(2),
