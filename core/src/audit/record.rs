@@ -69,6 +69,125 @@ pub struct AuditRecord {
     pub content: Option<serde_json::Value>,
 }
 
+impl AuditRecord {
+    /// Appends the record's JSON to `out`: the same bytes as `serde_json::to_writer`
+    /// (field order, skipped fields, escapes), written without serde's generic path
+    /// because every request pays for it on its shard (issue 15, item 5).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.reserve(256 + self.request_id.len() + self.model_requested.len());
+        out.extend_from_slice(b"{\"request_id\":");
+        push_str(out, &self.request_id);
+        out.extend_from_slice(b",\"ts_unix_ms\":");
+        push_u64(out, self.ts_unix_ms);
+        out.extend_from_slice(b",\"shard\":");
+        push_u64(out, u64::from(self.shard));
+        push_opt_str(out, b",\"kid\":", self.kid.as_deref());
+        push_opt_str(out, b",\"key_id\":", self.key_id.as_deref());
+        push_opt_str(out, b",\"tenant\":", self.tenant.as_deref());
+        out.extend_from_slice(b",\"model_requested\":");
+        push_str(out, &self.model_requested);
+        push_opt_str(out, b",\"provider\":", self.provider.as_deref());
+        push_opt_str(out, b",\"model_upstream\":", self.model_upstream.as_deref());
+        push_opt_str(out, b",\"route_mode\":", self.route_mode.as_deref());
+        if let Some(c) = self.complexity {
+            out.extend_from_slice(b",\"complexity\":");
+            // Floats keep serde_json's formatter (shortest round-trip, `null` if not finite).
+            serde_json::to_writer(&mut *out, &c)?;
+        }
+        push_opt_str(out, b",\"task\":", self.task.as_deref());
+        push_str_list(out, b",\"route_candidates\":", &self.route_candidates);
+        push_opt_str(out, b",\"route_reason\":", self.route_reason.as_deref());
+        out.extend_from_slice(if self.stream { b",\"stream\":true" } else { b",\"stream\":false" });
+        out.extend_from_slice(b",\"status\":");
+        push_u64(out, u64::from(self.status));
+        out.extend_from_slice(b",\"tokens_in\":");
+        push_u64(out, self.tokens_in);
+        out.extend_from_slice(b",\"tokens_out\":");
+        push_u64(out, self.tokens_out);
+        out.extend_from_slice(b",\"cost_usd\":");
+        push_str(out, &self.cost_usd);
+        out.extend_from_slice(b",\"upstream_us\":");
+        push_u64(out, self.upstream_us);
+        out.extend_from_slice(b",\"overhead_us\":");
+        push_u64(out, self.overhead_us);
+        push_str_list(out, b",\"attempts\":", &self.attempts);
+        if let Some(content) = &self.content {
+            out.extend_from_slice(b",\"content\":");
+            serde_json::to_writer(&mut *out, content)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    // Bounded: a u64 has at most 20 decimal digits.
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_opt_str(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+    if let Some(v) = value {
+        out.extend_from_slice(key);
+        push_str(out, v);
+    }
+}
+
+/// `key` then a JSON array of strings; nothing when `values` is empty (as serde skips it).
+fn push_str_list(out: &mut Vec<u8>, key: &[u8], values: &[String]) {
+    let Some((first, rest)) = values.split_first() else { return };
+    out.extend_from_slice(key);
+    out.push(b'[');
+    push_str(out, first);
+    for v in rest {
+        out.push(b',');
+        push_str(out, v);
+    }
+    out.push(b']');
+}
+
+/// A JSON string with serde_json's escapes: `\"`, `\\`, `\b \t \n \f \r`, other
+/// control bytes as `\u00xx` (lowercase hex); everything else, UTF-8 included, as is.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 15) as usize]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
 /// The fields of a stored [`AuditRecord`] the bridge derives events, health and
 /// sessions from, borrowed from the record's JSON where no unescaping is needed.
 /// Parsing one skips `content` without building it.
@@ -123,15 +242,403 @@ pub struct RecordView<'a> {
 }
 
 impl<'a> RecordView<'a> {
-    /// Parses a record's JSON (as [`AuditRecord`] serializes it).
+    /// Parses a record's JSON (as [`AuditRecord`] serializes it). Records as
+    /// [`AuditRecord::write_json`] writes them (no whitespace, no escapes in the
+    /// fields read, no `content`) take a hand-written path, since the bridge parses
+    /// every record; anything else, and every error, goes through serde_json, with
+    /// the same result either way.
     pub fn parse(json: &'a [u8]) -> Result<RecordView<'a>, serde_json::Error> {
-        serde_json::from_slice(json)
+        match fast::parse(json) {
+            Some(view) => Ok(view),
+            None => serde_json::from_slice(json),
+        }
+    }
+}
+
+/// The hand-written path of [`RecordView::parse`]: `None` whenever the input is
+/// anything but a plain record, so serde_json decides (and reports errors).
+mod fast {
+    use std::borrow::Cow;
+
+    use super::RecordView;
+
+    struct Cur<'a> {
+        s: &'a str,
+        at: usize,
+    }
+
+    impl<'a> Cur<'a> {
+        fn eat(&mut self, b: u8) -> Option<()> {
+            (self.s.as_bytes().get(self.at) == Some(&b)).then(|| self.at += 1)
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.s.as_bytes().get(self.at).copied()
+        }
+
+        /// A string without escapes, borrowed.
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let rest = self.s.get(self.at..)?;
+            let end = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+            (rest.as_bytes().get(end) == Some(&b'"')).then_some(())?;
+            self.at += end + 1;
+            rest.get(..end)
+        }
+
+        fn literal(&mut self, word: &str) -> bool {
+            let hit = self.s.get(self.at..).is_some_and(|r| r.starts_with(word));
+            if hit {
+                self.at += word.len();
+            }
+            hit
+        }
+
+        /// A JSON number's text (validated only by the caller's parse).
+        fn number(&mut self) -> Option<&'a str> {
+            let rest = self.s.get(self.at..)?;
+            let end = rest
+                .bytes()
+                .position(|b| !(b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')))
+                .unwrap_or(rest.len());
+            self.at += end;
+            (end > 0).then(|| rest.get(..end)).flatten()
+        }
+
+        /// An unsigned integer as JSON writes it: no sign, no leading zero.
+        fn uint<T: std::str::FromStr>(&mut self) -> Option<T> {
+            let n = self.number()?;
+            let ok = n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
+            ok.then(|| n.parse().ok()).flatten()
+        }
+
+        fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+            if self.literal("null") {
+                return Some(None);
+            }
+            Some(Some(Cow::Borrowed(self.string()?)))
+        }
+
+        fn str_list(&mut self) -> Option<Vec<Cow<'a, str>>> {
+            self.eat(b'[')?;
+            let mut out = Vec::new();
+            if self.eat(b']').is_some() {
+                return Some(out);
+            }
+            loop {
+                out.push(Cow::Borrowed(self.string()?));
+                if self.eat(b']').is_some() {
+                    return Some(out);
+                }
+                self.eat(b',')?;
+            }
+        }
+
+        /// Skips a value of a field the view does not read: scalars only.
+        fn skip(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'"' => self.string().map(drop),
+                b't' => self.literal("true").then_some(()),
+                b'f' => self.literal("false").then_some(()),
+                b'n' => self.literal("null").then_some(()),
+                // A number serde would ignore; a malformed one is left to serde.
+                _ => {
+                    let n = self.number()?;
+                    n.parse::<f64>().ok().filter(|_| json_number(n)).map(drop)
+                }
+            }
+        }
+    }
+
+    /// Whether `n` has JSON's number grammar (Rust's float parse is looser).
+    fn json_number(n: &str) -> bool {
+        let b = n.as_bytes();
+        let mut i = usize::from(b.first() == Some(&b'-'));
+        let digits = |i: &mut usize| {
+            let start = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i - start
+        };
+        let int_start = i;
+        let int = digits(&mut i);
+        if int == 0 || (int > 1 && b.get(int_start) == Some(&b'0')) {
+            return false;
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if digits(&mut i) == 0 {
+                return false;
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if digits(&mut i) == 0 {
+                return false;
+            }
+        }
+        i == b.len()
+    }
+
+    pub(super) fn parse(json: &[u8]) -> Option<RecordView<'_>> {
+        let s = std::str::from_utf8(json).ok()?;
+        let mut c = Cur { s, at: 0 };
+        let mut seen = 0u32;
+        let mut v = RecordView {
+            request_id: Cow::Borrowed(""),
+            ts_unix_ms: 0,
+            key_id: None,
+            tenant: None,
+            model_requested: Cow::Borrowed(""),
+            provider: None,
+            model_upstream: None,
+            route_mode: None,
+            complexity: None,
+            task: None,
+            route_candidates: Vec::new(),
+            route_reason: None,
+            status: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            upstream_us: 0,
+            attempts: Vec::new(),
+        };
+        c.eat(b'{')?;
+        if c.eat(b'}').is_none() {
+            loop {
+                let key = c.string()?;
+                c.eat(b':')?;
+                let bit = match key {
+                    "request_id" => {
+                        v.request_id = Cow::Borrowed(c.string()?);
+                        1
+                    }
+                    "ts_unix_ms" => {
+                        v.ts_unix_ms = c.uint()?;
+                        1 << 1
+                    }
+                    "key_id" => {
+                        v.key_id = c.opt_str()?;
+                        1 << 2
+                    }
+                    "tenant" => {
+                        v.tenant = c.opt_str()?;
+                        1 << 3
+                    }
+                    "model_requested" => {
+                        v.model_requested = Cow::Borrowed(c.string()?);
+                        1 << 4
+                    }
+                    "provider" => {
+                        v.provider = c.opt_str()?;
+                        1 << 5
+                    }
+                    "model_upstream" => {
+                        v.model_upstream = c.opt_str()?;
+                        1 << 6
+                    }
+                    "route_mode" => {
+                        v.route_mode = c.opt_str()?;
+                        1 << 7
+                    }
+                    "complexity" => {
+                        v.complexity = if c.literal("null") {
+                            None
+                        } else {
+                            let n = c.number()?;
+                            json_number(n).then_some(())?;
+                            Some(n.parse::<f64>().ok().filter(|f| f.is_finite())?)
+                        };
+                        1 << 8
+                    }
+                    "task" => {
+                        v.task = c.opt_str()?;
+                        1 << 9
+                    }
+                    "route_candidates" => {
+                        v.route_candidates = c.str_list()?;
+                        1 << 10
+                    }
+                    "route_reason" => {
+                        v.route_reason = c.opt_str()?;
+                        1 << 11
+                    }
+                    "status" => {
+                        v.status = c.uint()?;
+                        1 << 12
+                    }
+                    "tokens_in" => {
+                        v.tokens_in = c.uint()?;
+                        1 << 13
+                    }
+                    "tokens_out" => {
+                        v.tokens_out = c.uint()?;
+                        1 << 14
+                    }
+                    "upstream_us" => {
+                        v.upstream_us = c.uint()?;
+                        1 << 15
+                    }
+                    "attempts" => {
+                        v.attempts = c.str_list()?;
+                        1 << 16
+                    }
+                    _ => {
+                        c.skip()?;
+                        0
+                    }
+                };
+                // serde rejects a repeated field.
+                (seen & bit == 0).then_some(())?;
+                seen |= bit;
+                if c.eat(b'}').is_some() {
+                    break;
+                }
+                c.eat(b',')?;
+            }
+        }
+        // Every field without a default must be there, and nothing after the object.
+        const REQUIRED: u32 = 1 | 1 << 1 | 1 << 4 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15;
+        (seen & REQUIRED == REQUIRED && c.at == s.len()).then_some(v)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Quotes, backslashes, every control byte, DEL and non-ASCII: all escape classes.
+        proptest::collection::vec(
+            prop_oneof![
+                Just('"'),
+                Just('\\'),
+                (0u8..0x20).prop_map(char::from),
+                Just('\u{7f}'),
+                Just('é'),
+                Just('😀'),
+                any::<char>()
+            ],
+            0..12,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    prop_compose! {
+        fn record()(
+            request_id in text(), ts in any::<u64>(), shard in any::<u16>(),
+            opts in proptest::collection::vec(proptest::option::of(text()), 8),
+            complexity in proptest::option::of(prop_oneof![any::<f64>(), (0u32..=100).prop_map(|c| f64::from(c) / 100.0)]),
+            lists in (proptest::collection::vec(text(), 0..3), proptest::collection::vec(text(), 0..3)),
+            stream in any::<bool>(), status in any::<u16>(), nums in any::<[u64; 4]>(), cost in text(),
+            content in proptest::option::of(text()),
+        ) -> AuditRecord {
+            let o = |i: usize| opts[i].clone();
+            AuditRecord {
+                request_id, ts_unix_ms: ts, shard, kid: o(0), key_id: o(1), tenant: o(2),
+                model_requested: o(3).unwrap_or_default(), provider: o(4), model_upstream: o(5),
+                route_mode: o(6), complexity, task: o(7), route_candidates: lists.0,
+                route_reason: o(0).map(|s| s + "r"), stream, status, tokens_in: nums[0], tokens_out: nums[1],
+                cost_usd: cost, upstream_us: nums[2], overhead_us: nums[3], attempts: lists.1,
+                content: content.map(|c| serde_json::json!({ "messages": [{ "content": c }] })),
+            }
+        }
+    }
+
+    proptest! {
+        /// The stored format did not change: the hand-written writer's bytes are serde's.
+        #[test]
+        fn write_json_is_serdes_bytes(r in record()) {
+            let mut out = b"prefix".to_vec();
+            r.write_json(&mut out).unwrap();
+            prop_assert_eq!(&out[6..], &serde_json::to_vec(&r).unwrap()[..]);
+        }
+    }
+
+    proptest! {
+        /// The hand-written parse reads every record the writer writes, as serde does.
+        #[test]
+        fn fast_parse_reads_written_records(mut r in record()) {
+            r.content = None;
+            let mut out = Vec::new();
+            r.write_json(&mut out).unwrap();
+            let serde: RecordView<'_> = serde_json::from_slice(&out).unwrap();
+            let escapes = out.windows(2).any(|w| w[0] == b'\\');
+            match fast::parse(&out) {
+                Some(v) => prop_assert_eq!(format!("{v:?}"), format!("{serde:?}")),
+                // Only a string with an escape leaves it to serde.
+                None => prop_assert!(escapes, "{}", String::from_utf8_lossy(&out)),
+            }
+        }
+
+        /// Whatever the input, the hand-written parse accepts only what serde
+        /// accepts, with the same fields.
+        #[test]
+        fn fast_parse_never_disagrees_with_serde(
+            r in record(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let mut out = Vec::new();
+            AuditRecord { content: None, ..r }.write_json(&mut out).unwrap();
+            for (at, byte, op) in edits {
+                let i = at.index(out.len() + 1);
+                match op {
+                    0 => out.insert(i, byte),
+                    1 if i < out.len() => { out.remove(i); }
+                    _ if i < out.len() => out[i] = byte,
+                    _ => {}
+                }
+            }
+            if let Some(v) = fast::parse(&out) {
+                let serde: Result<RecordView<'_>, _> = serde_json::from_slice(&out);
+                prop_assert!(serde.is_ok(), "fast accepted what serde refuses: {}", String::from_utf8_lossy(&out));
+                prop_assert_eq!(format!("{v:?}"), format!("{:?}", serde.unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn fast_parse_leaves_the_unusual_to_serde() {
+        let plain = br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#;
+        assert!(fast::parse(plain).is_some());
+        for other in [
+            &br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2}"#[..],
+            br#"{"request_id":"r","request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":70000,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3,"content":{}}"#,
+            br#"{"request_id":"r\"","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3} "#,
+            br#"{"request_id":"r","ts_unix_ms":01,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
+        ] {
+            assert!(fast::parse(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
+        // The view still reads what only serde takes.
+        let spaced = br#"{ "request_id":"r\"", "ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3,"content":{"a":[1]}}"#;
+        assert_eq!(RecordView::parse(spaced).unwrap().request_id, "r\"");
+    }
+
+    #[test]
+    fn write_json_of_defaults_and_full_records() {
+        for r in [
+            AuditRecord::default(),
+            AuditRecord {
+                complexity: Some(0.35),
+                route_candidates: vec!["m@p:chosen".into()],
+                attempts: vec!["a: 502".into()],
+                ..AuditRecord::default()
+            },
+        ] {
+            let mut out = Vec::new();
+            r.write_json(&mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&r).unwrap());
+        }
+    }
 
     #[test]
     fn view_reads_what_the_record_wrote() {

@@ -2,6 +2,7 @@
 //! through and handed to the shard's WAL before the answer's last byte leaves.
 
 use std::cell::Cell;
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::audit::{AuditError, AuditRecord};
@@ -56,57 +57,98 @@ pub struct Recorder<'g> {
 }
 
 impl Recorder<'_> {
-    /// `model@provider:verdict` for each candidate of `d`.
-    fn candidates(&self, d: &crate::router::Decision) -> Vec<String> {
-        d.candidates
-            .iter()
-            .filter_map(|c| {
-                let dep = self.routes.deployment(c.deployment)?;
-                let provider = self.providers.get(dep.provider).map_or("?", |p| p.name.as_str());
-                Some(format!("{}@{provider}:{}", dep.name, c.verdict.code()))
-            })
-            .collect()
-    }
-
     /// Writes the record of a request that ended with `status`. `attempts` are the
     /// failed ones (from the trace, or from the error that ended the request). `Ok`
     /// means the record survives a kill of the process; on an error the request
-    /// must not be reported as a success.
+    /// must not be reported as a success. Fills the shard's reused record in place
+    /// (every field), so its strings allocate nothing once the shard is warm.
     pub fn record(&self, request_id: &str, trace: &Trace, attempts: &[Attempt], status: u16) -> Result<(), AuditError> {
         let Some(audit) = self.audit else { return Ok(()) };
         let deployment = trace.deployment.and_then(|d| self.routes.deployment(d));
         let usage = trace.usage.unwrap_or_default();
-        let record = AuditRecord {
-            request_id: request_id.to_string(),
-            ts_unix_ms: trace.started_unix_ms,
-            shard: u16::try_from(self.shard).unwrap_or(u16::MAX),
-            kid: trace.claims.as_ref().and_then(|c| c.kid.as_deref()).map(str::to_string),
-            key_id: trace.claims.as_ref().map(|c| c.jti.clone()),
-            tenant: trace.claims.as_ref().and_then(|c| c.tenant.clone()),
-            model_requested: trace.model_requested.clone(),
-            provider: trace.provider.and_then(|p| self.providers.get(p)).map(|p| p.name.clone()),
-            model_upstream: deployment.map(|d| d.upstream_model.clone()),
-            route_mode: trace.decision.as_ref().map(|d| d.mode.as_str().to_string()),
-            // Two decimals, as the header shows it (an f32's widening would print noise digits).
-            complexity: trace.decision.as_ref().map(|d| (f64::from(d.complexity) * 100.0).round() / 100.0),
-            task: trace.decision.as_ref().map(|d| d.task.as_str().to_string()),
-            route_candidates: trace.decision.as_ref().map_or_else(Vec::new, |d| self.candidates(d)),
-            route_reason: trace.decision.as_ref().map(|d| d.reason.as_str().to_string()),
-            stream: trace.stream,
-            status,
-            tokens_in: usage.prompt_tokens,
-            tokens_out: usage.completion_tokens,
-            cost_usd: deployment
-                .and_then(|d| cost_usd(usage.prompt_tokens, d.prices.0, usage.completion_tokens, d.prices.1))
-                .unwrap_or_else(|| "0".into()),
-            upstream_us: trace.upstream.as_micros() as u64,
-            overhead_us: trace.overhead_us,
-            attempts: attempts.iter().map(ToString::to_string).collect(),
-            content: None,
-        };
-        audit.submit(&record).inspect_err(|e| {
-            tracing::error!(request_id = %record.request_id, error = %e, "audit record not written");
-        })
+        let claims = trace.claims.as_ref();
+        let decision = trace.decision.as_ref();
+        audit
+            .submit_with(|r: &mut AuditRecord| {
+                set(&mut r.request_id, request_id);
+                r.ts_unix_ms = trace.started_unix_ms;
+                r.shard = u16::try_from(self.shard).unwrap_or(u16::MAX);
+                set_opt(&mut r.kid, claims.and_then(|c| c.kid.as_deref()));
+                set_opt(&mut r.key_id, claims.map(|c| c.jti.as_str()));
+                set_opt(&mut r.tenant, claims.and_then(|c| c.tenant.as_deref()));
+                set(&mut r.model_requested, &trace.model_requested);
+                set_opt(&mut r.provider, trace.provider.and_then(|p| self.providers.get(p)).map(|p| p.name.as_str()));
+                set_opt(&mut r.model_upstream, deployment.map(|d| d.upstream_model.as_str()));
+                set_opt(&mut r.route_mode, decision.map(|d| d.mode.as_str()));
+                // Two decimals, as the header shows it (an f32's widening would print noise digits).
+                r.complexity = decision.map(|d| (f64::from(d.complexity) * 100.0).round() / 100.0);
+                set_opt(&mut r.task, decision.map(|d| d.task.as_str()));
+                self.candidates(decision, &mut r.route_candidates);
+                set_opt(&mut r.route_reason, decision.map(|d| d.reason.as_str()));
+                r.stream = trace.stream;
+                r.status = status;
+                r.tokens_in = usage.prompt_tokens;
+                r.tokens_out = usage.completion_tokens;
+                match deployment
+                    .and_then(|d| cost_usd(usage.prompt_tokens, d.prices.0, usage.completion_tokens, d.prices.1))
+                {
+                    Some(cost) => r.cost_usd = cost,
+                    None => set(&mut r.cost_usd, "0"),
+                }
+                r.upstream_us = trace.upstream.as_micros() as u64;
+                r.overhead_us = trace.overhead_us;
+                r.attempts.truncate(attempts.len());
+                for (i, a) in attempts.iter().enumerate() {
+                    match r.attempts.get_mut(i) {
+                        Some(s) => {
+                            s.clear();
+                            let _ = write!(s, "{a}");
+                        }
+                        None => r.attempts.push(a.to_string()),
+                    }
+                }
+                r.content = None;
+            })
+            .inspect_err(|e| {
+                tracing::error!(request_id, error = %e, "audit record not written");
+            })
+    }
+
+    /// Writes `model@provider:verdict` for each candidate of `d` over `out`.
+    fn candidates(&self, d: Option<&crate::router::Decision>, out: &mut Vec<String>) {
+        let mut n = 0;
+        for c in d.map_or(&[][..], |d| &d.candidates[..]) {
+            let Some(dep) = self.routes.deployment(c.deployment) else { continue };
+            let provider = self.providers.get(dep.provider).map_or("?", |p| p.name.as_str());
+            if out.len() <= n {
+                out.push(String::new());
+            }
+            if let Some(s) = out.get_mut(n) {
+                s.clear();
+                s.push_str(&dep.name);
+                s.push('@');
+                s.push_str(provider);
+                s.push(':');
+                s.push_str(&c.verdict.code());
+            }
+            n += 1;
+        }
+        out.truncate(n);
+    }
+}
+
+/// `s = v`, keeping `s`'s allocation.
+fn set(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
+/// `o = v`, keeping the allocation of a `Some` that stays `Some`.
+fn set_opt(o: &mut Option<String>, v: Option<&str>) {
+    match (o.as_mut(), v) {
+        (Some(s), Some(v)) => set(s, v),
+        (None, Some(v)) => *o = Some(v.to_string()),
+        (_, None) => *o = None,
     }
 }
 

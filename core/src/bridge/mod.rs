@@ -339,6 +339,7 @@ impl Bridge {
             index,
             include_content: a.include_content,
             spool_bytes_max: a.spool_bytes_max,
+            scratch: RefCell::new(AuditRecord::default()),
         }))
     }
 
@@ -406,9 +407,30 @@ pub struct ShardAudit {
     index: usize,
     include_content: bool,
     spool_bytes_max: u64,
+    /// The record [`ShardAudit::submit_with`] refills: its strings keep their
+    /// capacity from one request to the next.
+    scratch: RefCell<AuditRecord>,
 }
 
 impl ShardAudit {
+    /// [`ShardAudit::submit`] of a record that `fill` writes over this shard's reused
+    /// one (every field: it holds the previous request's values), so a record costs
+    /// no allocation once the shard is warm. Same guarantees and errors as `submit`.
+    pub fn submit_with(&self, fill: impl FnOnce(&mut AuditRecord)) -> Result<(), AuditError> {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut r) => {
+                fill(&mut r);
+                self.submit(&r)
+            }
+            // Only if `fill` itself submitted: a fresh record, no panic.
+            Err(_) => {
+                let mut r = AuditRecord::default();
+                fill(&mut r);
+                self.submit(&r)
+            }
+        }
+    }
+
     /// Appends a finished request's record to this shard's WAL. When it returns `Ok`,
     /// the record survives a kill of the process (and a power cut, with
     /// `audit.fsync: always`) and will be chained and shipped exactly once. Never
@@ -438,9 +460,8 @@ impl ShardAudit {
 
     fn append_record(&self, record: &AuditRecord) -> Result<(), AuditError> {
         let mut writer = self.writer.borrow_mut();
-        let n = writer.append(FrameKind::Audit, |buf| {
-            serde_json::to_writer(&mut *buf, record).map_err(|e| AuditError::Encode(e.to_string()))
-        })?;
+        let n = writer
+            .append(FrameKind::Audit, |buf| record.write_json(buf).map_err(|e| AuditError::Encode(e.to_string())))?;
         self.published(n, writer.part());
         Ok(())
     }
