@@ -9,12 +9,13 @@
 # Knobs (issue 15), as more modes beside the three above, chosen with MODES:
 #   nice  — embedded files, `bridge: { nice: 10 }` (the bridge yields to the shards)
 #   own   — embedded files, 1 shard on CPU 0 and `bridge: { cpu: 1 }` (a core of its own)
+#   base  — embedded files, run by the binary in BASELINE (another build, e.g. main's)
 # GK_CONFIG=FILE appends that file's gatekeeper.yaml keys to every mode's config.
 # RATE=N (req/s) or RATE=auto (half of the `off` mode's max) adds an open-loop phase per
 # round after the throughput runs and reports p50/p99 per mode (latency from intended
 # send time, so queueing counts).
 #
-# usage: [MODES="off files nice own"] [RATE=auto] [GK_CONFIG=FILE] bench/audit.sh [SECONDS_PER_RUN] [ROUNDS]
+# usage: [MODES="off files nice own base"] [BASELINE=FILE] [RATE=auto] [GK_CONFIG=FILE] bench/audit.sh [SECONDS_PER_RUN] [ROUNDS]
 #        (defaults: MODES="off files jetstream", no open-loop phase, 10 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,11 +51,13 @@ bridge: { nice: 10 }"
     [own]="audit: { data_dir: \"$OUT/data-own\" }
 cpus: [0]
 bridge: { cpu: 1 }"
+    [base]="audit: { data_dir: \"$OUT/data-base\" }"
 )
-declare -A shards=([off]=2 [files]=2 [jetstream]=2 [nice]=2 [own]=1)
+declare -A shards=([off]=2 [files]=2 [jetstream]=2 [nice]=2 [own]=1 [base]=2)
 read -r -a modes <<<"${MODES:-off files jetstream}"
 for m in "${modes[@]}"; do
-    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (off files jetstream nice own)" >&2; exit 2; }
+    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (off files jetstream nice own base)" >&2; exit 2; }
+    [ "$m" != base ] || [ -x "${BASELINE:-}" ] || { echo "mode base needs BASELINE=/path/to/gatekeeper" >&2; exit 2; }
 done
 declare -A url
 for m in "${modes[@]}"; do
@@ -66,7 +69,9 @@ models:
 ${extra[$m]}
 YAML
     [ -z "${GK_CONFIG:-}" ] || cat "$GK_CONFIG" >>"$OUT/gatekeeper-$m.yaml"
-    url[$m]=$(GATEKEEPER_LOG=warn start_listening "$OUT/gatekeeper-$m" "$bin/gatekeeper" serve \
+    exe=$bin/gatekeeper
+    [ "$m" != base ] || exe=$BASELINE
+    url[$m]=$(GATEKEEPER_LOG=warn start_listening "$OUT/gatekeeper-$m" "$exe" serve \
         --config "$OUT/gatekeeper-$m.yaml" --listen 127.0.0.1:0 --shards "${shards[$m]}" --no-auth)
 done
 
@@ -131,7 +136,8 @@ python3 - "${args[@]}" <<'PY' | tee "$OUT/summary.md"
 import math, sys
 a = sys.argv[1:]
 names = {"off": "off", "files": "embedded files", "jetstream": "JetStream",
-         "nice": "files, bridge nice 10", "own": "files, 1 shard + bridge own CPU"}
+         "nice": "files, bridge nice 10", "own": "files, 1 shard + bridge own CPU",
+         "base": "embedded files, BASELINE build"}
 rows = [(a[i], *map(float, a[i + 1:i + 7])) for i in range(0, len(a), 7)]
 base_rate, base_all, base_p99 = rows[0][1], rows[0][4], rows[0][6]
 lat = not math.isnan(base_p99)

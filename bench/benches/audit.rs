@@ -11,7 +11,8 @@
 //!   bench's disk use stays bounded, the reset not timed).
 //!
 //! Bridge side (per record shipped):
-//! - `ship/parse`: `RecordView::parse` (what events, health and sessions read);
+//! - `ship/parse_serde`: the record view through `serde_json::from_slice` (what the bridge did);
+//! - `ship/parse`: `RecordView::parse`, its hand-written path (what it does);
 //! - `ship/derive`: `Derived::record` (routing decision, health and session windows);
 //! - `ship/chain`: the chain entry's bytes + SHA-256 + Merkle frontier (`ChainState::append`).
 
@@ -97,6 +98,9 @@ fn bridge_side(c: &mut Criterion) {
     let mut payload = Vec::new();
     typical().write_json(&mut payload).unwrap();
     let mut g = c.benchmark_group("ship");
+    g.bench_function("parse_serde", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<RecordView<'_>>(black_box(&payload)).unwrap().status))
+    });
     g.bench_function("parse", |b| b.iter(|| black_box(RecordView::parse(black_box(&payload)).unwrap().status)));
     let mut derived = Derived::new("n1", 60, None);
     let mut aux = Vec::new();
