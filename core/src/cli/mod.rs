@@ -2,6 +2,7 @@
 //! and calling into the library. `main.rs` only sets up logging and runs [`run`].
 
 pub mod audit;
+pub mod budget;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Score prompts and show the router's decision under a config.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Show a key's token budgets as the running gateway counts them.
+    #[command(subcommand)]
+    Budget(budget::BudgetCommand),
 }
 
 /// Runs a parsed command line.
@@ -81,5 +85,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(cmd),
         Command::Reload(args) => reload::run(&args),
         Command::Route(cmd) => route::run(cmd),
+        Command::Budget(cmd) => budget::run(cmd),
     }
 }

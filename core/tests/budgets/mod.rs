@@ -32,6 +32,8 @@ struct Setup {
     mock: Mock,
     gw: Gateway,
     issuer: SecretKey,
+    /// The admin listener (`/metrics`, `/v1/budgets/`).
+    admin: SocketAddr,
 }
 
 /// A two-shard gateway with an admin listener, `extra` config appended.
@@ -39,12 +41,11 @@ fn setup(extra: &str) -> Setup {
     let mock = Mock::start(Mock::config("primary"));
     let issuer = SecretKey::generate();
     let mut config = config_for(&[("primary", &mock, "")], "shards: 2\nadmin_listen: 127.0.0.1:0\n");
-    config.push_str(&format!(
-        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n{extra}",
-        issuer.public_key().to_paserk()
-    ));
+    config
+        .push_str(&format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n{extra}", issuer.public_key().to_paserk()));
     let gw = Gateway::start(&config, &[]);
-    Setup { mock, gw, issuer }
+    let admin = gw.proc.next_listening(Duration::from_secs(10)).expect("the admin listener's address");
+    Setup { mock, gw, issuer, admin }
 }
 
 impl Setup {
@@ -62,10 +63,6 @@ impl Setup {
 
     fn send(&self, key: &str, stream: bool, headers: &str) -> Resp {
         request(self.gw.addr, &chat_request(&body(stream), &format!("Authorization: Bearer {key}\r\n{headers}")))
-    }
-
-    fn admin(&self) -> SocketAddr {
-        self.gw.proc.next_listening(Duration::from_secs(10)).expect("the admin listener's address")
     }
 }
 
@@ -93,11 +90,7 @@ fn within_one_minute(needed: i64) {
 
 fn metric(addr: SocketAddr, name: &str) -> u64 {
     let r = request(addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n");
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    r.text().lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
 }
 
 #[test]
@@ -139,7 +132,7 @@ fn concurrent_clients_on_two_shards_stay_within_the_limit_then_get_429() {
     assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("10000"));
     assert!(r.header("x-ratelimit-remaining-tokens").is_some());
     assert!(r.header("x-ratelimit-reset-tokens").is_some_and(|v| v.ends_with('s')));
-    assert_eq!(metric(s.admin(), "gatekeeper_budget_reserved_tokens"), 0, "nothing left reserved");
+    assert_eq!(metric(s.admin, "gatekeeper_budget_reserved_tokens"), 0, "nothing left reserved");
 }
 
 #[test]
@@ -201,7 +194,7 @@ fn a_stream_settles_to_its_usage() {
     let r = s.send(&key, true, "");
     assert_eq!(r.status, 200);
     assert!(r.text().contains("[DONE]"));
-    let admin = s.admin();
+    let admin = s.admin;
     assert_eq!(metric(admin, "gatekeeper_budget_settled_tokens_total"), USED);
     assert_eq!(metric(admin, "gatekeeper_budget_reserved_tokens"), 0);
     let next = s.send(&key, false, "");
@@ -238,4 +231,45 @@ fn official_openai_sdk_raises_rate_limit_error() {
         .expect("run python");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("openai-sdk-rate-limit: ok"), "{text}");
+}
+
+#[test]
+fn budget_show_prints_each_window_and_each_shards_share() {
+    let s = setup("budgets: { tenants: { acme: { tokens_per_month: 100000 } } }\n");
+    let key = s.key("shown/1", per_minute(1000), None, Some("acme"));
+    within_one_minute(10);
+    for _ in 0..3 {
+        assert_eq!(s.send(&key, false, "").status, 200);
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(gatekeeper_bin())
+            .args(["budget", "show"])
+            .args(args)
+            .args(["--addr", &s.admin.to_string()])
+            .output()
+            .expect("run gatekeeper budget show");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(&["shown/1"]);
+    println!("{text}");
+    let minute = text.lines().find(|l| l.starts_with("minute")).expect("a minute line");
+    let cols: Vec<&str> = minute.split_whitespace().collect();
+    assert_eq!(&cols[1..5], ["1000", &*(3 * USED).to_string(), "0", "3"], "{text}");
+    assert!(text.contains("shard 0") && text.contains("shard 1") && text.contains("remote"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["shown/1", "--json"])).expect("json");
+    let windows = json["windows"].as_array().expect("windows");
+    assert_eq!(windows.len(), 3);
+    let shares: u64 = windows[0]["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["spent_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(shares, 3 * USED, "the columns add up to the window");
+    let tenant: serde_json::Value = serde_json::from_str(&run(&["acme", "--tenant", "--json"])).expect("json");
+    assert_eq!(tenant["windows"][2]["limit_tokens"], 100_000);
+    assert_eq!(tenant["windows"][2]["spent_tokens"], 3 * USED);
+    let unknown = run(&["never-seen"]);
+    assert!(unknown.contains("no budgeted request since the gateway started"), "{unknown}");
 }
