@@ -259,6 +259,11 @@ impl BudgetBoard {
         self.shards
     }
 
+    /// `budgets.subjects_max`.
+    pub fn subjects_max(&self) -> usize {
+        self.subjects_max
+    }
+
     /// Subjects with a row.
     pub fn subjects(&self) -> usize {
         self.claimed.load(Ordering::Relaxed).min(self.subjects_max)
@@ -355,6 +360,13 @@ impl RowBody {
     /// Column `column`'s cell for window kind index `kind` (column `shards` is remote).
     pub fn cell(&self, column: usize, kind: usize) -> Option<&Cell> {
         self.cells.get(column.checked_mul(KINDS.len())?.checked_add(kind)?)
+    }
+
+    /// The remote column's cell for window kind index `kind`: written only by the
+    /// bridge (other nodes' spend, stage 2) or the snapshot loader at start (this
+    /// node's earlier runs).
+    pub fn remote_cell(&self, kind: usize) -> Option<&Cell> {
+        self.cell(self.columns().checked_sub(1)?, kind)
     }
 
     /// Columns (shards + the remote one).

@@ -27,6 +27,7 @@ mod board;
 mod error;
 mod headers;
 mod limits;
+pub mod persist;
 pub mod report;
 
 pub use board::{BoardError, BudgetBoard, Cell, CellValues, RowBody, RowId, SubjectRef, KINDS, READ_RETRIES};

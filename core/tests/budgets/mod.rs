@@ -273,3 +273,31 @@ fn budget_show_prints_each_window_and_each_shards_share() {
     let unknown = run(&["never-seen"]);
     assert!(unknown.contains("no budgeted request since the gateway started"), "{unknown}");
 }
+
+#[test]
+fn spend_survives_a_restart_clean_or_killed() {
+    let data = tempfile::tempdir().expect("data dir");
+    let extra =
+        format!("audit: {{ data_dir: \"{}\" }}\nbudgets: {{ snapshot_interval_ms: 50 }}\n", data.path().display());
+    let mut s = setup(&extra);
+    let key = s.key("kept", Budget { tokens_per_day: Some(100), ..Budget::default() }, None, None);
+    assert_eq!(s.send(&key, false, "").status, 200);
+    assert_eq!(s.send(&key, false, "").status, 200);
+    s.gw.proc.terminate();
+    assert!(s.gw.proc.wait_exit(Duration::from_secs(20)).is_some_and(|e| e.success()), "clean stop");
+    // Same data dir, same issuer: the day's 44 tokens are still spent.
+    let config = std::fs::read_to_string(s.gw.dir.path().join("gatekeeper.yaml")).expect("config");
+    s.gw = Gateway::start(&config, &[]);
+    let r = s.send(&key, false, "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some(&*(100 - 2 * USED - RESERVED).to_string()));
+    // Killed without a drain: the periodic snapshot (every 50 ms) already holds the 66.
+    std::thread::sleep(Duration::from_millis(500));
+    s.gw.proc.signal("KILL");
+    let _ = s.gw.proc.wait_exit(Duration::from_secs(10));
+    s.gw = Gateway::start(&config, &[]);
+    let r = s.send(&key, false, "");
+    assert_eq!(r.status, 200, "66 + 26 = 92 fits in 100");
+    let r = s.send(&key, false, "");
+    assert_eq!((r.status, code(&r)), (429, "insufficient_quota".into()), "88 + 26 > 100: nothing was re-granted");
+}
