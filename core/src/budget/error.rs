@@ -76,6 +76,24 @@ pub enum BudgetError {
     Clock,
 }
 
+impl BudgetError {
+    /// The refusal's reason as an index into `metrics::BUDGET_REFUSAL_REASONS`
+    /// (`tokens_per_minute`, `tokens_per_day`, `tokens_per_month`, `usd_per_month`,
+    /// `rpm`, `table_full`).
+    pub fn reason_slot(&self) -> usize {
+        match self {
+            BudgetError::Exceeded { refusal, .. } => match refusal.kind {
+                LimitKind::TokensPerMinute => 0,
+                LimitKind::TokensPerDay => 1,
+                LimitKind::TokensPerMonth => 2,
+                LimitKind::UsdPerMonth => 3,
+                LimitKind::Requests => 4,
+            },
+            BudgetError::Table(_) | BudgetError::Clock => 5,
+        }
+    }
+}
+
 fn exceeded_message(r: &Refusal) -> String {
     let whose = if r.tenant { "the tenant's" } else { "this key's" };
     let limit = match r.kind {

@@ -202,7 +202,7 @@ pub fn admit<'b>(
     let (rows, view) = match result {
         Ok(ok) => ok,
         Err(e) => {
-            ctx.metrics.budget.refused(&e);
+            ctx.metrics.budget.refused(e.reason_slot());
             return Err(e);
         }
     };

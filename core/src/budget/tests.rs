@@ -243,3 +243,17 @@ fn a_full_table_refuses_new_subjects_with_its_own_error() {
     assert!(matches!(f.admit(0, &other, 1, T), Err(BudgetError::Table(BoardError::Full { subjects_max: 1 }))));
     assert_eq!(f.metrics[0].budget.refusals[5].get(), 1);
 }
+
+#[test]
+fn refusal_metrics_are_labelled_by_the_limits_name() {
+    for kind in [LimitKind::TokensPerMinute, LimitKind::TokensPerDay, LimitKind::TokensPerMonth, LimitKind::UsdPerMonth]
+        .into_iter()
+        .chain([LimitKind::Requests])
+    {
+        let refusal = Refusal { tenant: false, kind, limit: 1, retry_after_s: 1 };
+        let e = BudgetError::Exceeded { refusal, view: RateView::default() };
+        assert_eq!(crate::metrics::BUDGET_REFUSAL_REASONS[e.reason_slot()], kind.name());
+    }
+    let full = BudgetError::Table(BoardError::Full { subjects_max: 1 });
+    assert_eq!(crate::metrics::BUDGET_REFUSAL_REASONS[full.reason_slot()], "table_full");
+}
