@@ -54,6 +54,8 @@ pub struct Refusal {
     pub limit: u64,
     /// Seconds until its window ends (at least 1): `Retry-After`.
     pub retry_after_s: u64,
+    /// Tokens the request asked to reserve.
+    pub requested_tokens: u64,
 }
 
 /// Why a request was refused at the budget step.
@@ -101,5 +103,14 @@ fn exceeded_message(r: &Refusal) -> String {
         LimitKind::Requests => format!("{} requests", r.limit),
         _ => format!("{} tokens", r.limit),
     };
+    let tokens = matches!(r.kind, LimitKind::TokensPerMinute | LimitKind::TokensPerDay | LimitKind::TokensPerMonth);
+    if tokens && r.requested_tokens > r.limit {
+        return format!(
+            "this request needs {} tokens (prompt estimate + max_tokens), more than {whose} {} of {limit}; \
+             lower max_tokens",
+            r.requested_tokens,
+            r.kind.name()
+        );
+    }
     format!("{whose} budget {} ({limit}) is used up; retry in {} s", r.kind.name(), r.retry_after_s)
 }
