@@ -14,10 +14,28 @@ use crate::keys::BUDGET_CLAIM_MAX;
 /// takes one for the process's life).
 pub const SUBJECTS_MAX_CEILING: usize = 1 << 20;
 
+/// How budgets behave across nodes (DESIGN.md §4; issue 13, item 6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetMode {
+    /// Available under partition; over-spend bounded while connected.
+    #[default]
+    Soft,
+    /// Escrow near exhaustion: no over-spend even under partition, at the price of refusals.
+    Strict,
+}
+
 /// Budget settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetsConfig {
+    /// `soft` or `strict`: how nodes share budgets. Node-to-node gossip is not in this
+    /// build yet: each node enforces its budgets alone, and on one node (its shards share
+    /// every budget exactly) both modes behave the same.
+    pub mode: BudgetMode,
+    /// How often a node ships its budget deltas to the others, ms (default 100). Read by
+    /// node-to-node gossip, which is not in this build yet.
+    pub gossip_interval_ms: u64,
     /// Limits per tenant (a key's `tenant` claim), enforced on the tenant's total across
     /// its keys, beside the key's own claims; the tighter wins.
     pub tenants: BTreeMap<String, TenantBudget>,
@@ -38,6 +56,8 @@ pub struct BudgetsConfig {
 impl Default for BudgetsConfig {
     fn default() -> Self {
         BudgetsConfig {
+            mode: BudgetMode::Soft,
+            gossip_interval_ms: 100,
             tenants: BTreeMap::new(),
             reserve_tokens_default: 4096,
             subjects_max: 16_384,
@@ -92,6 +112,9 @@ pub(super) fn validate(c: &BudgetsConfig) -> Result<(), ConfigError> {
     if c.subjects_max == 0 || c.subjects_max > SUBJECTS_MAX_CEILING {
         return Err(invalid("budgets.subjects_max", format!("must be from 1 to {SUBJECTS_MAX_CEILING}")));
     }
+    if !(1..=60_000).contains(&c.gossip_interval_ms) {
+        return Err(invalid("budgets.gossip_interval_ms", "must be from 1 to 60000"));
+    }
     if !(10..=3_600_000).contains(&c.snapshot_interval_ms) {
         return Err(invalid("budgets.snapshot_interval_ms", "must be from 10 to 3600000"));
     }
@@ -141,6 +164,18 @@ mod tests {
         assert_eq!((t.tokens_per_day, t.rpm, t.tokens_per_minute), (Some(5_000_000), Some(60), None));
         assert_eq!(c.budgets.reserve_tokens_default, 4096);
         assert_eq!(c.budgets.subjects_max, 16_384);
+    }
+
+    #[test]
+    fn the_design_samples_budgets_line_parses() {
+        let text = "budgets: { mode: soft, gossip_interval_ms: 100, tenants: { acme: { tokens_per_day: 5000000 } } }";
+        let c = parse(text).expect("DESIGN.md's sample");
+        assert_eq!((c.budgets.mode, c.budgets.gossip_interval_ms), (BudgetMode::Soft, 100));
+        assert_eq!(parse("budgets: { mode: strict }").expect("strict").budgets.mode, BudgetMode::Strict);
+        assert!(parse("budgets: { mode: loose }").unwrap_err().starts_with("budgets.mode"));
+        assert!(parse("budgets: { gossip_interval_ms: 60000 }").is_ok());
+        assert!(parse("budgets: { gossip_interval_ms: 60001 }").unwrap_err().starts_with("budgets.gossip_interval_ms"));
+        assert!(parse("budgets: { gossip_interval_ms: 0 }").unwrap_err().starts_with("budgets.gossip_interval_ms"));
     }
 
     #[test]
