@@ -45,6 +45,8 @@ pub struct Running {
     /// The config it runs with (the file plus the command line's overrides).
     pub config: Config,
     shards: ShardSet,
+    /// Writes the budget snapshot; stopped (with a last snapshot) after the shards drained.
+    budget_keeper: Option<crate::budget::persist::Keeper>,
     /// The admin listener's one shard; stopped after the API shards, so `/readyz` says
     /// `draining` for as long as they drain.
     admin: Option<ShardSet>,
@@ -57,6 +59,10 @@ impl Running {
         self.gateway.draining.store(true, Ordering::SeqCst);
         self.shards.shutdown_handle().shutdown();
         self.shards.join();
+        // Every reservation is settled or released now: the last snapshot loses nothing.
+        if let Some(keeper) = self.budget_keeper {
+            keeper.stop();
+        }
         if let Some(admin) = self.admin {
             admin.shutdown_handle().shutdown();
             admin.join();
@@ -135,6 +141,19 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     if !config.audit.enabled {
         tracing::warn!("audit.enabled is false: requests are not audited");
     }
+    // Spend settled by earlier runs in the windows still open, before any shard admits.
+    let snapshot = config.audit.data_dir.join(crate::budget::persist::SNAPSHOT_FILE);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let restored = crate::budget::persist::load(&gateway.budgets, &snapshot, now).context("loading budget spend")?;
+    if restored > 0 {
+        tracing::info!(windows = restored, file = %snapshot.display(), "budget spend restored");
+    }
+    let budget_keeper = crate::budget::persist::Keeper::start(
+        gateway.budgets.clone(),
+        snapshot,
+        Duration::from_millis(config.budgets.snapshot_interval_ms),
+    )
+    .context("starting the budget snapshot thread")?;
     // Each shard takes its own spool once, at shard start; never touched on the request path.
     let audits = Arc::new(std::sync::Mutex::new(audits));
     let gateway = Arc::new(gateway);
@@ -215,6 +234,7 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         admin_addr,
         gateway,
         shards: set,
+        budget_keeper: Some(budget_keeper),
         admin,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         config,
