@@ -25,6 +25,7 @@
 
 mod board;
 mod error;
+mod escrow;
 mod headers;
 mod limits;
 pub mod persist;
@@ -32,6 +33,7 @@ pub mod report;
 
 pub use board::{BoardError, BudgetBoard, Cell, CellValues, RowBody, RowId, SubjectRef, KINDS, READ_RETRIES};
 pub use error::{BudgetError, LimitKind, Refusal};
+pub use escrow::Escrow;
 pub use headers::{go_duration, RateLine, RateView};
 pub use limits::{kind_index, BudgetSettings, Limits, NANO_USD_PER_USD};
 
@@ -267,7 +269,7 @@ fn check(
             };
             if let Some(limit) = limits.tokens[k] {
                 let after = total.settled_tokens.saturating_add(total.reserved_tokens).saturating_add(need);
-                if after > limit {
+                if after > limit || !escrow_allows(ctx, body, k, epoch.start_unix_s(), limit, after, need) {
                     refuse(LimitKind::TOKENS[k], limit);
                 }
                 view.tighten_tokens(RateLine { limit, remaining: limit.saturating_sub(after), reset_s });
@@ -290,6 +292,29 @@ fn check(
         Some(r) => Err(BudgetError::Exceeded { refusal: r, view }),
         None => Ok((rows, view)),
     }
+}
+
+/// `budgets.mode: strict` only: whether this node's escrow share also lets the
+/// request in (see [`Escrow`]); always true in soft mode.
+fn escrow_allows(
+    ctx: BudgetContext<'_>,
+    body: &RowBody,
+    kind: usize,
+    epoch_start_s: i64,
+    limit: u64,
+    view_after: u64,
+    need: u64,
+) -> bool {
+    let Some(escrow) = ctx.settings.escrow else { return true };
+    // This node's own spend: every shard column (the remote one is other nodes').
+    let mut own = need;
+    for c in 0..ctx.board.shards() {
+        if let Some(cell) = body.cell(c, kind) {
+            let v = cell.read_window(epoch_start_s);
+            own = own.saturating_add(v.settled_tokens).saturating_add(v.reserved_tokens);
+        }
+    }
+    escrow.allows(limit, view_after, own)
 }
 
 #[cfg(test)]

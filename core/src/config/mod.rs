@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditConfig, FsyncPolicy};
-pub use budgets::{BudgetsConfig, TenantBudget};
+pub use budgets::{BudgetMode, BudgetsConfig, TenantBudget};
 pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};

@@ -1,0 +1,575 @@
+//! Budgets across nodes: the bridge gossips this node's settled token spend over core
+//! NATS and writes the other nodes' spend into the [`BudgetBoard`]'s remote column.
+//!
+//! # The replica
+//!
+//! The bridge keeps one full-state [`Budgets`] map (tokens, per subject and window) with
+//! one counter slot per writer: `ReplicaId { node, shard, incarnation }`, `node` being
+//! a 64-bit FNV-1a hash of the node name (`audit.node_name`, else the host name) and
+//! `incarnation` this boot's, above every one this node used before (the largest of
+//! the boot time in seconds and [`Budgets::incarnation_max`]` + 1` over the snapshot
+//! pulled at join). Every `budgets.gossip_interval_ms` it reads each shard column's
+//! settled tokens, raises that shard's slot to it, and publishes
+//! [`Budgets::take_delta`] on `bh.budget.delta.<node>`; every
+//! `budgets.anti_entropy_interval_ms` (and right after a reconnect) it publishes the
+//! whole map on `bh.budget.full.<node>`. It merges what other nodes publish (its own
+//! subjects are ignored) and, for every counter of a current window that changed,
+//! writes into the remote column
+//!
+//! `remote = max(floor, Σ slots other than this boot's) − seed`
+//!
+//! - `floor`: what the remote column held when the bridge started — spend restored from
+//!   `budgets.snapshot` (this node's earlier runs and what they had heard of). Spend is
+//!   never counted below what was known before the restart.
+//! - `seed`: what this node's earlier incarnations spent, as the join snapshot reported
+//!   it; copied into shard 0's own column before the shards start (so strict mode's
+//!   escrow counts it as this node's own) and therefore subtracted here, and from what
+//!   shard 0's slot ships, so no node counts it twice.
+//!
+//! Reservations are not gossiped (they are shard-local, short-lived); neither are USD
+//! or request counts: `usd_per_month` and `rpm` are enforced per node (plus what the
+//! budget snapshot file restored). The over-spend bound this gives is in
+//! `crate::budget`'s docs and the README ("Budgets across nodes").
+//!
+//! # Join
+//!
+//! A starting node asks its peers for their state before it admits traffic: one
+//! request on `bh.budget.snapshot.<node>` with a private inbox; every peer answers with
+//! its full map (in as many messages as `budgets.message_bytes_max` needs) and then an
+//! empty map, which ends its answer. The first complete answer ends the join; NATS's
+//! "no responders" (no other node runs) ends it at once. `serve` starts the shards
+//! only after the join ended or `budgets.join_timeout_ms` passed (then the node admits
+//! with what it has — its snapshot file and whatever gossip arrives later; the seed is
+//! then 0, and its earlier incarnations' spend lands in the remote column instead).
+//!
+//! # Untrusted input
+//!
+//! Every message is size-checked against `budgets.message_bytes_max` before decoding
+//! and decoded with the crate's [`CrdtLimits`] (sized for the board); a bad message is
+//! counted in [`GossipStats::dropped`] and dropped. A message that would push the
+//! replica past its bounds is refused whole (the crate's merge is all or nothing).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use gatekeeper_crdt::{BudgetKey, Budgets, Limits as CrdtLimits, ReplicaId, Subject, WindowKind};
+
+use super::events::subject_token;
+use crate::budget::{BudgetBoard, CellValues, SubjectRef, KINDS};
+
+/// Subject prefix of every budget message.
+const PREFIX: &str = "bh.budget";
+/// Seconds a window's counter is kept after it ended (late settlements and deltas).
+const GC_GRACE_S: u32 = 300;
+
+/// What the gossip runs with (from `budgets` in the config).
+#[derive(Debug, Clone)]
+pub(crate) struct Feed {
+    /// The board the shards write.
+    pub board: Arc<BudgetBoard>,
+    /// Delta period.
+    pub every: Duration,
+    /// Full-state period.
+    pub full_every: Duration,
+    /// Longest message sent or decoded, bytes.
+    pub message_bytes_max: usize,
+    /// How long the join may take.
+    pub join_timeout: Duration,
+    /// Serve's side of the join.
+    pub join: Arc<Join>,
+    /// Counters.
+    pub stats: Arc<GossipStats>,
+}
+
+/// Counters of the budget gossip (for tests and logs).
+#[derive(Debug, Default)]
+pub struct GossipStats {
+    /// Messages published (deltas, full states, snapshot answers).
+    pub sent: AtomicU64,
+    /// Bytes published.
+    pub sent_bytes: AtomicU64,
+    /// Other nodes' messages merged.
+    pub merged: AtomicU64,
+    /// Messages dropped: too big, undecodable, or past the replica's bounds.
+    pub dropped: AtomicU64,
+    /// Subjects whose board row could not be claimed (table full).
+    pub rows_refused: AtomicU64,
+}
+
+/// How a join ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// A peer's full state was merged: `counters` in it.
+    Snapshot {
+        /// Counters received.
+        counters: usize,
+    },
+    /// No other node answers on NATS: this is the first.
+    NoPeer,
+    /// `budgets.join_timeout_ms` passed first (NATS away, or peers silent).
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinState {
+    Waiting,
+    Done(JoinOutcome),
+    GaveUp,
+}
+
+/// The hand-off between `serve` (waits before starting the shards) and the gossip
+/// task (seeds the board and ends the join).
+#[derive(Debug)]
+pub struct Join {
+    state: Mutex<JoinState>,
+    changed: Condvar,
+}
+
+impl Default for Join {
+    fn default() -> Join {
+        Join { state: Mutex::new(JoinState::Waiting), changed: Condvar::new() }
+    }
+}
+
+impl Join {
+    /// Waits at most `timeout` for the join; after it, the gossip task no longer seeds
+    /// the board (the shards may be running).
+    pub fn wait(&self, timeout: Duration) -> JoinOutcome {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *state {
+                JoinState::Done(outcome) => return outcome,
+                JoinState::GaveUp => return JoinOutcome::TimedOut,
+                JoinState::Waiting => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                *state = JoinState::GaveUp;
+                return JoinOutcome::TimedOut;
+            }
+            state = self.changed.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Ends the join with `outcome`, running `seed` first if `serve` still waits.
+    fn complete(&self, outcome: JoinOutcome, seed: impl FnOnce()) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *state == JoinState::Waiting {
+            seed();
+            *state = JoinState::Done(outcome);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// A node name's 64-bit id in replica ids (FNV-1a: stable across builds and hosts).
+pub fn node_id(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The bounds a decoded message and the replica live within: three windows per
+/// board subject, current and just ended.
+pub fn crdt_limits(board: &BudgetBoard) -> CrdtLimits {
+    let keys_max = board.subjects_max().saturating_mul(KINDS.len() * 2).max(CrdtLimits::default().keys_max);
+    CrdtLimits { keys_max, ..CrdtLimits::default() }
+}
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Dropped {
+    /// Over `budgets.message_bytes_max`.
+    #[error("budget message of {len} bytes is over budgets.message_bytes_max ({max})")]
+    TooBig {
+        /// Its size.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Not a state this build decodes, or past the replica's bounds.
+    #[error("budget message refused: {0}")]
+    Bad(#[from] gatekeeper_crdt::CrdtError),
+}
+
+/// The node's replica and its bookkeeping against the board: everything the gossip
+/// task does that is not I/O.
+#[derive(Debug)]
+pub struct Replica {
+    node: u64,
+    incarnation: u32,
+    state: Budgets,
+    message_bytes_max: usize,
+    /// Remote column values at start, per (subject, kind): (window start, tokens).
+    floors: HashMap<(Subject, usize), (i64, u64)>,
+    /// Earlier incarnations' tokens copied into shard 0's column at join.
+    seeds: HashMap<(Subject, usize), (i64, u64)>,
+}
+
+impl Replica {
+    /// A replica for node `node`, remembering the board's remote column as its floor.
+    /// Call before the bridge or anything else writes the remote column, after the
+    /// budget snapshot file was loaded.
+    pub fn new(node: u64, board: &BudgetBoard, message_bytes_max: usize) -> Replica {
+        let mut floors = HashMap::new();
+        for (_, row) in board.rows() {
+            for k in 0..KINDS.len() {
+                let Some((v, _)) = row.remote_cell(k).map(|c| c.read()) else { continue };
+                if v.epoch_start_s != i64::MIN && v.settled_tokens > 0 {
+                    floors.insert((row.subject.clone(), k), (v.epoch_start_s, v.settled_tokens));
+                }
+            }
+        }
+        Replica {
+            node,
+            incarnation: 0,
+            state: Budgets::new(crdt_limits(board)),
+            message_bytes_max,
+            floors,
+            seeds: HashMap::new(),
+        }
+    }
+
+    /// This boot's incarnation (0 until [`Replica::begin`]).
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The replica's state.
+    pub fn state(&self) -> &Budgets {
+        &self.state
+    }
+
+    /// Decodes and merges another node's message; returns the decoded map (its keys
+    /// are what changed).
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<Budgets, Dropped> {
+        if bytes.len() > self.message_bytes_max {
+            return Err(Dropped::TooBig { len: bytes.len(), max: self.message_bytes_max });
+        }
+        let theirs = Budgets::decode(bytes, self.state.limits())?;
+        self.state.merge(&theirs)?;
+        Ok(theirs)
+    }
+
+    /// Picks this boot's incarnation (above `boot_unix_s` and every one of this node's
+    /// slots known), after the join snapshot was merged.
+    pub fn begin(&mut self, boot_unix_s: u64) {
+        let known = self.state.incarnation_max(self.node).map_or(0, |i| i.saturating_add(1));
+        self.incarnation = u32::try_from(boot_unix_s).unwrap_or(u32::MAX).max(known).max(1);
+    }
+
+    /// Copies what this node's earlier incarnations spent in the windows current at
+    /// `now_unix_s` into shard 0's column. Only while no shard runs (the column's
+    /// writer): `serve` waits for the join.
+    pub fn seed(&mut self, board: &BudgetBoard, now_unix_s: i64) {
+        for (key, counter) in self.state.iter() {
+            let Some(k) = current_kind(key, now_unix_s) else { continue };
+            let mine: u64 = counter
+                .slots()
+                .filter(|(r, _)| r.node == self.node && r.incarnation != self.incarnation)
+                .fold(0u64, |a, (_, v)| a.saturating_add(v));
+            if mine == 0 {
+                continue;
+            }
+            let Some(row) = board.find_or_claim(subject_ref(&key.subject)).ok().and_then(|r| board.row(r)) else {
+                continue;
+            };
+            let Some(cell) = row.cell(0, k) else { continue };
+            let start = key.epoch.start_unix_s();
+            let mut v = cell.load_own();
+            if v.epoch_start_s != start {
+                v = CellValues::fresh(start);
+            }
+            v.settled_tokens = v.settled_tokens.saturating_add(mine);
+            cell.store(v);
+            self.seeds.insert((key.subject.clone(), k), (start, mine));
+        }
+    }
+
+    /// Raises this boot's slots to the shards' settled tokens. Returns how many slots
+    /// grew; counters the replica has no room for are counted in `refused`.
+    pub fn collect(&mut self, board: &BudgetBoard, refused: &AtomicU64) -> usize {
+        let mut grew = 0;
+        for (_, row) in board.rows() {
+            for (k, kind) in KINDS.iter().enumerate() {
+                for shard in 0..board.shards() {
+                    let Some((v, true)) = row.cell(shard, k).map(|c| c.read()) else { continue };
+                    if v.epoch_start_s == i64::MIN || v.settled_tokens == 0 {
+                        continue;
+                    }
+                    let mut value = v.settled_tokens;
+                    if shard == 0 {
+                        if let Some((start, seed)) = self.seeds.get(&(row.subject.clone(), k)) {
+                            if *start == v.epoch_start_s {
+                                value = value.saturating_sub(*seed);
+                            }
+                        }
+                    }
+                    let Ok(key) = BudgetKey::at(row.subject.clone(), *kind, v.epoch_start_s) else { continue };
+                    let replica = ReplicaId::new(self.node, u16::try_from(shard).unwrap_or(u16::MAX), self.incarnation);
+                    let have = self.state.counter(&key).map_or(0, |c| c.get(replica));
+                    if value > have {
+                        match self.state.add(replica, &key, value - have) {
+                            Ok(_) => grew += 1,
+                            Err(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grew
+    }
+
+    /// The delta to ship, as messages within the size bound.
+    pub fn take_delta_messages(&mut self) -> Vec<Vec<u8>> {
+        let delta = self.state.take_delta();
+        if delta.is_empty() {
+            return Vec::new();
+        }
+        chunks(&delta, self.message_bytes_max)
+    }
+
+    /// The whole state, as messages within the size bound (at least one).
+    pub fn full_messages(&self) -> Vec<Vec<u8>> {
+        chunks(&self.state, self.message_bytes_max)
+    }
+
+    /// Writes the remote column of every subject in `changed` whose window is current
+    /// at `now_unix_s`: `max(floor, other slots) − seed` (see the module docs).
+    pub fn write_remote(&self, board: &BudgetBoard, changed: &Budgets, now_unix_s: i64, refused: &AtomicU64) {
+        for (key, _) in changed.iter() {
+            let Some(k) = current_kind(key, now_unix_s) else { continue };
+            let Some(counter) = self.state.counter(key) else { continue };
+            let start = key.epoch.start_unix_s();
+            let others = counter
+                .slots()
+                .filter(|(r, _)| !(r.node == self.node && r.incarnation == self.incarnation))
+                .fold(0u64, |a, (_, v)| a.saturating_add(v));
+            let id = (key.subject.clone(), k);
+            let at = |m: &HashMap<(Subject, usize), (i64, u64)>| m.get(&id).filter(|(s, _)| *s == start).map_or(0, |x| x.1);
+            let value = others.max(at(&self.floors)).saturating_sub(at(&self.seeds));
+            let row = match board.find_or_claim(subject_ref(&key.subject)) {
+                Ok(r) => board.row(r),
+                Err(_) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            };
+            let Some(cell) = row.and_then(|r| r.remote_cell(k)) else { continue };
+            let mut v = cell.load_own();
+            if v.epoch_start_s != start {
+                v = CellValues::fresh(start);
+            } else if v.settled_tokens >= value {
+                // Never lowered: a floor from the snapshot file may already be above.
+                continue;
+            }
+            v.settled_tokens = value;
+            cell.store(v);
+        }
+    }
+
+    /// Every node's contribution to `key`, tokens by node id (for `budget show`).
+    pub fn contributions(&self, key: &BudgetKey) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (r, v) in self.state.counter(key).into_iter().flat_map(|c| c.slots()) {
+            match out.iter_mut().find(|(n, _)| *n == r.node) {
+                Some((_, t)) => *t = t.saturating_add(v),
+                None => out.push((r.node, v)),
+            }
+        }
+        out
+    }
+
+    /// Drops windows that ended more than [`GC_GRACE_S`] ago.
+    pub fn gc(&mut self, now_unix_s: i64) {
+        self.state.gc(now_unix_s, GC_GRACE_S);
+        let live = |start: i64, k: usize| {
+            KINDS.get(k).and_then(|kind| kind.epoch(now_unix_s).ok()).is_some_and(|e| e.start_unix_s() <= start)
+        };
+        self.floors.retain(|(_, k), (start, _)| live(*start, *k));
+        self.seeds.retain(|(_, k), (start, _)| live(*start, *k));
+    }
+}
+
+/// The kind index of `key` when its window is the one current at `now_unix_s`.
+fn current_kind(key: &BudgetKey, now_unix_s: i64) -> Option<usize> {
+    let kind: WindowKind = key.epoch.kind();
+    let k = KINDS.iter().position(|x| *x == kind)?;
+    let current = kind.epoch(now_unix_s).ok()?;
+    (current.start_unix_s() == key.epoch.start_unix_s()).then_some(k)
+}
+
+fn subject_ref(s: &Subject) -> SubjectRef<'_> {
+    SubjectRef { tenant: matches!(s, Subject::Tenant(_)), name: s.as_str() }
+}
+
+/// `b` encoded in messages of at most `max` bytes (halving the counters until each
+/// fits; a single counter over `max` — 1,024 slots of a 255-byte name is ~40 KB, far
+/// below the 1,024-byte minimum times its slots — is sent alone).
+fn chunks(b: &Budgets, max: usize) -> Vec<Vec<u8>> {
+    let bytes = b.encode();
+    if bytes.len() <= max || b.len() <= 1 {
+        return vec![bytes];
+    }
+    let half = b.len() / 2;
+    let (mut left, mut right) = (Budgets::new(b.limits()), Budgets::new(b.limits()));
+    for (i, (key, counter)) in b.iter().enumerate() {
+        let part = if i < half { &mut left } else { &mut right };
+        for (r, v) in counter.slots() {
+            // Within the source's own bounds: cannot be refused.
+            let _ = part.add(r, key, v);
+        }
+    }
+    let mut out = chunks(&left, max);
+    out.extend(chunks(&right, max));
+    out
+}
+
+fn now_unix_s() -> i64 {
+    i64::try_from(super::now_unix_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+/// Runs the gossip until the bridge thread aborts it.
+pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
+    let me = subject_token(&node);
+    let mut replica = Replica::new(node_id(&node), &feed.board, feed.message_bytes_max);
+    let mut sub = match client.subscribe(format!("{PREFIX}.>")).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow other nodes' budgets");
+            None
+        }
+    };
+    let outcome = join(&client, &me, &mut replica, &feed).await;
+    replica.begin(super::now_unix_ms() / 1000);
+    let board = feed.board.clone();
+    let stats = feed.stats.clone();
+    // Everything merged so far becomes the remote column (and the seed, if serve waits).
+    let joined = replica.state().clone();
+    feed.join.complete(outcome, || replica.seed(&board, now_unix_s()));
+    replica.write_remote(&board, &joined, now_unix_s(), &stats.rows_refused);
+    tracing::info!(?outcome, incarnation = replica.incarnation(), "budget gossip joined");
+
+    let mut tick = tokio::time::interval(feed.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut full = tokio::time::interval(feed.full_every);
+    full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connected = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                replica.collect(&board, &stats.rows_refused);
+                let up = client.connection_state() == async_nats::connection::State::Connected;
+                // While disconnected, deltas are dropped: the full state after the
+                // reconnect carries them.
+                let messages = replica.take_delta_messages();
+                if up {
+                    publish(&client, format!("{PREFIX}.delta.{me}"), messages, &stats).await;
+                    if !connected {
+                        publish(&client, format!("{PREFIX}.full.{me}"), replica.full_messages(), &stats).await;
+                    }
+                }
+                connected = up;
+            }
+            _ = full.tick() => {
+                replica.gc(now_unix_s());
+                if connected {
+                    publish(&client, format!("{PREFIX}.full.{me}"), replica.full_messages(), &stats).await;
+                }
+            }
+            msg = next(&mut sub) => match msg {
+                Some(m) => consume(&client, &me, &mut replica, &feed, m).await,
+                None => sub = None,
+            },
+        }
+    }
+}
+
+/// Pulls a peer's state: see the module docs, "Join".
+async fn join(client: &async_nats::Client, me: &str, replica: &mut Replica, feed: &Feed) -> JoinOutcome {
+    let deadline = tokio::time::Instant::now() + feed.join_timeout;
+    let inbox = client.new_inbox();
+    let Ok(mut answers) = client.subscribe(inbox.clone()).await else { return JoinOutcome::TimedOut };
+    if client.publish_with_reply(format!("{PREFIX}.snapshot.{me}"), inbox, bytes::Bytes::new()).await.is_err() {
+        return JoinOutcome::TimedOut;
+    }
+    let mut counters = 0usize;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, answers.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => return JoinOutcome::TimedOut,
+        };
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return JoinOutcome::NoPeer;
+        }
+        match replica.merge_bytes(&msg.payload) {
+            Ok(b) if b.is_empty() => return JoinOutcome::Snapshot { counters },
+            Ok(b) => {
+                counters = counters.saturating_add(b.len());
+                feed.stats.merged.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                feed.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "dropping a budget snapshot message");
+            }
+        }
+    }
+}
+
+/// Handles one message on `bh.budget.>`.
+async fn consume(client: &async_nats::Client, me: &str, replica: &mut Replica, feed: &Feed, msg: async_nats::Message) {
+    let mut parts = msg.subject.as_str().splitn(4, '.');
+    let (kind, from) = (parts.nth(2).unwrap_or_default(), parts.next().unwrap_or_default());
+    if from == me {
+        return;
+    }
+    match kind {
+        "snapshot" => {
+            if let Some(reply) = msg.reply {
+                let mut messages = replica.full_messages();
+                messages.push(Budgets::new(replica.state().limits()).encode());
+                publish(client, reply.to_string(), messages, &feed.stats).await;
+            }
+        }
+        "delta" | "full" => match replica.merge_bytes(&msg.payload) {
+            Ok(changed) => {
+                feed.stats.merged.fetch_add(1, Ordering::Relaxed);
+                replica.write_remote(&feed.board, &changed, now_unix_s(), &feed.stats.rows_refused);
+            }
+            Err(e) => {
+                feed.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, from, "dropping a budget message");
+            }
+        },
+        _ => {}
+    }
+}
+
+async fn publish(client: &async_nats::Client, subject: String, messages: Vec<Vec<u8>>, stats: &GossipStats) {
+    for m in messages {
+        let len = m.len() as u64;
+        // Telemetry-like: one attempt; the next delta or full state supersedes a lost one.
+        match client.publish(subject.clone(), m.into()).await {
+            Ok(()) => {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                stats.sent_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "budget message not published"),
+        }
+    }
+}
+
+/// The next message, or never when there is no subscription.
+async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;
