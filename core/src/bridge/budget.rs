@@ -37,7 +37,8 @@
 //! request on `bh.budget.snapshot.<node>` with a private inbox; every peer answers with
 //! its full map (in as many messages as `budgets.message_bytes_max` needs) and then an
 //! empty map, which ends its answer. The first complete answer ends the join; NATS's
-//! "no responders" (no other node runs) ends it at once. `serve` starts the shards
+//! "no responders" (no other node runs) ends it at once. The same request is sent again
+//! after every reconnect (a healed partition), beside a full state of its own. `serve` starts the shards
 //! only after the join ended or `budgets.join_timeout_ms` passed (then the node admits
 //! with what it has — its snapshot file and whatever gossip arrives later; the seed is
 //! then 0, and its earlier incarnations' spend lands in the remote column instead).
@@ -444,7 +445,11 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
             None
         }
     };
-    let outcome = join(&client, &me, &mut replica, &feed).await;
+    // One inbox for the life of the task: the join's answers, and those to the request
+    // sent again after every reconnect.
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.ok().map(|s| (inbox, s));
+    let outcome = join(&client, &me, &mut answers, &mut replica, &feed).await;
     replica.begin(super::now_unix_ms() / 1000);
     let board = feed.board.clone();
     let stats = feed.stats.clone();
@@ -470,7 +475,13 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                 if up {
                     publish(&client, format!("{PREFIX}.delta.{me}"), messages, &stats).await;
                     if !connected {
+                        // Healed: tell the others what happened here, and ask them what
+                        // happened there (a full state they published before this
+                        // node's subscription came back would be lost otherwise).
                         publish(&client, format!("{PREFIX}.full.{me}"), replica.full_messages(), &stats).await;
+                        if let Some((inbox, _)) = &answers {
+                            ask(&client, &me, inbox).await;
+                        }
                     }
                 }
                 connected = up;
@@ -485,16 +496,26 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                 Some(m) => consume(&client, &me, &mut replica, &feed, m).await,
                 None => sub = None,
             },
+            msg = next_answer(&mut answers) => match msg {
+                Some(m) if m.status.is_none() => merge(&mut replica, &feed, &m.payload, "a snapshot answer"),
+                Some(_) => {}
+                None => answers = None,
+            },
         }
     }
 }
 
 /// Pulls a peer's state: see the module docs, "Join".
-async fn join(client: &async_nats::Client, me: &str, replica: &mut Replica, feed: &Feed) -> JoinOutcome {
+async fn join(
+    client: &async_nats::Client,
+    me: &str,
+    answers: &mut Option<(String, async_nats::Subscriber)>,
+    replica: &mut Replica,
+    feed: &Feed,
+) -> JoinOutcome {
     let deadline = tokio::time::Instant::now() + feed.join_timeout;
-    let inbox = client.new_inbox();
-    let Ok(mut answers) = client.subscribe(inbox.clone()).await else { return JoinOutcome::TimedOut };
-    if client.publish_with_reply(format!("{PREFIX}.snapshot.{me}"), inbox, bytes::Bytes::new()).await.is_err() {
+    let Some((inbox, answers)) = answers.as_mut() else { return JoinOutcome::TimedOut };
+    if !ask(client, me, inbox).await {
         return JoinOutcome::TimedOut;
     }
     let mut counters = 0usize;
@@ -520,6 +541,11 @@ async fn join(client: &async_nats::Client, me: &str, replica: &mut Replica, feed
     }
 }
 
+/// Asks every peer for its full state, answered to `inbox`.
+async fn ask(client: &async_nats::Client, me: &str, inbox: &str) -> bool {
+    client.publish_with_reply(format!("{PREFIX}.snapshot.{me}"), inbox.to_string(), bytes::Bytes::new()).await.is_ok()
+}
+
 /// Handles one message on `bh.budget.>`.
 async fn consume(client: &async_nats::Client, me: &str, replica: &mut Replica, feed: &Feed, msg: async_nats::Message) {
     let mut parts = msg.subject.as_str().splitn(4, '.');
@@ -535,17 +561,30 @@ async fn consume(client: &async_nats::Client, me: &str, replica: &mut Replica, f
                 publish(client, reply.to_string(), messages, &feed.stats).await;
             }
         }
-        "delta" | "full" => match replica.merge_bytes(&msg.payload) {
-            Ok(changed) => {
-                feed.stats.merged.fetch_add(1, Ordering::Relaxed);
-                replica.write_remote(&feed.board, &changed, now_unix_s(), &feed.stats.rows_refused);
-            }
-            Err(e) => {
-                feed.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, from, "dropping a budget message");
-            }
-        },
+        "delta" | "full" => merge(replica, feed, &msg.payload, from),
         _ => {}
+    }
+}
+
+/// Merges one message from `from` and writes what it changed to the board.
+fn merge(replica: &mut Replica, feed: &Feed, payload: &[u8], from: &str) {
+    match replica.merge_bytes(payload) {
+        Ok(changed) => {
+            feed.stats.merged.fetch_add(1, Ordering::Relaxed);
+            replica.write_remote(&feed.board, &changed, now_unix_s(), &feed.stats.rows_refused);
+        }
+        Err(e) => {
+            feed.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, from, "dropping a budget message");
+        }
+    }
+}
+
+/// The next answer on the inbox, or never without one.
+async fn next_answer(answers: &mut Option<(String, async_nats::Subscriber)>) -> Option<async_nats::Message> {
+    match answers {
+        Some((_, s)) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 
