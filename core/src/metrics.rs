@@ -105,19 +105,8 @@ pub struct BudgetMetrics {
 }
 
 impl BudgetMetrics {
-    /// Counts a refusal.
-    pub fn refused(&self, e: &crate::budget::BudgetError) {
-        use crate::budget::{BudgetError, LimitKind};
-        let slot = match e {
-            BudgetError::Exceeded { refusal, .. } => match refusal.kind {
-                LimitKind::TokensPerMinute => 0,
-                LimitKind::TokensPerDay => 1,
-                LimitKind::TokensPerMonth => 2,
-                LimitKind::UsdPerMonth => 3,
-                LimitKind::Requests => 4,
-            },
-            _ => 5,
-        };
+    /// Counts a refusal for reason `slot` (an index into [`BUDGET_REFUSAL_REASONS`]).
+    pub fn refused(&self, slot: usize) {
         if let Some(c) = self.refusals.get(slot) {
             c.inc();
         }

@@ -2,13 +2,14 @@
 //!
 //! What can change live is applied atomically per shard with no failed request: key
 //! issuers, revocations and leeway; providers' settings (address, key, timeouts,
-//! pool sizes, headers); models, prices and the failover chain; routing defaults.
+//! pool sizes, headers); models, prices and the failover chain; routing defaults;
+//! budget tenants and `budgets.reserve_tokens_default`.
 //! The new tables are published through the same [`HotConfig`] write path as a
 //! `BH_CONFIG` push; each shard swaps to them before its next request, and requests
 //! in flight finish on the tables they started with.
 //!
 //! What cannot change live — the listener, shards, driver, TLS, limits, NATS, the
-//! audit log, the key cache size, and the set of provider or model names (they label
+//! audit log, the key cache size, the budget table's size and snapshot interval, and the set of provider or model names (they label
 //! metrics) — is named in the log and refused: the running value stays until a
 //! restart.
 //!
@@ -84,6 +85,15 @@ pub fn plan(old: &Config, new: &Config) -> (Config, Vec<String>) {
         eff.providers.clone_from(&old.providers);
         eff.models.clone_from(&old.models);
         eff.failover_chain.clone_from(&old.failover_chain);
+    }
+    // Budget tenants and the reservation cap apply live (they are in the tables); the
+    // board's size and the snapshot thread's pace are fixed at start.
+    if (old.budgets.subjects_max, old.budgets.snapshot_interval_ms)
+        != (new.budgets.subjects_max, new.budgets.snapshot_interval_ms)
+    {
+        refused.push("budgets.subjects_max, budgets.snapshot_interval_ms: change only with a restart".into());
+        eff.budgets.subjects_max = old.budgets.subjects_max;
+        eff.budgets.snapshot_interval_ms = old.budgets.snapshot_interval_ms;
     }
     match (&old.keys, &mut eff.keys) {
         (Some(o), Some(n)) if o.cache_entries_max != n.cache_entries_max => {
@@ -272,5 +282,16 @@ mod tests {
         assert!(refused[0].starts_with("providers/models:"));
         assert_eq!(eff.models.len(), 1);
         assert_eq!(changed_sections(&old, &eff), ["routing"]);
+    }
+
+    #[test]
+    fn budget_tenants_apply_live_but_the_table_size_waits_for_a_restart() {
+        let old = parse(BASE);
+        let new = parse(&format!("{BASE}budgets: {{ tenants: {{ acme: {{ rpm: 5 }} }}, subjects_max: 10 }}\n"));
+        let (eff, refused) = plan(&old, &new);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("budgets.subjects_max"));
+        assert_eq!((eff.budgets.subjects_max, eff.budgets.tenants.len()), (old.budgets.subjects_max, 1));
+        assert_eq!(changed_sections(&old, &eff), ["budgets"]);
     }
 }

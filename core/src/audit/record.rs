@@ -64,6 +64,13 @@ pub struct AuditRecord {
     /// Deployments tried before the answer (or all of them, on failure), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<String>,
+    /// Tokens the budget step reserved (absent: no budget applied to the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_reserved_tokens: Option<u64>,
+    /// Tokens settled into its budgets: an answer's usage (its reservation when the
+    /// usage is unknown), 0 when it failed (the reservation was released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_settled_tokens: Option<u64>,
     /// Request and response bodies, only with `audit.include_content: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,

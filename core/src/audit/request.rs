@@ -102,6 +102,11 @@ impl Recorder<'_> {
             upstream_us: trace.upstream.as_micros() as u64,
             overhead_us: trace.overhead_us,
             attempts: attempts.iter().map(ToString::to_string).collect(),
+            budget_reserved_tokens: trace.budget.map(|b| b.reserved_tokens),
+            // What the pipeline settles once the answer is out, for this status.
+            budget_settled_tokens: trace.budget.map(|b| {
+                crate::budget::Outcome { status, usage: trace.usage, price_per_1k: None }.spend(b.reserved_tokens).0
+            }),
             content: None,
         };
         audit.submit(&record).inspect_err(|e| {

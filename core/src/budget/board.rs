@@ -415,6 +415,13 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_what_budgets_subjects_max_documents() {
+        // README: about 120 bytes per row up front, 192 × (shards + 1) per subject seen.
+        assert!(std::mem::size_of::<Slot>() <= 120, "{}", std::mem::size_of::<Slot>());
+        assert_eq!(std::mem::size_of::<Cell>() * KINDS.len(), 192);
+    }
+
+    #[test]
     fn the_table_refuses_past_subjects_max_and_never_evicts() {
         let b = BudgetBoard::new(1, 3);
         for s in ["a", "b", "c"] {

@@ -54,6 +54,8 @@ pub struct Refusal {
     pub limit: u64,
     /// Seconds until its window ends (at least 1): `Retry-After`.
     pub retry_after_s: u64,
+    /// Tokens the request asked to reserve.
+    pub requested_tokens: u64,
 }
 
 /// Why a request was refused at the budget step.
@@ -76,6 +78,24 @@ pub enum BudgetError {
     Clock,
 }
 
+impl BudgetError {
+    /// The refusal's reason as an index into `metrics::BUDGET_REFUSAL_REASONS`
+    /// (`tokens_per_minute`, `tokens_per_day`, `tokens_per_month`, `usd_per_month`,
+    /// `rpm`, `table_full`).
+    pub fn reason_slot(&self) -> usize {
+        match self {
+            BudgetError::Exceeded { refusal, .. } => match refusal.kind {
+                LimitKind::TokensPerMinute => 0,
+                LimitKind::TokensPerDay => 1,
+                LimitKind::TokensPerMonth => 2,
+                LimitKind::UsdPerMonth => 3,
+                LimitKind::Requests => 4,
+            },
+            BudgetError::Table(_) | BudgetError::Clock => 5,
+        }
+    }
+}
+
 fn exceeded_message(r: &Refusal) -> String {
     let whose = if r.tenant { "the tenant's" } else { "this key's" };
     let limit = match r.kind {
@@ -83,5 +103,14 @@ fn exceeded_message(r: &Refusal) -> String {
         LimitKind::Requests => format!("{} requests", r.limit),
         _ => format!("{} tokens", r.limit),
     };
+    let tokens = matches!(r.kind, LimitKind::TokensPerMinute | LimitKind::TokensPerDay | LimitKind::TokensPerMonth);
+    if tokens && r.requested_tokens > r.limit {
+        return format!(
+            "this request needs {} tokens (prompt estimate + max_tokens), more than {whose} {} of {limit}; \
+             lower max_tokens",
+            r.requested_tokens,
+            r.kind.name()
+        );
+    }
     format!("{whose} budget {} ({limit}) is used up; retry in {} s", r.kind.name(), r.retry_after_s)
 }

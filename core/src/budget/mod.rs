@@ -204,7 +204,7 @@ pub fn admit<'b>(
     let (rows, view) = match result {
         Ok(ok) => ok,
         Err(e) => {
-            ctx.metrics.budget.refused(&e);
+            ctx.metrics.budget.refused(e.reason_slot());
             return Err(e);
         }
     };
@@ -262,7 +262,13 @@ fn check(
             let total = body.total(k, epoch.start_unix_s());
             let reset_s = epoch.seconds_left(now);
             let mut refuse = |kind: LimitKind, limit: u64| {
-                let r = Refusal { tenant: subject.tenant, kind, limit, retry_after_s: reset_s.max(1) };
+                let r = Refusal {
+                    tenant: subject.tenant,
+                    kind,
+                    limit,
+                    retry_after_s: reset_s.max(1),
+                    requested_tokens: need,
+                };
                 if refusal.is_none_or(|old| r.retry_after_s > old.retry_after_s) {
                     refusal = Some(r);
                 }

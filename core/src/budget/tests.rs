@@ -72,6 +72,8 @@ fn exactly_the_limit_is_admitted_and_one_more_token_is_not() {
         (LimitKind::TokensPerMinute, "rate_limit_exceeded", 100, false)
     );
     assert_eq!(r.retry_after_s, 30, "seconds to the minute's end");
+    let too_big = f.admit(0, &c, 101, T).map(|_| ()).unwrap_err().to_string();
+    assert!(too_big.contains("needs 101 tokens") && too_big.contains("lower max_tokens"), "{too_big}");
     assert_eq!(a.settle(ok((40, 20))), 60);
     let b = f.admit(0, &c, 40, T).expect("what the answer did not use is free again");
     assert!(f.admit(0, &c, 1, T).is_err());
@@ -242,4 +244,18 @@ fn a_full_table_refuses_new_subjects_with_its_own_error() {
     let other = Claims { jti: "k2".into(), ..per_minute(10) };
     assert!(matches!(f.admit(0, &other, 1, T), Err(BudgetError::Table(BoardError::Full { subjects_max: 1 }))));
     assert_eq!(f.metrics[0].budget.refusals[5].get(), 1);
+}
+
+#[test]
+fn refusal_metrics_are_labelled_by_the_limits_name() {
+    for kind in [LimitKind::TokensPerMinute, LimitKind::TokensPerDay, LimitKind::TokensPerMonth, LimitKind::UsdPerMonth]
+        .into_iter()
+        .chain([LimitKind::Requests])
+    {
+        let refusal = Refusal { tenant: false, kind, limit: 1, retry_after_s: 1, requested_tokens: 1 };
+        let e = BudgetError::Exceeded { refusal, view: RateView::default() };
+        assert_eq!(crate::metrics::BUDGET_REFUSAL_REASONS[e.reason_slot()], kind.name());
+    }
+    let full = BudgetError::Table(BoardError::Full { subjects_max: 1 });
+    assert_eq!(crate::metrics::BUDGET_REFUSAL_REASONS[full.reason_slot()], "table_full");
 }

@@ -12,7 +12,7 @@ use crate::keys::BUDGET_CLAIM_MAX;
 
 /// Most rows `budgets.subjects_max` may ask for (each key id or tenant with a limit
 /// takes one for the process's life).
-pub const SUBJECTS_MAX_CEILING: usize = 1 << 22;
+pub const SUBJECTS_MAX_CEILING: usize = 1 << 20;
 
 /// Budget settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,7 +26,9 @@ pub struct BudgetsConfig {
     pub reserve_tokens_default: u64,
     /// Budgeted subjects (key ids and tenants) the process tracks, one table row each,
     /// kept until restart. Past it, a request of a subject not yet seen is refused with
-    /// 503 `budget_table_full` (evicting one would forget its spend). Default 65,536.
+    /// 503 `budget_table_full` (evicting one would forget its spend). Default 16,384.
+    /// Memory: about 120 bytes per row up front, plus `192 × (shards + 1)` bytes per
+    /// subject once seen.
     pub subjects_max: usize,
     /// How often settled spend is written to `<audit.data_dir>/budgets.snapshot`, ms
     /// (default 1000). Spend settled since the last snapshot is what a crash can re-grant.
@@ -77,7 +79,7 @@ impl Default for BudgetsConfig {
         BudgetsConfig {
             tenants: BTreeMap::new(),
             reserve_tokens_default: 4096,
-            subjects_max: 65_536,
+            subjects_max: 16_384,
             snapshot_interval_ms: 1000,
             gossip_interval_ms: 100,
             anti_entropy_interval_ms: 3000,
@@ -203,7 +205,7 @@ mod tests {
         let t = &c.budgets.tenants["acme"];
         assert_eq!((t.tokens_per_day, t.rpm, t.tokens_per_minute), (Some(5_000_000), Some(60), None));
         assert_eq!(c.budgets.reserve_tokens_default, 4096);
-        assert_eq!(c.budgets.subjects_max, 65_536);
+        assert_eq!(c.budgets.subjects_max, 16_384);
     }
 
     #[test]

@@ -285,6 +285,21 @@ fn spend_survives_a_restart_clean_or_killed() {
     assert_eq!(s.send(&key, false, "").status, 200);
     s.gw.proc.terminate();
     assert!(s.gw.proc.wait_exit(Duration::from_secs(20)).is_some_and(|e| e.success()), "clean stop");
+    // The audit records carry each admission: 26 reserved, 22 settled.
+    let records: Vec<serde_json::Value> = crate::audit::file_messages(data.path())
+        .into_iter()
+        .flat_map(|(_, lines)| lines)
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(&l).ok())
+        .flat_map(|m| m["entries"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["record"].clone())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert_eq!(
+            (r["budget_reserved_tokens"].as_u64(), r["budget_settled_tokens"].as_u64()),
+            (Some(RESERVED), Some(USED))
+        );
+    }
     // Same data dir, same issuer: the day's 44 tokens are still spent.
     let config = std::fs::read_to_string(s.gw.dir.path().join("gatekeeper.yaml")).expect("config");
     s.gw = Gateway::start(&config, &[]);
