@@ -22,6 +22,45 @@
 //! tokens over the limit, plus whatever answers use beyond what they reserved (only
 //! when the prompt estimate was short, or `max_tokens` was absent and the answer
 //! outgrew `reserve_tokens_default`).
+//!
+//! # Across nodes: the over-spend bound
+//!
+//! With `nats` set, the bridge (`crate::bridge::budget`) ships each shard's settled
+//! tokens to the other nodes and writes their spend into the remote column. Within a
+//! node every shard sees every other shard's settled and reserved tokens at once (the
+//! board's seqlocked cells), so the only delay is between nodes: a settlement waits for
+//! the next collect (at most `T = budgets.gossip_interval_ms`), then delivery `δ`
+//! (publish, NATS, the peer's merge and its remote-column write; milliseconds on a
+//! LAN): `D = T + δ`. Reservations are not gossiped. Take the node whose admission was
+//! the last one before the limit closed everywhere: its check counted its own spend and
+//! reservations exactly and every other node's spend settled more than `D` earlier.
+//! What it missed is the others' spend settled in the last `D` and their requests in
+//! flight. So, in soft mode while connected, per limit `L` and window:
+//!
+//! ```text
+//! over-spend ≤ r × D × (N − 1)/N  +  (N − 1) × c × R  +  (S − 1) × R  +  U
+//! ```
+//!
+//! - `r`: the subject's spend rate over the whole cluster (tokens/s), spread over `N`
+//!   nodes, so `(N − 1)/N` of it is elsewhere;
+//! - `c`: requests of the subject in flight per node; `R`: one request's reservation
+//!   (prompt estimate + `max_tokens`, or `budgets.reserve_tokens_default`);
+//! - `(S − 1) × R`: the one-node race above (`S` shards);
+//! - `U`: usage beyond reservations (0 when `max_tokens` is set and the prompt
+//!   estimate is not short).
+//!
+//! With the defaults (`T` = 100 ms, `δ` ≈ 1 ms on a LAN), 3 nodes, 10,000 tokens/s on one
+//! key, 4 requests in flight per node of 1,000 tokens, 4 shards: `10,000 × 0.101 × 2/3
+//! + 2 × 4 × 1,000 + 3 × 1,000 ≈ 11,700` tokens. `core/tests/budget_nodes` measures
+//! `r` and `δ` in each run and checks the served total against this value.
+//!
+//! Under a partition soft mode stays available: each side counts only what it hears,
+//! so over-spend grows by `r × (partition time) × (N − 1)/N` until the heal; after it
+//! the nodes exchange full states at once (within `T` plus the reconnect). A node
+//! killed without a drain forgets at most its spend settled in the last `T` (not yet
+//! shipped) unless its snapshot file holds it; a restart otherwise re-grants nothing
+//! (it pulls its own earlier slots from a peer before admitting). `budgets.mode:
+//! strict` ([`Escrow`]) trades availability for an over-spend of 0: see its docs.
 
 mod board;
 mod error;
