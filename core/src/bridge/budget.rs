@@ -43,6 +43,16 @@
 //! with what it has — its snapshot file and whatever gossip arrives later; the seed is
 //! then 0, and its earlier incarnations' spend lands in the remote column instead).
 //!
+//! # Alerts and sessions
+//!
+//! Every gossip interval [`Watch::alerts`] looks for subjects whose spend (all nodes'
+//! as this node knows it) crossed 80 % or 100 % of a token limit in the current window
+//! and publishes `bh.alerts.budget_threshold` / `bh.alerts.budget_exhausted` once per
+//! window and subject, with a `Nats-Msg-Id` every node computes alike (so `BH_ALERTS`
+//! keeps one when several nodes see the crossing). Every anti-entropy period
+//! [`Watch::sessions`] publishes each subject whose spend changed on
+//! `bh.sessions.budget.{key|tenant}.<name>` (`BH_SESSIONS`).
+//!
 //! # Untrusted input
 //!
 //! Every message is size-checked against `budgets.message_bytes_max` before decoding
@@ -396,6 +406,132 @@ impl Replica {
     }
 }
 
+/// Percent of a limit at which `BH_ALERTS` gets a `budget_threshold` alert.
+pub const ALERT_PERCENT: u64 = 80;
+
+/// One message for `BH_ALERTS` or `BH_SESSIONS`: subject, `Nats-Msg-Id`, JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Subject (`bh.alerts.…` or `bh.sessions.budget.…`).
+    pub subject: String,
+    /// Identical on every node for the same alert, so JetStream keeps one.
+    pub msg_id: String,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// What `BH_ALERTS` and `BH_SESSIONS` were last told per subject and window kind.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// (window start, highest level alerted: 0 none, 1 the threshold, 2 exhausted).
+    alerted: HashMap<(Subject, usize), (i64, u8)>,
+    /// Settled tokens per window kind last published to `BH_SESSIONS`.
+    published: HashMap<Subject, [u64; 3]>,
+}
+
+impl Watch {
+    /// Alerts due now: for every subject with a token limit, the first time in a window
+    /// that its spend (settled plus reserved, all columns) reaches [`ALERT_PERCENT`] of
+    /// the limit (`bh.alerts.budget_threshold`), and the first time it reaches the limit
+    /// (`bh.alerts.budget_exhausted`). Once per window and subject on this node; every
+    /// node sees the same crossing, so the message id is the same on all of them.
+    pub fn alerts(&mut self, board: &BudgetBoard, node: &str, now_unix_s: i64) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for (_, row) in board.rows() {
+            for (k, kind) in KINDS.iter().enumerate() {
+                let Ok(epoch) = kind.epoch(now_unix_s) else { continue };
+                let start = epoch.start_unix_s();
+                let t = row.total(k, start);
+                let Some(limit) = t.limit_tokens.filter(|l| *l > 0) else { continue };
+                let spent = t.settled_tokens.saturating_add(t.reserved_tokens);
+                let level = if spent >= limit {
+                    2
+                } else if u128::from(spent) * 100 >= u128::from(limit) * u128::from(ALERT_PERCENT) {
+                    1
+                } else {
+                    0
+                };
+                let id = (row.subject.clone(), k);
+                let before = self.alerted.get(&id).filter(|(s, _)| *s == start).map_or(0, |x| x.1);
+                if level <= before {
+                    continue;
+                }
+                self.alerted.insert(id, (start, level));
+                let what = if level == 2 { "budget_exhausted" } else { "budget_threshold" };
+                let (subject_kind, name) = match &row.subject {
+                    Subject::Key(k) => ("key_id", k),
+                    Subject::Tenant(t) => ("tenant", t),
+                };
+                let body = serde_json::json!({
+                    "kind": what,
+                    subject_kind: name.as_ref(),
+                    "window": kind.name(),
+                    "window_start_unix_s": start,
+                    "limit": limit,
+                    "spent_tokens": spent,
+                    "percent": if level == 2 { 100 } else { ALERT_PERCENT },
+                    "node": node,
+                    "ts_unix_ms": super::now_unix_ms(),
+                });
+                out.push(Notice {
+                    subject: format!("bh.alerts.{what}"),
+                    msg_id: format!("{what}.{}.{}.{start}", row.subject, kind.name()),
+                    body: body.to_string(),
+                });
+            }
+        }
+        let oldest = now_unix_s.saturating_sub(2 * 31 * 86_400);
+        self.alerted.retain(|_, (start, _)| *start >= oldest);
+        out
+    }
+
+    /// `BH_SESSIONS` messages (`bh.sessions.budget.<subject>`) for every subject whose
+    /// settled tokens changed since the last call: its windows as this node sees them.
+    pub fn sessions(&mut self, board: &BudgetBoard, node: &str, now_unix_s: i64) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for (_, row) in board.rows() {
+            let mut spent = [0u64; 3];
+            let mut windows = Vec::with_capacity(KINDS.len());
+            for (k, kind) in KINDS.iter().enumerate() {
+                let Ok(epoch) = kind.epoch(now_unix_s) else { continue };
+                let t = row.total(k, epoch.start_unix_s());
+                spent[k] = t.settled_tokens;
+                windows.push(serde_json::json!({
+                    "window": kind.name(),
+                    "start_unix_s": epoch.start_unix_s(),
+                    "limit_tokens": t.limit_tokens,
+                    "spent_tokens": t.settled_tokens,
+                    "reserved_tokens": t.reserved_tokens,
+                    "requests": t.requests,
+                }));
+            }
+            if self.published.get(&row.subject) == Some(&spent) {
+                continue;
+            }
+            self.published.insert(row.subject.clone(), spent);
+            let (subject_kind, name) = match &row.subject {
+                Subject::Key(k) => ("key_id", k),
+                Subject::Tenant(t) => ("tenant", t),
+            };
+            let token = subject_token(name);
+            let body = serde_json::json!({
+                "kind": "budget",
+                subject_kind: name.as_ref(),
+                "windows": windows,
+                "node": node,
+                "ts_unix_ms": super::now_unix_ms(),
+            });
+            let tag = if subject_kind == "tenant" { "tenant" } else { "key" };
+            out.push(Notice {
+                subject: format!("bh.sessions.budget.{tag}.{token}"),
+                msg_id: format!("{node}.budget.{}.{}", row.subject, super::now_unix_ms()),
+                body: body.to_string(),
+            });
+        }
+        out
+    }
+}
+
 /// The kind index of `key` when its window is the one current at `now_unix_s`.
 fn current_kind(key: &BudgetKey, now_unix_s: i64) -> Option<usize> {
     let kind: WindowKind = key.epoch.kind();
@@ -464,11 +600,16 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
     let mut full = tokio::time::interval(feed.full_every);
     full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connected = true;
+    let mut watch = Watch::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 replica.collect(&board, &stats.rows_refused);
                 let up = client.connection_state() == async_nats::connection::State::Connected;
+                // While disconnected the crossings wait (the watch remembers only sent ones).
+                if up {
+                    notify(&client, watch.alerts(&board, &node, now_unix_s())).await;
+                }
                 // While disconnected, deltas are dropped: the full state after the
                 // reconnect carries them.
                 let messages = replica.take_delta_messages();
@@ -490,6 +631,7 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                 replica.gc(now_unix_s());
                 if connected {
                     publish(&client, format!("{PREFIX}.full.{me}"), replica.full_messages(), &stats).await;
+                    notify(&client, watch.sessions(&board, &node, now_unix_s())).await;
                 }
             }
             msg = next(&mut sub) => match msg {
@@ -598,6 +740,18 @@ async fn publish(client: &async_nats::Client, subject: String, messages: Vec<Vec
                 stats.sent_bytes.fetch_add(len, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(error = %e, "budget message not published"),
+        }
+    }
+}
+
+/// Publishes alerts and session states with their `Nats-Msg-Id` (stored by the
+/// `BH_ALERTS` / `BH_SESSIONS` streams where they exist).
+async fn notify(client: &async_nats::Client, notices: Vec<Notice>) {
+    for n in notices {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", n.msg_id.as_str());
+        if let Err(e) = client.publish_with_headers(n.subject, headers, n.body.into()).await {
+            tracing::debug!(error = %e, "budget notice not published");
         }
     }
 }

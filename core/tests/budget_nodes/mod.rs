@@ -119,6 +119,49 @@ fn converged(nodes: &[&Node], jti: &str, want: u64, limit: Duration) -> Option<D
     None
 }
 
+/// Messages on `subject` (core NATS), collected on a thread of its own until dropped.
+struct Listener {
+    got: Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn start(url: &str, subject: &str) -> Listener {
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (g, st, url, subject) = (got.clone(), stop.clone(), url.to_string(), subject.to_string());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                use futures_util::StreamExt as _;
+                let client = async_nats::connect(url).await.expect("connect");
+                let mut sub = client.subscribe(subject).await.expect("subscribe");
+                client.flush().await.expect("flush");
+                let _ = ready_tx.send(());
+                while !st.load(Ordering::Relaxed) {
+                    if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+                        let body = serde_json::from_slice(&m.payload).unwrap_or_default();
+                        g.lock().unwrap_or_else(|p| p.into_inner()).push((m.subject.to_string(), body));
+                    }
+                }
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("listener subscribed");
+        Listener { got, stop }
+    }
+
+    fn messages(&self) -> Vec<(String, serde_json::Value)> {
+        self.got.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What a load of clients got.
 #[derive(Debug, Default)]
 struct Served {
@@ -212,10 +255,15 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| c.node(n)).collect();
     // How long one node's settled spend takes to show on another, on this machine now.
     let probe = c.key("probe", 1_000_000);
-    let delay = delivery(&nodes[0], &nodes[1], &probe, "probe", 5).max(delivery(&nodes[2], &nodes[0], &probe, "probe", 5));
+    let measured = delivery(&nodes[0], &nodes[1], &probe, "probe", 5).max(delivery(&nodes[2], &nodes[0], &probe, "probe", 5));
+    // D = T + δ. A sample is (the wait for the next collect, up to T) + δ, so it is at
+    // least δ: T plus the largest sample bounds D from above.
+    let delay = Duration::from_millis(GOSSIP_MS) + measured;
 
     let limit = 10_000;
     let key = c.key("shared", limit);
+    let alerts = Listener::start(&c.nats.url(), "bh.alerts.>");
+    let sessions = Listener::start(&c.nats.url(), "bh.sessions.budget.>");
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.gw.addr).collect();
     let per_node = 2;
     let served = load(&addrs, &[per_node; 3], &key, 5, &AtomicBool::new(false));
@@ -224,7 +272,7 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     let over = served.tokens.saturating_sub(limit);
     eprintln!(
         "soft, 3 nodes × {per_node} clients: limit {limit}, served {} tokens in {} answers ({} refused) over {:?}; \
-         rate {rate:.0} tokens/s, measured delivery {delay:?} (gossip every {GOSSIP_MS} ms); \
+         rate {rate:.0} tokens/s, D = {GOSSIP_MS} ms gossip interval + {measured:?} largest measured delivery; \
          over-spend {over} ≤ bound {b}",
         served.tokens, served.answered, served.refused, served.busy
     );
@@ -236,6 +284,22 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     }
     let all: Vec<&Node> = nodes.iter().collect();
     assert!(converged(&all, "shared", served.tokens, Duration::from_secs(2)).is_some(), "the nodes disagree");
+    // BH_ALERTS: the 80 % crossing and the exhaustion, at most once per node, same ids.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = alerts.messages();
+    for what in ["budget_threshold", "budget_exhausted"] {
+        let n = got
+            .iter()
+            .filter(|(s, b)| s == &format!("bh.alerts.{what}") && b["key_id"] == "shared" && b["window"] == "day")
+            .count();
+        assert!((1..=3).contains(&n), "{what}: {n} alerts in {got:?}");
+    }
+    // BH_SESSIONS: the key's state, published every anti-entropy period while it changes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sessions.messages().iter().any(|(s, b)| s == "bh.sessions.budget.key.shared" && b["windows"][1]["spent_tokens"].as_u64() >= Some(limit - limit / 10)) {
+        assert!(Instant::now() < deadline, "no budget state on BH_SESSIONS: {:?}", sessions.messages());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -184,3 +184,48 @@ fn a_join_that_timed_out_never_seeds() {
     assert!(seeded);
     assert_eq!(t.join().expect("thread"), JoinOutcome::Snapshot { counters: 3 });
 }
+
+#[test]
+fn thresholds_alert_once_per_window_and_sessions_only_on_change() {
+    let board = BudgetBoard::new(2, 8);
+    let row = board.row(board.find_or_claim(key_ref("k")).expect("row")).expect("body");
+    let start = WindowKind::Day.epoch(NOW).expect("epoch").start_unix_s();
+    let set = |settled: u64, reserved: u64| {
+        let cell = row.cell(1, DAY).expect("cell");
+        cell.store(CellValues {
+            settled_tokens: settled,
+            reserved_tokens: reserved,
+            limit_tokens: Some(1_000),
+            ..CellValues::fresh(start)
+        });
+    };
+    let mut w = Watch::default();
+    set(799, 0);
+    assert!(w.alerts(&board, "n1", NOW).is_empty(), "one below 80 %");
+    set(790, 10);
+    let a = w.alerts(&board, "n1", NOW);
+    assert_eq!(a.len(), 1, "at 80 %, reservations counted");
+    assert_eq!(a[0].subject, "bh.alerts.budget_threshold");
+    let body: serde_json::Value = serde_json::from_str(&a[0].body).expect("json");
+    assert_eq!((body["key_id"].as_str(), body["window"].as_str(), body["limit"].as_u64()), (Some("k"), Some("day"), Some(1_000)));
+    set(900, 0);
+    assert!(w.alerts(&board, "n1", NOW).is_empty(), "once per window");
+    set(999, 0);
+    assert!(w.alerts(&board, "n1", NOW).is_empty(), "one below the limit");
+    set(1_000, 0);
+    let a = w.alerts(&board, "n1", NOW);
+    assert_eq!(a.iter().map(|n| n.subject.as_str()).collect::<Vec<_>>(), ["bh.alerts.budget_exhausted"]);
+    let mut other = Watch::default();
+    let b = other.alerts(&board, "n2", NOW);
+    assert_eq!(b.len(), 1, "a fresh watch jumps straight to exhausted");
+    assert_eq!(b[0].msg_id, a[0].msg_id, "the same id on every node: JetStream keeps one");
+    // The next day starts over.
+    assert!(w.alerts(&board, "n1", NOW + 86_400).is_empty(), "nothing spent tomorrow yet");
+
+    let s = w.sessions(&board, "n1", NOW);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].subject, "bh.sessions.budget.key.k");
+    assert!(w.sessions(&board, "n1", NOW).is_empty(), "unchanged: not re-sent");
+    set(1_010, 0);
+    assert_eq!(w.sessions(&board, "n1", NOW).len(), 1);
+}
