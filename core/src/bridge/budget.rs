@@ -73,6 +73,8 @@ use crate::budget::{BudgetBoard, CellValues, SubjectRef, KINDS};
 
 /// Subject prefix of every budget message.
 const PREFIX: &str = "bh.budget";
+/// Header naming the node on its snapshot answers.
+pub const NODE_HEADER: &str = "Gatekeeper-Node";
 /// Seconds a window's counter is kept after it ended (late settlements and deltas).
 const GC_GRACE_S: u32 = 300;
 
@@ -635,7 +637,7 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                 }
             }
             msg = next(&mut sub) => match msg {
-                Some(m) => consume(&client, &me, &mut replica, &feed, m).await,
+                Some(m) => consume(&client, (&me, &node), &mut replica, &feed, m).await,
                 None => sub = None,
             },
             msg = next_answer(&mut answers) => match msg {
@@ -683,13 +685,59 @@ async fn join(
     }
 }
 
+/// Every running node's replica as one merged map, and the names of the nodes that
+/// answered: for `gatekeeper budget show --nats`. Waits at most `wait` (less when every
+/// answer ended and nothing more came for a tenth of it).
+pub async fn ask_nodes(url: &str, wait: Duration, limits: CrdtLimits) -> anyhow::Result<(Budgets, Vec<String>)> {
+    let client = super::nats::connect(url, wait, "gatekeeper-budget-show").await?;
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await?;
+    let me = format!("cli-{}", std::process::id());
+    client.publish_with_reply(format!("{PREFIX}.snapshot.{me}"), inbox, bytes::Bytes::new()).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let quiet = wait / 10;
+    let (mut state, mut names) = (Budgets::new(limits), Vec::new());
+    let mut open = 0usize;
+    loop {
+        // Once an answer ended, stop after a quiet spell; before, wait for the deadline.
+        let until = if names.is_empty() || open > 0 { deadline } else { (tokio::time::Instant::now() + quiet).min(deadline) };
+        let msg = match tokio::time::timeout_at(until, answers.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => break,
+        };
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            break;
+        }
+        let name = msg.headers.as_ref().and_then(|h| h.get(NODE_HEADER)).map(|v| v.as_str().to_string());
+        let Ok(b) = Budgets::decode(&msg.payload, limits) else { continue };
+        if let Some(name) = name {
+            if !names.contains(&name) {
+                names.push(name);
+                open += 1;
+            }
+        }
+        if b.is_empty() {
+            open = open.saturating_sub(1);
+        } else {
+            state.merge(&b)?;
+        }
+    }
+    Ok((state, names))
+}
+
 /// Asks every peer for its full state, answered to `inbox`.
 async fn ask(client: &async_nats::Client, me: &str, inbox: &str) -> bool {
     client.publish_with_reply(format!("{PREFIX}.snapshot.{me}"), inbox.to_string(), bytes::Bytes::new()).await.is_ok()
 }
 
 /// Handles one message on `bh.budget.>`.
-async fn consume(client: &async_nats::Client, me: &str, replica: &mut Replica, feed: &Feed, msg: async_nats::Message) {
+async fn consume(
+    client: &async_nats::Client,
+    (me, node): (&str, &str),
+    replica: &mut Replica,
+    feed: &Feed,
+    msg: async_nats::Message,
+) {
     let mut parts = msg.subject.as_str().splitn(4, '.');
     let (kind, from) = (parts.nth(2).unwrap_or_default(), parts.next().unwrap_or_default());
     if from == me {
@@ -700,7 +748,19 @@ async fn consume(client: &async_nats::Client, me: &str, replica: &mut Replica, f
             if let Some(reply) = msg.reply {
                 let mut messages = replica.full_messages();
                 messages.push(Budgets::new(replica.state().limits()).encode());
-                publish(client, reply.to_string(), messages, &feed.stats).await;
+                // Named, so `budget show --nats` can say whose slots are whose.
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(NODE_HEADER, node);
+                for m in messages {
+                    let len = m.len() as u64;
+                    match client.publish_with_headers(reply.clone(), headers.clone(), m.into()).await {
+                        Ok(()) => {
+                            feed.stats.sent.fetch_add(1, Ordering::Relaxed);
+                            feed.stats.sent_bytes.fetch_add(len, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "budget snapshot answer not published"),
+                    }
+                }
             }
         }
         "delta" | "full" => merge(replica, feed, &msg.payload, from),

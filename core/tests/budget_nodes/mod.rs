@@ -331,6 +331,19 @@ fn a_node_killed_and_restarted_mid_window_grants_nothing_again() {
         assert_eq!(send(b.gw.addr, &fresh).status, 200);
     }
     assert!(converged(&[&a, &b, &d], "after-restart", 3 * USED, Duration::from_secs(2)).is_some());
+    // `budget show --nats`: every node answers; all the spend is B's, both boots.
+    let out = std::process::Command::new(gatekeeper_bin())
+        .args(["budget", "show", "restarted", "--nats", &c.nats.url(), "--json", "--wait-ms", "3000"])
+        .output()
+        .expect("run budget show");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut answered: Vec<&str> = shown["answered"].as_array().expect("answered").iter().filter_map(|v| v.as_str()).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, ["ka", "kb", "kc"]);
+    let day = &shown["windows"][1];
+    assert_eq!((day["window"].as_str(), day["spent_tokens"].as_u64()), (Some("day"), Some(served.tokens)));
+    assert_eq!(day["nodes"], serde_json::json!([{ "node": "kb", "spent_tokens": served.tokens }]));
 }
 
 #[test]
