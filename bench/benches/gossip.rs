@@ -81,9 +81,6 @@ fn main() {
         let full: u64 = replica.full_messages().iter().map(|m| m.len() as u64).sum();
         let full_per_s = full * 1000 / FULL_MS;
         assert_eq!(refused.into_inner(), 0);
-        println!(
-            "| {label} | {per_interval} | {delta_per_s} | {full} | {full_per_s} | {} |",
-            delta_per_s + full_per_s
-        );
+        println!("| {label} | {per_interval} | {delta_per_s} | {full} | {full_per_s} | {} |", delta_per_s + full_per_s);
     }
 }

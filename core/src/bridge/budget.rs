@@ -363,7 +363,8 @@ impl Replica {
                 .filter(|(r, _)| !(r.node == self.node && r.incarnation == self.incarnation))
                 .fold(0u64, |a, (_, v)| a.saturating_add(v));
             let id = (key.subject.clone(), k);
-            let at = |m: &HashMap<(Subject, usize), (i64, u64)>| m.get(&id).filter(|(s, _)| *s == start).map_or(0, |x| x.1);
+            let at =
+                |m: &HashMap<(Subject, usize), (i64, u64)>| m.get(&id).filter(|(s, _)| *s == start).map_or(0, |x| x.1);
             let value = others.max(at(&self.floors)).saturating_sub(at(&self.seeds));
             let row = match board.find_or_claim(subject_ref(&key.subject)) {
                 Ok(r) => board.row(r),
@@ -700,7 +701,8 @@ pub async fn ask_nodes(url: &str, wait: Duration, limits: CrdtLimits) -> anyhow:
     let mut open = 0usize;
     loop {
         // Once an answer ended, stop after a quiet spell; before, wait for the deadline.
-        let until = if names.is_empty() || open > 0 { deadline } else { (tokio::time::Instant::now() + quiet).min(deadline) };
+        let until =
+            if names.is_empty() || open > 0 { deadline } else { (tokio::time::Instant::now() + quiet).min(deadline) };
         let msg = match tokio::time::timeout_at(until, answers.next()).await {
             Ok(Some(m)) => m,
             Ok(None) | Err(_) => break,

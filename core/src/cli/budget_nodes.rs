@@ -45,8 +45,10 @@ struct Report {
 pub fn show(url: &str, name: &str, tenant: bool, wait: Duration, json: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let limits = CrdtLimits { keys_max: usize::MAX / 2, ..CrdtLimits::default() };
-    let (state, answered) = rt.block_on(ask_nodes(url, wait, limits)).with_context(|| format!("asking the nodes at {url}"))?;
-    let subject = if tenant { Subject::tenant(name) } else { Subject::key(name) }.context("a name of 1 to 255 bytes")?;
+    let (state, answered) =
+        rt.block_on(ask_nodes(url, wait, limits)).with_context(|| format!("asking the nodes at {url}"))?;
+    let subject =
+        if tenant { Subject::tenant(name) } else { Subject::key(name) }.context("a name of 1 to 255 bytes")?;
     let now = i64::try_from(crate::bridge::now_unix_ms() / 1000).unwrap_or(i64::MAX);
     let names: Vec<(u64, &String)> = answered.iter().map(|n| (node_id(n), n)).collect();
     let mut windows = Vec::new();
@@ -77,7 +79,13 @@ pub fn show(url: &str, name: &str, tenant: bool, wait: Duration, json: bool) -> 
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} {} ({} nodes answered: {})", report.subject, report.name, report.answered.len(), report.answered.join(", "));
+    println!(
+        "{} {} ({} nodes answered: {})",
+        report.subject,
+        report.name,
+        report.answered.len(),
+        report.answered.join(", ")
+    );
     println!("{:<7} {:>14}", "window", "spent");
     for w in &report.windows {
         println!("{:<7} {:>14}", w.window, w.spent_tokens);

@@ -80,7 +80,10 @@ impl Cluster {
             self.budgets
         );
         let mut config = config_for(&[("primary", &self.mock, "")], &top);
-        config.push_str(&format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", self.issuer.public_key().to_paserk()));
+        config.push_str(&format!(
+            "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n",
+            self.issuer.public_key().to_paserk()
+        ));
         let gw = Gateway::start(&config, &[]);
         let admin = gw.proc.next_listening(Duration::from_secs(10)).expect("the admin listener's address");
         Node { gw, admin, name: name.into() }
@@ -255,7 +258,8 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| c.node(n)).collect();
     // How long one node's settled spend takes to show on another, on this machine now.
     let probe = c.key("probe", 1_000_000);
-    let measured = delivery(&nodes[0], &nodes[1], &probe, "probe", 5).max(delivery(&nodes[2], &nodes[0], &probe, "probe", 5));
+    let measured =
+        delivery(&nodes[0], &nodes[1], &probe, "probe", 5).max(delivery(&nodes[2], &nodes[0], &probe, "probe", 5));
     // D = T + δ. A sample is (the wait for the next collect, up to T) + δ, so it is at
     // least δ: T plus the largest sample bounds D from above.
     let delay = Duration::from_millis(GOSSIP_MS) + measured;
@@ -296,7 +300,9 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     }
     // BH_SESSIONS: the key's state, published every anti-entropy period while it changes.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !sessions.messages().iter().any(|(s, b)| s == "bh.sessions.budget.key.shared" && b["windows"][1]["spent_tokens"].as_u64() >= Some(limit - limit / 10)) {
+    while !sessions.messages().iter().any(|(s, b)| {
+        s == "bh.sessions.budget.key.shared" && b["windows"][1]["spent_tokens"].as_u64() >= Some(limit - limit / 10)
+    }) {
         assert!(Instant::now() < deadline, "no budget state on BH_SESSIONS: {:?}", sessions.messages());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -338,7 +344,8 @@ fn a_node_killed_and_restarted_mid_window_grants_nothing_again() {
         .expect("run budget show");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let mut answered: Vec<&str> = shown["answered"].as_array().expect("answered").iter().filter_map(|v| v.as_str()).collect();
+    let mut answered: Vec<&str> =
+        shown["answered"].as_array().expect("answered").iter().filter_map(|v| v.as_str()).collect();
     answered.sort_unstable();
     assert_eq!(answered, ["ka", "kb", "kc"]);
     let day = &shown["windows"][1];
@@ -426,10 +433,8 @@ fn jepsen() {
     let (mut kills, mut nats_restarts) = (0u64, 0u64);
     let t0 = Instant::now();
     std::thread::scope(|s| {
-        let addrs: Vec<Arc<std::sync::Mutex<Option<SocketAddr>>>> = nodes
-            .iter()
-            .map(|n| Arc::new(std::sync::Mutex::new(n.as_ref().map(|n| n.gw.addr))))
-            .collect();
+        let addrs: Vec<Arc<std::sync::Mutex<Option<SocketAddr>>>> =
+            nodes.iter().map(|n| Arc::new(std::sync::Mutex::new(n.as_ref().map(|n| n.gw.addr)))).collect();
         for a in &addrs {
             let (a, key, stop, tokens) = (a.clone(), &key, &stop, &tokens);
             s.spawn(move || {

@@ -152,8 +152,8 @@ fn bad_messages_are_dropped_whole() {
 fn big_states_are_sent_in_messages_within_the_bound() {
     let mut b = Budgets::default();
     for i in 0..500 {
-        let k = BudgetKey::at(Subject::key(&format!("key-{i}")).expect("subject"), WindowKind::Minute, NOW)
-            .expect("key");
+        let k =
+            BudgetKey::at(Subject::key(&format!("key-{i}")).expect("subject"), WindowKind::Minute, NOW).expect("key");
         b.add(ReplicaId::new(7, 0, 1), &k, 10 + i).expect("add");
     }
     let messages = chunks(&b, 2048);
@@ -207,7 +207,10 @@ fn thresholds_alert_once_per_window_and_sessions_only_on_change() {
     assert_eq!(a.len(), 1, "at 80 %, reservations counted");
     assert_eq!(a[0].subject, "bh.alerts.budget_threshold");
     let body: serde_json::Value = serde_json::from_str(&a[0].body).expect("json");
-    assert_eq!((body["key_id"].as_str(), body["window"].as_str(), body["limit"].as_u64()), (Some("k"), Some("day"), Some(1_000)));
+    assert_eq!(
+        (body["key_id"].as_str(), body["window"].as_str(), body["limit"].as_u64()),
+        (Some("k"), Some("day"), Some(1_000))
+    );
     set(900, 0);
     assert!(w.alerts(&board, "n1", NOW).is_empty(), "once per window");
     set(999, 0);
