@@ -69,7 +69,7 @@ pub struct BudgetSettings {
     /// Completion tokens reserved when the request sets no `max_tokens`.
     pub reserve_tokens_default: u64,
     /// `budgets.mode: strict`: the escrow every token limit is checked against too.
-    pub escrow: Option<super::Escrow>,
+    pub escrow: Option<super::escrow::Escrow>,
 }
 
 impl Default for BudgetSettings {
