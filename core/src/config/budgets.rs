@@ -43,9 +43,9 @@ pub struct BudgetsConfig {
     /// (`bh.budget.snapshot.<node>` request) before it admits traffic, ms (default 2000).
     /// No answer by then: it starts with what it has (its own budget snapshot file).
     pub join_timeout_ms: u64,
-    /// Largest budget gossip message decoded or sent, bytes (default 1,000,000, under
-    /// NATS's default 1 MiB `max_payload`). Bigger states are sent in several messages;
-    /// a bigger message received is counted and dropped.
+    /// Largest budget gossip message decoded or sent, bytes (65,536 to 64 MiB; default
+    /// 1,000,000, under NATS's default 1 MiB `max_payload`). Bigger states are sent in
+    /// several messages; a bigger message received is counted and dropped.
     pub message_bytes_max: usize,
     /// `soft` (default): admit by the merged view, over-spend bounded by the documented
     /// formula while connected. `strict`: near exhaustion each node spends only its
@@ -70,6 +70,11 @@ pub enum BudgetMode {
     /// Escrow shares near exhaustion; over-spend 0.
     Strict,
 }
+
+/// Smallest `budgets.message_bytes_max`: one counter at its bounds (a 255-byte name,
+/// 1,024 slots of at most 28 bytes) is under 30 KB, so a state always splits into
+/// messages that fit.
+pub const MESSAGE_BYTES_MIN: usize = 65_536;
 
 /// Most nodes `budgets.strict_nodes` may name.
 pub const STRICT_NODES_MAX: u32 = 1024;
@@ -151,8 +156,8 @@ pub(super) fn validate(c: &BudgetsConfig) -> Result<(), ConfigError> {
     if c.join_timeout_ms > 60_000 {
         return Err(invalid("budgets.join_timeout_ms", "must be from 0 to 60000"));
     }
-    if !(1024..=64 << 20).contains(&c.message_bytes_max) {
-        return Err(invalid("budgets.message_bytes_max", "must be from 1024 to 67108864"));
+    if !(MESSAGE_BYTES_MIN..=64 << 20).contains(&c.message_bytes_max) {
+        return Err(invalid("budgets.message_bytes_max", "must be from 65536 to 67108864"));
     }
     if !(c.strict_share > 0.0 && c.strict_share <= 1.0) {
         return Err(invalid("budgets.strict_share", "must be above 0 and at most 1"));
@@ -242,7 +247,7 @@ mod tests {
             ("gossip_interval_ms: 60000", "gossip_interval_ms: 60001"),
             ("anti_entropy_interval_ms: 100", "anti_entropy_interval_ms: 99"),
             ("join_timeout_ms: 60000", "join_timeout_ms: 60001"),
-            ("message_bytes_max: 1024", "message_bytes_max: 1023"),
+            ("message_bytes_max: 65536", "message_bytes_max: 65535"),
             ("message_bytes_max: 67108864", "message_bytes_max: 67108865"),
             ("strict_share: 1.0", "strict_share: 1.01"),
             ("strict_share: 0.01", "strict_share: 0"),
