@@ -586,13 +586,16 @@ fn now_unix_s() -> i64 {
 pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
     let me = subject_token(&node);
     let mut replica = Replica::new(node_id(&node), &feed.board, feed.message_bytes_max);
-    let mut sub = match client.subscribe(format!("{PREFIX}.>")).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot follow other nodes' budgets");
-            None
+    // Deltas and full states from before the join's answer are kept (merge is
+    // idempotent); snapshot requests are followed only after the join, so that a node's
+    // own request finds no responder when it is alone ("no responders" ends the join).
+    let mut subs = futures_util::stream::SelectAll::new();
+    for kind in ["delta", "full"] {
+        match client.subscribe(format!("{PREFIX}.{kind}.*")).await {
+            Ok(s) => subs.push(s),
+            Err(e) => tracing::warn!(error = %e, "cannot follow other nodes' budgets"),
         }
-    };
+    }
     // One inbox for the life of the task: the join's answers, and those to the request
     // sent again after every reconnect.
     let inbox = client.new_inbox();
@@ -606,6 +609,10 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
     feed.join.complete(outcome, || replica.seed(&board, now_unix_s()));
     replica.write_remote(&board, &joined, now_unix_s(), &stats.rows_refused);
     tracing::info!(?outcome, incarnation = replica.incarnation(), "budget gossip joined");
+    match client.subscribe(format!("{PREFIX}.snapshot.*")).await {
+        Ok(s) => subs.push(s),
+        Err(e) => tracing::warn!(error = %e, "cannot answer other nodes' budget snapshot requests"),
+    }
 
     let mut tick = tokio::time::interval(feed.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -646,9 +653,9 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                     notify(&client, watch.sessions(&board, &node, now_unix_s())).await;
                 }
             }
-            msg = next(&mut sub) => match msg {
+            msg = next(&mut subs) => match msg {
                 Some(m) => consume(&client, (&me, &node), &mut replica, &feed, m).await,
-                None => sub = None,
+                None => subs.clear(),
             },
             msg = next_answer(&mut answers) => match msg {
                 Some(m) if m.status.is_none() => merge(&mut replica, &feed, &m.payload, "a snapshot answer"),
@@ -828,11 +835,11 @@ async fn notify(client: &async_nats::Client, notices: Vec<Notice>) {
 }
 
 /// The next message, or never when there is no subscription.
-async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
-    match sub {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
+async fn next(subs: &mut futures_util::stream::SelectAll<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    if subs.is_empty() {
+        return std::future::pending().await;
     }
+    subs.next().await
 }
 
 #[cfg(test)]

@@ -497,3 +497,23 @@ fn jepsen() {
     );
     assert!(served <= limit + allowed);
 }
+
+#[test]
+fn a_node_joins_without_peers_or_without_nats_and_catches_up_later() {
+    need_nats!();
+    within_one_day(60);
+    let mut c = Cluster::new("join_timeout_ms: 500");
+    let a = c.node("ja");
+    let log = a.gw.proc.log_text();
+    assert!(log.contains("NoPeer"), "the first node learns at once that no one else runs:\n{log}");
+    let key = c.key("late", 1_000_000);
+    assert_eq!(send(a.gw.addr, &key).status, 200);
+    // NATS away: the next node waits join_timeout_ms, then admits with what it has.
+    c.nats.kill();
+    let b = c.node("jb");
+    assert!(b.gw.proc.log_text().contains("TimedOut"), "{}", b.gw.proc.log_text());
+    assert_eq!(send(b.gw.addr, &key).status, 200);
+    assert_eq!(spent(b.admin, "late"), USED, "only its own spend so far");
+    c.nats.restart();
+    assert!(converged(&[&a, &b], "late", 2 * USED, Duration::from_secs(3)).is_some(), "caught up once NATS is back");
+}
