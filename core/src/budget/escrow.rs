@@ -94,6 +94,36 @@ mod tests {
     }
 
     #[test]
+    fn admission_counts_every_own_shard_and_not_the_remote_column() {
+        use crate::budget::{admit, BudgetBoard, BudgetContext, BudgetSettings, CellValues, SubjectRef};
+        use crate::credit::Payment;
+        use crate::keys::{Budget, Claims};
+        use crate::metrics::ShardMetrics;
+
+        let now = 1_709_294_430;
+        let board = BudgetBoard::new(2, 4);
+        let metrics = [ShardMetrics::new(0, 0), ShardMetrics::new(0, 0)];
+        let claims = Claims {
+            jti: "k".into(),
+            budget: Budget { tokens_per_minute: Some(100), ..Budget::default() },
+            ..Claims::default()
+        };
+        let soft = BudgetSettings::default();
+        let strict = BudgetSettings { escrow: Some(Escrow::new(1.0, 2)), ..BudgetSettings::default() };
+        let ctx = |shard: usize, settings| BudgetContext { board: &board, shard, settings, metrics: &metrics[shard] };
+        // The other node spent 40 of the minute (remote column).
+        let row = board.find_or_claim(SubjectRef { tenant: false, name: "k" }).expect("row");
+        let start = gatekeeper_crdt::WindowKind::Minute.epoch(now).expect("epoch").start_unix_s();
+        let remote = board.row(row).and_then(|r| r.remote_cell(0)).expect("remote");
+        remote.store(CellValues { settled_tokens: 40, ..CellValues::fresh(start) });
+        let a = admit(ctx(0, &strict), Payment::Key, Some(&claims), 30, now).expect("30 of a 50 share");
+        let b = admit(ctx(1, &strict), Payment::Key, Some(&claims), 20, now).expect("the share exactly");
+        assert!(admit(ctx(0, &strict), Payment::Key, Some(&claims), 1, now).is_err(), "one past the share");
+        let c = admit(ctx(0, &soft), Payment::Key, Some(&claims), 10, now).expect("soft: the view has room");
+        drop((a, b, c));
+    }
+
+    #[test]
     fn any_interleaving_of_partitioned_nodes_stays_within_the_limit() {
         // Each node sees only itself (a partition from the start); full escrow.
         let (limit, nodes) = (1_000u64, 3u32);
