@@ -59,7 +59,7 @@ pub async fn relay(
     // OpenAI's x-ratelimit-* on every budgeted answer, whole or streamed.
     let mut rate_buf = String::new();
     let rate = trace.budget.map(|b| b.view.write(&mut rate_buf)).unwrap_or_default();
-    for (name, range) in &rate {
+    for (name, range) in rate.iter().flatten() {
         headers.push((name, rate_buf.as_bytes().get(range.clone()).unwrap_or_default()));
     }
     if let Some(encoding) = &answer.content_encoding {

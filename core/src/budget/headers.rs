@@ -39,33 +39,36 @@ impl RateView {
         }
     }
 
-    /// The headers as (name, value) pairs, written into `buf` (cleared first; one
-    /// buffer for all six values). Returns the names and the value ranges in `buf`.
-    pub fn write(&self, buf: &mut String) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    /// The headers as (name, value range in `buf`) pairs, the values written into `buf`
+    /// (cleared first; one buffer for all six values, no other allocation). A kind with
+    /// no limit leaves its three entries `None`.
+    pub fn write(&self, buf: &mut String) -> [Option<(&'static str, std::ops::Range<usize>)>; 6] {
         buf.clear();
-        let mut out = Vec::with_capacity(6);
-        let mut put = |buf: &mut String, name: &'static str, f: &dyn Fn(&mut String)| {
-            let start = buf.len();
-            f(buf);
-            out.push((name, start..buf.len()));
-        };
-        if let Some(r) = self.requests {
-            put(buf, "x-ratelimit-limit-requests", &|b| {
-                let _ = write!(b, "{}", r.limit);
-            });
-            put(buf, "x-ratelimit-remaining-requests", &|b| {
-                let _ = write!(b, "{}", r.remaining);
-            });
-            put(buf, "x-ratelimit-reset-requests", &|b| go_duration(b, r.reset_s));
-        }
-        if let Some(t) = self.tokens {
-            put(buf, "x-ratelimit-limit-tokens", &|b| {
-                let _ = write!(b, "{}", t.limit);
-            });
-            put(buf, "x-ratelimit-remaining-tokens", &|b| {
-                let _ = write!(b, "{}", t.remaining);
-            });
-            put(buf, "x-ratelimit-reset-tokens", &|b| go_duration(b, t.reset_s));
+        let mut out: [Option<(&'static str, std::ops::Range<usize>)>; 6] = Default::default();
+        let lines = [
+            (
+                self.requests,
+                ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            ),
+            (self.tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
+        ];
+        for (i, (line, names)) in lines.into_iter().enumerate() {
+            let Some(l) = line else { continue };
+            for (j, name) in names.into_iter().enumerate() {
+                let start = buf.len();
+                match j {
+                    0 => {
+                        let _ = write!(buf, "{}", l.limit);
+                    }
+                    1 => {
+                        let _ = write!(buf, "{}", l.remaining);
+                    }
+                    _ => go_duration(buf, l.reset_s),
+                }
+                if let Some(slot) = out.get_mut(i * 3 + j) {
+                    *slot = Some((name, start..buf.len()));
+                }
+            }
         }
         out
     }
@@ -74,7 +77,7 @@ impl RateView {
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut buf = String::new();
         let ranges = self.write(&mut buf);
-        ranges.into_iter().map(|(n, r)| (n, buf.get(r).unwrap_or_default().to_string())).collect()
+        ranges.into_iter().flatten().map(|(n, r)| (n, buf.get(r).unwrap_or_default().to_string())).collect()
     }
 }
 
