@@ -386,10 +386,11 @@ impl Replica {
             let mut v = cell.load_own();
             if v.epoch_start_s != start {
                 v = CellValues::fresh(start);
-            } else if v.settled_tokens >= value {
-                // Never lowered: a floor from the snapshot file may already be above.
+            } else if v.settled_tokens == value {
                 continue;
             }
+            // Only ever lower than the cell once: at the join, when the seed moved this
+            // node's earlier spend from the snapshot file's floor into shard 0's column.
             v.settled_tokens = value;
             cell.store(v);
         }

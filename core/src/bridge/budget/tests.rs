@@ -232,3 +232,28 @@ fn thresholds_alert_once_per_window_and_sessions_only_on_change() {
     set(1_010, 0);
     assert_eq!(w.sessions(&board, "n1", NOW).len(), 1);
 }
+
+#[test]
+fn a_restart_with_its_snapshot_file_and_a_peers_answer_counts_its_spend_once() {
+    // Before the restart: A spent 900, B 100; A's snapshot file holds the total, 1,000.
+    let (a_board, b_board) = (BudgetBoard::new(2, 64), BudgetBoard::new(2, 64));
+    let (mut a, mut b) = (started("a", &a_board), started("b", &b_board));
+    settle(&a_board, 1, "k", 900);
+    settle(&b_board, 0, "k", 100);
+    ship(&mut a, &a_board, &mut b, &b_board);
+
+    let a2_board = BudgetBoard::new(2, 64);
+    let row = a2_board.row(a2_board.find_or_claim(key_ref("k")).expect("row")).expect("body");
+    let start = WindowKind::Day.epoch(NOW).expect("epoch").start_unix_s();
+    row.remote_cell(DAY).expect("remote").store(CellValues { settled_tokens: 1_000, ..CellValues::fresh(start) });
+    let mut a2 = Replica::new(node_id("a"), &a2_board, 1 << 20);
+    for m in b.full_messages() {
+        a2.merge_bytes(&m).expect("snapshot");
+    }
+    a2.begin(2_000);
+    a2.seed(&a2_board, NOW);
+    let joined = a2.state().clone();
+    a2.write_remote(&a2_board, &joined, NOW, &AtomicU64::new(0));
+    assert_eq!(total(&a2_board, "k"), 1_000, "900 (seeded, A's own) + 100 (remote), not 1,900");
+    assert_eq!(remote(&a2_board, "k"), 100);
+}
