@@ -19,8 +19,7 @@
 //! `remote = max(floor, Σ slots other than this boot's) − seed`
 //!
 //! - `floor`: what the remote column held when the bridge started — spend restored from
-//!   `budgets.snapshot` (this node's earlier runs and what they had heard of). Spend is
-//!   never counted below what was known before the restart.
+//!   `budgets.snapshot` (this node's earlier runs and what they had heard of).
 //! - `seed`: what this node's earlier incarnations spent, as the join snapshot reported
 //!   it; copied into shard 0's own column before the shards start (so strict mode's
 //!   escrow counts it as this node's own) and therefore subtracted here, and from what
@@ -37,11 +36,14 @@
 //! request on `bh.budget.snapshot.<node>` with a private inbox; every peer answers with
 //! its full map (in as many messages as `budgets.message_bytes_max` needs) and then an
 //! empty map, which ends its answer. The first complete answer ends the join; NATS's
-//! "no responders" (no other node runs) ends it at once. The same request is sent again
-//! after every reconnect (a healed partition), beside a full state of its own. `serve` starts the shards
-//! only after the join ended or `budgets.join_timeout_ms` passed (then the node admits
-//! with what it has — its snapshot file and whatever gossip arrives later; the seed is
-//! then 0, and its earlier incarnations' spend lands in the remote column instead).
+//! "no responders" (no other node runs) ends it at once — a node subscribes to others'
+//! requests only after its own join, so its own subscription never answers. The same
+//! request is sent again after every reconnect (a healed partition), beside a full
+//! state of its own. `serve` starts the shards only after the join ended or
+//! `budgets.join_timeout_ms` passed (then the node admits with what it has — its
+//! snapshot file and whatever gossip arrives later; the seed is then 0, and its earlier
+//! incarnations' spend lands in the remote column instead). The total a node sees for
+//! a window, `seed + remote + its shards`, is never below the snapshot file's floor.
 //!
 //! # Alerts and sessions
 //!
