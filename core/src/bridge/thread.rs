@@ -66,6 +66,9 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
     };
     for task in [watch, feed, gossip].into_iter().flatten() {
         task.abort();
+        // Dropped here, inside the runtime: a NATS subscription's drop spawns its
+        // unsubscribe, which panics outside one (and two such panics abort the process).
+        let _ = task.await;
     }
     report
 }
