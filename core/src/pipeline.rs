@@ -88,8 +88,9 @@ async fn serve(
     trace.model = route.deployments.first().map(|d| d.model);
     shard.metrics().record_decision(route.decision.mode, trace.model);
     trace.decision = Some(std::mem::take(&mut route.decision));
+    // From here on, an error return (or this future being dropped) drops `admission`,
+    // which releases its reservation.
     let answer = providers::forward(shard.upstreams(t), &route, req, &chat, request_id, trace).await; // 6
-                                                                                                      // On an error (or if this future is dropped) the admission's drop releases its reservation.
     let answer = answer?;
     let recorder = shard.recorder(t);
     let record = |t: &Trace, status: u16| recorder.record(request_id, t, &t.attempts, status); // 8
