@@ -112,6 +112,22 @@ pub fn plan(old: &Config, new: &Config) -> (Config, Vec<String>) {
         eff.budgets.subjects_max = old.budgets.subjects_max;
         eff.budgets.snapshot_interval_ms = old.budgets.snapshot_interval_ms;
     }
+    // The budget gossip's pace and sizes are the bridge's, fixed at start; the mode and
+    // the escrow split (`strict_*`) are in the tables and apply live.
+    let gossip = |b: &crate::config::BudgetsConfig| {
+        (b.gossip_interval_ms, b.anti_entropy_interval_ms, b.join_timeout_ms, b.message_bytes_max)
+    };
+    if gossip(&old.budgets) != gossip(&new.budgets) {
+        refused.push(
+            "budgets.gossip_interval_ms, anti_entropy_interval_ms, join_timeout_ms, message_bytes_max: \
+             change only with a restart"
+                .into(),
+        );
+        eff.budgets.gossip_interval_ms = old.budgets.gossip_interval_ms;
+        eff.budgets.anti_entropy_interval_ms = old.budgets.anti_entropy_interval_ms;
+        eff.budgets.join_timeout_ms = old.budgets.join_timeout_ms;
+        eff.budgets.message_bytes_max = old.budgets.message_bytes_max;
+    }
     match (&old.keys, &mut eff.keys) {
         (Some(o), Some(n)) if o.cache_entries_max != n.cache_entries_max => {
             refused.push("keys.cache_entries_max: changes only with a restart".into());
@@ -310,5 +326,11 @@ mod tests {
         assert!(refused[0].starts_with("budgets.subjects_max"));
         assert_eq!((eff.budgets.subjects_max, eff.budgets.tenants.len()), (old.budgets.subjects_max, 1));
         assert_eq!(changed_sections(&old, &eff), ["budgets"]);
+        let new = parse(&format!("{BASE}budgets: {{ gossip_interval_ms: 50, mode: strict, strict_nodes: 3 }}\n"));
+        let (eff, refused) = plan(&old, &new);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("budgets.gossip_interval_ms"));
+        assert_eq!(eff.budgets.gossip_interval_ms, 100, "kept");
+        assert_eq!((eff.budgets.mode, eff.budgets.strict_nodes), (crate::config::BudgetMode::Strict, 3), "live");
     }
 }

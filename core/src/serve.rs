@@ -128,25 +128,38 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     }
     let mut gateway = Gateway::build(&config, shards, args.no_auth)?;
     let mut audits: Vec<Option<ShardAudit>> = (0..shards).map(|_| None).collect();
-    // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
-    if config.audit.enabled || config.nats.is_some() {
-        let bridge = Arc::new(
-            Bridge::start_with_health(&config, shards, gateway.hot.clone(), Some(gateway.health.clone()))
-                .context("starting the bridge")?,
-        );
-        // Made here, on the main thread, so a bad data dir fails the start, not a shard.
-        audits = (0..shards).map(|i| bridge.shard(i)).collect::<Result<_, _>>()?;
-        gateway.bridge = Some(bridge);
-    }
-    if !config.audit.enabled {
-        tracing::warn!("audit.enabled is false: requests are not audited");
-    }
+    // (Before the bridge: its budget gossip takes the restored spend as its floor.)
     // Spend settled by earlier runs in the windows still open, before any shard admits.
     let snapshot = config.audit.data_dir.join(crate::budget::persist::SNAPSHOT_FILE);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let restored = crate::budget::persist::load(&gateway.budgets, &snapshot, now).context("loading budget spend")?;
     if restored > 0 {
         tracing::info!(windows = restored, file = %snapshot.display(), "budget spend restored");
+    }
+    // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
+    if config.audit.enabled || config.nats.is_some() {
+        let bridge = Arc::new(
+            Bridge::start_with_feeds(
+                &config,
+                shards,
+                gateway.hot.clone(),
+                Some(gateway.health.clone()),
+                Some(gateway.budgets.clone()),
+            )
+            .context("starting the bridge")?,
+        );
+        // Budgets across nodes: no shard admits before the peers' spend is in (or the
+        // bounded wait passed; then the node starts with what it has).
+        if let Some(join) = bridge.budget_join() {
+            let outcome = join.wait(Duration::from_millis(config.budgets.join_timeout_ms));
+            tracing::info!(?outcome, "budget join");
+        }
+        // Made here, on the main thread, so a bad data dir fails the start, not a shard.
+        audits = (0..shards).map(|i| bridge.shard(i)).collect::<Result<_, _>>()?;
+        gateway.bridge = Some(bridge);
+    }
+    if !config.audit.enabled {
+        tracing::warn!("audit.enabled is false: requests are not audited");
     }
     let budget_keeper = crate::budget::persist::Keeper::start(
         gateway.budgets.clone(),

@@ -68,11 +68,13 @@ pub struct BudgetSettings {
     pub tenants: HashMap<String, Limits>,
     /// Completion tokens reserved when the request sets no `max_tokens`.
     pub reserve_tokens_default: u64,
+    /// `budgets.mode: strict`: the escrow every token limit is checked against too.
+    pub escrow: Option<super::escrow::Escrow>,
 }
 
 impl Default for BudgetSettings {
     fn default() -> Self {
-        BudgetSettings { tenants: HashMap::new(), reserve_tokens_default: 4096 }
+        BudgetSettings { tenants: HashMap::new(), reserve_tokens_default: 4096, escrow: None }
     }
 }
 

@@ -22,9 +22,49 @@
 //! tokens over the limit, plus whatever answers use beyond what they reserved (only
 //! when the prompt estimate was short, or `max_tokens` was absent and the answer
 //! outgrew `reserve_tokens_default`).
+//!
+//! # Across nodes: the over-spend bound
+//!
+//! With `nats` set, the bridge (`crate::bridge::budget`) ships each shard's settled
+//! tokens to the other nodes and writes their spend into the remote column. Within a
+//! node every shard sees every other shard's settled and reserved tokens at once (the
+//! board's seqlocked cells), so the only delay is between nodes: a settlement waits for
+//! the next collect (at most `T = budgets.gossip_interval_ms`), then delivery `δ`
+//! (publish, NATS, the peer's merge and its remote-column write; milliseconds on a
+//! LAN): `D = T + δ`. Reservations are not gossiped. Take the node whose admission was
+//! the last one before the limit closed everywhere: its check counted its own spend and
+//! reservations exactly and every other node's spend settled more than `D` earlier.
+//! What it missed is the others' spend settled in the last `D` and their requests in
+//! flight. So, in soft mode while connected, per limit `L` and window:
+//!
+//! ```text
+//! over-spend ≤ r × D × (N − 1)/N  +  (N − 1) × c × R  +  (S − 1) × R  +  U
+//! ```
+//!
+//! - `r`: the subject's spend rate over the whole cluster (tokens/s), spread over `N`
+//!   nodes, so `(N − 1)/N` of it is elsewhere;
+//! - `c`: requests of the subject in flight per node; `R`: one request's reservation
+//!   (prompt estimate + `max_tokens`, or `budgets.reserve_tokens_default`);
+//! - `(S − 1) × R`: the one-node race above (`S` shards);
+//! - `U`: usage beyond reservations (0 when `max_tokens` is set and the prompt
+//!   estimate is not short).
+//!
+//! With the defaults (`T` = 100 ms, `δ` ≈ 1 ms on a LAN), 3 nodes, 10,000 tokens/s on one
+//! key, 4 requests in flight per node of 1,000 tokens, 4 shards: `10,000 × 0.101 × 2/3
+//! + 2 × 4 × 1,000 + 3 × 1,000 ≈ 11,700` tokens. `core/tests/budget_nodes` measures
+//! `r` and `δ` in each run and checks the served total against this value.
+//!
+//! Under a partition soft mode stays available: each side counts only what it hears,
+//! so over-spend grows by `r × (partition time) × (N − 1)/N` until the heal; after it
+//! the nodes exchange full states at once (within `T` plus the reconnect). A node
+//! killed without a drain forgets at most its spend settled in the last `T` (not yet
+//! shipped) unless its snapshot file holds it; a restart otherwise re-grants nothing
+//! (it pulls its own earlier slots from a peer before admitting). `budgets.mode:
+//! strict` ([`Escrow`]) trades availability for an over-spend of 0: see its docs.
 
 mod board;
 mod error;
+mod escrow;
 mod headers;
 mod limits;
 pub mod persist;
@@ -32,6 +72,7 @@ pub mod report;
 
 pub use board::{BoardError, BudgetBoard, Cell, CellValues, RowBody, RowId, SubjectRef, KINDS, READ_RETRIES};
 pub use error::{BudgetError, LimitKind, Refusal};
+pub use escrow::Escrow;
 pub use headers::{go_duration, RateLine, RateView};
 pub use limits::{kind_index, BudgetSettings, Limits, NANO_USD_PER_USD};
 
@@ -273,7 +314,7 @@ fn check(
             };
             if let Some(limit) = limits.tokens[k] {
                 let after = total.settled_tokens.saturating_add(total.reserved_tokens).saturating_add(need);
-                if after > limit {
+                if after > limit || !escrow_allows(ctx, body, k, epoch.start_unix_s(), limit, after, need) {
                     refuse(LimitKind::TOKENS[k], limit);
                 }
                 view.tighten_tokens(RateLine { limit, remaining: limit.saturating_sub(after), reset_s });
@@ -296,6 +337,29 @@ fn check(
         Some(r) => Err(BudgetError::Exceeded { refusal: r, view }),
         None => Ok((rows, view)),
     }
+}
+
+/// `budgets.mode: strict` only: whether this node's escrow share also lets the
+/// request in (see [`Escrow`]); always true in soft mode.
+fn escrow_allows(
+    ctx: BudgetContext<'_>,
+    body: &RowBody,
+    kind: usize,
+    epoch_start_s: i64,
+    limit: u64,
+    view_after: u64,
+    need: u64,
+) -> bool {
+    let Some(escrow) = ctx.settings.escrow else { return true };
+    // This node's own spend: every shard column (the remote one is other nodes').
+    let mut own = need;
+    for c in 0..ctx.board.shards() {
+        if let Some(cell) = body.cell(c, kind) {
+            let v = cell.read_window(epoch_start_s);
+            own = own.saturating_add(v.settled_tokens).saturating_add(v.reserved_tokens);
+        }
+    }
+    escrow.allows(limit, view_after, own)
 }
 
 #[cfg(test)]

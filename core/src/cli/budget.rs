@@ -42,6 +42,13 @@ pub struct ShowArgs {
     /// Print the gateway's JSON.
     #[arg(long)]
     pub json: bool,
+    /// Ask every node over NATS instead (the cluster-wide spend and each node's
+    /// contribution; see `budget_nodes.rs`).
+    #[arg(long, conflicts_with = "addr")]
+    pub nats: Option<String>,
+    /// With `--nats`: how long to wait for the nodes' answers, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub wait_ms: u64,
 }
 
 /// Runs `gatekeeper budget`.
@@ -52,6 +59,10 @@ pub fn run(cmd: BudgetCommand) -> anyhow::Result<()> {
 }
 
 fn show(args: &ShowArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.nats {
+        let wait = Duration::from_millis(args.wait_ms);
+        return super::budget_nodes::show(url, &args.key_id, args.tenant, wait, args.json);
+    }
     let addr = match args.addr {
         Some(a) => a,
         None => address_of(&args.config)?,

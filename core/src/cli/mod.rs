@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod budget;
+mod budget_nodes;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

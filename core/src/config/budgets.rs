@@ -29,12 +29,12 @@ pub enum BudgetMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetsConfig {
-    /// `soft` or `strict`: how nodes share budgets. Node-to-node gossip is not in this
-    /// build yet: each node enforces its budgets alone, and on one node (its shards share
-    /// every budget exactly) both modes behave the same.
+    /// `soft` (default): admit by the merged view, over-spend bounded by the documented
+    /// formula while connected. `strict`: near exhaustion each node spends only its
+    /// escrow share (see `strict_share`, `strict_nodes`): over-spend 0, more refusals.
     pub mode: BudgetMode,
-    /// How often a node ships its budget deltas to the others, ms (default 100). Read by
-    /// node-to-node gossip, which is not in this build yet.
+    /// With `nats`: how often the bridge ships this node's changed spend (a delta) on
+    /// `bh.budget.delta.<node>`, ms (default 100). Part of the over-spend bound.
     pub gossip_interval_ms: u64,
     /// Limits per tenant (a key's `tenant` claim), enforced on the tenant's total across
     /// its keys, beside the key's own claims; the tighter wins.
@@ -51,7 +51,33 @@ pub struct BudgetsConfig {
     /// How often settled spend is written to `<audit.data_dir>/budgets.snapshot`, ms
     /// (default 1000). Spend settled since the last snapshot is what a crash can re-grant.
     pub snapshot_interval_ms: u64,
+    /// With `nats`: how often the bridge publishes its whole replica (anti-entropy) on
+    /// `bh.budget.full.<node>`, ms (default 3000); also at once after a reconnect.
+    pub anti_entropy_interval_ms: u64,
+    /// With `nats`: how long a starting node waits for a peer's snapshot
+    /// (`bh.budget.snapshot.<node>` request) before it admits traffic, ms (default 2000).
+    /// No answer by then: it starts with what it has (its own budget snapshot file).
+    pub join_timeout_ms: u64,
+    /// Largest budget gossip message decoded or sent, bytes (65,536 to 64 MiB; default
+    /// 1,000,000, under NATS's default 1 MiB `max_payload`). Bigger states are sent in
+    /// several messages; a bigger message received is counted and dropped.
+    pub message_bytes_max: usize,
+    /// `strict` only: the share of each token limit held in escrow, split evenly over
+    /// `strict_nodes`; 1.0 (default) escrows the whole limit, the only value that keeps
+    /// over-spend at 0 under a partition that starts at any time.
+    pub strict_share: f64,
+    /// `strict` only: how many nodes the escrow is split over (default 1). The same on
+    /// every node; raise it before adding nodes, lower it after removing them.
+    pub strict_nodes: u32,
 }
+
+/// Smallest `budgets.message_bytes_max`: one counter at its bounds (a 255-byte name,
+/// 1,024 slots of at most 28 bytes) is under 30 KB, so a state always splits into
+/// messages that fit.
+pub const MESSAGE_BYTES_MIN: usize = 65_536;
+
+/// Most nodes `budgets.strict_nodes` may name.
+pub const STRICT_NODES_MAX: u32 = 1024;
 
 impl Default for BudgetsConfig {
     fn default() -> Self {
@@ -62,6 +88,11 @@ impl Default for BudgetsConfig {
             reserve_tokens_default: 4096,
             subjects_max: 16_384,
             snapshot_interval_ms: 1000,
+            anti_entropy_interval_ms: 3000,
+            join_timeout_ms: 2000,
+            message_bytes_max: 1_000_000,
+            strict_share: 1.0,
+            strict_nodes: 1,
         }
     }
 }
@@ -99,6 +130,7 @@ impl From<&BudgetsConfig> for BudgetSettings {
         BudgetSettings {
             tenants: c.tenants.iter().map(|(name, t)| (name.clone(), t.limits())).collect(),
             reserve_tokens_default: c.reserve_tokens_default,
+            escrow: (c.mode == BudgetMode::Strict).then(|| crate::budget::Escrow::new(c.strict_share, c.strict_nodes)),
         }
     }
 }
@@ -117,6 +149,21 @@ pub(super) fn validate(c: &BudgetsConfig) -> Result<(), ConfigError> {
     }
     if !(10..=3_600_000).contains(&c.snapshot_interval_ms) {
         return Err(invalid("budgets.snapshot_interval_ms", "must be from 10 to 3600000"));
+    }
+    if !(100..=3_600_000).contains(&c.anti_entropy_interval_ms) {
+        return Err(invalid("budgets.anti_entropy_interval_ms", "must be from 100 to 3600000"));
+    }
+    if c.join_timeout_ms > 60_000 {
+        return Err(invalid("budgets.join_timeout_ms", "must be from 0 to 60000"));
+    }
+    if !(MESSAGE_BYTES_MIN..=64 << 20).contains(&c.message_bytes_max) {
+        return Err(invalid("budgets.message_bytes_max", "must be from 65536 to 67108864"));
+    }
+    if !(c.strict_share > 0.0 && c.strict_share <= 1.0) {
+        return Err(invalid("budgets.strict_share", "must be above 0 and at most 1"));
+    }
+    if !(1..=STRICT_NODES_MAX).contains(&c.strict_nodes) {
+        return Err(invalid("budgets.strict_nodes", format!("must be from 1 to {STRICT_NODES_MAX}")));
     }
     for (name, t) in &c.tenants {
         if name.is_empty() || name.len() > gatekeeper_crdt::SUBJECT_BYTES_MAX {
@@ -201,5 +248,29 @@ mod tests {
         assert!(parse("budgets: { snapshot_interval_ms: 10 }").is_ok());
         let e = parse("budgets: { snapshot_interval_ms: 9 }").unwrap_err();
         assert!(e.starts_with("budgets.snapshot_interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn gossip_and_strict_settings_are_checked_at_their_edges() {
+        let c = parse("budgets: {}").expect("defaults");
+        assert_eq!((c.budgets.gossip_interval_ms, c.budgets.mode), (100, BudgetMode::Soft));
+        for (ok, bad) in [
+            ("anti_entropy_interval_ms: 100", "anti_entropy_interval_ms: 99"),
+            ("join_timeout_ms: 60000", "join_timeout_ms: 60001"),
+            ("message_bytes_max: 65536", "message_bytes_max: 65535"),
+            ("message_bytes_max: 67108864", "message_bytes_max: 67108865"),
+            ("strict_share: 1.0", "strict_share: 1.01"),
+            ("strict_share: 0.01", "strict_share: 0"),
+            ("strict_nodes: 1", "strict_nodes: 0"),
+            ("strict_nodes: 1024", "strict_nodes: 1025"),
+        ] {
+            assert!(parse(&format!("budgets: {{ {ok} }}")).is_ok(), "{ok}");
+            let e = parse(&format!("budgets: {{ {bad} }}")).unwrap_err();
+            let field = bad.split(':').next().unwrap_or_default();
+            assert!(e.starts_with(&format!("budgets.{field}")), "{bad}: {e}");
+        }
+        let c = parse("budgets: { mode: strict, strict_share: 0.5, strict_nodes: 3 }").expect("strict");
+        assert_eq!(c.budgets.mode, BudgetMode::Strict);
+        assert!(parse("budgets: { mode: hard }").is_err());
     }
 }
