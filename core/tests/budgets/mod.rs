@@ -195,6 +195,12 @@ fn a_stream_settles_to_its_usage() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("[DONE]"));
     let admin = s.admin;
+    // The client sees `[DONE]` before the shard settles (the stream's end is relayed
+    // first), so wait for the settlement rather than read the metric at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(admin, "gatekeeper_budget_settled_tokens_total") != USED && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(metric(admin, "gatekeeper_budget_settled_tokens_total"), USED);
     assert_eq!(metric(admin, "gatekeeper_budget_reserved_tokens"), 0);
     let next = s.send(&key, false, "");
