@@ -4,7 +4,7 @@
 
 use gatekeeper_net::ProtocolError;
 
-use crate::budget::BudgetError;
+use crate::budget::{BudgetError, LimitKind};
 use crate::credit::CreditError;
 use crate::keys::KeyError;
 use crate::providers::attempt::{Attempt, AttemptOutcome};
@@ -65,6 +65,8 @@ pub struct ErrorResponse {
     pub retry_after_s: Option<u64>,
     /// OpenAI-shaped JSON body.
     pub body: Vec<u8>,
+    /// More headers: `x-ratelimit-*` on a budget refusal.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Status, OpenAI `type`, `code`, `param`, `Retry-After`.
@@ -101,7 +103,18 @@ impl GatewayError {
                 let (status, code) = c.http_status_and_code();
                 (status, "permission_error", Some(code), None, None)
             }
-            GatewayError::Budget(b) => match *b {},
+            GatewayError::Budget(BudgetError::Exceeded { refusal, .. }) => {
+                let kind = match refusal.kind {
+                    LimitKind::TokensPerMinute => "tokens",
+                    LimitKind::Requests => "requests",
+                    _ => "insufficient_quota",
+                };
+                (429, kind, Some(refusal.kind.code()), None, Some(refusal.retry_after_s))
+            }
+            GatewayError::Budget(BudgetError::Table(_)) => {
+                (503, "server_error", Some("budget_table_full"), None, Some(1))
+            }
+            GatewayError::Budget(_) => (503, "server_error", Some("budget_unavailable"), None, Some(1)),
             GatewayError::Route(RouteError::ModelNotFound(_)) => {
                 (404, "invalid_request_error", Some("model_not_found"), Some("model"), None)
             }
@@ -128,7 +141,11 @@ impl GatewayError {
             GatewayError::Unavailable(_) => (503, "server_error", Some("overloaded"), None, Some(1)),
             GatewayError::AuditUnavailable => (503, "server_error", Some("audit_unavailable"), None, Some(1)),
         };
-        ErrorResponse { status, retry_after_s, body: error_json(&self.to_string(), kind, param, code) }
+        let headers = match self {
+            GatewayError::Budget(BudgetError::Exceeded { view, .. }) => view.pairs(),
+            _ => Vec::new(),
+        };
+        ErrorResponse { status, retry_after_s, body: error_json(&self.to_string(), kind, param, code), headers }
     }
 }
 

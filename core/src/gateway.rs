@@ -14,6 +14,7 @@ use gatekeeper_net::{ShardContext, ShardStats};
 
 use crate::audit::request::{Recorder, RefusalAllowance};
 use crate::bridge::{Bridge, ShardAudit};
+use crate::budget::BudgetBoard;
 use crate::config::hot::HotConfig;
 use crate::config::{Config, ConfigError};
 use crate::keys::ShardVerifier;
@@ -38,6 +39,9 @@ pub struct Gateway {
     /// Every deployment's health as each shard publishes it, and other nodes' open
     /// circuits (written by the bridge's health feed).
     pub health: Arc<HealthBoard>,
+    /// Every shard's budget spend and reservations per subject and window, and other
+    /// replicas' spend (`budget::BudgetBoard`).
+    pub budgets: Arc<BudgetBoard>,
     /// Request id source.
     pub request_ids: RequestIds,
     /// Set when shutdown starts: `/readyz` turns 503.
@@ -68,7 +72,9 @@ impl Gateway {
         hot.set_tables(tables);
         let alarms = provider_names.iter().map(|_| ProviderAlarm::default()).collect();
         let health = Arc::new(HealthBoard::new(shards, model_names.clone(), provider_names.clone()));
+        let budgets = Arc::new(BudgetBoard::new(shards, config.budgets.subjects_max));
         Ok(Gateway {
+            budgets,
             alarms,
             health,
             provider_names,
@@ -210,6 +216,16 @@ impl ShardGateway {
             settings: &t.tables.health,
             metrics: self.metrics(),
             alarms: &self.gw.alarms,
+        }
+    }
+
+    /// What the budget step admits with, over `t`'s settings.
+    pub fn budget<'a>(&'a self, t: &'a ShardTables) -> crate::budget::BudgetContext<'a> {
+        crate::budget::BudgetContext {
+            board: &self.gw.budgets,
+            shard: self.index,
+            settings: &t.tables.budgets,
+            metrics: self.metrics(),
         }
     }
 

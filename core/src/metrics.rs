@@ -87,6 +87,32 @@ pub struct KeyGauges {
     pub single_signatures: Gauge,
 }
 
+/// Budget refusal reasons, in slot order (`gatekeeper_budget_refusals_total{reason}`).
+pub const BUDGET_REFUSAL_REASONS: [&str; 6] =
+    ["tokens_per_minute", "tokens_per_day", "tokens_per_month", "usd_per_month", "rpm", "table_full"];
+
+/// The budget step's counters, written by the owning shard.
+#[derive(Debug, Default)]
+pub struct BudgetMetrics {
+    /// Requests refused, by [`BUDGET_REFUSAL_REASONS`].
+    pub refusals: [Counter; 6],
+    /// Tokens reserved by this shard's requests in flight.
+    pub reserved_tokens: Gauge,
+    /// Budgeted requests admitted.
+    pub admitted: Counter,
+    /// Tokens settled into budgets.
+    pub settled_tokens: Counter,
+}
+
+impl BudgetMetrics {
+    /// Counts a refusal for reason `slot` (an index into [`BUDGET_REFUSAL_REASONS`]).
+    pub fn refused(&self, slot: usize) {
+        if let Some(c) = self.refusals.get(slot) {
+            c.inc();
+        }
+    }
+}
+
 /// The modes decisions are counted by, in slot order.
 const ROUTE_MODES: [RouteMode; 3] = [RouteMode::Cost, RouteMode::Latency, RouteMode::Capability];
 
@@ -118,6 +144,8 @@ pub struct ShardMetrics {
     tokens_out: Vec<Counter>,
     /// Routing decisions, decisions[mode][model] (model has an extra "none" slot).
     decisions: Vec<Counter>,
+    /// The budget step's counters.
+    pub budget: BudgetMetrics,
     models: usize,
     providers: usize,
 }
@@ -138,6 +166,7 @@ impl ShardMetrics {
             tokens_in: (0..providers).map(|_| Counter::default()).collect(),
             tokens_out: (0..providers).map(|_| Counter::default()).collect(),
             decisions: (0..ROUTE_MODES.len() * (models + 1)).map(|_| Counter::default()).collect(),
+            budget: BudgetMetrics::default(),
             models,
             providers,
         }
@@ -299,6 +328,28 @@ impl MetricsView<'_> {
         for (i, sh) in self.shards.iter().enumerate() {
             let _ = writeln!(out, "gatekeeper_inflight_requests{{shard=\"{i}\"}} {}", sh.inflight.get());
         }
+
+        header(&mut out, "gatekeeper_budget_refusals_total", "counter", "Requests refused by a budget, by limit.");
+        for (i, reason) in BUDGET_REFUSAL_REASONS.iter().enumerate() {
+            let v: u64 = self.shards.iter().filter_map(|sh| sh.budget.refusals.get(i)).map(Counter::get).sum();
+            let _ = writeln!(out, "gatekeeper_budget_refusals_total{{reason=\"{reason}\"}} {v}");
+        }
+        header(
+            &mut out,
+            "gatekeeper_budget_reserved_tokens",
+            "gauge",
+            "Tokens reserved by budgeted requests in flight, per shard.",
+        );
+        for (i, sh) in self.shards.iter().enumerate() {
+            let _ =
+                writeln!(out, "gatekeeper_budget_reserved_tokens{{shard=\"{i}\"}} {}", sh.budget.reserved_tokens.get());
+        }
+        header(&mut out, "gatekeeper_budget_admitted_total", "counter", "Budgeted requests admitted.");
+        let v: u64 = self.shards.iter().map(|sh| sh.budget.admitted.get()).sum();
+        let _ = writeln!(out, "gatekeeper_budget_admitted_total {v}");
+        header(&mut out, "gatekeeper_budget_settled_tokens_total", "counter", "Tokens settled into budgets.");
+        let v: u64 = self.shards.iter().map(|sh| sh.budget.settled_tokens.get()).sum();
+        let _ = writeln!(out, "gatekeeper_budget_settled_tokens_total {v}");
 
         header(
             &mut out,

@@ -73,7 +73,10 @@ async fn serve(
         c.check_model(&chat.model)?; // 2
     }
     let payment = credit::check(claims.as_deref())?; // 3
-    let admission = budget::admit(payment, claims.as_deref(), &chat)?; // 4
+    let route_request = router::RouteRequest::from_chat(&chat);
+    let need_tokens = t.tables.budgets.reservation(route_request.prompt_tokens, chat.max_tokens);
+    let admission = budget::admit(shard.budget(t), payment, claims.as_deref(), need_tokens, unix_now_s())?; // 4
+    trace.budget = admission.trace();
     let input = router::RouteInput {
         model: &chat.model,
         mode_header: req.header("x-routing-mode"),
@@ -81,23 +84,25 @@ async fn serve(
         health: Some(&shard.health),
         now: std::time::Instant::now(),
     };
-    let mut route = router::route(&t.tables.routes, &router::RouteRequest::from_chat(&chat), &input)?; // 5
+    let mut route = router::route(&t.tables.routes, &route_request, &input)?; // 5
     trace.model = route.deployments.first().map(|d| d.model);
     shard.metrics().record_decision(route.decision.mode, trace.model);
     trace.decision = Some(std::mem::take(&mut route.decision));
+    // From here on, an error return (or this future being dropped) drops `admission`,
+    // which releases its reservation.
     let answer = providers::forward(shard.upstreams(t), &route, req, &chat, request_id, trace).await; // 6
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            admission.settle(None);
-            return Err(e.into());
-        }
-    };
+    let answer = answer?;
     let recorder = shard.recorder(t);
     let record = |t: &Trace, status: u16| recorder.record(request_id, t, &t.attempts, status); // 8
     let status = respond::relay(answer, res, request_id, trace, shard.metrics(), record).await; // 7
-    admission.settle(trace.usage);
+    let deployment = trace.deployment.and_then(|d| t.tables.routes.deployment(d));
+    let price_per_1k = deployment.map(|d| (d.price_per_1k_input, d.price_per_1k_output));
+    admission.settle(budget::Outcome { status, usage: trace.usage, price_per_1k }); // 4, settled
     Ok(status)
+}
+
+fn unix_now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A shard's hold on one of its `limits.inflight_per_shard_max` places; given back on drop,

@@ -2,13 +2,14 @@
 //!
 //! What can change live is applied atomically per shard with no failed request: key
 //! issuers, revocations and leeway; providers' settings (address, key, timeouts,
-//! pool sizes, headers); models, prices and the failover chain; routing defaults.
+//! pool sizes, headers); models, prices and the failover chain; routing defaults;
+//! budget tenants and `budgets.reserve_tokens_default`.
 //! The new tables are published through the same [`HotConfig`] write path as a
 //! `BH_CONFIG` push; each shard swaps to them before its next request, and requests
 //! in flight finish on the tables they started with.
 //!
 //! What cannot change live — the listener, shards, driver, TLS, limits, NATS, the
-//! audit log, the key cache size, and the set of provider or model names (they label
+//! audit log, the key cache size, the budget table's size and snapshot interval, and the set of provider or model names (they label
 //! metrics) — is named in the log and refused: the running value stays until a
 //! restart.
 //!
@@ -101,6 +102,31 @@ pub fn plan(old: &Config, new: &Config) -> (Config, Vec<String>) {
         eff.providers.clone_from(&old.providers);
         eff.models.clone_from(&old.models);
         eff.failover_chain.clone_from(&old.failover_chain);
+    }
+    // Budget tenants and the reservation cap apply live (they are in the tables); the
+    // board's size and the snapshot thread's pace are fixed at start.
+    if (old.budgets.subjects_max, old.budgets.snapshot_interval_ms)
+        != (new.budgets.subjects_max, new.budgets.snapshot_interval_ms)
+    {
+        refused.push("budgets.subjects_max, budgets.snapshot_interval_ms: change only with a restart".into());
+        eff.budgets.subjects_max = old.budgets.subjects_max;
+        eff.budgets.snapshot_interval_ms = old.budgets.snapshot_interval_ms;
+    }
+    // The budget gossip's pace and sizes are the bridge's, fixed at start; the mode and
+    // the escrow split (`strict_*`) are in the tables and apply live.
+    let gossip = |b: &crate::config::BudgetsConfig| {
+        (b.gossip_interval_ms, b.anti_entropy_interval_ms, b.join_timeout_ms, b.message_bytes_max)
+    };
+    if gossip(&old.budgets) != gossip(&new.budgets) {
+        refused.push(
+            "budgets.gossip_interval_ms, anti_entropy_interval_ms, join_timeout_ms, message_bytes_max: \
+             change only with a restart"
+                .into(),
+        );
+        eff.budgets.gossip_interval_ms = old.budgets.gossip_interval_ms;
+        eff.budgets.anti_entropy_interval_ms = old.budgets.anti_entropy_interval_ms;
+        eff.budgets.join_timeout_ms = old.budgets.join_timeout_ms;
+        eff.budgets.message_bytes_max = old.budgets.message_bytes_max;
     }
     match (&old.keys, &mut eff.keys) {
         (Some(o), Some(n)) if o.cache_entries_max != n.cache_entries_max => {
@@ -289,5 +315,22 @@ mod tests {
         assert!(refused[0].starts_with("providers/models:"));
         assert_eq!(eff.models.len(), 1);
         assert_eq!(changed_sections(&old, &eff), ["routing"]);
+    }
+
+    #[test]
+    fn budget_tenants_apply_live_but_the_table_size_waits_for_a_restart() {
+        let old = parse(BASE);
+        let new = parse(&format!("{BASE}budgets: {{ tenants: {{ acme: {{ rpm: 5 }} }}, subjects_max: 10 }}\n"));
+        let (eff, refused) = plan(&old, &new);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("budgets.subjects_max"));
+        assert_eq!((eff.budgets.subjects_max, eff.budgets.tenants.len()), (old.budgets.subjects_max, 1));
+        assert_eq!(changed_sections(&old, &eff), ["budgets"]);
+        let new = parse(&format!("{BASE}budgets: {{ gossip_interval_ms: 50, mode: strict, strict_nodes: 3 }}\n"));
+        let (eff, refused) = plan(&old, &new);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("budgets.gossip_interval_ms"));
+        assert_eq!(eff.budgets.gossip_interval_ms, 100, "kept");
+        assert_eq!((eff.budgets.mode, eff.budgets.strict_nodes), (crate::config::BudgetMode::Strict, 3), "live");
     }
 }

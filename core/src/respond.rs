@@ -56,6 +56,12 @@ pub async fn relay(
     if let Some(route) = &route {
         headers.push(("X-Gatekeeper-Route", route.as_bytes()));
     }
+    // OpenAI's x-ratelimit-* on every budgeted answer, whole or streamed.
+    let mut rate_buf = String::new();
+    let rate = trace.budget.map(|b| b.view.write(&mut rate_buf)).unwrap_or_default();
+    for (name, range) in rate.iter().flatten() {
+        headers.push((name, rate_buf.as_bytes().get(range.clone()).unwrap_or_default()));
+    }
     if let Some(encoding) = &answer.content_encoding {
         headers.push(("Content-Encoding", encoding));
     }
@@ -303,6 +309,7 @@ pub async fn send_error(res: &mut Responder<'_>, request_id: &str, err: &Gateway
         retry = s.to_string();
         headers.push(("Retry-After", retry.as_bytes()));
     }
+    headers.extend(e.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
     let _ = res.send(e.status, &headers, &e.body).await;
     e.status
 }

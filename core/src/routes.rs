@@ -34,6 +34,7 @@ impl Handler for ShardHandler {
             ("GET", "/healthz") => healthz(res).await,
             ("GET", "/readyz") if admin_here => readyz(&shard.gw, &shard.net_stats, res).await,
             ("GET", "/metrics") if admin_here => metrics(&shard.gw, &shard.net_stats, res).await,
+            ("GET", path) if admin_here && path.starts_with(BUDGETS_PREFIX) => budgets(&shard.gw, path, res).await,
             (method, path) => {
                 let err = unknown_route(method, path, if admin_here { &PATHS } else { &PATHS_BESIDE_ADMIN });
                 let id = shard.gw.request_ids.next();
@@ -66,6 +67,7 @@ impl Handler for AdminHandler {
             ("GET", "/healthz") => healthz(res).await,
             ("GET", "/readyz") => readyz(&self.gw, &self.net_stats, res).await,
             ("GET", "/metrics") => metrics(&self.gw, &self.net_stats, res).await,
+            ("GET", path) if path.starts_with(BUDGETS_PREFIX) => budgets(&self.gw, path, res).await,
             (method, path) => {
                 let err = unknown_route(method, path, &ADMIN_PATHS);
                 send_error(res, &self.gw.request_ids.next(), &err).await;
@@ -170,6 +172,31 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
     let mut text = text;
     gw.health.render_metrics(&mut text);
     let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;
+}
+
+/// Where a subject's budget state is served: `/v1/budgets/key/KEY_ID` or
+/// `/v1/budgets/tenant/NAME` (percent-encoded), wherever `/metrics` is.
+const BUDGETS_PREFIX: &str = "/v1/budgets/";
+
+/// `GET /v1/budgets/{key|tenant}/NAME`: the subject's windows (`gatekeeper budget show`).
+async fn budgets(gw: &Gateway, path: &str, res: &mut Responder<'_>) {
+    use crate::budget::report::{percent_decode, report};
+    let rest = path.strip_prefix(BUDGETS_PREFIX).unwrap_or_default();
+    let subject = match rest.split_once('/') {
+        Some(("key", name)) => Some((false, name)),
+        Some(("tenant", name)) => Some((true, name)),
+        _ => None,
+    };
+    let name = subject.and_then(|(tenant, n)| Some((tenant, percent_decode(n)?))).filter(|(_, n)| !n.is_empty());
+    let Some((tenant, name)) = name else {
+        let err = GatewayError::NotFound(path.chars().take(200).collect());
+        send_error(res, &gw.request_ids.next(), &err).await;
+        return;
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let r = report(&gw.budgets, crate::budget::SubjectRef { tenant, name: &name }, now);
+    let body = serde_json::to_vec(&r).unwrap_or_default();
+    let _ = res.send(200, &[("Content-Type", b"application/json")], &body).await;
 }
 
 /// `HEAD` is served as `GET` (RFC 9110 §9.3.2); the server sends its head only.

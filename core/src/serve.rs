@@ -45,6 +45,8 @@ pub struct Running {
     /// The config it runs with (the file plus the command line's overrides).
     pub config: Config,
     shards: ShardSet,
+    /// Writes the budget snapshot; stopped (with a last snapshot) after the shards drained.
+    budget_keeper: Option<crate::budget::persist::Keeper>,
     /// The admin listener's one shard; stopped after the API shards, so `/readyz` says
     /// `draining` for as long as they drain.
     admin: Option<ShardSet>,
@@ -57,6 +59,10 @@ impl Running {
         self.gateway.draining.store(true, Ordering::SeqCst);
         self.shards.shutdown_handle().shutdown();
         self.shards.join();
+        // Every reservation is settled or released now: the last snapshot loses nothing.
+        if let Some(keeper) = self.budget_keeper {
+            keeper.stop();
+        }
         if let Some(admin) = self.admin {
             admin.shutdown_handle().shutdown();
             admin.join();
@@ -122,12 +128,32 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     }
     let mut gateway = Gateway::build(&config, shards, args.no_auth)?;
     let mut audits: Vec<Option<ShardAudit>> = (0..shards).map(|_| None).collect();
+    // (Before the bridge: its budget gossip takes the restored spend as its floor.)
+    // Spend settled by earlier runs in the windows still open, before any shard admits.
+    let snapshot = config.audit.data_dir.join(crate::budget::persist::SNAPSHOT_FILE);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let restored = crate::budget::persist::load(&gateway.budgets, &snapshot, now).context("loading budget spend")?;
+    if restored > 0 {
+        tracing::info!(windows = restored, file = %snapshot.display(), "budget spend restored");
+    }
     // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
     if config.audit.enabled || config.nats.is_some() {
         let bridge = Arc::new(
-            Bridge::start_with_health(&config, shards, gateway.hot.clone(), Some(gateway.health.clone()))
-                .context("starting the bridge")?,
+            Bridge::start_with_feeds(
+                &config,
+                shards,
+                gateway.hot.clone(),
+                Some(gateway.health.clone()),
+                Some(gateway.budgets.clone()),
+            )
+            .context("starting the bridge")?,
         );
+        // Budgets across nodes: no shard admits before the peers' spend is in (or the
+        // bounded wait passed; then the node starts with what it has).
+        if let Some(join) = bridge.budget_join() {
+            let outcome = join.wait(Duration::from_millis(config.budgets.join_timeout_ms));
+            tracing::info!(?outcome, "budget join");
+        }
         // Made here, on the main thread, so a bad data dir fails the start, not a shard.
         audits = (0..shards).map(|i| bridge.shard(i)).collect::<Result<_, _>>()?;
         gateway.bridge = Some(bridge);
@@ -135,6 +161,12 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     if !config.audit.enabled {
         tracing::warn!("audit.enabled is false: requests are not audited");
     }
+    let budget_keeper = crate::budget::persist::Keeper::start(
+        gateway.budgets.clone(),
+        snapshot,
+        Duration::from_millis(config.budgets.snapshot_interval_ms),
+    )
+    .context("starting the budget snapshot thread")?;
     // Each shard takes its own spool once, at shard start; never touched on the request path.
     let audits = Arc::new(std::sync::Mutex::new(audits));
     let gateway = Arc::new(gateway);
@@ -215,6 +247,7 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         admin_addr,
         gateway,
         shards: set,
+        budget_keeper: Some(budget_keeper),
         admin,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         config,

@@ -29,6 +29,8 @@ pub struct Tables {
     pub base: Option<Arc<Config>>,
     /// Whether they were built for `--no-auth`.
     pub no_auth: bool,
+    /// `budgets`: tenant limits and the reservation cap.
+    pub budgets: crate::budget::BudgetSettings,
 }
 
 impl Tables {
@@ -42,6 +44,7 @@ impl Tables {
             health: Default::default(),
             base: None,
             no_auth: false,
+            budgets: Default::default(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Tables {
             health: (&config.routing.health).into(),
             base: Some(base),
             no_auth,
+            budgets: (&config.budgets).into(),
         }))
     }
 

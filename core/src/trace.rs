@@ -37,6 +37,9 @@ pub struct Trace {
     pub usage: Option<Usage>,
     /// How the router chose, once routed.
     pub decision: Option<crate::router::Decision>,
+    /// What the budget step reserved and what the `x-ratelimit-*` headers say; `None`
+    /// when no budget applies.
+    pub budget: Option<crate::budget::BudgetTrace>,
 }
 
 impl Trace {
@@ -58,6 +61,7 @@ impl Trace {
             attempts: Vec::new(),
             usage: None,
             decision: None,
+            budget: None,
         }
     }
 

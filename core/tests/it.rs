@@ -4,6 +4,8 @@
 mod anthropic;
 mod audit;
 mod auth;
+mod budget_nodes;
+mod budgets;
 mod failover;
 mod hardening;
 mod harness;

@@ -64,6 +64,13 @@ pub struct AuditRecord {
     /// Deployments tried before the answer (or all of them, on failure), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<String>,
+    /// Tokens the budget step reserved (absent: no budget applied to the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_reserved_tokens: Option<u64>,
+    /// Tokens settled into its budgets: an answer's usage (its reservation when the
+    /// usage is unknown), 0 when it failed (the reservation was released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_settled_tokens: Option<u64>,
     /// Request and response bodies, only with `audit.include_content: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
@@ -111,6 +118,14 @@ impl AuditRecord {
         out.extend_from_slice(b",\"overhead_us\":");
         push_u64(out, self.overhead_us);
         push_str_list(out, b",\"attempts\":", &self.attempts);
+        if let Some(n) = self.budget_reserved_tokens {
+            out.extend_from_slice(b",\"budget_reserved_tokens\":");
+            push_u64(out, n);
+        }
+        if let Some(n) = self.budget_settled_tokens {
+            out.extend_from_slice(b",\"budget_settled_tokens\":");
+            push_u64(out, n);
+        }
         if let Some(content) = &self.content {
             out.extend_from_slice(b",\"content\":");
             serde_json::to_writer(&mut *out, content)?;
@@ -537,6 +552,7 @@ mod tests {
             complexity in proptest::option::of(prop_oneof![any::<f64>(), (0u32..=100).prop_map(|c| f64::from(c) / 100.0)]),
             lists in (proptest::collection::vec(text(), 0..3), proptest::collection::vec(text(), 0..3)),
             stream in any::<bool>(), status in any::<u16>(), nums in any::<[u64; 4]>(), cost in text(),
+            budget in (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>())),
             content in proptest::option::of(text()),
         ) -> AuditRecord {
             let o = |i: usize| opts[i].clone();
@@ -546,6 +562,7 @@ mod tests {
                 route_mode: o(6), complexity, task: o(7), route_candidates: lists.0,
                 route_reason: o(0).map(|s| s + "r"), stream, status, tokens_in: nums[0], tokens_out: nums[1],
                 cost_usd: cost, upstream_us: nums[2], overhead_us: nums[3], attempts: lists.1,
+                budget_reserved_tokens: budget.0, budget_settled_tokens: budget.1,
                 content: content.map(|c| serde_json::json!({ "messages": [{ "content": c }] })),
             }
         }

@@ -107,6 +107,11 @@ impl Recorder<'_> {
                         None => r.attempts.push(a.to_string()),
                     }
                 }
+                r.budget_reserved_tokens = trace.budget.map(|b| b.reserved_tokens);
+                // What the pipeline settles once the answer is out, for this status.
+                r.budget_settled_tokens = trace.budget.map(|b| {
+                    crate::budget::Outcome { status, usage: trace.usage, price_per_1k: None }.spend(b.reserved_tokens).0
+                });
                 r.content = None;
             })
             .inspect_err(|e| {

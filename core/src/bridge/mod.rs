@@ -25,6 +25,7 @@
 //! plumbing) and [`events`]; `health` (the health feed: circuit changes between
 //! nodes over `BH_HEALTH`, whenever `nats` is set). `gatekeeper config push` is `cli/config.rs`.
 
+pub mod budget;
 mod checkpoints;
 mod connection;
 pub mod events;
@@ -108,6 +109,8 @@ pub struct BridgeStats {
     pub witness_failures: AtomicU64,
     /// The newest stored checkpoint: chain (`node/inst`), entries covered, hex root.
     pub latest_checkpoint: Mutex<Option<(String, u64, String)>>,
+    /// The budget gossip's counters (with `nats` and a budget board).
+    pub budget: Arc<budget::GossipStats>,
 }
 
 /// What audit shipping runs with, resolved at start.
@@ -231,6 +234,7 @@ pub struct Bridge {
     node: String,
     audit: Option<AuditSide>,
     shared: Arc<Shared>,
+    budget_join: Option<Arc<budget::Join>>,
     thread: Mutex<Option<std::thread::JoinHandle<ThreadResult>>>,
 }
 
@@ -269,16 +273,40 @@ impl Bridge {
         hot: Arc<HotConfig>,
         board: Option<Arc<crate::router::HealthBoard>>,
     ) -> Result<Bridge, BridgeError> {
+        Bridge::start_with_feeds(config, shards, hot, board, None)
+    }
+
+    /// [`Bridge::start_with_health`], with the budget gossip (`budget.rs`) over
+    /// `budgets` when `nats` is set: call [`Bridge::budget_join`]'s `wait` before the
+    /// shards start. Load the budget snapshot file into `budgets` before this.
+    pub fn start_with_feeds(
+        config: &Config,
+        shards: usize,
+        hot: Arc<HotConfig>,
+        board: Option<Arc<crate::router::HealthBoard>>,
+        budgets: Option<Arc<crate::budget::BudgetBoard>>,
+    ) -> Result<Bridge, BridgeError> {
         let node = config.audit.node_name.clone().unwrap_or_else(host_node_name);
         let (audit, key) = match config.audit.enabled {
             true => AuditSide::open(&config.audit, &node, shards).map(|(side, key)| (Some(side), Some(key)))?,
             false => (None, None),
         };
         let lanes = if audit.is_some() { shards } else { 0 };
+        let join = budgets.as_ref().filter(|_| config.nats.is_some()).map(|_| Arc::new(budget::Join::default()));
+        let stats = BridgeStats::default();
+        let gossip = budgets.zip(join.clone()).map(|(board, join)| budget::Feed {
+            board,
+            every: Duration::from_millis(config.budgets.gossip_interval_ms),
+            full_every: Duration::from_millis(config.budgets.anti_entropy_interval_ms),
+            message_bytes_max: config.budgets.message_bytes_max,
+            join_timeout: Duration::from_millis(config.budgets.join_timeout_ms),
+            join,
+            stats: stats.budget.clone(),
+        });
         let shared = Arc::new(Shared {
             lanes: (0..lanes).map(|_| LaneCounters::default()).collect(),
             shutdown: Shutdown::new(),
-            stats: BridgeStats::default(),
+            stats,
             inst: Mutex::new(None),
         });
         let jobs = thread::Jobs {
@@ -291,6 +319,7 @@ impl Bridge {
                 every: Duration::from_millis(config.routing.health.feed_ms),
                 remote_open_max_ms: config.routing.health.remote_open_max_ms,
             }),
+            budget: gossip,
         };
         let sh = shared.clone();
         let placement = config.bridge;
@@ -319,7 +348,13 @@ impl Bridge {
         }
         let generation = audit.as_ref().map(|a| a.settings.gen);
         tracing::info!(node = %node, audit = audit.is_some(), ?generation, nats = config.nats.is_some(), "bridge started");
-        Ok(Bridge { node, audit, shared, thread: Mutex::new(Some(thread)) })
+        Ok(Bridge { node, audit, shared, budget_join: join, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// The budget gossip's join, when it runs: `serve` waits on it before the shards
+    /// start (see `budget.rs`, "Join").
+    pub fn budget_join(&self) -> Option<&budget::Join> {
+        self.budget_join.as_deref()
     }
 
     /// The audit handle of shard `index`, which creates its WAL file; `None` when

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{connection, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
+use super::{budget, connection, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
 use crate::config::hot::HotConfig;
 use crate::config::{BridgeConfig, NatsConfig};
 use crate::keys::SecretKey;
@@ -20,6 +20,8 @@ pub(super) struct Jobs {
     pub audit: Option<(Settings, SecretKey)>,
     /// The health feed, run whenever NATS is set.
     pub health: Option<health::Feed>,
+    /// The budget gossip, run whenever NATS is set and the gateway budgets.
+    pub budget: Option<budget::Feed>,
 }
 
 /// Puts the calling thread where `bridge:` says: pinned to `cpu`, at priority `nice`.
@@ -55,7 +57,7 @@ pub(super) fn run_here(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
 }
 
 async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
-    let Jobs { node, nats, hot, audit, health } = jobs;
+    let Jobs { node, nats, hot, audit, health, budget } = jobs;
     let client = match &nats {
         None => None,
         Some(n) => match connection::connect(n, &node, &shared.shutdown).await {
@@ -72,6 +74,10 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
         .as_ref()
         .zip(health)
         .map(|((c, _), feed)| tokio::task::spawn_local(health::run(c.clone(), node.clone(), feed)));
+    let gossip = client
+        .as_ref()
+        .zip(budget)
+        .map(|((c, _), feed)| tokio::task::spawn_local(budget::run(c.clone(), node.clone(), feed)));
     let report = match audit {
         Some((settings, key)) => shipper::run(settings, shared.clone(), key, client).await.map(Some),
         None => {
@@ -79,8 +85,11 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
             Ok(None)
         }
     };
-    for task in [watch, feed].into_iter().flatten() {
+    for task in [watch, feed, gossip].into_iter().flatten() {
         task.abort();
+        // Dropped here, inside the runtime: a NATS subscription's drop spawns its
+        // unsubscribe, which panics outside one (and two such panics abort the process).
+        let _ = task.await;
     }
     report
 }

@@ -2,6 +2,8 @@
 //! and calling into the library. `main.rs` only sets up logging and runs [`run`].
 
 pub mod audit;
+pub mod budget;
+mod budget_nodes;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -71,6 +73,9 @@ pub enum Command {
     Route(route::RouteCommand),
     /// Inspect the host and recommend per-core settings (`--calibrate` measures them).
     Tune(Box<tune::TuneArgs>),
+    /// Show a key's token budgets as the running gateway counts them.
+    #[command(subcommand)]
+    Budget(budget::BudgetCommand),
 }
 
 /// Runs a parsed command line.
@@ -85,5 +90,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reload(args) => reload::run(&args),
         Command::Route(cmd) => route::run(cmd),
         Command::Tune(args) => tune::run(&args),
+        Command::Budget(cmd) => budget::run(cmd),
     }
 }

@@ -14,6 +14,7 @@
 //! other way round.
 
 pub mod audit;
+pub mod budgets;
 pub mod edit;
 mod env;
 mod error;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditConfig, FsyncPolicy};
+pub use budgets::{BudgetMode, BudgetsConfig, TenantBudget};
 pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};
@@ -83,6 +85,9 @@ pub struct Config {
     /// Audit log settings.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Token budgets: tenant limits, reservations, the budget table (`config/budgets.rs`).
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
     /// How long in-flight requests may run after SIGTERM before the process exits.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
@@ -239,6 +244,7 @@ impl Config {
             keys::validate(keys)?;
         }
         audit::validate(&self.audit)?;
+        budgets::validate(&self.budgets)?;
         if let Some(n) = &self.nats {
             nats::validate(n)?;
         }
