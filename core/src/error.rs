@@ -99,7 +99,15 @@ impl GatewayError {
             }
             GatewayError::Credit(c) => {
                 let (status, code) = c.http_status_and_code();
-                (status, "permission_error", Some(code), None, None)
+                let kind = match status {
+                    401 => "authentication_error",
+                    400 => "invalid_request_error",
+                    429 => "rate_limit_error",
+                    503 => "server_error",
+                    _ => "permission_error",
+                };
+                let retry = (status == 503).then_some(1);
+                (status, kind, Some(code), None, retry)
             }
             GatewayError::Budget(b) => match *b {},
             GatewayError::Route(RouteError::ModelNotFound(_)) => {

@@ -37,6 +37,12 @@ pub struct Trace {
     pub usage: Option<Usage>,
     /// How the router chose, once routed.
     pub decision: Option<crate::router::Decision>,
+    /// A credit-paid request: the spend's nullifier (hex) and amount, for the audit
+    /// record (which then names no key or tenant).
+    pub credit: Option<(String, u64)>,
+    /// The change credential an error answer carries (credit-paid requests refused
+    /// after their nullifier was recorded).
+    pub credit_change: Option<String>,
 }
 
 impl Trace {
@@ -58,6 +64,8 @@ impl Trace {
             attempts: Vec::new(),
             usage: None,
             decision: None,
+            credit: None,
+            credit_change: None,
         }
     }
 

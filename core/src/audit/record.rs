@@ -64,6 +64,13 @@ pub struct AuditRecord {
     /// Deployments tried before the answer (or all of them, on failure), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<String>,
+    /// A credit-paid request's nullifier (hex): the only thing that identifies the
+    /// payment, and it links nothing (no key id or tenant is recorded with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_nullifier: Option<String>,
+    /// Credits the spend paid (before its refund).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_amount: Option<u64>,
     /// Request and response bodies, only with `audit.include_content: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,

@@ -102,6 +102,8 @@ impl Recorder<'_> {
             upstream_us: trace.upstream.as_micros() as u64,
             overhead_us: trace.overhead_us,
             attempts: attempts.iter().map(ToString::to_string).collect(),
+            credit_nullifier: trace.credit.as_ref().map(|(n, _)| n.clone()),
+            credit_amount: trace.credit.as_ref().map(|(_, a)| *a),
             content: None,
         };
         audit.submit(&record).inspect_err(|e| {

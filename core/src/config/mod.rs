@@ -14,6 +14,7 @@
 //! other way round.
 
 pub mod audit;
+pub mod credits;
 pub mod edit;
 mod env;
 mod error;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditConfig, FsyncPolicy};
+pub use credits::{CreditsConfig, CreditsEpoch, CreditsMode};
 pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};
@@ -89,6 +91,9 @@ pub struct Config {
     /// with 404. Absent: everything on `listen`.
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// Anonymous credits (`credits.rs`); absent: off, and `zk` keys are refused.
+    #[serde(default)]
+    pub credits: Option<CreditsConfig>,
 }
 
 fn default_listen() -> String {
@@ -223,6 +228,9 @@ impl Config {
         audit::validate(&self.audit)?;
         if let Some(n) = &self.nats {
             nats::validate(n)?;
+        }
+        if let Some(c) = &self.credits {
+            credits::validate(c)?;
         }
         Ok(())
     }
