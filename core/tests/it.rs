@@ -4,6 +4,7 @@
 mod anthropic;
 mod audit;
 mod auth;
+mod credits;
 mod failover;
 mod hardening;
 mod harness;

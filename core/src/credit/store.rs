@@ -284,6 +284,19 @@ mod tests {
     }
 
     #[test]
+    fn a_nullifier_that_cannot_be_written_is_not_spent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        // Every write to /dev/full fails (ENOSPC), as a full disk would.
+        c.state.lock().expect("state").nullifier_log =
+            std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let n = Nullifier([5; 32]);
+        assert!(matches!(c.record_nullifier(epoch, &n), Err(StoreError::Io(_))));
+        assert!(!c.state.lock().expect("state").nullifiers.contains(&n.0), "fail closed: not in the set either");
+    }
+
+    #[test]
     fn the_seed_file_is_created_once_and_private() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tmp");

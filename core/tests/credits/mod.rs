@@ -1,0 +1,234 @@
+//! Anonymous credits through the running gateway: issuance, spends on chat completions
+//! (whole and streamed answers), change, and every refusal's status and code.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gatekeeper::keys::{issue, Claims, Footer, SecretKey};
+use gatekeeper_zk::{Change, Domain, IssuanceResponse, Issuer, IssuerSeed, PublicKey, Wallet};
+
+use crate::harness::*;
+
+const SEED_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn token(issuer: &SecretKey, jti: &str, zk: bool, zk_credits: Option<u64>) -> String {
+    let claims = Claims { jti: jti.into(), exp: Some(now() + 3600), zk, zk_credits, ..Claims::default() };
+    issue(issuer, &claims, &Footer::for_key(&issuer.public_key())).expect("issue")
+}
+
+struct Setup {
+    _mock: Mock,
+    gw: Gateway,
+    issuer: SecretKey,
+}
+
+fn config(mock: &Mock, issuer: &SecretKey, data_dir: &Path) -> String {
+    let mut c = config_for(&[("primary", mock, "")], "");
+    c.push_str(&format!(
+        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\naudit: {{ data_dir: \"{}\" }}\ncredits: {{ mode: strict, epoch: day, deployment: it-test, issuer_seed: \"{SEED_HEX}\" }}\n",
+        issuer.public_key().to_paserk(),
+        data_dir.display()
+    ));
+    c
+}
+
+fn setup(data_dir: &Path) -> Setup {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let gw = Gateway::start(&config(&mock, &issuer, data_dir), &[]);
+    Setup { _mock: mock, gw, issuer }
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> Resp {
+    request(addr, format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+}
+
+fn post_issue(addr: std::net::SocketAddr, key: &str, body: &str) -> Resp {
+    let raw = format!(
+        "POST /v1/credits/issue HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    request(addr, raw.as_bytes())
+}
+
+fn code(r: &Resp) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// A wallet funded through the gateway's own endpoints.
+fn funded_wallet(s: &Setup, jti: &str) -> (Wallet, String) {
+    let params = get(s.gw.addr, "/v1/credits/params");
+    assert_eq!(params.status, 200, "{}", params.text());
+    let p = params.json();
+    assert_eq!(p["deployment"], "it-test");
+    assert_eq!(p["balance_bits"], 32);
+    let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk decodes");
+    let mut wallet = Wallet::new(Domain::new("it-test").expect("domain"), public);
+    let request = wallet.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
+    let key = token(&s.issuer, jti, true, Some(100_000));
+    let r = post_issue(s.gw.addr, &key, &format!(r#"{{"request":"{request}"}}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let response = IssuanceResponse::decode(r.json()["response"].as_str().expect("response")).expect("decodes");
+    assert_eq!(r.json()["credits"], 100_000);
+    assert_eq!(wallet.accept_credential(&response), Ok(100_000));
+    (wallet, key)
+}
+
+fn paid_chat(addr: std::net::SocketAddr, spend: &str, stream: bool, max_tokens: u64) -> Resp {
+    let body = format!(
+        r#"{{"model":"m","stream":{stream},"max_tokens":{max_tokens},"messages":[{{"role":"user","content":"Say hello to the gateway"}}]}}"#
+    );
+    request(addr, &chat_request(&body, &format!("X-Gatekeeper-Credit: {spend}\r\n")))
+}
+
+#[test]
+fn issue_spend_and_change_whole_and_streamed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(dir.path());
+    let (mut wallet, key) = funded_wallet(&s, "zk-alice");
+
+    // Whole answer: change in the response header, refund of what the answer did not use.
+    let spend = wallet.spend(5_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &spend, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let used = r.json()["usage"]["total_tokens"].as_u64().expect("mock reports usage");
+    let change = Change::decode(r.header("x-gatekeeper-credit-change").expect("change header")).expect("change");
+    assert_eq!(wallet.accept_change(&change), Ok(100_000 - used));
+
+    // The same spend again: refused as a replay, with its own code.
+    let again = paid_chat(s.gw.addr, &spend, false, 100);
+    assert_eq!((again.status, code(&again).as_str()), (429, "credit_replayed"));
+
+    // Streamed: the change arrives as an SSE comment before the stream's end.
+    let before = wallet.balance().expect("ready");
+    let spend = wallet.spend(5_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &spend, true, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let line = text.lines().find_map(|l| l.strip_prefix(": gatekeeper-credit-change ")).expect("change comment");
+    let comment_at = text.find(": gatekeeper-credit-change").expect("comment");
+    assert!(comment_at < text.find("data: [DONE]").expect("done"), "the change precedes [DONE]");
+    let after = wallet.accept_change(&Change::decode(line).expect("change")).expect("accepted");
+    assert!(after < before && after >= before - 5_000, "{before} -> {after}");
+
+    // A spend that does not cover prompt estimate + max_tokens is refused before its
+    // nullifier is recorded: the wallet takes it back and pays again.
+    let small = wallet.spend(10, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &small, false, 100);
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_insufficient"));
+    assert_eq!(wallet.cancel_spend(), Ok(after));
+    let retry = wallet.spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &retry, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wallet
+        .accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change"))
+        .expect("accepted");
+
+    // A spend with one byte changed does not verify.
+    let mut bad = wallet.clone().spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode().into_bytes();
+    let i = bad.len() / 2;
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let r = paid_chat(s.gw.addr, std::str::from_utf8(&bad).expect("ascii"), false, 100);
+    assert_eq!((r.status, code(&r).as_str()), (401, "credit_invalid"));
+    assert!(r.header("x-gatekeeper-credit-change").is_none());
+
+    // The zk key itself cannot pay by name, and gets one credential per epoch.
+    let r = chat(s.gw.addr, "m", false, &format!("Authorization: Bearer {key}\r\n"));
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_required"));
+    let mut other = Wallet::new(Domain::new("it-test").expect("d"), wallet_public(&s));
+    let req = other.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
+    let r = post_issue(s.gw.addr, &key, &format!(r#"{{"request":"{req}"}}"#));
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_already_issued"));
+    let plain = token(&s.issuer, "plain", false, None);
+    let r = post_issue(s.gw.addr, &plain, &format!(r#"{{"request":"{req}"}}"#));
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_allowed"));
+    let r = post_issue(s.gw.addr, &token(&s.issuer, "zk-bob", true, None), "{\"request\":\"AAAA\"}");
+    assert_eq!((r.status, code(&r).as_str()), (400, "credit_request_invalid"));
+
+    // Metrics: spends, rejections by reason, verify time.
+    let m = get(s.gw.addr, "/metrics").text();
+    assert!(m.contains("gatekeeper_credit_spends_total 3"), "{m}");
+    assert!(m.contains("gatekeeper_credit_rejections_total{reason=\"replayed\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_credit_rejections_total{reason=\"insufficient\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_credit_rejections_total{reason=\"invalid\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_credit_verify_seconds_count"), "{m}");
+
+    // Audit: credit-paid records carry the nullifier and amount and no key or tenant.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let paid: Vec<serde_json::Value> = loop {
+        let records = audit_records(dir.path());
+        let paid: Vec<_> = records.into_iter().filter(|r| r.get("credit_nullifier").is_some()).collect();
+        if paid.len() >= 3 || Instant::now() > deadline {
+            break paid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(paid.len(), 3, "three paid requests recorded");
+    for r in &paid {
+        assert!(r.get("key_id").is_none() && r.get("tenant").is_none() && r.get("kid").is_none(), "{r}");
+        assert!(r["credit_amount"].as_u64().is_some());
+    }
+}
+
+fn wallet_public(s: &Setup) -> PublicKey {
+    let p = get(s.gw.addr, "/v1/credits/params").json();
+    PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk")
+}
+
+fn audit_records(data_dir: &Path) -> Vec<serde_json::Value> {
+    crate::audit::file_messages(data_dir)
+        .iter()
+        .flat_map(|(_, msgs)| msgs.iter())
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
+        .flat_map(|m| m["entries"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["record"].clone())
+        .collect()
+}
+
+#[test]
+fn nullifiers_survive_a_restart_and_other_epochs_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spend = {
+        let s = setup(dir.path());
+        let (mut wallet, _) = funded_wallet(&s, "zk-carol");
+        let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+        assert_eq!(paid_chat(s.gw.addr, &spend, false, 50).status, 200);
+        spend
+    };
+    let s = setup(dir.path());
+    let r = paid_chat(s.gw.addr, &spend, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_replayed"), "the nullifier file outlived the process");
+
+    // A credential of yesterday's epoch (same seed, so the same keys): expired.
+    let p = get(s.gw.addr, "/v1/credits/params").json();
+    let epoch = u32::try_from(p["epoch"].as_u64().expect("epoch")).expect("u32");
+    let mut seed = [0u8; 32];
+    seed.fill(1);
+    let domain = Domain::new("it-test").expect("domain");
+    let old = Issuer::derive(&domain, &IssuerSeed::from_bytes(seed), epoch - 1);
+    let mut w = Wallet::new(domain, old.public_key());
+    let req = w.request_credential(&mut rand::rngs::OsRng).expect("req");
+    let resp = old.issue(&req, 10_000, &mut rand::rngs::OsRng).expect("issue");
+    w.accept_credential(&resp).expect("credential");
+    let stale = w.spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &stale, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (401, "credit_epoch_expired"));
+}
+
+#[test]
+fn without_a_credits_section_zk_keys_are_refused() {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let mut c = config_for(&[("primary", &mock, "")], "");
+    c.push_str(&format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk()));
+    let gw = Gateway::start(&c, &[]);
+    let key = token(&issuer, "zk", true, None);
+    let r = chat(gw.addr, "m", false, &format!("Authorization: Bearer {key}\r\n"));
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_accepted"));
+    let r = get(gw.addr, "/v1/credits/params");
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_accepted"));
+}
