@@ -2,6 +2,7 @@
 //! and calling into the library. `main.rs` only sets up logging and runs [`run`].
 
 pub mod audit;
+pub mod client;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -68,6 +69,8 @@ pub enum Command {
     /// Score prompts and show the router's decision under a config.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Local OpenAI-compatible sidecar paying each request with an anonymous credit spend.
+    Client(client::ClientArgs),
 }
 
 /// Runs a parsed command line.
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(cmd),
         Command::Reload(args) => reload::run(&args),
         Command::Route(cmd) => route::run(cmd),
+        Command::Client(args) => client::run(&args),
     }
 }

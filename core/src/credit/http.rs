@@ -26,6 +26,7 @@ pub async fn params(credits: Option<&Credits>, request_id: &str, res: &mut Respo
         "deployment": c.domain().name(),
         "params_version": gatekeeper_zk::PARAMS_VERSION,
         "balance_bits": gatekeeper_zk::BALANCE_BITS,
+        "max_tokens_default": c.max_tokens_default(),
         "epoch_seconds": len.seconds(),
         "epoch": epoch,
         "public_key": c.public_key(epoch).encode(),

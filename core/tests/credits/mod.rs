@@ -232,3 +232,44 @@ fn without_a_credits_section_zk_keys_are_refused() {
     let r = get(gw.addr, "/v1/credits/params");
     assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_accepted"));
 }
+
+/// `gatekeeper client`: plain HTTP and the official `openai` SDK through the sidecar, to a
+/// gateway that wants credits; the wallet file is private and tracks the balance.
+#[test]
+fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(dir.path());
+    let key = token(&s.issuer, "zk-sidecar", true, Some(100_000));
+    let wallet_path = dir.path().join("wallet.bin");
+    let mut cmd = std::process::Command::new(gatekeeper_bin());
+    cmd.arg("client")
+        .arg("--gateway")
+        .arg(format!("http://{}", s.gw.addr))
+        .args(["--key", &key, "--listen", "127.0.0.1:0", "--wallet"])
+        .arg(&wallet_path);
+    let (_client, addr) = Proc::spawn("gatekeeper client", cmd, dir.path().join("client.log"));
+
+    let r = chat(addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-gatekeeper-credit-change").is_none(), "the sidecar keeps the change");
+    let used = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+    let balance = |path: &Path| {
+        let bytes = std::fs::read(path).expect("wallet file");
+        Wallet::from_bytes(Domain::new("it-test").expect("d"), &bytes).expect("wallet").balance()
+    };
+    assert_eq!(balance(&wallet_path), Some(100_000 - used));
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&wallet_path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let r = chat(addr, "m", true, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    let after_stream = balance(&wallet_path).expect("ready after the stream");
+    assert!(after_stream < 100_000 - used);
+
+    run_openai_sdk(addr, "sk-unused-by-the-sidecar", None);
+    let end = balance(&wallet_path).expect("ready after the SDK run");
+    assert!(end < after_stream, "{after_stream} -> {end}");
+}
