@@ -84,8 +84,8 @@ async fn serve(
         c.check_model(&chat.model)?; // 2
     }
     let (payment, spent) = match (verified, credits) {
-        (Some(v), Some(c)) => (credit::Payment::Credit, Some(v.pay(c, &chat, shard.metrics())?)), // 3
-        _ => (credit::check(claims.as_deref(), credits.is_some())?, None),                        // 3
+        (Some(v), Some(c)) => (credit::Payment::Credit, Some(v.pay(c, &chat, shard.metrics()).await?)), // 3
+        _ => (credit::check(claims.as_deref(), credits.is_some())?, None),                              // 3
     };
     if let Some(s) = &spent {
         trace.credit = Some((s.nullifier_hex(), s.amount()));

@@ -119,9 +119,18 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
     let mut gateway = Gateway::build(&config, shards, args.no_auth)?;
     let mut audits: Vec<Option<ShardAudit>> = (0..shards).map(|_| None).collect();
     // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
+    // With NATS, credit nullifiers are claimed across nodes through the bridge.
+    let claims = match (&gateway.credits, &config.nats) {
+        (Some(credits), Some(_)) => {
+            let (tx, rx) = crate::bridge::credits::queue();
+            credits.share_nullifiers(tx);
+            Some(rx)
+        }
+        _ => None,
+    };
     if config.audit.enabled || config.nats.is_some() {
         let bridge = Arc::new(
-            Bridge::start_with_health(&config, shards, gateway.hot.clone(), Some(gateway.health.clone()))
+            Bridge::start_with_credits(&config, shards, gateway.hot.clone(), Some(gateway.health.clone()), claims)
                 .context("starting the bridge")?,
         );
         // Made here, on the main thread, so a bad data dir fails the start, not a shard.

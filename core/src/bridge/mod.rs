@@ -27,6 +27,7 @@
 
 mod checkpoints;
 mod connection;
+pub mod credits;
 pub mod events;
 mod health;
 mod housekeeping;
@@ -269,6 +270,18 @@ impl Bridge {
         hot: Arc<HotConfig>,
         board: Option<Arc<crate::router::HealthBoard>>,
     ) -> Result<Bridge, BridgeError> {
+        Bridge::start_with_credits(config, shards, hot, board, None)
+    }
+
+    /// [`Bridge::start_with_health`], also answering the shards' credit nullifier claims
+    /// from `claims` (`credits.rs`) when `nats` is set.
+    pub fn start_with_credits(
+        config: &Config,
+        shards: usize,
+        hot: Arc<HotConfig>,
+        board: Option<Arc<crate::router::HealthBoard>>,
+        claims: Option<tokio::sync::mpsc::Receiver<credits::Claim>>,
+    ) -> Result<Bridge, BridgeError> {
         let node = config.audit.node_name.clone().unwrap_or_else(host_node_name);
         let (audit, key) = match config.audit.enabled {
             true => AuditSide::open(&config.audit, &node, shards).map(|(side, key)| (Some(side), Some(key)))?,
@@ -286,6 +299,13 @@ impl Bridge {
             nats: config.nats.clone(),
             hot,
             audit: audit.as_ref().map(|a| a.settings.clone()).zip(key),
+            credits: claims.zip(config.credits.as_ref()).map(|(rx, c)| credits::Job {
+                rx,
+                max_age: Duration::from_secs(match c.epoch {
+                    crate::config::CreditsEpoch::Day => 2 * 86_400,
+                    crate::config::CreditsEpoch::Hour => 2 * 3_600,
+                }),
+            }),
             health: board.map(|board| health::Feed {
                 board,
                 every: Duration::from_millis(config.routing.health.feed_ms),

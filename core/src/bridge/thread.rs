@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{connection, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
+use super::{connection, credits, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
 use crate::config::hot::HotConfig;
 use crate::config::NatsConfig;
 use crate::keys::SecretKey;
@@ -20,6 +20,8 @@ pub(super) struct Jobs {
     pub audit: Option<(Settings, SecretKey)>,
     /// The health feed, run whenever NATS is set.
     pub health: Option<health::Feed>,
+    /// Credit nullifier claims, answered whenever NATS is set.
+    pub credits: Option<credits::Job>,
 }
 
 /// Runs the jobs on this thread until shutdown; the shipping report with audit on.
@@ -34,7 +36,7 @@ pub(super) fn run_here(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
 }
 
 async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
-    let Jobs { node, nats, hot, audit, health } = jobs;
+    let Jobs { node, nats, hot, audit, health, credits } = jobs;
     let client = match &nats {
         None => None,
         Some(n) => match connection::connect(n, &node, &shared.shutdown).await {
@@ -51,6 +53,10 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
         .as_ref()
         .zip(health)
         .map(|((c, _), feed)| tokio::task::spawn_local(health::run(c.clone(), node.clone(), feed)));
+    let claims = client
+        .as_ref()
+        .zip(credits)
+        .map(|((c, n), job)| tokio::task::spawn_local(credits::run(c.clone(), (*n).clone(), job)));
     let report = match audit {
         Some((settings, key)) => shipper::run(settings, shared.clone(), key, client).await.map(Some),
         None => {
@@ -58,7 +64,7 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
             Ok(None)
         }
     };
-    for task in [watch, feed].into_iter().flatten() {
+    for task in [watch, feed, claims].into_iter().flatten() {
         task.abort();
     }
     report

@@ -9,9 +9,9 @@ use super::error::{invalid, ConfigError};
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CreditsConfig {
-    /// `strict` or `soft`. Both fail closed (503) when a nullifier cannot be recorded;
-    /// with the local store (no NATS) they behave the same, since one node's record is
-    /// exact. (`soft` is reserved for the cross-node store.)
+    /// `strict` or `soft`. Both fail closed (503) when a nullifier cannot be recorded,
+    /// locally or (with NATS) in `BH_CREDITS`; `soft` is accepted and reserved for a
+    /// bounded-overspend mode that does not exist yet.
     pub mode: CreditsMode,
     /// Epoch length: `day` (UTC) or `hour`. A credential is good for its epoch only.
     pub epoch: CreditsEpoch,
@@ -29,6 +29,9 @@ pub struct CreditsConfig {
     /// Credits charged when a credit-paid request gives no `max_tokens`, on top of the
     /// prompt estimate. Default 4,096.
     pub max_tokens_default: u64,
+    /// With NATS: longest wait for `BH_CREDITS` to confirm a nullifier, ms; past it the
+    /// spend is refused with 503 (nothing spent). Default 2,000; 1..=60,000.
+    pub claim_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for CreditsConfig {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for CreditsConfig {
             .field("issuer_seed", &self.issuer_seed.as_ref().map(|_| "<redacted>"))
             .field("credits_per_epoch", &self.credits_per_epoch)
             .field("max_tokens_default", &self.max_tokens_default)
+            .field("claim_timeout_ms", &self.claim_timeout_ms)
             .finish()
     }
 }
@@ -53,6 +57,7 @@ impl Default for CreditsConfig {
             issuer_seed: None,
             credits_per_epoch: 100_000,
             max_tokens_default: 4_096,
+            claim_timeout_ms: 2_000,
         }
     }
 }
@@ -115,6 +120,9 @@ pub(super) fn validate(c: &CreditsConfig) -> Result<(), ConfigError> {
     }
     if c.max_tokens_default == 0 || c.max_tokens_default > gatekeeper_zk::CREDITS_MAX {
         return Err(invalid("credits.max_tokens_default", format!("must be 1 to {}", gatekeeper_zk::CREDITS_MAX)));
+    }
+    if !(1..=60_000).contains(&c.claim_timeout_ms) {
+        return Err(invalid("credits.claim_timeout_ms", "must be 1 to 60000"));
     }
     Ok(())
 }

@@ -178,16 +178,24 @@ pub fn charge(chat: &ChatRequest<'_>, max_tokens_default: u64) -> u64 {
 impl Verified {
     /// Pays: checks the amount covers `chat`'s charge, then records the nullifier
     /// durably (fail closed: 503 when it cannot be written, nothing spent).
-    pub fn pay(self, credits: &Credits, chat: &ChatRequest<'_>, metrics: &ShardMetrics) -> Result<Spent, CreditError> {
+    pub async fn pay(
+        self,
+        credits: &Credits,
+        chat: &ChatRequest<'_>,
+        metrics: &ShardMetrics,
+    ) -> Result<Spent, CreditError> {
         let charge = charge(chat, credits.max_tokens_default());
         if self.amount < charge {
             return Err(CreditError::Insufficient { amount: self.amount, charge }.count(metrics));
         }
-        credits.record_nullifier(self.spend.epoch(), &self.spend.nullifier()).map_err(|e| {
+        credits.record_nullifier(self.spend.epoch(), &self.spend.nullifier()).await.map_err(|e| {
             let err = match e {
                 StoreError::Replayed => CreditError::Replayed,
                 StoreError::Epoch => CreditError::EpochExpired,
-                StoreError::Io(_) => CreditError::StoreUnavailable,
+                StoreError::Io(_) | StoreError::Shared(_) => {
+                    tracing::warn!(error = %e, "credit spend refused: its nullifier could not be recorded");
+                    CreditError::StoreUnavailable
+                }
             };
             err.count(metrics)
         })?;

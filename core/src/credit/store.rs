@@ -31,6 +31,9 @@ pub enum StoreError {
     /// Reading or writing the store failed.
     #[error("credit store: {0}")]
     Io(#[from] std::io::Error),
+    /// `BH_CREDITS` could not confirm the nullifier (NATS down, queue full, timeout).
+    #[error("shared nullifier store: {0}")]
+    Shared(String),
 }
 
 /// Bytes of one nullifier record in `nullifiers-<epoch>.bin`.
@@ -44,6 +47,9 @@ pub struct Credits {
     dir: PathBuf,
     credits_per_epoch: u64,
     max_tokens_default: u64,
+    claim_timeout: std::time::Duration,
+    /// With NATS: the bridge's claim queue (`bridge/credits.rs`), set once at start.
+    shared: std::sync::OnceLock<crate::bridge::credits::ClaimSender>,
     state: Mutex<EpochState>,
 }
 
@@ -93,8 +99,16 @@ impl Credits {
             dir,
             credits_per_epoch: config.credits_per_epoch,
             max_tokens_default: config.max_tokens_default,
+            claim_timeout: std::time::Duration::from_millis(config.claim_timeout_ms),
+            shared: std::sync::OnceLock::new(),
             state: Mutex::new(state),
         })
+    }
+
+    /// Claims nullifiers across nodes through `claims` (the bridge answers them from
+    /// `BH_CREDITS`). Call once, before serving.
+    pub fn share_nullifiers(&self, claims: crate::bridge::credits::ClaimSender) {
+        let _ = self.shared.set(claims);
     }
 
     /// `credits.max_tokens_default`.
@@ -145,19 +159,49 @@ impl Credits {
         Ok(Arc::clone(&self.current()?.issuer))
     }
 
-    /// Records `nullifier` for `epoch`; durable (fsync'd) when this returns `Ok`.
-    pub fn record_nullifier(&self, epoch: u32, nullifier: &Nullifier) -> Result<(), StoreError> {
-        let mut state = self.current()?;
-        if epoch != state.epoch {
-            return Err(StoreError::Epoch);
+    /// Records `nullifier` for `epoch`; durable (fsync'd locally, and with NATS created
+    /// in `BH_CREDITS`, atomic across nodes) when this returns `Ok`. Fails closed: any
+    /// doubt is an error and the nullifier is not taken.
+    pub async fn record_nullifier(&self, epoch: u32, nullifier: &Nullifier) -> Result<(), StoreError> {
+        {
+            let state = self.current()?;
+            if epoch != state.epoch {
+                return Err(StoreError::Epoch);
+            }
+            if state.nullifiers.contains(&nullifier.0) {
+                return Err(StoreError::Replayed);
+            }
+            let Some(_) = self.shared.get() else { return append(state, nullifier) };
         }
+        // The lock is not held across the wait: other shards' spends go on meanwhile,
+        // and the KV create decides between two racing spends of one nullifier.
+        match self.claim(epoch, nullifier).await? {
+            crate::bridge::credits::ClaimOutcome::Created => {}
+            crate::bridge::credits::ClaimOutcome::Exists => return Err(StoreError::Replayed),
+        }
+        let state = self.current()?;
         if state.nullifiers.contains(&nullifier.0) {
             return Err(StoreError::Replayed);
         }
-        state.nullifier_log.write_all(&nullifier.0)?;
-        state.nullifier_log.sync_data()?;
-        state.nullifiers.insert(nullifier.0);
-        Ok(())
+        append(state, nullifier)
+    }
+
+    async fn claim(
+        &self,
+        epoch: u32,
+        nullifier: &Nullifier,
+    ) -> Result<crate::bridge::credits::ClaimOutcome, StoreError> {
+        let Some(tx) = self.shared.get() else { return Err(StoreError::Shared("not connected".into())) };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let claim = crate::bridge::credits::Claim { epoch, nullifier: nullifier.0, reply };
+        if tx.try_send(claim).is_err() {
+            return Err(StoreError::Shared("claim queue full".into()));
+        }
+        match monoio::time::timeout(self.claim_timeout, answer).await {
+            Ok(Ok(outcome)) => outcome.map_err(StoreError::Shared),
+            Ok(Err(_)) => Err(StoreError::Shared("bridge stopped".into())),
+            Err(_) => Err(StoreError::Shared("timed out".into())),
+        }
     }
 
     /// Issues `credits` to `key_id` for the request `request_text`, at most once per key
@@ -222,6 +266,14 @@ impl EpochState {
     }
 }
 
+/// Appends `nullifier` to the epoch's file, fsyncs, then adds it to the set.
+fn append(mut state: std::sync::MutexGuard<'_, EpochState>, nullifier: &Nullifier) -> Result<(), StoreError> {
+    state.nullifier_log.write_all(&nullifier.0)?;
+    state.nullifier_log.sync_data()?;
+    state.nullifiers.insert(nullifier.0);
+    Ok(())
+}
+
 /// Deletes the records of epochs before `epoch`: their spends are refused anyway.
 fn remove_epochs_before(dir: &Path, epoch: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -264,22 +316,27 @@ mod tests {
         Credits::open(&CreditsConfig::default(), dir).expect("open")
     }
 
+    fn record(c: &Credits, epoch: u32, n: &Nullifier) -> Result<(), StoreError> {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+        rt.block_on(c.record_nullifier(epoch, n))
+    }
+
     #[test]
     fn nullifiers_persist_and_replays_are_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let c = open(dir.path());
         let epoch = c.issuer().expect("issuer").epoch();
         let n = Nullifier([7; 32]);
-        c.record_nullifier(epoch, &n).expect("first");
-        assert!(matches!(c.record_nullifier(epoch, &n), Err(StoreError::Replayed)));
-        assert!(matches!(c.record_nullifier(epoch + 1, &Nullifier([8; 32])), Err(StoreError::Epoch)));
+        record(&c, epoch, &n).expect("first");
+        assert!(matches!(record(&c, epoch, &n), Err(StoreError::Replayed)));
+        assert!(matches!(record(&c, epoch + 1, &Nullifier([8; 32])), Err(StoreError::Epoch)));
         drop(c);
         // A torn record after the last whole one is dropped at open.
         let path = dir.path().join(format!("credits/nullifiers-{epoch}.bin"));
         std::fs::OpenOptions::new().append(true).open(&path).expect("log").write_all(&[1, 2, 3]).expect("torn");
         let c = open(dir.path());
-        assert!(matches!(c.record_nullifier(epoch, &n), Err(StoreError::Replayed)), "survives a restart");
-        c.record_nullifier(epoch, &Nullifier([9; 32])).expect("appends after the torn bytes were cut");
+        assert!(matches!(record(&c, epoch, &n), Err(StoreError::Replayed)), "survives a restart");
+        record(&c, epoch, &Nullifier([9; 32])).expect("appends after the torn bytes were cut");
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 64);
     }
 
@@ -292,7 +349,7 @@ mod tests {
         c.state.lock().expect("state").nullifier_log =
             std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
         let n = Nullifier([5; 32]);
-        assert!(matches!(c.record_nullifier(epoch, &n), Err(StoreError::Io(_))));
+        assert!(matches!(record(&c, epoch, &n), Err(StoreError::Io(_))));
         assert!(!c.state.lock().expect("state").nullifiers.contains(&n.0), "fail closed: not in the set either");
     }
 

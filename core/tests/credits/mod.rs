@@ -37,9 +37,14 @@ fn config(mock: &Mock, issuer: &SecretKey, data_dir: &Path) -> String {
 }
 
 fn setup(data_dir: &Path) -> Setup {
+    setup_with(data_dir, "")
+}
+
+/// [`setup`] with extra top-level YAML (e.g. `nats:`), and the credits section's extras.
+fn setup_with(data_dir: &Path, extra: &str) -> Setup {
     let mock = Mock::start(Mock::config("primary"));
     let issuer = SecretKey::generate();
-    let gw = Gateway::start(&config(&mock, &issuer, data_dir), &[]);
+    let gw = Gateway::start(&format!("{}{extra}", config(&mock, &issuer, data_dir)), &[]);
     Setup { _mock: mock, gw, issuer }
 }
 
@@ -61,7 +66,11 @@ fn code(r: &Resp) -> String {
 
 /// A wallet funded through the gateway's own endpoints.
 fn funded_wallet(s: &Setup, jti: &str) -> (Wallet, String) {
-    let params = get(s.gw.addr, "/v1/credits/params");
+    funded_wallet_at(s.gw.addr, &s.issuer, jti)
+}
+
+fn funded_wallet_at(addr: std::net::SocketAddr, issuer: &SecretKey, jti: &str) -> (Wallet, String) {
+    let params = get(addr, "/v1/credits/params");
     assert_eq!(params.status, 200, "{}", params.text());
     let p = params.json();
     assert_eq!(p["deployment"], "it-test");
@@ -69,8 +78,8 @@ fn funded_wallet(s: &Setup, jti: &str) -> (Wallet, String) {
     let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk decodes");
     let mut wallet = Wallet::new(Domain::new("it-test").expect("domain"), public);
     let request = wallet.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
-    let key = token(&s.issuer, jti, true, Some(100_000));
-    let r = post_issue(s.gw.addr, &key, &format!(r#"{{"request":"{request}"}}"#));
+    let key = token(issuer, jti, true, Some(100_000));
+    let r = post_issue(addr, &key, &format!(r#"{{"request":"{request}"}}"#));
     assert_eq!(r.status, 200, "{}", r.text());
     let response = IssuanceResponse::decode(r.json()["response"].as_str().expect("response")).expect("decodes");
     assert_eq!(r.json()["credits"], 100_000);
@@ -272,4 +281,74 @@ fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
     run_openai_sdk(addr, "sk-unused-by-the-sidecar", None);
     let end = balance(&wallet_path).expect("ready after the SDK run");
     assert!(end < after_stream, "{after_stream} -> {end}");
+}
+
+/// Three nodes on one NATS share their nullifiers: a spend paid on one is a replay on the
+/// others, a spend raced to all three is paid once, and without NATS a spend fails closed.
+#[test]
+fn three_nodes_share_nullifiers_through_jetstream() {
+    crate::audit::need_nats!();
+    let mut server = crate::audit::NatsServer::start();
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes: Vec<Gateway> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let c = config(&mock, &issuer, d.path())
+                .replace("audit: { data_dir:", &format!("audit: {{ node_name: node{i}, data_dir:"))
+                .replace("issuer_seed:", "claim_timeout_ms: 1000, issuer_seed:");
+            Gateway::start(&format!("{c}nats: {{ url: \"{}\" }}\n", server.url()), &[])
+        })
+        .collect();
+    let addrs: Vec<_> = nodes.iter().map(|g| g.addr).collect();
+    let (mut wallet, _) = funded_wallet_at(addrs[0], &issuer, "zk-multi");
+
+    // Paid on node 0, a replay on nodes 1 and 2.
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[0], &spend, false, 50);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wallet
+        .accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change"))
+        .expect("accepted");
+    for addr in &addrs[1..] {
+        let r = paid_chat(*addr, &spend, false, 50);
+        assert_eq!((r.status, code(&r).as_str()), (429, "credit_replayed"), "another node knows the nullifier");
+    }
+
+    // One spend raced to all three nodes at once: paid exactly once.
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let racers: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let (a, spend) = (*a, spend.clone());
+            std::thread::spawn(move || paid_chat(a, &spend, false, 50))
+        })
+        .collect();
+    let answers: Vec<Resp> = racers.into_iter().map(|t| t.join().expect("racer")).collect();
+    let paid: Vec<&Resp> = answers.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(paid.len(), 1, "{:?}", answers.iter().map(|r| (r.status, code(r))).collect::<Vec<_>>());
+    assert!(answers.iter().filter(|r| r.status != 200).all(|r| code(r) == "credit_replayed"));
+    wallet
+        .accept_change(&Change::decode(paid[0].header("x-gatekeeper-credit-change").expect("change")).expect("c"))
+        .expect("accepted");
+
+    // NATS down: the spend fails closed (503, nothing spent), and goes through once it is back.
+    server.kill();
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[1], &spend, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (503, "credit_store_unavailable"), "{}", r.text());
+    assert!(r.header("x-gatekeeper-credit-change").is_none());
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = paid_chat(addrs[1], &spend, false, 50);
+        if r.status != 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(r.status, 200, "the same spend, never recorded, is paid once NATS is back: {}", r.text());
+    drop(nodes);
 }
