@@ -352,3 +352,58 @@ fn three_nodes_share_nullifiers_through_jetstream() {
     assert_eq!(r.status, 200, "the same spend, never recorded, is paid once NATS is back: {}", r.text());
     drop(nodes);
 }
+
+/// What the gateway records of two spends of one wallet and of two spends of two wallets
+/// is alike: no recorded field is shared by the first pair that is not shared by the
+/// second (equal amounts, so only the proof's randomness could link them, and it is not
+/// recorded), and the nullifier file holds four unrelated 32-byte values.
+#[test]
+fn spends_of_one_wallet_look_like_spends_of_two() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // One shard: which shard a connection lands on is the kernel's choice, not the wallet's.
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let gw = Gateway::start(&config(&mock, &issuer, dir.path()), &["--shards", "1"]);
+    let s = Setup { _mock: mock, gw, issuer };
+    let (mut one, _) = funded_wallet(&s, "zk-one");
+    let (mut two, _) = funded_wallet(&s, "zk-two");
+    let (mut three, _) = funded_wallet(&s, "zk-three");
+    let pay = |w: &mut Wallet, id: &str| {
+        let spend = w.spend(3_000, &mut rand::rngs::OsRng).expect("spend").encode();
+        let r = paid_chat_with_id(s.gw.addr, &spend, id);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let change = Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change");
+        w.accept_change(&change).expect("accepted");
+    };
+    pay(&mut one, "same-a");
+    pay(&mut one, "same-b");
+    pay(&mut two, "diff-a");
+    pay(&mut three, "diff-b");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let r: Vec<_> = audit_records(dir.path()).into_iter().filter(|r| r.get("credit_nullifier").is_some()).collect();
+        if r.len() >= 4 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let by_id = |id: &str| records.iter().find(|r| r["request_id"] == id).cloned().expect("record");
+    let shared = |a: &serde_json::Value, b: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return Default::default() };
+        a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).map(|(k, _)| k.clone()).collect()
+    };
+    let same = shared(&by_id("same-a"), &by_id("same-b"));
+    let diff = shared(&by_id("diff-a"), &by_id("diff-b"));
+    assert_eq!(same, diff, "fields equal for one wallet's spends vs two wallets' spends");
+    assert!(!same.contains("credit_nullifier"));
+    let epoch = get(s.gw.addr, "/v1/credits/params").json()["epoch"].as_u64().expect("epoch");
+    let file = std::fs::read(dir.path().join(format!("credits/nullifiers-{epoch}.bin"))).expect("nullifiers");
+    assert_eq!(file.len(), 4 * 32);
+    let values: std::collections::HashSet<&[u8]> = file.chunks(32).collect();
+    assert_eq!(values.len(), 4);
+}
+
+fn paid_chat_with_id(addr: std::net::SocketAddr, spend: &str, request_id: &str) -> Resp {
+    let body = r#"{"model":"m","stream":false,"max_tokens":100,"messages":[{"role":"user","content":"Say hello to the gateway"}]}"#;
+    request(addr, &chat_request(body, &format!("X-Gatekeeper-Credit: {spend}\r\nX-Request-Id: {request_id}\r\n")))
+}
