@@ -5,7 +5,7 @@
 use gatekeeper_net::ProtocolError;
 
 use crate::budget::BudgetError;
-use crate::credit::CreditError;
+use crate::credit::error::CreditError;
 use crate::keys::KeyError;
 use crate::providers::attempt::{Attempt, AttemptOutcome};
 use crate::providers::ProviderError;

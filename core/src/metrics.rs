@@ -114,8 +114,8 @@ pub struct ShardMetrics {
     pub unauthenticated_unrecorded: Counter,
     /// Credit spends accepted (nullifier recorded).
     pub credit_spends: Counter,
-    /// Credit spends refused, per [`crate::credit::REJECTION_REASONS`].
-    pub credit_rejections: [Counter; crate::credit::REJECTION_REASONS.len()],
+    /// Credit spends refused, per [`crate::credit::error::REJECTION_REASONS`].
+    pub credit_rejections: [Counter; crate::credit::error::REJECTION_REASONS.len()],
     /// Time to decode and verify a spend's proof.
     pub credit_verify: Histogram<14>,
     /// Prompt tokens reported by providers, per provider.
@@ -313,7 +313,7 @@ impl MetricsView<'_> {
             "counter",
             "Anonymous credit spends refused, by reason.",
         );
-        for (i, reason) in crate::credit::REJECTION_REASONS.iter().enumerate() {
+        for (i, reason) in crate::credit::error::REJECTION_REASONS.iter().enumerate() {
             let v: u64 = self.shards.iter().map(|sh| sh.credit_rejections[i].get()).sum();
             let _ = writeln!(out, "gatekeeper_credit_rejections_total{{reason=\"{reason}\"}} {v}");
         }

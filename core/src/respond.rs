@@ -15,7 +15,8 @@ use gatekeeper_net::upstream::UpstreamError;
 use gatekeeper_net::Responder;
 
 use crate::audit::AuditError;
-use crate::credit::{Used, CHANGE_HEADER, CHANGE_SSE_PREFIX};
+use crate::credit::error::{CHANGE_HEADER, CHANGE_SSE_PREFIX};
+use crate::credit::spend::{Spent, Used};
 use crate::error::GatewayError;
 use crate::metrics::ShardMetrics;
 use crate::providers::attempt::{Attempt, AttemptOutcome};
@@ -36,7 +37,7 @@ pub async fn relay(
     trace: &mut Trace,
     metrics: &ShardMetrics,
     mut record: impl FnMut(&Trace, u16) -> Result<(), AuditError>,
-    spent: Option<&crate::credit::Spent>,
+    spent: Option<&Spent>,
 ) -> u16 {
     // A credit-paid request's change: what the answer used, refunded from the spend.
     let change = |trace: &Trace, status: u16| {

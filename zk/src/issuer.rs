@@ -8,9 +8,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::error::ZkError;
+use crate::limits::{BALANCE_BITS, CREDITS_MAX};
 use crate::message::{credits_to_scalar, epoch_ctx, scalar_to_credits};
-use crate::{Change, IssuanceRequest, IssuanceResponse, Nullifier, PublicKey, Spend, ZkError};
-use crate::{BALANCE_BITS, CREDITS_MAX};
+use crate::message::{Change, IssuanceRequest, IssuanceResponse, Nullifier, PublicKey, Spend};
 
 /// Version date in the draft's domain separator. Changing the construction or its
 /// parameters means a new date, hence new generators (draft §3.1).

@@ -4,9 +4,10 @@
 use anonymous_credit_tokens as act;
 use curve25519_dalek::Scalar;
 
+use crate::error::ZkError;
+use crate::limits::BALANCE_BITS;
 use crate::wire::{self, CHANGE_BYTES_MAX, ISSUANCE_REQUEST_BYTES_MAX, ISSUANCE_RESPONSE_BYTES_MAX};
 use crate::wire::{PUBLIC_KEY_BYTES_MAX, SPEND_BYTES_MAX};
-use crate::{ZkError, BALANCE_BITS};
 
 /// A spend's nullifier: the spent credential's serial, revealed once. Recording it stops
 /// the credential from being spent twice; it is uniformly random and says nothing about

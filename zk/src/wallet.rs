@@ -5,9 +5,11 @@
 use anonymous_credit_tokens as act;
 use rand_core::CryptoRngCore;
 
+use crate::error::ZkError;
+use crate::issuer::Domain;
+use crate::limits::BALANCE_BITS;
 use crate::message::{credits_to_scalar, scalar_to_credits};
-use crate::BALANCE_BITS;
-use crate::{Change, Domain, IssuanceRequest, IssuanceResponse, PublicKey, Spend, ZkError};
+use crate::message::{Change, IssuanceRequest, IssuanceResponse, PublicKey, Spend};
 
 /// Cap on a serialized wallet (the largest state holds a spend, its pre-change state and
 /// the previous credential).

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
-use crate::ZkError;
+use crate::error::ZkError;
 
 /// The wire version this build writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 1;

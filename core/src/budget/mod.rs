@@ -5,7 +5,7 @@
 //! [`Admission::settle`] has nothing to release. The CRDT counters (`gatekeeper-crdt`)
 //! plug in here without the pipeline changing shape.
 
-use crate::credit::Payment;
+use crate::credit::error::Payment;
 use crate::keys::Claims;
 use crate::wire::openai::{ChatRequest, Usage};
 

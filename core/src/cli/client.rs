@@ -261,7 +261,7 @@ impl Sidecar {
                 while let Some(i) = find(&lines, b"\n") {
                     let line: Vec<u8> = lines.drain(..=i).collect();
                     let line = String::from_utf8_lossy(&line);
-                    if let Some(v) = line.trim_end().strip_prefix(crate::credit::CHANGE_SSE_PREFIX) {
+                    if let Some(v) = line.trim_end().strip_prefix(crate::credit::error::CHANGE_SSE_PREFIX) {
                         change = Some(v.to_string());
                     }
                 }
@@ -275,13 +275,13 @@ impl Sidecar {
             return Ok(());
         }
         let body = up.whole_body(&head).await?;
-        let change = head.header(crate::credit::CHANGE_HEADER).map(str::to_string);
+        let change = head.header(crate::credit::error::CHANGE_HEADER).map(str::to_string);
         let code = (head.status >= 400)
             .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
             .flatten()
             .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
         self.take_change(change.as_deref(), code.as_deref().or((head.status < 400).then_some("")))?;
-        write_whole(conn, &head, &body, &[crate::credit::CHANGE_HEADER]).await
+        write_whole(conn, &head, &body, &[crate::credit::error::CHANGE_HEADER]).await
     }
 
     /// After an answer: the change when there is one. Without one, `refusal` is the

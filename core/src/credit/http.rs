@@ -4,7 +4,8 @@
 
 use gatekeeper_net::{Request, Responder};
 
-use super::{CreditError, Credits};
+use super::error::{CreditError, CHANGE_HEADER, CHANGE_SSE_PREFIX};
+use super::store::Credits;
 use crate::error::GatewayError;
 use crate::respond::send_error;
 
@@ -34,8 +35,8 @@ pub async fn params(credits: Option<&Credits>, request_id: &str, res: &mut Respo
         "next_epoch_starts_unix_s": len.start_s(next),
         "next_public_key": c.public_key(next).encode(),
         "spend_header": "X-Gatekeeper-Credit",
-        "change_header": super::CHANGE_HEADER,
-        "change_sse_prefix": super::CHANGE_SSE_PREFIX,
+        "change_header": CHANGE_HEADER,
+        "change_sse_prefix": CHANGE_SSE_PREFIX,
     });
     let _ = res
         .send(

@@ -207,8 +207,8 @@ impl Credits {
     /// Issues `credits` to `key_id` for the request `request_text`, at most once per key
     /// per epoch: the same request again gets the same response (a retried issuance
     /// cannot strand a credential); another request gets `AlreadyIssued`.
-    pub fn issue(&self, key_id: &str, credits: u64, request_text: &str) -> Result<String, super::CreditError> {
-        use super::CreditError;
+    pub fn issue(&self, key_id: &str, credits: u64, request_text: &str) -> Result<String, super::error::CreditError> {
+        use super::error::CreditError;
         let request = gatekeeper_zk::IssuanceRequest::decode(request_text)
             .map_err(|_| CreditError::BadIssuanceRequest("`request` is not a credential request"))?;
         let request_hash: String = {
@@ -375,10 +375,14 @@ mod tests {
         assert_eq!(c.issue("key-a", 500, &req).expect("same request"), first);
         let mut other = gatekeeper_zk::Wallet::new(c.domain().clone(), issuer.public_key());
         let req2 = other.request_credential(&mut rand::rngs::OsRng).expect("req").encode();
-        assert_eq!(c.issue("key-a", 500, &req2), Err(super::super::CreditError::AlreadyIssued));
+        assert_eq!(c.issue("key-a", 500, &req2), Err(super::super::error::CreditError::AlreadyIssued));
         drop(c);
         let c = open(dir.path());
-        assert_eq!(c.issue("key-a", 500, &req2), Err(super::super::CreditError::AlreadyIssued), "after a restart");
+        assert_eq!(
+            c.issue("key-a", 500, &req2),
+            Err(super::super::error::CreditError::AlreadyIssued),
+            "after a restart"
+        );
         assert!(c.issue("key-b", 500, &req2).is_ok());
         let resp = gatekeeper_zk::IssuanceResponse::decode(&first).expect("resp");
         assert_eq!(w.accept_credential(&resp), Ok(500));
