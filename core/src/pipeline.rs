@@ -63,7 +63,7 @@ async fn serve(
     request_id: &str,
     trace: &mut Trace,
 ) -> Result<u16, GatewayError> {
-    let credits = shard.gw.credits.as_deref();
+    let credits = shard.gw.credits.as_ref();
     // A spend instead of a key: its proof is checked before the body is parsed, as a key is.
     let spend_header = req.header("x-gatekeeper-credit").filter(|_| req.header("authorization").is_none());
     let verified = match (credits, spend_header) {
@@ -84,8 +84,15 @@ async fn serve(
         c.check_model(&chat.model)?; // 2
     }
     let (payment, spent) = match (verified, credits) {
-        (Some(v), Some(c)) => (credit::Payment::Credit, Some(v.pay(c, &chat, shard.metrics()).await?)), // 3
-        _ => (credit::check(claims.as_deref(), credits.is_some())?, None),                              // 3
+        (Some(v), Some(c)) => match v.pay(c, &chat, shard.metrics()).await {
+            Ok(spent) => (credit::Payment::Credit, Some(spent)), // 3
+            Err(credit::CreditError::Replayed { change }) => {
+                trace.credit_change = change;
+                return Err(credit::CreditError::Replayed { change: None }.into());
+            }
+            Err(e) => return Err(e.into()),
+        },
+        _ => (credit::check(claims.as_deref(), credits.is_some())?, None), // 3
     };
     if let Some(s) = &spent {
         trace.credit = Some((s.nullifier_hex(), s.amount()));

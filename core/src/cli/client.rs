@@ -193,10 +193,11 @@ impl Sidecar {
                 if let Ok(bytes) = std::fs::read(path) {
                     let w =
                         Wallet::from_bytes(domain.clone(), &bytes).map_err(|e| anyhow::anyhow!("wallet file: {e}"))?;
-                    if w.pending_spend().is_some() {
-                        tracing::warn!("the wallet was stopped between a spend and its change; that credential is lost until the next epoch");
-                    }
+                    let pending = w.pending_spend().is_some() && w.epoch() == public.epoch();
                     self.wallet = Some(w);
+                    if pending {
+                        self.recover().await?;
+                    }
                 }
             }
         }
@@ -223,6 +224,32 @@ impl Sidecar {
             self.save()?;
         }
         self.wallet.as_mut().context("no wallet")
+    }
+
+    /// A wallet stopped between a spend and its change: the spend is sent again with a
+    /// request no model serves. If the gateway recorded it, the replay refusal carries the
+    /// change it got; if not, the request is paid, refused (404) and fully refunded.
+    /// Either way the change comes back; a refusal without one (the change was recorded
+    /// on another node, or never) loses that credential until the next epoch.
+    async fn recover(&mut self) -> anyhow::Result<()> {
+        let Some(spend) = self.wallet.as_ref().and_then(|w| w.pending_spend()).map(|s| s.encode()) else {
+            return Ok(());
+        };
+        tracing::info!("recovering the change of a spend the wallet sent before it stopped");
+        let body =
+            br#"{"model":"gatekeeper-credit-recovery","max_tokens":1,"messages":[{"role":"user","content":"."}]}"#;
+        let header = format!("X-Gatekeeper-Credit: {spend}\r\n");
+        let mut up = self.send("POST", "/v1/chat/completions", &header, body).await?;
+        let head = up.head().await?;
+        let answer = up.whole_body(&head).await?;
+        let change = head.header(crate::credit::error::CHANGE_HEADER).map(str::to_string);
+        let code = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        if change.is_none() {
+            tracing::warn!(code = ?code, "no change came back for the pending spend; that credential is lost until the next epoch");
+        }
+        self.take_change(change.as_deref(), Some(code.as_deref().unwrap_or("")))
     }
 
     /// Writes the wallet file atomically: temp file (0600), fsync, rename, fsync the dir.

@@ -38,9 +38,14 @@ pub enum CreditError {
     /// The spend does not decode, or its proof does not verify.
     #[error("the credit spend is invalid: {0}")]
     Invalid(&'static str),
-    /// The spend's nullifier was already recorded.
+    /// The spend's nullifier was already recorded. `change`: the change that spend got on
+    /// this node, handed back (`X-Gatekeeper-Credit-Change`) so a wallet that lost it can
+    /// recover; it is useless to anyone without the wallet's secrets.
     #[error("this credit spend was already used")]
-    Replayed,
+    Replayed {
+        /// The change credential recorded for the spend, if any.
+        change: Option<String>,
+    },
     /// The spend belongs to another epoch than the current one.
     #[error("the credit spend is not for the current epoch; get a new credential")]
     EpochExpired,
@@ -71,7 +76,7 @@ impl CreditError {
             CreditError::CreditsRequired => (403, "credits_required"),
             CreditError::NotZkKey => (403, "credits_not_allowed"),
             CreditError::Invalid(_) => (401, "credit_invalid"),
-            CreditError::Replayed => (429, "credit_replayed"),
+            CreditError::Replayed { .. } => (429, "credit_replayed"),
             CreditError::EpochExpired => (401, "credit_epoch_expired"),
             CreditError::Insufficient { .. } => (429, "credit_insufficient"),
             CreditError::StoreUnavailable => (503, "credit_store_unavailable"),
@@ -84,7 +89,7 @@ impl CreditError {
     pub(super) fn reason(&self) -> Option<usize> {
         match self {
             CreditError::Invalid(_) => Some(0),
-            CreditError::Replayed => Some(1),
+            CreditError::Replayed { .. } => Some(1),
             CreditError::EpochExpired => Some(2),
             CreditError::Insufficient { .. } => Some(3),
             CreditError::StoreUnavailable => Some(4),

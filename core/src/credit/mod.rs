@@ -51,7 +51,7 @@ mod tests {
     fn every_refusal_has_its_own_code() {
         let errors = [
             CreditError::Invalid("x"),
-            CreditError::Replayed,
+            CreditError::Replayed { change: None },
             CreditError::EpochExpired,
             CreditError::Insufficient { amount: 1, charge: 2 },
             CreditError::StoreUnavailable,

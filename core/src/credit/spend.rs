@@ -44,7 +44,7 @@ impl Verified {
     /// durably (fail closed: 503 when it cannot be written, nothing spent).
     pub async fn pay(
         self,
-        credits: &Credits,
+        credits: &Arc<Credits>,
         chat: &ChatRequest<'_>,
         metrics: &ShardMetrics,
     ) -> Result<Spent, CreditError> {
@@ -54,7 +54,12 @@ impl Verified {
         }
         credits.record_nullifier(self.spend.epoch(), &self.spend.nullifier()).await.map_err(|e| {
             let err = match e {
-                StoreError::Replayed => CreditError::Replayed,
+                StoreError::Replayed => {
+                    // The change this spend got, if any: useless without the wallet's
+                    // secrets, so it is handed back to whoever repeats the spend, which
+                    // lets a wallet killed between spend and change recover it.
+                    CreditError::Replayed { change: credits.change_for(self.spend.epoch(), &self.spend.nullifier()) }
+                }
                 StoreError::Epoch => CreditError::EpochExpired,
                 StoreError::Io(_) | StoreError::Shared(_) => {
                     tracing::warn!(error = %e, "credit spend refused: its nullifier could not be recorded");
@@ -64,12 +69,13 @@ impl Verified {
             err.counted(metrics)
         })?;
         metrics.credit_spends.inc();
-        Ok(Spent { issuer: self.issuer, spend: self.spend, amount: self.amount, charge })
+        Ok(Spent { credits: Arc::clone(credits), issuer: self.issuer, spend: self.spend, amount: self.amount, charge })
     }
 }
 
 /// A paid spend: the request owes the client its change.
 pub struct Spent {
+    credits: Arc<Credits>,
     issuer: Arc<Issuer>,
     spend: Spend,
     amount: u64,
@@ -107,7 +113,11 @@ impl Spent {
         };
         let refund = self.amount.saturating_sub(used);
         match self.issuer.change(&self.spend, refund, &mut rand::rngs::OsRng) {
-            Ok(c) => Some(c.encode()),
+            Ok(c) => {
+                let text = c.encode();
+                self.credits.remember_change(self.spend.epoch(), &self.spend.nullifier(), &text);
+                Some(text)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "credit change could not be signed");
                 None

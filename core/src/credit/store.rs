@@ -61,6 +61,16 @@ struct EpochState {
     /// Key id → (hash of the issuance request, response text).
     issued: HashMap<String, (String, String)>,
     issued_log: File,
+    /// Nullifier → the change its spend got (for a wallet that lost it).
+    changes: HashMap<[u8; 32], String>,
+    changes_log: File,
+}
+
+/// One line of `changes-<epoch>.jsonl`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChangeLine {
+    nullifier: String,
+    change: String,
 }
 
 /// One line of `issued-<epoch>.jsonl`.
@@ -204,6 +214,27 @@ impl Credits {
         }
     }
 
+    /// Keeps the change a spend got, so a repeat of the spend can hand it back. Best
+    /// effort (not fsync'd): it only helps a wallet recover, it guards nothing.
+    pub fn remember_change(&self, epoch: u32, nullifier: &Nullifier, change: &str) {
+        let Ok(mut state) = self.current() else { return };
+        if state.epoch != epoch {
+            return;
+        }
+        let line = ChangeLine { nullifier: nullifier.to_hex(), change: change.to_string() };
+        if let Ok(mut text) = serde_json::to_vec(&line) {
+            text.push(b'\n');
+            let _ = state.changes_log.write_all(&text);
+        }
+        state.changes.insert(nullifier.0, line.change);
+    }
+
+    /// The change recorded for `nullifier`'s spend, if any.
+    pub fn change_for(&self, epoch: u32, nullifier: &Nullifier) -> Option<String> {
+        let state = self.current().ok()?;
+        (state.epoch == epoch).then(|| state.changes.get(&nullifier.0).cloned()).flatten()
+    }
+
     /// Issues `credits` to `key_id` for the request `request_text`, at most once per key
     /// per epoch: the same request again gets the same response (a retried issuance
     /// cannot strand a credential); another request gets `AlreadyIssued`.
@@ -262,7 +293,17 @@ impl EpochState {
                 issued.insert(l.key_id, (l.request_hash, l.response));
             }
         }
-        Ok(EpochState { epoch, issuer, nullifiers, nullifier_log, issued, issued_log })
+        let path = dir.join(format!("changes-{epoch}.jsonl"));
+        let changes_log = private::options().read(true).append(true).create(true).open(&path)?;
+        let mut changes = HashMap::new();
+        for line in std::io::BufReader::new(&changes_log).lines() {
+            if let Ok(l) = serde_json::from_str::<ChangeLine>(&line?) {
+                if let Some(n) = crate::config::credits::parse_seed(&l.nullifier) {
+                    changes.insert(n, l.change);
+                }
+            }
+        }
+        Ok(EpochState { epoch, issuer, nullifiers, nullifier_log, issued, issued_log, changes, changes_log })
     }
 }
 
@@ -283,7 +324,8 @@ fn remove_epochs_before(dir: &Path, epoch: u32) {
         let number = name
             .strip_prefix("nullifiers-")
             .and_then(|n| n.strip_suffix(".bin"))
-            .or_else(|| name.strip_prefix("issued-").and_then(|n| n.strip_suffix(".jsonl")));
+            .or_else(|| name.strip_prefix("issued-").and_then(|n| n.strip_suffix(".jsonl")))
+            .or_else(|| name.strip_prefix("changes-").and_then(|n| n.strip_suffix(".jsonl")));
         if number.and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n < epoch) {
             let _ = std::fs::remove_file(entry.path());
         }

@@ -111,6 +111,8 @@ fn issue_spend_and_change_whole_and_streamed() {
     // The same spend again: refused as a replay, with its own code.
     let again = paid_chat(s.gw.addr, &spend, false, 100);
     assert_eq!((again.status, code(&again).as_str()), (429, "credit_replayed"));
+    // It carries the change the spend got (useless without the wallet's secrets).
+    assert_eq!(again.header("x-gatekeeper-credit-change"), r.header("x-gatekeeper-credit-change"));
 
     // Streamed: the change arrives as an SSE comment before the stream's end.
     let before = wallet.balance().expect("ready");
@@ -406,4 +408,33 @@ fn spends_of_one_wallet_look_like_spends_of_two() {
 fn paid_chat_with_id(addr: std::net::SocketAddr, spend: &str, request_id: &str) -> Resp {
     let body = r#"{"model":"m","stream":false,"max_tokens":100,"messages":[{"role":"user","content":"Say hello to the gateway"}]}"#;
     request(addr, &chat_request(body, &format!("X-Gatekeeper-Credit: {spend}\r\nX-Request-Id: {request_id}\r\n")))
+}
+
+/// A wallet killed after its spend reached the gateway but before it took the change:
+/// the sidecar, started on that wallet file, gets the change back and goes on.
+#[test]
+fn a_wallet_killed_between_spend_and_change_gets_its_change_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(dir.path());
+    let (mut wallet, key) = funded_wallet(&s, "zk-crash");
+    let spend = wallet.spend(5_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &spend, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let used_first = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+    // The change never reached the wallet: its file holds the spend awaiting change.
+    let wallet_path = dir.path().join("wallet.bin");
+    std::fs::write(&wallet_path, wallet.to_bytes()).expect("wallet file");
+    let mut cmd = std::process::Command::new(gatekeeper_bin());
+    cmd.arg("client")
+        .arg("--gateway")
+        .arg(format!("http://{}", s.gw.addr))
+        .args(["--key", &key, "--listen", "127.0.0.1:0", "--wallet"])
+        .arg(&wallet_path);
+    let (_client, addr) = Proc::spawn("gatekeeper client", cmd, dir.path().join("client.log"));
+    let r = chat(addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let used_second = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+    let bytes = std::fs::read(&wallet_path).expect("wallet file");
+    let w = Wallet::from_bytes(Domain::new("it-test").expect("d"), &bytes).expect("wallet");
+    assert_eq!(w.balance(), Some(100_000 - used_first - used_second), "no credit lost");
 }
