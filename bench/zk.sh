@@ -57,14 +57,14 @@ for r in $(seq 1 "$rounds"); do
         "$bin/gk-load" run --url "$url" --connections 1 --duration "${secs}s" --model m --max-tokens 16 \
             "${auth[@]}" --target-pid "$gkpid" --json "$OUT/$kind-$r.json" >/dev/null
         printf '  %-6s round %s: %8.1f req/s, p50 %s us, gateway %.1f us CPU/request\n' "$kind" "$r" \
-            "$(jq '.rate_achieved' "$OUT/$kind-$r.json")" "$(jq '.latency_us.p50' "$OUT/$kind-$r.json")" \
+            "$(jq '.rate_achieved' "$OUT/$kind-$r.json")" "$(jq '.latency_us.percentiles[] | select(.p == 50) | .us' "$OUT/$kind-$r.json")" \
             "$(jq '.cpu.target_us_per_request' "$OUT/$kind-$r.json")" >&2
     done
 done
 
 mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
-python3 - "$(mean key .rate_achieved)" "$(mean credit .rate_achieved)" "$(mean key .latency_us.p50)" \
-    "$(mean credit .latency_us.p50)" "$(mean key .cpu.target_us_per_request)" \
+python3 - "$(mean key .rate_achieved)" "$(mean credit .rate_achieved)" "$(mean key "(.latency_us.percentiles[] | select(.p == 50) | .us)")" \
+    "$(mean credit "(.latency_us.percentiles[] | select(.p == 50) | .us)")" "$(mean key .cpu.target_us_per_request)" \
     "$(mean credit .cpu.target_us_per_request)" <<'PY' | tee "$OUT/summary.md"
 import sys
 kr, cr, kp, cp, kc, cc = map(float, sys.argv[1:])

@@ -18,21 +18,25 @@ pub const BATCH_MAX: usize = 64;
 /// store were down (strict: 503).
 pub const QUEUE_MAX: usize = 4_096;
 
-/// What the shard learns about a nullifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the shard learns about a claimed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// This node created the key: the nullifier is spent here, first.
+    /// This node created the key: first, across every node.
     Created,
-    /// The key exists: another node (or this one, earlier) spent it.
-    Exists,
+    /// The key exists (another node, or this one earlier, created it), with its value
+    /// when the claim asked for it.
+    Exists(Option<Vec<u8>>),
 }
 
-/// One nullifier to claim.
+/// One key to create: a spent nullifier (`n.<epoch>.<hex>`) or a key's credential of an
+/// epoch (`i.<epoch>.<sha256 of the key id>`).
 pub struct Claim {
-    /// The spend's epoch.
-    pub epoch: u32,
-    /// The nullifier.
-    pub nullifier: [u8; 32],
+    /// The KV key.
+    pub key: String,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Whether an existing key's value is wanted back.
+    pub fetch_existing: bool,
     /// Where the outcome goes; an error says the store could not be asked.
     pub reply: oneshot::Sender<Result<ClaimOutcome, String>>,
 }
@@ -53,9 +57,20 @@ pub(super) struct Job {
     pub max_age: Duration,
 }
 
-fn key(epoch: u32, nullifier: &[u8; 32]) -> String {
+/// The KV key of a spent nullifier.
+pub fn nullifier_key(epoch: u32, nullifier: &[u8; 32]) -> String {
     let mut k = format!("n.{epoch}.");
     for b in nullifier {
+        k.push_str(&format!("{b:02x}"));
+    }
+    k
+}
+
+/// The KV key of a key id's credential for an epoch (the id hashed: any bytes).
+pub fn issued_key(epoch: u32, key_id: &str) -> String {
+    use sha2::Digest as _;
+    let mut k = format!("i.{epoch}.");
+    for b in sha2::Sha256::digest(key_id.as_bytes()) {
         k.push_str(&format!("{b:02x}"));
     }
     k
@@ -97,14 +112,21 @@ pub(super) async fn run(client: async_nats::Client, n: NatsConfig, job: Job) {
             }
             continue;
         };
-        let creates = batch.iter().map(|c| kv.create(key(c.epoch, &c.nullifier), bytes::Bytes::from_static(b"1")));
-        let results = futures_util::future::join_all(creates).await;
-        for (c, r) in batch.drain(..).zip(results) {
-            let outcome = match r {
+        let creates = batch.iter().map(|c| async {
+            match kv.create(&c.key, bytes::Bytes::from(c.value.clone())).await {
                 Ok(_) => Ok(ClaimOutcome::Created),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(ClaimOutcome::Exists),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists && c.fetch_existing => {
+                    match kv.get(&c.key).await {
+                        Ok(v) => Ok(ClaimOutcome::Exists(v.map(|b| b.to_vec()))),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(ClaimOutcome::Exists(None)),
                 Err(e) => Err(e.to_string()),
-            };
+            }
+        });
+        let results = futures_util::future::join_all(creates).await;
+        for (c, outcome) in batch.drain(..).zip(results) {
             let _ = c.reply.send(outcome);
         }
     }
@@ -114,8 +136,11 @@ pub(super) async fn run(client: async_nats::Client, n: NatsConfig, job: Job) {
 mod tests {
     #[test]
     fn keys_are_valid_kv_keys() {
-        let k = super::key(20_422, &[0xab; 32]);
+        let k = super::nullifier_key(20_422, &[0xab; 32]);
         assert_eq!(k.len(), "n.20422.".len() + 64);
+        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+        let k = super::issued_key(20_422, "any: key id\n");
+        assert_eq!(k.len(), "i.20422.".len() + 64);
         assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
     }
 }

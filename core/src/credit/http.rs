@@ -63,7 +63,7 @@ pub async fn issue(
     request_id: &str,
     res: &mut Responder<'_>,
 ) -> u16 {
-    let answer = (|| {
+    let answer = async {
         let c = credits.ok_or(CreditError::NotAccepted)?;
         let claims = match claims {
             Some(claims) if claims.zk => claims,
@@ -75,10 +75,11 @@ pub async fn issue(
         let body: IssueBody = serde_json::from_slice(&req.body)
             .map_err(|_| CreditError::BadIssuanceRequest("body must be {\"request\": \"<base64url>\"}"))?;
         let credits_n = c.allowance(claims);
-        let response = c.issue(&claims.jti, credits_n, &body.request)?;
+        let response = c.issue(&claims.jti, credits_n, &body.request).await?;
         let epoch = gatekeeper_zk::IssuanceResponse::decode(&response).map(|r| r.epoch()).unwrap_or(0);
-        Ok(serde_json::json!({ "epoch": epoch, "credits": credits_n, "response": response }))
-    })();
+        Ok::<_, CreditError>(serde_json::json!({ "epoch": epoch, "credits": credits_n, "response": response }))
+    }
+    .await;
     match answer {
         Ok(json) => {
             let _ = res

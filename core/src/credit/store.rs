@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use gatekeeper_zk::{Domain, EpochLength, Issuer, IssuerSeed, Nullifier, PublicKey};
 
+use super::error::CreditError;
 use crate::audit::private;
 use crate::config::{CreditsConfig, CreditsEpoch};
 
@@ -185,9 +186,10 @@ impl Credits {
         }
         // The lock is not held across the wait: other shards' spends go on meanwhile,
         // and the KV create decides between two racing spends of one nullifier.
-        match self.claim(epoch, nullifier).await? {
+        let key = crate::bridge::credits::nullifier_key(epoch, &nullifier.0);
+        match self.claim(key, b"1".to_vec(), false).await? {
             crate::bridge::credits::ClaimOutcome::Created => {}
-            crate::bridge::credits::ClaimOutcome::Exists => return Err(StoreError::Replayed),
+            crate::bridge::credits::ClaimOutcome::Exists(_) => return Err(StoreError::Replayed),
         }
         let state = self.current()?;
         if state.nullifiers.contains(&nullifier.0) {
@@ -198,12 +200,13 @@ impl Credits {
 
     async fn claim(
         &self,
-        epoch: u32,
-        nullifier: &Nullifier,
+        key: String,
+        value: Vec<u8>,
+        fetch_existing: bool,
     ) -> Result<crate::bridge::credits::ClaimOutcome, StoreError> {
         let Some(tx) = self.shared.get() else { return Err(StoreError::Shared("not connected".into())) };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let claim = crate::bridge::credits::Claim { epoch, nullifier: nullifier.0, reply };
+        let claim = crate::bridge::credits::Claim { key, value, fetch_existing, reply };
         if tx.try_send(claim).is_err() {
             return Err(StoreError::Shared("claim queue full".into()));
         }
@@ -236,37 +239,69 @@ impl Credits {
     }
 
     /// Issues `credits` to `key_id` for the request `request_text`, at most once per key
-    /// per epoch: the same request again gets the same response (a retried issuance
-    /// cannot strand a credential); another request gets `AlreadyIssued`.
-    pub fn issue(&self, key_id: &str, credits: u64, request_text: &str) -> Result<String, super::error::CreditError> {
-        use super::error::CreditError;
+    /// per epoch (with NATS, across nodes: a `BH_CREDITS` key per key id and epoch): the
+    /// same request again gets the same response (a retried issuance cannot strand a
+    /// credential); another request gets `AlreadyIssued`.
+    pub async fn issue(&self, key_id: &str, credits: u64, request_text: &str) -> Result<String, CreditError> {
         let request = gatekeeper_zk::IssuanceRequest::decode(request_text)
             .map_err(|_| CreditError::BadIssuanceRequest("`request` is not a credential request"))?;
         let request_hash: String = {
             use sha2::Digest as _;
             sha2::Sha256::digest(request_text.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
         };
+        let mut line = {
+            let state = self.current().map_err(|_| CreditError::StoreUnavailable)?;
+            if request.epoch() != state.epoch {
+                return Err(CreditError::EpochExpired);
+            }
+            if let Some(answer) = state.issued_answer(key_id, &request_hash) {
+                return answer;
+            }
+            let response = state
+                .issuer
+                .issue(&request, credits, &mut rand::rngs::OsRng)
+                .map_err(|_| CreditError::BadIssuanceRequest("the request's proof does not verify"))?
+                .encode();
+            IssuedLine { key_id: key_id.to_string(), request_hash: request_hash.clone(), response }
+        };
+        if self.shared.get().is_some() {
+            let key = crate::bridge::credits::issued_key(request.epoch(), key_id);
+            let value =
+                serde_json::to_vec(&(&line.request_hash, &line.response)).map_err(|_| CreditError::StoreUnavailable)?;
+            match self.claim(key, value, true).await {
+                Ok(crate::bridge::credits::ClaimOutcome::Created) => {}
+                Ok(crate::bridge::credits::ClaimOutcome::Exists(Some(v))) => {
+                    // Another node (or shard) issued first: its record is the one that counts.
+                    let (hash, response): (String, String) =
+                        serde_json::from_slice(&v).map_err(|_| CreditError::StoreUnavailable)?;
+                    line.request_hash = hash;
+                    line.response = response;
+                }
+                _ => return Err(CreditError::StoreUnavailable),
+            }
+        }
         let mut state = self.current().map_err(|_| CreditError::StoreUnavailable)?;
-        if request.epoch() != state.epoch {
-            return Err(CreditError::EpochExpired);
+        if let Some(answer) = state.issued_answer(key_id, &request_hash) {
+            return answer;
         }
-        if let Some((hash, response)) = state.issued.get(key_id) {
-            return if *hash == request_hash { Ok(response.clone()) } else { Err(CreditError::AlreadyIssued) };
-        }
-        let response = state
-            .issuer
-            .issue(&request, credits, &mut rand::rngs::OsRng)
-            .map_err(|_| CreditError::BadIssuanceRequest("the request's proof does not verify"))?
-            .encode();
-        let line = IssuedLine { key_id: key_id.to_string(), request_hash: request_hash.clone(), response };
         let mut text = serde_json::to_vec(&line).map_err(|_| CreditError::StoreUnavailable)?;
         text.push(b'\n');
         let written = state.issued_log.write_all(&text).and_then(|()| state.issued_log.sync_data());
         if written.is_err() {
             return Err(CreditError::StoreUnavailable);
         }
-        state.issued.insert(line.key_id, (request_hash, line.response.clone()));
-        Ok(line.response)
+        let answer =
+            if line.request_hash == request_hash { Ok(line.response.clone()) } else { Err(CreditError::AlreadyIssued) };
+        state.issued.insert(line.key_id, (line.request_hash, line.response));
+        answer
+    }
+}
+
+impl EpochState {
+    /// What a repeated issuance for `key_id` gets, when the key already has a credential.
+    fn issued_answer(&self, key_id: &str, request_hash: &str) -> Option<Result<String, CreditError>> {
+        let (hash, response) = self.issued.get(key_id)?;
+        Some(if hash == request_hash { Ok(response.clone()) } else { Err(CreditError::AlreadyIssued) })
     }
 }
 
@@ -358,6 +393,11 @@ mod tests {
         Credits::open(&CreditsConfig::default(), dir).expect("open")
     }
 
+    fn issue(c: &Credits, key: &str, credits: u64, req: &str) -> Result<String, CreditError> {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+        rt.block_on(c.issue(key, credits, req))
+    }
+
     fn record(c: &Credits, epoch: u32, n: &Nullifier) -> Result<(), StoreError> {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
         rt.block_on(c.record_nullifier(epoch, n))
@@ -413,19 +453,15 @@ mod tests {
         let issuer = c.issuer().expect("issuer");
         let mut w = gatekeeper_zk::Wallet::new(c.domain().clone(), issuer.public_key());
         let req = w.request_credential(&mut rand::rngs::OsRng).expect("req").encode();
-        let first = c.issue("key-a", 500, &req).expect("first");
-        assert_eq!(c.issue("key-a", 500, &req).expect("same request"), first);
+        let first = issue(&c, "key-a", 500, &req).expect("first");
+        assert_eq!(issue(&c, "key-a", 500, &req).expect("same request"), first);
         let mut other = gatekeeper_zk::Wallet::new(c.domain().clone(), issuer.public_key());
         let req2 = other.request_credential(&mut rand::rngs::OsRng).expect("req").encode();
-        assert_eq!(c.issue("key-a", 500, &req2), Err(super::super::error::CreditError::AlreadyIssued));
+        assert_eq!(issue(&c, "key-a", 500, &req2), Err(CreditError::AlreadyIssued));
         drop(c);
         let c = open(dir.path());
-        assert_eq!(
-            c.issue("key-a", 500, &req2),
-            Err(super::super::error::CreditError::AlreadyIssued),
-            "after a restart"
-        );
-        assert!(c.issue("key-b", 500, &req2).is_ok());
+        assert_eq!(issue(&c, "key-a", 500, &req2), Err(CreditError::AlreadyIssued), "after a restart");
+        assert!(issue(&c, "key-b", 500, &req2).is_ok());
         let resp = gatekeeper_zk::IssuanceResponse::decode(&first).expect("resp");
         assert_eq!(w.accept_credential(&resp), Ok(500));
     }

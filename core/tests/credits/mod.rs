@@ -305,7 +305,16 @@ fn three_nodes_share_nullifiers_through_jetstream() {
         })
         .collect();
     let addrs: Vec<_> = nodes.iter().map(|g| g.addr).collect();
-    let (mut wallet, _) = funded_wallet_at(addrs[0], &issuer, "zk-multi");
+    let (mut wallet, key) = funded_wallet_at(addrs[0], &issuer, "zk-multi");
+    // One credential per key per epoch across the nodes: another request elsewhere is refused.
+    for addr in &addrs[1..] {
+        let p = get(*addr, "/v1/credits/params").json();
+        let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk");
+        let mut other = Wallet::new(Domain::new("it-test").expect("d"), public);
+        let req = other.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
+        let r = post_issue(*addr, &key, &format!(r#"{{"request":"{req}"}}"#));
+        assert_eq!((r.status, code(&r).as_str()), (429, "credit_already_issued"), "{}", r.text());
+    }
 
     // Paid on node 0, a replay on nodes 1 and 2.
     let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
