@@ -5,7 +5,7 @@
 use gatekeeper_net::ProtocolError;
 
 use crate::budget::{BudgetError, LimitKind};
-use crate::credit::CreditError;
+use crate::credit::error::CreditError;
 use crate::keys::KeyError;
 use crate::providers::attempt::{Attempt, AttemptOutcome};
 use crate::providers::ProviderError;
@@ -101,7 +101,15 @@ impl GatewayError {
             }
             GatewayError::Credit(c) => {
                 let (status, code) = c.http_status_and_code();
-                (status, "permission_error", Some(code), None, None)
+                let kind = match status {
+                    401 => "authentication_error",
+                    400 => "invalid_request_error",
+                    429 => "rate_limit_error",
+                    503 => "server_error",
+                    _ => "permission_error",
+                };
+                let retry = (status == 503).then_some(1);
+                (status, kind, Some(code), None, retry)
             }
             GatewayError::Budget(BudgetError::Exceeded { refusal, .. }) => {
                 let kind = match refusal.kind {

@@ -58,12 +58,23 @@ pub struct Gateway {
     pub inflight_per_shard_max: u64,
     /// `admin_listen` is set: `/metrics` and `/readyz` live there, not on the API listener.
     pub admin_listener: bool,
+    /// Anonymous credits (`credits` section); `None`: off.
+    pub credits: Option<Arc<crate::credit::Credits>>,
 }
 
 impl Gateway {
     /// Builds the tables from a validated config for `shards` shards.
     pub fn build(config: &Config, shards: usize, no_auth: bool) -> Result<Gateway, ConfigError> {
         let tables = Tables::build(config, no_auth)?;
+        let credits = match &config.credits {
+            Some(c) => Some(Arc::new(crate::credit::Credits::open(c, &config.audit.data_dir).map_err(|e| {
+                crate::config::ConfigError::Invalid {
+                    path: "credits".into(),
+                    message: format!("cannot open the credit store under {}: {e}", config.audit.data_dir.display()),
+                }
+            })?)),
+            None => None,
+        };
         let provider_names: Vec<String> = tables.providers.iter().map(|p| p.name.clone()).collect();
         let model_names = tables.routes.model_names.clone();
         let metrics: Arc<[ShardMetrics]> =
@@ -88,6 +99,7 @@ impl Gateway {
             unauthenticated_records_per_s: config.audit.unauthenticated_records_per_s,
             inflight_per_shard_max: u64::try_from(config.limits.inflight_per_shard_max).unwrap_or(u64::MAX),
             admin_listener: config.admin_listen.is_some(),
+            credits,
         })
     }
 }

@@ -138,6 +138,12 @@ pub struct ShardMetrics {
     /// Requests refused at the key check whose audit record was left out (over
     /// `audit.unauthenticated_records_per_s`).
     pub unauthenticated_unrecorded: Counter,
+    /// Credit spends accepted (nullifier recorded).
+    pub credit_spends: Counter,
+    /// Credit spends refused, per [`crate::credit::error::REJECTION_REASONS`].
+    pub credit_rejections: [Counter; crate::credit::error::REJECTION_REASONS.len()],
+    /// Time to decode and verify a spend's proof.
+    pub credit_verify: Histogram<14>,
     /// Prompt tokens reported by providers, per provider.
     tokens_in: Vec<Counter>,
     /// Completion tokens reported by providers, per provider.
@@ -159,6 +165,9 @@ impl ShardMetrics {
             stream_stalls: (0..providers).map(|_| Counter::default()).collect(),
             latency: (0..=providers).map(|_| Histogram::new(&LATENCY_BUCKETS_US)).collect(),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_US),
+            credit_spends: Counter::default(),
+            credit_rejections: Default::default(),
+            credit_verify: Histogram::new(&OVERHEAD_BUCKETS_US),
             pools: (0..providers).map(|_| PoolGauges::default()).collect(),
             keys: KeyGauges::default(),
             inflight: Gauge::default(),
@@ -323,6 +332,28 @@ impl MetricsView<'_> {
         );
         let hs: Vec<&Histogram<14>> = self.shards.iter().map(|sh| &sh.overhead).collect();
         write_histogram(&mut out, "gatekeeper_overhead_seconds", "", &hs);
+
+        header(&mut out, "gatekeeper_credit_spends_total", "counter", "Anonymous credit spends accepted.");
+        let v: u64 = self.shards.iter().map(|sh| sh.credit_spends.get()).sum();
+        let _ = writeln!(out, "gatekeeper_credit_spends_total {v}");
+        header(
+            &mut out,
+            "gatekeeper_credit_rejections_total",
+            "counter",
+            "Anonymous credit spends refused, by reason.",
+        );
+        for (i, reason) in crate::credit::error::REJECTION_REASONS.iter().enumerate() {
+            let v: u64 = self.shards.iter().map(|sh| sh.credit_rejections[i].get()).sum();
+            let _ = writeln!(out, "gatekeeper_credit_rejections_total{{reason=\"{reason}\"}} {v}");
+        }
+        header(
+            &mut out,
+            "gatekeeper_credit_verify_seconds",
+            "histogram",
+            "Time to decode and verify an anonymous credit spend.",
+        );
+        let hs: Vec<&Histogram<14>> = self.shards.iter().map(|sh| &sh.credit_verify).collect();
+        write_histogram(&mut out, "gatekeeper_credit_verify_seconds", "", &hs);
 
         header(&mut out, "gatekeeper_inflight_requests", "gauge", "Requests in flight, per shard.");
         for (i, sh) in self.shards.iter().enumerate() {

@@ -35,7 +35,8 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
         Ok(status) => status,
         Err(e) => {
             trace.close_overhead();
-            let unauthenticated = matches!(&e, GatewayError::Key(k) if k.http_status_and_code().0 == 401);
+            let unauthenticated = matches!(&e, GatewayError::Key(k) if k.http_status_and_code().0 == 401)
+                || matches!(&e, GatewayError::Credit(c) if c.http_status_and_code().0 == 401);
             let recorded = if unauthenticated && !shard.refusals.take(std::time::Instant::now()) {
                 shard.metrics().unauthenticated_unrecorded.inc();
                 Ok(())
@@ -43,7 +44,7 @@ pub async fn chat_completions(shard: &ShardGateway, req: Request, res: &mut Resp
                 shard.recorder(&tables).record(&request_id, &trace, e.attempts(), e.to_response().status)
             };
             let e = if recorded.is_ok() { e } else { GatewayError::AuditUnavailable };
-            respond::send_error(res, &request_id, &e).await
+            respond::send_error_with_change(res, &request_id, &e, trace.credit_change.as_deref()).await
         }
     };
     drop(slot);
@@ -62,7 +63,17 @@ async fn serve(
     request_id: &str,
     trace: &mut Trace,
 ) -> Result<u16, GatewayError> {
-    let claims = keys::authenticate(t.keys.as_deref(), req.header("authorization")).await?; // 2
+    let credits = shard.gw.credits.as_ref();
+    // A spend instead of a key: its proof is checked before the body is parsed, as a key is.
+    let spend_header = req.header("x-gatekeeper-credit").filter(|_| req.header("authorization").is_none());
+    let verified = match (credits, spend_header) {
+        (Some(c), Some(h)) => Some(credit::verify(c, h, shard.metrics())?), // 3
+        _ => None,
+    };
+    let claims = match verified {
+        Some(_) => None,
+        None => keys::authenticate(t.keys.as_deref(), req.header("authorization")).await?, // 2
+    };
     trace.claims.clone_from(&claims);
     let chat = wire::openai::parse_chat(&req.body)?; // 1
     trace.model_requested = chat.model.chars().take(256).collect();
@@ -72,15 +83,51 @@ async fn serve(
     if let (Some(c), false) = (&claims, auto) {
         c.check_model(&chat.model)?; // 2
     }
-    let payment = credit::check(claims.as_deref())?; // 3
-    let route_request = router::RouteRequest::from_chat(&chat);
+    let (payment, spent) = match (verified, credits) {
+        (Some(v), Some(c)) => match v.pay(c, &chat, shard.metrics()).await {
+            Ok(spent) => (credit::Payment::Credit, Some(spent)), // 3
+            Err(credit::CreditError::Replayed { change }) => {
+                trace.credit_change = change;
+                return Err(credit::CreditError::Replayed { change: None }.into());
+            }
+            Err(e) => return Err(e.into()),
+        },
+        _ => (credit::check(claims.as_deref(), credits.is_some())?, None), // 3
+    };
+    if let Some(s) = &spent {
+        trace.credit = Some((s.nullifier_hex(), s.amount()));
+    }
+    let served =
+        forward(shard, t, req, res, request_id, trace, &chat, claims.as_deref(), payment, spent.as_ref()).await;
+    if let (Err(_), Some(s)) = (&served, &spent) {
+        // Paid but not served: the whole spend comes back with the error.
+        trace.credit_change = s.change(credit::Used::Nothing);
+    }
+    served
+}
+
+/// Steps 4 to 8 of a request that passed its key or credit check.
+#[allow(clippy::too_many_arguments)] // the request's parts, each used by one step
+async fn forward(
+    shard: &ShardGateway,
+    t: &ShardTables,
+    req: &Request,
+    res: &mut Responder<'_>,
+    request_id: &str,
+    trace: &mut Trace,
+    chat: &wire::openai::ChatRequest<'_>,
+    claims: Option<&keys::Claims>,
+    payment: credit::Payment,
+    spent: Option<&credit::Spent>,
+) -> Result<u16, GatewayError> {
+    let route_request = router::RouteRequest::from_chat(chat);
     let need_tokens = t.tables.budgets.reservation(route_request.prompt_tokens, chat.max_tokens);
-    let admission = budget::admit(shard.budget(t), payment, claims.as_deref(), need_tokens, unix_now_s())?; // 4
+    let admission = budget::admit(shard.budget(t), payment, claims, need_tokens, unix_now_s())?; // 4
     trace.budget = admission.trace();
     let input = router::RouteInput {
         model: &chat.model,
         mode_header: req.header("x-routing-mode"),
-        claims: claims.as_deref(),
+        claims,
         health: Some(&shard.health),
         now: std::time::Instant::now(),
     };
@@ -90,11 +137,11 @@ async fn serve(
     trace.decision = Some(std::mem::take(&mut route.decision));
     // From here on, an error return (or this future being dropped) drops `admission`,
     // which releases its reservation.
-    let answer = providers::forward(shard.upstreams(t), &route, req, &chat, request_id, trace).await; // 6
+    let answer = providers::forward(shard.upstreams(t), &route, req, chat, request_id, trace).await; // 6
     let answer = answer?;
     let recorder = shard.recorder(t);
     let record = |t: &Trace, status: u16| recorder.record(request_id, t, &t.attempts, status); // 8
-    let status = respond::relay(answer, res, request_id, trace, shard.metrics(), record).await; // 7
+    let status = respond::relay(answer, res, request_id, trace, shard.metrics(), record, spent).await; // 7
     let deployment = trace.deployment.and_then(|d| t.tables.routes.deployment(d));
     let price_per_1k = deployment.map(|d| (d.price_per_1k_input, d.price_per_1k_output));
     admission.settle(budget::Outcome { status, usage: trace.usage, price_per_1k }); // 4, settled

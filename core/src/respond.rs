@@ -15,6 +15,8 @@ use gatekeeper_net::upstream::UpstreamError;
 use gatekeeper_net::Responder;
 
 use crate::audit::AuditError;
+use crate::credit::error::{CHANGE_HEADER, CHANGE_SSE_PREFIX};
+use crate::credit::spend::{Spent, Used};
 use crate::error::GatewayError;
 use crate::metrics::ShardMetrics;
 use crate::providers::attempt::{Attempt, AttemptOutcome};
@@ -35,7 +37,14 @@ pub async fn relay(
     trace: &mut Trace,
     metrics: &ShardMetrics,
     mut record: impl FnMut(&Trace, u16) -> Result<(), AuditError>,
+    spent: Option<&Spent>,
 ) -> u16 {
+    // A credit-paid request's change: what the answer used, refunded from the spend.
+    let change = |trace: &Trace, status: u16| {
+        let used = if (200..300).contains(&status) { Used::Answer(trace.usage) } else { Used::Nothing };
+        spent.and_then(|s| s.change(used))
+    };
+    let change_value: Option<String>;
     let provider = answer.provider;
     let overhead_us = trace.close_overhead();
     metrics.overhead.record(overhead_us);
@@ -74,16 +83,36 @@ pub async fn relay(
             if status == 502 {
                 metrics.upstream_failures[answer.deployment.provider].inc();
             }
+            change_value = change(trace, status);
             if record(trace, status).is_err() {
-                return send_error(res, request_id, &GatewayError::AuditUnavailable).await;
+                return send_error_with_change(
+                    res,
+                    request_id,
+                    &GatewayError::AuditUnavailable,
+                    change_value.as_deref(),
+                )
+                .await;
+            }
+            if let Some(v) = &change_value {
+                headers.push((CHANGE_HEADER, v.as_bytes()));
             }
             let _ = res.send(status, &headers, &body).await;
             return status;
         }
         AnswerBody::Whole(body) => {
             trace.usage = usage_from_body(&body);
+            change_value = change(trace, answer.status);
             if record(trace, answer.status).is_err() {
-                return send_error(res, request_id, &GatewayError::AuditUnavailable).await;
+                return send_error_with_change(
+                    res,
+                    request_id,
+                    &GatewayError::AuditUnavailable,
+                    change_value.as_deref(),
+                )
+                .await;
+            }
+            if let Some(v) = &change_value {
+                headers.push((CHANGE_HEADER, v.as_bytes()));
             }
             let _ = res.send(answer.status, &headers, &body).await;
             return answer.status;
@@ -191,6 +220,9 @@ pub async fn relay(
                 res.abort();
                 return e.to_response().status;
             }
+            if send_change_comment(res, change(trace, answer.status)).await.is_err() {
+                return STATUS_CLIENT_GONE;
+            }
             if done_held && res.send_chunk(DONE_EVENT).await.is_err() {
                 return STATUS_CLIENT_GONE;
             }
@@ -212,6 +244,7 @@ pub async fn relay(
             // The error event marks the stream failed whether or not the record was written.
             let _ = record(trace, status);
             let _ = res.send_chunk(&event).await;
+            let _ = send_change_comment(res, change(trace, status)).await;
             let _ = res.end_stream().await;
             status
         }
@@ -220,6 +253,7 @@ pub async fn relay(
             metrics.upstream_failures[answer.deployment.provider].inc();
             let status = 502;
             let _ = record(trace, status);
+            let _ = send_change_comment(res, change(trace, status)).await;
             let _ = res.end_stream().await;
             status
         }
@@ -236,6 +270,7 @@ pub async fn relay(
             let event = stream_error_event(&message, "upstream_stream_stalled");
             let _ = record(trace, status);
             let _ = res.send_chunk(&event).await;
+            let _ = send_change_comment(res, change(trace, status)).await;
             let _ = res.end_stream().await;
             status
         }
@@ -294,9 +329,28 @@ enum StreamEnd {
     Stalled,
 }
 
+/// Sends a stream's change credential as an SSE comment line (which SDKs ignore),
+/// before the stream's end. `Err`: the client is gone.
+async fn send_change_comment(res: &mut Responder<'_>, change: Option<String>) -> Result<(), ()> {
+    let Some(v) = change else { return Ok(()) };
+    let line = format!("{CHANGE_SSE_PREFIX}{v}\n\n");
+    res.send_chunk(line.as_bytes()).await.map_err(|_| ())
+}
+
 /// Answers with an error, unless a response is already under way (then the
 /// connection is cut). Returns the status.
 pub async fn send_error(res: &mut Responder<'_>, request_id: &str, err: &GatewayError) -> u16 {
+    send_error_with_change(res, request_id, err, None).await
+}
+
+/// [`send_error`], carrying a credit-paid request's change credential in
+/// `X-Gatekeeper-Credit-Change` when there is one.
+pub async fn send_error_with_change(
+    res: &mut Responder<'_>,
+    request_id: &str,
+    err: &GatewayError,
+    change: Option<&str>,
+) -> u16 {
     let e = err.to_response();
     if res.started() {
         res.abort();
@@ -310,6 +364,9 @@ pub async fn send_error(res: &mut Responder<'_>, request_id: &str, err: &Gateway
         headers.push(("Retry-After", retry.as_bytes()));
     }
     headers.extend(e.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    if let Some(v) = change {
+        headers.push((CHANGE_HEADER, v.as_bytes()));
+    }
     let _ = res.send(e.status, &headers, &e.body).await;
     e.status
 }

@@ -14,10 +14,19 @@ use crate::metrics::MetricsView;
 use crate::respond::send_error;
 
 /// Every path the API listener serves, for telling 405 from 404.
-const PATHS: [&str; 5] = ["/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"];
+const PATHS: [&str; 7] = [
+    "/v1/chat/completions",
+    "/v1/models",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/credits/params",
+    "/v1/credits/issue",
+];
 /// What the API listener keeps when an admin listener takes `/readyz` and `/metrics`
 /// (`/healthz` stays on both: a load balancer may probe the API port).
-const PATHS_BESIDE_ADMIN: [&str; 3] = ["/v1/chat/completions", "/v1/models", "/healthz"];
+const PATHS_BESIDE_ADMIN: [&str; 5] =
+    ["/v1/chat/completions", "/v1/models", "/healthz", "/v1/credits/params", "/v1/credits/issue"];
 /// Every path the admin listener serves.
 const ADMIN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
@@ -31,6 +40,12 @@ impl Handler for ShardHandler {
         match (get_or(req.method()), req.path()) {
             ("POST", "/v1/chat/completions") => crate::pipeline::chat_completions(shard, req, res).await,
             ("GET", "/v1/models") => models(shard, &req, res).await,
+            ("GET", "/v1/credits/params") => {
+                let id = shard.gw.request_ids.next();
+                let status = crate::credit::params(shard.gw.credits.as_deref(), &id, res).await;
+                shard.metrics().record_request(None, None, status, 0);
+            }
+            ("POST", "/v1/credits/issue") => credits_issue(shard, &req, res).await,
             ("GET", "/healthz") => healthz(res).await,
             ("GET", "/readyz") if admin_here => readyz(&shard.gw, &shard.net_stats, res).await,
             ("GET", "/metrics") if admin_here => metrics(&shard.gw, &shard.net_stats, res).await,
@@ -119,6 +134,18 @@ async fn models(shard: &ShardGateway, req: &Request, res: &mut Responder<'_>) {
     let body = serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data })).unwrap_or_default();
     let _ =
         res.send(200, &[("Content-Type", b"application/json"), ("X-Request-Id", request_id.as_bytes())], &body).await;
+}
+
+/// `POST /v1/credits/issue`: the bearer key must carry the `zk` claim.
+async fn credits_issue(shard: &ShardGateway, req: &Request, res: &mut Responder<'_>) {
+    let request_id = shard.gw.request_ids.next();
+    shard.apply_config_changes();
+    let t = shard.tables();
+    let status = match crate::keys::authenticate(t.keys.as_deref(), req.header("authorization")).await {
+        Ok(claims) => crate::credit::issue(shard.gw.credits.as_deref(), claims.as_deref(), req, &request_id, res).await,
+        Err(e) => send_error(res, &request_id, &GatewayError::Key(e)).await,
+    };
+    shard.metrics().record_request(None, None, status, 0);
 }
 
 /// `GET /readyz`: ready, or draining (503).

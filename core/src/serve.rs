@@ -137,6 +137,15 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
         tracing::info!(windows = restored, file = %snapshot.display(), "budget spend restored");
     }
     // The bridge watches BH_CONFIG whenever `nats` is set, and ships audit records when audit is on.
+    // With NATS, credit nullifiers are claimed across nodes through the bridge.
+    let claims = match (&gateway.credits, &config.nats) {
+        (Some(credits), Some(_)) => {
+            let (tx, rx) = crate::bridge::credits::queue();
+            credits.share_nullifiers(tx);
+            Some(rx)
+        }
+        _ => None,
+    };
     if config.audit.enabled || config.nats.is_some() {
         let bridge = Arc::new(
             Bridge::start_with_feeds(
@@ -145,6 +154,7 @@ pub fn start(mut config: Config, args: &Overrides) -> anyhow::Result<Running> {
                 gateway.hot.clone(),
                 Some(gateway.health.clone()),
                 Some(gateway.budgets.clone()),
+                claims,
             )
             .context("starting the bridge")?,
         );

@@ -40,6 +40,12 @@ pub struct Trace {
     /// What the budget step reserved and what the `x-ratelimit-*` headers say; `None`
     /// when no budget applies.
     pub budget: Option<crate::budget::BudgetTrace>,
+    /// A credit-paid request: the spend's nullifier (hex) and amount, for the audit
+    /// record (which then names no key or tenant).
+    pub credit: Option<(String, u64)>,
+    /// The change credential an error answer carries (credit-paid requests refused
+    /// after their nullifier was recorded).
+    pub credit_change: Option<String>,
 }
 
 impl Trace {
@@ -62,6 +68,8 @@ impl Trace {
             usage: None,
             decision: None,
             budget: None,
+            credit: None,
+            credit_change: None,
         }
     }
 

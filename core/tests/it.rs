@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod budget_nodes;
 mod budgets;
+mod credits;
 mod failover;
 mod hardening;
 mod harness;

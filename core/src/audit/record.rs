@@ -71,6 +71,13 @@ pub struct AuditRecord {
     /// usage is unknown), 0 when it failed (the reservation was released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_settled_tokens: Option<u64>,
+    /// A credit-paid request's nullifier (hex): the only thing that identifies the
+    /// payment, and it links nothing (no key id or tenant is recorded with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_nullifier: Option<String>,
+    /// Credits the spend paid (before its refund).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_amount: Option<u64>,
     /// Request and response bodies, only with `audit.include_content: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
@@ -124,6 +131,11 @@ impl AuditRecord {
         }
         if let Some(n) = self.budget_settled_tokens {
             out.extend_from_slice(b",\"budget_settled_tokens\":");
+            push_u64(out, n);
+        }
+        push_opt_str(out, b",\"credit_nullifier\":", self.credit_nullifier.as_deref());
+        if let Some(n) = self.credit_amount {
+            out.extend_from_slice(b",\"credit_amount\":");
             push_u64(out, n);
         }
         if let Some(content) = &self.content {
@@ -553,6 +565,7 @@ mod tests {
             lists in (proptest::collection::vec(text(), 0..3), proptest::collection::vec(text(), 0..3)),
             stream in any::<bool>(), status in any::<u16>(), nums in any::<[u64; 4]>(), cost in text(),
             budget in (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>())),
+            credit in (proptest::option::of(text()), proptest::option::of(any::<u64>())),
             content in proptest::option::of(text()),
         ) -> AuditRecord {
             let o = |i: usize| opts[i].clone();
@@ -563,6 +576,7 @@ mod tests {
                 route_reason: o(0).map(|s| s + "r"), stream, status, tokens_in: nums[0], tokens_out: nums[1],
                 cost_usd: cost, upstream_us: nums[2], overhead_us: nums[3], attempts: lists.1,
                 budget_reserved_tokens: budget.0, budget_settled_tokens: budget.1,
+                credit_nullifier: credit.0, credit_amount: credit.1,
                 content: content.map(|c| serde_json::json!({ "messages": [{ "content": c }] })),
             }
         }

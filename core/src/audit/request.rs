@@ -112,6 +112,8 @@ impl Recorder<'_> {
                 r.budget_settled_tokens = trace.budget.map(|b| {
                     crate::budget::Outcome { status, usage: trace.usage, price_per_1k: None }.spend(b.reserved_tokens).0
                 });
+                set_opt(&mut r.credit_nullifier, trace.credit.as_ref().map(|(n, _)| n.as_str()));
+                r.credit_amount = trace.credit.as_ref().map(|(_, a)| *a);
                 r.content = None;
             })
             .inspect_err(|e| {

@@ -28,6 +28,7 @@
 pub mod budget;
 mod checkpoints;
 mod connection;
+pub mod credits;
 pub mod events;
 mod health;
 mod housekeeping;
@@ -273,18 +274,21 @@ impl Bridge {
         hot: Arc<HotConfig>,
         board: Option<Arc<crate::router::HealthBoard>>,
     ) -> Result<Bridge, BridgeError> {
-        Bridge::start_with_feeds(config, shards, hot, board, None)
+        Bridge::start_with_feeds(config, shards, hot, board, None, None)
     }
 
     /// [`Bridge::start_with_health`], with the budget gossip (`budget.rs`) over
-    /// `budgets` when `nats` is set: call [`Bridge::budget_join`]'s `wait` before the
-    /// shards start. Load the budget snapshot file into `budgets` before this.
+    /// `budgets` when `nats` is set (call [`Bridge::budget_join`]'s `wait` before the
+    /// shards start; load the budget snapshot file into `budgets` before this), and
+    /// answering the shards' credit nullifier claims from `claims` (`credits.rs`) when
+    /// `nats` is set.
     pub fn start_with_feeds(
         config: &Config,
         shards: usize,
         hot: Arc<HotConfig>,
         board: Option<Arc<crate::router::HealthBoard>>,
         budgets: Option<Arc<crate::budget::BudgetBoard>>,
+        claims: Option<tokio::sync::mpsc::Receiver<credits::Claim>>,
     ) -> Result<Bridge, BridgeError> {
         let node = config.audit.node_name.clone().unwrap_or_else(host_node_name);
         let (audit, key) = match config.audit.enabled {
@@ -314,6 +318,13 @@ impl Bridge {
             nats: config.nats.clone(),
             hot,
             audit: audit.as_ref().map(|a| a.settings.clone()).zip(key),
+            credits: claims.zip(config.credits.as_ref()).map(|(rx, c)| credits::Job {
+                rx,
+                max_age: Duration::from_secs(match c.epoch {
+                    crate::config::CreditsEpoch::Day => 2 * 86_400,
+                    crate::config::CreditsEpoch::Hour => 2 * 3_600,
+                }),
+            }),
             health: board.map(|board| health::Feed {
                 board,
                 every: Duration::from_millis(config.routing.health.feed_ms),

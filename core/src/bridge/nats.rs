@@ -304,6 +304,41 @@ pub async fn read_audit(js: &jetstream::Context, stream_name: &str) -> Result<Ve
     Ok(out)
 }
 
+/// The KV bucket of spent credit nullifiers (anonymous credits across nodes).
+pub const CREDITS_BUCKET: &str = "BH_CREDITS";
+
+/// The stream backing `BH_CREDITS`: one revision per key, kept `max_age` (two epochs:
+/// a nullifier matters only while its epoch's spends are accepted).
+pub fn credits_bucket_stream(n: &NatsConfig, max_age: Duration) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{CREDITS_BUCKET}"),
+        description: Some("Gatekeeper spent credit nullifiers".into()),
+        subjects: vec![format!("$KV.{CREDITS_BUCKET}.>")],
+        storage: stream::StorageType::File,
+        num_replicas: n.replicas,
+        max_messages_per_subject: 1,
+        max_age,
+        discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        duplicate_window: Duration::from_millis(n.duplicate_window_ms),
+        ..Default::default()
+    }
+}
+
+/// Provisions and opens `BH_CREDITS`.
+pub async fn credits_bucket(
+    js: &jetstream::Context,
+    n: &NatsConfig,
+    max_age: Duration,
+) -> Result<jetstream::kv::Store, NatsError> {
+    provision_stream(js, credits_bucket_stream(n, max_age)).await?;
+    js.get_key_value(CREDITS_BUCKET)
+        .await
+        .map_err(|e| NatsError::Provision { stream: format!("KV_{CREDITS_BUCKET}"), message: e.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{budget, connection, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult};
+use super::{
+    budget, connection, credits, health, shipper, watch, BridgeError, BridgeReport, Settings, Shared, ThreadResult,
+};
 use crate::config::hot::HotConfig;
 use crate::config::{BridgeConfig, NatsConfig};
 use crate::keys::SecretKey;
@@ -22,6 +24,8 @@ pub(super) struct Jobs {
     pub health: Option<health::Feed>,
     /// The budget gossip, run whenever NATS is set and the gateway budgets.
     pub budget: Option<budget::Feed>,
+    /// Credit nullifier claims, answered whenever NATS is set.
+    pub credits: Option<credits::Job>,
 }
 
 /// Puts the calling thread where `bridge:` says: pinned to `cpu`, at priority `nice`.
@@ -57,7 +61,7 @@ pub(super) fn run_here(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
 }
 
 async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
-    let Jobs { node, nats, hot, audit, health, budget } = jobs;
+    let Jobs { node, nats, hot, audit, health, budget, credits } = jobs;
     let client = match &nats {
         None => None,
         Some(n) => match connection::connect(n, &node, &shared.shutdown).await {
@@ -78,6 +82,10 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
         .as_ref()
         .zip(budget)
         .map(|((c, _), feed)| tokio::task::spawn_local(budget::run(c.clone(), node.clone(), feed)));
+    let claims = client
+        .as_ref()
+        .zip(credits)
+        .map(|((c, n), job)| tokio::task::spawn_local(credits::run(c.clone(), (*n).clone(), job)));
     let report = match audit {
         Some((settings, key)) => shipper::run(settings, shared.clone(), key, client).await.map(Some),
         None => {
@@ -85,7 +93,7 @@ async fn run(jobs: Jobs, shared: Arc<Shared>) -> ThreadResult {
             Ok(None)
         }
     };
-    for task in [watch, feed, gossip].into_iter().flatten() {
+    for task in [watch, feed, gossip, claims].into_iter().flatten() {
         task.abort();
         // Dropped here, inside the runtime: a NATS subscription's drop spawns its
         // unsubscribe, which panics outside one (and two such panics abort the process).

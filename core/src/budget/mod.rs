@@ -78,7 +78,7 @@ pub use limits::{kind_index, BudgetSettings, Limits, NANO_USD_PER_USD};
 
 use gatekeeper_crdt::Epoch;
 
-use crate::credit::Payment;
+use crate::credit::error::Payment;
 use crate::keys::Claims;
 use crate::metrics::ShardMetrics;
 use crate::wire::openai::Usage;

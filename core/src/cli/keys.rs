@@ -88,6 +88,9 @@ pub struct IssueArgs {
     /// Require zero-knowledge credit proofs.
     #[arg(long)]
     pub zk: bool,
+    /// Anonymous credits per epoch for a `--zk` key.
+    #[arg(long)]
+    pub zk_credits: Option<u64>,
     /// Issuer name claim.
     #[arg(long)]
     pub iss: Option<String>,
@@ -209,6 +212,7 @@ fn issue(args: &IssueArgs, out: &mut dyn Write, now: i64) -> anyhow::Result<()> 
         },
         rpm: args.rpm,
         zk: args.zk,
+        zk_credits: args.zk_credits,
         kid: None,
     };
     let public = secret.public_key();
@@ -326,6 +330,7 @@ mod tests {
             usd_per_month: Some(12.5),
             rpm: Some(60),
             zk: true,
+            zk_credits: Some(50_000),
             iss: Some("ops".into()),
             not_before: None,
             expires: "30d".into(),

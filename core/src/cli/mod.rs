@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod budget;
 mod budget_nodes;
+pub mod client;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -76,6 +77,8 @@ pub enum Command {
     /// Show a key's token budgets as the running gateway counts them.
     #[command(subcommand)]
     Budget(budget::BudgetCommand),
+    /// Local OpenAI-compatible sidecar paying each request with an anonymous credit spend.
+    Client(client::ClientArgs),
 }
 
 /// Runs a parsed command line.
@@ -91,5 +94,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route(cmd) => route::run(cmd),
         Command::Tune(args) => tune::run(&args),
         Command::Budget(cmd) => budget::run(cmd),
+        Command::Client(args) => client::run(&args),
     }
 }

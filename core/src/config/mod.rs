@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod budgets;
+pub mod credits;
 pub mod edit;
 mod env;
 mod error;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditConfig, FsyncPolicy};
 pub use budgets::{BudgetMode, BudgetsConfig, TenantBudget};
+pub use credits::{CreditsConfig, CreditsEpoch, CreditsMode};
 pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};
@@ -111,6 +113,9 @@ pub struct Config {
     /// Default 4096; the kernel caps it at `net.core.somaxconn`.
     #[serde(default = "placement::default_listen_backlog")]
     pub listen_backlog: u32,
+    /// Anonymous credits (`credits.rs`); absent: off, and `zk` keys are refused.
+    #[serde(default)]
+    pub credits: Option<CreditsConfig>,
 }
 
 fn default_listen() -> String {
@@ -247,6 +252,9 @@ impl Config {
         budgets::validate(&self.budgets)?;
         if let Some(n) = &self.nats {
             nats::validate(n)?;
+        }
+        if let Some(c) = &self.credits {
+            credits::validate(c)?;
         }
         Ok(())
     }

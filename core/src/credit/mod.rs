@@ -1,42 +1,32 @@
-//! Step 3, anonymous credits: a key with the `zk` claim pays each request with a
-//! zero-knowledge credit spend instead of being billed by name.
+//! Step 3, anonymous credits (`gatekeeper-zk`, `zk/SPEC.md`): a key with the `zk` claim
+//! obtains one credential per epoch (`POST /v1/credits/issue`) and pays each chat
+//! request with a zero-knowledge spend in `X-Gatekeeper-Credit` instead of a bearer key.
 //!
-//! Credit spends are not accepted yet, so this step fails closed: a key that
-//! requires them is refused rather than served without a proof. Every other key
-//! passes. Issuance, spend verification and nullifiers plug in here.
+//! A spend is checked in two halves around the body parse: [`verify`] (decode, epoch,
+//! proof) before it, so a client without a valid spend learns nothing about its body;
+//! [`Spent::pay`] (the amount covers `prompt estimate + max_tokens`, the nullifier is
+//! durably recorded) after it. From then on the request owes the client its change
+//! ([`Spent::change`]): in a response header for whole answers and errors, in a final
+//! SSE comment for streams.
+//!
+//! Without a `credits` section, spends are not accepted and `zk` keys are refused.
+
+pub mod error;
+mod http;
+pub mod spend;
+mod store;
+
+pub use error::{CreditError, Payment, CHANGE_HEADER, CHANGE_SSE_PREFIX, REJECTION_REASONS};
+pub use http::{issue, params};
+pub use spend::{charge, verify, Spent, Used, Verified};
+pub use store::{Credits, StoreError};
 
 use crate::keys::Claims;
 
-/// What pays for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Payment {
-    /// The bearer key's owner (budgets apply to its key id and tenant).
-    Key,
-    /// Nobody identified: the gateway runs with `--no-auth`.
-    Unauthenticated,
-}
-
-/// Why a request was refused at the credit step.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CreditError {
-    /// The key requires credit spends, which this gateway does not verify yet.
-    #[error("this key requires anonymous credit spends (zk), which this gateway does not accept yet")]
-    NotAccepted,
-}
-
-impl CreditError {
-    /// HTTP status and OpenAI `code`.
-    pub fn http_status_and_code(&self) -> (u16, &'static str) {
-        match self {
-            CreditError::NotAccepted => (403, "credits_not_accepted"),
-        }
-    }
-}
-
-/// Decides what pays for the request.
-pub fn check(claims: Option<&Claims>) -> Result<Payment, CreditError> {
+/// Decides what pays for a key-authenticated (or `--no-auth`) request.
+pub fn check(claims: Option<&Claims>, credits_on: bool) -> Result<Payment, CreditError> {
     match claims {
+        Some(c) if c.zk && credits_on => Err(CreditError::CreditsRequired),
         Some(c) if c.zk => Err(CreditError::NotAccepted),
         Some(_) => Ok(Payment::Key),
         None => Ok(Payment::Unauthenticated),
@@ -48,11 +38,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zk_keys_fail_closed() {
+    fn zk_keys_need_credits() {
         let plain = Claims { jti: "k".into(), ..Claims::default() };
-        assert_eq!(check(Some(&plain)), Ok(Payment::Key));
-        assert_eq!(check(None), Ok(Payment::Unauthenticated));
+        assert_eq!(check(Some(&plain), true), Ok(Payment::Key));
+        assert_eq!(check(None, false), Ok(Payment::Unauthenticated));
         let zk = Claims { zk: true, ..plain };
-        assert_eq!(check(Some(&zk)), Err(CreditError::NotAccepted));
+        assert_eq!(check(Some(&zk), false), Err(CreditError::NotAccepted));
+        assert_eq!(check(Some(&zk), true), Err(CreditError::CreditsRequired));
+    }
+
+    #[test]
+    fn every_refusal_has_its_own_code() {
+        let errors = [
+            CreditError::Invalid("x"),
+            CreditError::Replayed { change: None },
+            CreditError::EpochExpired,
+            CreditError::Insufficient { amount: 1, charge: 2 },
+            CreditError::StoreUnavailable,
+        ];
+        let codes: std::collections::HashSet<_> = errors.iter().map(|e| e.http_status_and_code().1).collect();
+        assert_eq!(codes.len(), errors.len());
+        for (i, e) in errors.iter().enumerate() {
+            assert_eq!(e.reason(), Some(i));
+        }
     }
 }

@@ -82,6 +82,10 @@ pub struct Claims {
     /// Whether requests must carry a zero-knowledge credit proof.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zk: bool,
+    /// Anonymous credits per epoch for a `zk` key (else `budget.tokens_per_day`, else
+    /// `credits.credits_per_epoch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_credits: Option<u64>,
     /// The key id (`k4.pid.…`) of the issuer whose signature was verified. Set by the
     /// verifier, never read from (or written into) a token.
     #[serde(skip)]
@@ -123,6 +127,7 @@ impl Claims {
             ("budget.tokens_per_day", self.budget.tokens_per_day),
             ("budget.tokens_per_month", self.budget.tokens_per_month),
             ("rpm", self.rpm),
+            ("zk_credits", self.zk_credits),
         ];
         for (path, value) in counts {
             if value.is_some_and(|v| v > BUDGET_CLAIM_MAX) {

@@ -1,0 +1,519 @@
+//! `gatekeeper client`: a local OpenAI-compatible sidecar that pays each chat request with
+//! an anonymous credit spend, so any OpenAI SDK works unchanged against a gateway that
+//! wants credits (point `base_url` at the sidecar).
+//!
+//! It obtains the epoch's credential with the key (`POST /v1/credits/issue`), then for
+//! each `POST /v1/chat/completions` spends `body bytes + max_tokens` (an upper bound of
+//! the gateway's charge, capped at the balance), forwards the request with
+//! `X-Gatekeeper-Credit` and no key, and takes the change from the answer's header or
+//! the stream's final comment line. One request at a time: a wallet holds one credential
+//! (`gatekeeper_zk::Wallet`). The wallet file (0600) is written atomically (temp file,
+//! fsync, rename) before every message that changes what the wallet must remember.
+//!
+//! Crash recovery: a wallet saved while *issuing* resends the same request, which the
+//! gateway answers with the same credential. A wallet saved while *spending* (killed
+//! between spend and change) cannot get its change back yet: the gateway does not
+//! return change for a replayed nullifier. The sidecar then says so and waits for the
+//! next epoch's credential; the rest of that epoch's credits are lost.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use gatekeeper_zk::{Change, Domain, IssuanceResponse, PublicKey, Wallet};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head the sidecar reads from its client.
+const HEAD_BYTES_MAX: usize = 64 * 1024;
+/// Largest request body the sidecar reads from its client.
+const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest response head or whole body read from the gateway.
+const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Flags of `gatekeeper client`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The gateway's base URL (`http://host:port`; plain HTTP only for now).
+    #[arg(long)]
+    pub gateway: String,
+    /// A key with the `zk` claim (used only to obtain credentials).
+    #[arg(long)]
+    pub key: String,
+    /// Where the sidecar listens (`127.0.0.1:0` picks a port).
+    #[arg(long)]
+    pub listen: String,
+    /// Wallet file (0600, written atomically). Absent: the wallet lives in memory only.
+    #[arg(long)]
+    pub wallet: Option<PathBuf>,
+}
+
+struct Sidecar {
+    gateway: String,
+    key: String,
+    wallet_path: Option<PathBuf>,
+    wallet: Option<Wallet>,
+}
+
+/// Runs the sidecar until killed.
+pub fn run(args: &ClientArgs) -> anyhow::Result<()> {
+    let gateway = args.gateway.strip_prefix("http://").context("--gateway must be an http:// URL")?;
+    let gateway = gateway.trim_end_matches('/').trim_end_matches("/v1").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let sidecar = Arc::new(tokio::sync::Mutex::new(Sidecar {
+            gateway,
+            key: args.key.clone(),
+            wallet_path: args.wallet.clone(),
+            wallet: None,
+        }));
+        println!("gatekeeper client listening on {addr}");
+        loop {
+            let (conn, _) = listener.accept().await?;
+            let sidecar = Arc::clone(&sidecar);
+            tokio::spawn(async move {
+                let mut conn = conn;
+                if let Err(e) = serve(&mut conn, &sidecar).await {
+                    tracing::warn!(error = %e, "sidecar request failed");
+                    // Best effort: the client may be gone, or the answer half sent.
+                    let _ =
+                        write_error(&mut conn, 502, "credit_client_error", &format!("gatekeeper client: {e:#}")).await;
+                }
+            });
+        }
+    })
+}
+
+/// One parsed client request.
+struct ClientRequest {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+async fn read_request(conn: &mut TcpStream) -> anyhow::Result<ClientRequest> {
+    let mut buf = Vec::with_capacity(4096);
+    let head_len = loop {
+        let mut chunk = [0u8; 8192];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("client closed before its request ended");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > HEAD_BYTES_MAX {
+            bail!("request head over {HEAD_BYTES_MAX} bytes");
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(&buf[..head_len])?;
+    let method = req.method.unwrap_or("GET").to_string();
+    let path = req.path.unwrap_or("/").to_string();
+    let len = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    if len > BODY_BYTES_MAX {
+        bail!("request body over {BODY_BYTES_MAX} bytes");
+    }
+    let mut body = buf[head_len..].to_vec();
+    while body.len() < len {
+        let mut chunk = vec![0u8; len.saturating_sub(body.len()).min(65536)];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("client closed before its body ended");
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Ok(ClientRequest { method, path, body })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn serve(conn: &mut TcpStream, sidecar: &tokio::sync::Mutex<Sidecar>) -> anyhow::Result<()> {
+    let req = read_request(conn).await?;
+    // One request at a time: the wallet has one credential.
+    let mut s = sidecar.lock().await;
+    match (req.method.as_str(), req.path.split('?').next().unwrap_or("")) {
+        ("POST", "/v1/chat/completions") => s.pay_and_forward(&req, conn).await,
+        _ => {
+            // Not paid with credits (e.g. /v1/models): passed on with the key.
+            let auth = format!("Authorization: Bearer {}\r\n", s.key);
+            let mut up = s.send(&req.method, &req.path, &auth, &req.body).await?;
+            let head = up.head().await?;
+            let body = up.whole_body(&head).await?;
+            write_whole(conn, &head, &body, &[]).await
+        }
+    }
+}
+
+impl Sidecar {
+    async fn send(&self, method: &str, path: &str, extra: &str, body: &[u8]) -> anyhow::Result<Upstream> {
+        let mut stream =
+            TcpStream::connect(&self.gateway).await.with_context(|| format!("connect {}", self.gateway))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            self.gateway,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        Ok(Upstream { stream, buf: Vec::new() })
+    }
+
+    async fn get_json(&self, method: &str, path: &str, extra: &str, body: &[u8]) -> anyhow::Result<serde_json::Value> {
+        let mut up = self.send(method, path, extra, body).await?;
+        let head = up.head().await?;
+        let body = up.whole_body(&head).await?;
+        if head.status != 200 {
+            bail!("{method} {path}: HTTP {}: {}", head.status, String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// A wallet holding a credential of the gateway's current epoch.
+    async fn ready_wallet(&mut self) -> anyhow::Result<&mut Wallet> {
+        let params = self.get_json("GET", "/v1/credits/params", "", b"").await?;
+        let deployment = params["deployment"].as_str().context("params: deployment")?;
+        let domain = Domain::new(deployment).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let public = PublicKey::decode(params["public_key"].as_str().context("params: public_key")?)
+            .map_err(|e| anyhow::anyhow!("params: {e}"))?;
+        if self.wallet.is_none() {
+            if let Some(path) = &self.wallet_path {
+                if let Ok(bytes) = std::fs::read(path) {
+                    let w =
+                        Wallet::from_bytes(domain.clone(), &bytes).map_err(|e| anyhow::anyhow!("wallet file: {e}"))?;
+                    let pending = w.pending_spend().is_some() && w.epoch() == public.epoch();
+                    self.wallet = Some(w);
+                    if pending {
+                        self.recover().await?;
+                    }
+                }
+            }
+        }
+        let stale = self.wallet.as_ref().is_none_or(|w| w.epoch() != public.epoch());
+        if stale {
+            self.wallet = Some(Wallet::new(domain, public));
+        }
+        let needs_credential =
+            self.wallet.as_ref().is_some_and(|w| w.balance().is_none() && w.pending_spend().is_none());
+        if needs_credential {
+            let request = match self.wallet.as_mut() {
+                Some(w) => w.request_credential(&mut rand::rngs::OsRng).map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => bail!("no wallet"),
+            };
+            self.save()?;
+            let body = serde_json::json!({ "request": request.encode() }).to_string();
+            let auth = format!("Authorization: Bearer {}\r\n", self.key);
+            let answer = self.get_json("POST", "/v1/credits/issue", &auth, body.as_bytes()).await?;
+            let response = IssuanceResponse::decode(answer["response"].as_str().context("issue: response")?)
+                .map_err(|e| anyhow::anyhow!("issue: {e}"))?;
+            if let Some(w) = self.wallet.as_mut() {
+                w.accept_credential(&response).map_err(|e| anyhow::anyhow!("issue: {e}"))?;
+            }
+            self.save()?;
+        }
+        self.wallet.as_mut().context("no wallet")
+    }
+
+    /// A wallet stopped between a spend and its change: the spend is sent again with a
+    /// request no model serves. If the gateway recorded it, the replay refusal carries the
+    /// change it got; if not, the request is paid, refused (404) and fully refunded.
+    /// Either way the change comes back; a refusal without one (the change was recorded
+    /// on another node, or never) loses that credential until the next epoch.
+    async fn recover(&mut self) -> anyhow::Result<()> {
+        let Some(spend) = self.wallet.as_ref().and_then(|w| w.pending_spend()).map(|s| s.encode()) else {
+            return Ok(());
+        };
+        tracing::info!("recovering the change of a spend the wallet sent before it stopped");
+        let body =
+            br#"{"model":"gatekeeper-credit-recovery","max_tokens":1,"messages":[{"role":"user","content":"."}]}"#;
+        let header = format!("X-Gatekeeper-Credit: {spend}\r\n");
+        let mut up = self.send("POST", "/v1/chat/completions", &header, body).await?;
+        let head = up.head().await?;
+        let answer = up.whole_body(&head).await?;
+        let change = head.header(crate::credit::error::CHANGE_HEADER).map(str::to_string);
+        let code = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        if change.is_none() {
+            tracing::warn!(code = ?code, "no change came back for the pending spend; that credential is lost until the next epoch");
+        }
+        self.take_change(change.as_deref(), Some(code.as_deref().unwrap_or("")))
+    }
+
+    /// Writes the wallet file atomically: temp file (0600), fsync, rename, fsync the dir.
+    fn save(&self) -> anyhow::Result<()> {
+        let (Some(path), Some(w)) = (&self.wallet_path, &self.wallet) else { return Ok(()) };
+        write_atomic(path, &w.to_bytes())
+    }
+
+    async fn pay_and_forward(&mut self, req: &ClientRequest, conn: &mut TcpStream) -> anyhow::Result<()> {
+        let chat: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let max_tokens = chat["max_completion_tokens"].as_u64().or(chat["max_tokens"].as_u64()).unwrap_or(4_096);
+        let wanted = u64::try_from(req.body.len()).unwrap_or(u64::MAX).saturating_add(max_tokens);
+        let wallet = self.ready_wallet().await?;
+        let Some(balance) = wallet.balance() else {
+            return write_error(conn, 429, "credit_wallet_unavailable", "the wallet has no credential this epoch")
+                .await;
+        };
+        let spend = wallet.spend(wanted.min(balance), &mut rand::rngs::OsRng).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.save()?;
+        let header = format!("X-Gatekeeper-Credit: {}\r\n", spend.encode());
+        let mut up = self.send("POST", "/v1/chat/completions", &header, &req.body).await?;
+        let head = up.head().await?;
+        if head.chunked && head.status == 200 {
+            // A stream: relay each piece, and read the change from its comment line.
+            let mut start =
+                format!("HTTP/1.1 {} OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n", head.status);
+            for (n, v) in head.passed_headers() {
+                start.push_str(&format!("{n}: {v}\r\n"));
+            }
+            start.push_str("\r\n");
+            conn.write_all(start.as_bytes()).await?;
+            let mut lines = Vec::new();
+            let mut change = None;
+            while let Some(piece) = up.next_chunk().await? {
+                lines.extend_from_slice(&piece);
+                while let Some(i) = find(&lines, b"\n") {
+                    let line: Vec<u8> = lines.drain(..=i).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    if let Some(v) = line.trim_end().strip_prefix(crate::credit::error::CHANGE_SSE_PREFIX) {
+                        change = Some(v.to_string());
+                    }
+                }
+                conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                conn.write_all(&piece).await?;
+                conn.write_all(b"\r\n").await?;
+            }
+            // The wallet is settled before the client sees the stream end.
+            self.take_change(change.as_deref(), None)?;
+            conn.write_all(b"0\r\n\r\n").await?;
+            return Ok(());
+        }
+        let body = up.whole_body(&head).await?;
+        let change = head.header(crate::credit::error::CHANGE_HEADER).map(str::to_string);
+        let code = (head.status >= 400)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        self.take_change(change.as_deref(), code.as_deref().or((head.status < 400).then_some("")))?;
+        write_whole(conn, &head, &body, &[crate::credit::error::CHANGE_HEADER]).await
+    }
+
+    /// After an answer: the change when there is one. Without one, `refusal` is the
+    /// error `code` of a refused request (`None`/empty: an answer whose change was lost):
+    /// a replay or a lost change means the credential is spent (start over next epoch);
+    /// any other refusal came before the nullifier was recorded, so the spend is taken back.
+    fn take_change(&mut self, change: Option<&str>, refusal: Option<&str>) -> anyhow::Result<()> {
+        let Some(w) = self.wallet.as_mut() else { return Ok(()) };
+        match (change, refusal) {
+            (Some(text), _) => {
+                let change = Change::decode(text).map_err(|e| anyhow::anyhow!("change: {e}"))?;
+                w.accept_change(&change).map_err(|e| anyhow::anyhow!("change: {e}"))?;
+            }
+            (None, None | Some("" | "credit_replayed")) => {
+                tracing::warn!("no change came back; the credential is spent");
+                self.wallet = None;
+            }
+            (None, Some(_)) => {
+                let _ = w.cancel_spend();
+            }
+        }
+        self.save()
+    }
+}
+
+/// Writes `bytes` to `path` so a crash leaves the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = crate::audit::private::options().write(true).create(true).truncate(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// A gateway response being read.
+struct Upstream {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    chunked: bool,
+    length: Option<usize>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Headers the client sees (hop-by-hop and framing ones are the sidecar's own).
+    fn passed_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| {
+                let n = n.to_ascii_lowercase();
+                !matches!(n.as_str(), "transfer-encoding" | "content-length" | "connection" | "keep-alive")
+            })
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl Upstream {
+    async fn fill(&mut self) -> anyhow::Result<usize> {
+        let mut chunk = [0u8; 16384];
+        let n = self.stream.read(&mut chunk).await?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        if self.buf.len() > RESPONSE_BYTES_MAX {
+            bail!("gateway response over {RESPONSE_BYTES_MAX} bytes");
+        }
+        Ok(n)
+    }
+
+    async fn head(&mut self) -> anyhow::Result<Head> {
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill().await? == 0 {
+                bail!("gateway closed before its response head");
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&self.buf[..end])?;
+        let status = resp.code.unwrap_or(502);
+        let headers: Vec<(String, String)> =
+            resp.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+        self.buf.drain(..end);
+        let find_h = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let chunked = find_h("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = find_h("content-length").and_then(|v| v.trim().parse().ok());
+        Ok(Head { status, headers, chunked, length })
+    }
+
+    /// The next de-chunked piece of a chunked body; `None` at its end.
+    async fn next_chunk(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let line_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                break i;
+            }
+            if self.fill().await? == 0 {
+                bail!("gateway closed inside a chunked body");
+            }
+        };
+        let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        if size > RESPONSE_BYTES_MAX {
+            bail!("chunk over {RESPONSE_BYTES_MAX} bytes");
+        }
+        let need = line_end + 2 + size + 2;
+        while self.buf.len() < need {
+            if self.fill().await? == 0 {
+                if size == 0 {
+                    return Ok(None);
+                }
+                bail!("gateway closed inside a chunk");
+            }
+        }
+        let piece = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+        self.buf.drain(..need);
+        Ok(if size == 0 { None } else { Some(piece) })
+    }
+
+    async fn whole_body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
+        if head.chunked {
+            let mut out = Vec::new();
+            while let Some(p) = self.next_chunk().await? {
+                out.extend_from_slice(&p);
+            }
+            return Ok(out);
+        }
+        match head.length {
+            Some(len) => {
+                while self.buf.len() < len {
+                    if self.fill().await? == 0 {
+                        bail!("gateway closed inside a body");
+                    }
+                }
+                self.buf.truncate(len);
+            }
+            None => while self.fill().await? > 0 {},
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+async fn write_whole(conn: &mut TcpStream, head: &Head, body: &[u8], drop: &[&str]) -> anyhow::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        head.status,
+        reason(head.status),
+        body.len()
+    );
+    for (n, v) in head.passed_headers().filter(|(n, _)| !drop.iter().any(|d| d.eq_ignore_ascii_case(n))) {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    conn.write_all(out.as_bytes()).await?;
+    conn.write_all(body).await?;
+    Ok(())
+}
+
+async fn write_error(conn: &mut TcpStream, status: u16, code: &str, message: &str) -> anyhow::Result<()> {
+    let body = crate::wire::openai::error_json(message, "rate_limit_error", None, Some(code));
+    let head = Head {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        chunked: false,
+        length: None,
+    };
+    write_whole(conn, &head, &body, &[]).await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wallet_files_are_replaced_whole_and_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("wallet");
+        write_atomic(&path, b"one").expect("write");
+        write_atomic(&path, b"two").expect("rewrite");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert!(!dir.path().join("wallet.tmp").exists());
+    }
+}

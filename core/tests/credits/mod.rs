@@ -1,0 +1,449 @@
+//! Anonymous credits through the running gateway: issuance, spends on chat completions
+//! (whole and streamed answers), change, and every refusal's status and code.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gatekeeper::keys::{issue, Claims, Footer, SecretKey};
+use gatekeeper_zk::{Change, Domain, IssuanceResponse, Issuer, IssuerSeed, PublicKey, Wallet};
+
+use crate::harness::*;
+
+const SEED_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn token(issuer: &SecretKey, jti: &str, zk: bool, zk_credits: Option<u64>) -> String {
+    let claims = Claims { jti: jti.into(), exp: Some(now() + 3600), zk, zk_credits, ..Claims::default() };
+    issue(issuer, &claims, &Footer::for_key(&issuer.public_key())).expect("issue")
+}
+
+struct Setup {
+    _mock: Mock,
+    gw: Gateway,
+    issuer: SecretKey,
+}
+
+fn config(mock: &Mock, issuer: &SecretKey, data_dir: &Path) -> String {
+    let mut c = config_for(&[("primary", mock, "")], "");
+    c.push_str(&format!(
+        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\naudit: {{ data_dir: \"{}\" }}\ncredits: {{ mode: strict, epoch: day, deployment: it-test, issuer_seed: \"{SEED_HEX}\" }}\n",
+        issuer.public_key().to_paserk(),
+        data_dir.display()
+    ));
+    c
+}
+
+fn setup(data_dir: &Path) -> Setup {
+    setup_with(data_dir, "")
+}
+
+/// [`setup`] with extra top-level YAML (e.g. `nats:`), and the credits section's extras.
+fn setup_with(data_dir: &Path, extra: &str) -> Setup {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let gw = Gateway::start(&format!("{}{extra}", config(&mock, &issuer, data_dir)), &[]);
+    Setup { _mock: mock, gw, issuer }
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> Resp {
+    request(addr, format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+}
+
+fn post_issue(addr: std::net::SocketAddr, key: &str, body: &str) -> Resp {
+    let raw = format!(
+        "POST /v1/credits/issue HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    request(addr, raw.as_bytes())
+}
+
+fn code(r: &Resp) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// A wallet funded through the gateway's own endpoints.
+fn funded_wallet(s: &Setup, jti: &str) -> (Wallet, String) {
+    funded_wallet_at(s.gw.addr, &s.issuer, jti)
+}
+
+fn funded_wallet_at(addr: std::net::SocketAddr, issuer: &SecretKey, jti: &str) -> (Wallet, String) {
+    let params = get(addr, "/v1/credits/params");
+    assert_eq!(params.status, 200, "{}", params.text());
+    let p = params.json();
+    assert_eq!(p["deployment"], "it-test");
+    assert_eq!(p["balance_bits"], 32);
+    let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk decodes");
+    let mut wallet = Wallet::new(Domain::new("it-test").expect("domain"), public);
+    let request = wallet.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
+    let key = token(issuer, jti, true, Some(100_000));
+    let r = post_issue(addr, &key, &format!(r#"{{"request":"{request}"}}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let response = IssuanceResponse::decode(r.json()["response"].as_str().expect("response")).expect("decodes");
+    assert_eq!(r.json()["credits"], 100_000);
+    assert_eq!(wallet.accept_credential(&response), Ok(100_000));
+    (wallet, key)
+}
+
+fn paid_chat(addr: std::net::SocketAddr, spend: &str, stream: bool, max_tokens: u64) -> Resp {
+    let body = format!(
+        r#"{{"model":"m","stream":{stream},"max_tokens":{max_tokens},"messages":[{{"role":"user","content":"Say hello to the gateway"}}]}}"#
+    );
+    request(addr, &chat_request(&body, &format!("X-Gatekeeper-Credit: {spend}\r\n")))
+}
+
+#[test]
+fn issue_spend_and_change_whole_and_streamed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(dir.path());
+    let (mut wallet, key) = funded_wallet(&s, "zk-alice");
+
+    // Whole answer: change in the response header, refund of what the answer did not use.
+    let spend = wallet.spend(5_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &spend, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let used = r.json()["usage"]["total_tokens"].as_u64().expect("mock reports usage");
+    let change = Change::decode(r.header("x-gatekeeper-credit-change").expect("change header")).expect("change");
+    assert_eq!(wallet.accept_change(&change), Ok(100_000 - used));
+
+    // The same spend again: refused as a replay, with its own code.
+    let again = paid_chat(s.gw.addr, &spend, false, 100);
+    assert_eq!((again.status, code(&again).as_str()), (429, "credit_replayed"));
+    // It carries the change the spend got (useless without the wallet's secrets).
+    assert_eq!(again.header("x-gatekeeper-credit-change"), r.header("x-gatekeeper-credit-change"));
+
+    // Streamed: the change arrives as an SSE comment before the stream's end.
+    let before = wallet.balance().expect("ready");
+    let spend = wallet.spend(5_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &spend, true, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let line = text.lines().find_map(|l| l.strip_prefix(": gatekeeper-credit-change ")).expect("change comment");
+    let comment_at = text.find(": gatekeeper-credit-change").expect("comment");
+    assert!(comment_at < text.find("data: [DONE]").expect("done"), "the change precedes [DONE]");
+    let after = wallet.accept_change(&Change::decode(line).expect("change")).expect("accepted");
+    assert!(after < before && after >= before - 5_000, "{before} -> {after}");
+
+    // A spend that does not cover prompt estimate + max_tokens is refused before its
+    // nullifier is recorded: the wallet takes it back and pays again.
+    let small = wallet.spend(10, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &small, false, 100);
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_insufficient"));
+    assert_eq!(wallet.cancel_spend(), Ok(after));
+    let retry = wallet.spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &retry, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wallet
+        .accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change"))
+        .expect("accepted");
+
+    // A spend with one byte changed does not verify.
+    let mut bad = wallet.clone().spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode().into_bytes();
+    let i = bad.len() / 2;
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let r = paid_chat(s.gw.addr, std::str::from_utf8(&bad).expect("ascii"), false, 100);
+    assert_eq!((r.status, code(&r).as_str()), (401, "credit_invalid"));
+    assert!(r.header("x-gatekeeper-credit-change").is_none());
+
+    // The zk key itself cannot pay by name, and gets one credential per epoch.
+    let r = chat(s.gw.addr, "m", false, &format!("Authorization: Bearer {key}\r\n"));
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_required"));
+    let mut other = Wallet::new(Domain::new("it-test").expect("d"), wallet_public(&s));
+    let req = other.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
+    let r = post_issue(s.gw.addr, &key, &format!(r#"{{"request":"{req}"}}"#));
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_already_issued"));
+    let plain = token(&s.issuer, "plain", false, None);
+    let r = post_issue(s.gw.addr, &plain, &format!(r#"{{"request":"{req}"}}"#));
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_allowed"));
+    let r = post_issue(s.gw.addr, &token(&s.issuer, "zk-bob", true, None), "{\"request\":\"AAAA\"}");
+    assert_eq!((r.status, code(&r).as_str()), (400, "credit_request_invalid"));
+
+    // Metrics: spends, rejections by reason, verify time.
+    let m = get(s.gw.addr, "/metrics").text();
+    assert!(m.contains("gatekeeper_credit_spends_total 3"), "{m}");
+    assert!(m.contains("gatekeeper_credit_rejections_total{reason=\"replayed\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_credit_rejections_total{reason=\"insufficient\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_credit_rejections_total{reason=\"invalid\"} 1"), "{m}");
+    assert!(m.contains("gatekeeper_credit_verify_seconds_count"), "{m}");
+
+    // Audit: credit-paid records carry the nullifier and amount and no key or tenant.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let paid: Vec<serde_json::Value> = loop {
+        let records = audit_records(dir.path());
+        let paid: Vec<_> = records.into_iter().filter(|r| r.get("credit_nullifier").is_some()).collect();
+        if paid.len() >= 3 || Instant::now() > deadline {
+            break paid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(paid.len(), 3, "three paid requests recorded");
+    for r in &paid {
+        assert!(r.get("key_id").is_none() && r.get("tenant").is_none() && r.get("kid").is_none(), "{r}");
+        assert!(r["credit_amount"].as_u64().is_some());
+    }
+}
+
+fn wallet_public(s: &Setup) -> PublicKey {
+    let p = get(s.gw.addr, "/v1/credits/params").json();
+    PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk")
+}
+
+fn audit_records(data_dir: &Path) -> Vec<serde_json::Value> {
+    crate::audit::file_messages(data_dir)
+        .iter()
+        .flat_map(|(_, msgs)| msgs.iter())
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
+        .flat_map(|m| m["entries"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["record"].clone())
+        .collect()
+}
+
+#[test]
+fn nullifiers_survive_a_restart_and_other_epochs_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spend = {
+        let s = setup(dir.path());
+        let (mut wallet, _) = funded_wallet(&s, "zk-carol");
+        let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+        assert_eq!(paid_chat(s.gw.addr, &spend, false, 50).status, 200);
+        spend
+    };
+    let s = setup(dir.path());
+    let r = paid_chat(s.gw.addr, &spend, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_replayed"), "the nullifier file outlived the process");
+
+    // A credential of yesterday's epoch (same seed, so the same keys): expired.
+    let p = get(s.gw.addr, "/v1/credits/params").json();
+    let epoch = u32::try_from(p["epoch"].as_u64().expect("epoch")).expect("u32");
+    let mut seed = [0u8; 32];
+    seed.fill(1);
+    let domain = Domain::new("it-test").expect("domain");
+    let old = Issuer::derive(&domain, &IssuerSeed::from_bytes(seed), epoch - 1);
+    let mut w = Wallet::new(domain, old.public_key());
+    let req = w.request_credential(&mut rand::rngs::OsRng).expect("req");
+    let resp = old.issue(&req, 10_000, &mut rand::rngs::OsRng).expect("issue");
+    w.accept_credential(&resp).expect("credential");
+    let stale = w.spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &stale, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (401, "credit_epoch_expired"));
+}
+
+#[test]
+fn without_a_credits_section_zk_keys_are_refused() {
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let mut c = config_for(&[("primary", &mock, "")], "");
+    c.push_str(&format!("keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n", issuer.public_key().to_paserk()));
+    let gw = Gateway::start(&c, &[]);
+    let key = token(&issuer, "zk", true, None);
+    let r = chat(gw.addr, "m", false, &format!("Authorization: Bearer {key}\r\n"));
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_accepted"));
+    let r = get(gw.addr, "/v1/credits/params");
+    assert_eq!((r.status, code(&r).as_str()), (403, "credits_not_accepted"));
+}
+
+/// `gatekeeper client`: plain HTTP and the official `openai` SDK through the sidecar, to a
+/// gateway that wants credits; the wallet file is private and tracks the balance.
+#[test]
+fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(dir.path());
+    let key = token(&s.issuer, "zk-sidecar", true, Some(100_000));
+    let wallet_path = dir.path().join("wallet.bin");
+    let mut cmd = std::process::Command::new(gatekeeper_bin());
+    cmd.arg("client")
+        .arg("--gateway")
+        .arg(format!("http://{}", s.gw.addr))
+        .args(["--key", &key, "--listen", "127.0.0.1:0", "--wallet"])
+        .arg(&wallet_path);
+    let (_client, addr) = Proc::spawn("gatekeeper client", cmd, dir.path().join("client.log"));
+
+    let r = chat(addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-gatekeeper-credit-change").is_none(), "the sidecar keeps the change");
+    let used = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+    let balance = |path: &Path| {
+        let bytes = std::fs::read(path).expect("wallet file");
+        Wallet::from_bytes(Domain::new("it-test").expect("d"), &bytes).expect("wallet").balance()
+    };
+    assert_eq!(balance(&wallet_path), Some(100_000 - used));
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&wallet_path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let r = chat(addr, "m", true, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    let after_stream = balance(&wallet_path).expect("ready after the stream");
+    assert!(after_stream < 100_000 - used);
+
+    run_openai_sdk(addr, "sk-unused-by-the-sidecar", None);
+    let end = balance(&wallet_path).expect("ready after the SDK run");
+    assert!(end < after_stream, "{after_stream} -> {end}");
+}
+
+/// Three nodes on one NATS share their nullifiers: a spend paid on one is a replay on the
+/// others, a spend raced to all three is paid once, and without NATS a spend fails closed.
+#[test]
+fn three_nodes_share_nullifiers_through_jetstream() {
+    crate::audit::need_nats!();
+    let mut server = crate::audit::NatsServer::start();
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes: Vec<Gateway> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let c = config(&mock, &issuer, d.path())
+                .replace("audit: { data_dir:", &format!("audit: {{ node_name: node{i}, data_dir:"))
+                .replace("issuer_seed:", "claim_timeout_ms: 1000, issuer_seed:");
+            Gateway::start(&format!("{c}nats: {{ url: \"{}\" }}\n", server.url()), &[])
+        })
+        .collect();
+    let addrs: Vec<_> = nodes.iter().map(|g| g.addr).collect();
+    let (mut wallet, key) = funded_wallet_at(addrs[0], &issuer, "zk-multi");
+    // One credential per key per epoch across the nodes: another request elsewhere is refused.
+    for addr in &addrs[1..] {
+        let p = get(*addr, "/v1/credits/params").json();
+        let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk");
+        let mut other = Wallet::new(Domain::new("it-test").expect("d"), public);
+        let req = other.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
+        let r = post_issue(*addr, &key, &format!(r#"{{"request":"{req}"}}"#));
+        assert_eq!((r.status, code(&r).as_str()), (429, "credit_already_issued"), "{}", r.text());
+    }
+
+    // Paid on node 0, a replay on nodes 1 and 2.
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[0], &spend, false, 50);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wallet
+        .accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change"))
+        .expect("accepted");
+    for addr in &addrs[1..] {
+        let r = paid_chat(*addr, &spend, false, 50);
+        assert_eq!((r.status, code(&r).as_str()), (429, "credit_replayed"), "another node knows the nullifier");
+    }
+
+    // One spend raced to all three nodes at once: paid exactly once.
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let racers: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let (a, spend) = (*a, spend.clone());
+            std::thread::spawn(move || paid_chat(a, &spend, false, 50))
+        })
+        .collect();
+    let answers: Vec<Resp> = racers.into_iter().map(|t| t.join().expect("racer")).collect();
+    let paid: Vec<&Resp> = answers.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(paid.len(), 1, "{:?}", answers.iter().map(|r| (r.status, code(r))).collect::<Vec<_>>());
+    assert!(answers.iter().filter(|r| r.status != 200).all(|r| code(r) == "credit_replayed"));
+    wallet
+        .accept_change(&Change::decode(paid[0].header("x-gatekeeper-credit-change").expect("change")).expect("c"))
+        .expect("accepted");
+
+    // NATS down: the spend fails closed (503, nothing spent), and goes through once it is back.
+    server.kill();
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[1], &spend, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (503, "credit_store_unavailable"), "{}", r.text());
+    assert!(r.header("x-gatekeeper-credit-change").is_none());
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = paid_chat(addrs[1], &spend, false, 50);
+        if r.status != 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(r.status, 200, "the same spend, never recorded, is paid once NATS is back: {}", r.text());
+    drop(nodes);
+}
+
+/// What the gateway records of two spends of one wallet and of two spends of two wallets
+/// is alike: no recorded field is shared by the first pair that is not shared by the
+/// second (equal amounts, so only the proof's randomness could link them, and it is not
+/// recorded), and the nullifier file holds four unrelated 32-byte values.
+#[test]
+fn spends_of_one_wallet_look_like_spends_of_two() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // One shard: which shard a connection lands on is the kernel's choice, not the wallet's.
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let gw = Gateway::start(&config(&mock, &issuer, dir.path()), &["--shards", "1"]);
+    let s = Setup { _mock: mock, gw, issuer };
+    let (mut one, _) = funded_wallet(&s, "zk-one");
+    let (mut two, _) = funded_wallet(&s, "zk-two");
+    let (mut three, _) = funded_wallet(&s, "zk-three");
+    let pay = |w: &mut Wallet, id: &str| {
+        let spend = w.spend(3_000, &mut rand::rngs::OsRng).expect("spend").encode();
+        let r = paid_chat_with_id(s.gw.addr, &spend, id);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let change = Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change");
+        w.accept_change(&change).expect("accepted");
+    };
+    pay(&mut one, "same-a");
+    pay(&mut one, "same-b");
+    pay(&mut two, "diff-a");
+    pay(&mut three, "diff-b");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let r: Vec<_> = audit_records(dir.path()).into_iter().filter(|r| r.get("credit_nullifier").is_some()).collect();
+        if r.len() >= 4 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let by_id = |id: &str| records.iter().find(|r| r["request_id"] == id).cloned().expect("record");
+    let shared = |a: &serde_json::Value, b: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return Default::default() };
+        a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).map(|(k, _)| k.clone()).collect()
+    };
+    let same = shared(&by_id("same-a"), &by_id("same-b"));
+    let diff = shared(&by_id("diff-a"), &by_id("diff-b"));
+    assert_eq!(same, diff, "fields equal for one wallet's spends vs two wallets' spends");
+    assert!(!same.contains("credit_nullifier"));
+    let epoch = get(s.gw.addr, "/v1/credits/params").json()["epoch"].as_u64().expect("epoch");
+    let file = std::fs::read(dir.path().join(format!("credits/nullifiers-{epoch}.bin"))).expect("nullifiers");
+    assert_eq!(file.len(), 4 * 32);
+    let values: std::collections::HashSet<&[u8]> = file.chunks(32).collect();
+    assert_eq!(values.len(), 4);
+}
+
+fn paid_chat_with_id(addr: std::net::SocketAddr, spend: &str, request_id: &str) -> Resp {
+    let body = r#"{"model":"m","stream":false,"max_tokens":100,"messages":[{"role":"user","content":"Say hello to the gateway"}]}"#;
+    request(addr, &chat_request(body, &format!("X-Gatekeeper-Credit: {spend}\r\nX-Request-Id: {request_id}\r\n")))
+}
+
+/// A wallet killed after its spend reached the gateway but before it took the change:
+/// the sidecar, started on that wallet file, gets the change back and goes on.
+#[test]
+fn a_wallet_killed_between_spend_and_change_gets_its_change_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(dir.path());
+    let (mut wallet, key) = funded_wallet(&s, "zk-crash");
+    let spend = wallet.spend(5_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(s.gw.addr, &spend, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let used_first = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+    // The change never reached the wallet: its file holds the spend awaiting change.
+    let wallet_path = dir.path().join("wallet.bin");
+    std::fs::write(&wallet_path, wallet.to_bytes()).expect("wallet file");
+    let mut cmd = std::process::Command::new(gatekeeper_bin());
+    cmd.arg("client")
+        .arg("--gateway")
+        .arg(format!("http://{}", s.gw.addr))
+        .args(["--key", &key, "--listen", "127.0.0.1:0", "--wallet"])
+        .arg(&wallet_path);
+    let (_client, addr) = Proc::spawn("gatekeeper client", cmd, dir.path().join("client.log"));
+    let r = chat(addr, "m", false, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let used_second = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+    let bytes = std::fs::read(&wallet_path).expect("wallet file");
+    let w = Wallet::from_bytes(Domain::new("it-test").expect("d"), &bytes).expect("wallet");
+    assert_eq!(w.balance(), Some(100_000 - used_first - used_second), "no credit lost");
+}
