@@ -56,7 +56,6 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
 python3 - "$(mean head .rate_achieved)" "$(mean base .rate_achieved)" \
     "$(mean head .cpu.target_us_per_request)" "$(mean base .cpu.target_us_per_request)" <<'PY' | tee "$OUT/summary.md"
 import sys

@@ -27,8 +27,7 @@ bin=$PWD/target/release
 . bench/lib.sh
 trap cleanup EXIT
 
-"$bin/gatekeeper" keys gen-issuer --out "$OUT/issuer.key" >"$OUT/issuer.txt"
-public=$(grep -o 'k4\.public\.[A-Za-z0-9_-]*' "$OUT/issuer.txt" | head -1)
+new_issuer
 big=1000000000000000
 "$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-plain --expires 1d >"$OUT/tokens-plain.txt"
 "$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-budgeted --tenant acme --expires 1d \
@@ -67,7 +66,6 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
 python3 - "$(mean plain .rate_achieved)" "$(mean budgeted .rate_achieved)" \
     "$(mean plain .cpu.target_us_per_request)" "$(mean budgeted .cpu.target_us_per_request)" <<'PY' | tee "$OUT/summary.md"
 import sys

@@ -26,8 +26,7 @@ bin=$PWD/target/release
 . bench/lib.sh
 trap cleanup EXIT
 
-"$bin/gatekeeper" keys gen-issuer --out "$OUT/issuer.key" >"$OUT/issuer.txt"
-public=$(grep -o 'k4\.public\.[A-Za-z0-9_-]*' "$OUT/issuer.txt" | head -1)
+new_issuer
 echo "minting $keys keys" >&2
 seq 1 "$keys" | xargs -P 2 -I{} "$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti "bench-{}" \
     --expires 1d >"$OUT/tokens-cold.txt" 2>/dev/null
@@ -64,7 +63,6 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
 cold=$(mean cold .rate_achieved); hot=$(mean hot .rate_achieved)
 cold_cpu=$(mean cold .cpu.target_us_per_request); hot_cpu=$(mean hot .cpu.target_us_per_request)
 python3 - "$cold" "$hot" "$cold_cpu" "$hot_cpu" "$keys" <<'PY' | tee "$OUT/summary.md"

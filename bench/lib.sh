@@ -24,3 +24,13 @@ start_listening() {
 
 # A free loopback TCP port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# mean NAME JQ: the mean of JQ over the rounds' results, OUT/NAME-*.json.
+mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
+
+# new_issuer: a fresh key issuer in OUT/issuer.key (with $bin/gatekeeper); sets $public
+# to its public key, for the config's keys.issuers.
+new_issuer() {
+    "$bin/gatekeeper" keys gen-issuer --out "$OUT/issuer.key" >"$OUT/issuer.txt"
+    public=$(grep -o 'k4\.public\.[A-Za-z0-9_-]*' "$OUT/issuer.txt" | head -1)
+}

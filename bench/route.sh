@@ -79,7 +79,6 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
 worst() { jq -rs 'map(.overhead_p99_us) | max' "$OUT"/"$1"-*.json; }
 python3 - "$(mean auto .rate_achieved)" "$(mean fixed .rate_achieved)" \
     "$(mean auto .cpu.target_us_per_request)" "$(mean fixed .cpu.target_us_per_request)" \

@@ -26,8 +26,7 @@ bin=$PWD/target/release
 . bench/lib.sh
 trap cleanup EXIT
 
-"$bin/gatekeeper" keys gen-issuer --out "$OUT/issuer.key" >"$OUT/issuer.txt"
-public=$(grep -o 'k4\.public\.[A-Za-z0-9_-]*' "$OUT/issuer.txt" | head -1)
+new_issuer
 plain=$("$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-plain --expires 1d)
 zk=$("$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-zk --zk --zk-credits 100000000 --expires 1d)
 
@@ -62,7 +61,6 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-mean() { jq -s "map($2) | add / length" "$OUT"/"$1"-*.json; }
 python3 - "$(mean key .rate_achieved)" "$(mean credit .rate_achieved)" "$(mean key "(.latency_us.percentiles[] | select(.p == 50) | .us)")" \
     "$(mean credit "(.latency_us.percentiles[] | select(.p == 50) | .us)")" "$(mean key .cpu.target_us_per_request)" \
     "$(mean credit .cpu.target_us_per_request)" <<'PY' | tee "$OUT/summary.md"
