@@ -328,6 +328,22 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     }
 }
 
+/// `gatekeeper budget show JTI --nats URL --json`.
+fn show_nats(c: &Cluster, jti: &str) -> serde_json::Value {
+    let out = std::process::Command::new(gatekeeper_bin())
+        .args(["budget", "show", jti, "--nats", &c.nats.url(), "--json", "--wait-ms", "3000"])
+        .output()
+        .expect("run budget show");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Sum of field `field` over a `budget show --nats` window's nodes, and how many.
+fn node_sum(window: &serde_json::Value, field: &str) -> (f64, usize) {
+    let nodes = window["nodes"].as_array().cloned().unwrap_or_default();
+    (nodes.iter().filter_map(|n| n[field].as_f64()).sum(), nodes.len())
+}
+
 /// The documented `rpm` bound across nodes (README, "Budgets across nodes"): requests
 /// count at admission, so nothing is in flight unseen on its own node:
 /// `r × D × (N−1)/N + (S−1)`, `r` the cluster's admission rate (requests/s).
@@ -383,6 +399,12 @@ fn three_nodes_admit_no_more_requests_than_rpm_plus_the_bound() {
         window(n.admin, "rpm-shared", 0)["requests"].as_u64() == Some(served.answered)
     });
     assert!(agreed.is_some(), "{:?}", nodes.iter().map(|n| window(n.admin, "rpm-shared", 0)).collect::<Vec<_>>());
+    // `budget show --nats`: the minute's requests, per node and in all.
+    let shown = show_nats(&c, "rpm-shared");
+    let minute = &shown["windows"][0];
+    assert_eq!(minute["requests"].as_u64(), Some(served.answered), "{shown}");
+    assert_eq!(node_sum(minute, "requests"), (served.answered as f64, 3), "{shown}");
+    assert!(shown["windows"][1].get("requests").is_none(), "only the minute's requests are gossiped: {shown}");
 }
 
 #[test]
@@ -440,6 +462,12 @@ fn three_nodes_spend_no_more_usd_than_the_limit_plus_the_bound() {
         window(n.admin, "usd-shared", 2)["spent_usd"].as_f64().is_some_and(|u| (u - want).abs() < 1e-6)
     });
     assert!(agreed.is_some(), "{:?}", nodes.iter().map(|n| window(n.admin, "usd-shared", 2)).collect::<Vec<_>>());
+    // `budget show --nats`: the month's USD, per node and in all.
+    let shown = show_nats(&c, "usd-shared");
+    let month = &shown["windows"][2];
+    assert!(month["spent_usd"].as_f64().is_some_and(|u| (u - want).abs() < 1e-6), "{shown}");
+    let (sum, n) = node_sum(month, "spent_usd");
+    assert!((sum - want).abs() < 1e-6 && n == 3, "{shown}");
 }
 
 #[test]
