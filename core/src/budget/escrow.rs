@@ -1,4 +1,4 @@
-//! `budgets.mode: strict`: escrow shares of each token limit, so that the nodes
+//! `budgets.mode: strict`: escrow shares of each limit (tokens, `rpm`, USD), so that the nodes
 //! together never pass it, even when they cannot hear each other.
 //!
 //! For a window with token limit `L`, the escrow is `E = ceil(strict_share × L)` and
@@ -20,6 +20,13 @@
 //! ≤ L` whatever the network does: over-spend 0 under any partition. With a smaller
 //! share, nodes run soft until the view shows the limit close, then split the rest; a
 //! partition that begins before that point is bounded only as in soft mode.
+//!
+//! `rpm` and `usd_per_month` are split the same way: a node's own count is its
+//! shards' admitted requests in the minute (exact at admission, so `rpm` over-spends
+//! 0 under any partition with a share of 1.0) and its shards' settled nano-USD in the
+//! month. USD is settle-only (no price is known at admission), so its share can be
+//! passed by the cost of the node's requests in flight when it ran out: at most
+//! `N × c × C` over the limit across the cluster, partitioned or not.
 //!
 //! No coordinator assigns shares: they are a pure function of the limit and the
 //! configured `strict_nodes`, the same on every node. Adding a node: raise

@@ -54,6 +54,27 @@
 //! + 2 × 4 × 1,000 + 3 × 1,000 ≈ 11,700` tokens. `core/tests/budget_nodes` measures
 //! `r` and `δ` in each run and checks the served total against this value.
 //!
+//! ## Requests (`rpm`) and USD (`usd_per_month`) across nodes
+//!
+//! The bridge gossips each shard's admitted requests of the minute and settled
+//! nano-USD of the month as their own counters, merged into the remote column by the
+//! same floor and seed rules as tokens, so both limits hold cluster-wide with the same
+//! shape of bound (`r` in that measure's units per second):
+//!
+//! ```text
+//! requests over rpm ≤ r × D × (N − 1)/N  +  (S − 1)
+//! USD over the limit ≤ r × D × (N − 1)/N  +  N × c × C
+//! ```
+//!
+//! A request counts at admission (the cell's `requests`), so none is in flight unseen
+//! by its own node: the only terms are the others' admissions of the last `D` and the
+//! one-node shard race. USD is settle-only (above): every request in flight anywhere
+//! when the limit is crossed may land, `C` being one request's largest cost. With 3
+//! nodes, 100 requests/s and `D` = 101 ms: `100 × 0.101 × 2/3 + 1 ≈ 8` requests over
+//! `rpm`. `core/tests/budget_nodes` checks both against measured `r` and `D`.
+//! Strict mode splits `rpm` and `usd_per_month` into escrow shares like token limits
+//! (see [`Escrow`]).
+//!
 //! Under a partition soft mode stays available: each side counts only what it hears,
 //! so over-spend grows by `r × (partition time) × (N − 1)/N` until the heal; after it
 //! the nodes exchange full states at once (within `T` plus the reconnect). A node
