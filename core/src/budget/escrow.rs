@@ -22,8 +22,9 @@
 //! partition that begins before that point is bounded only as in soft mode.
 //!
 //! `rpm` and `usd_per_month` are split the same way: a node's own count is its
-//! shards' admitted requests in the minute (exact at admission, so `rpm` over-spends
-//! 0 under any partition with a share of 1.0) and its shards' settled nano-USD in the
+//! shards' admitted requests in the minute (exact at admission, so with a share of
+//! 1.0 `rpm` is passed under any partition only by the one-node shard race, `S − 1`
+//! per node) and its shards' settled nano-USD in the
 //! month. USD is settle-only (no price is known at admission), so its share can be
 //! passed by the cost of the node's requests in flight when it ran out: at most
 //! `N × c × C` over the limit across the cluster, partitioned or not.

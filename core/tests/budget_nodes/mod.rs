@@ -569,6 +569,47 @@ fn strict_mode_never_overspends_even_partitioned() {
     assert!(second.tokens >= share - RESERVED, "the idle node's share was usable: {second:?}");
 }
 
+#[test]
+fn strict_rpm_admits_no_more_than_rpm_even_partitioned() {
+    need_nats!();
+    within_one_day(120);
+    let mut c = Cluster::new("mode: strict, strict_share: 1.0, strict_nodes: 3");
+    let nodes: Vec<Node> = ["q1", "q2", "q3"].iter().map(|n| c.node(n)).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.gw.addr).collect();
+    // One minute window for the whole run: start it early in one.
+    let into = now().rem_euclid(60);
+    if into > 30 {
+        std::thread::sleep(Duration::from_secs((61 - into) as u64));
+    }
+    let minute = now().div_euclid(60);
+    let rpm = 60;
+    let key = c.key_with("strict-rpm", Budget::default(), Some(rpm));
+    // Partitioned from the start and unbalanced: each node admits at most its third.
+    c.nats.kill();
+    let first = load(&addrs, &[3, 1, 0], &key, 3, &AtomicBool::new(false));
+    eprintln!("strict rpm, partitioned: rpm {rpm}, served {} ({} refused)", first.answered, first.refused);
+    // A node's shards may race past its share by `S − 1` (the one-node race).
+    let race = SHARDS - 1;
+    let share = rpm / 3;
+    assert!((2 * share..=2 * (share + race)).contains(&first.answered), "each loaded node used its share: {first:?}");
+    c.nats.restart();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let agreed = converged_on(&all, Duration::from_secs(3), |n| {
+        window(n.admin, "strict-rpm", 0)["requests"].as_u64() == Some(first.answered)
+    });
+    assert!(agreed.is_some(), "converged after heal");
+    let second = load(&addrs, &[1, 1, 2], &key, 3, &AtomicBool::new(false));
+    let total = first.answered + second.answered;
+    eprintln!(
+        "strict rpm, healed: served {} more, {total} in all (rpm {rpm}): over-spend {}",
+        second.answered,
+        total.saturating_sub(rpm)
+    );
+    assert_eq!(now().div_euclid(60), minute, "the run crossed a minute boundary; rerun");
+    assert!(total <= rpm + 3 * race, "over rpm {rpm} by more than the shard race: {total}");
+    assert!(second.answered >= share, "the idle node's share was usable: {second:?}");
+}
+
 /// A randomized schedule of node kills/restarts and NATS restarts over 60 s under load;
 /// at the end the spend must be within the soft bound plus what the kills may lose
 /// (each kill forgets at most one gossip interval of that node's settled spend, which
