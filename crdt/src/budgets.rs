@@ -65,25 +65,78 @@ impl fmt::Display for Subject {
     }
 }
 
-/// One budget counter's name: whose spend, in which window.
+/// What a counter counts. Each measure of a (subject, window) is its own counter, so
+/// the laws and the encoding treat them alike; the gateway picks which windows carry
+/// which measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Measure {
+    /// Settled tokens (prompt + completion).
+    #[default]
+    Tokens,
+    /// Requests admitted (the `rpm` limit's count).
+    Requests,
+    /// Settled spend in nano-USD (the `usd_per_month` limit's count).
+    UsdNano,
+}
+
+impl Measure {
+    /// Every measure, in order.
+    pub const ALL: [Measure; 3] = [Measure::Tokens, Measure::Requests, Measure::UsdNano];
+
+    /// The measure's tag in the binary encoding (0, 1, 2).
+    pub fn tag(self) -> u8 {
+        match self {
+            Measure::Tokens => 0,
+            Measure::Requests => 1,
+            Measure::UsdNano => 2,
+        }
+    }
+
+    /// The measure with encoding tag `tag`.
+    pub fn from_tag(tag: u8) -> Option<Measure> {
+        Measure::ALL.get(usize::from(tag)).copied()
+    }
+
+    /// A short name (`tokens`, `requests`, `usd_nano`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Tokens => "tokens",
+            Measure::Requests => "requests",
+            Measure::UsdNano => "usd_nano",
+        }
+    }
+}
+
+/// One budget counter's name: whose spend, in which window, of which measure.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BudgetKey {
     /// The key or tenant.
     pub subject: Subject,
     /// The window (its kind and start).
     pub epoch: Epoch,
+    /// What is counted.
+    pub measure: Measure,
 }
 
 impl BudgetKey {
-    /// The counter of `subject` for the `kind` window that contains `now_unix_s`.
+    /// The token counter of `subject` for the `kind` window that contains `now_unix_s`.
     pub fn at(subject: Subject, kind: WindowKind, now_unix_s: i64) -> Result<BudgetKey, CrdtError> {
-        Ok(BudgetKey { subject, epoch: kind.epoch(now_unix_s)? })
+        Ok(BudgetKey { subject, epoch: kind.epoch(now_unix_s)?, measure: Measure::Tokens })
+    }
+
+    /// The same subject and window, counting `measure`.
+    pub fn with_measure(mut self, measure: Measure) -> BudgetKey {
+        self.measure = measure;
+        self
     }
 }
 
 impl fmt::Display for BudgetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.subject, self.epoch)
+        match self.measure {
+            Measure::Tokens => write!(f, "{}/{}", self.subject, self.epoch),
+            m => write!(f, "{}/{}/{}", self.subject, self.epoch, m.name()),
+        }
     }
 }
 

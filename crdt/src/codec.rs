@@ -1,10 +1,12 @@
-//! The binary form of a [`Budgets`] map (full state or delta), version 1.
+//! The binary form of a [`Budgets`] map (full state or delta), version 2 (version 1 had
+//! no measure: its tag byte was the subject alone; it is refused like any unknown one).
 //!
 //! ```text
-//! u8      version (1)
+//! u8      version (2)
 //! varint  counter count
 //! per counter, in strictly ascending key order:
-//!   u8      subject: 0 key id, 1 tenant
+//!   u8      tag: subject (bit 0: 0 key id, 1 tenant) | measure << 1 (0 tokens,
+//!           1 requests, 2 nano-USD); 0..=5
 //!   u8      subject length (1..=255), then that many bytes of UTF-8
 //!   u8      window kind: 0 minute, 1 day, 2 month
 //!   varint  window start, Unix seconds, zigzag (must be a start of that kind)
@@ -21,14 +23,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::budgets::{BudgetKey, Budgets, Limits, Subject, SUBJECT_BYTES_MAX};
+use crate::budgets::{BudgetKey, Budgets, Limits, Measure, Subject, SUBJECT_BYTES_MAX};
 use crate::error::CrdtError;
 use crate::gcounter::GCounter;
 use crate::replica::ReplicaId;
 use crate::window::{Epoch, WindowKind};
 
 /// The encoding version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Longest LEB128 encoding of a `u64`.
 const VARINT_BYTES_MAX: usize = 10;
@@ -53,7 +55,7 @@ fn encode(budgets: &Budgets) -> Vec<u8> {
     put_varint(&mut out, budgets.len() as u64);
     for (key, counter) in budgets.iter() {
         let subject = key.subject.as_str().as_bytes();
-        out.push(key.subject.tag());
+        out.push(key.subject.tag() | key.measure.tag() << 1);
         // Subject constructors bound the length to SUBJECT_BYTES_MAX (255).
         debug_assert!(!subject.is_empty() && subject.len() <= SUBJECT_BYTES_MAX);
         out.push(u8::try_from(subject.len()).unwrap_or(u8::MAX));
@@ -160,16 +162,16 @@ impl Reader<'_> {
         let tag = self.u8()?;
         let len = usize::from(self.u8()?);
         let text = std::str::from_utf8(self.take(len)?).map_err(|_| CrdtError::Malformed("subject is not UTF-8"))?;
-        let subject = match tag {
+        let measure = Measure::from_tag(tag >> 1).ok_or(CrdtError::Malformed("unknown measure"))?;
+        let subject = match tag & 1 {
             0 => Subject::key(text),
-            1 => Subject::tenant(text),
-            _ => return Err(CrdtError::Malformed("unknown subject kind")),
+            _ => Subject::tenant(text),
         }
         .map_err(|_| CrdtError::Malformed("empty subject"))?;
         let kind = WindowKind::from_tag(self.u8()?).ok_or(CrdtError::Malformed("unknown window kind"))?;
         let start = unzigzag(self.varint()?);
         let epoch = Epoch::at_start(kind, start).ok_or(CrdtError::Malformed("epoch is not a window start"))?;
-        Ok(BudgetKey { subject, epoch })
+        Ok(BudgetKey { subject, epoch, measure })
     }
 
     fn counter(&mut self, slots_max: usize) -> Result<GCounter, CrdtError> {
@@ -230,9 +232,34 @@ mod tests {
     }
 
     #[test]
+    fn measures_are_distinct_counters_and_round_trip() {
+        let mut b = Budgets::default();
+        let base = BudgetKey::at(Subject::tenant("acme").unwrap(), WindowKind::Minute, 120).unwrap();
+        let r = ReplicaId::new(1, 0, 1);
+        for (i, m) in Measure::ALL.into_iter().enumerate() {
+            b.add(r, &base.clone().with_measure(m), 10 + i as u64).unwrap();
+        }
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.spent(&base.clone().with_measure(Measure::Requests)), 11);
+        let bytes = b.encode();
+        // The tag bytes: tenant (1) | measure << 1.
+        let tags: Vec<u8> = [1u8, 3, 5].to_vec();
+        let at: Vec<u8> =
+            bytes.iter().enumerate().filter(|(i, _)| [2usize, 16, 30].contains(i)).map(|(_, v)| *v).collect();
+        assert_eq!(at, tags, "{bytes:?}");
+        let back = Budgets::decode(&bytes, Limits::default()).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.encode(), bytes);
+        for m in Measure::ALL {
+            assert_eq!(Measure::from_tag(m.tag()), Some(m));
+        }
+        assert_eq!(Measure::from_tag(3), None);
+    }
+
+    #[test]
     fn unknown_versions_are_refused() {
         let mut bytes = sample().encode();
-        for v in [0u8, 2, 0xff] {
+        for v in [0u8, 1, 3, 0xff] {
             bytes[0] = v;
             assert_eq!(Budgets::decode(&bytes, Limits::default()), Err(CrdtError::UnknownVersion(v)));
         }
@@ -270,7 +297,8 @@ mod tests {
             (&[VERSION, 1, 0, 1, b'k', 0, 0, 0], "counter without slots"),
             (&[VERSION, 1, 0, 1, b'k', 0, 2, 1, 0, 0, 0, 5], "epoch is not a window start"),
             (&[VERSION, 1, 0, 1, b'k', 3, 0, 1, 0, 0, 0, 5], "unknown window kind"),
-            (&[VERSION, 1, 2, 1, b'k', 0, 0, 1, 0, 0, 0, 5], "unknown subject kind"),
+            (&[VERSION, 1, 6, 1, b'k', 0, 0, 1, 0, 0, 0, 5], "unknown measure"),
+            (&[VERSION, 1, 0xff, 1, b'k', 0, 0, 1, 0, 0, 0, 5], "unknown measure"),
             (&[VERSION, 1, 0, 0, 0, 0, 1, 0, 0, 0, 5], "empty subject"),
             (&[VERSION, 1, 0, 1, 0xff, 0, 0, 1, 0, 0, 0, 5], "subject is not UTF-8"),
             (&[VERSION, 0x81, 0], "varint not in shortest form"),

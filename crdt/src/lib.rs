@@ -13,7 +13,8 @@
 //! - [`WindowKind`] (minute, day, calendar month, UTC) and [`Epoch`] (a window's start,
 //!   from [`WindowKind::epoch`]`(now_unix_s)`; months through
 //!   [`gatekeeper_units::civil::month_start`]) name a budget window.
-//! - [`Budgets`] maps each [`BudgetKey`] (a [`Subject`] and an [`Epoch`]) to a
+//! - [`Budgets`] maps each [`BudgetKey`] (a [`Subject`], an [`Epoch`] and a [`Measure`]:
+//!   tokens, requests or nano-USD, each its own counter) to a
 //!   [`GCounter`]: [`Budgets::add`] settles spend into a replica's slot,
 //!   [`Budgets::spent`] reads a window's total, [`Budgets::take_delta`] /
 //!   [`Budgets::merge`] move state between replicas, [`Budgets::gc`] drops ended windows.
@@ -83,7 +84,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use budgets::{BudgetKey, Budgets, Limits, Subject, SUBJECT_BYTES_MAX};
+pub use budgets::{BudgetKey, Budgets, Limits, Measure, Subject, SUBJECT_BYTES_MAX};
 pub use codec::VERSION as ENCODING_VERSION;
 pub use error::CrdtError;
 pub use gcounter::GCounter;

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::{BudgetKey, Budgets, Limits, ReplicaId, Subject, WindowKind};
+use crate::{BudgetKey, Budgets, Limits, Measure, ReplicaId, Subject, WindowKind};
 
 /// 2024-02-29T23:59:30Z: half a minute before a minute, a day and a month all end.
 const NOW: i64 = 1_709_251_170;
@@ -14,7 +14,9 @@ fn keys() -> Vec<BudgetKey> {
     for subject in [Subject::key("k1"), Subject::key("k2"), Subject::tenant("k1")] {
         for kind in WindowKind::ALL {
             for now in [NOW, NOW + 60] {
-                keys.push(BudgetKey::at(subject.clone().unwrap(), kind, now).unwrap());
+                for measure in Measure::ALL {
+                    keys.push(BudgetKey::at(subject.clone().unwrap(), kind, now).unwrap().with_measure(measure));
+                }
             }
         }
     }

@@ -1,15 +1,18 @@
-//! Budgets across nodes: the bridge gossips this node's settled token spend over core
-//! NATS and writes the other nodes' spend into the [`BudgetBoard`]'s remote column.
+//! Budgets across nodes: the bridge gossips this node's settled token spend, its
+//! request counts and its settled USD over core NATS and writes the other nodes'
+//! counts into the [`BudgetBoard`]'s remote column.
 //!
 //! # The replica
 //!
-//! The bridge keeps one full-state [`Budgets`] map (tokens, per subject and window) with
+//! The bridge keeps one full-state [`Budgets`] map (per subject, window and
+//! [`Measure`]: tokens in every window, requests in the minute, nano-USD in the month;
+//! see [`gossiped`]) with
 //! one counter slot per writer: `ReplicaId { node, shard, incarnation }`, `node` being
 //! a 64-bit FNV-1a hash of the node name (`audit.node_name`, else the host name) and
 //! `incarnation` this boot's, above every one this node used before (the largest of
 //! the boot time in seconds and [`Budgets::incarnation_max`]` + 1` over the snapshot
 //! pulled at join). Every `budgets.gossip_interval_ms` it reads each shard column's
-//! settled tokens, raises that shard's slot to it, and publishes
+//! counts, raises that shard's slots to them, and publishes
 //! [`Budgets::take_delta`] on `bh.budget.delta.<node>`; every
 //! `budgets.anti_entropy_interval_ms` (and right after a reconnect) it publishes the
 //! whole map on `bh.budget.full.<node>`. It merges what other nodes publish (its own
@@ -25,9 +28,10 @@
 //!   escrow counts it as this node's own) and therefore subtracted here, and from what
 //!   shard 0's slot ships, so no node counts it twice.
 //!
-//! Reservations are not gossiped (they are shard-local, short-lived); neither are USD
-//! or request counts: `usd_per_month` and `rpm` are enforced per node (plus what the
-//! budget snapshot file restored). The over-spend bound this gives is in
+//! Each measure has its own floor and seed, and the same rules. Requests are counted
+//! at admission (what `rpm` checks), so a request counts cluster-wide once its
+//! node's next collect ships it; USD at settlement, like tokens. Reservations are not
+//! gossiped (they are shard-local, short-lived). The over-spend bound this gives is in
 //! `crate::budget`'s docs and the README ("Budgets across nodes").
 //!
 //! # Join
@@ -68,7 +72,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use gatekeeper_crdt::{BudgetKey, Budgets, Limits as CrdtLimits, ReplicaId, Subject, WindowKind};
+use gatekeeper_crdt::{BudgetKey, Budgets, Limits as CrdtLimits, Measure, ReplicaId, Subject, WindowKind};
 
 use super::events::subject_token;
 use crate::budget::{BudgetBoard, CellValues, SubjectRef, KINDS};
@@ -186,10 +190,14 @@ pub fn node_id(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// The bounds a decoded message and the replica live within: three windows per
-/// board subject, current and just ended.
+/// Counters gossiped per subject and window set: every [`gossiped`] measure of every
+/// window kind (5: three token windows, minute requests, month USD).
+pub const COUNTERS_PER_SUBJECT: usize = 5;
+
+/// The bounds a decoded message and the replica live within: the
+/// [`COUNTERS_PER_SUBJECT`] counters per board subject, current and just ended.
 pub fn crdt_limits(board: &BudgetBoard) -> CrdtLimits {
-    let keys_max = board.subjects_max().saturating_mul(KINDS.len() * 2).max(CrdtLimits::default().keys_max);
+    let keys_max = board.subjects_max().saturating_mul(COUNTERS_PER_SUBJECT * 2).max(CrdtLimits::default().keys_max);
     CrdtLimits { keys_max, ..CrdtLimits::default() }
 }
 
@@ -217,13 +225,28 @@ pub struct Replica {
     incarnation: u32,
     state: Budgets,
     message_bytes_max: usize,
-    /// Remote column values at start, per (subject, kind): (window start, tokens).
-    floors: HashMap<(Subject, usize), (i64, u64)>,
-    /// Earlier incarnations' tokens copied into shard 0's column at join.
-    seeds: HashMap<(Subject, usize), (i64, u64)>,
-    /// Per shard cell (by address: the board lives as long as the process), the
-    /// (window start, settled tokens) last collected, so unchanged cells cost no lookup.
-    collected: HashMap<usize, (i64, u64)>,
+    /// Remote column values at start, per (subject, kind, measure): (window start, count).
+    floors: HashMap<Tally, (i64, u64)>,
+    /// Earlier incarnations' counts copied into shard 0's column at join.
+    seeds: HashMap<Tally, (i64, u64)>,
+    /// Per shard cell (by address: the board lives as long as the process) and measure,
+    /// the (window start, count) last collected, so unchanged cells cost no lookup.
+    collected: HashMap<(usize, Measure), (i64, u64)>,
+}
+
+/// A floor's or seed's name: subject, window kind index, measure.
+type Tally = (Subject, usize, Measure);
+
+/// The measures gossiped for window kind index `k`: tokens in every window, requests
+/// in the minute (what `rpm` counts), nano-USD in the month (what `usd_per_month`
+/// counts). Other windows' request and USD counts stay per node: no limit reads them,
+/// and leaving them out keeps the gossip at 5 counters per subject, not 9.
+pub fn gossiped(k: usize) -> &'static [Measure] {
+    match k {
+        0 => &[Measure::Tokens, Measure::Requests],
+        2 => &[Measure::Tokens, Measure::UsdNano],
+        _ => &[Measure::Tokens],
+    }
 }
 
 impl Replica {
@@ -235,8 +258,10 @@ impl Replica {
         for (_, row) in board.rows() {
             for k in 0..KINDS.len() {
                 let Some((v, _)) = row.remote_cell(k).map(|c| c.read()) else { continue };
-                if v.epoch_start_s != i64::MIN && v.settled_tokens > 0 {
-                    floors.insert((row.subject.clone(), k), (v.epoch_start_s, v.settled_tokens));
+                for &m in gossiped(k) {
+                    if v.epoch_start_s != i64::MIN && v.measure(m) > 0 {
+                        floors.insert((row.subject.clone(), k, m), (v.epoch_start_s, v.measure(m)));
+                    }
                 }
             }
         }
@@ -301,13 +326,14 @@ impl Replica {
             if v.epoch_start_s != start {
                 v = CellValues::fresh(start);
             }
-            v.settled_tokens = v.settled_tokens.saturating_add(mine);
+            v.set_measure(key.measure, v.measure(key.measure).saturating_add(mine));
             cell.store(v);
-            self.seeds.insert((key.subject.clone(), k), (start, mine));
+            self.seeds.insert((key.subject.clone(), k, key.measure), (start, mine));
         }
     }
 
-    /// Raises this boot's slots to the shards' settled tokens. Returns how many slots
+    /// Raises this boot's slots to the shards' counts (settled tokens, and the
+    /// [`gossiped`] request and USD counts). Returns how many slots
     /// grew; counters the replica has no room for are counted in `refused`.
     pub fn collect(&mut self, board: &BudgetBoard, refused: &AtomicU64) -> usize {
         let mut grew = 0;
@@ -316,29 +342,33 @@ impl Replica {
                 for shard in 0..board.shards() {
                     let Some(cell) = row.cell(shard, k) else { continue };
                     let (v, true) = cell.read() else { continue };
-                    if v.epoch_start_s == i64::MIN || v.settled_tokens == 0 {
-                        continue;
-                    }
-                    let seen = (v.epoch_start_s, v.settled_tokens);
-                    if self.collected.insert(cell as *const _ as usize, seen) == Some(seen) {
-                        continue;
-                    }
-                    let mut value = v.settled_tokens;
-                    if shard == 0 && !self.seeds.is_empty() {
-                        if let Some((start, seed)) = self.seeds.get(&(row.subject.clone(), k)) {
-                            if *start == v.epoch_start_s {
-                                value = value.saturating_sub(*seed);
+                    for &m in gossiped(k) {
+                        if v.epoch_start_s == i64::MIN || v.measure(m) == 0 {
+                            continue;
+                        }
+                        let seen = (v.epoch_start_s, v.measure(m));
+                        if self.collected.insert((cell as *const _ as usize, m), seen) == Some(seen) {
+                            continue;
+                        }
+                        let mut value = v.measure(m);
+                        if shard == 0 && !self.seeds.is_empty() {
+                            if let Some((start, seed)) = self.seeds.get(&(row.subject.clone(), k, m)) {
+                                if *start == v.epoch_start_s {
+                                    value = value.saturating_sub(*seed);
+                                }
                             }
                         }
-                    }
-                    let Ok(key) = BudgetKey::at(row.subject.clone(), *kind, v.epoch_start_s) else { continue };
-                    let replica = ReplicaId::new(self.node, u16::try_from(shard).unwrap_or(u16::MAX), self.incarnation);
-                    let have = self.state.counter(&key).map_or(0, |c| c.get(replica));
-                    if value > have {
-                        match self.state.add(replica, &key, value - have) {
-                            Ok(_) => grew += 1,
-                            Err(_) => {
-                                refused.fetch_add(1, Ordering::Relaxed);
+                        let Ok(key) = BudgetKey::at(row.subject.clone(), *kind, v.epoch_start_s) else { continue };
+                        let key = key.with_measure(m);
+                        let replica =
+                            ReplicaId::new(self.node, u16::try_from(shard).unwrap_or(u16::MAX), self.incarnation);
+                        let have = self.state.counter(&key).map_or(0, |c| c.get(replica));
+                        if value > have {
+                            match self.state.add(replica, &key, value - have) {
+                                Ok(_) => grew += 1,
+                                Err(_) => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         }
                     }
@@ -373,9 +403,8 @@ impl Replica {
                 .slots()
                 .filter(|(r, _)| !(r.node == self.node && r.incarnation == self.incarnation))
                 .fold(0u64, |a, (_, v)| a.saturating_add(v));
-            let id = (key.subject.clone(), k);
-            let at =
-                |m: &HashMap<(Subject, usize), (i64, u64)>| m.get(&id).filter(|(s, _)| *s == start).map_or(0, |x| x.1);
+            let id = (key.subject.clone(), k, key.measure);
+            let at = |m: &HashMap<Tally, (i64, u64)>| m.get(&id).filter(|(s, _)| *s == start).map_or(0, |x| x.1);
             let value = others.max(at(&self.floors)).saturating_sub(at(&self.seeds));
             let row = match board.find_or_claim(subject_ref(&key.subject)) {
                 Ok(r) => board.row(r),
@@ -388,17 +417,17 @@ impl Replica {
             let mut v = cell.load_own();
             if v.epoch_start_s != start {
                 v = CellValues::fresh(start);
-            } else if v.settled_tokens == value {
+            } else if v.measure(key.measure) == value {
                 continue;
             }
             // Only ever lower than the cell once: at the join, when the seed moved this
             // node's earlier spend from the snapshot file's floor into shard 0's column.
-            v.settled_tokens = value;
+            v.set_measure(key.measure, value);
             cell.store(v);
         }
     }
 
-    /// Every node's contribution to `key`, tokens by node id (for `budget show`).
+    /// Every node's contribution to `key` (of its measure), by node id (for `budget show`).
     pub fn contributions(&self, key: &BudgetKey) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         for (r, v) in self.state.counter(key).into_iter().flat_map(|c| c.slots()) {
@@ -416,8 +445,8 @@ impl Replica {
         let live = |start: i64, k: usize| {
             KINDS.get(k).and_then(|kind| kind.epoch(now_unix_s).ok()).is_some_and(|e| e.start_unix_s() <= start)
         };
-        self.floors.retain(|(_, k), (start, _)| live(*start, *k));
-        self.seeds.retain(|(_, k), (start, _)| live(*start, *k));
+        self.floors.retain(|(_, k, _), (start, _)| live(*start, *k));
+        self.seeds.retain(|(_, k, _), (start, _)| live(*start, *k));
     }
 }
 

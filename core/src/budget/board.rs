@@ -38,7 +38,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{fence, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use gatekeeper_crdt::{Subject, WindowKind};
+use gatekeeper_crdt::{Measure, Subject, WindowKind};
 
 /// Window kinds in cell order (see [`super::limits::kind_index`]).
 pub const KINDS: [WindowKind; 3] = [WindowKind::Minute, WindowKind::Day, WindowKind::Month];
@@ -97,6 +97,24 @@ pub struct CellValues {
 }
 
 impl CellValues {
+    /// The count of `measure` (settled tokens, requests admitted, settled nano-USD).
+    pub fn measure(&self, measure: Measure) -> u64 {
+        match measure {
+            Measure::Tokens => self.settled_tokens,
+            Measure::Requests => self.requests,
+            Measure::UsdNano => self.settled_usd_nano,
+        }
+    }
+
+    /// Sets the count of `measure`.
+    pub fn set_measure(&mut self, measure: Measure, value: u64) {
+        match measure {
+            Measure::Tokens => self.settled_tokens = value,
+            Measure::Requests => self.requests = value,
+            Measure::UsdNano => self.settled_usd_nano = value,
+        }
+    }
+
     /// An empty count of the window starting at `epoch_start_s`.
     pub fn fresh(epoch_start_s: i64) -> CellValues {
         CellValues {

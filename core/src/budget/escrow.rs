@@ -1,4 +1,4 @@
-//! `budgets.mode: strict`: escrow shares of each token limit, so that the nodes
+//! `budgets.mode: strict`: escrow shares of each limit (tokens, `rpm`, USD), so that the nodes
 //! together never pass it, even when they cannot hear each other.
 //!
 //! For a window with token limit `L`, the escrow is `E = ceil(strict_share × L)` and
@@ -20,6 +20,14 @@
 //! ≤ L` whatever the network does: over-spend 0 under any partition. With a smaller
 //! share, nodes run soft until the view shows the limit close, then split the rest; a
 //! partition that begins before that point is bounded only as in soft mode.
+//!
+//! `rpm` and `usd_per_month` are split the same way: a node's own count is its
+//! shards' admitted requests in the minute (exact at admission, so with a share of
+//! 1.0 `rpm` is passed under any partition only by the one-node shard race, `S − 1`
+//! per node) and its shards' settled nano-USD in the
+//! month. USD is settle-only (no price is known at admission), so its share can be
+//! passed by the cost of the node's requests in flight when it ran out: at most
+//! `N × c × C` over the limit across the cluster, partitioned or not.
 //!
 //! No coordinator assigns shares: they are a pure function of the limit and the
 //! configured `strict_nodes`, the same on every node. Adding a node: raise
@@ -121,6 +129,58 @@ mod tests {
         assert!(admit(ctx(0, &strict), Payment::Key, Some(&claims), 1, now).is_err(), "one past the share");
         let c = admit(ctx(0, &soft), Payment::Key, Some(&claims), 10, now).expect("soft: the view has room");
         drop((a, b, c));
+    }
+
+    #[test]
+    fn strict_rpm_and_usd_hold_this_nodes_share_against_its_own_counts() {
+        use super::super::*;
+        use crate::credit::Payment;
+        use crate::keys::{Budget, Claims};
+        use crate::metrics::ShardMetrics;
+
+        let now = 1_709_294_430;
+        let board = BudgetBoard::new(2, 4);
+        let metrics = [ShardMetrics::new(0, 0), ShardMetrics::new(0, 0)];
+        // rpm 10 over 2 nodes: a share of 5 requests; $1 a month: a share of $0.50.
+        let claims = Claims {
+            jti: "k".into(),
+            rpm: Some(10),
+            budget: Budget { usd_per_month: Some(1.0), ..Budget::default() },
+            ..Claims::default()
+        };
+        let strict = BudgetSettings { escrow: Some(Escrow::new(1.0, 2)), ..BudgetSettings::default() };
+        let soft = BudgetSettings::default();
+        let ctx = |shard: usize, settings| BudgetContext { board: &board, shard, settings, metrics: &metrics[shard] };
+        let done = Outcome { status: 200, usage: None, price_per_1k: None };
+        for i in 0..5 {
+            admit(ctx(i % 2, &strict), Payment::Key, Some(&claims), 0, now).expect("within the share").settle(done);
+        }
+        let refused = admit(ctx(0, &strict), Payment::Key, Some(&claims), 0, now).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(refused, BudgetError::Exceeded { refusal: Refusal { kind: LimitKind::Requests, .. }, .. }),
+            "the sixth request is past this node's share of 5: {refused}"
+        );
+        admit(ctx(0, &soft), Payment::Key, Some(&claims), 0, now).expect("soft: 6 of 10").settle(done);
+
+        // USD: a fresh minute; this node settled $0.50, exactly its share: refused.
+        let later = now + 60;
+        let row = board.find(SubjectRef { tenant: false, name: "k" }).and_then(|r| board.row(r)).expect("row");
+        let month = gatekeeper_crdt::WindowKind::Month.epoch(later).expect("epoch").start_unix_s();
+        let own = row.cell(1, 2).expect("cell");
+        own.store(CellValues { settled_usd_nano: 499_999_999, ..own.load_own() });
+        assert_eq!(own.load_own().epoch_start_s, month);
+        admit(ctx(0, &strict), Payment::Key, Some(&claims), 0, later).expect("below the share").settle(done);
+        own.store(CellValues { settled_usd_nano: 500_000_000, ..own.load_own() });
+        let refused = admit(ctx(0, &strict), Payment::Key, Some(&claims), 0, later).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(refused, BudgetError::Exceeded { refusal: Refusal { kind: LimitKind::UsdPerMonth, .. }, .. }),
+            "{refused}"
+        );
+        // Other nodes' spend (the remote column) does not use this node's share.
+        own.store(CellValues { settled_usd_nano: 100, ..own.load_own() });
+        let remote = row.remote_cell(2).expect("remote");
+        remote.store(CellValues { settled_usd_nano: 400_000_000, ..CellValues::fresh(month) });
+        admit(ctx(0, &strict), Payment::Key, Some(&claims), 0, later).expect("own share left").settle(done);
     }
 
     #[test]

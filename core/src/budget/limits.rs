@@ -68,7 +68,7 @@ pub struct BudgetSettings {
     pub tenants: HashMap<String, Limits>,
     /// Completion tokens reserved when the request sets no `max_tokens`.
     pub reserve_tokens_default: u64,
-    /// `budgets.mode: strict`: the escrow every token limit is checked against too.
+    /// `budgets.mode: strict`: the escrow every token, `rpm` and USD limit is checked against too.
     pub escrow: Option<super::escrow::Escrow>,
 }
 

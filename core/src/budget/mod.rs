@@ -54,6 +54,27 @@
 //! + 2 × 4 × 1,000 + 3 × 1,000 ≈ 11,700` tokens. `core/tests/budget_nodes` measures
 //! `r` and `δ` in each run and checks the served total against this value.
 //!
+//! ## Requests (`rpm`) and USD (`usd_per_month`) across nodes
+//!
+//! The bridge gossips each shard's admitted requests of the minute and settled
+//! nano-USD of the month as their own counters, merged into the remote column by the
+//! same floor and seed rules as tokens, so both limits hold cluster-wide with the same
+//! shape of bound (`r` in that measure's units per second):
+//!
+//! ```text
+//! requests over rpm ≤ r × D × (N − 1)/N  +  (S − 1)
+//! USD over the limit ≤ r × D × (N − 1)/N  +  N × c × C
+//! ```
+//!
+//! A request counts at admission (the cell's `requests`), so none is in flight unseen
+//! by its own node: the only terms are the others' admissions of the last `D` and the
+//! one-node shard race. USD is settle-only (above): every request in flight anywhere
+//! when the limit is crossed may land, `C` being one request's largest cost. With 3
+//! nodes, 100 requests/s and `D` = 101 ms: `100 × 0.101 × 2/3 + 1 ≈ 8` requests over
+//! `rpm`. `core/tests/budget_nodes` checks both against measured `r` and `D`.
+//! Strict mode splits `rpm` and `usd_per_month` into escrow shares like token limits
+//! (see [`Escrow`]).
+//!
 //! Under a partition soft mode stays available: each side counts only what it hears,
 //! so over-spend grows by `r × (partition time) × (N − 1)/N` until the heal; after it
 //! the nodes exchange full states at once (within `T` plus the reconnect). A node
@@ -76,7 +97,7 @@ pub use escrow::Escrow;
 pub use headers::{go_duration, RateLine, RateView};
 pub use limits::{kind_index, BudgetSettings, Limits, NANO_USD_PER_USD};
 
-use gatekeeper_crdt::Epoch;
+use gatekeeper_crdt::{Epoch, Measure};
 
 use crate::credit::error::Payment;
 use crate::keys::Claims;
@@ -314,20 +335,27 @@ fn check(
             };
             if let Some(limit) = limits.tokens[k] {
                 let after = total.settled_tokens.saturating_add(total.reserved_tokens).saturating_add(need);
-                if after > limit || !escrow_allows(ctx, body, k, epoch.start_unix_s(), limit, after, need) {
+                if after > limit
+                    || !escrow_allows(ctx, body, k, epoch.start_unix_s(), limit, after, (Measure::Tokens, need))
+                {
                     refuse(LimitKind::TOKENS[k], limit);
                 }
                 view.tighten_tokens(RateLine { limit, remaining: limit.saturating_sub(after), reset_s });
             }
             if let (true, Some(rpm)) = (needs_requests, limits.rpm) {
                 let after = total.requests.saturating_add(1);
-                if after > rpm {
+                if after > rpm || !escrow_allows(ctx, body, k, epoch.start_unix_s(), rpm, after, (Measure::Requests, 1))
+                {
                     refuse(LimitKind::Requests, rpm);
                 }
                 view.tighten_requests(RateLine { limit: rpm, remaining: rpm.saturating_sub(after), reset_s });
             }
             if let (true, Some(usd)) = (needs_usd, limits.usd_nano_per_month) {
-                if total.settled_usd_nano >= usd {
+                // Settle-only: the request's cost is unknown here, so "after" is the
+                // settled spend plus one nano-dollar (admitted while below the limit).
+                let after = total.settled_usd_nano.saturating_add(1);
+                if after > usd || !escrow_allows(ctx, body, k, epoch.start_unix_s(), usd, after, (Measure::UsdNano, 1))
+                {
                     refuse(LimitKind::UsdPerMonth, usd);
                 }
             }
@@ -339,8 +367,9 @@ fn check(
     }
 }
 
-/// `budgets.mode: strict` only: whether this node's escrow share also lets the
-/// request in (see [`Escrow`]); always true in soft mode.
+/// `budgets.mode: strict` only: whether this node's escrow share of a limit on
+/// `measure` also lets the request in (see [`Escrow`]); always true in soft mode.
+/// `(measure, need)`: the count and what the request adds to this node's own.
 fn escrow_allows(
     ctx: BudgetContext<'_>,
     body: &RowBody,
@@ -348,15 +377,18 @@ fn escrow_allows(
     epoch_start_s: i64,
     limit: u64,
     view_after: u64,
-    need: u64,
+    (measure, need): (Measure, u64),
 ) -> bool {
     let Some(escrow) = ctx.settings.escrow else { return true };
-    // This node's own spend: every shard column (the remote one is other nodes').
+    // This node's own count: every shard column (the remote one is other nodes').
     let mut own = need;
     for c in 0..ctx.board.shards() {
         if let Some(cell) = body.cell(c, kind) {
             let v = cell.read_window(epoch_start_s);
-            own = own.saturating_add(v.settled_tokens).saturating_add(v.reserved_tokens);
+            own = own.saturating_add(v.measure(measure));
+            if measure == Measure::Tokens {
+                own = own.saturating_add(v.reserved_tokens);
+            }
         }
     }
     escrow.allows(limit, view_after, own)

@@ -13,7 +13,10 @@
 //! earlier runs left) per subject and window, as one counter slot
 //! (`ReplicaId { node: 0, shard: 0, incarnation: 0 }`): it is this node's whole
 //! local history, not a replica's delta. File form: `GKB1`, a u32 (big-endian) length
-//! and that many bytes of the tokens `Budgets`, then the USD (nano-dollar) `Budgets`.
+//! and that many bytes of the tokens `Budgets` (settled tokens under
+//! [`Measure::Tokens`], admitted requests of the minute window under
+//! [`Measure::Requests`], so `rpm` survives a restart too), then the USD (nano-dollar)
+//! `Budgets`.
 //! It is written to a temporary file, synced and renamed over the old one, so a crash
 //! mid-write leaves the previous snapshot.
 
@@ -22,7 +25,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatekeeper_crdt::{BudgetKey, Budgets, Limits as CrdtLimits, ReplicaId, Subject};
+use gatekeeper_crdt::{BudgetKey, Budgets, Limits as CrdtLimits, Measure, ReplicaId, Subject};
 
 use super::board::{BudgetBoard, CellValues, SubjectRef, KINDS};
 use super::limits::kind_index;
@@ -58,8 +61,9 @@ pub enum PersistError {
 }
 
 fn crdt_limits(board: &BudgetBoard) -> CrdtLimits {
-    // One counter per subject and window kind, current or just ended.
-    let keys_max = board.subjects_max().saturating_mul(KINDS.len() * 2).max(CrdtLimits::default().keys_max);
+    // Per subject, current or just ended: one token counter per window kind and the
+    // minute's request counter.
+    let keys_max = board.subjects_max().saturating_mul((KINDS.len() + 1) * 2).max(CrdtLimits::default().keys_max);
     CrdtLimits { keys_max, ..CrdtLimits::default() }
 }
 
@@ -80,6 +84,7 @@ pub fn collect(board: &BudgetBoard) -> (Budgets, Budgets) {
                     Some(s) => {
                         s.settled_tokens = s.settled_tokens.saturating_add(v.settled_tokens);
                         s.settled_usd_nano = s.settled_usd_nano.saturating_add(v.settled_usd_nano);
+                        s.requests = s.requests.saturating_add(v.requests);
                     }
                     None => sums.push(v),
                 }
@@ -93,6 +98,9 @@ pub fn collect(board: &BudgetBoard) -> (Budgets, Budgets) {
                 }
                 if s.settled_usd_nano > 0 {
                     let _ = usd.add(SNAPSHOT_REPLICA, &key, s.settled_usd_nano);
+                }
+                if k == 0 && s.requests > 0 {
+                    let _ = tokens.add(SNAPSHOT_REPLICA, &key.with_measure(Measure::Requests), s.requests);
                 }
             }
         }
@@ -159,9 +167,12 @@ pub fn load(board: &BudgetBoard, path: &Path, now_unix_s: i64) -> Result<usize, 
     let (tokens, usd) = decode(&bytes, crdt_limits(board)).map_err(format)?;
     let remote = board.shards();
     let mut restored = 0;
+    // One pass per (subject, window): the request counters travel in the tokens map
+    // under their own measure and are read back beside the window's tokens and USD.
     let keys = tokens.iter().map(|(k, _)| k).chain(usd.iter().map(|(k, _)| k));
     let mut seen = std::collections::BTreeSet::new();
     for key in keys {
+        let key = key.clone().with_measure(Measure::Tokens);
         if !key.epoch.contains(now_unix_s) || !seen.insert(key.clone()) {
             continue;
         }
@@ -183,8 +194,9 @@ pub fn load(board: &BudgetBoard, path: &Path, now_unix_s: i64) -> Result<usize, 
         if v.epoch_start_s != key.epoch.start_unix_s() {
             v = CellValues::fresh(key.epoch.start_unix_s());
         }
-        v.settled_tokens = v.settled_tokens.saturating_add(tokens.spent(key));
-        v.settled_usd_nano = v.settled_usd_nano.saturating_add(usd.spent(key));
+        v.settled_tokens = v.settled_tokens.saturating_add(tokens.spent(&key));
+        v.settled_usd_nano = v.settled_usd_nano.saturating_add(usd.spent(&key));
+        v.requests = v.requests.saturating_add(tokens.spent(&key.clone().with_measure(Measure::Requests)));
         cell.store(v);
         restored += 1;
     }
@@ -273,6 +285,30 @@ mod tests {
         // 2024-03-01: minute, day and month all ended.
         let later = BudgetBoard::new(1, 8);
         assert_eq!(load(&later, &path, T + 30).expect("loaded"), 0, "ended windows are not restored");
+    }
+
+    #[test]
+    fn the_minutes_requests_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let first = BudgetBoard::new(2, 8);
+        spend(&first, 0, "a", 10, T);
+        let row = first.find(SubjectRef { tenant: false, name: "a" }).and_then(|r| first.row(r)).expect("row");
+        for (column, n) in [(0, 4), (1, 3)] {
+            let cell = row.cell(column, 0).expect("cell");
+            let mut v = cell.load_own();
+            if v.epoch_start_s == i64::MIN {
+                v = CellValues::fresh(KINDS[0].epoch(T).expect("epoch").start_unix_s());
+            }
+            v.requests = n;
+            cell.store(v);
+        }
+        assert!(write(&first, &path).expect("written"));
+        let second = BudgetBoard::new(1, 8);
+        assert_eq!(load(&second, &path, T + 5).expect("loaded"), 3, "one per window, requests beside tokens");
+        let body = second.find(SubjectRef { tenant: false, name: "a" }).and_then(|r| second.row(r)).expect("row");
+        let minute = body.total(0, KINDS[0].epoch(T).expect("epoch").start_unix_s());
+        assert_eq!((minute.requests, minute.settled_tokens), (7, 10));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! soft mode against the documented bound, restarts that must not re-grant, convergence
 //! after a partition heals, and strict mode's zero over-spend.
 //!
-//! Every test uses a per-day limit (a day boundary during a run is the only flake left:
-//! tests starting within a minute of 00:00 UTC wait for it to pass) and its own key id.
+//! Every token test uses a per-day limit (a day boundary during a run is the only flake
+//! left: tests starting within a minute of 00:00 UTC wait for it to pass) and its own
+//! key id; the `rpm` test waits for a fresh minute, the USD one for a month with time left.
 //! The randomized schedule of kills and NATS restarts is `#[ignore]`d (60 s); run it with
 //! `cargo test -p gatekeeper --test it budget_nodes::jepsen -- --ignored --nocapture`.
 
@@ -52,6 +53,8 @@ struct Cluster {
     mock: Mock,
     issuer: SecretKey,
     budgets: String,
+    /// Extra fields of the model entry (prices).
+    model_extra: String,
 }
 
 impl Cluster {
@@ -65,6 +68,7 @@ impl Cluster {
             mock: Mock::start(mock),
             issuer: SecretKey::generate(),
             budgets: budgets.into(),
+            model_extra: String::new(),
         }
     }
 
@@ -80,6 +84,12 @@ impl Cluster {
             self.budgets
         );
         let mut config = config_for(&[("primary", &self.mock, "")], &top);
+        if !self.model_extra.is_empty() {
+            config = config.replace(
+                "upstream_model: up-primary }",
+                &format!("upstream_model: up-primary, {} }}", self.model_extra),
+            );
+        }
         config.push_str(&format!(
             "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\n",
             self.issuer.public_key().to_paserk()
@@ -90,12 +100,11 @@ impl Cluster {
     }
 
     fn key(&self, jti: &str, per_day: u64) -> String {
-        let claims = Claims {
-            jti: jti.into(),
-            exp: Some(now() + 3600),
-            budget: Budget { tokens_per_day: Some(per_day), ..Budget::default() },
-            ..Claims::default()
-        };
+        self.key_with(jti, Budget { tokens_per_day: Some(per_day), ..Budget::default() }, None)
+    }
+
+    fn key_with(&self, jti: &str, budget: Budget, rpm: Option<u64>) -> String {
+        let claims = Claims { jti: jti.into(), exp: Some(now() + 3600), budget, rpm, ..Claims::default() };
         issue(&self.issuer, &claims, &Footer::for_key(&self.issuer.public_key())).expect("issue")
     }
 }
@@ -110,11 +119,22 @@ fn spent(admin: SocketAddr, jti: &str) -> u64 {
     r.json()["windows"][1]["spent_tokens"].as_u64().unwrap_or(0)
 }
 
+/// Window `window` (0 minute, 1 day, 2 month) of key `jti` as node `admin` sees it.
+fn window(admin: SocketAddr, jti: &str, window: usize) -> serde_json::Value {
+    let r = request(admin, format!("GET /v1/budgets/key/{jti} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes());
+    r.json()["windows"][window].clone()
+}
+
 /// Waits until every node sees `want` settled tokens of `jti`; the time it took.
 fn converged(nodes: &[&Node], jti: &str, want: u64, limit: Duration) -> Option<Duration> {
+    converged_on(nodes, limit, |n| spent(n.admin, jti) == want)
+}
+
+/// Waits until `agrees` holds on every node; the time it took.
+fn converged_on(nodes: &[&Node], limit: Duration, agrees: impl Fn(&Node) -> bool) -> Option<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
-        if nodes.iter().all(|n| spent(n.admin, jti) == want) {
+        if nodes.iter().all(|n| agrees(n)) {
             return Some(t0.elapsed());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -308,6 +328,148 @@ fn three_nodes_overspend_no_more_than_the_formula() {
     }
 }
 
+/// `gatekeeper budget show JTI --nats URL --json`.
+fn show_nats(c: &Cluster, jti: &str) -> serde_json::Value {
+    let out = std::process::Command::new(gatekeeper_bin())
+        .args(["budget", "show", jti, "--nats", &c.nats.url(), "--json", "--wait-ms", "3000"])
+        .output()
+        .expect("run budget show");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Sum of field `field` over a `budget show --nats` window's nodes, and how many.
+fn node_sum(window: &serde_json::Value, field: &str) -> (f64, usize) {
+    let nodes = window["nodes"].as_array().cloned().unwrap_or_default();
+    (nodes.iter().filter_map(|n| n[field].as_f64()).sum(), nodes.len())
+}
+
+/// The documented `rpm` bound across nodes (README, "Budgets across nodes"): requests
+/// count at admission, so nothing is in flight unseen on its own node:
+/// `r × D × (N−1)/N + (S−1)`, `r` the cluster's admission rate (requests/s).
+fn rpm_bound(rate_per_s: f64, delay: Duration, nodes: u64) -> u64 {
+    let n = nodes as f64;
+    (rate_per_s * delay.as_secs_f64() * (n - 1.0) / n).ceil() as u64 + (SHARDS - 1)
+}
+
+/// `D`: the gossip interval plus the largest delivery measured between two node pairs.
+fn measured_delay(c: &Cluster, nodes: &[Node]) -> (Duration, Duration) {
+    let probe = c.key("probe", 1_000_000);
+    let measured =
+        delivery(&nodes[0], &nodes[1], &probe, "probe", 5).max(delivery(&nodes[2], &nodes[0], &probe, "probe", 5));
+    (Duration::from_millis(GOSSIP_MS) + measured, measured)
+}
+
+#[test]
+fn three_nodes_admit_no_more_requests_than_rpm_plus_the_bound() {
+    need_nats!();
+    within_one_day(120);
+    let c = Cluster::with_mock("", Mock::config("primary").latency_ms(40));
+    let nodes: Vec<Node> = ["r1", "r2", "r3"].iter().map(|n| c.node(n)).collect();
+    let (delay, measured) = measured_delay(&c, &nodes);
+    // The run must fit one minute window: start it in the first half of one.
+    let into = now().rem_euclid(60);
+    if into > 20 {
+        std::thread::sleep(Duration::from_secs((61 - into) as u64));
+    }
+    let minute = now().div_euclid(60);
+    let rpm = 150;
+    let key = c.key_with("rpm-shared", Budget::default(), Some(rpm));
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.gw.addr).collect();
+    let per_node = 2;
+    let served = load(&addrs, &[per_node; 3], &key, 5, &AtomicBool::new(false));
+    let rate = served.answered as f64 / served.busy.as_secs_f64().max(0.001);
+    let b = rpm_bound(rate, delay, 3);
+    assert_eq!(now().div_euclid(60), minute, "the run crossed a minute boundary; rerun");
+    eprintln!(
+        "rpm, 3 nodes × {per_node} clients: rpm {rpm}, served {} requests ({} refused) over {:?}; \
+         rate {rate:.0} requests/s, D = {GOSSIP_MS} ms + {measured:?}; served ≤ rpm + bound = {rpm} + {b}",
+        served.answered, served.refused, served.busy
+    );
+    assert!(served.answered <= rpm + b, "served {} requests, above rpm {rpm} + bound {b}", served.answered);
+    assert!(served.answered >= rpm - rpm / 10, "served {} of {rpm}: refused too early", served.answered);
+    for n in &nodes {
+        let r = send(n.gw.addr, &key);
+        assert_eq!(r.status, 429, "{} still admits", n.name);
+        assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded", "{}", r.text());
+    }
+    // Every node counts every node's requests in the minute (the refused ones never count).
+    let all: Vec<&Node> = nodes.iter().collect();
+    let agreed = converged_on(&all, Duration::from_secs(2), |n| {
+        window(n.admin, "rpm-shared", 0)["requests"].as_u64() == Some(served.answered)
+    });
+    assert!(agreed.is_some(), "{:?}", nodes.iter().map(|n| window(n.admin, "rpm-shared", 0)).collect::<Vec<_>>());
+    // `budget show --nats`: the minute's requests, per node and in all.
+    let shown = show_nats(&c, "rpm-shared");
+    let minute = &shown["windows"][0];
+    assert_eq!(minute["requests"].as_u64(), Some(served.answered), "{shown}");
+    assert_eq!(node_sum(minute, "requests"), (served.answered as f64, 3), "{shown}");
+    assert!(shown["windows"][1].get("requests").is_none(), "only the minute's requests are gossiped: {shown}");
+}
+
+#[test]
+fn three_nodes_spend_no_more_usd_than_the_limit_plus_the_bound() {
+    need_nats!();
+    within_one_day(120);
+    // Not in the last minutes of a month (the month window would roll over mid-run).
+    let day_of_month_end = {
+        let t = now() + 300;
+        gatekeeper_crdt::WindowKind::Month.epoch(t).map(|e| e.start_unix_s())
+            != gatekeeper_crdt::WindowKind::Month.epoch(now()).map(|e| e.start_unix_s())
+    };
+    if day_of_month_end {
+        std::thread::sleep(Duration::from_secs(301));
+    }
+    let mut c = Cluster::with_mock("", Mock::config("primary").latency_ms(40));
+    // $1 per 1,000 tokens either way: one answer (22 tokens) costs $0.022.
+    c.model_extra = "price_per_1k_input: 1.0, price_per_1k_output: 1.0".into();
+    let nodes: Vec<Node> = ["u1", "u2", "u3"].iter().map(|n| c.node(n)).collect();
+    let (delay, measured) = measured_delay(&c, &nodes);
+    let cost_nano: u64 = USED * 1_000_000;
+    let limit_usd = 2.0;
+    let limit_nano = 2_000_000_000u64;
+    let key = c.key_with("usd-shared", Budget { usd_per_month: Some(limit_usd), ..Budget::default() }, None);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.gw.addr).collect();
+    let per_node = 2u64;
+    let served = load(&addrs, &[per_node as usize; 3], &key, 5, &AtomicBool::new(false));
+    let spent_nano = served.answered * cost_nano;
+    let rate = spent_nano as f64 / served.busy.as_secs_f64().max(0.001);
+    // USD is settle-only (no reservation): every request in flight anywhere may land
+    // after the limit closed, beside what the others settled in the last D.
+    let b = (rate * delay.as_secs_f64() * 2.0 / 3.0).ceil() as u64 + 3 * per_node * cost_nano;
+    let over = spent_nano.saturating_sub(limit_nano);
+    eprintln!(
+        "usd, 3 nodes × {per_node} clients: limit ${limit_usd}, spent ${:.3} in {} answers ({} refused) over {:?}; \
+         rate ${:.3}/s, D = {GOSSIP_MS} ms + {measured:?}; over-spend ${:.3} ≤ bound ${:.3}",
+        spent_nano as f64 / 1e9,
+        served.answered,
+        served.refused,
+        served.busy,
+        rate / 1e9,
+        over as f64 / 1e9,
+        b as f64 / 1e9
+    );
+    assert!(over <= b, "over-spend {over} nano-USD above the bound {b}");
+    assert!(spent_nano >= limit_nano, "spent {spent_nano} of {limit_nano}: refused before the limit");
+    for n in &nodes {
+        let r = send(n.gw.addr, &key);
+        assert_eq!(r.status, 429, "{} still admits", n.name);
+        assert_eq!(r.json()["error"]["code"], "insufficient_quota", "{}", r.text());
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let want = spent_nano as f64 / 1e9;
+    let agreed = converged_on(&all, Duration::from_secs(2), |n| {
+        window(n.admin, "usd-shared", 2)["spent_usd"].as_f64().is_some_and(|u| (u - want).abs() < 1e-6)
+    });
+    assert!(agreed.is_some(), "{:?}", nodes.iter().map(|n| window(n.admin, "usd-shared", 2)).collect::<Vec<_>>());
+    // `budget show --nats`: the month's USD, per node and in all.
+    let shown = show_nats(&c, "usd-shared");
+    let month = &shown["windows"][2];
+    assert!(month["spent_usd"].as_f64().is_some_and(|u| (u - want).abs() < 1e-6), "{shown}");
+    let (sum, n) = node_sum(month, "spent_usd");
+    assert!((sum - want).abs() < 1e-6 && n == 3, "{shown}");
+}
+
 #[test]
 fn a_node_killed_and_restarted_mid_window_grants_nothing_again() {
     need_nats!();
@@ -405,6 +567,47 @@ fn strict_mode_never_overspends_even_partitioned() {
     eprintln!("strict, healed: served {} more, {total} in all (limit {limit}): over-spend 0", second.tokens);
     assert!(total <= limit, "over-spend {}", total - limit);
     assert!(second.tokens >= share - RESERVED, "the idle node's share was usable: {second:?}");
+}
+
+#[test]
+fn strict_rpm_admits_no_more_than_rpm_even_partitioned() {
+    need_nats!();
+    within_one_day(120);
+    let mut c = Cluster::new("mode: strict, strict_share: 1.0, strict_nodes: 3");
+    let nodes: Vec<Node> = ["q1", "q2", "q3"].iter().map(|n| c.node(n)).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.gw.addr).collect();
+    // One minute window for the whole run: start it early in one.
+    let into = now().rem_euclid(60);
+    if into > 30 {
+        std::thread::sleep(Duration::from_secs((61 - into) as u64));
+    }
+    let minute = now().div_euclid(60);
+    let rpm = 60;
+    let key = c.key_with("strict-rpm", Budget::default(), Some(rpm));
+    // Partitioned from the start and unbalanced: each node admits at most its third.
+    c.nats.kill();
+    let first = load(&addrs, &[3, 1, 0], &key, 3, &AtomicBool::new(false));
+    eprintln!("strict rpm, partitioned: rpm {rpm}, served {} ({} refused)", first.answered, first.refused);
+    // A node's shards may race past its share by `S − 1` (the one-node race).
+    let race = SHARDS - 1;
+    let share = rpm / 3;
+    assert!((2 * share..=2 * (share + race)).contains(&first.answered), "each loaded node used its share: {first:?}");
+    c.nats.restart();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let agreed = converged_on(&all, Duration::from_secs(3), |n| {
+        window(n.admin, "strict-rpm", 0)["requests"].as_u64() == Some(first.answered)
+    });
+    assert!(agreed.is_some(), "converged after heal");
+    let second = load(&addrs, &[1, 1, 2], &key, 3, &AtomicBool::new(false));
+    let total = first.answered + second.answered;
+    eprintln!(
+        "strict rpm, healed: served {} more, {total} in all (rpm {rpm}): over-spend {}",
+        second.answered,
+        total.saturating_sub(rpm)
+    );
+    assert_eq!(now().div_euclid(60), minute, "the run crossed a minute boundary; rerun");
+    assert!(total <= rpm + 3 * race, "over rpm {rpm} by more than the shard race: {total}");
+    assert!(second.answered >= share, "the idle node's share was usable: {second:?}");
 }
 
 /// A randomized schedule of node kills/restarts and NATS restarts over 60 s under load;

@@ -124,8 +124,9 @@ fn bad_messages_are_dropped_whole() {
     let board = BudgetBoard::new(1, 8);
     let mut a = Replica::new(node_id("a"), &board, 1024);
     assert!(matches!(a.merge_bytes(&vec![1u8; 1025]), Err(Dropped::TooBig { len: 1025, max: 1024 })), "one past");
-    assert!(matches!(a.merge_bytes(&[2, 0]), Err(Dropped::Bad(_))), "unknown version");
-    assert!(matches!(a.merge_bytes(&[1, 5, 0]), Err(Dropped::Bad(_))), "truncated");
+    assert!(matches!(a.merge_bytes(&[3, 0]), Err(Dropped::Bad(_))), "unknown version");
+    assert!(matches!(a.merge_bytes(&[1, 0]), Err(Dropped::Bad(_))), "version 1 (no measures) is refused");
+    assert!(matches!(a.merge_bytes(&[2, 5, 0]), Err(Dropped::Bad(_))), "truncated");
     assert!(matches!(a.merge_bytes(&[]), Err(Dropped::Bad(_))));
     assert!(a.state().is_empty());
     // At the bound exactly: a valid message of 1,024 bytes is taken.
@@ -256,4 +257,89 @@ fn a_restart_with_its_snapshot_file_and_a_peers_answer_counts_its_spend_once() {
     a2.write_remote(&a2_board, &joined, NOW, &AtomicU64::new(0));
     assert_eq!(total(&a2_board, "k"), 1_000, "900 (seeded, A's own) + 100 (remote), not 1,900");
     assert_eq!(remote(&a2_board, "k"), 100);
+}
+
+/// Sets shard `shard`'s cell of key `name` in window kind index `k` to `v` (its
+/// window is the one containing `NOW`).
+fn store(board: &BudgetBoard, shard: usize, name: &str, k: usize, v: CellValues) {
+    let row = board.row(board.find_or_claim(key_ref(name)).expect("row")).expect("body");
+    let start = KINDS[k].epoch(NOW).expect("epoch").start_unix_s();
+    row.cell(shard, k).expect("cell").store(CellValues { epoch_start_s: start, ..v });
+}
+
+/// The remote column's cell of key `name`, window kind index `k`.
+fn remote_of(board: &BudgetBoard, name: &str, k: usize) -> CellValues {
+    let start = KINDS[k].epoch(NOW).expect("epoch").start_unix_s();
+    board
+        .find(key_ref(name))
+        .and_then(|r| board.row(r))
+        .and_then(|r| r.remote_cell(k))
+        .map_or(CellValues::fresh(start), |c| c.read_window(start))
+}
+
+#[test]
+fn requests_of_the_minute_and_usd_of_the_month_travel_like_tokens() {
+    let (a_board, b_board) = (BudgetBoard::new(2, 64), BudgetBoard::new(2, 64));
+    let (mut a, mut b) = (started("a", &a_board), started("b", &b_board));
+    let counts = CellValues { settled_tokens: 40, requests: 3, settled_usd_nano: 7_000, ..CellValues::fresh(0) };
+    for k in 0..KINDS.len() {
+        store(&a_board, 0, "k", k, counts);
+        store(&a_board, 1, "k", k, CellValues { requests: 2, settled_usd_nano: 500, ..counts });
+    }
+    ship(&mut a, &a_board, &mut b, &b_board);
+    let (minute, day, month) = (remote_of(&b_board, "k", 0), remote_of(&b_board, "k", 1), remote_of(&b_board, "k", 2));
+    assert_eq!((minute.settled_tokens, minute.requests, minute.settled_usd_nano), (80, 5, 0), "rpm's window");
+    assert_eq!((day.settled_tokens, day.requests, day.settled_usd_nano), (80, 0, 0), "tokens only");
+    assert_eq!(
+        (month.settled_tokens, month.requests, month.settled_usd_nano),
+        (80, 0, 7_500),
+        "usd_per_month's window"
+    );
+    assert_eq!(a.state().len(), 5, "COUNTERS_PER_SUBJECT counters for one subject");
+    assert_eq!(a.state().len(), COUNTERS_PER_SUBJECT);
+    // More requests on A: only the grown counter ships, and B's column follows.
+    store(&a_board, 1, "k", 0, CellValues { requests: 9, settled_usd_nano: 500, ..counts });
+    let refused = AtomicU64::new(0);
+    a.collect(&a_board, &refused);
+    let delta = a.state().clone();
+    let only = a.take_delta_messages();
+    assert_eq!(only.len(), 1);
+    let changed = b.merge_bytes(&only[0]).expect("delta");
+    assert_eq!(changed.len(), 1, "one counter grew: {delta:?}");
+    b.write_remote(&b_board, &changed, NOW, &refused);
+    assert_eq!(remote_of(&b_board, "k", 0).requests, 12);
+    assert_eq!(remote_of(&b_board, "k", 0).settled_tokens, 80, "the other measures stay");
+    let rk = BudgetKey::at(Subject::key("k").expect("subject"), WindowKind::Minute, NOW)
+        .expect("key")
+        .with_measure(Measure::Requests);
+    assert_eq!(b.contributions(&rk), vec![(node_id("a"), 12)]);
+}
+
+#[test]
+fn a_restarted_node_recovers_its_requests_and_usd_without_counting_them_twice() {
+    let (a_board, b_board) = (BudgetBoard::new(1, 64), BudgetBoard::new(1, 64));
+    let (mut a, mut b) = (started("a", &a_board), started("b", &b_board));
+    store(&a_board, 0, "k", 0, CellValues { requests: 6, ..CellValues::fresh(0) });
+    store(&a_board, 0, "k", 2, CellValues { settled_usd_nano: 900, ..CellValues::fresh(0) });
+    ship(&mut a, &a_board, &mut b, &b_board);
+    // A restarts with an empty board and joins from B's full state.
+    let a2_board = BudgetBoard::new(1, 64);
+    let mut a2 = Replica::new(node_id("a"), &a2_board, 1 << 20);
+    for m in b.full_messages() {
+        a2.merge_bytes(&m).expect("join");
+    }
+    a2.begin(2_000);
+    a2.seed(&a2_board, NOW);
+    let own = |k: usize| {
+        let start = KINDS[k].epoch(NOW).expect("epoch").start_unix_s();
+        a2_board.row(a2_board.find(key_ref("k")).expect("row")).expect("body").total(k, start)
+    };
+    assert_eq!((own(0).requests, own(2).settled_usd_nano), (6, 900), "seeded into shard 0");
+    // Gossip both ways: nobody counts A's earlier requests or USD twice.
+    ship(&mut a2, &a2_board, &mut b, &b_board);
+    ship(&mut b, &b_board, &mut a2, &a2_board);
+    assert_eq!((own(0).requests, own(2).settled_usd_nano), (6, 900));
+    let start = KINDS[0].epoch(NOW).expect("epoch").start_unix_s();
+    let on_b = b_board.row(b_board.find(key_ref("k")).expect("row")).expect("body").total(0, start);
+    assert_eq!(on_b.requests, 6);
 }
