@@ -367,7 +367,7 @@ fn check(
     }
 }
 
-/// `budgets.mode: strict` only: whether this node's escrow share of a limit on
+/// `budgets.mode: strict` only: whether this shard's escrow share of a limit on
 /// `measure` also lets the request in (see [`Escrow`]); always true in soft mode.
 /// `(measure, need)`: the count and what the request adds to this node's own.
 fn escrow_allows(
@@ -380,18 +380,18 @@ fn escrow_allows(
     (measure, need): (Measure, u64),
 ) -> bool {
     let Some(escrow) = ctx.settings.escrow else { return true };
-    // This node's own count: every shard column (the remote one is other nodes').
+    // This shard's own count: only its column, which only this thread writes, so the
+    // check and the reservation that follows are one step (no other shard can pass the
+    // same share at the same moment).
     let mut own = need;
-    for c in 0..ctx.board.shards() {
-        if let Some(cell) = body.cell(c, kind) {
-            let v = cell.read_window(epoch_start_s);
-            own = own.saturating_add(v.measure(measure));
-            if measure == Measure::Tokens {
-                own = own.saturating_add(v.reserved_tokens);
-            }
+    if let Some(cell) = body.cell(ctx.shard, kind) {
+        let v = cell.read_window(epoch_start_s);
+        own = own.saturating_add(v.measure(measure));
+        if measure == Measure::Tokens {
+            own = own.saturating_add(v.reserved_tokens);
         }
     }
-    escrow.allows(limit, view_after, own)
+    escrow.allows_shard(limit, view_after, own, ctx.board.shards())
 }
 
 #[cfg(test)]
