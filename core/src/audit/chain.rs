@@ -53,7 +53,7 @@ pub fn append_entry(out: &mut Vec<u8>, node: &str, inst: &str, seq: u64, prev: &
 }
 
 /// Appends `n` in decimal, as `u64::to_string` writes it.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     // Bounded: a u64 has at most 20 decimal digits.

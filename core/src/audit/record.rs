@@ -4,6 +4,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::chain::push_decimal;
+
 /// One request as the audit log sees it. No prompt or completion text unless
 /// `audit.include_content` is on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,9 +94,9 @@ impl AuditRecord {
         out.extend_from_slice(b"{\"request_id\":");
         push_str(out, &self.request_id);
         out.extend_from_slice(b",\"ts_unix_ms\":");
-        push_u64(out, self.ts_unix_ms);
+        push_decimal(out, self.ts_unix_ms);
         out.extend_from_slice(b",\"shard\":");
-        push_u64(out, u64::from(self.shard));
+        push_decimal(out, u64::from(self.shard));
         push_opt_str(out, b",\"kid\":", self.kid.as_deref());
         push_opt_str(out, b",\"key_id\":", self.key_id.as_deref());
         push_opt_str(out, b",\"tenant\":", self.tenant.as_deref());
@@ -113,30 +115,30 @@ impl AuditRecord {
         push_opt_str(out, b",\"route_reason\":", self.route_reason.as_deref());
         out.extend_from_slice(if self.stream { b",\"stream\":true" } else { b",\"stream\":false" });
         out.extend_from_slice(b",\"status\":");
-        push_u64(out, u64::from(self.status));
+        push_decimal(out, u64::from(self.status));
         out.extend_from_slice(b",\"tokens_in\":");
-        push_u64(out, self.tokens_in);
+        push_decimal(out, self.tokens_in);
         out.extend_from_slice(b",\"tokens_out\":");
-        push_u64(out, self.tokens_out);
+        push_decimal(out, self.tokens_out);
         out.extend_from_slice(b",\"cost_usd\":");
         push_str(out, &self.cost_usd);
         out.extend_from_slice(b",\"upstream_us\":");
-        push_u64(out, self.upstream_us);
+        push_decimal(out, self.upstream_us);
         out.extend_from_slice(b",\"overhead_us\":");
-        push_u64(out, self.overhead_us);
+        push_decimal(out, self.overhead_us);
         push_str_list(out, b",\"attempts\":", &self.attempts);
         if let Some(n) = self.budget_reserved_tokens {
             out.extend_from_slice(b",\"budget_reserved_tokens\":");
-            push_u64(out, n);
+            push_decimal(out, n);
         }
         if let Some(n) = self.budget_settled_tokens {
             out.extend_from_slice(b",\"budget_settled_tokens\":");
-            push_u64(out, n);
+            push_decimal(out, n);
         }
         push_opt_str(out, b",\"credit_nullifier\":", self.credit_nullifier.as_deref());
         if let Some(n) = self.credit_amount {
             out.extend_from_slice(b",\"credit_amount\":");
-            push_u64(out, n);
+            push_decimal(out, n);
         }
         if let Some(content) = &self.content {
             out.extend_from_slice(b",\"content\":");
@@ -145,21 +147,6 @@ impl AuditRecord {
         out.push(b'}');
         Ok(())
     }
-}
-
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    // Bounded: a u64 has at most 20 decimal digits.
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 fn push_opt_str(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
