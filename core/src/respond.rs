@@ -75,14 +75,20 @@ pub async fn relay(
         headers.push(("Content-Encoding", encoding));
     }
     let mut upstream = match answer.body {
-        AnswerBody::Whole(body) if provider.anthropic.is_some() => {
-            // Translated: the body is the gateway's own JSON, whatever the provider labelled it.
-            headers[0] = ("Content-Type", b"application/json");
-            headers.retain(|(name, _)| *name != "Content-Encoding");
-            let (status, body) = translate_whole(answer.status, &body, trace);
-            if status == 502 {
-                metrics.upstream_failures[answer.deployment.provider].inc();
-            }
+        AnswerBody::Whole(body) => {
+            let (status, body) = if provider.anthropic.is_some() {
+                // Translated: the body is the gateway's own JSON, whatever the provider labelled it.
+                headers[0] = ("Content-Type", b"application/json");
+                headers.retain(|(name, _)| *name != "Content-Encoding");
+                let (status, body) = translate_whole(answer.status, &body, trace);
+                if status == 502 {
+                    metrics.upstream_failures[answer.deployment.provider].inc();
+                }
+                (status, bytes::Bytes::from(body))
+            } else {
+                trace.usage = usage_from_body(&body);
+                (answer.status, body)
+            };
             change_value = change(trace, status);
             if record(trace, status).is_err() {
                 return send_error_with_change(
@@ -98,24 +104,6 @@ pub async fn relay(
             }
             let _ = res.send(status, &headers, &body).await;
             return status;
-        }
-        AnswerBody::Whole(body) => {
-            trace.usage = usage_from_body(&body);
-            change_value = change(trace, answer.status);
-            if record(trace, answer.status).is_err() {
-                return send_error_with_change(
-                    res,
-                    request_id,
-                    &GatewayError::AuditUnavailable,
-                    change_value.as_deref(),
-                )
-                .await;
-            }
-            if let Some(v) = &change_value {
-                headers.push((CHANGE_HEADER, v.as_bytes()));
-            }
-            let _ = res.send(answer.status, &headers, &body).await;
-            return answer.status;
         }
         AnswerBody::Stream(upstream) => upstream,
     };
