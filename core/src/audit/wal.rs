@@ -453,6 +453,38 @@ impl LaneReader {
         Ok(LaneState::Open)
     }
 
+    /// Drops the bytes of the part being read below `offset` (rounded down to whole
+    /// pages) from the file and the page cache (`fallocate(PUNCH_HOLE)`), so that
+    /// dirty pages whose records are already stored elsewhere, durably, are never
+    /// written back. Only the part this reader is in, and only below where it has
+    /// read: the writer never touches those bytes again, and a reader resuming from
+    /// a stored cursor starts at or after it. Returns the offset punched up to
+    /// (0: nothing, e.g. another part, or a file system without holes).
+    pub fn punch_below(&mut self, part: u64, offset: u64) -> u64 {
+        let page = rustix::param::page_size() as u64;
+        let end = offset.min(self.offset) / page * page;
+        if part != self.part || end == 0 {
+            return 0;
+        }
+        // The reader's own handle is read-only; punching needs one open for writing.
+        let path = part_path(&self.dir, self.lane, part);
+        let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "could not open a WAL part to drop its shipped range");
+                return 0;
+            }
+        };
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&file, flags, 0, end) {
+            Ok(()) => end,
+            Err(e) => {
+                tracing::debug!(lane = %self.lane.key(), part, error = %e, "could not drop a shipped WAL range");
+                0
+            }
+        }
+    }
+
     fn next_part_exists(&self) -> bool {
         part_path(&self.dir, self.lane, self.part + 1).exists()
     }
@@ -591,6 +623,47 @@ mod tests {
 
     fn texts(frames: &[ReadFrame]) -> Vec<String> {
         frames.iter().map(|f| String::from_utf8(f.payload.clone()).unwrap()).collect()
+    }
+
+    /// Punching a mapped part below the reader frees the pages and blocks of what was
+    /// read (whole pages only, never past the reader), while the writer goes on
+    /// appending through its mapping and the reader reads on unharmed.
+    #[test]
+    fn punching_below_the_reader_drops_only_what_was_read() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let lane = LaneId { gen: 1, shard: 0 };
+        let mut w = WalWriter::create(dir.path(), lane, 1 << 20, false).unwrap();
+        let text = "x".repeat(1000);
+        for _ in 0..40 {
+            frame(&mut w, &text);
+        }
+        let path = part_path(dir.path(), lane, 0);
+        let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
+        let mut out = Vec::new();
+        r.read(&mut out, 30, 1 << 20, None).unwrap();
+        assert_eq!(out.len(), 30);
+        let read_to = r.offset;
+        let page = rustix::param::page_size() as u64;
+        // Another part, or nothing below a page: no call.
+        assert_eq!(r.punch_below(1, read_to), 0);
+        assert_eq!(r.punch_below(0, page - 1), 0);
+        let before = blocks();
+        // Asking past the reader punches only up to it, rounded down to a page.
+        let upto = r.punch_below(0, read_to + 10 * page);
+        assert_eq!(upto, read_to / page * page);
+        assert!(blocks() + upto <= before, "blocks {before} -> {} after punching {upto}", blocks());
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[..upto as usize].iter().all(|b| *b == 0), "the punched range reads as zeros");
+        // Frames from the reader on are intact, and appends go on through the mapping.
+        for _ in 0..5 {
+            frame(&mut w, &text);
+        }
+        out.clear();
+        r.read(&mut out, 100, 1 << 20, None).unwrap();
+        assert_eq!(out.len(), 15);
+        assert!(texts(&out).iter().all(|t| *t == text));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The shipper's timed and tidy-up duties: fsync of the WAL and chain file under
-//! `fsync: interval`, `BH_HEALTH` and `BH_SESSIONS` reports, and deleting WAL parts
-//! once everything in them is stored.
+//! The shipper's timed and tidy-up duties: `BH_HEALTH` and `BH_SESSIONS` reports, the
+//! last fsync, and deleting WAL parts once everything in them is stored (durably, with
+//! the embedded chain file under `fsync: interval`: see `Shipper::sync_interval`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,20 +8,13 @@ use std::time::{Duration, Instant};
 use super::now_unix_ms;
 use super::shipper::{fsync_lanes, Shipper, PARTS_PER_PASS_MAX};
 use crate::audit::wal::{self, LaneId};
-use crate::config::FsyncPolicy;
 
 impl Shipper {
-    /// The duties due by time: fsync, health and session reports.
+    /// The duties due by time besides fsync (`Shipper::sync_interval`): health and
+    /// session reports.
     pub(super) async fn housekeeping(&mut self) {
         let a = &self.s.audit;
         let (health_ms, sessions_ms) = (a.health_interval_ms, a.sessions_flush_ms);
-        if a.fsync == FsyncPolicy::Interval && self.last_fsync.elapsed() >= Duration::from_millis(a.fsync_interval_ms) {
-            fsync_lanes(&self.s, &self.lanes);
-            if let Err(e) = self.sink.sync() {
-                tracing::warn!(error = %e, "fsync of the audit chain file failed");
-            }
-            self.last_fsync = Instant::now();
-        }
         let mut aux = Vec::new();
         if self.last_health.elapsed() >= Duration::from_millis(health_ms) {
             self.derived.health(now_unix_ms(), health_ms, &mut aux);
@@ -40,8 +33,10 @@ impl Shipper {
     /// The last flush when the chain is closed.
     pub(super) fn final_sync(&mut self) {
         fsync_lanes(&self.s, &self.lanes);
-        if let Err(e) = self.sink.sync() {
-            tracing::warn!(error = %e, "final sync of the audit chain file failed");
+        match self.sink.sync() {
+            // The chain file holds every stored record durably: their parts can go.
+            Ok(()) => self.delete_finished_parts(),
+            Err(e) => tracing::warn!(error = %e, "final sync of the audit chain file failed"),
         }
     }
 

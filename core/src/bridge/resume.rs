@@ -116,6 +116,7 @@ impl Shipper {
             reader: LaneReader::new(&self.s.wal_dir, lane, part, offset, live),
             read_bytes: 0,
             exhausted: false,
+            punched: (0, 0),
         });
     }
 }

@@ -45,6 +45,8 @@ pub(super) struct Lane {
     /// Frame bytes read so far (for live lanes: compared with the shard's counter).
     pub(super) read_bytes: u64,
     pub(super) exhausted: bool,
+    /// `(part, offset)` below which the WAL was punched out ([`Shipper::punch_stored_ranges`]).
+    pub(super) punched: (u64, u64),
 }
 
 /// The shipper's state; its parts live in this module and in [`super::resume`],
@@ -139,14 +141,19 @@ impl Shipper {
         loop {
             let stopping = self.shared.shutdown.stopping();
             self.checkpoint_if_due().await;
+            if self.fsync_due() && !self.sync_interval().await? {
+                return Ok(self.report(false));
+            }
             self.housekeeping().await;
             match self.step().await? {
                 Step::Stored { full: true } => idle = IDLE_POLL_MIN,
                 Step::Stored { full: false } => {
                     idle = IDLE_POLL_MIN;
                     if !stopping {
-                        // Let the next batch gather more records (`audit.batch_wait_ms`).
-                        tokio::time::sleep(Duration::from_millis(self.s.audit.batch_wait_ms)).await;
+                        // Let the next batch gather more records (`audit.batch_wait_ms`),
+                        // but not past the next `fsync: interval` tick.
+                        let wait = Duration::from_millis(self.s.audit.batch_wait_ms).min(self.until_fsync_due());
+                        tokio::time::sleep(wait).await;
                     }
                 }
                 Step::Idle if stopping => break,
@@ -172,6 +179,121 @@ impl Shipper {
         }
     }
 
+    /// Whether WAL parts and dead lanes may be deleted as soon as their records are
+    /// stored. Not with the embedded chain file under `fsync: interval`: its lines
+    /// are durable only after the next tick's `fdatasync`, and until then the WAL
+    /// part is their other copy (see [`Shipper::sync_interval`]).
+    fn deletes_after_store(&self) -> bool {
+        !(matches!(self.sink, Sink::File(_)) && self.s.audit.fsync == FsyncPolicy::Interval)
+    }
+
+    /// Whether an `fsync: interval` tick is due.
+    fn fsync_due(&self) -> bool {
+        self.s.audit.fsync == FsyncPolicy::Interval && self.until_fsync_due().is_zero()
+    }
+
+    /// Time left until the next `fsync: interval` tick (the longest wait, for other policies).
+    fn until_fsync_due(&self) -> Duration {
+        if self.s.audit.fsync != FsyncPolicy::Interval {
+            return Duration::MAX;
+        }
+        Duration::from_millis(self.s.audit.fsync_interval_ms).saturating_sub(self.last_fsync.elapsed())
+    }
+
+    /// One `fsync: interval` tick: makes every record the shards wrote before it
+    /// durable. False: abandoned at shutdown.
+    ///
+    /// With JetStream the WAL is what survives a power cut here (nats-server syncs on
+    /// its own schedule), so its live parts are fsynced, as always.
+    ///
+    /// With the embedded chain file the WAL needs only to survive a *process* crash
+    /// (the page cache does that) until the chain file holds its records and is
+    /// fsynced. So the tick first ships what the shards wrote before it (up to
+    /// [`SYNC_CATCH_UP_STEPS_MAX`] batches, without waiting for batches to fill),
+    /// then fsyncs the chain file, and fsyncs the WAL only of a lane the shipping
+    /// could not catch up with — the old tick, and the same promise: a power cut
+    /// loses at most the records of the last `fsync_interval_ms` (plus one tick's
+    /// duration). Only then are WAL parts whose records the chain file holds deleted,
+    /// and the stored range of each live part punched out: the WAL's dirty pages are
+    /// dropped before the kernel writes them back, so the audit log goes to disk once
+    /// (the chain file) instead of twice.
+    async fn sync_interval(&mut self) -> Result<bool, BridgeError> {
+        self.last_fsync = Instant::now();
+        if !matches!(self.sink, Sink::File(_)) {
+            fsync_lanes(&self.s, &self.lanes);
+            if let Err(e) = self.sink.sync() {
+                tracing::warn!(error = %e, "fsync of the audit chain file failed");
+            }
+            return Ok(true);
+        }
+        // What each live lane's shard had written when the tick began.
+        let written: Vec<(LaneId, u64)> = self
+            .lanes
+            .iter()
+            .filter(|(_, l)| l.reader.live)
+            .filter_map(|(id, _)| {
+                let c = self.shared.lanes.get(id.shard as usize).filter(|_| id.gen == self.s.gen)?;
+                Some((*id, c.written.load(Ordering::Acquire)))
+            })
+            .collect();
+        let behind = |lanes: &BTreeMap<LaneId, Lane>| {
+            written.iter().filter(|(id, w)| lanes.get(id).is_some_and(|l| l.read_bytes < *w)).count()
+        };
+        for _ in 0..SYNC_CATCH_UP_STEPS_MAX {
+            if behind(&self.lanes) == 0 {
+                break;
+            }
+            match self.step().await? {
+                Step::Stored { .. } => {}
+                Step::Idle => break,
+                Step::Abandoned => return Ok(false),
+            }
+        }
+        // Every frame read was stored by its step (a step stores all it read or abandons).
+        let lagging: BTreeMap<LaneId, &Lane> = self
+            .lanes
+            .iter()
+            .filter(|(id, l)| written.iter().any(|(w_id, w)| w_id == *id && l.read_bytes < *w))
+            .map(|(id, l)| (*id, l))
+            .collect();
+        match self.sink.sync() {
+            Ok(()) => {
+                if !lagging.is_empty() {
+                    fsync_lane_parts(&self.s, lagging.values().copied());
+                }
+                self.delete_finished_parts();
+                self.punch_stored_ranges();
+            }
+            Err(e) => {
+                // The chain file's lines are not known to be on disk: keep and fsync every WAL part.
+                tracing::warn!(error = %e, "fsync of the audit chain file failed; fsyncing the WAL instead");
+                fsync_lanes(&self.s, &self.lanes);
+            }
+        }
+        Ok(true)
+    }
+
+    /// After the chain file's fsync: drops the stored (now durable) range of each live
+    /// lane's current WAL part, so its dirty pages are never written back even when
+    /// the part lives longer than the kernel's write-back delay (a quiet gateway).
+    fn punch_stored_ranges(&mut self) {
+        for (id, lane) in self.lanes.iter_mut().filter(|(_, l)| l.reader.live) {
+            let Some(&(part, offset)) = self.stored.get(&id.key()) else { continue };
+            if lane.punched == (part, offset) {
+                continue;
+            }
+            // Below a page boundary already punched, a call would only cost.
+            let page = rustix::param::page_size() as u64;
+            if lane.punched.0 == part && offset / page <= lane.punched.1 / page {
+                continue;
+            }
+            let upto = lane.reader.punch_below(part, offset);
+            if upto > 0 {
+                lane.punched = (part, upto);
+            }
+        }
+    }
+
     /// Reads, chains and stores one batch.
     async fn step(&mut self) -> Result<Step, BridgeError> {
         let limit = (self.s.audit.batch_entries_max as u64)
@@ -185,7 +307,9 @@ impl Shipper {
             // Parts may have been skipped over (torn tails, empty parts): the next
             // stored message's cursor remembers that; nothing to store now.
             self.frames = frames;
-            self.retire_exhausted_lanes();
+            if self.deletes_after_store() {
+                self.retire_exhausted_lanes();
+            }
             return Ok(Step::Idle);
         }
         let mut cursor = self.stored.clone();
@@ -215,7 +339,9 @@ impl Shipper {
             }
         }
         self.frames = frames;
-        self.delete_finished_parts();
+        if self.deletes_after_store() {
+            self.delete_finished_parts();
+        }
         if self.checkpoint_due_by_count() && !self.checkpoint(false).await {
             return Ok(Step::Abandoned);
         }
@@ -381,12 +507,21 @@ impl Shipper {
 /// Parts of one lane visited per pass: far more than a lane holds between passes.
 pub(super) const PARTS_PER_PASS_MAX: u64 = 64;
 
+/// Batches an `fsync: interval` tick may ship to catch up with what the shards wrote
+/// before it; a lane still behind after them has its WAL fsynced instead.
+const SYNC_CATCH_UP_STEPS_MAX: usize = 8;
+
 /// `fsync: interval`: forces unshipped WAL parts of live lanes to disk.
 pub(super) fn fsync_lanes(s: &Settings, lanes: &BTreeMap<LaneId, Lane>) {
     if s.audit.fsync != FsyncPolicy::Interval {
         return;
     }
-    for lane in lanes.values().filter(|l| l.reader.live) {
+    fsync_lane_parts(s, lanes.values());
+}
+
+/// Fsyncs the WAL parts of the live lanes among `lanes`, from each reader's part on.
+fn fsync_lane_parts<'a>(s: &Settings, lanes: impl Iterator<Item = &'a Lane>) {
+    for lane in lanes.filter(|l| l.reader.live) {
         // From the reader's position to the newest part.
         let first = lane.reader.part;
         for part in first..first.saturating_add(PARTS_PER_PASS_MAX) {
