@@ -68,6 +68,8 @@ pub(super) struct Shipper {
     pub(super) last_health: Instant,
     pub(super) last_sessions: Instant,
     pub(super) last_fsync: Instant,
+    /// An `fdatasync` of the chain file failed (see [`Shipper::syncs_by_chain_file`]).
+    chain_sync_failed: bool,
     /// Per lane, the part below which every part was deleted (saves an unlink per step).
     pub(super) deleted_below: BTreeMap<LaneId, u64>,
     /// Buffers reused by every step.
@@ -118,6 +120,7 @@ pub(super) async fn run(
         last_health: now,
         last_sessions: now,
         last_fsync: now,
+        chain_sync_failed: false,
         deleted_below: BTreeMap::new(),
         msg_id_buf: String::new(),
         frames: Vec::new(),
@@ -184,7 +187,15 @@ impl Shipper {
     /// are durable only after the next tick's `fdatasync`, and until then the WAL
     /// part is their other copy (see [`Shipper::sync_interval`]).
     fn deletes_after_store(&self) -> bool {
-        !(matches!(self.sink, Sink::File(_)) && self.s.audit.fsync == FsyncPolicy::Interval)
+        !self.syncs_by_chain_file()
+    }
+
+    /// Whether `fsync: interval` ticks make records durable through the chain file
+    /// (embedded sink) rather than the WAL. Not after an `fdatasync` of the chain file
+    /// failed: Linux may then have dropped its dirty pages and a later call succeeds
+    /// anyway, so for the rest of this process the WAL is fsynced as with JetStream.
+    fn syncs_by_chain_file(&self) -> bool {
+        matches!(self.sink, Sink::File(_)) && self.s.audit.fsync == FsyncPolicy::Interval && !self.chain_sync_failed
     }
 
     /// Whether an `fsync: interval` tick is due.
@@ -219,7 +230,7 @@ impl Shipper {
     /// (the chain file) instead of twice.
     async fn sync_interval(&mut self) -> Result<bool, BridgeError> {
         self.last_fsync = Instant::now();
-        if !matches!(self.sink, Sink::File(_)) {
+        if !self.syncs_by_chain_file() {
             fsync_lanes(&self.s, &self.lanes);
             if let Err(e) = self.sink.sync() {
                 tracing::warn!(error = %e, "fsync of the audit chain file failed");
@@ -265,8 +276,10 @@ impl Shipper {
                 self.punch_stored_ranges();
             }
             Err(e) => {
-                // The chain file's lines are not known to be on disk: keep and fsync every WAL part.
-                tracing::warn!(error = %e, "fsync of the audit chain file failed; fsyncing the WAL instead");
+                // The chain file's lines are not known to be on disk: keep and fsync every
+                // WAL part, from now on.
+                tracing::error!(error = %e, "fsync of the audit chain file failed; fsyncing the WAL from now on");
+                self.chain_sync_failed = true;
                 fsync_lanes(&self.s, &self.lanes);
             }
         }
