@@ -182,7 +182,34 @@ impl IssuerSecret {
 
 /// 1/2 mod ℓ.
 fn half() -> Scalar {
-    Scalar::from(2u64).invert()
+    // (ℓ + 1)/2, little-endian; the test `half_is_the_inverse_of_two` checks it.
+    const BYTES: [u8; 32] = [
+        0xf7, 0xe9, 0x7a, 0x2e, 0x8d, 0x31, 0x09, 0x2c, 0x6b, 0xce, 0x7b, 0x51, 0xef, 0x7c, 0x6f, 0x0a, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08,
+    ];
+    Scalar::from_bytes_mod_order(BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_is_the_inverse_of_two() {
+        assert_eq!(half() * Scalar::from(2u64), Scalar::ONE);
+        assert_eq!(half(), Scalar::from(2u64).invert());
+    }
+
+    #[test]
+    fn fits_bits_at_the_edges() {
+        assert!(fits_bits::<32>(&Scalar::from(u64::from(u32::MAX))));
+        assert!(!fits_bits::<32>(&Scalar::from(1u64 << 32)));
+        assert!(fits_bits::<8>(&Scalar::from(255u64)));
+        assert!(!fits_bits::<8>(&Scalar::from(256u64)));
+        assert!(fits_bits::<12>(&Scalar::from(4_095u64)));
+        assert!(!fits_bits::<12>(&Scalar::from(4_096u64)));
+        assert!(!fits_bits::<128>(&(Scalar::ZERO - Scalar::ONE)));
+    }
 }
 
 /// A decoded spend proof (draft §4 `SpendProofMsg`), with the encodings of the points the
