@@ -116,7 +116,7 @@ fn body(spend: &Spend) -> Vec<u8> {
 fn verdicts(issuer: &Issuer, body: &[u8]) -> (Option<bool>, Option<bool>) {
     let ours = SpendFields::<BALANCE_BITS>::from_cbor(body)
         .ok()
-        .map(|f| verifier::verify::<BALANCE_BITS>(&issuer.domain().generators(), issuer.secret(), &f).is_ok());
+        .map(|f| verifier::verify::<BALANCE_BITS>(issuer.domain().generators(), issuer.secret(), &f).is_ok());
     let theirs = act::SpendProof::<BALANCE_BITS>::from_cbor(body).ok().map(|p| {
         issuer
             .private_key()
@@ -206,11 +206,11 @@ fn the_refund_is_bounded_by_the_amount() {
     assert!(f.issuer.sign_change(&verified, 4_096, &mut rng).is_ok());
     assert_eq!(f.issuer.sign_change(&verified, 4_097, &mut rng).map(|_| ()), Err(ZkError::InvalidAmount));
     let checked =
-        verifier::verify::<BALANCE_BITS>(&f.issuer.domain().generators(), f.issuer.secret(), &f.spend_fields())
+        verifier::verify::<BALANCE_BITS>(f.issuer.domain().generators(), f.issuer.secret(), &f.spend_fields())
             .expect("verifies");
     let too_wide = Scalar::from(1u64 << BALANCE_BITS);
     let signed =
-        checked.sign_change::<BALANCE_BITS>(&f.issuer.domain().generators(), f.issuer.secret(), too_wide, &mut rng);
+        checked.sign_change::<BALANCE_BITS>(f.issuer.domain().generators(), f.issuer.secret(), too_wide, &mut rng);
     assert_eq!(signed.map(|_| ()), Err(ZkError::InvalidAmount));
 }
 
@@ -235,7 +235,7 @@ fn with_field_changed(body: &[u8], key: u8, index: usize, pair: usize) -> Vec<u8
     }
     let Value::Bytes(bytes) = target else { panic!("not bytes") };
     let arr: [u8; 32] = bytes.as_slice().try_into().expect("32 bytes");
-    let is_point = matches!(key, 3 | 4 | 5);
+    let is_point = matches!(key, 3..=5);
     let changed = if is_point {
         (CompressedRistretto(arr).decompress().expect("point") + RISTRETTO_BASEPOINT_POINT).compress().to_bytes()
     } else {
