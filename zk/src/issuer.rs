@@ -227,11 +227,12 @@ impl Issuer {
     /// [`Issuer::sign_change`], without verifying again.
     pub fn verify(&self, spend: &Spend) -> Result<VerifiedSpend, ZkError> {
         self.check_epoch(spend.epoch)?;
-        if spend.fields.context() != epoch_ctx(self.epoch) {
+        let fields = spend.fields()?;
+        if fields.context() != epoch_ctx(self.epoch) {
             return Err(ZkError::InvalidProof);
         }
         let amount = spend.amount()?;
-        let checked = verifier::verify::<BALANCE_BITS>(&self.domain.gens, &self.secret, &spend.fields)?;
+        let checked = verifier::verify::<BALANCE_BITS>(&self.domain.gens, &self.secret, &fields)?;
         Ok(VerifiedSpend { nullifier: spend.nullifier(), amount, epoch: self.epoch, checked })
     }
 
@@ -269,7 +270,8 @@ impl Issuer {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Change, ZkError> {
         self.check_epoch(spend.epoch)?;
-        if spend.fields.context() != epoch_ctx(self.epoch) {
+        let proof = spend.proof()?;
+        if proof.context() != epoch_ctx(self.epoch) {
             return Err(ZkError::InvalidProof);
         }
         let amount = spend.amount()?;
@@ -277,7 +279,7 @@ impl Issuer {
             return Err(ZkError::InvalidAmount);
         }
         let t = credits_to_scalar(refund)?;
-        let inner = self.key.refund::<BALANCE_BITS>(&self.domain.params, &spend.proof()?, t, rng)?;
+        let inner = self.key.refund::<BALANCE_BITS>(&self.domain.params, &proof, t, rng)?;
         Ok(Change { epoch: self.epoch, inner })
     }
 

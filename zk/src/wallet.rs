@@ -122,7 +122,7 @@ impl Wallet {
         }
         let s = credits_to_scalar(amount)?;
         let (proof, pre) = token.prove_spend::<BALANCE_BITS>(&self.domain.params, s, rng)?;
-        let spend = Spend::from_body(self.public.epoch, proof.to_cbor().map_err(bad)?)?;
+        let spend = Spend::from_proof(self.public.epoch, proof)?;
         self.state = State::Spending { token: token.clone(), spend: Box::new(spend.clone()), pre };
         Ok(spend)
     }
@@ -145,7 +145,7 @@ impl Wallet {
         }
         let token = pre.to_credit_token::<BALANCE_BITS>(
             &self.domain.params,
-            &spend.proof()?,
+            &*spend.proof()?,
             &change.inner,
             &self.public.inner,
         )?;
