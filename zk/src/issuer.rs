@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use anonymous_credit_tokens as act;
+use curve25519_dalek::Scalar;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::ZkError;
 use crate::limits::{BALANCE_BITS, CREDITS_MAX};
-use crate::message::{credits_to_scalar, epoch_ctx, scalar_to_credits};
+use crate::message::{credits_to_scalar, epoch_ctx};
 use crate::message::{Change, IssuanceRequest, IssuanceResponse, Nullifier, PublicKey, Spend};
+use crate::verifier::{self, Checked, Generators, IssuerSecret};
 
 /// Version date in the draft's domain separator. Changing the construction or its
 /// parameters means a new date, hence new generators (draft §3.1).
@@ -22,12 +24,13 @@ pub const DEPLOYMENT_CHARS_MAX: usize = 64;
 
 /// The deployment's public parameters: generators H1..H4 derived from the domain
 /// separator `ACT-v1:gatekeeper:credits:<deployment>:<PARAMS_VERSION>`. Gateways and
-/// clients of one deployment must use the same name. Building one costs about a
-/// millisecond (four precomputed tables), so build it once and share it.
+/// clients of one deployment must use the same name. Building one costs a few
+/// milliseconds (the crate's four tables and the verifier's), so build it once and share it.
 #[derive(Clone)]
 pub struct Domain {
     name: String,
     pub(crate) params: Arc<act::Params>,
+    pub(crate) gens: Arc<Generators>,
 }
 
 impl std::fmt::Debug for Domain {
@@ -47,12 +50,24 @@ impl Domain {
         }
         // The library asserts that no component contains ':'; the check above rules it out.
         let params = act::Params::new("gatekeeper", "credits", deployment, PARAMS_VERSION);
-        Ok(Self { name: deployment.to_owned(), params: Arc::new(params) })
+        let gens =
+            Generators::new("gatekeeper", "credits", deployment, PARAMS_VERSION).ok_or(ZkError::BadDeployment)?;
+        Ok(Self { name: deployment.to_owned(), params: Arc::new(params), gens: Arc::new(gens) })
     }
 
     /// The deployment name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The draft crate's parameters (for tests and benchmarks against the crate).
+    pub fn params(&self) -> &act::Params {
+        &self.params
+    }
+
+    /// The verifier's generators and tables ([`crate::verifier`]).
+    pub fn generators(&self) -> &Generators {
+        &self.gens
     }
 }
 
@@ -122,6 +137,7 @@ pub struct Issuer {
     domain: Domain,
     epoch: u32,
     key: act::PrivateKey,
+    secret: IssuerSecret,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -130,16 +146,16 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
-/// A spend whose proof verified against the epoch key. Carries the zero-refund change so
-/// a caller that refunds nothing pays for one verification only.
+/// A spend whose proof verified against the epoch key, with what signing its change
+/// needs ([`Issuer::sign_change`]), so the proof is never checked twice.
 #[derive(Debug, Clone)]
 pub struct VerifiedSpend {
     /// The serial to record against double spending.
     pub nullifier: Nullifier,
     /// Credits paid.
     pub amount: u64,
-    /// Change for `balance − amount` (refund 0).
-    pub change: Change,
+    epoch: u32,
+    checked: Checked,
 }
 
 impl Issuer {
@@ -154,8 +170,15 @@ impl Issuer {
         material.zeroize();
         let mut rng = ChaCha20Rng::from_seed(key_seed);
         key_seed.zeroize();
+        // The crate's KeyGen is `x = Scalar::random(rng)`; drawing the same scalar from a
+        // copy of the stream gives the verifier `x` without a fallible decode (the test
+        // `the_secret_scalar_is_the_keys` checks it against the key's CBOR and `W`).
+        let mut copy = rng.clone();
+        let mut x = Scalar::random(&mut copy);
+        let secret = IssuerSecret::from_scalar(&x);
+        x.zeroize();
         let key = act::PrivateKey::random(&mut rng);
-        Self { domain: domain.clone(), epoch, key }
+        Self { domain: domain.clone(), epoch, key, secret }
     }
 
     /// The epoch this key signs for.
@@ -199,27 +222,74 @@ impl Issuer {
         Ok(IssuanceResponse { epoch: self.epoch, inner })
     }
 
-    /// Verifies a spend (epoch, context, proof) and signs its change with no refund.
-    /// Does not look at nullifiers: recording them is the caller's job.
-    pub fn verify(&self, spend: &Spend, rng: &mut impl CryptoRngCore) -> Result<VerifiedSpend, ZkError> {
-        let change = self.change(spend, 0, rng)?;
-        Ok(VerifiedSpend { nullifier: spend.nullifier(), amount: spend.amount()?, change })
-    }
-
-    /// Verifies a spend and signs its change with `refund` credits handed back
-    /// (0 ≤ refund ≤ amount). The library verifies and signs in one step, so a caller
-    /// that already called [`Issuer::verify`] pays for a second verification here.
-    pub fn change(&self, spend: &Spend, refund: u64, rng: &mut impl CryptoRngCore) -> Result<Change, ZkError> {
+    /// Verifies a spend (epoch, context, charge width, proof) once. Does not look at
+    /// nullifiers: recording them is the caller's job. The change is signed later with
+    /// [`Issuer::sign_change`], without verifying again.
+    pub fn verify(&self, spend: &Spend) -> Result<VerifiedSpend, ZkError> {
         self.check_epoch(spend.epoch)?;
-        if spend.inner.context() != epoch_ctx(self.epoch) {
+        let fields = spend.fields()?;
+        if fields.context() != epoch_ctx(self.epoch) {
             return Err(ZkError::InvalidProof);
         }
-        let amount = scalar_to_credits(&spend.inner.charge())?;
+        let amount = spend.amount()?;
+        let checked = verifier::verify::<BALANCE_BITS>(&self.domain.gens, &self.secret, &fields)?;
+        Ok(VerifiedSpend { nullifier: spend.nullifier(), amount, epoch: self.epoch, checked })
+    }
+
+    /// Signs the change of a spend this key verified, with `refund` credits handed back
+    /// (0 ≤ refund ≤ amount): a credential on `balance − amount + refund`.
+    pub fn sign_change(
+        &self,
+        verified: &VerifiedSpend,
+        refund: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Change, ZkError> {
+        self.check_epoch(verified.epoch)?;
+        if refund > verified.amount {
+            return Err(ZkError::InvalidAmount);
+        }
+        let t = credits_to_scalar(refund)?;
+        let body = verified.checked.sign_change::<BALANCE_BITS>(&self.domain.gens, &self.secret, t, rng)?;
+        let inner = act::Refund::from_cbor(&body).map_err(|_| ZkError::Malformed("cbor"))?;
+        Ok(Change { epoch: self.epoch, inner })
+    }
+
+    /// Verifies a spend and signs its change in one step ([`Issuer::verify`] then
+    /// [`Issuer::sign_change`]).
+    pub fn change(&self, spend: &Spend, refund: u64, rng: &mut impl CryptoRngCore) -> Result<Change, ZkError> {
+        let verified = self.verify(spend)?;
+        self.sign_change(&verified, refund, rng)
+    }
+
+    /// The draft crate's own verify-and-sign (`PrivateKey::refund`), kept as the
+    /// reference the fast path is tested and measured against.
+    pub fn change_reference(
+        &self,
+        spend: &Spend,
+        refund: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Change, ZkError> {
+        self.check_epoch(spend.epoch)?;
+        let proof = spend.proof()?;
+        if proof.context() != epoch_ctx(self.epoch) {
+            return Err(ZkError::InvalidProof);
+        }
+        let amount = spend.amount()?;
         if refund > amount {
             return Err(ZkError::InvalidAmount);
         }
         let t = credits_to_scalar(refund)?;
-        let inner = self.key.refund::<BALANCE_BITS>(&self.domain.params, &spend.inner, t, rng)?;
+        let inner = self.key.refund::<BALANCE_BITS>(&self.domain.params, &proof, t, rng)?;
         Ok(Change { epoch: self.epoch, inner })
+    }
+
+    /// The epoch key's secret, for the low-level [`crate::verifier`] functions.
+    pub fn secret(&self) -> &IssuerSecret {
+        &self.secret
+    }
+
+    /// The crate's form of the epoch key (for tests and benchmarks against the crate).
+    pub fn private_key(&self) -> &act::PrivateKey {
+        &self.key
     }
 }

@@ -18,8 +18,12 @@
 //! Hand-off, one epoch:
 //! 1. client [`Wallet::request_credential`] → [`IssuanceRequest`] → issuer
 //!    [`Issuer::issue`] → [`IssuanceResponse`] → [`Wallet::accept_credential`];
-//! 2. client [`Wallet::spend`] → [`Spend`] → issuer [`Issuer::verify`] (records the
-//!    nullifier elsewhere) … [`Issuer::change`] → [`Change`] → [`Wallet::accept_change`].
+//! 2. client [`Wallet::spend`] → [`Spend`] → issuer [`Issuer::verify`] (once; records the
+//!    nullifier elsewhere) … [`Issuer::sign_change`] (no second verification) → [`Change`]
+//!    → [`Wallet::accept_change`].
+//!
+//! Spends are verified by this crate's own [`verifier`] (same accept set as the draft
+//! crate's, computed faster; `SPEC.md` §9).
 //!
 //! ```
 //! use gatekeeper_zk::{Domain, Issuer, IssuerSeed, Wallet};
@@ -31,9 +35,9 @@
 //! let response = issuer.issue(&request, 1_000, &mut rng).unwrap();
 //! assert_eq!(wallet.accept_credential(&response).unwrap(), 1_000);
 //! let spend = wallet.spend(300, &mut rng).unwrap();
-//! let verified = issuer.verify(&spend, &mut rng).unwrap();
+//! let verified = issuer.verify(&spend).unwrap();
 //! assert_eq!(verified.amount, 300);
-//! let change = issuer.change(&spend, 100, &mut rng).unwrap(); // 100 unused, refunded
+//! let change = issuer.sign_change(&verified, 100, &mut rng).unwrap(); // 100 unused, refunded
 //! assert_eq!(wallet.accept_change(&change).unwrap(), 800);
 //! ```
 #![forbid(unsafe_code)]
@@ -42,6 +46,7 @@ mod error;
 mod issuer;
 mod limits;
 mod message;
+pub mod verifier;
 mod wallet;
 pub mod wire;
 

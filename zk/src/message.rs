@@ -1,11 +1,14 @@
 //! The four protocol messages as Gatekeeper sends them: each is the draft's message
 //! plus the epoch whose issuer key it belongs to, framed by [`crate::wire`].
 
+use std::borrow::Cow;
+
 use anonymous_credit_tokens as act;
 use curve25519_dalek::Scalar;
 
 use crate::error::ZkError;
 use crate::limits::BALANCE_BITS;
+use crate::verifier::SpendFields;
 use crate::wire::{self, CHANGE_BYTES_MAX, ISSUANCE_REQUEST_BYTES_MAX, ISSUANCE_RESPONSE_BYTES_MAX};
 use crate::wire::{PUBLIC_KEY_BYTES_MAX, SPEND_BYTES_MAX};
 
@@ -51,10 +54,21 @@ pub struct IssuanceResponse {
 
 /// Client → issuer: spend of `amount` credits, revealing the nullifier, with a proof
 /// that the hidden balance covers it (a [`BALANCE_BITS`]-bit range proof on the rest).
+/// Kept as the CBOR body received or proved (sent unchanged) and its decoded form.
 #[derive(Debug, Clone)]
 pub struct Spend {
     pub(crate) epoch: u32,
-    pub(crate) inner: act::SpendProof<BALANCE_BITS>,
+    pub(crate) body: Vec<u8>,
+    repr: SpendRepr,
+}
+
+/// A decoded spend carries what the verifier needs; a spend this process's wallet
+/// proved carries the crate's proof, which taking the change needs, so neither side
+/// decodes what it does not use.
+#[derive(Debug, Clone)]
+enum SpendRepr {
+    Decoded(Box<SpendFields<BALANCE_BITS>>),
+    Proved(Box<act::SpendProof<BALANCE_BITS>>),
 }
 
 /// Issuer → client: the signature on the change credential (balance − amount + refund),
@@ -121,20 +135,69 @@ macro_rules! framed {
 
 framed!(IssuanceRequest, act::IssuanceRequest, ISSUANCE_REQUEST_BYTES_MAX);
 framed!(IssuanceResponse, act::IssuanceResponse, ISSUANCE_RESPONSE_BYTES_MAX);
-framed!(Spend, act::SpendProof<BALANCE_BITS>, SPEND_BYTES_MAX);
 framed!(Change, act::Refund, CHANGE_BYTES_MAX);
 framed!(PublicKey, act::PublicKey, PUBLIC_KEY_BYTES_MAX);
 
 impl Spend {
+    /// Epoch this message belongs to.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Framed, base64url text (see [`crate::wire`]): the CBOR body as received or proved.
+    pub fn encode(&self) -> String {
+        wire::encode(self.epoch, &self.body)
+    }
+
+    /// Decodes framed text; size is checked before anything else. Refuses exactly what
+    /// the draft's crate refuses (see [`crate::verifier::SpendFields`]). Never panics.
+    pub fn decode(text: &str) -> Result<Self, ZkError> {
+        let (epoch, body) = wire::decode(text, SPEND_BYTES_MAX)?;
+        Self::from_body(epoch, body)
+    }
+
+    pub(crate) fn from_body(epoch: u32, body: Vec<u8>) -> Result<Self, ZkError> {
+        let fields = SpendFields::from_cbor(&body)?;
+        Ok(Self { epoch, body, repr: SpendRepr::Decoded(Box::new(fields)) })
+    }
+
+    pub(crate) fn from_proof(epoch: u32, proof: act::SpendProof<BALANCE_BITS>) -> Result<Self, ZkError> {
+        let body = proof.to_cbor().map_err(cbor_err)?;
+        Ok(Self { epoch, body, repr: SpendRepr::Proved(Box::new(proof)) })
+    }
+
+    /// The verifier's form of the proof.
+    pub(crate) fn fields(&self) -> Result<Cow<'_, SpendFields<BALANCE_BITS>>, ZkError> {
+        match &self.repr {
+            SpendRepr::Decoded(f) => Ok(Cow::Borrowed(&**f)),
+            SpendRepr::Proved(_) => SpendFields::from_cbor(&self.body).map(Cow::Owned),
+        }
+    }
+
+    /// The crate's form of the proof (the wallet needs it to take the change).
+    pub(crate) fn proof(&self) -> Result<Cow<'_, act::SpendProof<BALANCE_BITS>>, ZkError> {
+        match &self.repr {
+            SpendRepr::Proved(p) => Ok(Cow::Borrowed(p)),
+            SpendRepr::Decoded(_) => act::SpendProof::from_cbor(&self.body).map(Cow::Owned).map_err(cbor_err),
+        }
+    }
+
+    fn scalars(&self) -> (Scalar, Scalar) {
+        match &self.repr {
+            SpendRepr::Decoded(f) => (f.nullifier(), f.charge()),
+            SpendRepr::Proved(p) => (p.nullifier(), p.charge()),
+        }
+    }
+
     /// The spent credential's serial.
     pub fn nullifier(&self) -> Nullifier {
-        Nullifier(self.inner.nullifier().to_bytes())
+        Nullifier(self.scalars().0.to_bytes())
     }
 
     /// Credits this spend pays; an error when the encoded amount does not fit the
     /// balance width (such a spend can never verify).
     pub fn amount(&self) -> Result<u64, ZkError> {
-        scalar_to_credits(&self.inner.charge())
+        scalar_to_credits(&self.scalars().1)
     }
 }
 

@@ -122,7 +122,7 @@ impl Wallet {
         }
         let s = credits_to_scalar(amount)?;
         let (proof, pre) = token.prove_spend::<BALANCE_BITS>(&self.domain.params, s, rng)?;
-        let spend = Spend { epoch: self.public.epoch, inner: proof };
+        let spend = Spend::from_proof(self.public.epoch, proof)?;
         self.state = State::Spending { token: token.clone(), spend: Box::new(spend.clone()), pre };
         Ok(spend)
     }
@@ -143,8 +143,12 @@ impl Wallet {
         if change.epoch != self.public.epoch {
             return Err(ZkError::WrongEpoch { got: change.epoch, current: self.public.epoch });
         }
-        let token =
-            pre.to_credit_token::<BALANCE_BITS>(&self.domain.params, &spend.inner, &change.inner, &self.public.inner)?;
+        let token = pre.to_credit_token::<BALANCE_BITS>(
+            &self.domain.params,
+            &*spend.proof()?,
+            &change.inner,
+            &self.public.inner,
+        )?;
         let credits = scalar_to_credits(&token.credits())?;
         self.state = State::Ready { token };
         Ok(credits)
@@ -183,7 +187,7 @@ impl Wallet {
             State::Spending { token, spend, pre } => {
                 out.push(3);
                 put(&mut out, &token.to_cbor().unwrap_or_default());
-                put(&mut out, &spend.inner.to_cbor().unwrap_or_default());
+                put(&mut out, &spend.body);
                 put(&mut out, &pre.to_cbor().unwrap_or_default());
             }
         }
@@ -211,7 +215,9 @@ impl Wallet {
             2 => State::Ready { token: act::CreditToken::from_cbor(r.blob()?).map_err(bad)? },
             3 => State::Spending {
                 token: act::CreditToken::from_cbor(r.blob()?).map_err(bad)?,
-                spend: Box::new(Spend { epoch, inner: act::SpendProof::from_cbor(r.blob()?).map_err(bad)? }),
+                spend: Box::new(
+                    Spend::from_body(epoch, r.blob()?.to_vec()).map_err(|_| ZkError::Malformed("wallet spend"))?,
+                ),
                 pre: act::PreRefund::from_cbor(r.blob()?).map_err(bad)?,
             },
             _ => return Err(ZkError::Malformed("wallet state tag")),

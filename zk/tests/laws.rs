@@ -41,10 +41,11 @@ fn a_valid_spend_verifies_and_fits_its_cap() {
     assert_eq!(raw(&spend).len(), 4_924);
     assert_eq!(text.len(), 6_566);
     let decoded = Spend::decode(&text).expect("decode");
-    let verified = issuer.verify(&decoded, &mut rng).expect("verify");
+    let verified = issuer.verify(&decoded).expect("verify");
     assert_eq!(verified.amount, 250);
     assert_eq!(verified.nullifier, spend.nullifier());
-    assert_eq!(wallet.accept_change(&verified.change), Ok(750));
+    let change = issuer.sign_change(&verified, 0, &mut rng).expect("sign");
+    assert_eq!(wallet.accept_change(&change), Ok(750));
 }
 
 #[test]
@@ -56,7 +57,7 @@ fn flipping_any_byte_of_a_spend_makes_it_fail() {
         let mut bad = bytes.clone();
         bad[i] ^= 0x01;
         if let Ok(decoded) = Spend::decode(&b64(&bad)) {
-            assert!(issuer.verify(&decoded, &mut rng).is_err(), "byte {i} flipped still verifies");
+            assert!(issuer.verify(&decoded).is_err(), "byte {i} flipped still verifies");
         }
     }
 }
@@ -78,7 +79,7 @@ fn an_overspend_cannot_be_produced_and_a_forged_one_fails() {
     bytes[charge_at] = 200;
     let forged = Spend::decode(&b64(&bytes)).expect("forged spend still decodes");
     assert_eq!(forged.amount(), Ok(200));
-    assert_eq!(issuer.verify(&forged, &mut rng).map(|_| ()), Err(ZkError::InvalidProof));
+    assert_eq!(issuer.verify(&forged).map(|_| ()), Err(ZkError::InvalidProof));
 }
 
 #[test]
@@ -95,8 +96,8 @@ fn change_chains_for_1000_spends_with_the_right_balance() {
             issuer.change(&spend, refund, &mut rng).expect("change")
         } else {
             // The gateway's order: verify first, then sign the change at the end.
-            issuer.verify(&spend, &mut rng).expect("verify");
-            issuer.change(&spend, refund, &mut rng).expect("change")
+            let verified = issuer.verify(&spend).expect("verify");
+            issuer.sign_change(&verified, refund, &mut rng).expect("change")
         };
         let change = Change::decode(&change.encode()).expect("wire");
         expected = expected - amount + refund;
@@ -111,11 +112,11 @@ fn spends_are_bound_to_epoch_seed_and_deployment() {
     let spend = wallet.spend(10, &mut rng).expect("spend");
     let domain = Domain::new("laws").expect("domain");
     let next = Issuer::derive(&domain, &IssuerSeed::from_bytes([1; 32]), EPOCH + 1);
-    assert_eq!(next.verify(&spend, &mut rng).map(|_| ()), Err(ZkError::WrongEpoch { got: EPOCH, current: EPOCH + 1 }));
+    assert_eq!(next.verify(&spend).map(|_| ()), Err(ZkError::WrongEpoch { got: EPOCH, current: EPOCH + 1 }));
     let other_seed = Issuer::derive(&domain, &IssuerSeed::from_bytes([2; 32]), EPOCH);
-    assert_eq!(other_seed.verify(&spend, &mut rng).map(|_| ()), Err(ZkError::InvalidProof));
+    assert_eq!(other_seed.verify(&spend).map(|_| ()), Err(ZkError::InvalidProof));
     let other_domain = Issuer::derive(&Domain::new("other").expect("d"), &IssuerSeed::from_bytes([1; 32]), EPOCH);
-    assert_eq!(other_domain.verify(&spend, &mut rng).map(|_| ()), Err(ZkError::InvalidProof));
+    assert_eq!(other_domain.verify(&spend).map(|_| ()), Err(ZkError::InvalidProof));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use gatekeeper_zk::{Issuer, Spend};
+use gatekeeper_zk::{Issuer, Spend, VerifiedSpend};
 
 use super::error::{from_zk, CreditError};
 use super::store::{Credits, StoreError};
@@ -16,6 +16,8 @@ pub struct Verified {
     issuer: Arc<Issuer>,
     spend: Spend,
     amount: u64,
+    /// What signing the change needs, so the proof is checked once.
+    checked: VerifiedSpend,
 }
 
 /// Decodes and verifies the `X-Gatekeeper-Credit` value against the current epoch's key.
@@ -25,8 +27,8 @@ pub fn verify(credits: &Credits, header: &[u8], metrics: &ShardMetrics) -> Resul
         let text = std::str::from_utf8(header).map_err(|_| CreditError::Invalid("not base64url"))?;
         let spend = Spend::decode(text).map_err(from_zk)?;
         let issuer = credits.issuer().map_err(|_| CreditError::StoreUnavailable)?;
-        let verified = issuer.verify(&spend, &mut rand::rngs::OsRng).map_err(from_zk)?;
-        Ok(Verified { issuer, spend, amount: verified.amount })
+        let checked = issuer.verify(&spend).map_err(from_zk)?;
+        Ok(Verified { issuer, spend, amount: checked.amount, checked })
     })();
     metrics.credit_verify.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     result.map_err(|e: CreditError| e.counted(metrics))
@@ -69,7 +71,14 @@ impl Verified {
             err.counted(metrics)
         })?;
         metrics.credit_spends.inc();
-        Ok(Spent { credits: Arc::clone(credits), issuer: self.issuer, spend: self.spend, amount: self.amount, charge })
+        Ok(Spent {
+            credits: Arc::clone(credits),
+            issuer: self.issuer,
+            spend: self.spend,
+            amount: self.amount,
+            charge,
+            checked: self.checked,
+        })
     }
 }
 
@@ -80,6 +89,7 @@ pub struct Spent {
     spend: Spend,
     amount: u64,
     charge: u64,
+    checked: VerifiedSpend,
 }
 
 /// What the request used, for the refund.
@@ -103,8 +113,9 @@ impl Spent {
     }
 
     /// The change credential, base64url: the spend's amount back minus what was used
-    /// (reported tokens, or the whole charge when none were reported). `None` only if
-    /// signing fails, which a verified spend does not.
+    /// (reported tokens, or the whole charge when none were reported). Signs only: the
+    /// proof was verified once, in [`verify`]. `None` only if signing fails, which a
+    /// verified spend does not.
     pub fn change(&self, used: Used) -> Option<String> {
         let used = match used {
             Used::Nothing => 0,
@@ -112,7 +123,7 @@ impl Spent {
             Used::Answer(None) => self.charge,
         };
         let refund = self.amount.saturating_sub(used);
-        match self.issuer.change(&self.spend, refund, &mut rand::rngs::OsRng) {
+        match self.issuer.sign_change(&self.checked, refund, &mut rand::rngs::OsRng) {
             Ok(c) => {
                 let text = c.encode();
                 self.credits.remember_change(self.spend.epoch(), &self.spend.nullifier(), &text);
