@@ -37,8 +37,9 @@ pub struct CreditsConfig {
     pub claim_timeout_ms: u64,
     /// Threads that check spends' proofs and sign change, off the shards. Default 1;
     /// 0 checks inline on the shard (a 1-5 ms stall of every connection of that shard
-    /// per spend). One thread checks a few hundred spends a second; give more when
-    /// credit-paid traffic is heavy, fewer than the cores the shards use. 0..=64.
+    /// per spend). One thread serves roughly 100-200 credit-paid requests a second (a
+    /// check and a change signature each); give more when credit-paid traffic is heavy,
+    /// fewer than the cores the shards use. 0..=64.
     pub verify_threads: usize,
     /// Spends that may wait for a verify thread; past it a spend is refused at once with
     /// 503 `credit_verify_busy` and `Retry-After: 1` (nothing spent). Default 256;

@@ -112,7 +112,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn runtime() -> monoio::Runtime<monoio::LegacyDriver> {
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime")
     }
 

@@ -296,7 +296,7 @@ fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
 
     // Concurrent clients: every one is paid, one credential in flight at a time, and the
     // wallet ends exactly at the balance less what the answers used.
-    let accepted_before = metric(s.gw.addr, "gatekeeper_connections_accepted_total");
+    let accepted_before = metric_sum(s.gw.addr, "gatekeeper_connections_accepted_total{");
     let clients: Vec<_> = (0..6).map(|_| std::thread::spawn(move || chat(addr, "m", false, ""))).collect();
     let models = chat_models(addr);
     let answers: Vec<Resp> = clients.into_iter().map(|t| t.join().expect("client")).collect();
@@ -311,8 +311,17 @@ fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
     assert_eq!(balance(&wallet_path), Some(end - used), "no credit lost or counted twice");
     // Kept-alive connections to the gateway: far fewer than the requests (7 here, and
     // the /metrics requests of this test, which open one each).
-    let accepted = metric(s.gw.addr, "gatekeeper_connections_accepted_total") - accepted_before;
+    let accepted = metric_sum(s.gw.addr, "gatekeeper_connections_accepted_total{") - accepted_before;
     assert!(accepted <= 4, "{accepted} connections for 7 requests");
+}
+
+/// The sum of a per-shard series (`NAME{shard="i"} v` lines).
+fn metric_sum(addr: std::net::SocketAddr, name_brace: &str) -> u64 {
+    let m = get(addr, "/metrics").text();
+    m.lines()
+        .filter(|l| l.starts_with(name_brace))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+        .sum()
 }
 
 fn chat_models(addr: std::net::SocketAddr) -> Resp {
