@@ -10,11 +10,26 @@
 # request (`--target-pid`), whose inverse is what one shard can serve.
 #
 # usage: bench/zk.sh [SECONDS_PER_RUN] [ROUNDS]    (defaults 5, 2)
+#
+# bench/zk.sh pool [SECONDS_PER_RUN] [ROUNDS] [SIDECARS]    (defaults 5, 2, 4)
+#   The verify pool against inline verification: two one-shard gateways, one with
+#   `credits.verify_threads: 1`, one with `0` (the proof check on the shard), each paid
+#   by SIDECARS sidecars (one `zk` key each, one closed-loop connection each) while an
+#   open-loop bearer-key load (KEY_RATE req/s, default 200) measures the key requests'
+#   latency on the same shard. Runs alternate pool/inline; reported: key p50/p99 and the
+#   credit-paid req/s, side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=throughput
+if [ "${1:-}" = pool ]; then
+    mode=pool
+    shift
+fi
 secs=${1:-5}
 rounds=${2:-2}
+sidecars=${3:-4}
+key_rate=${KEY_RATE:-200}
 OUT=${OUT:-bench/out/zk-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -31,6 +46,70 @@ plain=$("$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-plai
 zk=$("$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-zk --zk --zk-credits 100000000 --expires 1d)
 
 mock=$(start_listening "$OUT/mock" "$bin/gk-load" mock --listen 127.0.0.1:0 --threads 1)
+
+if [ "$mode" = pool ]; then
+    p99='(.latency_us.percentiles[] | select(.p == 99) | .us)'
+    p50='(.latency_us.percentiles[] | select(.p == 50) | .us)'
+    for variant in pool inline; do
+        threads=1
+        [ "$variant" = inline ] && threads=0
+        cat >"$OUT/$variant.yaml" <<YAML
+providers:
+  - { name: mock, kind: openai_compatible, base_url: "http://$mock/v1" }
+models:
+  - { name: m, provider: mock, upstream_model: m }
+keys:
+  issuers: [ { public_key: "$public" } ]
+audit: { data_dir: "$OUT/data-$variant" }
+credits: { epoch: day, verify_threads: $threads }
+YAML
+        addr=$(GATEKEEPER_LOG=warn start_listening "$OUT/gw-$variant" "$bin/gatekeeper" serve \
+            --config "$OUT/$variant.yaml" --listen 127.0.0.1:0 --shards 1)
+        eval "gw_$variant=$addr"
+        for i in $(seq 1 "$sidecars"); do
+            k=$("$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti "bench-$variant-$i" --zk \
+                --zk-credits 4000000000 --expires 1d)
+            a=$(GATEKEEPER_LOG=warn start_listening "$OUT/side-$variant-$i" "$bin/gatekeeper" client \
+                --gateway "http://$addr" --key "$k" --listen 127.0.0.1:0 --wallet "$OUT/wallet-$variant-$i")
+            echo "$a" >>"$OUT/sidecars-$variant"
+        done
+    done
+    for r in $(seq 1 "$rounds"); do
+        for variant in pool inline; do
+            eval "gw=\$gw_$variant"
+            pids=()
+            i=0
+            while read -r a; do
+                i=$((i + 1))
+                "$bin/gk-load" run --url "http://$a/v1/chat/completions" --connections 1 --duration "${secs}s" \
+                    --model m --max-tokens 16 --json "$OUT/credit-$variant-$r-$i.json" >/dev/null &
+                pids+=($!)
+            done <"$OUT/sidecars-$variant"
+            "$bin/gk-load" run --url "http://$gw/v1/chat/completions" --rate "$key_rate" --duration "${secs}s" \
+                --model m --max-tokens 16 --bearer "$plain" --json "$OUT/key-$variant-$r.json" >/dev/null
+            wait "${pids[@]}"
+            credit_rate=$(jq -s 'map(.rate_achieved) | add' "$OUT"/credit-"$variant"-"$r"-*.json)
+            echo "{\"credit_rate\": $credit_rate}" >"$OUT/creditsum-$variant-$r.json"
+            printf '  %-6s round %s: key p50 %s us, p99 %s us; credit-paid %.1f req/s\n' "$variant" "$r" \
+                "$(jq "$p50" "$OUT/key-$variant-$r.json")" "$(jq "$p99" "$OUT/key-$variant-$r.json")" \
+                "$credit_rate" >&2
+        done
+    done
+    python3 - "$(mean key-pool "$p50")" "$(mean key-pool "$p99")" "$(mean creditsum-pool .credit_rate)" \
+        "$(mean key-inline "$p50")" "$(mean key-inline "$p99")" "$(mean creditsum-inline .credit_rate)" \
+        "$sidecars" "$key_rate" <<'PY' | tee "$OUT/summary.md"
+import sys
+pp50, pp99, prate, ip50, ip99, irate = map(float, sys.argv[1:7])
+n, kr = sys.argv[7], sys.argv[8]
+print(f"| one shard, {n} sidecars paying + bearer keys at {kr} req/s | key p50 | key p99 | credit-paid req/s |")
+print("|---|---|---|---|")
+print(f"| verify pool (`verify_threads: 1`) | {pp50/1000:.2f} ms | {pp99/1000:.2f} ms | {prate:,.1f} |")
+print(f"| inline (`verify_threads: 0`) | {ip50/1000:.2f} ms | {ip99/1000:.2f} ms | {irate:,.1f} |")
+print(f"\nkey p99 inline/pool: {ip99/pp99:.2f}x; key p50 inline/pool: {ip50/pp50:.2f}x")
+PY
+    echo "raw results in $OUT" >&2
+    exit 0
+fi
 cat >"$OUT/gatekeeper.yaml" <<YAML
 providers:
   - { name: mock, kind: openai_compatible, base_url: "http://$mock/v1" }
@@ -73,4 +152,12 @@ print(f"| credit spend, via sidecar | {cr:,.1f} | {cp/1000:.2f} ms | {cc:,.0f} |
 print(f"\ncredit/key: throughput (1 connection) {cr/kr:.3f}, per-shard ceiling {kc/cc:.4f}; "
       f"added latency (sidecar + proof + verification) {(cp-kp)/1000:.2f} ms")
 PY
+# The sidecar's own share of the added latency, apart: its X-Gatekeeper-Client-Overhead-Us
+# (request read, proof, wallet writes, change; the wait on the gateway excluded), 200 samples.
+for _ in $(seq 1 200); do
+    curl -s -o /dev/null -D - "http://$side/v1/chat/completions" -H 'Content-Type: application/json' \
+        -d '{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}' |
+        tr -d '\r' | awk -F': ' 'tolower($1) == "x-gatekeeper-client-overhead-us" {print $2}'
+done | sort -n | awk '{a[NR]=$1} END {printf "sidecar own time per request: p50 %d us, p90 %d us (n=%d)\n", a[int(NR*0.5)], a[int(NR*0.9)], NR}' |
+    tee -a "$OUT/summary.md"
 echo "raw results in $OUT" >&2

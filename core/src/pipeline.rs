@@ -67,7 +67,7 @@ async fn serve(
     // A spend instead of a key: its proof is checked before the body is parsed, as a key is.
     let spend_header = req.header("x-gatekeeper-credit").filter(|_| req.header("authorization").is_none());
     let verified = match (credits, spend_header) {
-        (Some(c), Some(h)) => Some(credit::verify(c, h, shard.metrics())?), // 3
+        (Some(c), Some(h)) => Some(credit::verify(c, h, shard.metrics()).await?), // 3
         _ => None,
     };
     let claims = match verified {
@@ -101,7 +101,7 @@ async fn serve(
         forward(shard, t, req, res, request_id, trace, &chat, claims.as_deref(), payment, spent.as_ref()).await;
     if let (Err(_), Some(s)) = (&served, &spent) {
         // Paid but not served: the whole spend comes back with the error.
-        trace.credit_change = s.change(credit::Used::Nothing);
+        trace.credit_change = s.change(credit::Used::Nothing).await;
     }
     served
 }

@@ -39,10 +39,16 @@ pub async fn relay(
     mut record: impl FnMut(&Trace, u16) -> Result<(), AuditError>,
     spent: Option<&Spent>,
 ) -> u16 {
-    // A credit-paid request's change: what the answer used, refunded from the spend.
+    // A credit-paid request's change: what the answer used, refunded from the spend
+    // (signed on the verify pool, off this shard).
     let change = |trace: &Trace, status: u16| {
         let used = if (200..300).contains(&status) { Used::Answer(trace.usage) } else { Used::Nothing };
-        spent.and_then(|s| s.change(used))
+        async move {
+            match spent {
+                Some(s) => s.change(used).await,
+                None => None,
+            }
+        }
     };
     let change_value: Option<String>;
     let provider = answer.provider;
@@ -89,7 +95,7 @@ pub async fn relay(
                 trace.usage = usage_from_body(&body);
                 (answer.status, body)
             };
-            change_value = change(trace, status);
+            change_value = change(trace, status).await;
             if record(trace, status).is_err() {
                 return send_error_with_change(
                     res,
@@ -208,7 +214,7 @@ pub async fn relay(
                 res.abort();
                 return e.to_response().status;
             }
-            if send_change_comment(res, change(trace, answer.status)).await.is_err() {
+            if send_change_comment(res, change(trace, answer.status).await).await.is_err() {
                 return STATUS_CLIENT_GONE;
             }
             if done_held && res.send_chunk(DONE_EVENT).await.is_err() {
@@ -219,6 +225,11 @@ pub async fn relay(
         }
         StreamEnd::ClientGone => {
             let _ = record(trace, STATUS_CLIENT_GONE);
+            // Nobody to send it to, but signed and kept all the same: the wallet gets it
+            // back by repeating the spend (what the stream used so far is charged).
+            if let Some(s) = spent {
+                let _ = s.change(Used::Answer(trace.usage)).await;
+            }
             STATUS_CLIENT_GONE
         }
         StreamEnd::ProviderFailed(e) => {
@@ -232,7 +243,7 @@ pub async fn relay(
             // The error event marks the stream failed whether or not the record was written.
             let _ = record(trace, status);
             let _ = res.send_chunk(&event).await;
-            let _ = send_change_comment(res, change(trace, status)).await;
+            let _ = send_change_comment(res, change(trace, status).await).await;
             let _ = res.end_stream().await;
             status
         }
@@ -241,7 +252,7 @@ pub async fn relay(
             metrics.upstream_failures[answer.deployment.provider].inc();
             let status = 502;
             let _ = record(trace, status);
-            let _ = send_change_comment(res, change(trace, status)).await;
+            let _ = send_change_comment(res, change(trace, status).await).await;
             let _ = res.end_stream().await;
             status
         }
@@ -258,7 +269,7 @@ pub async fn relay(
             let event = stream_error_event(&message, "upstream_stream_stalled");
             let _ = record(trace, status);
             let _ = res.send_chunk(&event).await;
-            let _ = send_change_comment(res, change(trace, status)).await;
+            let _ = send_change_comment(res, change(trace, status).await).await;
             let _ = res.end_stream().await;
             status
         }

@@ -142,7 +142,17 @@ async fn credits_issue(shard: &ShardGateway, req: &Request, res: &mut Responder<
     shard.apply_config_changes();
     let t = shard.tables();
     let status = match crate::keys::authenticate(t.keys.as_deref(), req.header("authorization")).await {
-        Ok(claims) => crate::credit::issue(shard.gw.credits.as_deref(), claims.as_deref(), req, &request_id, res).await,
+        Ok(claims) => {
+            // The issuance's audit record: the key, the epoch, the credits; nothing of
+            // the credential, which the issuer never sees unblinded anyway.
+            let audit = |epoch: u32, credits: u64| {
+                let mut trace = crate::trace::Trace::start();
+                trace.claims.clone_from(&claims);
+                trace.credit_issued = Some((epoch, credits));
+                shard.recorder(&t).record(&request_id, &trace, &[], 200).is_ok()
+            };
+            crate::credit::issue(shard.gw.credits.as_deref(), claims.as_deref(), req, &request_id, res, audit).await
+        }
         Err(e) => send_error(res, &request_id, &GatewayError::Key(e)).await,
     };
     shard.metrics().record_request(None, None, status, 0);
@@ -198,6 +208,9 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
     .render();
     let mut text = text;
     gw.health.render_metrics(&mut text);
+    if let Some(c) = &gw.credits {
+        c.render_metrics(&mut text);
+    }
     let _ = res.send(200, &[("Content-Type", b"text/plain; version=0.0.4")], text.as_bytes()).await;
 }
 

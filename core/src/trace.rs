@@ -46,6 +46,8 @@ pub struct Trace {
     /// The change credential an error answer carries (credit-paid requests refused
     /// after their nullifier was recorded).
     pub credit_change: Option<String>,
+    /// A credential issuance: its epoch and credits, for the audit record.
+    pub credit_issued: Option<(u32, u64)>,
 }
 
 impl Trace {
@@ -70,6 +72,7 @@ impl Trace {
             budget: None,
             credit: None,
             credit_change: None,
+            credit_issued: None,
         }
     }
 

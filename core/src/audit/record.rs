@@ -80,6 +80,13 @@ pub struct AuditRecord {
     /// Credits the spend paid (before its refund).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credit_amount: Option<u64>,
+    /// A credential issuance (`POST /v1/credits/issue`): its epoch. The record names
+    /// the key, and nothing of the (blinded) credential, so it links to no spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_issued_epoch: Option<u32>,
+    /// A credential issuance: the credits issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_issued: Option<u64>,
     /// Request and response bodies, only with `audit.include_content: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
@@ -138,6 +145,14 @@ impl AuditRecord {
         push_opt_str(out, b",\"credit_nullifier\":", self.credit_nullifier.as_deref());
         if let Some(n) = self.credit_amount {
             out.extend_from_slice(b",\"credit_amount\":");
+            push_decimal(out, n);
+        }
+        if let Some(n) = self.credit_issued_epoch {
+            out.extend_from_slice(b",\"credit_issued_epoch\":");
+            push_decimal(out, u64::from(n));
+        }
+        if let Some(n) = self.credit_issued {
+            out.extend_from_slice(b",\"credit_issued\":");
             push_decimal(out, n);
         }
         if let Some(content) = &self.content {
@@ -553,6 +568,7 @@ mod tests {
             stream in any::<bool>(), status in any::<u16>(), nums in any::<[u64; 4]>(), cost in text(),
             budget in (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>())),
             credit in (proptest::option::of(text()), proptest::option::of(any::<u64>())),
+            issued in (proptest::option::of(any::<u32>()), proptest::option::of(any::<u64>())),
             content in proptest::option::of(text()),
         ) -> AuditRecord {
             let o = |i: usize| opts[i].clone();
@@ -564,6 +580,7 @@ mod tests {
                 cost_usd: cost, upstream_us: nums[2], overhead_us: nums[3], attempts: lists.1,
                 budget_reserved_tokens: budget.0, budget_settled_tokens: budget.1,
                 credit_nullifier: credit.0, credit_amount: credit.1,
+                credit_issued_epoch: issued.0, credit_issued: issued.1,
                 content: content.map(|c| serde_json::json!({ "messages": [{ "content": c }] })),
             }
         }

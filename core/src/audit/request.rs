@@ -114,6 +114,8 @@ impl Recorder<'_> {
                 });
                 set_opt(&mut r.credit_nullifier, trace.credit.as_ref().map(|(n, _)| n.as_str()));
                 r.credit_amount = trace.credit.as_ref().map(|(_, a)| *a);
+                r.credit_issued_epoch = trace.credit_issued.map(|(e, _)| e);
+                r.credit_issued = trace.credit_issued.map(|(_, n)| n);
                 r.content = None;
             })
             .inspect_err(|e| {

@@ -1,8 +1,10 @@
 //! Credit nullifiers across nodes: shards hand claims to the bridge through a bounded
 //! queue; the bridge creates one `BH_CREDITS` key per nullifier with JetStream KV
 //! `create` (atomic across nodes: exactly one node's create succeeds), batching what is
-//! queued (drain up to [`BATCH_MAX`], issue the creates concurrently), and answers each
-//! claim on its own oneshot channel.
+//! queued (drain up to [`BATCH_MAX`], issue the operations concurrently), and answers
+//! each claim on its own oneshot channel. The same queue carries the change a spend got
+//! (`put` of `c.<epoch>.<hex>`, so any node can hand it back to a repeated spend) and
+//! the lookups of it.
 
 use std::time::Duration;
 
@@ -21,11 +23,24 @@ pub const QUEUE_MAX: usize = 4_096;
 /// What the shard learns about a claimed key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// This node created the key: first, across every node.
+    /// This node created the key: first, across every node (or, for [`Op::Put`], stored).
     Created,
     /// The key exists (another node, or this one earlier, created it), with its value
-    /// when the claim asked for it.
+    /// when the claim asked for it. For [`Op::Get`]: the value, `None` when absent.
     Exists(Option<Vec<u8>>),
+}
+
+/// What to do with a claim's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `create`: atomic across nodes; an existing key is `Exists(None)`.
+    Create,
+    /// `create`, and an existing key's value comes back: `Exists(Some(value))`.
+    CreateOrFetch,
+    /// `put` (the key is written once: a spend's change).
+    Put,
+    /// `get`: `Exists(value)`.
+    Get,
 }
 
 /// One key to create: a spent nullifier (`n.<epoch>.<hex>`) or a key's credential of an
@@ -35,8 +50,8 @@ pub struct Claim {
     pub key: String,
     /// Its value.
     pub value: Vec<u8>,
-    /// Whether an existing key's value is wanted back.
-    pub fetch_existing: bool,
+    /// What to do with it.
+    pub op: Op,
     /// Where the outcome goes; an error says the store could not be asked.
     pub reply: oneshot::Sender<Result<ClaimOutcome, String>>,
 }
@@ -60,6 +75,15 @@ pub(super) struct Job {
 /// The KV key of a spent nullifier.
 pub fn nullifier_key(epoch: u32, nullifier: &[u8; 32]) -> String {
     let mut k = format!("n.{epoch}.");
+    for b in nullifier {
+        k.push_str(&format!("{b:02x}"));
+    }
+    k
+}
+
+/// The KV key of the change a spent nullifier's spend got.
+pub fn change_key(epoch: u32, nullifier: &[u8; 32]) -> String {
+    let mut k = format!("c.{epoch}.");
     for b in nullifier {
         k.push_str(&format!("{b:02x}"));
     }
@@ -113,16 +137,23 @@ pub(super) async fn run(client: async_nats::Client, n: NatsConfig, job: Job) {
             continue;
         };
         let creates = batch.iter().map(|c| async {
-            match kv.create(&c.key, bytes::Bytes::from(c.value.clone())).await {
-                Ok(_) => Ok(ClaimOutcome::Created),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists && c.fetch_existing => {
-                    match kv.get(&c.key).await {
-                        Ok(v) => Ok(ClaimOutcome::Exists(v.map(|b| b.to_vec()))),
-                        Err(e) => Err(e.to_string()),
-                    }
+            let value = || bytes::Bytes::from(c.value.clone());
+            match c.op {
+                Op::Put => kv.put(&c.key, value()).await.map(|_| ClaimOutcome::Created).map_err(|e| e.to_string()),
+                Op::Get => {
+                    kv.get(&c.key).await.map(|v| ClaimOutcome::Exists(v.map(|b| b.to_vec()))).map_err(|e| e.to_string())
                 }
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(ClaimOutcome::Exists(None)),
-                Err(e) => Err(e.to_string()),
+                Op::Create | Op::CreateOrFetch => match kv.create(&c.key, value()).await {
+                    Ok(_) => Ok(ClaimOutcome::Created),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists && c.op == Op::CreateOrFetch => {
+                        match kv.get(&c.key).await {
+                            Ok(v) => Ok(ClaimOutcome::Exists(v.map(|b| b.to_vec()))),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(ClaimOutcome::Exists(None)),
+                    Err(e) => Err(e.to_string()),
+                },
             }
         });
         let results = futures_util::future::join_all(creates).await;
@@ -139,6 +170,8 @@ mod tests {
         let k = super::nullifier_key(20_422, &[0xab; 32]);
         assert_eq!(k.len(), "n.20422.".len() + 64);
         assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+        let k = super::change_key(20_422, &[0xab; 32]);
+        assert!(k.starts_with("c.20422.") && k.len() == "c.20422.".len() + 64);
         let k = super::issued_key(20_422, "any: key id\n");
         assert_eq!(k.len(), "i.20422.".len() + 64);
         assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));

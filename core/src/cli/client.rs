@@ -6,22 +6,28 @@
 //! each `POST /v1/chat/completions` spends `body bytes + max_tokens` (an upper bound of
 //! the gateway's charge, capped at the balance), forwards the request with
 //! `X-Gatekeeper-Credit` and no key, and takes the change from the answer's header or
-//! the stream's final comment line. One request at a time: a wallet holds one credential
-//! (`gatekeeper_zk::Wallet`). The wallet file (0600) is written atomically (temp file,
-//! fsync, rename) before every message that changes what the wallet must remember.
+//! the stream's final comment line.
 //!
-//! Crash recovery: a wallet saved while *issuing* resends the same request, which the
-//! gateway answers with the same credential. A wallet saved while *spending* (killed
-//! between spend and change) cannot get its change back yet: the gateway does not
-//! return change for a replayed nullifier. The sidecar then says so and waits for the
-//! next epoch's credential; the rest of that epoch's credits are lost.
+//! Concurrency: the sidecar serves any number of client connections at once. Paid
+//! requests take the wallet's lock from the spend to its change: a wallet holds one
+//! credential and the protocol has no split, so the next spend needs the previous change
+//! (one credential in flight at a time, always accounted for in the wallet file). Other
+//! paths (`/v1/models`) do not touch the wallet and run concurrently. Connections to the
+//! gateway are kept alive and reused; the gateway's parameters are fetched once per epoch.
+//!
+//! The wallet file (0600) is written atomically (temp file, fsync, rename) before every
+//! message that changes what the wallet must remember. Crash recovery: a wallet saved
+//! while *issuing* resends the same request, which the gateway answers with the same
+//! credential. A wallet saved while *spending* (killed between spend and change) sends
+//! the pending spend again: the gateway hands back the change it kept for it (with NATS,
+//! whichever node signed it), or, if the spend was never recorded, pays and refunds it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use gatekeeper_zk::{Change, Domain, IssuanceResponse, PublicKey, Wallet};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Largest request head the sidecar reads from its client.
@@ -30,11 +36,17 @@ const HEAD_BYTES_MAX: usize = 64 * 1024;
 const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest response head or whole body read from the gateway.
 const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Response header (whole answers): µs the sidecar itself spent on the request (reading
+/// it, proving the spend, writing the wallet, taking the change), the wait on the gateway
+/// excluded.
+pub const OVERHEAD_HEADER: &str = "X-Gatekeeper-Client-Overhead-Us";
+/// Idle keep-alive connections to the gateway kept for reuse.
+const IDLE_CONNECTIONS_MAX: usize = 16;
 
 /// Flags of `gatekeeper client`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// The gateway's base URL (`http://host:port`; plain HTTP only for now).
+    /// The gateway's base URL (`http://host:port` or `https://host[:port]`).
     #[arg(long)]
     pub gateway: String,
     /// A key with the `zk` claim (used only to obtain credentials).
@@ -46,29 +58,95 @@ pub struct ClientArgs {
     /// Wallet file (0600, written atomically). Absent: the wallet lives in memory only.
     #[arg(long)]
     pub wallet: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for an `https://` gateway, beside the web roots.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A byte stream to the gateway: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Where the gateway is and how to reach it.
+struct Target {
+    /// `host:port` to connect to.
+    addr: String,
+    /// The `Host` header.
+    host: String,
+    /// With `https://`: the TLS connector and the name the certificate must carry.
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+/// The gateway's public parameters of one epoch (`GET /v1/credits/params`), kept until
+/// the next epoch starts.
+#[derive(Clone)]
+struct Params {
+    domain: Domain,
+    public: PublicKey,
+    next_epoch_starts_unix_s: u64,
 }
 
 struct Sidecar {
-    gateway: String,
+    target: Target,
     key: String,
     wallet_path: Option<PathBuf>,
+    /// Held from a spend to its change: one credential in flight.
+    wallet: tokio::sync::Mutex<WalletState>,
+    params: std::sync::Mutex<Option<Params>>,
+    idle: std::sync::Mutex<Vec<Box<dyn Stream>>>,
+}
+
+struct WalletState {
     wallet: Option<Wallet>,
+    /// Whether the wallet file was read (once, at the first paid request).
+    loaded: bool,
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn target(gateway: &str, ca_file: Option<&Path>) -> anyhow::Result<Target> {
+    let (tls, rest, default_port) = if let Some(rest) = gateway.strip_prefix("https://") {
+        (true, rest, 443)
+    } else if let Some(rest) = gateway.strip_prefix("http://") {
+        (false, rest, 80)
+    } else {
+        bail!("--gateway must be an http:// or https:// URL");
+    };
+    let host = rest.split('/').next().unwrap_or_default().to_string();
+    if host.is_empty() {
+        bail!("--gateway has no host");
+    }
+    let has_port = host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !host.ends_with(']');
+    let addr = if has_port { host.clone() } else { format!("{host}:{default_port}") };
+    let tls = if tls {
+        let config = gatekeeper_net::upstream::tls_client_config(ca_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        let name = name.trim_start_matches('[').trim_end_matches(']').to_string();
+        let name = rustls::pki_types::ServerName::try_from(name).context("--gateway host is not a TLS server name")?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
+    } else {
+        None
+    };
+    Ok(Target { addr, host, tls })
 }
 
 /// Runs the sidecar until killed.
 pub fn run(args: &ClientArgs) -> anyhow::Result<()> {
-    let gateway = args.gateway.strip_prefix("http://").context("--gateway must be an http:// URL")?;
-    let gateway = gateway.trim_end_matches('/').trim_end_matches("/v1").to_string();
+    let target = target(args.gateway.trim_end_matches('/').trim_end_matches("/v1"), args.ca_file.as_deref())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let sidecar = Arc::new(tokio::sync::Mutex::new(Sidecar {
-            gateway,
+        let sidecar = Arc::new(Sidecar {
+            target,
             key: args.key.clone(),
             wallet_path: args.wallet.clone(),
-            wallet: None,
-        }));
+            wallet: tokio::sync::Mutex::new(WalletState { wallet: None, loaded: false }),
+            params: std::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
+        });
         println!("gatekeeper client listening on {addr}");
         loop {
             let (conn, _) = listener.accept().await?;
@@ -140,99 +218,153 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn serve(conn: &mut TcpStream, sidecar: &tokio::sync::Mutex<Sidecar>) -> anyhow::Result<()> {
+async fn serve(conn: &mut TcpStream, sidecar: &Sidecar) -> anyhow::Result<()> {
     let req = read_request(conn).await?;
-    // One request at a time: the wallet has one credential.
-    let mut s = sidecar.lock().await;
     match (req.method.as_str(), req.path.split('?').next().unwrap_or("")) {
-        ("POST", "/v1/chat/completions") => s.pay_and_forward(&req, conn).await,
+        ("POST", "/v1/chat/completions") => {
+            // One paid request at a time: the wallet has one credential.
+            let mut w = sidecar.wallet.lock().await;
+            sidecar.pay_and_forward(&mut w, &req, conn).await
+        }
         _ => {
-            // Not paid with credits (e.g. /v1/models): passed on with the key.
-            let auth = format!("Authorization: Bearer {}\r\n", s.key);
-            let mut up = s.send(&req.method, &req.path, &auth, &req.body).await?;
+            // Not paid with credits (e.g. /v1/models): passed on with the key, concurrently.
+            let auth = format!("Authorization: Bearer {}\r\n", sidecar.key);
+            let mut up = sidecar.send(&req.method, &req.path, &auth, &req.body).await?;
             let head = up.head().await?;
             let body = up.whole_body(&head).await?;
+            sidecar.release(up, &head);
             write_whole(conn, &head, &body, &[]).await
         }
     }
 }
 
 impl Sidecar {
+    async fn connect(&self) -> anyhow::Result<Box<dyn Stream>> {
+        let tcp =
+            TcpStream::connect(&self.target.addr).await.with_context(|| format!("connect {}", self.target.addr))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.target.tls {
+            None => Ok(Box::new(tcp)),
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await.context("TLS handshake with the gateway")?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+
+    /// Sends a request on an idle kept-alive connection, or a new one. A reused
+    /// connection the gateway closed meanwhile (nothing of the answer came) is replaced
+    /// once: the gateway never read the request, so sending it again is the first send.
     async fn send(&self, method: &str, path: &str, extra: &str, body: &[u8]) -> anyhow::Result<Upstream> {
-        let mut stream =
-            TcpStream::connect(&self.gateway).await.with_context(|| format!("connect {}", self.gateway))?;
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-            self.gateway,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+            self.target.host,
             body.len()
         );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        Ok(Upstream { stream, buf: Vec::new() })
+        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        if let Some(stream) = reused {
+            let mut up = Upstream { stream, buf: Vec::new() };
+            if up.write_request(head.as_bytes(), body).await.is_ok() && up.fill().await.is_ok_and(|n| n > 0) {
+                return Ok(up);
+            }
+        }
+        let mut up = Upstream { stream: self.connect().await?, buf: Vec::new() };
+        up.write_request(head.as_bytes(), body).await?;
+        Ok(up)
+    }
+
+    /// Keeps the connection for reuse when its answer was read whole and it stays open.
+    fn release(&self, up: Upstream, head: &Head) {
+        let framed = head.chunked || head.length.is_some();
+        let closing = head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if framed && !closing && up.buf.is_empty() {
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < IDLE_CONNECTIONS_MAX {
+                    idle.push(up.stream);
+                }
+            }
+        }
     }
 
     async fn get_json(&self, method: &str, path: &str, extra: &str, body: &[u8]) -> anyhow::Result<serde_json::Value> {
         let mut up = self.send(method, path, extra, body).await?;
         let head = up.head().await?;
         let body = up.whole_body(&head).await?;
+        self.release(up, &head);
         if head.status != 200 {
             bail!("{method} {path}: HTTP {}: {}", head.status, String::from_utf8_lossy(&body));
         }
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// A wallet holding a credential of the gateway's current epoch.
-    async fn ready_wallet(&mut self) -> anyhow::Result<&mut Wallet> {
+    /// The current epoch's parameters: cached, fetched again once the next epoch starts.
+    async fn params(&self) -> anyhow::Result<Params> {
+        let cached = self.params.lock().ok().and_then(|p| p.clone());
+        if let Some(p) = cached.filter(|p| unix_now_s() < p.next_epoch_starts_unix_s) {
+            return Ok(p);
+        }
         let params = self.get_json("GET", "/v1/credits/params", "", b"").await?;
         let deployment = params["deployment"].as_str().context("params: deployment")?;
         let domain = Domain::new(deployment).map_err(|e| anyhow::anyhow!("{e}"))?;
         let public = PublicKey::decode(params["public_key"].as_str().context("params: public_key")?)
             .map_err(|e| anyhow::anyhow!("params: {e}"))?;
-        if self.wallet.is_none() {
+        let next_epoch_starts_unix_s =
+            params["next_epoch_starts_unix_s"].as_u64().context("params: next_epoch_starts_unix_s")?;
+        let p = Params { domain, public, next_epoch_starts_unix_s };
+        if let Ok(mut slot) = self.params.lock() {
+            *slot = Some(p.clone());
+        }
+        Ok(p)
+    }
+
+    /// A wallet holding a credential of the gateway's current epoch.
+    async fn ready_wallet<'w>(&self, st: &'w mut WalletState) -> anyhow::Result<&'w mut Wallet> {
+        let Params { domain, public, .. } = self.params().await?;
+        if !st.loaded {
+            st.loaded = true;
             if let Some(path) = &self.wallet_path {
                 if let Ok(bytes) = std::fs::read(path) {
                     let w =
                         Wallet::from_bytes(domain.clone(), &bytes).map_err(|e| anyhow::anyhow!("wallet file: {e}"))?;
                     let pending = w.pending_spend().is_some() && w.epoch() == public.epoch();
-                    self.wallet = Some(w);
+                    st.wallet = Some(w);
                     if pending {
-                        self.recover().await?;
+                        self.recover(st).await?;
                     }
                 }
             }
         }
-        let stale = self.wallet.as_ref().is_none_or(|w| w.epoch() != public.epoch());
+        let stale = st.wallet.as_ref().is_none_or(|w| w.epoch() != public.epoch());
         if stale {
-            self.wallet = Some(Wallet::new(domain, public));
+            st.wallet = Some(Wallet::new(domain, public));
         }
-        let needs_credential =
-            self.wallet.as_ref().is_some_and(|w| w.balance().is_none() && w.pending_spend().is_none());
+        let needs_credential = st.wallet.as_ref().is_some_and(|w| w.balance().is_none() && w.pending_spend().is_none());
         if needs_credential {
-            let request = match self.wallet.as_mut() {
+            let request = match st.wallet.as_mut() {
                 Some(w) => w.request_credential(&mut rand::rngs::OsRng).map_err(|e| anyhow::anyhow!("{e}"))?,
                 None => bail!("no wallet"),
             };
-            self.save()?;
+            self.save(st)?;
             let body = serde_json::json!({ "request": request.encode() }).to_string();
             let auth = format!("Authorization: Bearer {}\r\n", self.key);
             let answer = self.get_json("POST", "/v1/credits/issue", &auth, body.as_bytes()).await?;
             let response = IssuanceResponse::decode(answer["response"].as_str().context("issue: response")?)
                 .map_err(|e| anyhow::anyhow!("issue: {e}"))?;
-            if let Some(w) = self.wallet.as_mut() {
+            if let Some(w) = st.wallet.as_mut() {
                 w.accept_credential(&response).map_err(|e| anyhow::anyhow!("issue: {e}"))?;
             }
-            self.save()?;
+            self.save(st)?;
         }
-        self.wallet.as_mut().context("no wallet")
+        st.wallet.as_mut().context("no wallet")
     }
 
     /// A wallet stopped between a spend and its change: the spend is sent again with a
     /// request no model serves. If the gateway recorded it, the replay refusal carries the
     /// change it got; if not, the request is paid, refused (404) and fully refunded.
-    /// Either way the change comes back; a refusal without one (the change was recorded
-    /// on another node, or never) loses that credential until the next epoch.
-    async fn recover(&mut self) -> anyhow::Result<()> {
-        let Some(spend) = self.wallet.as_ref().and_then(|w| w.pending_spend()).map(|s| s.encode()) else {
+    /// Either way the change comes back; a refusal without one (the change was never
+    /// kept) loses that credential until the next epoch.
+    async fn recover(&self, st: &mut WalletState) -> anyhow::Result<()> {
+        let Some(spend) = st.wallet.as_ref().and_then(|w| w.pending_spend()).map(|s| s.encode()) else {
             return Ok(());
         };
         tracing::info!("recovering the change of a spend the wallet sent before it stopped");
@@ -242,6 +374,7 @@ impl Sidecar {
         let mut up = self.send("POST", "/v1/chat/completions", &header, body).await?;
         let head = up.head().await?;
         let answer = up.whole_body(&head).await?;
+        self.release(up, &head);
         let change = head.header(crate::credit::error::CHANGE_HEADER).map(str::to_string);
         let code = serde_json::from_slice::<serde_json::Value>(&answer)
             .ok()
@@ -249,29 +382,36 @@ impl Sidecar {
         if change.is_none() {
             tracing::warn!(code = ?code, "no change came back for the pending spend; that credential is lost until the next epoch");
         }
-        self.take_change(change.as_deref(), Some(code.as_deref().unwrap_or("")))
+        self.take_change(st, change.as_deref(), Some(code.as_deref().unwrap_or("")))
     }
 
     /// Writes the wallet file atomically: temp file (0600), fsync, rename, fsync the dir.
-    fn save(&self) -> anyhow::Result<()> {
-        let (Some(path), Some(w)) = (&self.wallet_path, &self.wallet) else { return Ok(()) };
+    fn save(&self, st: &WalletState) -> anyhow::Result<()> {
+        let (Some(path), Some(w)) = (&self.wallet_path, &st.wallet) else { return Ok(()) };
         write_atomic(path, &w.to_bytes())
     }
 
-    async fn pay_and_forward(&mut self, req: &ClientRequest, conn: &mut TcpStream) -> anyhow::Result<()> {
+    async fn pay_and_forward(
+        &self,
+        st: &mut WalletState,
+        req: &ClientRequest,
+        conn: &mut TcpStream,
+    ) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         let chat: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
         let max_tokens = chat["max_completion_tokens"].as_u64().or(chat["max_tokens"].as_u64()).unwrap_or(4_096);
         let wanted = u64::try_from(req.body.len()).unwrap_or(u64::MAX).saturating_add(max_tokens);
-        let wallet = self.ready_wallet().await?;
+        let wallet = self.ready_wallet(st).await?;
         let Some(balance) = wallet.balance() else {
             return write_error(conn, 429, "credit_wallet_unavailable", "the wallet has no credential this epoch")
                 .await;
         };
         let spend = wallet.spend(wanted.min(balance), &mut rand::rngs::OsRng).map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.save()?;
+        self.save(st)?;
         let header = format!("X-Gatekeeper-Credit: {}\r\n", spend.encode());
+        let sent = std::time::Instant::now();
         let mut up = self.send("POST", "/v1/chat/completions", &header, &req.body).await?;
-        let head = up.head().await?;
+        let mut head = up.head().await?;
         if head.chunked && head.status == 200 {
             // A stream: relay each piece, and read the change from its comment line.
             let mut start =
@@ -280,7 +420,8 @@ impl Sidecar {
                 start.push_str(&format!("{n}: {v}\r\n"));
             }
             start.push_str("\r\n");
-            conn.write_all(start.as_bytes()).await?;
+            // A client gone mid-stream does not stop the relay: the change must still be read.
+            let mut client_ok = conn.write_all(start.as_bytes()).await.is_ok();
             let mut lines = Vec::new();
             let mut change = None;
             while let Some(piece) = up.next_chunk().await? {
@@ -292,22 +433,36 @@ impl Sidecar {
                         change = Some(v.to_string());
                     }
                 }
-                conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
-                conn.write_all(&piece).await?;
-                conn.write_all(b"\r\n").await?;
+                if client_ok {
+                    client_ok = relay_chunk(conn, &piece).await.is_ok();
+                }
             }
+            self.release(up, &head);
             // The wallet is settled before the client sees the stream end.
-            self.take_change(change.as_deref(), None)?;
-            conn.write_all(b"0\r\n\r\n").await?;
+            self.take_change(st, change.as_deref(), None)?;
+            if client_ok {
+                conn.write_all(b"0\r\n\r\n").await?;
+            }
             return Ok(());
         }
         let body = up.whole_body(&head).await?;
+        let waited = sent.elapsed();
+        self.release(up, &head);
         let change = head.header(crate::credit::error::CHANGE_HEADER).map(str::to_string);
         let code = (head.status >= 400)
             .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
             .flatten()
             .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
-        self.take_change(change.as_deref(), code.as_deref().or((head.status < 400).then_some("")))?;
+        if code.as_deref() == Some("credit_epoch_expired") {
+            // The epoch turned: the cached parameters are stale.
+            if let Ok(mut p) = self.params.lock() {
+                *p = None;
+            }
+        }
+        self.take_change(st, change.as_deref(), code.as_deref().or((head.status < 400).then_some("")))?;
+        // What the sidecar added (proof, wallet writes, parsing), the gateway's time excluded.
+        let own_us = started.elapsed().saturating_sub(waited).as_micros();
+        head.headers.push((OVERHEAD_HEADER.into(), own_us.to_string()));
         write_whole(conn, &head, &body, &[crate::credit::error::CHANGE_HEADER]).await
     }
 
@@ -315,8 +470,8 @@ impl Sidecar {
     /// error `code` of a refused request (`None`/empty: an answer whose change was lost):
     /// a replay or a lost change means the credential is spent (start over next epoch);
     /// any other refusal came before the nullifier was recorded, so the spend is taken back.
-    fn take_change(&mut self, change: Option<&str>, refusal: Option<&str>) -> anyhow::Result<()> {
-        let Some(w) = self.wallet.as_mut() else { return Ok(()) };
+    fn take_change(&self, st: &mut WalletState, change: Option<&str>, refusal: Option<&str>) -> anyhow::Result<()> {
+        let Some(w) = st.wallet.as_mut() else { return Ok(()) };
         match (change, refusal) {
             (Some(text), _) => {
                 let change = Change::decode(text).map_err(|e| anyhow::anyhow!("change: {e}"))?;
@@ -324,14 +479,20 @@ impl Sidecar {
             }
             (None, None | Some("" | "credit_replayed")) => {
                 tracing::warn!("no change came back; the credential is spent");
-                self.wallet = None;
+                st.wallet = None;
             }
             (None, Some(_)) => {
                 let _ = w.cancel_spend();
             }
         }
-        self.save()
+        self.save(st)
     }
+}
+
+async fn relay_chunk(conn: &mut TcpStream, piece: &[u8]) -> std::io::Result<()> {
+    conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+    conn.write_all(piece).await?;
+    conn.write_all(b"\r\n").await
 }
 
 /// Writes `bytes` to `path` so a crash leaves the old file or the new one, never a mix.
@@ -349,7 +510,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// A gateway response being read.
 struct Upstream {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
 }
 
@@ -378,6 +539,12 @@ impl Head {
 }
 
 impl Upstream {
+    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(head).await?;
+        self.stream.write_all(body).await?;
+        self.stream.flush().await
+    }
+
     async fn fill(&mut self) -> anyhow::Result<usize> {
         let mut chunk = [0u8; 16384];
         let n = self.stream.read(&mut chunk).await?;

@@ -9,9 +9,12 @@ use super::error::{invalid, ConfigError};
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CreditsConfig {
-    /// `strict` or `soft`. Both fail closed (503) when a nullifier cannot be recorded,
-    /// locally or (with NATS) in `BH_CREDITS`; `soft` is accepted and reserved for a
-    /// bounded-overspend mode that does not exist yet.
+    /// `strict` or `soft`. Strict fails closed (503) whenever a nullifier cannot be
+    /// recorded, locally or (with NATS) in `BH_CREDITS`. Soft, with NATS, accepts spends
+    /// against the node's local set while `BH_CREDITS` cannot be reached, at most
+    /// `soft_max_unconfirmed` at a time, and publishes them when it is back (a nullifier
+    /// found spent on another node too is counted and logged as an error). Without NATS
+    /// both are exact.
     pub mode: CreditsMode,
     /// Epoch length: `day` (UTC) or `hour`. A credential is good for its epoch only.
     pub epoch: CreditsEpoch,
@@ -32,6 +35,21 @@ pub struct CreditsConfig {
     /// With NATS: longest wait for `BH_CREDITS` to confirm a nullifier, ms; past it the
     /// spend is refused with 503 (nothing spent). Default 2,000; 1..=60,000.
     pub claim_timeout_ms: u64,
+    /// Threads that check spends' proofs and sign change, off the shards. Default 1;
+    /// 0 checks inline on the shard (a 1-5 ms stall of every connection of that shard
+    /// per spend). One thread serves roughly 100-200 credit-paid requests a second (a
+    /// check and a change signature each); give more when credit-paid traffic is heavy,
+    /// fewer than the cores the shards use. 0..=64.
+    pub verify_threads: usize,
+    /// Spends that may wait for a verify thread; past it a spend is refused at once with
+    /// 503 `credit_verify_busy` and `Retry-After: 1` (nothing spent). Default 256;
+    /// 1..=65,536.
+    pub verify_queue_depth: usize,
+    /// Soft mode: most spends this node accepts on its local set alone (NATS unreachable)
+    /// before they are published to `BH_CREDITS`; past it spends fail closed (503). It
+    /// bounds how many credentials could be spent twice across nodes per node and
+    /// outage. Default 1,000; 1..=1,000,000.
+    pub soft_max_unconfirmed: usize,
 }
 
 impl std::fmt::Debug for CreditsConfig {
@@ -44,6 +62,9 @@ impl std::fmt::Debug for CreditsConfig {
             .field("credits_per_epoch", &self.credits_per_epoch)
             .field("max_tokens_default", &self.max_tokens_default)
             .field("claim_timeout_ms", &self.claim_timeout_ms)
+            .field("verify_threads", &self.verify_threads)
+            .field("verify_queue_depth", &self.verify_queue_depth)
+            .field("soft_max_unconfirmed", &self.soft_max_unconfirmed)
             .finish()
     }
 }
@@ -58,6 +79,9 @@ impl Default for CreditsConfig {
             credits_per_epoch: 100_000,
             max_tokens_default: 4_096,
             claim_timeout_ms: 2_000,
+            verify_threads: 1,
+            verify_queue_depth: 256,
+            soft_max_unconfirmed: 1_000,
         }
     }
 }
@@ -69,7 +93,8 @@ pub enum CreditsMode {
     /// Never accept a spend whose nullifier was not durably recorded.
     #[default]
     Strict,
-    /// Reserved for the cross-node store; the local store is exact either way.
+    /// With NATS: while `BH_CREDITS` is unreachable, accept up to
+    /// `soft_max_unconfirmed` spends on the local set and reconcile them later.
     Soft,
 }
 
@@ -124,6 +149,15 @@ pub(super) fn validate(c: &CreditsConfig) -> Result<(), ConfigError> {
     if !(1..=60_000).contains(&c.claim_timeout_ms) {
         return Err(invalid("credits.claim_timeout_ms", "must be 1 to 60000"));
     }
+    if c.verify_threads > crate::credit::pool::VERIFY_THREADS_MAX {
+        return Err(invalid("credits.verify_threads", "must be 0 to 64"));
+    }
+    if !(1..=crate::credit::pool::VERIFY_QUEUE_DEPTH_MAX).contains(&c.verify_queue_depth) {
+        return Err(invalid("credits.verify_queue_depth", "must be 1 to 65536"));
+    }
+    if !(1..=1_000_000).contains(&c.soft_max_unconfirmed) {
+        return Err(invalid("credits.soft_max_unconfirmed", "must be 1 to 1000000"));
+    }
     Ok(())
 }
 
@@ -149,6 +183,23 @@ mod tests {
         let seed = CreditsConfig { issuer_seed: Some("ab".repeat(32)), ..Default::default() };
         assert!(validate(&seed).is_ok());
         assert!(!format!("{seed:?}").contains("abab"), "the seed never reaches Debug output");
+        for (threads, depth, soft, ok) in [
+            (64, 65_536, 1_000_000, true),
+            (0, 1, 1, true),
+            (65, 1, 1, false),
+            (1, 0, 1, false),
+            (1, 65_537, 1, false),
+            (1, 1, 0, false),
+            (1, 1, 1_000_001, false),
+        ] {
+            let c = CreditsConfig {
+                verify_threads: threads,
+                verify_queue_depth: depth,
+                soft_max_unconfirmed: soft,
+                ..Default::default()
+            };
+            assert_eq!(validate(&c).is_ok(), ok, "{threads} {depth} {soft}");
+        }
         let bad = CreditsConfig { issuer_seed: Some("secretsecret".into()), ..Default::default() };
         let msg = validate(&bad).map_err(|e| e.to_string()).expect_err("invalid");
         assert!(!msg.contains("secretsecret"));

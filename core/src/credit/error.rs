@@ -8,7 +8,8 @@ pub const CHANGE_HEADER: &str = "X-Gatekeeper-Credit-Change";
 pub const CHANGE_SSE_PREFIX: &str = ": gatekeeper-credit-change ";
 
 /// Metric labels of [`CreditError::reason`], in `ShardMetrics::credit_rejections` order.
-pub const REJECTION_REASONS: [&str; 5] = ["invalid", "replayed", "epoch", "insufficient", "store_unavailable"];
+pub const REJECTION_REASONS: [&str; 6] =
+    ["invalid", "replayed", "epoch", "insufficient", "store_unavailable", "verify_busy"];
 
 /// What pays for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,10 @@ pub enum CreditError {
     /// The nullifier (or the issuance record) could not be durably written.
     #[error("the credit store is unavailable; nothing was spent, retry shortly")]
     StoreUnavailable,
+    /// The verify pool's queue is full (`credits.verify_queue_depth`): the spend was not
+    /// checked, nothing was spent.
+    #[error("too many credit spends are waiting to be verified; nothing was spent, retry shortly")]
+    VerifyBusy,
     /// The issuance request body is not a valid request.
     #[error("invalid credential request: {0}")]
     BadIssuanceRequest(&'static str),
@@ -80,6 +85,7 @@ impl CreditError {
             CreditError::EpochExpired => (401, "credit_epoch_expired"),
             CreditError::Insufficient { .. } => (429, "credit_insufficient"),
             CreditError::StoreUnavailable => (503, "credit_store_unavailable"),
+            CreditError::VerifyBusy => (503, "credit_verify_busy"),
             CreditError::BadIssuanceRequest(_) => (400, "credit_request_invalid"),
             CreditError::AlreadyIssued => (429, "credit_already_issued"),
         }
@@ -93,6 +99,7 @@ impl CreditError {
             CreditError::EpochExpired => Some(2),
             CreditError::Insufficient { .. } => Some(3),
             CreditError::StoreUnavailable => Some(4),
+            CreditError::VerifyBusy => Some(5),
             _ => None,
         }
     }

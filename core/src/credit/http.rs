@@ -55,13 +55,16 @@ struct IssueBody {
 }
 
 /// `POST /v1/credits/issue`: `{"request": "<IssuanceRequest>"}` →
-/// `{"epoch", "credits", "response": "<IssuanceResponse>"}`.
+/// `{"epoch", "credits", "response": "<IssuanceResponse>"}`. `audit(epoch, credits)`
+/// writes the issuance's audit record before the answer; `false` (not written) answers
+/// 503 `audit_unavailable` (the credential is kept: the same request gets it again).
 pub async fn issue(
     credits: Option<&Credits>,
     claims: Option<&crate::keys::Claims>,
     req: &Request,
     request_id: &str,
     res: &mut Responder<'_>,
+    audit: impl FnOnce(u32, u64) -> bool,
 ) -> u16 {
     let answer = async {
         let c = credits.ok_or(CreditError::NotAccepted)?;
@@ -77,11 +80,15 @@ pub async fn issue(
         let credits_n = c.allowance(claims);
         let response = c.issue(&claims.jti, credits_n, &body.request).await?;
         let epoch = gatekeeper_zk::IssuanceResponse::decode(&response).map(|r| r.epoch()).unwrap_or(0);
-        Ok::<_, CreditError>(serde_json::json!({ "epoch": epoch, "credits": credits_n, "response": response }))
+        Ok::<_, CreditError>((epoch, credits_n, response))
     }
     .await;
     match answer {
-        Ok(json) => {
+        Ok((epoch, credits_n, response)) => {
+            if !audit(epoch, credits_n) {
+                return send_error(res, request_id, &GatewayError::AuditUnavailable).await;
+            }
+            let json = serde_json::json!({ "epoch": epoch, "credits": credits_n, "response": response });
             let _ = res
                 .send(
                     200,

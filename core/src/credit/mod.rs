@@ -13,6 +13,7 @@
 
 pub mod error;
 mod http;
+pub mod pool;
 pub mod spend;
 mod store;
 
@@ -55,6 +56,7 @@ mod tests {
             CreditError::EpochExpired,
             CreditError::Insufficient { amount: 1, charge: 2 },
             CreditError::StoreUnavailable,
+            CreditError::VerifyBusy,
         ];
         let codes: std::collections::HashSet<_> = errors.iter().map(|e| e.http_status_and_code().1).collect();
         assert_eq!(codes.len(), errors.len());

@@ -20,18 +20,37 @@ pub struct Verified {
     checked: VerifiedSpend,
 }
 
-/// Decodes and verifies the `X-Gatekeeper-Credit` value against the current epoch's key.
-pub fn verify(credits: &Credits, header: &[u8], metrics: &ShardMetrics) -> Result<Verified, CreditError> {
-    let started = Instant::now();
-    let result = (|| {
-        let text = std::str::from_utf8(header).map_err(|_| CreditError::Invalid("not base64url"))?;
-        let spend = Spend::decode(text).map_err(from_zk)?;
-        let issuer = credits.issuer().map_err(|_| CreditError::StoreUnavailable)?;
-        let checked = issuer.verify(&spend).map_err(from_zk)?;
-        Ok(Verified { issuer, spend, amount: checked.amount, checked })
-    })();
-    metrics.credit_verify.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+/// Decodes and verifies the `X-Gatekeeper-Credit` value against the current epoch's key,
+/// on the verify pool (`credits.verify_threads`; the shard awaits it). A full pool
+/// queue refuses with `VerifyBusy`.
+pub async fn verify(credits: &Arc<Credits>, header: &[u8], metrics: &ShardMetrics) -> Result<Verified, CreditError> {
+    let c = Arc::clone(credits);
+    let header = header.to_vec();
+    let checked = credits
+        .pool()
+        .run(move || {
+            let started = Instant::now();
+            let result = check(&c, &header);
+            (result, started.elapsed())
+        })
+        .await;
+    let result = match checked {
+        Ok((result, took)) => {
+            metrics.credit_verify.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+            result
+        }
+        Err(_) => Err(CreditError::VerifyBusy),
+    };
     result.map_err(|e: CreditError| e.counted(metrics))
+}
+
+/// The CPU-heavy half of [`verify`]: decode, epoch, proof.
+fn check(credits: &Credits, header: &[u8]) -> Result<Verified, CreditError> {
+    let text = std::str::from_utf8(header).map_err(|_| CreditError::Invalid("not base64url"))?;
+    let spend = Spend::decode(text).map_err(from_zk)?;
+    let issuer = credits.issuer().map_err(|_| CreditError::StoreUnavailable)?;
+    let checked = issuer.verify(&spend).map_err(from_zk)?;
+    Ok(Verified { issuer, spend, amount: checked.amount, checked })
 }
 
 /// Credits a chat request is charged before it is forwarded: the prompt estimate plus
@@ -54,13 +73,17 @@ impl Verified {
         if self.amount < charge {
             return Err(CreditError::Insufficient { amount: self.amount, charge }.counted(metrics));
         }
-        credits.record_nullifier(self.spend.epoch(), &self.spend.nullifier()).await.map_err(|e| {
+        credits.reconcile_soon();
+        let recorded = credits.record_nullifier(self.spend.epoch(), &self.spend.nullifier()).await;
+        if let Err(e) = recorded {
             let err = match e {
                 StoreError::Replayed => {
-                    // The change this spend got, if any: useless without the wallet's
-                    // secrets, so it is handed back to whoever repeats the spend, which
-                    // lets a wallet killed between spend and change recover it.
-                    CreditError::Replayed { change: credits.change_for(self.spend.epoch(), &self.spend.nullifier()) }
+                    // The change this spend got, if any (this node's, or another's through
+                    // BH_CREDITS): useless without the wallet's secrets, so it is handed
+                    // back to whoever repeats the spend, which lets a wallet killed between
+                    // spend and change recover it.
+                    let change = credits.change_for(self.spend.epoch(), &self.spend.nullifier()).await;
+                    CreditError::Replayed { change }
                 }
                 StoreError::Epoch => CreditError::EpochExpired,
                 StoreError::Io(_) | StoreError::Shared(_) => {
@@ -68,8 +91,8 @@ impl Verified {
                     CreditError::StoreUnavailable
                 }
             };
-            err.counted(metrics)
-        })?;
+            return Err(err.counted(metrics));
+        }
         metrics.credit_spends.inc();
         Ok(Spent {
             credits: Arc::clone(credits),
@@ -113,27 +136,34 @@ impl Spent {
     }
 
     /// The change credential, base64url: the spend's amount back minus what was used
-    /// (reported tokens, or the whole charge when none were reported). Signs only: the
-    /// proof was verified once, in [`verify`]. `None` only if signing fails, which a
+    /// (reported tokens, or the whole charge when none were reported). Signed only (the
+    /// proof was verified once, in [`verify`]) and made
+    /// durable (see [`Credits::remember_change`]) on the verify pool, inline when its
+    /// queue is full: change is owed, never shed. `None` only if signing fails, which a
     /// verified spend does not.
-    pub fn change(&self, used: Used) -> Option<String> {
+    pub async fn change(&self, used: Used) -> Option<String> {
         let used = match used {
             Used::Nothing => 0,
             Used::Answer(Some(u)) => u.prompt_tokens.saturating_add(u.completion_tokens),
             Used::Answer(None) => self.charge,
         };
         let refund = self.amount.saturating_sub(used);
-        match self.issuer.sign_change(&self.checked, refund, &mut rand::rngs::OsRng) {
-            Ok(c) => {
-                let text = c.encode();
-                self.credits.remember_change(self.spend.epoch(), &self.spend.nullifier(), &text);
-                Some(text)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "credit change could not be signed");
-                None
-            }
+        let (issuer, checked) = (Arc::clone(&self.issuer), self.checked.clone());
+        let signed = self
+            .credits
+            .pool()
+            .run_or_inline(move || match issuer.sign_change(&checked, refund, &mut rand::rngs::OsRng) {
+                Ok(c) => Some(c.encode()),
+                Err(e) => {
+                    tracing::error!(error = %e, "credit change could not be signed");
+                    None
+                }
+            })
+            .await;
+        if let Some(text) = &signed {
+            self.credits.remember_change(self.spend.epoch(), &self.spend.nullifier(), text).await;
         }
+        signed
     }
 }
 

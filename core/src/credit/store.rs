@@ -1,7 +1,15 @@
 //! The node's credit state: the deployment parameters, the issuer seed, and per epoch the
 //! issuer key, the set of spent nullifiers and the record of issued credentials, both
 //! persisted under `<audit.data_dir>/credits/` and fsync'd before a spend or an issuance
-//! is answered.
+//! is answered; the change each spend got, fsync'd before it is sent (group commit on
+//! the change writer thread: one fsync covers every change queued meanwhile) and, with
+//! NATS, put in `BH_CREDITS` next to the nullifier so any node can hand it back.
+//!
+//! Soft mode (`credits.mode: soft`, with NATS): a spend whose nullifier `BH_CREDITS`
+//! cannot confirm is accepted on the local set alone, at most `soft_max_unconfirmed` at a
+//! time; the unconfirmed nullifiers (persisted in `unconfirmed-<epoch>.bin`) are created
+//! in `BH_CREDITS` once it answers again, and one found created by another node meanwhile
+//! is a double spend: counted (`gatekeeper_credit_double_spends_total`) and logged.
 //!
 //! One mutex guards the epoch state, shared by every shard: it is taken only by
 //! credit-paid requests and issuance, for a set lookup and an append + fsync, never for
@@ -12,13 +20,16 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gatekeeper_zk::{Domain, EpochLength, Issuer, IssuerSeed, Nullifier, PublicKey};
 
 use super::error::CreditError;
+use super::pool::VerifyPool;
 use crate::audit::private;
-use crate::config::{CreditsConfig, CreditsEpoch};
+use crate::bridge::credits::{ClaimOutcome, Op};
+use crate::config::{CreditsConfig, CreditsEpoch, CreditsMode};
 
 /// Why the store refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +63,36 @@ pub struct Credits {
     /// With NATS: the bridge's claim queue (`bridge/credits.rs`), set once at start.
     shared: std::sync::OnceLock<crate::bridge::credits::ClaimSender>,
     state: Mutex<EpochState>,
+    mode: CreditsMode,
+    soft_max_unconfirmed: usize,
+    /// This node's value in the nullifier keys it creates (`node.id`, random, kept across
+    /// restarts): tells its own creates from other nodes'.
+    node_token: Vec<u8>,
+    pool: VerifyPool,
+    changes: ChangeWriter,
+    counters: CreditCounters,
+    reconciling: AtomicBool,
+    last_reconcile_ms: AtomicU64,
 }
+
+/// Node-wide credit counters (`/metrics`), beside the per-shard ones.
+#[derive(Default)]
+struct CreditCounters {
+    soft_accepted: AtomicU64,
+    unconfirmed: AtomicU64,
+    double_spends: AtomicU64,
+    changes_not_durable: AtomicU64,
+}
+
+/// Least time between two reconciliation attempts of unconfirmed nullifiers, ms.
+const RECONCILE_INTERVAL_MS: u64 = 1_000;
+/// Unconfirmed nullifiers claimed at once while reconciling.
+const RECONCILE_CHUNK: usize = 64;
+/// Changes that may wait for the change writer; past it a change is sent without its
+/// durable copy (counted in `gatekeeper_credit_changes_not_durable_total`).
+const CHANGE_QUEUE_MAX: usize = 4_096;
+/// Changes one fsync covers at most.
+const CHANGE_BATCH_MAX: usize = 256;
 
 struct EpochState {
     epoch: u32,
@@ -64,7 +104,12 @@ struct EpochState {
     issued_log: File,
     /// Nullifier → the change its spend got (for a wallet that lost it).
     changes: HashMap<[u8; 32], String>,
-    changes_log: File,
+    /// Soft mode: nullifiers accepted here that `BH_CREDITS` has not confirmed yet.
+    unconfirmed: Vec<[u8; 32]>,
+    unconfirmed_log: File,
+    /// Nullifiers whose `BH_CREDITS` create is in flight from this node: a second spend
+    /// of one of them on another shard meanwhile is a replay.
+    claiming: HashSet<[u8; 32]>,
 }
 
 /// One line of `changes-<epoch>.jsonl`.
@@ -103,7 +148,17 @@ impl Credits {
         };
         let epoch = epoch_len.epoch_at(unix_now_s());
         let state = EpochState::open(&dir, &domain, &seed, epoch)?;
+        let counters = CreditCounters::default();
+        counters.unconfirmed.store(state.unconfirmed.len() as u64, Ordering::Relaxed);
         Ok(Credits {
+            mode: config.mode,
+            soft_max_unconfirmed: config.soft_max_unconfirmed,
+            node_token: load_or_create_node_token(&dir.join("node.id"))?,
+            pool: VerifyPool::start(config.verify_threads, config.verify_queue_depth)?,
+            changes: ChangeWriter::start(&dir)?,
+            counters,
+            reconciling: AtomicBool::new(false),
+            last_reconcile_ms: AtomicU64::new(0),
             domain,
             seed,
             epoch_len,
@@ -120,6 +175,51 @@ impl Credits {
     /// `BH_CREDITS`). Call once, before serving.
     pub fn share_nullifiers(&self, claims: crate::bridge::credits::ClaimSender) {
         let _ = self.shared.set(claims);
+    }
+
+    /// The verify pool (`credits.verify_threads`).
+    pub fn pool(&self) -> &VerifyPool {
+        &self.pool
+    }
+
+    /// Appends the node-wide credit metrics to the `/metrics` text.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let c = &self.counters;
+        let rows = [
+            (
+                "gatekeeper_credit_soft_accepted_total",
+                "counter",
+                "Spends accepted on the local nullifier set alone (soft mode, BH_CREDITS unreachable).",
+                c.soft_accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "gatekeeper_credit_unconfirmed",
+                "gauge",
+                "Soft-accepted nullifiers not yet published to BH_CREDITS.",
+                c.unconfirmed.load(Ordering::Relaxed),
+            ),
+            (
+                "gatekeeper_credit_double_spends_total",
+                "counter",
+                "Soft-accepted nullifiers found spent on another node too when published.",
+                c.double_spends.load(Ordering::Relaxed),
+            ),
+            (
+                "gatekeeper_credit_changes_not_durable_total",
+                "counter",
+                "Change credentials sent without their durable copy (change writer full or failing).",
+                c.changes_not_durable.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gatekeeper_credit_verify_threads Threads of the credit verify pool (0: inline).\n# TYPE gatekeeper_credit_verify_threads gauge\ngatekeeper_credit_verify_threads {}",
+            self.pool.threads()
+        );
     }
 
     /// `credits.max_tokens_default`.
@@ -172,10 +272,12 @@ impl Credits {
 
     /// Records `nullifier` for `epoch`; durable (fsync'd locally, and with NATS created
     /// in `BH_CREDITS`, atomic across nodes) when this returns `Ok`. Fails closed: any
-    /// doubt is an error and the nullifier is not taken.
+    /// doubt is an error and the nullifier is not taken; except in soft mode, where a
+    /// `BH_CREDITS` that cannot answer leaves the local set to decide (bounded by
+    /// `soft_max_unconfirmed`).
     pub async fn record_nullifier(&self, epoch: u32, nullifier: &Nullifier) -> Result<(), StoreError> {
         {
-            let state = self.current()?;
+            let mut state = self.current()?;
             if epoch != state.epoch {
                 return Err(StoreError::Epoch);
             }
@@ -183,30 +285,139 @@ impl Credits {
                 return Err(StoreError::Replayed);
             }
             let Some(_) = self.shared.get() else { return append(state, nullifier) };
+            if !state.claiming.insert(nullifier.0) {
+                return Err(StoreError::Replayed);
+            }
         }
         // The lock is not held across the wait: other shards' spends go on meanwhile,
         // and the KV create decides between two racing spends of one nullifier.
         let key = crate::bridge::credits::nullifier_key(epoch, &nullifier.0);
-        match self.claim(key, b"1".to_vec(), false).await? {
-            crate::bridge::credits::ClaimOutcome::Created => {}
-            crate::bridge::credits::ClaimOutcome::Exists(_) => return Err(StoreError::Replayed),
+        let outcome = self.claim(key, self.node_token.clone(), Op::CreateOrFetch).await;
+        let mut state = self.current()?;
+        state.claiming.remove(&nullifier.0);
+        if epoch != state.epoch {
+            return Err(StoreError::Epoch);
         }
-        let state = self.current()?;
         if state.nullifiers.contains(&nullifier.0) {
             return Err(StoreError::Replayed);
         }
-        append(state, nullifier)
+        match outcome {
+            Ok(ClaimOutcome::Created) => append(state, nullifier),
+            // Created by this node for an attempt it did not serve: the create landed after
+            // the claim had timed out (answered 503), or the process stopped before its
+            // local fsync. Served nowhere (only this node could have), so it is paid now.
+            Ok(ClaimOutcome::Exists(Some(v))) if v == self.node_token => append(state, nullifier),
+            Ok(ClaimOutcome::Exists(_)) => Err(StoreError::Replayed),
+            Err(e) if self.mode == CreditsMode::Soft => self.accept_unconfirmed(state, nullifier, e),
+            Err(e) => Err(e),
+        }
     }
 
-    async fn claim(
+    /// Soft mode: takes `nullifier` on the local set alone, remembering to publish it.
+    fn accept_unconfirmed(
         &self,
-        key: String,
-        value: Vec<u8>,
-        fetch_existing: bool,
-    ) -> Result<crate::bridge::credits::ClaimOutcome, StoreError> {
+        mut state: std::sync::MutexGuard<'_, EpochState>,
+        nullifier: &Nullifier,
+        why: StoreError,
+    ) -> Result<(), StoreError> {
+        if state.unconfirmed.len() >= self.soft_max_unconfirmed {
+            return Err(why);
+        }
+        // Listed before it is spent, so no spent nullifier goes unlisted; a listed one
+        // that a crash kept from being spent is dropped at open (not in the set).
+        state.unconfirmed_log.write_all(&nullifier.0)?;
+        state.unconfirmed_log.sync_data()?;
+        state.unconfirmed.push(nullifier.0);
+        let unconfirmed = state.unconfirmed.len() as u64;
+        if let Err(e) = append(state, nullifier) {
+            if let Ok(mut state) = self.current() {
+                state.unconfirmed.retain(|n| *n != nullifier.0);
+            }
+            return Err(e);
+        }
+        self.counters.unconfirmed.store(unconfirmed, Ordering::Relaxed);
+        if self.counters.soft_accepted.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(error = %why, "credits (soft): accepting spends on the local nullifier set until BH_CREDITS answers");
+        }
+        Ok(())
+    }
+
+    /// Soft mode: publishes the unconfirmed nullifiers in the background, at most once a
+    /// second and one run at a time. Called on each spend.
+    pub fn reconcile_soon(self: &Arc<Self>) {
+        if self.mode != CreditsMode::Soft
+            || self.shared.get().is_none()
+            || self.counters.unconfirmed.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last_reconcile_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < RECONCILE_INTERVAL_MS || self.reconciling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.last_reconcile_ms.store(now_ms, Ordering::Relaxed);
+        let me = Arc::clone(self);
+        monoio::spawn(async move {
+            me.reconcile().await;
+            me.reconciling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Creates every unconfirmed nullifier in `BH_CREDITS`; stops at the first that cannot
+    /// be asked (still unreachable: the next spend tries again).
+    async fn reconcile(&self) {
+        let (epoch, pending) = match self.current() {
+            Ok(s) => (s.epoch, s.unconfirmed.clone()),
+            Err(_) => return,
+        };
+        let mut settled = HashSet::new();
+        'chunks: for chunk in pending.chunks(RECONCILE_CHUNK) {
+            let claims = chunk.iter().map(|n| {
+                let key = crate::bridge::credits::nullifier_key(epoch, n);
+                self.claim(key, self.node_token.clone(), Op::CreateOrFetch)
+            });
+            let outcomes = futures_util::future::join_all(claims).await;
+            for (n, outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Ok(ClaimOutcome::Created) => {}
+                    Ok(ClaimOutcome::Exists(Some(v))) if v == self.node_token => {}
+                    Ok(ClaimOutcome::Exists(_)) => {
+                        self.counters.double_spends.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            nullifier = %Nullifier(*n).to_hex(),
+                            epoch,
+                            "credit spent twice: accepted here while BH_CREDITS was unreachable (soft mode), and on another node"
+                        );
+                    }
+                    Err(_) => break 'chunks,
+                }
+                settled.insert(*n);
+            }
+        }
+        if settled.is_empty() {
+            return;
+        }
+        let Ok(mut state) = self.current() else { return };
+        if state.epoch != epoch {
+            return;
+        }
+        state.unconfirmed.retain(|n| !settled.contains(n));
+        let left = state.unconfirmed.concat();
+        match rewrite(&self.dir.join(format!("unconfirmed-{epoch}.bin")), &left) {
+            Ok(f) => state.unconfirmed_log = f,
+            // The file still lists settled ones: publishing them again is harmless.
+            Err(e) => tracing::warn!(error = %e, "credits: could not rewrite the unconfirmed nullifier list"),
+        }
+        self.counters.unconfirmed.store(state.unconfirmed.len() as u64, Ordering::Relaxed);
+    }
+
+    async fn claim(&self, key: String, value: Vec<u8>, op: Op) -> Result<ClaimOutcome, StoreError> {
         let Some(tx) = self.shared.get() else { return Err(StoreError::Shared("not connected".into())) };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let claim = crate::bridge::credits::Claim { key, value, fetch_existing, reply };
+        let claim = crate::bridge::credits::Claim { key, value, op, reply };
         if tx.try_send(claim).is_err() {
             return Err(StoreError::Shared("claim queue full".into()));
         }
@@ -217,25 +428,61 @@ impl Credits {
         }
     }
 
-    /// Keeps the change a spend got, so a repeat of the spend can hand it back. Best
-    /// effort (not fsync'd): it only helps a wallet recover, it guards nothing.
-    pub fn remember_change(&self, epoch: u32, nullifier: &Nullifier, change: &str) {
-        let Ok(mut state) = self.current() else { return };
-        if state.epoch != epoch {
-            return;
+    /// Keeps the change a spend got, so a repeat of the spend can hand it back: in memory,
+    /// in `changes-<epoch>.jsonl` (fsync'd before this returns; group commit on the
+    /// change writer thread), and with NATS in `BH_CREDITS` (`c.<epoch>.<hex>`, not
+    /// awaited: another node can hand it back once the put lands). A change that cannot
+    /// be made durable is still sent (the client needs it more than the copy), counted.
+    pub async fn remember_change(&self, epoch: u32, nullifier: &Nullifier, change: &str) {
+        {
+            let Ok(mut state) = self.current() else { return };
+            if state.epoch != epoch {
+                return;
+            }
+            state.changes.insert(nullifier.0, change.to_string());
+        }
+        if let Some(tx) = self.shared.get() {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let key = crate::bridge::credits::change_key(epoch, &nullifier.0);
+            let _ = tx.try_send(crate::bridge::credits::Claim {
+                key,
+                value: change.as_bytes().to_vec(),
+                op: Op::Put,
+                reply,
+            });
         }
         let line = ChangeLine { nullifier: nullifier.to_hex(), change: change.to_string() };
-        if let Ok(mut text) = serde_json::to_vec(&line) {
-            text.push(b'\n');
-            let _ = state.changes_log.write_all(&text);
+        let durable = match serde_json::to_vec(&line) {
+            Ok(mut text) => {
+                text.push(b'\n');
+                self.changes.write(epoch, text).await
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(e) = durable {
+            self.counters.changes_not_durable.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "credit change sent without its durable copy");
         }
-        state.changes.insert(nullifier.0, line.change);
     }
 
-    /// The change recorded for `nullifier`'s spend, if any.
-    pub fn change_for(&self, epoch: u32, nullifier: &Nullifier) -> Option<String> {
-        let state = self.current().ok()?;
-        (state.epoch == epoch).then(|| state.changes.get(&nullifier.0).cloned()).flatten()
+    /// The change recorded for `nullifier`'s spend, if any: this node's, else (with NATS)
+    /// the one another node put in `BH_CREDITS`.
+    pub async fn change_for(&self, epoch: u32, nullifier: &Nullifier) -> Option<String> {
+        {
+            let state = self.current().ok()?;
+            if state.epoch != epoch {
+                return None;
+            }
+            if let Some(c) = state.changes.get(&nullifier.0) {
+                return Some(c.clone());
+            }
+        }
+        self.shared.get()?;
+        let key = crate::bridge::credits::change_key(epoch, &nullifier.0);
+        match self.claim(key, Vec::new(), Op::Get).await {
+            Ok(ClaimOutcome::Exists(Some(v))) => String::from_utf8(v).ok(),
+            _ => None,
+        }
     }
 
     /// Issues `credits` to `key_id` for the request `request_text`, at most once per key
@@ -268,9 +515,9 @@ impl Credits {
             let key = crate::bridge::credits::issued_key(request.epoch(), key_id);
             let value =
                 serde_json::to_vec(&(&line.request_hash, &line.response)).map_err(|_| CreditError::StoreUnavailable)?;
-            match self.claim(key, value, true).await {
-                Ok(crate::bridge::credits::ClaimOutcome::Created) => {}
-                Ok(crate::bridge::credits::ClaimOutcome::Exists(Some(v))) => {
+            match self.claim(key, value, Op::CreateOrFetch).await {
+                Ok(ClaimOutcome::Created) => {}
+                Ok(ClaimOutcome::Exists(Some(v))) => {
                     // Another node (or shard) issued first: its record is the one that counts.
                     let (hash, response): (String, String) =
                         serde_json::from_slice(&v).map_err(|_| CreditError::StoreUnavailable)?;
@@ -317,7 +564,7 @@ impl EpochState {
         if whole != bytes.len() {
             nullifier_log.set_len(whole as u64)?;
         }
-        let nullifiers =
+        let nullifiers: HashSet<[u8; 32]> =
             bytes[..whole].chunks_exact(NULLIFIER_RECORD_BYTES).filter_map(|c| <[u8; 32]>::try_from(c).ok()).collect();
         let path = dir.join(format!("issued-{epoch}.jsonl"));
         let issued_log = private::options().read(true).append(true).create(true).open(&path)?;
@@ -329,16 +576,43 @@ impl EpochState {
             }
         }
         let path = dir.join(format!("changes-{epoch}.jsonl"));
-        let changes_log = private::options().read(true).append(true).create(true).open(&path)?;
         let mut changes = HashMap::new();
-        for line in std::io::BufReader::new(&changes_log).lines() {
-            if let Ok(l) = serde_json::from_str::<ChangeLine>(&line?) {
-                if let Some(n) = crate::config::credits::parse_seed(&l.nullifier) {
-                    changes.insert(n, l.change);
+        match File::open(&path) {
+            Ok(f) => {
+                for line in std::io::BufReader::new(f).lines() {
+                    // A torn last line was never acknowledged; skip what does not parse.
+                    if let Ok(l) = serde_json::from_str::<ChangeLine>(&line?) {
+                        if let Some(n) = crate::config::credits::parse_seed(&l.nullifier) {
+                            changes.insert(n, l.change);
+                        }
+                    }
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        Ok(EpochState { epoch, issuer, nullifiers, nullifier_log, issued, issued_log, changes, changes_log })
+        let path = dir.join(format!("unconfirmed-{epoch}.bin"));
+        let mut unconfirmed_log = private::options().read(true).append(true).create(true).open(&path)?;
+        let mut bytes = Vec::new();
+        unconfirmed_log.read_to_end(&mut bytes)?;
+        let mut unconfirmed: Vec<[u8; 32]> =
+            bytes.chunks_exact(NULLIFIER_RECORD_BYTES).filter_map(|c| <[u8; 32]>::try_from(c).ok()).collect();
+        // Only what was spent needs publishing (a torn or unspent entry is dropped).
+        unconfirmed.retain(|n| nullifiers.contains(n));
+        unconfirmed.sort_unstable();
+        unconfirmed.dedup();
+        Ok(EpochState {
+            epoch,
+            issuer,
+            nullifiers,
+            nullifier_log,
+            issued,
+            issued_log,
+            changes,
+            unconfirmed,
+            unconfirmed_log,
+            claiming: HashSet::new(),
+        })
     }
 }
 
@@ -360,9 +634,126 @@ fn remove_epochs_before(dir: &Path, epoch: u32) {
             .strip_prefix("nullifiers-")
             .and_then(|n| n.strip_suffix(".bin"))
             .or_else(|| name.strip_prefix("issued-").and_then(|n| n.strip_suffix(".jsonl")))
-            .or_else(|| name.strip_prefix("changes-").and_then(|n| n.strip_suffix(".jsonl")));
+            .or_else(|| name.strip_prefix("changes-").and_then(|n| n.strip_suffix(".jsonl")))
+            .or_else(|| name.strip_prefix("unconfirmed-").and_then(|n| n.strip_suffix(".bin")));
         if number.and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n < epoch) {
             let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Replaces `path` with `bytes` (written, fsync'd, renamed over); returns it opened for
+/// appending.
+fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
+    let tmp = path.with_extension("tmp");
+    let mut f = private::options().write(true).create(true).truncate(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    private::options().read(true).append(true).open(path)
+}
+
+/// Reads this node's token (`node.id`), or creates it (0600) at random.
+fn load_or_create_node_token(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() == 32 && text.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(text.trim().as_bytes().to_vec())
+        }
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: not 32 hex characters", path.display()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore as _;
+            let mut bytes = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut f = private::options().write(true).create_new(true).open(path)?;
+            f.write_all(hex.as_bytes())?;
+            f.sync_all()?;
+            Ok(hex.into_bytes())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The change writer: a thread appending change lines to `changes-<epoch>.jsonl` and
+/// fsyncing once per batch (everything queued while the previous fsync ran), each
+/// writer awaiting its line's fsync on a oneshot.
+struct ChangeWriter {
+    tx: std::sync::mpsc::SyncSender<ChangeWrite>,
+}
+
+struct ChangeWrite {
+    epoch: u32,
+    line: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+impl ChangeWriter {
+    fn start(dir: &Path) -> std::io::Result<ChangeWriter> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ChangeWrite>(CHANGE_QUEUE_MAX);
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new().name("gk-credit-changes".into()).spawn(move || write_changes(&dir, &rx))?;
+        Ok(ChangeWriter { tx })
+    }
+
+    /// Appends `line` to `epoch`'s file; `Ok` once it is fsync'd.
+    async fn write(&self, epoch: u32, line: Vec<u8>) -> std::io::Result<()> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.tx.try_send(ChangeWrite { epoch, line, done }).map_err(|_| std::io::Error::other("change writer busy"))?;
+        answer.await.map_err(|_| std::io::Error::other("change writer stopped"))?
+    }
+}
+
+fn write_changes(dir: &Path, rx: &std::sync::mpsc::Receiver<ChangeWrite>) {
+    let mut open: Option<(u32, File)> = None;
+    let mut batch = Vec::with_capacity(CHANGE_BATCH_MAX);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < CHANGE_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut result: std::io::Result<()> = Ok(());
+        for w in &batch {
+            if open.as_ref().is_none_or(|(e, _)| *e != w.epoch) {
+                // A new epoch: what went to the old file is synced first.
+                if let Some((_, f)) = open.take() {
+                    result = result.and(f.sync_data());
+                }
+                let path = dir.join(format!("changes-{}.jsonl", w.epoch));
+                match private::options().append(true).create(true).open(&path) {
+                    Ok(f) => open = Some((w.epoch, f)),
+                    Err(e) => {
+                        result = Err(e);
+                        continue;
+                    }
+                }
+            }
+            if let Some((_, f)) = open.as_mut() {
+                result = result.and(f.write_all(&w.line));
+            }
+        }
+        if let Some((_, f)) = &open {
+            result = result.and(f.sync_data());
+        }
+        let failed = result.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        for w in batch.drain(..) {
+            let answer = match &failed {
+                None => Ok(()),
+                Some((kind, msg)) => Err(std::io::Error::new(*kind, msg.clone())),
+            };
+            let _ = w.done.send(answer);
+        }
+        if failed.is_some() {
+            // Reopened for the next batch: a failed fsync leaves the file's state unknown.
+            open = None;
         }
     }
 }

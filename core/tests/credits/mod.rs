@@ -182,7 +182,17 @@ fn issue_spend_and_change_whole_and_streamed() {
     for r in &paid {
         assert!(r.get("key_id").is_none() && r.get("tenant").is_none() && r.get("kid").is_none(), "{r}");
         assert!(r["credit_amount"].as_u64().is_some());
+        assert!(r.get("credit_issued").is_none());
     }
+    // Issuance is audited: the key, the epoch, the credits, and nothing of the credential.
+    let issued: Vec<serde_json::Value> =
+        audit_records(dir.path()).into_iter().filter(|r| r.get("credit_issued").is_some()).collect();
+    assert_eq!(issued.len(), 1, "one credential issued (the refused requests got none)");
+    let r = &issued[0];
+    assert_eq!((r["key_id"].as_str(), r["credit_issued"].as_u64()), (Some("zk-alice"), Some(100_000)), "{r}");
+    let epoch = get(s.gw.addr, "/v1/credits/params").json()["epoch"].as_u64();
+    assert_eq!(r["credit_issued_epoch"].as_u64(), epoch);
+    assert!(r.get("credit_nullifier").is_none() && r.get("credit_amount").is_none(), "{r}");
 }
 
 fn wallet_public(s: &Setup) -> PublicKey {
@@ -283,6 +293,39 @@ fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
     run_openai_sdk(addr, "sk-unused-by-the-sidecar", None);
     let end = balance(&wallet_path).expect("ready after the SDK run");
     assert!(end < after_stream, "{after_stream} -> {end}");
+
+    // Concurrent clients: every one is paid, one credential in flight at a time, and the
+    // wallet ends exactly at the balance less what the answers used.
+    let accepted_before = metric_sum(s.gw.addr, "gatekeeper_connections_accepted_total{");
+    let clients: Vec<_> = (0..6).map(|_| std::thread::spawn(move || chat(addr, "m", false, ""))).collect();
+    let models = chat_models(addr);
+    let answers: Vec<Resp> = clients.into_iter().map(|t| t.join().expect("client")).collect();
+    assert_eq!(models.status, 200, "{}", models.text());
+    let used: u64 = answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["usage"]["total_tokens"].as_u64().expect("usage")
+        })
+        .sum();
+    assert_eq!(balance(&wallet_path), Some(end - used), "no credit lost or counted twice");
+    // Kept-alive connections to the gateway: far fewer than the requests (7 here, and
+    // the /metrics requests of this test, which open one each).
+    let accepted = metric_sum(s.gw.addr, "gatekeeper_connections_accepted_total{") - accepted_before;
+    assert!(accepted <= 4, "{accepted} connections for 7 requests");
+}
+
+/// The sum of a per-shard series (`NAME{shard="i"} v` lines).
+fn metric_sum(addr: std::net::SocketAddr, name_brace: &str) -> u64 {
+    let m = get(addr, "/metrics").text();
+    m.lines()
+        .filter(|l| l.starts_with(name_brace))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+        .sum()
+}
+
+fn chat_models(addr: std::net::SocketAddr) -> Resp {
+    get(addr, "/v1/models")
 }
 
 /// Three nodes on one NATS share their nullifiers: a spend paid on one is a replay on the
@@ -320,12 +363,27 @@ fn three_nodes_share_nullifiers_through_jetstream() {
     let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
     let r = paid_chat(addrs[0], &spend, false, 50);
     assert_eq!(r.status, 200, "{}", r.text());
+    let first_change = r.header("x-gatekeeper-credit-change").map(str::to_string);
     wallet
         .accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change"))
         .expect("accepted");
     for addr in &addrs[1..] {
-        let r = paid_chat(*addr, &spend, false, 50);
+        // The change node 0 put next to the nullifier comes back from any node (the put
+        // is not awaited by node 0's answer: it lands within moments).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            let r = paid_chat(*addr, &spend, false, 50);
+            if r.header("x-gatekeeper-credit-change").is_some() || Instant::now() > deadline {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert_eq!((r.status, code(&r).as_str()), (429, "credit_replayed"), "another node knows the nullifier");
+        assert_eq!(
+            r.header("x-gatekeeper-credit-change"),
+            first_change.as_deref(),
+            "the replay on another node hands back the change node 0 gave"
+        );
     }
 
     // One spend raced to all three nodes at once: paid exactly once.
@@ -446,4 +504,151 @@ fn a_wallet_killed_between_spend_and_change_gets_its_change_back() {
     let bytes = std::fs::read(&wallet_path).expect("wallet file");
     let w = Wallet::from_bytes(Domain::new("it-test").expect("d"), &bytes).expect("wallet");
     assert_eq!(w.balance(), Some(100_000 - used_first - used_second), "no credit lost");
+}
+
+fn metric(addr: std::net::SocketAddr, line_prefix: &str) -> u64 {
+    let m = get(addr, "/metrics").text();
+    m.lines()
+        .find_map(|l| l.strip_prefix(line_prefix).and_then(|v| v.trim().parse::<u64>().ok()))
+        .unwrap_or_else(|| panic!("no {line_prefix} in /metrics:\n{m}"))
+}
+
+/// The verify pool's queue at its edge: one thread, depth 1, a burst of spends at one
+/// shard. One is checked, one waits, the rest are refused at once with 503
+/// `credit_verify_busy` and `Retry-After`, counted; bearer-key requests on the same shard
+/// are answered all the while.
+#[test]
+fn a_full_verify_queue_refuses_and_the_shard_keeps_answering_keys() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let c = config(&mock, &issuer, dir.path())
+        .replace("issuer_seed:", "verify_threads: 1, verify_queue_depth: 1, issuer_seed:");
+    let gw = Gateway::start(&c, &["--shards", "1"]);
+    let s = Setup { _mock: mock, gw, issuer };
+    let (mut wallet, _) = funded_wallet(&s, "zk-burst");
+    // Spends whose proofs are checked in full and fail (one byte of the proof changed):
+    // each costs a whole verification, none is spent.
+    let spend = wallet.spend(1_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let mut bad = spend.clone().into_bytes();
+    let i = bad.len() - 8;
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).expect("ascii");
+    let plain = token(&s.issuer, "plain-during-burst", false, None);
+    let addr = s.gw.addr;
+    let burst = 24;
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(burst + 1));
+    let spenders: Vec<_> = (0..burst)
+        .map(|_| {
+            let (gate, bad) = (std::sync::Arc::clone(&gate), bad.clone());
+            std::thread::spawn(move || {
+                gate.wait();
+                paid_chat(addr, &bad, false, 50)
+            })
+        })
+        .collect();
+    gate.wait();
+    let keyed: Vec<Resp> =
+        (0..5).map(|_| chat(addr, "m", false, &format!("Authorization: Bearer {plain}\r\n"))).collect();
+    let answers: Vec<Resp> = spenders.into_iter().map(|t| t.join().expect("spender")).collect();
+    assert!(keyed.iter().all(|r| r.status == 200), "bearer keys answered during the burst");
+    let busy: Vec<&Resp> = answers.iter().filter(|r| code(r) == "credit_verify_busy").collect();
+    let invalid = answers.iter().filter(|r| code(r) == "credit_invalid").count();
+    assert_eq!(busy.len() + invalid, burst, "{:?}", answers.iter().map(code).collect::<Vec<_>>());
+    assert!(!busy.is_empty() && invalid >= 1, "busy {} invalid {invalid}", busy.len());
+    for r in &busy {
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(r.header("x-gatekeeper-credit-change").is_none());
+    }
+    assert_eq!(metric(addr, "gatekeeper_credit_rejections_total{reason=\"verify_busy\"}"), busy.len() as u64);
+    assert_eq!(metric(addr, "gatekeeper_credit_verify_threads"), 1);
+    // The queue drained: the wallet's real spend is checked and paid.
+    let r = paid_chat(addr, &spend, false, 50);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Soft mode with a real NATS that is killed: spends go on against each node's local
+/// set, at most `soft_max_unconfirmed` per node; a spend taken on two nodes meanwhile is
+/// a double spend, found and counted once when NATS is back; the local set still refuses
+/// a replay on the node that took it.
+#[test]
+fn soft_mode_bounds_and_reconciles_spends_during_a_nats_outage() {
+    crate::audit::need_nats!();
+    let mut server = crate::audit::NatsServer::start();
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes: Vec<Gateway> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let c = config(&mock, &issuer, d.path())
+                .replace("audit: { data_dir:", &format!("audit: {{ node_name: soft{i}, data_dir:"))
+                .replace("mode: strict", "mode: soft")
+                .replace("issuer_seed:", "claim_timeout_ms: 500, soft_max_unconfirmed: 2, issuer_seed:");
+            Gateway::start(&format!("{c}nats: {{ url: \"{}\" }}\n", server.url()), &[])
+        })
+        .collect();
+    let addrs: Vec<_> = nodes.iter().map(|g| g.addr).collect();
+    let (mut wallet, _) = funded_wallet_at(addrs[0], &issuer, "zk-soft");
+    // NATS up: exact, as strict.
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[0], &spend, false, 50);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wallet.accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("c")).expect("c")).expect("ok");
+
+    server.kill();
+    // One spend taken by both nodes: the bounded double spend soft mode allows.
+    let twice = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        // Until the client notices the server is gone, a claim may wait out its timeout.
+        let r = paid_chat(addrs[0], &twice, false, 50);
+        if r.status == 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(first.status, 200, "soft: accepted on the local set: {}", first.text());
+    let second = paid_chat(addrs[1], &twice, false, 50);
+    assert_eq!(second.status, 200, "soft: the other node's local set has not seen it: {}", second.text());
+    let r = paid_chat(addrs[0], &twice, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_replayed"), "each node's own set is exact");
+    wallet
+        .accept_change(&Change::decode(first.header("x-gatekeeper-credit-change").expect("c")).expect("c"))
+        .expect("ok");
+    // The cap: node 0 holds 1 unconfirmed; one more is accepted, the next fails closed.
+    let spend = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[0], &spend, false, 50);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wallet.accept_change(&Change::decode(r.header("x-gatekeeper-credit-change").expect("c")).expect("c")).expect("ok");
+    let capped = wallet.spend(2_000, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(addrs[0], &capped, false, 50);
+    assert_eq!((r.status, code(&r).as_str()), (503, "credit_store_unavailable"), "soft_max_unconfirmed reached");
+    assert_eq!(metric(addrs[0], "gatekeeper_credit_unconfirmed"), 2);
+    assert_eq!(metric(addrs[0], "gatekeeper_credit_soft_accepted_total"), 2);
+
+    server.restart();
+    // Back: each node publishes what it took (triggered by its next spend); the nullifier
+    // both took is found once, by whichever publishes second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for a in &addrs {
+            let _ = paid_chat(*a, &twice, false, 50);
+        }
+        let unconfirmed: u64 = addrs.iter().map(|a| metric(*a, "gatekeeper_credit_unconfirmed")).sum();
+        if unconfirmed == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let unconfirmed: Vec<u64> = addrs.iter().map(|a| metric(*a, "gatekeeper_credit_unconfirmed")).collect();
+    assert_eq!(unconfirmed, vec![0, 0], "everything taken during the outage was published");
+    let doubles: u64 = addrs.iter().map(|a| metric(*a, "gatekeeper_credit_double_spends_total")).sum();
+    assert_eq!(doubles, 1, "the one nullifier taken on both nodes is counted once");
+    // The capped spend was never spent: paid now that NATS is back.
+    let r = paid_chat(addrs[1], &capped, false, 50);
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(nodes);
 }
