@@ -200,6 +200,12 @@ impl ShardGateway {
         monoio::spawn(async move {
             while let Some(shard) = weak.upgrade() {
                 shard.publish_stats();
+                // Soft-mode spends taken during a NATS outage are published without
+                // waiting for the next spend, so an idle node's double spends are found too
+                // (rate-limited inside; a no-op outside soft mode or with nothing pending).
+                if let Some(credits) = &shard.gw.credits {
+                    credits.reconcile_soon();
+                }
                 drop(shard);
                 monoio::time::sleep(STATS_EVERY).await;
             }
