@@ -40,31 +40,7 @@ trap cleanup EXIT
 
 mock=$(start_listening "$OUT/mock" "$bin/gk-load" mock --listen 127.0.0.1:0 --threads 1)
 
-ngport=$(free_port)
-mkdir -p "$OUT/nginx"
-cat >"$OUT/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $OUT/nginx/nginx.pid;
-error_log $OUT/nginx/error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/nginx/body;
-    proxy_temp_path $OUT/nginx/proxy;
-    upstream mock { server $mock; keepalive 128; }
-    server {
-        listen 127.0.0.1:$ngport reuseport;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-NGINX
-nginx -c "$OUT/nginx/nginx.conf" >"$OUT/nginx/stdout" 2>&1 &
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ngport/v1/models" && break; sleep 0.05; done
+ngport=$(start_nginx "$OUT/nginx" "$mock")
 
 cat >"$OUT/gatekeeper.yaml" <<YAML
 providers:
