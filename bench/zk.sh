@@ -47,22 +47,28 @@ zk=$("$bin/gatekeeper" keys issue --issuer "$OUT/issuer.key" --jti bench-zk --zk
 
 mock=$(start_listening "$OUT/mock" "$bin/gk-load" mock --listen 127.0.0.1:0 --threads 1)
 
-if [ "$mode" = pool ]; then
-    p99='(.latency_us.percentiles[] | select(.p == 99) | .us)'
-    p50='(.latency_us.percentiles[] | select(.p == 50) | .us)'
-    for variant in pool inline; do
-        threads=1
-        [ "$variant" = inline ] && threads=0
-        cat >"$OUT/$variant.yaml" <<YAML
+# gateway_config FILE DATA_DIR [CREDITS_KEYS]: one mock model, this run's key issuer,
+# credits by the day (plus CREDITS_KEYS, e.g. ", verify_threads: 0").
+gateway_config() {
+    cat >"$1" <<YAML
 providers:
   - { name: mock, kind: openai_compatible, base_url: "http://$mock/v1" }
 models:
   - { name: m, provider: mock, upstream_model: m }
 keys:
   issuers: [ { public_key: "$public" } ]
-audit: { data_dir: "$OUT/data-$variant" }
-credits: { epoch: day, verify_threads: $threads }
+audit: { data_dir: "$2" }
+credits: { epoch: day${3:-} }
 YAML
+}
+
+if [ "$mode" = pool ]; then
+    p99='(.latency_us.percentiles[] | select(.p == 99) | .us)'
+    p50='(.latency_us.percentiles[] | select(.p == 50) | .us)'
+    for variant in pool inline; do
+        threads=1
+        [ "$variant" = inline ] && threads=0
+        gateway_config "$OUT/$variant.yaml" "$OUT/data-$variant" ", verify_threads: $threads"
         addr=$(GATEKEEPER_LOG=warn start_listening "$OUT/gw-$variant" "$bin/gatekeeper" serve \
             --config "$OUT/$variant.yaml" --listen 127.0.0.1:0 --shards 1)
         eval "gw_$variant=$addr"
@@ -110,16 +116,7 @@ PY
     echo "raw results in $OUT" >&2
     exit 0
 fi
-cat >"$OUT/gatekeeper.yaml" <<YAML
-providers:
-  - { name: mock, kind: openai_compatible, base_url: "http://$mock/v1" }
-models:
-  - { name: m, provider: mock, upstream_model: m }
-keys:
-  issuers: [ { public_key: "$public" } ]
-audit: { data_dir: "$OUT/data" }
-credits: { epoch: day }
-YAML
+gateway_config "$OUT/gatekeeper.yaml" "$OUT/data"
 gk=$(GATEKEEPER_LOG=warn start_listening "$OUT/gatekeeper" "$bin/gatekeeper" serve \
     --config "$OUT/gatekeeper.yaml" --listen 127.0.0.1:0 --shards 1)
 gkpid=$(cat "$OUT/gatekeeper.pid")
