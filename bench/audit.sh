@@ -10,6 +10,8 @@
 #   nice  — embedded files, `bridge: { nice: 10 }` (the bridge yields to the shards)
 #   own   — embedded files, 1 shard on CPU 0 and `bridge: { cpu: 1 }` (a core of its own)
 #   base  — embedded files, run by the binary in BASELINE (another build, e.g. main's)
+#   tuned — embedded files with more `audit:` keys from TUNED_AUDIT (e.g.
+#           TUNED_AUDIT="batch_wait_ms: 10") and more top-level YAML from TUNED_YAML
 #   nginx — nginx (2 workers, upstream keepalive) in front of the same mock: the peer
 #           item 5 of issue 15 measures against (`apt-get install nginx`)
 # GK_CONFIG=FILE appends that file's gatekeeper.yaml keys to every mode's config.
@@ -61,11 +63,13 @@ bridge: { nice: 10 }"
 cpus: [0]
 bridge: { cpu: 1 }"
     [base]="audit: { data_dir: \"$OUT/data-base\" }"
+    [tuned]="audit: { data_dir: \"$OUT/data-tuned\"${TUNED_AUDIT:+, $TUNED_AUDIT} }
+${TUNED_YAML:-}"
 )
-declare -A shards=([nginx]=2 [off]=2 [files]=2 [jetstream]=2 [nice]=2 [own]=1 [base]=2)
+declare -A shards=([nginx]=2 [off]=2 [files]=2 [jetstream]=2 [nice]=2 [own]=1 [base]=2 [tuned]=2)
 read -r -a modes <<<"${MODES:-off files jetstream}"
 for m in "${modes[@]}"; do
-    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (nginx off files jetstream nice own base)" >&2; exit 2; }
+    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (nginx off files jetstream nice own base tuned)" >&2; exit 2; }
     [ "$m" != nginx ] || command -v nginx >/dev/null || { echo "mode nginx needs nginx: apt-get install nginx" >&2; exit 2; }
     [ "$m" != base ] || [ -x "${BASELINE:-}" ] || { echo "mode base needs BASELINE=/path/to/gatekeeper" >&2; exit 2; }
 done
@@ -120,7 +124,7 @@ for r in $(seq 1 "$rounds"); do
         server0=$(server_cpu_s "$m")
         read -r busy0 kernel0 < <(machine_cpu_s)
         read -r flt0 disk0 < <(server_io "$m")
-        "$bin/gk-load" run --url "http://${url[$m]}/v1/chat/completions" --connections 64 --duration "${secs}s" \
+        "$bin/gk-load" run --url "http://${url[$m]}/v1/chat/completions" --connections "${CONNECTIONS:-64}" --duration "${secs}s" \
             --model m --max-tokens 16 --json "$OUT/$m-$r.json" >/dev/null
         read -r busy1 kernel1 < <(machine_cpu_s)
         read -r flt1 disk1 < <(server_io "$m")
@@ -161,6 +165,13 @@ if [ -n "${RATE:-}" ]; then
         rate=$(python3 -c "print(max(1, int($(mean "$base" .rate_achieved) / 2)))")
         echo "open loop at $rate req/s (half of $base's max)" >&2
     fi
+    # Unmeasured warm-up at the rate: the generator opens its keep-alive connections
+    # (lazily, as slots need them) and the servers their upstream ones, so the rounds
+    # measure the steady state, not a burst of connects.
+    for m in "${modes[@]}"; do
+        "$bin/gk-load" run --url "http://${url[$m]}/v1/chat/completions" --rate "$rate" --duration "${WARMUP_S:-2}s" \
+            --model m --max-tokens 16 >/dev/null
+    done
     for r in $(seq 1 "$rounds"); do
         for m in "${modes[@]}"; do
             "$bin/gk-load" run --url "http://${url[$m]}/v1/chat/completions" --rate "$rate" --duration "${secs}s" \
@@ -190,7 +201,7 @@ import math, sys
 a = sys.argv[1:]
 names = {"nginx": "nginx (no audit)", "off": "off", "files": "embedded files", "jetstream": "JetStream",
          "nice": "files, bridge nice 10", "own": "files, 1 shard + bridge own CPU",
-         "base": "embedded files, BASELINE build"}
+         "base": "embedded files, BASELINE build", "tuned": "embedded files, tuned"}
 rows = [(a[i], *map(float, a[i + 1:i + 11])) for i in range(0, len(a), 11)]
 # Ratios are against `off` when it runs (the audit's cost), else the first mode.
 ref = next((r for r in rows if r[0] == "off"), rows[0])

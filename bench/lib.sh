@@ -44,7 +44,7 @@ http {
     proxy_temp_path $dir/proxy;
     upstream mock { server $mock; keepalive 128; }
     server {
-        listen 127.0.0.1:$port reuseport;
+        listen 127.0.0.1:$port reuseport backlog=4096;
         location / {
             proxy_pass http://mock;
             proxy_http_version 1.1;
