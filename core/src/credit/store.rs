@@ -835,6 +835,15 @@ mod tests {
         f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 
+    /// The answer of a spend that must not wait on the (held) writer: a refusal, at once.
+    fn refused_at_once(c: &Credits, epoch: u32, n: &Nullifier) -> StoreError {
+        match poll_once(&mut Box::pin(c.record_nullifier(epoch, n))) {
+            std::task::Poll::Ready(Err(e)) => e,
+            std::task::Poll::Ready(Ok(())) => panic!("spent"),
+            std::task::Poll::Pending => panic!("queued, not refused"),
+        }
+    }
+
     /// Gives `c` a writer whose records are written only once [`write_from`] runs on the
     /// returned queue: a disk that has not answered yet, as seen by the spends.
     fn hold_writes(c: &mut Credits, depth: usize) -> std::sync::mpsc::Receiver<super::super::appender::Job> {
@@ -878,7 +887,7 @@ mod tests {
         let mut first = Box::pin(c.record_nullifier(epoch, &n));
         assert!(poll_once(&mut first).is_pending(), "waits on its fsync");
         assert!(!c.lock().nullifiers.contains(&n.0), "not spent before its fsync");
-        assert!(matches!(record(&c, epoch, &n), Err(StoreError::Replayed)), "reserved while in flight");
+        assert!(matches!(refused_at_once(&c, epoch, &n), StoreError::Replayed), "reserved while in flight");
         write_from(dir.path(), rx);
         block_on(first).expect("the first one is paid");
         assert!(matches!(record(&c, epoch, &n), Err(StoreError::Replayed)));
@@ -946,7 +955,7 @@ mod tests {
             assert!(poll_once(spend).is_pending(), "below the depth: queued");
         }
         let over = &over[0];
-        assert!(matches!(record(&c, epoch, over), Err(StoreError::WriterBusy)));
+        assert!(matches!(refused_at_once(&c, epoch, over), StoreError::WriterBusy));
         assert!(!c.lock().pending.contains(&over.0), "refused: not reserved");
         write_from(dir.path(), rx);
         block_on(async {
