@@ -237,7 +237,7 @@ impl Credits {
             (
                 "gatekeeper_credit_changes_not_durable_total",
                 "counter",
-                "Change credentials sent without their durable copy (change writer full or failing).",
+                "Change credentials sent without their durable copy (credit writer full or failing).",
                 c.changes_not_durable.load(Ordering::Relaxed),
             ),
         ];
