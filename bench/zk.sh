@@ -18,6 +18,11 @@
 #   open-loop bearer-key load (KEY_RATE req/s, default 200) measures the key requests'
 #   latency on the same shard. Runs alternate pool/inline; reported: key p50/p99 and the
 #   credit-paid req/s, side by side.
+#
+# BASELINE=/path/to/old/gatekeeper bench/zk.sh pool [SECONDS_PER_RUN] [ROUNDS] [SIDECARS]
+#   The same load against two builds instead: this tree's gateway ("new") and BASELINE's
+#   ("base", e.g. main's target/release/gatekeeper copied aside before rebuilding), both
+#   with `verify_threads: 1` (the sidecars are this tree's). Runs alternate new/base.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,11 +70,21 @@ YAML
 if [ "$mode" = pool ]; then
     p99='(.latency_us.percentiles[] | select(.p == 99) | .us)'
     p50='(.latency_us.percentiles[] | select(.p == 50) | .us)'
-    for variant in pool inline; do
+    variants="pool inline"
+    labels=("verify pool (\`verify_threads: 1\`)" "inline (\`verify_threads: 0\`)")
+    if [ -n "${BASELINE:-}" ]; then
+        variants="new base"
+        labels=("this tree" "baseline ($BASELINE)")
+    fi
+    for variant in $variants; do
         threads=1
-        [ "$variant" = inline ] && threads=0
+        gw_bin=$bin/gatekeeper
+        case $variant in
+            inline) threads=0 ;;
+            base) gw_bin=$BASELINE ;;
+        esac
         gateway_config "$OUT/$variant.yaml" "$OUT/data-$variant" ", verify_threads: $threads"
-        addr=$(GATEKEEPER_LOG=warn start_listening "$OUT/gw-$variant" "$bin/gatekeeper" serve \
+        addr=$(GATEKEEPER_LOG=warn start_listening "$OUT/gw-$variant" "$gw_bin" serve \
             --config "$OUT/$variant.yaml" --listen 127.0.0.1:0 --shards 1)
         eval "gw_$variant=$addr"
         for i in $(seq 1 "$sidecars"); do
@@ -81,7 +96,7 @@ if [ "$mode" = pool ]; then
         done
     done
     for r in $(seq 1 "$rounds"); do
-        for variant in pool inline; do
+        for variant in $variants; do
             eval "gw=\$gw_$variant"
             pids=()
             i=0
@@ -101,17 +116,18 @@ if [ "$mode" = pool ]; then
                 "$credit_rate" >&2
         done
     done
-    python3 - "$(mean key-pool "$p50")" "$(mean key-pool "$p99")" "$(mean creditsum-pool .credit_rate)" \
-        "$(mean key-inline "$p50")" "$(mean key-inline "$p99")" "$(mean creditsum-inline .credit_rate)" \
-        "$sidecars" "$key_rate" <<'PY' | tee "$OUT/summary.md"
+    read -r v1 v2 <<<"$variants"
+    python3 - "$(mean "key-$v1" "$p50")" "$(mean "key-$v1" "$p99")" "$(mean "creditsum-$v1" .credit_rate)" \
+        "$(mean "key-$v2" "$p50")" "$(mean "key-$v2" "$p99")" "$(mean "creditsum-$v2" .credit_rate)" \
+        "$sidecars" "$key_rate" "$v1" "$v2" "${labels[0]}" "${labels[1]}" <<'PY' | tee "$OUT/summary.md"
 import sys
 pp50, pp99, prate, ip50, ip99, irate = map(float, sys.argv[1:7])
-n, kr = sys.argv[7], sys.argv[8]
+n, kr, v1, v2, l1, l2 = sys.argv[7:13]
 print(f"| one shard, {n} sidecars paying + bearer keys at {kr} req/s | key p50 | key p99 | credit-paid req/s |")
 print("|---|---|---|---|")
-print(f"| verify pool (`verify_threads: 1`) | {pp50/1000:.2f} ms | {pp99/1000:.2f} ms | {prate:,.1f} |")
-print(f"| inline (`verify_threads: 0`) | {ip50/1000:.2f} ms | {ip99/1000:.2f} ms | {irate:,.1f} |")
-print(f"\nkey p99 inline/pool: {ip99/pp99:.2f}x; key p50 inline/pool: {ip50/pp50:.2f}x")
+print(f"| {l1} | {pp50/1000:.2f} ms | {pp99/1000:.2f} ms | {prate:,.1f} |")
+print(f"| {l2} | {ip50/1000:.2f} ms | {ip99/1000:.2f} ms | {irate:,.1f} |")
+print(f"\nkey p99 {v2}/{v1}: {ip99/pp99:.2f}x; key p50 {v2}/{v1}: {ip50/pp50:.2f}x")
 PY
     echo "raw results in $OUT" >&2
     exit 0

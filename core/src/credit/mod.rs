@@ -11,6 +11,7 @@
 //!
 //! Without a `credits` section, spends are not accepted and `zk` keys are refused.
 
+mod appender;
 pub mod error;
 mod http;
 pub mod pool;

@@ -86,6 +86,12 @@ impl Verified {
                     CreditError::Replayed { change }
                 }
                 StoreError::Epoch => CreditError::EpochExpired,
+                StoreError::WriterBusy => {
+                    tracing::warn!(
+                        "credit spend refused: the credit writer's queue is full (disk slower than the spends)"
+                    );
+                    CreditError::StoreUnavailable
+                }
                 StoreError::Io(_) | StoreError::Shared(_) => {
                     tracing::warn!(error = %e, "credit spend refused: its nullifier could not be recorded");
                     CreditError::StoreUnavailable

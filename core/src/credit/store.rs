@@ -1,9 +1,13 @@
 //! The node's credit state: the deployment parameters, the issuer seed, and per epoch the
 //! issuer key, the set of spent nullifiers and the record of issued credentials, both
 //! persisted under `<audit.data_dir>/credits/` and fsync'd before a spend or an issuance
-//! is answered; the change each spend got, fsync'd before it is sent (group commit on
-//! the change writer thread: one fsync covers every change queued meanwhile) and, with
-//! NATS, put in `BH_CREDITS` next to the nullifier so any node can hand it back.
+//! is answered; the change each spend got, fsync'd before it is sent and, with NATS, put
+//! in `BH_CREDITS` next to the nullifier so any node can hand it back.
+//!
+//! Nullifiers, soft mode's unconfirmed list and changes are written by the credit writer
+//! thread (`appender.rs`, group commit: one fsync per file covers every record queued
+//! meanwhile); a spend awaits its record's fsync off the shard, the other connections of
+//! its shard go on meanwhile.
 //!
 //! Soft mode (`credits.mode: soft`, with NATS): a spend whose nullifier `BH_CREDITS`
 //! cannot confirm is accepted on the local set alone, at most `soft_max_unconfirmed` at a
@@ -12,19 +16,26 @@
 //! is a double spend: counted (`gatekeeper_credit_double_spends_total`) and logged.
 //!
 //! One mutex guards the epoch state, shared by every shard: it is taken only by
-//! credit-paid requests and issuance, for a set lookup and an append + fsync, never for
-//! proof verification (the exception to "no lock shared between shards" is deliberate:
-//! a nullifier must be unique across the node's shards, and the fsync dominates anyway).
+//! credit-paid requests and issuance, never for proof verification nor across an await
+//! (the exception to "no lock shared between shards" is deliberate: a nullifier must be
+//! unique across the node's shards). A spend holds it for a set lookup, the reservation
+//! of its nullifier (`pending`: a second spend of it meanwhile, on any shard, is a
+//! replay) and the queueing of its record, a few microseconds; the fsync runs on the
+//! writer thread with the lock free, and the spend takes the lock again once the fsync
+//! answered to move the nullifier from `pending` to the set (or, when the write failed,
+//! to drop it: nothing spent, 503). Issuance, once per key per epoch, still appends and
+//! fsyncs `issued-<epoch>.jsonl` under the lock.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use gatekeeper_zk::{Domain, EpochLength, Issuer, IssuerSeed, Nullifier, PublicKey};
 
+use super::appender::{AppendError, Appender, Log, Queued, APPEND_QUEUE_MAX};
 use super::error::CreditError;
 use super::pool::VerifyPool;
 use crate::audit::private;
@@ -43,9 +54,22 @@ pub enum StoreError {
     /// Reading or writing the store failed.
     #[error("credit store: {0}")]
     Io(#[from] std::io::Error),
+    /// The credit writer's queue is full: the nullifier was not queued (nor taken).
+    #[error("credit store: the writer's queue is full")]
+    WriterBusy,
     /// `BH_CREDITS` could not confirm the nullifier (NATS down, queue full, timeout).
     #[error("shared nullifier store: {0}")]
     Shared(String),
+}
+
+impl From<AppendError> for StoreError {
+    fn from(e: AppendError) -> StoreError {
+        match e {
+            AppendError::Full => StoreError::WriterBusy,
+            AppendError::Stopped => StoreError::Io(std::io::Error::other(e.to_string())),
+            AppendError::Io(e) => StoreError::Io(e),
+        }
+    }
 }
 
 /// Bytes of one nullifier record in `nullifiers-<epoch>.bin`.
@@ -69,7 +93,8 @@ pub struct Credits {
     /// restarts): tells its own creates from other nodes'.
     node_token: Vec<u8>,
     pool: VerifyPool,
-    changes: ChangeWriter,
+    /// Appends and fsyncs nullifiers, unconfirmed nullifiers and changes.
+    writer: Appender,
     counters: CreditCounters,
     reconciling: AtomicBool,
     last_reconcile_ms: AtomicU64,
@@ -88,28 +113,32 @@ struct CreditCounters {
 const RECONCILE_INTERVAL_MS: u64 = 1_000;
 /// Unconfirmed nullifiers claimed at once while reconciling.
 const RECONCILE_CHUNK: usize = 64;
-/// Changes that may wait for the change writer; past it a change is sent without its
-/// durable copy (counted in `gatekeeper_credit_changes_not_durable_total`).
-const CHANGE_QUEUE_MAX: usize = 4_096;
-/// Changes one fsync covers at most.
-const CHANGE_BATCH_MAX: usize = 256;
+
+/// What a spend awaits once its `BH_CREDITS` claim is answered.
+enum Next {
+    /// Its record.
+    Record(Queued),
+    /// Soft mode: its listing as unconfirmed (then its record), and why it is unconfirmed.
+    List(Queued, StoreError),
+}
 
 struct EpochState {
     epoch: u32,
     issuer: Arc<Issuer>,
+    /// The nullifiers spent: fsync'd in `nullifiers-<epoch>.bin`.
     nullifiers: HashSet<[u8; 32]>,
-    nullifier_log: File,
     /// Key id → (hash of the issuance request, response text).
     issued: HashMap<String, (String, String)>,
     issued_log: File,
     /// Nullifier → the change its spend got (for a wallet that lost it).
     changes: HashMap<[u8; 32], String>,
-    /// Soft mode: nullifiers accepted here that `BH_CREDITS` has not confirmed yet.
+    /// Soft mode: nullifiers accepted here that `BH_CREDITS` has not confirmed yet (and
+    /// those being accepted: listed in `unconfirmed-<epoch>.bin` before they are spent).
     unconfirmed: Vec<[u8; 32]>,
-    unconfirmed_log: File,
-    /// Nullifiers whose `BH_CREDITS` create is in flight from this node: a second spend
-    /// of one of them on another shard meanwhile is a replay.
-    claiming: HashSet<[u8; 32]>,
+    /// Nullifiers being spent on this node: their `BH_CREDITS` create or their record's
+    /// fsync is in flight. A second spend of one of them meanwhile, on any shard, is a
+    /// replay; a spend whose record could not be written is removed again (not spent).
+    pending: HashSet<[u8; 32]>,
 }
 
 /// One line of `changes-<epoch>.jsonl`.
@@ -155,7 +184,7 @@ impl Credits {
             soft_max_unconfirmed: config.soft_max_unconfirmed,
             node_token: load_or_create_node_token(&dir.join("node.id"))?,
             pool: VerifyPool::start(config.verify_threads, config.verify_queue_depth)?,
-            changes: ChangeWriter::start(&dir)?,
+            writer: Appender::start(&dir, APPEND_QUEUE_MAX)?,
             counters,
             reconciling: AtomicBool::new(false),
             last_reconcile_ms: AtomicU64::new(0),
@@ -208,7 +237,7 @@ impl Credits {
             (
                 "gatekeeper_credit_changes_not_durable_total",
                 "counter",
-                "Change credentials sent without their durable copy (change writer full or failing).",
+                "Change credentials sent without their durable copy (credit writer full or failing).",
                 c.changes_not_durable.load(Ordering::Relaxed),
             ),
         ];
@@ -254,9 +283,15 @@ impl Credits {
         Issuer::derive(&self.domain, &self.seed, epoch).public_key()
     }
 
+    /// The epoch state as it is, without moving it to a new epoch: for settling a
+    /// reservation, which must happen whatever the clock says.
+    fn lock(&self) -> MutexGuard<'_, EpochState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The current epoch's state, moved to a new epoch when the clock has.
-    fn current(&self) -> Result<std::sync::MutexGuard<'_, EpochState>, StoreError> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn current(&self) -> Result<MutexGuard<'_, EpochState>, StoreError> {
+        let mut state = self.lock();
         let now = self.epoch_len.epoch_at(unix_now_s());
         if now > state.epoch {
             *state = EpochState::open(&self.dir, &self.domain, &self.seed, now)?;
@@ -275,67 +310,156 @@ impl Credits {
     /// doubt is an error and the nullifier is not taken; except in soft mode, where a
     /// `BH_CREDITS` that cannot answer leaves the local set to decide (bounded by
     /// `soft_max_unconfirmed`).
+    ///
+    /// The nullifier is reserved (`pending`) under the lock before anything is awaited,
+    /// and the lock is never held across an await: a concurrent spend of it on any shard
+    /// is `Replayed` while this one is in flight, other nullifiers' spends go on. A spend
+    /// dropped while it waits (nothing on the request path cancels one) leaves its
+    /// nullifier reserved for the epoch: refused, never taken twice.
     pub async fn record_nullifier(&self, epoch: u32, nullifier: &Nullifier) -> Result<(), StoreError> {
-        {
+        let n = nullifier.0;
+        let queued = {
             let mut state = self.current()?;
             if epoch != state.epoch {
                 return Err(StoreError::Epoch);
             }
-            if state.nullifiers.contains(&nullifier.0) {
+            if state.nullifiers.contains(&n) || !state.pending.insert(n) {
                 return Err(StoreError::Replayed);
             }
-            let Some(_) = self.shared.get() else { return append(state, nullifier) };
-            if !state.claiming.insert(nullifier.0) {
-                return Err(StoreError::Replayed);
+            match self.shared.get() {
+                Some(_) => None,
+                None => Some(self.queue_record(&mut state, n)?),
             }
+        };
+        if let Some(queued) = queued {
+            return self.settle(epoch, n, queued).await;
         }
-        // The lock is not held across the wait: other shards' spends go on meanwhile,
-        // and the KV create decides between two racing spends of one nullifier.
-        let key = crate::bridge::credits::nullifier_key(epoch, &nullifier.0);
+        // Other shards' spends go on during the claim, and the KV create decides between
+        // two racing spends of one nullifier on different nodes.
+        let key = crate::bridge::credits::nullifier_key(epoch, &n);
         let outcome = self.claim(key, self.node_token.clone(), Op::CreateOrFetch).await;
-        let mut state = self.current()?;
-        state.claiming.remove(&nullifier.0);
-        if epoch != state.epoch {
-            return Err(StoreError::Epoch);
-        }
-        if state.nullifiers.contains(&nullifier.0) {
-            return Err(StoreError::Replayed);
-        }
-        match outcome {
-            Ok(ClaimOutcome::Created) => append(state, nullifier),
-            // Created by this node for an attempt it did not serve: the create landed after
-            // the claim had timed out (answered 503), or the process stopped before its
-            // local fsync. Served nowhere (only this node could have), so it is paid now.
-            Ok(ClaimOutcome::Exists(Some(v))) if v == self.node_token => append(state, nullifier),
-            Ok(ClaimOutcome::Exists(_)) => Err(StoreError::Replayed),
-            Err(e) if self.mode == CreditsMode::Soft => self.accept_unconfirmed(state, nullifier, e),
-            Err(e) => Err(e),
+        let next = {
+            let mut state = match self.current() {
+                Ok(state) => state,
+                Err(e) => {
+                    self.lock().pending.remove(&n);
+                    return Err(e);
+                }
+            };
+            if epoch != state.epoch {
+                // The new epoch's state holds no reservation of this spend.
+                return Err(StoreError::Epoch);
+            }
+            match outcome {
+                Ok(ClaimOutcome::Created) => Next::Record(self.queue_record(&mut state, n)?),
+                // Created by this node for an attempt it did not serve: the create landed
+                // after the claim had timed out (answered 503), or the process stopped
+                // before its local fsync. Served nowhere (only this node could have), so it
+                // is paid now.
+                Ok(ClaimOutcome::Exists(Some(v))) if v == self.node_token => {
+                    Next::Record(self.queue_record(&mut state, n)?)
+                }
+                Ok(ClaimOutcome::Exists(_)) => {
+                    state.pending.remove(&n);
+                    return Err(StoreError::Replayed);
+                }
+                Err(e) if self.mode == CreditsMode::Soft => {
+                    let (listed, why) = self.list_unconfirmed(&mut state, n, e)?;
+                    Next::List(listed, why)
+                }
+                Err(e) => {
+                    state.pending.remove(&n);
+                    return Err(e);
+                }
+            }
+        };
+        match next {
+            Next::Record(queued) => self.settle(epoch, n, queued).await,
+            Next::List(listed, why) => self.accept_unconfirmed(epoch, n, listed, why).await,
         }
     }
 
-    /// Soft mode: takes `nullifier` on the local set alone, remembering to publish it.
-    fn accept_unconfirmed(
+    /// Under the lock, `n` reserved: queues its record. When it cannot be queued (the
+    /// writer's queue is full) the reservation is dropped: nothing spent.
+    fn queue_record(&self, state: &mut EpochState, n: [u8; 32]) -> Result<Queued, StoreError> {
+        self.writer.queue(Log::Nullifiers, state.epoch, n.to_vec()).map_err(|e| {
+            state.pending.remove(&n);
+            StoreError::from(e)
+        })
+    }
+
+    /// Awaits `n`'s record, then settles its reservation: spent once the record is
+    /// durable, free again when it could not be written (the caller answers 503).
+    async fn settle(&self, epoch: u32, n: [u8; 32], queued: Queued) -> Result<(), StoreError> {
+        let written = queued.wait().await;
+        let mut state = self.lock();
+        // After a move to a new epoch the reservation left with the old state; a written
+        // record is durable in its own epoch's file all the same, and that epoch's spends
+        // are refused from now on.
+        if state.epoch == epoch {
+            state.pending.remove(&n);
+            if written.is_ok() {
+                state.nullifiers.insert(n);
+            }
+        }
+        Ok(written?)
+    }
+
+    /// Soft mode, under the lock, `n` reserved: lists `n` as unconfirmed (queues it for
+    /// `unconfirmed-<epoch>.bin`), unless `soft_max_unconfirmed` are already listed.
+    fn list_unconfirmed(
         &self,
-        mut state: std::sync::MutexGuard<'_, EpochState>,
-        nullifier: &Nullifier,
+        state: &mut EpochState,
+        n: [u8; 32],
         why: StoreError,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(Queued, StoreError), StoreError> {
         if state.unconfirmed.len() >= self.soft_max_unconfirmed {
+            state.pending.remove(&n);
             return Err(why);
         }
-        // Listed before it is spent, so no spent nullifier goes unlisted; a listed one
-        // that a crash kept from being spent is dropped at open (not in the set).
-        state.unconfirmed_log.write_all(&nullifier.0)?;
-        state.unconfirmed_log.sync_data()?;
-        state.unconfirmed.push(nullifier.0);
-        let unconfirmed = state.unconfirmed.len() as u64;
-        if let Err(e) = append(state, nullifier) {
-            if let Ok(mut state) = self.current() {
-                state.unconfirmed.retain(|n| *n != nullifier.0);
+        let listed = self.writer.queue(Log::Unconfirmed, state.epoch, n.to_vec()).map_err(|e| {
+            state.pending.remove(&n);
+            StoreError::from(e)
+        })?;
+        state.unconfirmed.push(n);
+        Ok((listed, why))
+    }
+
+    /// Soft mode: takes `n` on the local set alone, once its listing is durable (listed
+    /// before it is spent, so no spent nullifier goes unlisted; a listed one that a crash
+    /// or a failed write kept from being spent is dropped at open: not in the set).
+    async fn accept_unconfirmed(
+        &self,
+        epoch: u32,
+        n: [u8; 32],
+        listed: Queued,
+        why: StoreError,
+    ) -> Result<(), StoreError> {
+        let listed = listed.wait().await;
+        let queued = {
+            let mut state = self.lock();
+            if state.epoch != epoch {
+                return Err(StoreError::Epoch);
             }
-            return Err(e);
-        }
+            match listed.map_err(StoreError::from).and_then(|()| self.queue_record(&mut state, n)) {
+                Ok(queued) => queued,
+                Err(e) => {
+                    state.pending.remove(&n);
+                    state.unconfirmed.retain(|u| *u != n);
+                    return Err(e);
+                }
+            }
+        };
+        let written = self.settle(epoch, n, queued).await;
+        let unconfirmed = {
+            let mut state = self.lock();
+            if written.is_err() && state.epoch == epoch {
+                state.unconfirmed.retain(|u| *u != n);
+            }
+            state.unconfirmed.len() as u64
+        };
         self.counters.unconfirmed.store(unconfirmed, Ordering::Relaxed);
+        written?;
         if self.counters.soft_accepted.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(error = %why, "credits (soft): accepting spends on the local nullifier set until BH_CREDITS answers");
         }
@@ -400,18 +524,21 @@ impl Credits {
         if settled.is_empty() {
             return;
         }
-        let Ok(mut state) = self.current() else { return };
-        if state.epoch != epoch {
-            return;
-        }
-        state.unconfirmed.retain(|n| !settled.contains(n));
-        let left = state.unconfirmed.concat();
-        match rewrite(&self.dir.join(format!("unconfirmed-{epoch}.bin")), &left) {
-            Ok(f) => state.unconfirmed_log = f,
+        let replaced = {
+            let Ok(mut state) = self.current() else { return };
+            if state.epoch != epoch {
+                return;
+            }
+            state.unconfirmed.retain(|n| !settled.contains(n));
+            self.counters.unconfirmed.store(state.unconfirmed.len() as u64, Ordering::Relaxed);
+            // Queued under the lock: a listing queued before the rewrite is in the list it
+            // writes, one queued after it is appended to the new file.
+            self.writer.replace(Log::Unconfirmed, epoch, state.unconfirmed.concat())
+        };
+        if let Err(e) = async { replaced?.wait().await }.await {
             // The file still lists settled ones: publishing them again is harmless.
-            Err(e) => tracing::warn!(error = %e, "credits: could not rewrite the unconfirmed nullifier list"),
+            tracing::warn!(error = %e, "credits: could not rewrite the unconfirmed nullifier list");
         }
-        self.counters.unconfirmed.store(state.unconfirmed.len() as u64, Ordering::Relaxed);
     }
 
     async fn claim(&self, key: String, value: Vec<u8>, op: Op) -> Result<ClaimOutcome, StoreError> {
@@ -429,8 +556,8 @@ impl Credits {
     }
 
     /// Keeps the change a spend got, so a repeat of the spend can hand it back: in memory,
-    /// in `changes-<epoch>.jsonl` (fsync'd before this returns; group commit on the
-    /// change writer thread), and with NATS in `BH_CREDITS` (`c.<epoch>.<hex>`, not
+    /// in `changes-<epoch>.jsonl` (fsync'd before this returns, by the credit writer
+    /// thread), and with NATS in `BH_CREDITS` (`c.<epoch>.<hex>`, not
     /// awaited: another node can hand it back once the put lands). A change that cannot
     /// be made durable is still sent (the client needs it more than the copy), counted.
     pub async fn remember_change(&self, epoch: u32, nullifier: &Nullifier, change: &str) {
@@ -455,9 +582,9 @@ impl Credits {
         let durable = match serde_json::to_vec(&line) {
             Ok(mut text) => {
                 text.push(b'\n');
-                self.changes.write(epoch, text).await
+                self.writer.append(Log::Changes, epoch, text).await
             }
-            Err(e) => Err(std::io::Error::other(e)),
+            Err(e) => Err(AppendError::Io(std::io::Error::other(e))),
         };
         if let Err(e) = durable {
             self.counters.changes_not_durable.fetch_add(1, Ordering::Relaxed);
@@ -555,7 +682,8 @@ impl EpochState {
 impl EpochState {
     fn open(dir: &Path, domain: &Domain, seed: &IssuerSeed, epoch: u32) -> std::io::Result<EpochState> {
         let issuer = Arc::new(Issuer::derive(domain, seed, epoch));
-        let path = dir.join(format!("nullifiers-{epoch}.bin"));
+        // Opened here to load (and cut a torn tail); the credit writer appends to it.
+        let path = Log::Nullifiers.path(dir, epoch);
         let mut nullifier_log = private::options().read(true).append(true).create(true).open(&path)?;
         let mut bytes = Vec::new();
         nullifier_log.read_to_end(&mut bytes)?;
@@ -575,7 +703,7 @@ impl EpochState {
                 issued.insert(l.key_id, (l.request_hash, l.response));
             }
         }
-        let path = dir.join(format!("changes-{epoch}.jsonl"));
+        let path = Log::Changes.path(dir, epoch);
         let mut changes = HashMap::new();
         match File::open(&path) {
             Ok(f) => {
@@ -591,7 +719,7 @@ impl EpochState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let path = dir.join(format!("unconfirmed-{epoch}.bin"));
+        let path = Log::Unconfirmed.path(dir, epoch);
         let mut unconfirmed_log = private::options().read(true).append(true).create(true).open(&path)?;
         let mut bytes = Vec::new();
         unconfirmed_log.read_to_end(&mut bytes)?;
@@ -601,27 +729,8 @@ impl EpochState {
         unconfirmed.retain(|n| nullifiers.contains(n));
         unconfirmed.sort_unstable();
         unconfirmed.dedup();
-        Ok(EpochState {
-            epoch,
-            issuer,
-            nullifiers,
-            nullifier_log,
-            issued,
-            issued_log,
-            changes,
-            unconfirmed,
-            unconfirmed_log,
-            claiming: HashSet::new(),
-        })
+        Ok(EpochState { epoch, issuer, nullifiers, issued, issued_log, changes, unconfirmed, pending: HashSet::new() })
     }
-}
-
-/// Appends `nullifier` to the epoch's file, fsyncs, then adds it to the set.
-fn append(mut state: std::sync::MutexGuard<'_, EpochState>, nullifier: &Nullifier) -> Result<(), StoreError> {
-    state.nullifier_log.write_all(&nullifier.0)?;
-    state.nullifier_log.sync_data()?;
-    state.nullifiers.insert(nullifier.0);
-    Ok(())
 }
 
 /// Deletes the records of epochs before `epoch`: their spends are refused anyway.
@@ -640,20 +749,6 @@ fn remove_epochs_before(dir: &Path, epoch: u32) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// Replaces `path` with `bytes` (written, fsync'd, renamed over); returns it opened for
-/// appending.
-fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
-    let tmp = path.with_extension("tmp");
-    let mut f = private::options().write(true).create(true).truncate(true).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    private::options().read(true).append(true).open(path)
 }
 
 /// Reads this node's token (`node.id`), or creates it (0600) at random.
@@ -677,84 +772,6 @@ fn load_or_create_node_token(path: &Path) -> std::io::Result<Vec<u8>> {
             Ok(hex.into_bytes())
         }
         Err(e) => Err(e),
-    }
-}
-
-/// The change writer: a thread appending change lines to `changes-<epoch>.jsonl` and
-/// fsyncing once per batch (everything queued while the previous fsync ran), each
-/// writer awaiting its line's fsync on a oneshot.
-struct ChangeWriter {
-    tx: std::sync::mpsc::SyncSender<ChangeWrite>,
-}
-
-struct ChangeWrite {
-    epoch: u32,
-    line: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
-}
-
-impl ChangeWriter {
-    fn start(dir: &Path) -> std::io::Result<ChangeWriter> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<ChangeWrite>(CHANGE_QUEUE_MAX);
-        let dir = dir.to_path_buf();
-        std::thread::Builder::new().name("gk-credit-changes".into()).spawn(move || write_changes(&dir, &rx))?;
-        Ok(ChangeWriter { tx })
-    }
-
-    /// Appends `line` to `epoch`'s file; `Ok` once it is fsync'd.
-    async fn write(&self, epoch: u32, line: Vec<u8>) -> std::io::Result<()> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        self.tx.try_send(ChangeWrite { epoch, line, done }).map_err(|_| std::io::Error::other("change writer busy"))?;
-        answer.await.map_err(|_| std::io::Error::other("change writer stopped"))?
-    }
-}
-
-fn write_changes(dir: &Path, rx: &std::sync::mpsc::Receiver<ChangeWrite>) {
-    let mut open: Option<(u32, File)> = None;
-    let mut batch = Vec::with_capacity(CHANGE_BATCH_MAX);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < CHANGE_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let mut result: std::io::Result<()> = Ok(());
-        for w in &batch {
-            if open.as_ref().is_none_or(|(e, _)| *e != w.epoch) {
-                // A new epoch: what went to the old file is synced first.
-                if let Some((_, f)) = open.take() {
-                    result = result.and(f.sync_data());
-                }
-                let path = dir.join(format!("changes-{}.jsonl", w.epoch));
-                match private::options().append(true).create(true).open(&path) {
-                    Ok(f) => open = Some((w.epoch, f)),
-                    Err(e) => {
-                        result = Err(e);
-                        continue;
-                    }
-                }
-            }
-            if let Some((_, f)) = open.as_mut() {
-                result = result.and(f.write_all(&w.line));
-            }
-        }
-        if let Some((_, f)) = &open {
-            result = result.and(f.sync_data());
-        }
-        let failed = result.as_ref().err().map(|e| (e.kind(), e.to_string()));
-        for w in batch.drain(..) {
-            let answer = match &failed {
-                None => Ok(()),
-                Some((kind, msg)) => Err(std::io::Error::new(*kind, msg.clone())),
-            };
-            let _ = w.done.send(answer);
-        }
-        if failed.is_some() {
-            // Reopened for the next batch: a failed fsync leaves the file's state unknown.
-            open = None;
-        }
     }
 }
 
@@ -813,17 +830,164 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 64);
     }
 
+    /// Polls `f` once: a spend that got as far as queueing its record then waits on it.
+    fn poll_once<F: std::future::Future>(f: &mut std::pin::Pin<Box<F>>) -> std::task::Poll<F::Output> {
+        f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    /// The answer of a spend that must not wait on the (held) writer: a refusal, at once.
+    fn refused_at_once(c: &Credits, epoch: u32, n: &Nullifier) -> StoreError {
+        match poll_once(&mut Box::pin(c.record_nullifier(epoch, n))) {
+            std::task::Poll::Ready(Err(e)) => e,
+            std::task::Poll::Ready(Ok(())) => panic!("spent"),
+            std::task::Poll::Pending => panic!("queued, not refused"),
+        }
+    }
+
+    /// Gives `c` a writer whose records are written only once [`write_from`] runs on the
+    /// returned queue: a disk that has not answered yet, as seen by the spends.
+    fn hold_writes(c: &mut Credits, depth: usize) -> std::sync::mpsc::Receiver<super::super::appender::Job> {
+        let (writer, rx) = Appender::channel(depth);
+        c.writer = writer;
+        rx
+    }
+
+    /// Starts writing what `hold_writes` held.
+    fn write_from(dir: &Path, rx: std::sync::mpsc::Receiver<super::super::appender::Job>) {
+        let dir = dir.join("credits");
+        std::thread::spawn(move || super::super::appender::write_batches(&dir, &rx));
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+        rt.block_on(f)
+    }
+
+    #[test]
+    fn a_spend_is_on_disk_when_it_returns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        record(&c, epoch, &Nullifier([1; 32])).expect("spend");
+        // Read while the store is open: the record is in the file, not in a queue.
+        let path = dir.path().join(format!("credits/nullifiers-{epoch}.bin"));
+        assert_eq!(std::fs::read(&path).expect("file"), [1u8; 32]);
+        drop(c);
+        let c = open(dir.path());
+        assert!(matches!(record(&c, epoch, &Nullifier([1; 32])), Err(StoreError::Replayed)));
+    }
+
+    #[test]
+    fn a_spend_in_flight_refuses_a_second_spend_of_its_nullifier() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let rx = hold_writes(&mut c, 16);
+        let n = Nullifier([2; 32]);
+        let mut first = Box::pin(c.record_nullifier(epoch, &n));
+        assert!(poll_once(&mut first).is_pending(), "waits on its fsync");
+        assert!(!c.lock().nullifiers.contains(&n.0), "not spent before its fsync");
+        assert!(matches!(refused_at_once(&c, epoch, &n), StoreError::Replayed), "reserved while in flight");
+        write_from(dir.path(), rx);
+        block_on(first).expect("the first one is paid");
+        assert!(matches!(record(&c, epoch, &n), Err(StoreError::Replayed)));
+    }
+
+    #[test]
+    fn racing_spends_of_one_nullifier_pay_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = Arc::new(open(dir.path()));
+        let epoch = c.issuer().expect("issuer").epoch();
+        let spenders = 8;
+        let start = Arc::new(std::sync::Barrier::new(spenders));
+        let threads: Vec<_> = (0..spenders)
+            .map(|_| {
+                let (c, start) = (Arc::clone(&c), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    record(&c, epoch, &Nullifier([3; 32]))
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+        assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err(StoreError::Replayed))), "{outcomes:?}");
+        let path = dir.path().join(format!("credits/nullifiers-{epoch}.bin"));
+        assert_eq!(std::fs::read(&path).expect("file"), [3u8; 32], "one record");
+    }
+
     #[test]
     fn a_nullifier_that_cannot_be_written_is_not_spent() {
         let dir = tempfile::tempdir().expect("tmp");
         let c = open(dir.path());
         let epoch = c.issuer().expect("issuer").epoch();
         // Every write to /dev/full fails (ENOSPC), as a full disk would.
-        c.state.lock().expect("state").nullifier_log =
-            std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let path = dir.path().join(format!("credits/nullifiers-{epoch}.bin"));
+        std::fs::remove_file(&path).expect("unlink");
+        std::os::unix::fs::symlink("/dev/full", &path).expect("symlink");
         let n = Nullifier([5; 32]);
         assert!(matches!(record(&c, epoch, &n), Err(StoreError::Io(_))));
-        assert!(!c.state.lock().expect("state").nullifiers.contains(&n.0), "fail closed: not in the set either");
+        let state = c.lock();
+        assert!(!state.nullifiers.contains(&n.0), "fail closed: not in the set");
+        assert!(!state.pending.contains(&n.0), "nor reserved");
+        drop(state);
+        std::fs::remove_file(&path).expect("unlink");
+        record(&c, epoch, &n).expect("a retry, once the disk is back, spends it");
+        assert_eq!(std::fs::read(&path).expect("file"), [5u8; 32]);
+    }
+
+    #[test]
+    fn a_full_writer_queue_refuses_at_its_depth_and_takes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let rx = hold_writes(&mut c, APPEND_QUEUE_MAX);
+        let nullifiers: Vec<Nullifier> = (0..=APPEND_QUEUE_MAX)
+            .map(|i| {
+                let mut n = [0u8; 32];
+                n[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                Nullifier(n)
+            })
+            .collect();
+        let (queued, over) = nullifiers.split_at(APPEND_QUEUE_MAX);
+        let mut waiting: Vec<_> = queued.iter().map(|n| Box::pin(c.record_nullifier(epoch, n))).collect();
+        for spend in &mut waiting {
+            assert!(poll_once(spend).is_pending(), "below the depth: queued");
+        }
+        let over = &over[0];
+        assert!(matches!(refused_at_once(&c, epoch, over), StoreError::WriterBusy));
+        assert!(!c.lock().pending.contains(&over.0), "refused: not reserved");
+        write_from(dir.path(), rx);
+        block_on(async {
+            for spend in waiting {
+                spend.await.expect("queued ones are paid");
+            }
+        });
+        record(&c, epoch, over).expect("room again: the refused one can be spent");
+        let path = dir.path().join(format!("credits/nullifiers-{epoch}.bin"));
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), ((APPEND_QUEUE_MAX + 1) * 32) as u64);
+    }
+
+    #[test]
+    fn a_spend_queued_across_a_new_epoch_lands_in_its_own_epoch() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let rx = hold_writes(&mut c, 16);
+        let n = Nullifier([6; 32]);
+        let mut spend = Box::pin(c.record_nullifier(epoch, &n));
+        assert!(poll_once(&mut spend).is_pending());
+        // The clock moves on while the record waits: the state moves as `current` does.
+        *c.lock() = EpochState::open(&c.dir, &c.domain, &c.seed, epoch + 1).expect("next epoch");
+        write_from(dir.path(), rx);
+        block_on(spend).expect("durable in its epoch's file: paid");
+        let file = |e: u32| std::fs::read(dir.path().join(format!("credits/nullifiers-{e}.bin"))).expect("file");
+        assert_eq!(file(epoch), [6u8; 32]);
+        assert!(file(epoch + 1).is_empty(), "nothing in the new epoch's file");
+        let state = c.lock();
+        assert!(state.nullifiers.is_empty() && state.pending.is_empty(), "nor in its state");
+        drop(state);
+        assert!(matches!(record(&c, epoch, &n), Err(StoreError::Epoch)));
     }
 
     #[test]
