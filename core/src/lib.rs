@@ -15,6 +15,7 @@ pub mod bridge;
 pub mod budget;
 pub mod calibrate;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credit;
 pub mod error;

@@ -122,7 +122,7 @@ async fn forward(
 ) -> Result<u16, GatewayError> {
     let route_request = router::RouteRequest::from_chat(chat);
     let need_tokens = t.tables.budgets.reservation(route_request.prompt_tokens, chat.max_tokens);
-    let admission = budget::admit(shard.budget(t), payment, claims, need_tokens, unix_now_s())?; // 4
+    let admission = budget::admit(shard.budget(t), payment, claims, need_tokens, crate::clock::unix_s_i64())?; // 4
     trace.budget = admission.trace();
     let input = router::RouteInput {
         model: &chat.model,
@@ -146,10 +146,6 @@ async fn forward(
     let price_per_1k = deployment.map(|d| (d.price_per_1k_input, d.price_per_1k_output));
     admission.settle(budget::Outcome { status, usage: trace.usage, price_per_1k }); // 4, settled
     Ok(status)
-}
-
-fn unix_now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A shard's hold on one of its `limits.inflight_per_shard_max` places; given back on drop,

@@ -123,8 +123,10 @@ pub async fn relay(
     // Only for streams whose usage event the gateway asked for and the client did not.
     let mut filter = answer.strip_usage.then(|| (UsageEventFilter::default(), Vec::new()));
     // Only for providers whose streams are translated (`kind: anthropic`).
-    let mut translator =
-        provider.anthropic.as_ref().map(|_| (StreamTranslator::new(unix_now_s(), answer.include_usage), Vec::new()));
+    let mut translator = provider
+        .anthropic
+        .as_ref()
+        .map(|_| (StreamTranslator::new(crate::clock::unix_s(), answer.include_usage), Vec::new()));
     // The upstream response's own read bound is the stream's inter-chunk timeout (the
     // pool's `read_idle_timeout_ms` when that is tighter): one timer per read.
     let chunk_timeout = upstream.bound_reads(provider.chunk_timeout);
@@ -282,7 +284,7 @@ fn translate_whole(status: u16, body: &[u8], trace: &mut Trace) -> (u16, Vec<u8>
     if !(200..300).contains(&status) {
         return (status, anthropic::error_body(status, body));
     }
-    match anthropic::chat_completion(body, unix_now_s()) {
+    match anthropic::chat_completion(body, crate::clock::unix_s()) {
         Ok((json, usage)) => {
             trace.usage = usage;
             (status, json)
@@ -292,10 +294,6 @@ fn translate_whole(status: u16, body: &[u8], trace: &mut Trace) -> (u16, Vec<u8>
             (502, error_json(&e.to_string(), "server_error", None, Some("upstream_invalid_response")))
         }
     }
-}
-
-fn unix_now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The event that ends an OpenAI stream.

@@ -610,10 +610,6 @@ fn chunks(b: &Budgets, max: usize) -> Vec<Vec<u8>> {
     out
 }
 
-fn now_unix_s() -> i64 {
-    i64::try_from(super::now_unix_ms() / 1000).unwrap_or(i64::MAX)
-}
-
 /// Runs the gossip until the bridge thread aborts it.
 pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
     let me = subject_token(&node);
@@ -638,8 +634,8 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
     let stats = feed.stats.clone();
     // Everything merged so far becomes the remote column (and the seed, if serve waits).
     let joined = replica.state().clone();
-    feed.join.complete(outcome, || replica.seed(&board, now_unix_s()));
-    replica.write_remote(&board, &joined, now_unix_s(), &stats.rows_refused);
+    feed.join.complete(outcome, || replica.seed(&board, crate::clock::unix_s_i64()));
+    replica.write_remote(&board, &joined, crate::clock::unix_s_i64(), &stats.rows_refused);
     tracing::info!(?outcome, incarnation = replica.incarnation(), "budget gossip joined");
     match client.subscribe(format!("{PREFIX}.snapshot.*")).await {
         Ok(s) => subs.push(s),
@@ -659,7 +655,7 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                 let up = client.connection_state() == async_nats::connection::State::Connected;
                 // While disconnected the crossings wait (the watch remembers only sent ones).
                 if up {
-                    notify(&client, watch.alerts(&board, &node, now_unix_s())).await;
+                    notify(&client, watch.alerts(&board, &node, crate::clock::unix_s_i64())).await;
                 }
                 // While disconnected, deltas are dropped: the full state after the
                 // reconnect carries them.
@@ -679,10 +675,10 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
                 connected = up;
             }
             _ = full.tick() => {
-                replica.gc(now_unix_s());
+                replica.gc(crate::clock::unix_s_i64());
                 if connected {
                     publish(&client, format!("{PREFIX}.full.{me}"), replica.full_messages(), &stats).await;
-                    notify(&client, watch.sessions(&board, &node, now_unix_s())).await;
+                    notify(&client, watch.sessions(&board, &node, crate::clock::unix_s_i64())).await;
                 }
             }
             msg = next(&mut subs) => match msg {
@@ -823,7 +819,7 @@ fn merge(replica: &mut Replica, feed: &Feed, payload: &[u8], from: &str) {
     match replica.merge_bytes(payload) {
         Ok(changed) => {
             feed.stats.merged.fetch_add(1, Ordering::Relaxed);
-            replica.write_remote(&feed.board, &changed, now_unix_s(), &feed.stats.rows_refused);
+            replica.write_remote(&feed.board, &changed, crate::clock::unix_s_i64(), &feed.stats.rows_refused);
         }
         Err(e) => {
             feed.stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -59,7 +59,7 @@ use crate::keys::SecretKey;
 
 /// Unix time, ms (the clock records and checkpoints use).
 pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::clock::unix_ms()
 }
 
 /// Why the bridge could not start or stopped short.

@@ -102,10 +102,6 @@ struct WalletState {
     loaded: bool,
 }
 
-fn unix_now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn target(gateway: &str, ca_file: Option<&Path>) -> anyhow::Result<Target> {
     let (tls, rest, default_port) = if let Some(rest) = gateway.strip_prefix("https://") {
         (true, rest, 443)
@@ -300,7 +296,7 @@ impl Sidecar {
     /// The current epoch's parameters: cached, fetched again once the next epoch starts.
     async fn params(&self) -> anyhow::Result<Params> {
         let cached = self.params.lock().ok().and_then(|p| p.clone());
-        if let Some(p) = cached.filter(|p| unix_now_s() < p.next_epoch_starts_unix_s) {
+        if let Some(p) = cached.filter(|p| crate::clock::unix_s() < p.next_epoch_starts_unix_s) {
             return Ok(p);
         }
         let params = self.get_json("GET", "/v1/credits/params", "", b"").await?;

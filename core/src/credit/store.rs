@@ -156,10 +156,6 @@ struct IssuedLine {
     response: String,
 }
 
-fn unix_now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 impl Credits {
     /// Opens (creating as needed) the store under `<data_dir>/credits/` for `config`.
     pub fn open(config: &CreditsConfig, data_dir: &Path) -> std::io::Result<Credits> {
@@ -175,7 +171,7 @@ impl Credits {
             CreditsEpoch::Day => EpochLength::Day,
             CreditsEpoch::Hour => EpochLength::Hour,
         };
-        let epoch = epoch_len.epoch_at(unix_now_s());
+        let epoch = epoch_len.epoch_at(crate::clock::unix_s());
         let state = EpochState::open(&dir, &domain, &seed, epoch)?;
         let counters = CreditCounters::default();
         counters.unconfirmed.store(state.unconfirmed.len() as u64, Ordering::Relaxed);
@@ -292,7 +288,7 @@ impl Credits {
     /// The current epoch's state, moved to a new epoch when the clock has.
     fn current(&self) -> Result<MutexGuard<'_, EpochState>, StoreError> {
         let mut state = self.lock();
-        let now = self.epoch_len.epoch_at(unix_now_s());
+        let now = self.epoch_len.epoch_at(crate::clock::unix_s());
         if now > state.epoch {
             *state = EpochState::open(&self.dir, &self.domain, &self.seed, now)?;
             remove_epochs_before(&self.dir, now);
