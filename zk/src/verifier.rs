@@ -20,10 +20,14 @@
 
 use anonymous_credit_tokens as act;
 use ciborium::value::Value;
-use curve25519_dalek::constants::{RISTRETTO_BASEPOINT_POINT, RISTRETTO_BASEPOINT_TABLE};
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint, VartimeRistrettoPrecomputation};
-use curve25519_dalek::traits::{Identity, MultiscalarMul, VartimePrecomputedMultiscalarMul};
-use curve25519_dalek::Scalar;
+// The arithmetic is curve25519-dalek 5's (its IFMA backend builds on stable Rust); the
+// crate and the public API (`Scalar4` below) use version 4. Values cross as canonical
+// bytes, which both versions decode with the same checks (SPEC.md §9).
+use curve25519_dalek::Scalar as Scalar4;
+use dalek5::constants::{RISTRETTO_BASEPOINT_POINT, RISTRETTO_BASEPOINT_TABLE};
+use dalek5::ristretto::{CompressedRistretto, RistrettoPoint, VartimeRistrettoPrecomputation};
+use dalek5::traits::{Identity, MultiscalarMul, VartimePrecomputedMultiscalarMul};
+use dalek5::Scalar;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -166,18 +170,45 @@ impl IssuerSecret {
         if RISTRETTO_BASEPOINT_TABLE * &x != w {
             return Err(bad());
         }
-        Ok(Self::from_scalar(&x))
+        Ok(Self::from_scalar5(x))
     }
 
-    pub(crate) fn from_scalar(x: &Scalar) -> Self {
-        let w = RISTRETTO_BASEPOINT_TABLE * x;
-        Self { x: *x, w, w_half: w * half(), w_bytes: w.compress().to_bytes() }
+    pub(crate) fn from_scalar(x: &Scalar4) -> Self {
+        let mut bytes = x.to_bytes();
+        let x = Scalar::from_bytes_mod_order(bytes);
+        bytes.zeroize();
+        Self::from_scalar5(x)
+    }
+
+    fn from_scalar5(x: Scalar) -> Self {
+        let w = RISTRETTO_BASEPOINT_TABLE * &x;
+        Self { x, w, w_half: w * half(), w_bytes: w.compress().to_bytes() }
     }
 
     /// The compressed public point `W`.
     pub fn public_bytes(&self) -> [u8; 32] {
         self.w_bytes
     }
+}
+
+/// A canonical version-4 scalar as version 5's (the same bytes; public values only).
+fn to5(s: &Scalar4) -> Scalar {
+    Scalar::from_bytes_mod_order(s.to_bytes())
+}
+
+/// A version-5 scalar as version 4's (the same bytes; public values only).
+fn to4(s: &Scalar) -> Scalar4 {
+    Scalar4::from_bytes_mod_order(s.to_bytes())
+}
+
+/// A uniformly random scalar, drawn as version 4's `Scalar::random` draws it (64 bytes
+/// from `rng`, reduced), so a seeded RNG gives the crate's signatures byte for byte.
+fn random_scalar(rng: &mut impl CryptoRngCore) -> Scalar {
+    let mut wide = [0u8; 64];
+    rng.fill_bytes(&mut wide);
+    let s = Scalar::from_bytes_mod_order_wide(&wide);
+    wide.zeroize();
+    s
 }
 
 /// 1/2 mod ℓ.
@@ -202,13 +233,20 @@ mod tests {
 
     #[test]
     fn fits_bits_at_the_edges() {
-        assert!(fits_bits::<32>(&Scalar::from(u64::from(u32::MAX))));
-        assert!(!fits_bits::<32>(&Scalar::from(1u64 << 32)));
-        assert!(fits_bits::<8>(&Scalar::from(255u64)));
-        assert!(!fits_bits::<8>(&Scalar::from(256u64)));
-        assert!(fits_bits::<12>(&Scalar::from(4_095u64)));
-        assert!(!fits_bits::<12>(&Scalar::from(4_096u64)));
-        assert!(!fits_bits::<128>(&(Scalar::ZERO - Scalar::ONE)));
+        assert!(fits_bits::<32>(&Scalar4::from(u64::from(u32::MAX))));
+        assert!(!fits_bits::<32>(&Scalar4::from(1u64 << 32)));
+        assert!(fits_bits::<8>(&Scalar4::from(255u64)));
+        assert!(!fits_bits::<8>(&Scalar4::from(256u64)));
+        assert!(fits_bits::<12>(&Scalar4::from(4_095u64)));
+        assert!(!fits_bits::<12>(&Scalar4::from(4_096u64)));
+        assert!(!fits_bits::<128>(&(Scalar4::ZERO - Scalar4::ONE)));
+    }
+
+    #[test]
+    fn scalars_cross_versions_unchanged() {
+        let s4 = Scalar4::ZERO - Scalar4::from(12_345u64);
+        assert_eq!(to5(&s4).to_bytes(), s4.to_bytes());
+        assert_eq!(to4(&to5(&s4)), s4);
     }
 }
 
@@ -386,18 +424,18 @@ impl<const L: usize> SpendFields<L> {
     }
 
     /// The nullifier `k`.
-    pub fn nullifier(&self) -> Scalar {
-        self.k
+    pub fn nullifier(&self) -> Scalar4 {
+        to4(&self.k)
     }
 
     /// The charge `s`.
-    pub fn charge(&self) -> Scalar {
-        self.s
+    pub fn charge(&self) -> Scalar4 {
+        to4(&self.s)
     }
 
     /// The request context `ctx`.
-    pub fn context(&self) -> Scalar {
-        self.ctx
+    pub fn context(&self) -> Scalar4 {
+        to4(&self.ctx)
     }
 }
 
@@ -405,11 +443,11 @@ impl<const L: usize> SpendFields<L> {
 #[derive(Debug, Clone)]
 pub struct Checked {
     /// The nullifier `k`.
-    pub nullifier: Scalar,
+    pub nullifier: Scalar4,
     /// The charge `s` (fits `L` bits).
-    pub charge: Scalar,
+    pub charge: Scalar4,
     /// The request context `ctx`.
-    pub context: Scalar,
+    pub context: Scalar4,
     /// `K' = Σ 2^j·Com[j]`, the change credential's commitment.
     k_prime: RistrettoPoint,
     /// Compressed `W` of the key that verified it; the change must be signed by that key.
@@ -418,8 +456,11 @@ pub struct Checked {
 
 /// Whether `s < 2^L` (the crate's `scalar_fits_in_bits`; public data, no need for
 /// constant time).
-pub fn fits_bits<const L: usize>(s: &Scalar) -> bool {
-    let bytes = s.as_bytes();
+pub fn fits_bits<const L: usize>(s: &Scalar4) -> bool {
+    fits_bits_le::<L>(s.as_bytes())
+}
+
+fn fits_bits_le<const L: usize>(bytes: &[u8; 32]) -> bool {
     bytes.iter().enumerate().all(|(i, &b)| {
         let low = i * 8;
         if low >= L {
@@ -475,14 +516,20 @@ pub fn verify_batch<const L: usize>(
             if challenge(spend_transcript(gens, f, enc)) != f.gamma {
                 return Err(ZkError::InvalidProof);
             }
-            Ok(Checked { nullifier: f.k, charge: f.s, context: f.ctx, k_prime, issuer_w: secret.w_bytes })
+            Ok(Checked {
+                nullifier: to4(&f.k),
+                charge: to4(&f.s),
+                context: to4(&f.ctx),
+                k_prime,
+                issuer_w: secret.w_bytes,
+            })
         })
         .collect()
 }
 
 /// Checks that need no group arithmetic.
 fn precheck<const L: usize>(f: &SpendFields<L>) -> Result<(), ZkError> {
-    if !fits_bits::<L>(&f.s) {
+    if !fits_bits_le::<L>(f.s.as_bytes()) {
         return Err(ZkError::InvalidAmount);
     }
     // Step 3: A' must not be the identity.
@@ -575,7 +622,7 @@ impl Checked {
         &self,
         gens: &Generators,
         secret: &IssuerSecret,
-        t: Scalar,
+        t: Scalar4,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<u8>, ZkError> {
         if self.issuer_w != secret.w_bytes {
@@ -585,7 +632,7 @@ impl Checked {
             return Err(ZkError::InvalidAmount);
         }
         // Both fit L ≤ 128 bits, so they compare as their low 16 bytes.
-        let low = |s: &Scalar| {
+        let low = |s: &Scalar4| {
             let mut b = [0u8; 16];
             b.copy_from_slice(&s.as_bytes()[..16]);
             u128::from_le_bytes(b)
@@ -594,11 +641,12 @@ impl Checked {
             return Err(ZkError::InvalidAmount);
         }
         let h = half();
-        let e = Scalar::random(rng);
-        let mut alpha = Scalar::random(rng);
+        let (t, context) = (to5(&t), to5(&self.context));
+        let e = random_scalar(rng);
+        let mut alpha = random_scalar(rng);
         // X_A = G + K' + H1·t + H4·ctx (public scalars), at half size.
         let x_a_half = gens.all.vartime_mixed_multiscalar_mul(
-            [h, t * h, Scalar::ZERO, Scalar::ZERO, self.context * h],
+            [h, t * h, Scalar::ZERO, Scalar::ZERO, context * h],
             [h],
             [self.k_prime],
         );
@@ -615,7 +663,7 @@ impl Checked {
         let mut tr = gens.transcript(b"refund");
         put(&mut tr, e.as_bytes());
         put(&mut tr, t.as_bytes());
-        put(&mut tr, self.context.as_bytes());
+        put(&mut tr, context.as_bytes());
         for c in &enc {
             put(&mut tr, c.as_bytes());
         }
