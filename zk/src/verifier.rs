@@ -7,7 +7,8 @@
 //! equivalence tests) and differs only in how the group elements are computed:
 //!
 //! - the deployment's fixed points (G, H1..H4) sit in precomputed tables, built once per
-//!   [`Generators`];
+//!   [`Generators`], as their halves (`P/2`, see the next item), so that their scalars
+//!   need no halving;
 //! - every point that only enters the transcript is computed as `P/2` (its public scalars
 //!   multiplied by 1/2), and one `double_and_compress_batch` call yields the canonical
 //!   encodings of all `P` with one field inversion instead of one per point;
@@ -43,13 +44,13 @@ const CBOR_BYTES_MAX: usize = 65_536;
 /// needs. Built once per deployment (about a millisecond) and shared.
 pub struct Generators {
     h1: RistrettoPoint,
-    /// G, H1, H2, H3, H4.
+    /// G/2, H1/2, H2/2, H3/2, H4/2.
     all: VartimeRistrettoPrecomputation,
-    /// H1, H2, H3.
+    /// H1/2, H2/2, H3/2.
     h123: VartimeRistrettoPrecomputation,
-    /// H2, H3 (bit 0 of the range proof).
+    /// H2/2, H3/2 (bit 0 of the range proof).
     h23: VartimeRistrettoPrecomputation,
-    /// H3 (bits 1.. of the range proof).
+    /// H3/2 (bits 1.. of the range proof).
     h3_only: VartimeRistrettoPrecomputation,
     /// BLAKE3 state after the protocol version and H1..H4 (draft §3.6 steps 1–6).
     transcript_base: blake3::Hasher,
@@ -93,11 +94,12 @@ impl Generators {
         for p in [h1, h2, h3, h4] {
             put(&mut transcript_base, p.compress().as_bytes());
         }
-        let g = RISTRETTO_BASEPOINT_POINT;
+        let h = half();
+        let [g, h1h, h2, h3, h4] = [RISTRETTO_BASEPOINT_POINT, h1, h2, h3, h4].map(|p| p * h);
         Some(Self {
             h1,
-            all: VartimeRistrettoPrecomputation::new([g, h1, h2, h3, h4]),
-            h123: VartimeRistrettoPrecomputation::new([h1, h2, h3]),
+            all: VartimeRistrettoPrecomputation::new([g, h1h, h2, h3, h4]),
+            h123: VartimeRistrettoPrecomputation::new([h1h, h2, h3]),
             h23: VartimeRistrettoPrecomputation::new([h2, h3]),
             h3_only: VartimeRistrettoPrecomputation::new([h3]),
             transcript_base,
@@ -552,27 +554,29 @@ fn commitments<const L: usize>(
     let mut ea = (f.e_bar - secret.x * g) * h;
     halves.push(RistrettoPoint::multiscalar_mul([ea, f.r2_bar * h], [f.a_prime, f.b_bar]));
     ea.zeroize();
-    // Step 10: A2 = B̄·r3_bar + H1·c_bar + H3·r_bar − (G + H2·k + H4·ctx)·γ.
-    let gh = g * h;
+    // Step 10: A2 = B̄·r3_bar + H1·c_bar + H3·r_bar − (G + H2·k + H4·ctx)·γ (the tables
+    // hold the generators' halves, so only the dynamic point's scalar is halved).
     halves.push(gens.all.vartime_mixed_multiscalar_mul(
-        [-gh, f.c_bar * h, -(gh * f.k), f.r_bar * h, -(gh * f.ctx)],
+        [-g, f.c_bar, -(g * f.k), f.r_bar, -(g * f.ctx)],
         [f.r3_bar * h],
         [f.b_bar],
     ));
     // Steps 15–27: C'[j][0] = H3·z[j][0] − Com[j]·γ0[j] (+ H2·w00 at j = 0) and
     // C'[j][1] = H3·z[j][1] − (Com[j] − H1)·(γ − γ0[j]) (+ H2·w01 at j = 0).
+    let gh = g * h;
     for j in 0..L {
         let com = f.com[j];
         let minus_h1 = com - gens.h1;
-        let g0 = f.gamma0[j];
-        let g1 = g - g0;
+        // −γ0/2 and −(γ − γ0)/2.
+        let g0h = f.gamma0[j] * h;
+        let (neg_g0h, neg_g1h) = (-g0h, g0h - gh);
         let [z0, z1] = f.z[j];
         if j == 0 {
-            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w00 * h, z0 * h], [-(g0 * h)], [com]));
-            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w01 * h, z1 * h], [-(g1 * h)], [minus_h1]));
+            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w00, z0], [neg_g0h], [com]));
+            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w01, z1], [neg_g1h], [minus_h1]));
         } else {
-            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z0 * h], [-(g0 * h)], [com]));
-            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z1 * h], [-(g1 * h)], [minus_h1]));
+            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z0], [neg_g0h], [com]));
+            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z1], [neg_g1h], [minus_h1]));
         }
     }
     // Steps 28–30: K' = Σ 2^j·Com[j] (Horner), C = −H1·c_bar + H2·k_bar + H3·s_bar − (H1·s + K')·γ.
@@ -580,11 +584,7 @@ fn commitments<const L: usize>(
     for p in f.com[..L - 1].iter().rev() {
         k_prime = k_prime + k_prime + p;
     }
-    halves.push(gens.h123.vartime_mixed_multiscalar_mul(
-        [-(f.c_bar + g * f.s) * h, f.k_bar * h, f.s_bar * h],
-        [-gh],
-        [k_prime],
-    ));
+    halves.push(gens.h123.vartime_mixed_multiscalar_mul([-(f.c_bar + g * f.s), f.k_bar, f.s_bar], [-gh], [k_prime]));
     k_prime
 }
 
@@ -646,7 +646,7 @@ impl Checked {
         let mut alpha = random_scalar(rng);
         // X_A = G + K' + H1·t + H4·ctx (public scalars), at half size.
         let x_a_half = gens.all.vartime_mixed_multiscalar_mul(
-            [h, t * h, Scalar::ZERO, Scalar::ZERO, context * h],
+            [Scalar::ONE, t, Scalar::ZERO, Scalar::ZERO, context],
             [h],
             [self.k_prime],
         );
