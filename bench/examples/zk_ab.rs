@@ -76,6 +76,7 @@ fn main() {
         }
         _ => {}
     }
+    println!("verifier backend (curve25519-dalek 5): {}", verifier::backend());
     let verified = issuer.verify(&spend).unwrap();
     let (mut v, mut vc, mut s, mut sc) = (vec![], vec![], vec![], vec![]);
     let (mut d, mut vd) = (vec![], vec![]);

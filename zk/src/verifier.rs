@@ -34,6 +34,30 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::ZkError;
 
+/// The arithmetic backend curve25519-dalek 5 uses for this verifier on this machine:
+/// `"avx512ifma"`, `"avx2"`, `"serial"` or `"fiat"`. Dalek does not expose its choice, so
+/// this applies its rule (5.0.0, `backend.rs` and `build.rs`): the IFMA backend is compiled
+/// in only with the cfg `curve25519_dalek_backend="avx512"` (the repository's
+/// `.cargo/config.toml`) or a target CPU with avx512ifma and avx512vl, and is then used
+/// where CPUID reports both; else AVX2 where the CPU has it; else the portable code.
+pub fn backend() -> &'static str {
+    if cfg!(curve25519_dalek_backend = "fiat") {
+        return "fiat";
+    }
+    #[cfg(all(target_arch = "x86_64", target_pointer_width = "64", not(curve25519_dalek_backend = "serial")))]
+    {
+        let ifma_built = cfg!(curve25519_dalek_backend = "avx512")
+            || cfg!(all(target_feature = "avx512ifma", target_feature = "avx512vl"));
+        if ifma_built && is_x86_feature_detected!("avx512ifma") && is_x86_feature_detected!("avx512vl") {
+            return "avx512ifma";
+        }
+        if is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "serial"
+}
+
 /// The draft's transcript prefix (`CreateTranscript`, draft §3.6).
 const PROTOCOL_VERSION: &[u8] = b"curve25519-ristretto anonymous-credits v1.0";
 
@@ -226,6 +250,24 @@ fn half() -> Scalar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backend_is_one_the_cpu_has() {
+        let b = backend();
+        assert!(["avx512ifma", "avx2", "serial", "fiat"].contains(&b), "{b}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if b == "avx512ifma" {
+                assert!(is_x86_feature_detected!("avx512ifma") && is_x86_feature_detected!("avx512vl"));
+            }
+            if b == "avx2" {
+                assert!(is_x86_feature_detected!("avx2"));
+            }
+        }
+        if cfg!(curve25519_dalek_backend = "serial") {
+            assert_eq!(b, "serial");
+        }
+    }
 
     #[test]
     fn half_is_the_inverse_of_two() {
