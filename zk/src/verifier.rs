@@ -14,7 +14,10 @@
 //!   encodings of all `P` with one field inversion instead of one per point;
 //! - the points the client sent (A', B̄, Com) enter the transcript as the bytes received:
 //!   Ristretto decoding accepts only canonical encodings, so those bytes are what
-//!   compressing the decoded point gives.
+//!   compressing the decoded point gives;
+//! - the arithmetic is curve25519-dalek 5's, whose AVX-512 IFMA backend builds on stable
+//!   Rust (about half the AVX2 time; [`backend`] says which one runs), while the crate
+//!   uses dalek 4: the two exchange only canonical encodings, which both decode alike.
 //!
 //! The generic `L` (balance width) lets the draft's vectors (L = 8) and other widths be
 //! checked and measured; Gatekeeper itself uses [`crate::BALANCE_BITS`].
