@@ -2,11 +2,13 @@
 //! draft crate's `refund`, sample by sample, so load on a shared machine hits both alike.
 //! Prints medians and 10th percentiles (µs) and the ratios bench/RESULTS.md quotes.
 //!
-//! `cargo run --release -p gatekeeper-bench --example zk_ab -- 200` (200 samples each)
+//! `cargo run --release -p gatekeeper-bench --example zk_ab -- 200` (200 samples each).
+//! `zk_ab 2000 profile` only verifies a decoded spend 2000 times, `zk_ab 2000 profile-decode`
+//! only decodes one (for `perf record`).
 use anonymous_credit_tokens::{Params, PreIssuance, PrivateKey};
 use curve25519_dalek::Scalar;
 use gatekeeper_zk::verifier::{self, Generators, IssuerSecret, SpendFields};
-use gatekeeper_zk::{Domain, Issuer, IssuerSeed, Wallet, BALANCE_BITS, PARAMS_VERSION};
+use gatekeeper_zk::{Domain, Issuer, IssuerSeed, Spend, Wallet, BALANCE_BITS, PARAMS_VERSION};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::hint::black_box;
@@ -55,9 +57,32 @@ fn main() {
     let resp = issuer.issue(&req, 1_000_000_000, &mut rng).unwrap();
     wallet.accept_credential(&resp).unwrap();
     let spend = wallet.clone().spend(4_096, &mut rng).unwrap();
+    // What the gateway verifies: a spend decoded from its wire text (points already
+    // decompressed), as opposed to the wallet's own `spend` (decoded inside `verify`).
+    let text = spend.encode();
+    let decoded = Spend::decode(&text).unwrap();
+    match std::env::args().nth(2).as_deref() {
+        Some("profile") => {
+            for _ in 0..n {
+                black_box(issuer.verify(black_box(&decoded)).unwrap());
+            }
+            return;
+        }
+        Some("profile-decode") => {
+            for _ in 0..n {
+                black_box(Spend::decode(black_box(&text)).unwrap());
+            }
+            return;
+        }
+        _ => {}
+    }
+    println!("verifier backend (curve25519-dalek 5): {}", verifier::backend());
     let verified = issuer.verify(&spend).unwrap();
     let (mut v, mut vc, mut s, mut sc) = (vec![], vec![], vec![], vec![]);
+    let (mut d, mut vd) = (vec![], vec![]);
     for _ in 0..n {
+        d.push(us(|| Spend::decode(&text).unwrap()));
+        vd.push(us(|| issuer.verify(&decoded).unwrap()));
         v.push(us(|| issuer.verify(&spend).unwrap()));
         vc.push(us(|| issuer.change_reference(&spend, 0, &mut rng).unwrap()));
         s.push(us(|| issuer.sign_change(&verified, 1_000, &mut rng).unwrap()));
@@ -68,6 +93,8 @@ fn main() {
         println!("{name:34} median {m:7.0} µs  p10 {p10:7.0} µs");
         m
     };
+    p("decode_spend (Spend::decode)", &mut d);
+    p("verify_decoded (Issuer::verify)", &mut vd);
     let fv = p("verify_fast (Issuer::verify)", &mut v);
     let cv = p("verify_crate (refund, t = 0)", &mut vc);
     let fs = p("change_sign (Issuer::sign_change)", &mut s);

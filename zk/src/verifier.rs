@@ -7,27 +7,59 @@
 //! equivalence tests) and differs only in how the group elements are computed:
 //!
 //! - the deployment's fixed points (G, H1..H4) sit in precomputed tables, built once per
-//!   [`Generators`];
+//!   [`Generators`], as their halves (`P/2`, see the next item), so that their scalars
+//!   need no halving;
 //! - every point that only enters the transcript is computed as `P/2` (its public scalars
 //!   multiplied by 1/2), and one `double_and_compress_batch` call yields the canonical
 //!   encodings of all `P` with one field inversion instead of one per point;
 //! - the points the client sent (A', B̄, Com) enter the transcript as the bytes received:
 //!   Ristretto decoding accepts only canonical encodings, so those bytes are what
-//!   compressing the decoded point gives.
+//!   compressing the decoded point gives;
+//! - the arithmetic is curve25519-dalek 5's, whose AVX-512 IFMA backend builds on stable
+//!   Rust (about half the AVX2 time; [`backend`] says which one runs), while the crate
+//!   uses dalek 4: the two exchange only canonical encodings, which both decode alike.
 //!
 //! The generic `L` (balance width) lets the draft's vectors (L = 8) and other widths be
 //! checked and measured; Gatekeeper itself uses [`crate::BALANCE_BITS`].
 
 use anonymous_credit_tokens as act;
 use ciborium::value::Value;
-use curve25519_dalek::constants::{RISTRETTO_BASEPOINT_POINT, RISTRETTO_BASEPOINT_TABLE};
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint, VartimeRistrettoPrecomputation};
-use curve25519_dalek::traits::{Identity, MultiscalarMul, VartimePrecomputedMultiscalarMul};
-use curve25519_dalek::Scalar;
+// The arithmetic is curve25519-dalek 5's (its IFMA backend builds on stable Rust); the
+// crate and the public API (`Scalar4` below) use version 4. Values cross as canonical
+// bytes, which both versions decode with the same checks (SPEC.md §9).
+use curve25519_dalek::Scalar as Scalar4;
+use dalek5::constants::{RISTRETTO_BASEPOINT_POINT, RISTRETTO_BASEPOINT_TABLE};
+use dalek5::ristretto::{CompressedRistretto, RistrettoPoint, VartimeRistrettoPrecomputation};
+use dalek5::traits::{Identity, MultiscalarMul, VartimePrecomputedMultiscalarMul};
+use dalek5::Scalar;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::ZkError;
+
+/// The arithmetic backend curve25519-dalek 5 uses for this verifier on this machine:
+/// `"avx512ifma"`, `"avx2"`, `"serial"` or `"fiat"`. Dalek does not expose its choice, so
+/// this applies its rule (5.0.0, `backend.rs` and `build.rs`): the IFMA backend is compiled
+/// in only with the cfg `curve25519_dalek_backend="avx512"` (the repository's
+/// `.cargo/config.toml`) or a target CPU with avx512ifma and avx512vl, and is then used
+/// where CPUID reports both; else AVX2 where the CPU has it; else the portable code.
+pub fn backend() -> &'static str {
+    if cfg!(curve25519_dalek_backend = "fiat") {
+        return "fiat";
+    }
+    #[cfg(all(target_arch = "x86_64", target_pointer_width = "64", not(curve25519_dalek_backend = "serial")))]
+    {
+        let ifma_built = cfg!(curve25519_dalek_backend = "avx512")
+            || cfg!(all(target_feature = "avx512ifma", target_feature = "avx512vl"));
+        if ifma_built && is_x86_feature_detected!("avx512ifma") && is_x86_feature_detected!("avx512vl") {
+            return "avx512ifma";
+        }
+        if is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "serial"
+}
 
 /// The draft's transcript prefix (`CreateTranscript`, draft §3.6).
 const PROTOCOL_VERSION: &[u8] = b"curve25519-ristretto anonymous-credits v1.0";
@@ -39,13 +71,13 @@ const CBOR_BYTES_MAX: usize = 65_536;
 /// needs. Built once per deployment (about a millisecond) and shared.
 pub struct Generators {
     h1: RistrettoPoint,
-    /// G, H1, H2, H3, H4.
+    /// G/2, H1/2, H2/2, H3/2, H4/2.
     all: VartimeRistrettoPrecomputation,
-    /// H1, H2, H3.
+    /// H1/2, H2/2, H3/2.
     h123: VartimeRistrettoPrecomputation,
-    /// H2, H3 (bit 0 of the range proof).
+    /// H2/2, H3/2 (bit 0 of the range proof).
     h23: VartimeRistrettoPrecomputation,
-    /// H3 (bits 1.. of the range proof).
+    /// H3/2 (bits 1.. of the range proof).
     h3_only: VartimeRistrettoPrecomputation,
     /// BLAKE3 state after the protocol version and H1..H4 (draft §3.6 steps 1–6).
     transcript_base: blake3::Hasher,
@@ -89,11 +121,12 @@ impl Generators {
         for p in [h1, h2, h3, h4] {
             put(&mut transcript_base, p.compress().as_bytes());
         }
-        let g = RISTRETTO_BASEPOINT_POINT;
+        let h = half();
+        let [g, h1h, h2, h3, h4] = [RISTRETTO_BASEPOINT_POINT, h1, h2, h3, h4].map(|p| p * h);
         Some(Self {
             h1,
-            all: VartimeRistrettoPrecomputation::new([g, h1, h2, h3, h4]),
-            h123: VartimeRistrettoPrecomputation::new([h1, h2, h3]),
+            all: VartimeRistrettoPrecomputation::new([g, h1h, h2, h3, h4]),
+            h123: VartimeRistrettoPrecomputation::new([h1h, h2, h3]),
             h23: VartimeRistrettoPrecomputation::new([h2, h3]),
             h3_only: VartimeRistrettoPrecomputation::new([h3]),
             transcript_base,
@@ -166,18 +199,45 @@ impl IssuerSecret {
         if RISTRETTO_BASEPOINT_TABLE * &x != w {
             return Err(bad());
         }
-        Ok(Self::from_scalar(&x))
+        Ok(Self::from_scalar5(x))
     }
 
-    pub(crate) fn from_scalar(x: &Scalar) -> Self {
-        let w = RISTRETTO_BASEPOINT_TABLE * x;
-        Self { x: *x, w, w_half: w * half(), w_bytes: w.compress().to_bytes() }
+    pub(crate) fn from_scalar(x: &Scalar4) -> Self {
+        let mut bytes = x.to_bytes();
+        let x = Scalar::from_bytes_mod_order(bytes);
+        bytes.zeroize();
+        Self::from_scalar5(x)
+    }
+
+    fn from_scalar5(x: Scalar) -> Self {
+        let w = RISTRETTO_BASEPOINT_TABLE * &x;
+        Self { x, w, w_half: w * half(), w_bytes: w.compress().to_bytes() }
     }
 
     /// The compressed public point `W`.
     pub fn public_bytes(&self) -> [u8; 32] {
         self.w_bytes
     }
+}
+
+/// A canonical version-4 scalar as version 5's (the same bytes; public values only).
+fn to5(s: &Scalar4) -> Scalar {
+    Scalar::from_bytes_mod_order(s.to_bytes())
+}
+
+/// A version-5 scalar as version 4's (the same bytes; public values only).
+fn to4(s: &Scalar) -> Scalar4 {
+    Scalar4::from_bytes_mod_order(s.to_bytes())
+}
+
+/// A uniformly random scalar, drawn as version 4's `Scalar::random` draws it (64 bytes
+/// from `rng`, reduced), so a seeded RNG gives the crate's signatures byte for byte.
+fn random_scalar(rng: &mut impl CryptoRngCore) -> Scalar {
+    let mut wide = [0u8; 64];
+    rng.fill_bytes(&mut wide);
+    let s = Scalar::from_bytes_mod_order_wide(&wide);
+    wide.zeroize();
+    s
 }
 
 /// 1/2 mod ℓ.
@@ -195,6 +255,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_backend_is_one_the_cpu_has() {
+        let b = backend();
+        assert!(["avx512ifma", "avx2", "serial", "fiat"].contains(&b), "{b}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if b == "avx512ifma" {
+                assert!(is_x86_feature_detected!("avx512ifma") && is_x86_feature_detected!("avx512vl"));
+            }
+            if b == "avx2" {
+                assert!(is_x86_feature_detected!("avx2"));
+            }
+        }
+        if cfg!(curve25519_dalek_backend = "serial") {
+            assert_eq!(b, "serial");
+        }
+    }
+
+    #[test]
     fn half_is_the_inverse_of_two() {
         assert_eq!(half() * Scalar::from(2u64), Scalar::ONE);
         assert_eq!(half(), Scalar::from(2u64).invert());
@@ -202,13 +280,20 @@ mod tests {
 
     #[test]
     fn fits_bits_at_the_edges() {
-        assert!(fits_bits::<32>(&Scalar::from(u64::from(u32::MAX))));
-        assert!(!fits_bits::<32>(&Scalar::from(1u64 << 32)));
-        assert!(fits_bits::<8>(&Scalar::from(255u64)));
-        assert!(!fits_bits::<8>(&Scalar::from(256u64)));
-        assert!(fits_bits::<12>(&Scalar::from(4_095u64)));
-        assert!(!fits_bits::<12>(&Scalar::from(4_096u64)));
-        assert!(!fits_bits::<128>(&(Scalar::ZERO - Scalar::ONE)));
+        assert!(fits_bits::<32>(&Scalar4::from(u64::from(u32::MAX))));
+        assert!(!fits_bits::<32>(&Scalar4::from(1u64 << 32)));
+        assert!(fits_bits::<8>(&Scalar4::from(255u64)));
+        assert!(!fits_bits::<8>(&Scalar4::from(256u64)));
+        assert!(fits_bits::<12>(&Scalar4::from(4_095u64)));
+        assert!(!fits_bits::<12>(&Scalar4::from(4_096u64)));
+        assert!(!fits_bits::<128>(&(Scalar4::ZERO - Scalar4::ONE)));
+    }
+
+    #[test]
+    fn scalars_cross_versions_unchanged() {
+        let s4 = Scalar4::ZERO - Scalar4::from(12_345u64);
+        assert_eq!(to5(&s4).to_bytes(), s4.to_bytes());
+        assert_eq!(to4(&to5(&s4)), s4);
     }
 }
 
@@ -386,18 +471,18 @@ impl<const L: usize> SpendFields<L> {
     }
 
     /// The nullifier `k`.
-    pub fn nullifier(&self) -> Scalar {
-        self.k
+    pub fn nullifier(&self) -> Scalar4 {
+        to4(&self.k)
     }
 
     /// The charge `s`.
-    pub fn charge(&self) -> Scalar {
-        self.s
+    pub fn charge(&self) -> Scalar4 {
+        to4(&self.s)
     }
 
     /// The request context `ctx`.
-    pub fn context(&self) -> Scalar {
-        self.ctx
+    pub fn context(&self) -> Scalar4 {
+        to4(&self.ctx)
     }
 }
 
@@ -405,11 +490,11 @@ impl<const L: usize> SpendFields<L> {
 #[derive(Debug, Clone)]
 pub struct Checked {
     /// The nullifier `k`.
-    pub nullifier: Scalar,
+    pub nullifier: Scalar4,
     /// The charge `s` (fits `L` bits).
-    pub charge: Scalar,
+    pub charge: Scalar4,
     /// The request context `ctx`.
-    pub context: Scalar,
+    pub context: Scalar4,
     /// `K' = Σ 2^j·Com[j]`, the change credential's commitment.
     k_prime: RistrettoPoint,
     /// Compressed `W` of the key that verified it; the change must be signed by that key.
@@ -418,8 +503,11 @@ pub struct Checked {
 
 /// Whether `s < 2^L` (the crate's `scalar_fits_in_bits`; public data, no need for
 /// constant time).
-pub fn fits_bits<const L: usize>(s: &Scalar) -> bool {
-    let bytes = s.as_bytes();
+pub fn fits_bits<const L: usize>(s: &Scalar4) -> bool {
+    fits_bits_le::<L>(s.as_bytes())
+}
+
+fn fits_bits_le<const L: usize>(bytes: &[u8; 32]) -> bool {
     bytes.iter().enumerate().all(|(i, &b)| {
         let low = i * 8;
         if low >= L {
@@ -475,14 +563,20 @@ pub fn verify_batch<const L: usize>(
             if challenge(spend_transcript(gens, f, enc)) != f.gamma {
                 return Err(ZkError::InvalidProof);
             }
-            Ok(Checked { nullifier: f.k, charge: f.s, context: f.ctx, k_prime, issuer_w: secret.w_bytes })
+            Ok(Checked {
+                nullifier: to4(&f.k),
+                charge: to4(&f.s),
+                context: to4(&f.ctx),
+                k_prime,
+                issuer_w: secret.w_bytes,
+            })
         })
         .collect()
 }
 
 /// Checks that need no group arithmetic.
 fn precheck<const L: usize>(f: &SpendFields<L>) -> Result<(), ZkError> {
-    if !fits_bits::<L>(&f.s) {
+    if !fits_bits_le::<L>(f.s.as_bytes()) {
         return Err(ZkError::InvalidAmount);
     }
     // Step 3: A' must not be the identity.
@@ -505,27 +599,29 @@ fn commitments<const L: usize>(
     let mut ea = (f.e_bar - secret.x * g) * h;
     halves.push(RistrettoPoint::multiscalar_mul([ea, f.r2_bar * h], [f.a_prime, f.b_bar]));
     ea.zeroize();
-    // Step 10: A2 = B̄·r3_bar + H1·c_bar + H3·r_bar − (G + H2·k + H4·ctx)·γ.
-    let gh = g * h;
+    // Step 10: A2 = B̄·r3_bar + H1·c_bar + H3·r_bar − (G + H2·k + H4·ctx)·γ (the tables
+    // hold the generators' halves, so only the dynamic point's scalar is halved).
     halves.push(gens.all.vartime_mixed_multiscalar_mul(
-        [-gh, f.c_bar * h, -(gh * f.k), f.r_bar * h, -(gh * f.ctx)],
+        [-g, f.c_bar, -(g * f.k), f.r_bar, -(g * f.ctx)],
         [f.r3_bar * h],
         [f.b_bar],
     ));
     // Steps 15–27: C'[j][0] = H3·z[j][0] − Com[j]·γ0[j] (+ H2·w00 at j = 0) and
     // C'[j][1] = H3·z[j][1] − (Com[j] − H1)·(γ − γ0[j]) (+ H2·w01 at j = 0).
+    let gh = g * h;
     for j in 0..L {
         let com = f.com[j];
         let minus_h1 = com - gens.h1;
-        let g0 = f.gamma0[j];
-        let g1 = g - g0;
+        // −γ0/2 and −(γ − γ0)/2.
+        let g0h = f.gamma0[j] * h;
+        let (neg_g0h, neg_g1h) = (-g0h, g0h - gh);
         let [z0, z1] = f.z[j];
         if j == 0 {
-            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w00 * h, z0 * h], [-(g0 * h)], [com]));
-            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w01 * h, z1 * h], [-(g1 * h)], [minus_h1]));
+            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w00, z0], [neg_g0h], [com]));
+            halves.push(gens.h23.vartime_mixed_multiscalar_mul([f.w01, z1], [neg_g1h], [minus_h1]));
         } else {
-            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z0 * h], [-(g0 * h)], [com]));
-            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z1 * h], [-(g1 * h)], [minus_h1]));
+            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z0], [neg_g0h], [com]));
+            halves.push(gens.h3_only.vartime_mixed_multiscalar_mul([z1], [neg_g1h], [minus_h1]));
         }
     }
     // Steps 28–30: K' = Σ 2^j·Com[j] (Horner), C = −H1·c_bar + H2·k_bar + H3·s_bar − (H1·s + K')·γ.
@@ -533,11 +629,7 @@ fn commitments<const L: usize>(
     for p in f.com[..L - 1].iter().rev() {
         k_prime = k_prime + k_prime + p;
     }
-    halves.push(gens.h123.vartime_mixed_multiscalar_mul(
-        [-(f.c_bar + g * f.s) * h, f.k_bar * h, f.s_bar * h],
-        [-gh],
-        [k_prime],
-    ));
+    halves.push(gens.h123.vartime_mixed_multiscalar_mul([-(f.c_bar + g * f.s), f.k_bar, f.s_bar], [-gh], [k_prime]));
     k_prime
 }
 
@@ -575,7 +667,7 @@ impl Checked {
         &self,
         gens: &Generators,
         secret: &IssuerSecret,
-        t: Scalar,
+        t: Scalar4,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<u8>, ZkError> {
         if self.issuer_w != secret.w_bytes {
@@ -585,7 +677,7 @@ impl Checked {
             return Err(ZkError::InvalidAmount);
         }
         // Both fit L ≤ 128 bits, so they compare as their low 16 bytes.
-        let low = |s: &Scalar| {
+        let low = |s: &Scalar4| {
             let mut b = [0u8; 16];
             b.copy_from_slice(&s.as_bytes()[..16]);
             u128::from_le_bytes(b)
@@ -594,11 +686,12 @@ impl Checked {
             return Err(ZkError::InvalidAmount);
         }
         let h = half();
-        let e = Scalar::random(rng);
-        let mut alpha = Scalar::random(rng);
+        let (t, context) = (to5(&t), to5(&self.context));
+        let e = random_scalar(rng);
+        let mut alpha = random_scalar(rng);
         // X_A = G + K' + H1·t + H4·ctx (public scalars), at half size.
         let x_a_half = gens.all.vartime_mixed_multiscalar_mul(
-            [h, t * h, Scalar::ZERO, Scalar::ZERO, self.context * h],
+            [Scalar::ONE, t, Scalar::ZERO, Scalar::ZERO, context],
             [h],
             [self.k_prime],
         );
@@ -615,7 +708,7 @@ impl Checked {
         let mut tr = gens.transcript(b"refund");
         put(&mut tr, e.as_bytes());
         put(&mut tr, t.as_bytes());
-        put(&mut tr, self.context.as_bytes());
+        put(&mut tr, context.as_bytes());
         for c in &enc {
             put(&mut tr, c.as_bytes());
         }
