@@ -95,7 +95,7 @@ pub(super) async fn run(client: async_nats::Client, node: String, feed: Feed) {
         tokio::select! {
             _ = tick.tick() => {
                 scans = scans.wrapping_add(1);
-                let republish = scans % REPUBLISH_EVERY == 0;
+                let republish = scans.is_multiple_of(REPUBLISH_EVERY);
                 for (subject, body) in scan(&feed.board, &node, &origin, &mut published, republish) {
                     // Telemetry: one attempt; the next change or republish supersedes a lost one.
                     if let Err(e) = client.publish(subject, body.into()).await {

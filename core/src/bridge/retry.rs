@@ -32,7 +32,7 @@ impl Policy {
     }
 
     fn logs(&self, attempt: u64) -> bool {
-        attempt % self.log_every.max(1) == 0
+        attempt.is_multiple_of(self.log_every.max(1))
     }
 }
 
