@@ -364,7 +364,7 @@ mod fast {
         }
 
         fn literal(&mut self, word: &str) -> bool {
-            let hit = self.s.get(self.at..).is_some_and(|r| r.starts_with(word));
+            let hit = self.s.as_bytes().get(self.at..).is_some_and(|r| r.starts_with(word.as_bytes()));
             if hit {
                 self.at += word.len();
             }
@@ -406,8 +406,9 @@ mod fast {
         }
 
         fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
-            if self.literal("null") {
-                return Some(None);
+            // One byte decides: a string starts with `"`, anything else must be `null`.
+            if self.peek()? != b'"' {
+                return self.literal("null").then_some(None);
             }
             Some(Some(Cow::Borrowed(self.string()?)))
         }
