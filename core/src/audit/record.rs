@@ -337,6 +337,42 @@ mod fast {
 
     use super::RecordView;
 
+    /// Every key of a record as [`super::AuditRecord::write_json`] writes them, in
+    /// its order, quoted and with the colon: records list them so, with optional
+    /// ones left out, so the next key is nearly always the first of these (from the
+    /// last one found on) that the bytes start with.
+    pub(super) const KEY_ORDER: [&str; 29] = [
+        "\"request_id\":",
+        "\"ts_unix_ms\":",
+        "\"shard\":",
+        "\"kid\":",
+        "\"key_id\":",
+        "\"tenant\":",
+        "\"model_requested\":",
+        "\"provider\":",
+        "\"model_upstream\":",
+        "\"route_mode\":",
+        "\"complexity\":",
+        "\"task\":",
+        "\"route_candidates\":",
+        "\"route_reason\":",
+        "\"stream\":",
+        "\"status\":",
+        "\"tokens_in\":",
+        "\"tokens_out\":",
+        "\"cost_usd\":",
+        "\"upstream_us\":",
+        "\"overhead_us\":",
+        "\"attempts\":",
+        "\"budget_reserved_tokens\":",
+        "\"budget_settled_tokens\":",
+        "\"credit_nullifier\":",
+        "\"credit_amount\":",
+        "\"credit_issued_epoch\":",
+        "\"credit_issued\":",
+        "\"content\":",
+    ];
+
     struct Cur<'a> {
         s: &'a str,
         at: usize,
@@ -361,6 +397,21 @@ mod fast {
             let text = self.s.get(self.at..self.at + end)?;
             self.at += end + 1;
             Some(text)
+        }
+
+        /// The key at the cursor, with its `:`, when it is one of [`KEY_ORDER`] from
+        /// `*next` on (moving `*next` past it): what a scan of the key would read,
+        /// found by comparing instead of scanning. `None` (nothing consumed) for any
+        /// other key, escaped keys included, which the caller then scans.
+        fn expected_key(&mut self, next: &mut usize) -> Option<&'static str> {
+            let rest = self.s.as_bytes().get(self.at..)?;
+            let skipped = KEY_ORDER.get(*next..)?.iter().position(|k| rest.starts_with(k.as_bytes()))?;
+            let at = *next + skipped;
+            let quoted = KEY_ORDER.get(at)?;
+            self.at += quoted.len();
+            *next = at + 1;
+            // Without the quotes and the colon.
+            quoted.get(1..quoted.len() - 2)
         }
 
         fn literal(&mut self, word: &str) -> bool {
@@ -503,10 +554,18 @@ mod fast {
             attempts: Vec::new(),
         };
         c.eat(b'{')?;
+        // Where in [`KEY_ORDER`] the next key is looked for first.
+        let mut next = 0;
         if c.eat(b'}').is_none() {
             loop {
-                let key = c.string()?;
-                c.eat(b':')?;
+                let key = match c.expected_key(&mut next) {
+                    Some(key) => key,
+                    None => {
+                        let key = c.string()?;
+                        c.eat(b':')?;
+                        key
+                    }
+                };
                 let bit = match key {
                     "request_id" => {
                         v.request_id = Cow::Borrowed(c.string()?);
@@ -737,6 +796,44 @@ mod tests {
                 assert_eq!(first_special(&clean), None);
             }
         }
+    }
+
+    /// The key order the fast path expects is the order the writer writes: every
+    /// field present, each key found without scanning, in order.
+    #[test]
+    fn key_order_is_the_writers() {
+        let full = AuditRecord {
+            kid: Some("k".into()),
+            key_id: Some("k".into()),
+            tenant: Some("t".into()),
+            provider: Some("p".into()),
+            model_upstream: Some("m".into()),
+            route_mode: Some("cost".into()),
+            complexity: Some(0.5),
+            task: Some("chat".into()),
+            route_candidates: vec!["c".into()],
+            route_reason: Some("r".into()),
+            attempts: vec!["a".into()],
+            budget_reserved_tokens: Some(1),
+            budget_settled_tokens: Some(1),
+            credit_nullifier: Some("n".into()),
+            credit_amount: Some(1),
+            credit_issued_epoch: Some(1),
+            credit_issued: Some(1),
+            content: Some(serde_json::json!({})),
+            ..AuditRecord::default()
+        };
+        let json = serde_json::to_value(&full).unwrap();
+        let mut keys: Vec<String> = json.as_object().unwrap().keys().map(|k| format!("\"{k}\":")).collect();
+        keys.sort();
+        let mut sorted = fast::KEY_ORDER.map(String::from).to_vec();
+        sorted.sort();
+        assert_eq!(keys, sorted, "every field has its key");
+        let mut out = Vec::new();
+        full.write_json(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let at: Vec<usize> = fast::KEY_ORDER.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in the writer's order: {text}");
     }
 
     #[test]
