@@ -400,18 +400,21 @@ mod fast {
         }
 
         /// The key at the cursor, with its `:`, when it is one of [`KEY_ORDER`] from
-        /// `*next` on (moving `*next` past it): what a scan of the key would read,
-        /// found by comparing instead of scanning. `None` (nothing consumed) for any
+        /// `*next` on (moving `*next` past it), as its place there: what a scan of
+        /// the key would read, found by comparing instead of scanning. `None` (nothing consumed) for any
         /// other key, escaped keys included, which the caller then scans.
-        fn expected_key(&mut self, next: &mut usize) -> Option<&'static str> {
+        fn expected_key(&mut self, next: &mut usize) -> Option<usize> {
             let rest = self.s.as_bytes().get(self.at..)?;
-            let skipped = KEY_ORDER.get(*next..)?.iter().position(|k| rest.starts_with(k.as_bytes()))?;
+            // The byte after the quote tells most keys apart before a comparison.
+            let first = rest.get(1)?;
+            let skipped = KEY_ORDER
+                .get(*next..)?
+                .iter()
+                .position(|k| k.as_bytes().get(1) == Some(first) && rest.starts_with(k.as_bytes()))?;
             let at = *next + skipped;
-            let quoted = KEY_ORDER.get(at)?;
-            self.at += quoted.len();
+            self.at += KEY_ORDER.get(at)?.len();
             *next = at + 1;
-            // Without the quotes and the colon.
-            quoted.get(1..quoted.len() - 2)
+            Some(at)
         }
 
         fn literal(&mut self, word: &str) -> bool {
@@ -558,48 +561,58 @@ mod fast {
         let mut next = 0;
         if c.eat(b'}').is_none() {
             loop {
-                let key = match c.expected_key(&mut next) {
-                    Some(key) => key,
+                // The key as its place in `KEY_ORDER` (`usize::MAX`: not a field's).
+                let field = match c.expected_key(&mut next) {
+                    Some(field) => field,
                     None => {
                         let key = c.string()?;
                         c.eat(b':')?;
-                        key
+                        KEY_ORDER.iter().position(|k| k.get(1..k.len() - 2) == Some(key)).unwrap_or(usize::MAX)
                     }
                 };
-                let bit = match key {
-                    "request_id" => {
+                let bit = match field {
+                    0 => {
+                        // request_id
                         v.request_id = Cow::Borrowed(c.string()?);
                         1
                     }
-                    "ts_unix_ms" => {
+                    1 => {
+                        // ts_unix_ms
                         v.ts_unix_ms = c.uint()?;
                         1 << 1
                     }
-                    "key_id" => {
+                    4 => {
+                        // key_id
                         v.key_id = c.opt_str()?;
                         1 << 2
                     }
-                    "tenant" => {
+                    5 => {
+                        // tenant
                         v.tenant = c.opt_str()?;
                         1 << 3
                     }
-                    "model_requested" => {
+                    6 => {
+                        // model_requested
                         v.model_requested = Cow::Borrowed(c.string()?);
                         1 << 4
                     }
-                    "provider" => {
+                    7 => {
+                        // provider
                         v.provider = c.opt_str()?;
                         1 << 5
                     }
-                    "model_upstream" => {
+                    8 => {
+                        // model_upstream
                         v.model_upstream = c.opt_str()?;
                         1 << 6
                     }
-                    "route_mode" => {
+                    9 => {
+                        // route_mode
                         v.route_mode = c.opt_str()?;
                         1 << 7
                     }
-                    "complexity" => {
+                    10 => {
+                        // complexity
                         v.complexity = if c.literal("null") {
                             None
                         } else {
@@ -609,35 +622,43 @@ mod fast {
                         };
                         1 << 8
                     }
-                    "task" => {
+                    11 => {
+                        // task
                         v.task = c.opt_str()?;
                         1 << 9
                     }
-                    "route_candidates" => {
+                    12 => {
+                        // route_candidates
                         v.route_candidates = c.str_list()?;
                         1 << 10
                     }
-                    "route_reason" => {
+                    13 => {
+                        // route_reason
                         v.route_reason = c.opt_str()?;
                         1 << 11
                     }
-                    "status" => {
+                    15 => {
+                        // status
                         v.status = c.uint()?;
                         1 << 12
                     }
-                    "tokens_in" => {
+                    16 => {
+                        // tokens_in
                         v.tokens_in = c.uint()?;
                         1 << 13
                     }
-                    "tokens_out" => {
+                    17 => {
+                        // tokens_out
                         v.tokens_out = c.uint()?;
                         1 << 14
                     }
-                    "upstream_us" => {
+                    19 => {
+                        // upstream_us
                         v.upstream_us = c.uint()?;
                         1 << 15
                     }
-                    "attempts" => {
+                    21 => {
+                        // attempts
                         v.attempts = c.str_list()?;
                         1 << 16
                     }
