@@ -558,9 +558,9 @@ impl LaneReader {
             Some(n) => self.offset + n,
             None => file.metadata().map_err(io)?.len(),
         };
-        // `chunk` holds the part's bytes from `chunk_at`; parts are append-only, so
-        // bytes once read never change.
-        self.chunk.clear();
+        // The first `valid` bytes of `chunk` are the part's bytes from `chunk_at`;
+        // parts are append-only, so bytes once read never change.
+        let mut valid = 0;
         let mut chunk_at = self.offset;
         let mut taken = 0usize;
         let mut bytes = 0usize;
@@ -573,8 +573,8 @@ impl LaneReader {
             if left < FRAME_HEADER_BYTES as u64 {
                 return Ok(PartStop::End { leftover: left });
             }
-            let header =
-                fill(file, &mut self.chunk, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left).map_err(io)?;
+            let header = fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left)
+                .map_err(io)?;
             if header.iter().all(|&b| b == 0) {
                 // The zeros after the last frame of a mapped part (one left at full
                 // size by a crash, or not yet trimmed): the part's clean end.
@@ -586,7 +586,8 @@ impl LaneReader {
             if payload_len > FRAME_PAYLOAD_BYTES_MAX || (frame_len as u64) > left {
                 return Ok(PartStop::End { leftover: left });
             }
-            let frame = fill(file, &mut self.chunk, &mut chunk_at, self.offset, frame_len, left).map_err(io)?;
+            let frame =
+                fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, frame_len, left).map_err(io)?;
             // The CRC covers the kind byte and the payload.
             let body = &frame[FRAME_HEADER_BYTES - 1..];
             let Some(kind) = FrameKind::from_u8(body[0]).filter(|_| crc32fast::hash(body) == crc) else {
@@ -613,13 +614,15 @@ pub struct WriterPos {
     pub avail_bytes: u64,
 }
 
-/// The `n` bytes of the part at `offset`, from `chunk` (which holds the part's bytes
-/// from `*chunk_at`) or, when they are not all there, from one `pread` of at least
-/// `n` and up to [`READ_CHUNK_BYTES`] bytes starting at `offset` (`left` bytes
-/// remain in the part from `offset`; `n <= left`).
+/// The `n` bytes of the part at `offset`, from `chunk` (whose first `*valid` bytes
+/// are the part's bytes from `*chunk_at`) or, when they are not all there, from one
+/// `pread` of at least `n` and up to [`READ_CHUNK_BYTES`] bytes starting at `offset`
+/// (`left` bytes remain in the part from `offset`; `n <= left`). `chunk` keeps its
+/// length between reads, so its memory is zeroed once, not before every `pread`.
 fn fill<'c>(
     file: &File,
     chunk: &'c mut Vec<u8>,
+    valid: &mut usize,
     chunk_at: &mut u64,
     offset: u64,
     n: usize,
@@ -627,16 +630,20 @@ fn fill<'c>(
 ) -> std::io::Result<&'c [u8]> {
     debug_assert!(n as u64 <= left && offset >= *chunk_at);
     let start = (offset - *chunk_at) as usize;
-    if start + n > chunk.len() {
+    if start + n > *valid {
         let want = (left.min(READ_CHUNK_BYTES as u64) as usize).max(n);
-        if chunk.capacity() > READ_CHUNK_BYTES * 4 {
+        if chunk.len() > READ_CHUNK_BYTES && want <= READ_CHUNK_BYTES {
             // A rare huge frame grew it: give the memory back.
             *chunk = Vec::new();
         }
-        chunk.clear();
-        chunk.resize(want, 0);
-        file.read_exact_at(chunk, offset)?;
+        if chunk.len() < want {
+            chunk.resize(want, 0);
+        }
+        *valid = 0;
+        let buf = &mut chunk[..want];
+        file.read_exact_at(buf, offset)?;
         *chunk_at = offset;
+        *valid = want;
         return Ok(&chunk[..n]);
     }
     Ok(&chunk[start..start + n])
