@@ -14,14 +14,17 @@
 //! - `ship/parse_serde`: the record view through `serde_json::from_slice` (what the bridge did);
 //! - `ship/parse`: `RecordView::parse`, its hand-written path (what it does);
 //! - `ship/derive`: `Derived::record` (routing decision, health and session windows);
-//! - `ship/chain`: the chain entry's bytes + SHA-256 + Merkle frontier (`ChainState::append`).
+//! - `ship/chain`: the chain entry's bytes + SHA-256 + Merkle frontier (`ChainState::append`);
+//! - `ship/entry`: the chain entry's bytes alone (`chain::append_entry`, no hashing);
+//! - `ship/read`: reading framed records back from a WAL part (`LaneReader::read`,
+//!   page cache, 256 records per call, the reader's reopen every 4,096 not timed).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatekeeper::audit::chain::ChainState;
-use gatekeeper::audit::wal::{FrameKind, LaneId, WalWriter};
+use gatekeeper::audit::wal::{FrameKind, LaneId, LaneReader, ReadFrames, WalWriter};
 use gatekeeper::audit::{AuditError, AuditRecord, RecordView};
 use gatekeeper::bridge::events::Derived;
 
@@ -111,6 +114,55 @@ fn bridge_side(c: &mut Criterion) {
             if aux.len() > 256 {
                 aux.clear();
             }
+        })
+    });
+    let prev = [7u8; 32];
+    let mut entry = Vec::with_capacity(1 << 20);
+    let mut seq = 1u64;
+    g.bench_function("entry", |b| {
+        b.iter(|| {
+            if entry.len() > (1 << 20) - 4096 {
+                entry.clear();
+            }
+            seq += 1;
+            let (node, inst) = ("n1", "0123456789abcdef");
+            gatekeeper::audit::chain::append_entry(&mut entry, node, inst, seq, &prev, 1_764_490_000_200, &payload);
+            black_box(entry.len())
+        })
+    });
+    // One WAL part of 4,096 typical records, read back again and again.
+    let dir = tempfile::tempdir().unwrap();
+    let lane = LaneId { gen: 1, shard: 0 };
+    {
+        let mut w = WalWriter::create(dir.path(), lane, 64 * 1024 * 1024, false).unwrap();
+        for _ in 0..4096 {
+            w.append(FrameKind::Audit, |buf| {
+                buf.extend_from_slice(&payload);
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
+    let mut frames = ReadFrames::default();
+    g.bench_function("read", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
+                let mut n = left.min(4096);
+                left -= n;
+                let t = Instant::now();
+                while n > 0 {
+                    frames.clear();
+                    let take = n.min(256) as usize;
+                    r.read(&mut frames, take, 1 << 20, None).unwrap();
+                    assert_eq!(frames.len(), take);
+                    n -= take as u64;
+                }
+                spent += t.elapsed();
+            }
+            spent
         })
     });
     let mut chain = ChainState::default();

@@ -26,4 +26,5 @@ pub mod verify;
 pub mod wal;
 
 pub use error::AuditError;
+pub(crate) use record::push_json_str;
 pub use record::{AuditRecord, RecordView};

@@ -99,7 +99,7 @@ impl AuditRecord {
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.reserve(256 + self.request_id.len() + self.model_requested.len());
         out.extend_from_slice(b"{\"request_id\":");
-        push_str(out, &self.request_id);
+        push_json_str(out, &self.request_id);
         out.extend_from_slice(b",\"ts_unix_ms\":");
         push_decimal(out, self.ts_unix_ms);
         out.extend_from_slice(b",\"shard\":");
@@ -108,7 +108,7 @@ impl AuditRecord {
         push_opt_str(out, b",\"key_id\":", self.key_id.as_deref());
         push_opt_str(out, b",\"tenant\":", self.tenant.as_deref());
         out.extend_from_slice(b",\"model_requested\":");
-        push_str(out, &self.model_requested);
+        push_json_str(out, &self.model_requested);
         push_opt_str(out, b",\"provider\":", self.provider.as_deref());
         push_opt_str(out, b",\"model_upstream\":", self.model_upstream.as_deref());
         push_opt_str(out, b",\"route_mode\":", self.route_mode.as_deref());
@@ -128,7 +128,7 @@ impl AuditRecord {
         out.extend_from_slice(b",\"tokens_out\":");
         push_decimal(out, self.tokens_out);
         out.extend_from_slice(b",\"cost_usd\":");
-        push_str(out, &self.cost_usd);
+        push_json_str(out, &self.cost_usd);
         out.extend_from_slice(b",\"upstream_us\":");
         push_decimal(out, self.upstream_us);
         out.extend_from_slice(b",\"overhead_us\":");
@@ -167,7 +167,7 @@ impl AuditRecord {
 fn push_opt_str(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
     if let Some(v) = value {
         out.extend_from_slice(key);
-        push_str(out, v);
+        push_json_str(out, v);
     }
 }
 
@@ -176,20 +176,27 @@ fn push_str_list(out: &mut Vec<u8>, key: &[u8], values: &[String]) {
     let Some((first, rest)) = values.split_first() else { return };
     out.extend_from_slice(key);
     out.push(b'[');
-    push_str(out, first);
+    push_json_str(out, first);
     for v in rest {
         out.push(b',');
-        push_str(out, v);
+        push_json_str(out, v);
     }
     out.push(b']');
 }
 
 /// A JSON string with serde_json's escapes: `\"`, `\\`, `\b \t \n \f \r`, other
 /// control bytes as `\u00xx` (lowercase hex); everything else, UTF-8 included, as is.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.push(b'"');
+    // Nearly every string needs no escape: one pass that checks 8 bytes at a time,
+    // then one copy.
+    if first_special(bytes).is_none() {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let short: &[u8] = match b {
@@ -215,6 +222,45 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Where the first byte of `bytes` is that a JSON string cannot hold as is (`"`,
+/// `\\` or a control byte below 0x20), 8 bytes per step: strings are most of a
+/// record's bytes, and both the shard (writing) and the bridge (parsing) scan them.
+pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if let Some(i) = special_in(u64::from_le_bytes(word)) {
+            return Some(at + i);
+        }
+        at += 8;
+    }
+    // The last 0–7 bytes: one more word, padded with a byte that is never special.
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut word = [b'a'; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    special_in(u64::from_le_bytes(word)).map(|i| at + i)
+}
+
+/// The first of the 8 bytes of `x` (little-endian) that is `"`, `\\` or below 0x20.
+fn special_in(x: u64) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte, the high bit is set where it is 0 after the xor / below 0x20.
+    // Borrows only run upwards, so the lowest flagged byte is always a real hit
+    // (a byte above it may be flagged falsely, which the lowest bit ignores).
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let slash = x ^ (ONES * u64::from(b'\\'));
+    let hits =
+        (quote.wrapping_sub(ONES) & !quote | slash.wrapping_sub(ONES) & !slash | x.wrapping_sub(ONES * 0x20) & !x)
+            & HIGH;
+    (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize)
 }
 
 /// The fields of a stored [`AuditRecord`] the bridge derives events, health and
@@ -291,6 +337,42 @@ mod fast {
 
     use super::RecordView;
 
+    /// Every key of a record as [`super::AuditRecord::write_json`] writes them, in
+    /// its order, quoted and with the colon: records list them so, with optional
+    /// ones left out, so the next key is nearly always the first of these (from the
+    /// last one found on) that the bytes start with.
+    pub(super) const KEY_ORDER: [&str; 29] = [
+        "\"request_id\":",
+        "\"ts_unix_ms\":",
+        "\"shard\":",
+        "\"kid\":",
+        "\"key_id\":",
+        "\"tenant\":",
+        "\"model_requested\":",
+        "\"provider\":",
+        "\"model_upstream\":",
+        "\"route_mode\":",
+        "\"complexity\":",
+        "\"task\":",
+        "\"route_candidates\":",
+        "\"route_reason\":",
+        "\"stream\":",
+        "\"status\":",
+        "\"tokens_in\":",
+        "\"tokens_out\":",
+        "\"cost_usd\":",
+        "\"upstream_us\":",
+        "\"overhead_us\":",
+        "\"attempts\":",
+        "\"budget_reserved_tokens\":",
+        "\"budget_settled_tokens\":",
+        "\"credit_nullifier\":",
+        "\"credit_amount\":",
+        "\"credit_issued_epoch\":",
+        "\"credit_issued\":",
+        "\"content\":",
+    ];
+
     struct Cur<'a> {
         s: &'a str,
         at: usize,
@@ -308,15 +390,35 @@ mod fast {
         /// A string without escapes, borrowed.
         fn string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
-            let rest = self.s.get(self.at..)?;
-            let end = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
-            (rest.as_bytes().get(end) == Some(&b'"')).then_some(())?;
+            let rest = self.s.as_bytes().get(self.at..)?;
+            let end = super::first_special(rest)?;
+            (rest.get(end) == Some(&b'"')).then_some(())?;
+            // Both ends are ASCII bytes of a `str`, so char boundaries.
+            let text = self.s.get(self.at..self.at + end)?;
             self.at += end + 1;
-            rest.get(..end)
+            Some(text)
+        }
+
+        /// The key at the cursor, with its `:`, when it is one of [`KEY_ORDER`] from
+        /// `*next` on (moving `*next` past it), as its place there: what a scan of
+        /// the key would read, found by comparing instead of scanning. `None` (nothing consumed) for any
+        /// other key, escaped keys included, which the caller then scans.
+        fn expected_key(&mut self, next: &mut usize) -> Option<usize> {
+            let rest = self.s.as_bytes().get(self.at..)?;
+            // The byte after the quote tells most keys apart before a comparison.
+            let first = rest.get(1)?;
+            let skipped = KEY_ORDER
+                .get(*next..)?
+                .iter()
+                .position(|k| k.as_bytes().get(1) == Some(first) && rest.starts_with(k.as_bytes()))?;
+            let at = *next + skipped;
+            self.at += KEY_ORDER.get(at)?.len();
+            *next = at + 1;
+            Some(at)
         }
 
         fn literal(&mut self, word: &str) -> bool {
-            let hit = self.s.get(self.at..).is_some_and(|r| r.starts_with(word));
+            let hit = self.s.as_bytes().get(self.at..).is_some_and(|r| r.starts_with(word.as_bytes()));
             if hit {
                 self.at += word.len();
             }
@@ -334,16 +436,33 @@ mod fast {
             (end > 0).then(|| rest.get(..end)).flatten()
         }
 
-        /// An unsigned integer as JSON writes it: no sign, no leading zero.
-        fn uint<T: std::str::FromStr>(&mut self) -> Option<T> {
-            let n = self.number()?;
-            let ok = n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
-            ok.then(|| n.parse().ok()).flatten()
+        /// An unsigned integer as JSON writes it: no sign, no leading zero, no
+        /// fraction or exponent (those, and anything out of `T`'s range, are left
+        /// to serde). Read in one pass, digits accumulated as they are checked.
+        fn uint<T: TryFrom<u64>>(&mut self) -> Option<T> {
+            let b = self.s.as_bytes();
+            let start = self.at;
+            let mut i = start;
+            let mut n = 0u64;
+            while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+                n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                i += 1;
+            }
+            let digits = i - start;
+            if digits == 0 || (digits > 1 && b.get(start) == Some(&b'0')) {
+                return None;
+            }
+            if matches!(b.get(i), Some(b'-' | b'+' | b'.' | b'e' | b'E')) {
+                return None;
+            }
+            self.at = i;
+            T::try_from(n).ok()
         }
 
         fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
-            if self.literal("null") {
-                return Some(None);
+            // One byte decides: a string starts with `"`, anything else must be `null`.
+            if self.peek()? != b'"' {
+                return self.literal("null").then_some(None);
             }
             Some(Some(Cow::Borrowed(self.string()?)))
         }
@@ -370,10 +489,11 @@ mod fast {
                 b't' => self.literal("true").then_some(()),
                 b'f' => self.literal("false").then_some(()),
                 b'n' => self.literal("null").then_some(()),
-                // A number serde would ignore; a malformed one is left to serde.
+                // A number serde would ignore (it checks only the grammar, not
+                // the range); a malformed one is left to serde.
                 _ => {
                     let n = self.number()?;
-                    n.parse::<f64>().ok().filter(|_| json_number(n)).map(drop)
+                    json_number(n).then_some(())
                 }
             }
         }
@@ -437,44 +557,62 @@ mod fast {
             attempts: Vec::new(),
         };
         c.eat(b'{')?;
+        // Where in [`KEY_ORDER`] the next key is looked for first.
+        let mut next = 0;
         if c.eat(b'}').is_none() {
             loop {
-                let key = c.string()?;
-                c.eat(b':')?;
-                let bit = match key {
-                    "request_id" => {
+                // The key as its place in `KEY_ORDER` (`usize::MAX`: not a field's).
+                let field = match c.expected_key(&mut next) {
+                    Some(field) => field,
+                    None => {
+                        let key = c.string()?;
+                        c.eat(b':')?;
+                        KEY_ORDER.iter().position(|k| k.get(1..k.len() - 2) == Some(key)).unwrap_or(usize::MAX)
+                    }
+                };
+                let bit = match field {
+                    0 => {
+                        // request_id
                         v.request_id = Cow::Borrowed(c.string()?);
                         1
                     }
-                    "ts_unix_ms" => {
+                    1 => {
+                        // ts_unix_ms
                         v.ts_unix_ms = c.uint()?;
                         1 << 1
                     }
-                    "key_id" => {
+                    4 => {
+                        // key_id
                         v.key_id = c.opt_str()?;
                         1 << 2
                     }
-                    "tenant" => {
+                    5 => {
+                        // tenant
                         v.tenant = c.opt_str()?;
                         1 << 3
                     }
-                    "model_requested" => {
+                    6 => {
+                        // model_requested
                         v.model_requested = Cow::Borrowed(c.string()?);
                         1 << 4
                     }
-                    "provider" => {
+                    7 => {
+                        // provider
                         v.provider = c.opt_str()?;
                         1 << 5
                     }
-                    "model_upstream" => {
+                    8 => {
+                        // model_upstream
                         v.model_upstream = c.opt_str()?;
                         1 << 6
                     }
-                    "route_mode" => {
+                    9 => {
+                        // route_mode
                         v.route_mode = c.opt_str()?;
                         1 << 7
                     }
-                    "complexity" => {
+                    10 => {
+                        // complexity
                         v.complexity = if c.literal("null") {
                             None
                         } else {
@@ -484,35 +622,43 @@ mod fast {
                         };
                         1 << 8
                     }
-                    "task" => {
+                    11 => {
+                        // task
                         v.task = c.opt_str()?;
                         1 << 9
                     }
-                    "route_candidates" => {
+                    12 => {
+                        // route_candidates
                         v.route_candidates = c.str_list()?;
                         1 << 10
                     }
-                    "route_reason" => {
+                    13 => {
+                        // route_reason
                         v.route_reason = c.opt_str()?;
                         1 << 11
                     }
-                    "status" => {
+                    15 => {
+                        // status
                         v.status = c.uint()?;
                         1 << 12
                     }
-                    "tokens_in" => {
+                    16 => {
+                        // tokens_in
                         v.tokens_in = c.uint()?;
                         1 << 13
                     }
-                    "tokens_out" => {
+                    17 => {
+                        // tokens_out
                         v.tokens_out = c.uint()?;
                         1 << 14
                     }
-                    "upstream_us" => {
+                    19 => {
+                        // upstream_us
                         v.upstream_us = c.uint()?;
                         1 << 15
                     }
-                    "attempts" => {
+                    21 => {
+                        // attempts
                         v.attempts = c.str_list()?;
                         1 << 16
                     }
@@ -638,10 +784,88 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The 8-bytes-a-step scan finds exactly the first byte a byte-by-byte scan
+        /// finds, wherever it is (every offset in a word, the tail, none at all).
+        #[test]
+        fn first_special_is_the_first_one(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..0x80, 0x80u8..=0xff, Just(b'a')],
+                0..40,
+            ),
+        ) {
+            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(first_special(&bytes), naive);
+        }
+    }
+
+    #[test]
+    fn first_special_at_each_offset() {
+        for special in [b'"', b'\\', 0, 0x1f] {
+            for len in 0..24 {
+                for at in 0..len {
+                    // Bytes that sit next to the special ones, above and below.
+                    let mut bytes: Vec<u8> = (0..len).map(|i| [b'#', b']', 0x20, 0x7f, 0x80, 0xff][i % 6]).collect();
+                    bytes[at] = special;
+                    assert_eq!(first_special(&bytes), Some(at), "{bytes:?}");
+                    if at + 1 < len {
+                        bytes[at + 1] = b'"';
+                        assert_eq!(first_special(&bytes), Some(at), "{bytes:?}");
+                    }
+                }
+                let clean: Vec<u8> = (0..len).map(|i| [b'#', b']', 0x20, 0x7f, 0x80, 0xff][i % 6]).collect();
+                assert_eq!(first_special(&clean), None);
+            }
+        }
+    }
+
+    /// The key order the fast path expects is the order the writer writes: every
+    /// field present, each key found without scanning, in order.
+    #[test]
+    fn key_order_is_the_writers() {
+        let full = AuditRecord {
+            kid: Some("k".into()),
+            key_id: Some("k".into()),
+            tenant: Some("t".into()),
+            provider: Some("p".into()),
+            model_upstream: Some("m".into()),
+            route_mode: Some("cost".into()),
+            complexity: Some(0.5),
+            task: Some("chat".into()),
+            route_candidates: vec!["c".into()],
+            route_reason: Some("r".into()),
+            attempts: vec!["a".into()],
+            budget_reserved_tokens: Some(1),
+            budget_settled_tokens: Some(1),
+            credit_nullifier: Some("n".into()),
+            credit_amount: Some(1),
+            credit_issued_epoch: Some(1),
+            credit_issued: Some(1),
+            content: Some(serde_json::json!({})),
+            ..AuditRecord::default()
+        };
+        let json = serde_json::to_value(&full).unwrap();
+        let mut keys: Vec<String> = json.as_object().unwrap().keys().map(|k| format!("\"{k}\":")).collect();
+        keys.sort();
+        let mut sorted = fast::KEY_ORDER.map(String::from).to_vec();
+        sorted.sort();
+        assert_eq!(keys, sorted, "every field has its key");
+        let mut out = Vec::new();
+        full.write_json(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let at: Vec<usize> = fast::KEY_ORDER.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in the writer's order: {text}");
+    }
+
     #[test]
     fn fast_parse_leaves_the_unusual_to_serde() {
         let plain = br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#;
         assert!(fast::parse(plain).is_some());
+        // Numbers the view does not read are skipped by their grammar alone, as serde
+        // skips them (out of any range, exponents and fractions included).
+        let skipped = br#"{"request_id":"r","ts_unix_ms":18446744073709551615,"model_requested":"m","status":65535,"tokens_in":0,"tokens_out":2,"upstream_us":3,"shard":1e400,"overhead_us":-0.5E-3,"x":123456789012345678901234567890}"#;
+        let v = fast::parse(skipped).expect("a plain record");
+        assert_eq!(format!("{v:?}"), format!("{:?}", serde_json::from_slice::<RecordView<'_>>(skipped).unwrap()));
         for other in [
             &br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2}"#[..],
             br#"{"request_id":"r","request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
@@ -650,6 +874,11 @@ mod tests {
             br#"{"request_id":"r\"","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
             br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3} "#,
             br#"{"request_id":"r","ts_unix_ms":01,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1.5,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1e3,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":18446744073709551616,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3,"shard":01}"#,
+            br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3,"shard":1.}"#,
         ] {
             assert!(fast::parse(other).is_none(), "{}", String::from_utf8_lossy(other));
         }

@@ -332,19 +332,63 @@ fn open_part(dir: &Path, lane: LaneId, part: u64, len: usize, try_map: bool) -> 
     Ok(PartOut::Plain(file))
 }
 
-/// One frame as read back.
+/// One frame as read back; its payload lies in the [`ReadFrames`] it was read into.
 #[derive(Debug, Clone)]
 pub struct ReadFrame {
     /// What it holds.
     pub kind: FrameKind,
-    /// The payload.
-    pub payload: Vec<u8>,
+    /// Where its payload is in [`ReadFrames::bytes`].
+    pub payload: std::ops::Range<usize>,
     /// The part it came from.
     pub part: u64,
     /// Offset just past it in that part: the lane's cursor once it is stored.
     pub end: u64,
     /// Its size in the file, header included.
     pub bytes: u64,
+}
+
+/// Frames as read back, their payloads copied one after another into one buffer
+/// that is reused from batch to batch: the bridge reads every record, and a buffer
+/// per frame was an allocation and a free per record (issue 15, item 5).
+#[derive(Debug, Default)]
+pub struct ReadFrames {
+    /// The frames, in the order read.
+    pub frames: Vec<ReadFrame>,
+    /// Their payloads, back to back.
+    pub bytes: Vec<u8>,
+}
+
+impl ReadFrames {
+    /// Forgets every frame, keeping the memory.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes.clear();
+        if self.bytes.capacity() > READ_CHUNK_BYTES * 8 {
+            // A rare batch of huge frames grew it: give the memory back.
+            self.bytes = Vec::new();
+        }
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The frames, in the order read.
+    pub fn iter(&self) -> std::slice::Iter<'_, ReadFrame> {
+        self.frames.iter()
+    }
+
+    /// The payload of `f`, one of these frames (empty for a frame of another buffer
+    /// that reaches past this one's bytes).
+    pub fn payload(&self, f: &ReadFrame) -> &[u8] {
+        self.bytes.get(f.payload.clone()).unwrap_or_default()
+    }
 }
 
 /// Why a lane stopped yielding frames.
@@ -392,7 +436,7 @@ impl LaneReader {
     /// completeness is learnt from the next part's file.
     pub fn read(
         &mut self,
-        out: &mut Vec<ReadFrame>,
+        out: &mut ReadFrames,
         frames_max: usize,
         bytes_max: usize,
         writer: Option<WriterPos>,
@@ -428,7 +472,7 @@ impl LaneReader {
                 _ => None,
             };
             let stop = self.read_part(out, frames_max - (out.len() - start), bytes_max.saturating_sub(bytes), avail)?;
-            bytes = out[start..].iter().map(|f| f.bytes as usize).sum();
+            bytes = out.frames[start..].iter().map(|f| f.bytes as usize).sum();
             match stop {
                 PartStop::Limit => return Ok(LaneState::Open),
                 PartStop::End { leftover } => {
@@ -501,7 +545,7 @@ impl LaneReader {
     /// being written); `None` reads to the file's end.
     fn read_part(
         &mut self,
-        out: &mut Vec<ReadFrame>,
+        out: &mut ReadFrames,
         frames_max: usize,
         bytes_max: usize,
         avail: Option<u64>,
@@ -514,9 +558,9 @@ impl LaneReader {
             Some(n) => self.offset + n,
             None => file.metadata().map_err(io)?.len(),
         };
-        // `chunk` holds the part's bytes from `chunk_at`; parts are append-only, so
-        // bytes once read never change.
-        self.chunk.clear();
+        // The first `valid` bytes of `chunk` are the part's bytes from `chunk_at`;
+        // parts are append-only, so bytes once read never change.
+        let mut valid = 0;
         let mut chunk_at = self.offset;
         let mut taken = 0usize;
         let mut bytes = 0usize;
@@ -529,8 +573,8 @@ impl LaneReader {
             if left < FRAME_HEADER_BYTES as u64 {
                 return Ok(PartStop::End { leftover: left });
             }
-            let header =
-                fill(file, &mut self.chunk, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left).map_err(io)?;
+            let header = fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left)
+                .map_err(io)?;
             if header.iter().all(|&b| b == 0) {
                 // The zeros after the last frame of a mapped part (one left at full
                 // size by a crash, or not yet trimmed): the part's clean end.
@@ -542,16 +586,19 @@ impl LaneReader {
             if payload_len > FRAME_PAYLOAD_BYTES_MAX || (frame_len as u64) > left {
                 return Ok(PartStop::End { leftover: left });
             }
-            let frame = fill(file, &mut self.chunk, &mut chunk_at, self.offset, frame_len, left).map_err(io)?;
+            let frame =
+                fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, frame_len, left).map_err(io)?;
             // The CRC covers the kind byte and the payload.
             let body = &frame[FRAME_HEADER_BYTES - 1..];
             let Some(kind) = FrameKind::from_u8(body[0]).filter(|_| crc32fast::hash(body) == crc) else {
                 // Corrupt: nothing after it in this part can be trusted to be aligned.
                 return Ok(PartStop::End { leftover: left });
             };
-            let payload = body[1..].to_vec();
+            let at = out.bytes.len();
+            out.bytes.extend_from_slice(&body[1..]);
             self.offset += frame_len as u64;
-            out.push(ReadFrame { kind, payload, part: self.part, end: self.offset, bytes: frame_len as u64 });
+            let payload = at..out.bytes.len();
+            out.frames.push(ReadFrame { kind, payload, part: self.part, end: self.offset, bytes: frame_len as u64 });
             taken += 1;
             bytes += frame_len;
         }
@@ -567,13 +614,15 @@ pub struct WriterPos {
     pub avail_bytes: u64,
 }
 
-/// The `n` bytes of the part at `offset`, from `chunk` (which holds the part's bytes
-/// from `*chunk_at`) or, when they are not all there, from one `pread` of at least
-/// `n` and up to [`READ_CHUNK_BYTES`] bytes starting at `offset` (`left` bytes
-/// remain in the part from `offset`; `n <= left`).
+/// The `n` bytes of the part at `offset`, from `chunk` (whose first `*valid` bytes
+/// are the part's bytes from `*chunk_at`) or, when they are not all there, from one
+/// `pread` of at least `n` and up to [`READ_CHUNK_BYTES`] bytes starting at `offset`
+/// (`left` bytes remain in the part from `offset`; `n <= left`). `chunk` keeps its
+/// length between reads, so its memory is zeroed once, not before every `pread`.
 fn fill<'c>(
     file: &File,
     chunk: &'c mut Vec<u8>,
+    valid: &mut usize,
     chunk_at: &mut u64,
     offset: u64,
     n: usize,
@@ -581,16 +630,20 @@ fn fill<'c>(
 ) -> std::io::Result<&'c [u8]> {
     debug_assert!(n as u64 <= left && offset >= *chunk_at);
     let start = (offset - *chunk_at) as usize;
-    if start + n > chunk.len() {
+    if start + n > *valid {
         let want = (left.min(READ_CHUNK_BYTES as u64) as usize).max(n);
-        if chunk.capacity() > READ_CHUNK_BYTES * 4 {
+        if chunk.len() > READ_CHUNK_BYTES && want <= READ_CHUNK_BYTES {
             // A rare huge frame grew it: give the memory back.
             *chunk = Vec::new();
         }
-        chunk.clear();
-        chunk.resize(want, 0);
-        file.read_exact_at(chunk, offset)?;
+        if chunk.len() < want {
+            chunk.resize(want, 0);
+        }
+        *valid = 0;
+        let buf = &mut chunk[..want];
+        file.read_exact_at(buf, offset)?;
         *chunk_at = offset;
+        *valid = want;
         return Ok(&chunk[..n]);
     }
     Ok(&chunk[start..start + n])
@@ -621,8 +674,8 @@ mod tests {
         .unwrap()
     }
 
-    fn texts(frames: &[ReadFrame]) -> Vec<String> {
-        frames.iter().map(|f| String::from_utf8(f.payload.clone()).unwrap()).collect()
+    fn texts(frames: &ReadFrames) -> Vec<String> {
+        frames.iter().map(|f| String::from_utf8(frames.payload(f).to_vec()).unwrap()).collect()
     }
 
     /// Punching a mapped part below the reader frees the pages and blocks of what was
@@ -641,7 +694,7 @@ mod tests {
         let path = part_path(dir.path(), lane, 0);
         let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         r.read(&mut out, 30, 1 << 20, None).unwrap();
         assert_eq!(out.len(), 30);
         let read_to = r.offset;
@@ -692,7 +745,7 @@ mod tests {
         // Tiny segments: every frame rolls the part.
         let mut w = WalWriter::create(dir.path(), lane, 10, false).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
         assert!(out.is_empty());
         for i in 0..5 {
@@ -724,7 +777,7 @@ mod tests {
             want.push(text);
         }
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         // Bounded: each call returns at least one frame.
         for _ in 0..want.len() {
             if out.len() == want.len() {
@@ -750,7 +803,7 @@ mod tests {
         f.write_all_at(&[50, 0, 0, 0, 1, 2, 3, 4, 1, b'x'], (FRAME_HEADER_BYTES + 1) as u64).unwrap();
         f.set_len((FRAME_HEADER_BYTES + 1 + 10) as u64).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["a"]);
         // The writer is gone: the torn frame is skipped and the lane ends.
@@ -775,7 +828,7 @@ mod tests {
         let path = part_path(dir.path(), lane, 0);
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, mapped_len(1 << 20));
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["r0", "r1", "r2"]);
         assert_eq!(r.skipped_bytes, 0);
@@ -795,7 +848,7 @@ mod tests {
         // 16-byte frames, 20-byte segments: two frames per part.
         assert_eq!(w.part(), 2);
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         // The writer says only the first two frames are written: no more is read.
         let pos = WriterPos { part: 1, avail_bytes: written / 2 };
         assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos)).unwrap(), LaneState::Open);
@@ -832,7 +885,7 @@ mod tests {
         assert!(matches!(w.out, PartOut::Plain(_)), "a plain lane stays plain across rolls");
         assert_eq!(std::fs::metadata(part_path(dir.path(), lane, 0)).unwrap().len(), 32, "no zero tail");
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["frame-0", "frame-1", "frame-2", "frame-3", "frame-4"]);
     }
@@ -851,7 +904,7 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
-        let mut out = Vec::new();
+        let mut out = ReadFrames::default();
         assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["good"]);
     }

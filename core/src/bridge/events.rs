@@ -24,7 +24,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::RecordView;
+use crate::audit::chain::push_decimal;
+use crate::audit::{push_json_str, RecordView};
 
 /// Something the pipeline reports for `BH_ALERTS` / `BH_EVENTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +160,7 @@ const SESSIONS_MAX: usize = 100_000;
 
 #[derive(Debug)]
 struct ProviderWindow {
+    name: String,
     subjects: EventSubjects,
     latencies_us: Vec<u64>,
     count: u64,
@@ -167,7 +169,13 @@ struct ProviderWindow {
 
 impl ProviderWindow {
     fn new(provider: &str) -> ProviderWindow {
-        ProviderWindow { subjects: EventSubjects::new(provider), latencies_us: Vec::new(), count: 0, errors: 0 }
+        ProviderWindow {
+            name: provider.to_string(),
+            subjects: EventSubjects::new(provider),
+            latencies_us: Vec::new(),
+            count: 0,
+            errors: 0,
+        }
     }
 
     /// Starts the next health period.
@@ -201,6 +209,9 @@ struct RouteBatch {
     ids: crc32fast::Hasher,
 }
 
+/// Largest routing-decision buffer kept from one batch for the next.
+const ROUTES_BODY_KEEP_BYTES: usize = 1 << 20;
+
 /// The names of a routing decision's values, in the order each decision lists them.
 pub const ROUTE_FIELDS: [&str; 11] = [
     "request_id",
@@ -216,21 +227,53 @@ pub const ROUTE_FIELDS: [&str; 11] = [
     "route_reason",
 ];
 
-/// A routing decision on `BH_EVENTS`: serialized as an array in [`ROUTE_FIELDS`] order.
-#[derive(Serialize)]
-struct RouteEvent<'a>(
-    &'a str,
-    u64,
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<f64>,
-    u16,
-    Option<&'a str>,
-    &'a [std::borrow::Cow<'a, str>],
-    Option<&'a str>,
-);
+/// Appends `r`'s routing decision for `BH_EVENTS`: an array of its values in
+/// [`ROUTE_FIELDS`] order, absent ones `null`, as serde_json would write the tuple of
+/// them (same escapes, floats through serde_json) but without serde's generic path,
+/// since it runs for every record (issue 15, item 5).
+fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
+    let opt = |out: &mut Vec<u8>, v: Option<&str>| match v {
+        Some(v) => push_json_str(out, v),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.push(b'[');
+    push_json_str(out, &r.request_id);
+    out.push(b',');
+    push_decimal(out, r.ts_unix_ms);
+    out.push(b',');
+    push_json_str(out, &r.model_requested);
+    out.push(b',');
+    opt(out, r.model_upstream.as_deref());
+    out.push(b',');
+    opt(out, r.provider.as_deref());
+    out.push(b',');
+    opt(out, r.route_mode.as_deref());
+    out.push(b',');
+    match r.complexity {
+        // serde_json's float formatting (shortest round trip; `null` when not finite).
+        Some(c) => {
+            if serde_json::to_writer(&mut *out, &c).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+    push_decimal(out, u64::from(r.status));
+    out.push(b',');
+    opt(out, r.task.as_deref());
+    out.push(b',');
+    out.push(b'[');
+    for (i, c) in r.route_candidates.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, c);
+    }
+    out.extend_from_slice(b"],");
+    opt(out, r.route_reason.as_deref());
+    out.push(b']');
+}
 
 /// A failover on `BH_EVENTS`.
 #[derive(Serialize)]
@@ -262,7 +305,12 @@ struct Session {
 #[derive(Debug)]
 pub struct Derived {
     node: String,
-    providers: HashMap<String, ProviderWindow>,
+    /// Per provider named by a record, in the order first seen.
+    providers: Vec<ProviderWindow>,
+    /// Where each provider is in `providers`.
+    provider_at: HashMap<String, usize>,
+    /// Where the last record's provider is in `providers`.
+    last_provider: usize,
     /// Subjects of records that name no provider.
     no_provider: EventSubjects,
     sessions: HashMap<String, Session>,
@@ -277,7 +325,9 @@ impl Derived {
     pub fn new(node: &str, session_window_s: u64, sla_p99_ms: Option<u64>) -> Derived {
         Derived {
             node: node.to_string(),
-            providers: HashMap::new(),
+            providers: Vec::new(),
+            provider_at: HashMap::new(),
+            last_provider: 0,
             no_provider: EventSubjects::new("none"),
             sessions: HashMap::new(),
             session_window_ms: session_window_s.saturating_mul(1000),
@@ -294,10 +344,22 @@ impl Derived {
         let provider = r.provider.as_deref();
         let names = match provider {
             Some(p) => {
-                let w = match self.providers.get_mut(p) {
-                    Some(w) => w,
-                    None => self.providers.entry(p.to_string()).or_insert_with(|| ProviderWindow::new(p)),
+                // Consecutive records mostly name the same provider: compare with the
+                // last one's name before hashing.
+                let at = match self.providers.get(self.last_provider) {
+                    Some(w) if w.name == p => self.last_provider,
+                    _ => match self.provider_at.get(p) {
+                        Some(&at) => at,
+                        None => {
+                            self.providers.push(ProviderWindow::new(p));
+                            let at = self.providers.len() - 1;
+                            self.provider_at.insert(p.to_string(), at);
+                            at
+                        }
+                    },
                 };
+                self.last_provider = at;
+                let Some(w) = self.providers.get_mut(at) else { return };
                 w.count += 1;
                 if r.status >= 500 || r.status == 0 {
                     w.errors += 1;
@@ -309,19 +371,6 @@ impl Derived {
             }
             None => &self.no_provider,
         };
-        let decision = RouteEvent(
-            &r.request_id,
-            r.ts_unix_ms,
-            &r.model_requested,
-            r.model_upstream.as_deref(),
-            provider,
-            r.route_mode.as_deref(),
-            r.complexity,
-            r.status,
-            r.task.as_deref(),
-            &r.route_candidates,
-            r.route_reason.as_deref(),
-        );
         let batch = &mut self.routes;
         if batch.count == 0 {
             batch.body.clear();
@@ -343,9 +392,7 @@ impl Derived {
         batch.count += 1;
         batch.ids.update(msg_id.as_bytes());
         batch.ids.update(b"\n");
-        if serde_json::to_writer(&mut batch.body, &decision).is_err() {
-            batch.body.extend_from_slice(b"null");
-        }
+        write_decision(&mut batch.body, r);
         // Every attempt but the answering one failed over to the next.
         if r.attempts.len() > 1 || (r.attempts.len() == 1 && r.status >= 500) {
             let failover = FailoverEvent {
@@ -366,23 +413,26 @@ impl Derived {
             });
         }
         let key = r.key_id.as_deref().unwrap_or("anonymous");
-        if !self.sessions.contains_key(key) {
-            if self.sessions.len() >= SESSIONS_MAX {
-                return;
+        // One lookup for a known key (every record but a key's first).
+        let s = match self.sessions.get_mut(key) {
+            Some(s) => s,
+            None => {
+                if self.sessions.len() >= SESSIONS_MAX {
+                    return;
+                }
+                let session = Session {
+                    key_id: key.to_string(),
+                    tenant: r.tenant.as_deref().map(str::to_string),
+                    first_seen_ms: r.ts_unix_ms,
+                    last_seen_ms: r.ts_unix_ms,
+                    window_start_ms: r.ts_unix_ms,
+                    requests: 0,
+                    tokens: 0,
+                    dirty: true,
+                };
+                self.sessions.entry(key.to_string()).or_insert(session)
             }
-            let session = Session {
-                key_id: key.to_string(),
-                tenant: r.tenant.as_deref().map(str::to_string),
-                first_seen_ms: r.ts_unix_ms,
-                last_seen_ms: r.ts_unix_ms,
-                window_start_ms: r.ts_unix_ms,
-                requests: 0,
-                tokens: 0,
-                dirty: true,
-            };
-            self.sessions.insert(key.to_string(), session);
-        }
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        };
         if r.ts_unix_ms.saturating_sub(s.window_start_ms) >= self.session_window_ms {
             s.window_start_ms = r.ts_unix_ms;
             s.requests = 0;
@@ -414,9 +464,28 @@ impl Derived {
         batch.count = 0;
     }
 
+    /// Takes back the body of the routing-decision message [`Derived::flush_routes`]
+    /// pushed to `sent` (once it is stored), to write the next batch's decisions into
+    /// its memory instead of growing a new buffer every batch.
+    pub fn reuse_routes_body(&mut self, sent: &mut [AuxMessage]) {
+        if self.routes.count > 0 || self.routes.body.capacity() > 0 {
+            return;
+        }
+        if let Some(m) = sent.iter_mut().find(|m| m.bulk && m.suffix == self.routes_suffix) {
+            let mut body = std::mem::take(&mut m.body);
+            // Bounded: a batch's decisions are bounded by the batch's entries, but
+            // keep no more than a large batch needs.
+            if body.capacity() <= ROUTES_BODY_KEEP_BYTES {
+                body.clear();
+                self.routes.body = body;
+            }
+        }
+    }
+
     /// The health report of the period just ended (and SLA alerts), resetting it.
     pub fn health(&mut self, now_ms: u64, period_ms: u64, out: &mut Vec<AuxMessage>) {
-        for (provider, w) in self.providers.iter_mut() {
+        for w in self.providers.iter_mut() {
+            let provider = &w.name;
             if w.count == 0 {
                 continue;
             }
@@ -485,6 +554,7 @@ impl Derived {
 mod tests {
     use super::*;
     use crate::audit::AuditRecord;
+    use proptest::prelude::*;
 
     fn rec(provider: &str, upstream_us: u64, status: u16, key: &str) -> AuditRecord {
         AuditRecord {
@@ -603,6 +673,111 @@ mod tests {
         assert_eq!((out[0].suffix.as_str(), out[1].suffix.as_str()), ("failover.p_q", "routes.n"));
         assert_eq!(out[0].msg_id, "m.failover");
         assert!(out[1].msg_id.starts_with("m.routes.1."), "{}", out[1].msg_id);
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![Just('"'), Just('\\'), (0u8..0x20).prop_map(char::from), Just('é'), Just('😀'), any::<char>()],
+            0..10,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    proptest! {
+        /// The hand-written decision is the bytes serde_json wrote for the tuple of
+        /// the record's values (escapes, floats, absent values), for any record.
+        #[test]
+        fn decisions_are_serdes_bytes(
+            strings in proptest::collection::vec(text(), 2),
+            opts in proptest::collection::vec(proptest::option::of(text()), 5),
+            lists in proptest::collection::vec(text(), 0..3),
+            complexity in proptest::option::of(prop_oneof![any::<f64>(), (0u32..=100).prop_map(|c| f64::from(c) / 100.0)]),
+            ts in any::<u64>(),
+            status in any::<u16>(),
+        ) {
+            let r = AuditRecord {
+                request_id: strings[0].clone(),
+                ts_unix_ms: ts,
+                model_requested: strings[1].clone(),
+                model_upstream: opts[0].clone(),
+                provider: opts[1].clone(),
+                route_mode: opts[2].clone(),
+                complexity,
+                status,
+                task: opts[3].clone(),
+                route_candidates: lists,
+                route_reason: opts[4].clone(),
+                ..AuditRecord::default()
+            };
+            let json = serde_json::to_vec(&r).unwrap();
+            let view = RecordView::parse(&json).unwrap();
+            let mut ours = Vec::new();
+            write_decision(&mut ours, &view);
+            let serde = serde_json::to_vec(&(
+                &view.request_id,
+                view.ts_unix_ms,
+                &view.model_requested,
+                &view.model_upstream,
+                &view.provider,
+                &view.route_mode,
+                view.complexity,
+                view.status,
+                &view.task,
+                &view.route_candidates,
+                &view.route_reason,
+            ))
+            .unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
+        }
+    }
+
+    /// Records alternating between providers land in each one's window, whether
+    /// found as the last record's provider or through the index.
+    #[test]
+    fn provider_windows_follow_interleaved_records() {
+        let mut d = Derived::new("n", 60, None);
+        let mut out = Vec::new();
+        for (i, p) in ["a", "b", "b", "a", "c", "a"].into_iter().enumerate() {
+            let json = serde_json::to_vec(&rec(p, 1000 * (i as u64 + 1), 200, "k")).unwrap();
+            d.record(&RecordView::parse(&json).unwrap(), &format!("m{i}"), &mut out);
+        }
+        d.health(5000, 5000, &mut out);
+        let mut counts: Vec<(String, u64, u64)> = out
+            .iter()
+            .filter(|m| m.stream == AuxStream::Health)
+            .map(|m| {
+                let h: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+                let p = h["provider"].as_str().unwrap().to_string();
+                (p, h["requests"].as_u64().unwrap(), h["latency_us_p99"].as_u64().unwrap())
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(counts, [("a".into(), 3, 6000), ("b".into(), 2, 3000), ("c".into(), 1, 5000)]);
+    }
+
+    /// A stored batch's decision buffer is written again by the next batch: same
+    /// bytes as a fresh one, no new buffer.
+    #[test]
+    fn the_next_batch_reuses_the_decision_buffer() {
+        let json = serde_json::to_vec(&rec("p", 5, 200, "k")).unwrap();
+        let view = RecordView::parse(&json).unwrap();
+        let mut d = Derived::new("n", 60, None);
+        let mut first = Vec::new();
+        d.record(&view, "m1", &mut first);
+        d.flush_routes(&mut first);
+        let want = first[0].body.clone();
+        d.reuse_routes_body(&mut first);
+        assert!(first[0].body.is_empty(), "taken back");
+        let kept = d.routes.body.as_ptr();
+        let mut second = Vec::new();
+        d.record(&view, "m1", &mut second);
+        d.flush_routes(&mut second);
+        assert_eq!(second[0].body, want);
+        assert_eq!(second[0].body.as_ptr(), kept, "written into the kept buffer");
+        // Nothing to take back while a batch is being written.
+        d.record(&view, "m2", &mut Vec::new());
+        d.reuse_routes_body(&mut second);
+        assert_eq!(second[0].body, want);
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! re-reads exactly that work ([`super::resume`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use super::sink::{FileSink, NatsSink, Sink};
 use super::{now_unix_ms, BridgeError, BridgeReport, Settings, Shared};
 use crate::audit::chain::ChainState;
 use crate::audit::message::{BatchWriter, Cursor};
-use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrame, WriterPos};
+use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrames, WriterPos};
 use crate::audit::RecordView;
 use crate::config::{FsyncPolicy, NatsConfig};
 use crate::keys::SecretKey;
@@ -74,8 +73,9 @@ pub(super) struct Shipper {
     pub(super) deleted_below: BTreeMap<LaneId, u64>,
     /// Buffers reused by every step.
     msg_id_buf: String,
-    frames: Vec<(LaneId, ReadFrame)>,
-    scratch: Vec<ReadFrame>,
+    /// A step's frames, from every lane, and (same index) the lane of each.
+    frames: ReadFrames,
+    frame_lanes: Vec<LaneId>,
     aux_buf: Vec<AuxMessage>,
     message_buf: Vec<u8>,
 }
@@ -123,8 +123,8 @@ pub(super) async fn run(
         chain_sync_failed: false,
         deleted_below: BTreeMap::new(),
         msg_id_buf: String::new(),
-        frames: Vec::new(),
-        scratch: Vec::new(),
+        frames: ReadFrames::default(),
+        frame_lanes: Vec::new(),
         aux_buf: Vec::new(),
         message_buf: Vec::new(),
     };
@@ -313,13 +313,16 @@ impl Shipper {
             .min(self.s.audit.checkpoint_every.saturating_sub(self.since_checkpoint))
             .max(1) as usize;
         let mut frames = std::mem::take(&mut self.frames);
+        let mut frame_lanes = std::mem::take(&mut self.frame_lanes);
         frames.clear();
-        let bytes = self.read_frames(&mut frames, limit)?;
+        frame_lanes.clear();
+        let bytes = self.read_frames(&mut frames, &mut frame_lanes, limit)?;
         let full = frames.len() >= limit || bytes >= BATCH_BYTES_MAX;
         if frames.is_empty() {
             // Parts may have been skipped over (torn tails, empty parts): the next
             // stored message's cursor remembers that; nothing to store now.
             self.frames = frames;
+            self.frame_lanes = frame_lanes;
             if self.deletes_after_store() {
                 self.retire_exhausted_lanes();
             }
@@ -333,12 +336,14 @@ impl Shipper {
         aux.clear();
         let mut message = std::mem::take(&mut self.message_buf);
         let mut chain = self.chain.clone();
-        let n = self.chain_frames(&frames, &cursor, &mut chain, &mut message, &mut aux);
+        let n = self.chain_frames(&frames, &frame_lanes, &cursor, &mut chain, &mut message, &mut aux);
         let stored = self.store_step(&aux, &message, n, chain).await;
+        self.derived.reuse_routes_body(&mut aux);
         self.aux_buf = aux;
         self.message_buf = message;
         if !stored {
             self.frames = frames;
+            self.frame_lanes = frame_lanes;
             return Ok(Step::Abandoned);
         }
         // Events-only batches have no chain message to carry the cursor: it is carried
@@ -346,12 +351,13 @@ impl Shipper {
         if n > 0 {
             self.stored = cursor;
         }
-        for (id, f) in &frames {
+        for (id, f) in frame_lanes.iter().zip(frames.iter()) {
             if let Some(c) = self.shared.lanes.get(id.shard as usize).filter(|_| id.gen == self.s.gen) {
                 c.shipped.fetch_add(f.bytes, Ordering::Relaxed);
             }
         }
         self.frames = frames;
+        self.frame_lanes = frame_lanes;
         if self.deletes_after_store() {
             self.delete_finished_parts();
         }
@@ -362,9 +368,13 @@ impl Shipper {
     }
 
     /// Reads up to `limit` frames (and about [`BATCH_BYTES_MAX`] bytes) into `frames`,
-    /// lane by lane; returns the bytes read.
-    fn read_frames(&mut self, frames: &mut Vec<(LaneId, ReadFrame)>, limit: usize) -> Result<usize, BridgeError> {
-        let mut scratch = std::mem::take(&mut self.scratch);
+    /// lane by lane, and the lane of each into `lanes`; returns the bytes read.
+    fn read_frames(
+        &mut self,
+        frames: &mut ReadFrames,
+        lanes: &mut Vec<LaneId>,
+        limit: usize,
+    ) -> Result<usize, BridgeError> {
         let mut bytes = 0usize;
         for (id, lane) in self.lanes.iter_mut() {
             if frames.len() >= limit || bytes >= BATCH_BYTES_MAX || lane.exhausted {
@@ -381,21 +391,20 @@ impl Shipper {
                 }
                 writer = Some(WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) });
             }
-            scratch.clear();
+            let first = frames.len();
             let skipped_before = lane.reader.skipped_bytes;
-            let state = lane.reader.read(&mut scratch, limit - frames.len(), BATCH_BYTES_MAX - bytes, writer)?;
+            let state = lane.reader.read(frames, limit - first, BATCH_BYTES_MAX - bytes, writer)?;
             self.shared
                 .stats
                 .wal_bytes_skipped
                 .fetch_add(lane.reader.skipped_bytes.saturating_sub(skipped_before), Ordering::Relaxed);
             lane.exhausted = state == LaneState::Exhausted;
-            for f in scratch.drain(..) {
+            for f in &frames.frames[first..] {
                 lane.read_bytes += f.bytes;
                 bytes += f.bytes as usize;
-                frames.push((*id, f));
+                lanes.push(*id);
             }
         }
-        self.scratch = scratch;
         Ok(bytes)
     }
 
@@ -404,7 +413,8 @@ impl Shipper {
     /// messages. Returns the number of entries.
     fn chain_frames(
         &mut self,
-        frames: &[(LaneId, ReadFrame)],
+        frames: &ReadFrames,
+        lanes: &[LaneId],
         cursor: &Cursor,
         chain: &mut ChainState,
         message: &mut Vec<u8>,
@@ -414,28 +424,46 @@ impl Shipper {
         let (node, inst) = (self.s.node.as_str(), self.inst.as_str());
         let mut batch = BatchWriter::begin(message, node, inst, cursor);
         let mut msg_id = std::mem::take(&mut self.msg_id_buf);
-        for (id, f) in frames {
+        // `msg_id` starts with `<node>.w<gen>-<shard>-` of `prefix_lane` (its first
+        // `prefix_len` bytes): frames come lane by lane, so it is rarely rewritten.
+        let mut prefix_lane = None;
+        let mut prefix_len = 0;
+        for (id, f) in lanes.iter().zip(frames.iter()) {
             // The record's stable WAL position (`<node>.w<gen>-<shard>-<part>-<end>`),
             // written into a reused buffer: this runs once per record.
-            msg_id.clear();
-            let _ = write!(msg_id, "{node}.w{}-{}-{}-{}", id.gen, id.shard, f.part, f.end);
+            if prefix_lane != Some(*id) {
+                msg_id.clear();
+                msg_id.push_str(node);
+                msg_id.push_str(".w");
+                push_decimal(&mut msg_id, id.gen);
+                msg_id.push('-');
+                push_decimal(&mut msg_id, u64::from(id.shard));
+                msg_id.push('-');
+                prefix_lane = Some(*id);
+                prefix_len = msg_id.len();
+            }
+            msg_id.truncate(prefix_len);
+            push_decimal(&mut msg_id, f.part);
+            msg_id.push('-');
+            push_decimal(&mut msg_id, f.end);
+            let payload = frames.payload(f);
             match f.kind {
-                FrameKind::Audit => match RecordView::parse(&f.payload) {
+                FrameKind::Audit => match RecordView::parse(payload) {
                     Ok(r) => {
                         self.derived.record(&r, &msg_id, aux);
                         // The entry holds the record's bytes exactly as the shard wrote them.
-                        batch.entry(|out| chain.append(out, node, inst, ts, &f.payload));
+                        batch.entry(|out| chain.append(out, node, inst, ts, payload));
                     }
                     Err(_) => {
                         // Keep it verifiable whatever it holds.
                         let record = serde_json::to_vec(
-                            &serde_json::json!({ "unreadable_record": String::from_utf8_lossy(&f.payload) }),
+                            &serde_json::json!({ "unreadable_record": String::from_utf8_lossy(payload) }),
                         )
                         .unwrap_or_default();
                         batch.entry(|out| chain.append(out, node, inst, ts, &record));
                     }
                 },
-                FrameKind::Event => match serde_json::from_slice::<Event>(&f.payload) {
+                FrameKind::Event => match serde_json::from_slice::<Event>(payload) {
                     Ok(ev) => {
                         let (stream, suffix) = ev.route();
                         let mut body = serde_json::to_value(&ev).unwrap_or_default();
@@ -551,6 +579,25 @@ fn fsync_lane_parts<'a>(s: &Settings, lanes: impl Iterator<Item = &'a Lane>) {
     }
 }
 
+/// Appends `n` in decimal, as `n.to_string()` writes it, without the formatting
+/// machinery (this runs for every record's message id).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    // Bounded: a u64 has at most 20 decimal digits.
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
 /// What [`Shipper::store_with_retry`] stores.
 #[derive(Clone, Copy)]
 enum Stored<'a> {
@@ -558,4 +605,22 @@ enum Stored<'a> {
     Chain(&'a str, &'a [u8]),
     /// Derived events.
     Events(&'a [AuxMessage]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Message ids are stable across a replay only if they are the bytes `write!`
+    /// gave before: the hand-written decimals must equal `to_string`.
+    #[test]
+    fn decimals_are_to_strings() {
+        let mut edges = vec![0, 1, 9, 10, 99, 100, u64::from(u32::MAX), u64::MAX - 1, u64::MAX];
+        edges.extend((1..20).flat_map(|k| [10u64.pow(k) - 1, 10u64.pow(k)]));
+        for n in edges {
+            let mut out = String::from("x-");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x-{n}"));
+        }
+    }
 }
