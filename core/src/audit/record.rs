@@ -335,7 +335,7 @@ impl<'a> RecordView<'a> {
 mod fast {
     use std::borrow::Cow;
 
-    use super::RecordView;
+    use crate::audit::record::{first_special, RecordView};
 
     /// Every key of a record as [`super::AuditRecord::write_json`] writes them, in
     /// its order, quoted and with the colon: records list them so, with optional
@@ -391,7 +391,7 @@ mod fast {
         fn string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
             let rest = self.s.as_bytes().get(self.at..)?;
-            let end = super::first_special(rest)?;
+            let end = first_special(rest)?;
             (rest.get(end) == Some(&b'"')).then_some(())?;
             // Both ends are ASCII bytes of a `str`, so char boundaries.
             let text = self.s.get(self.at..self.at + end)?;
