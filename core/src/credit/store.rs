@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -236,15 +236,16 @@ impl Credits {
                 "Change credentials sent without their durable copy (credit writer full or failing).",
                 c.changes_not_durable.load(Ordering::Relaxed),
             ),
+            (
+                "gatekeeper_credit_verify_threads",
+                "gauge",
+                "Threads of the credit verify pool (0: inline).",
+                self.pool.threads() as u64,
+            ),
         ];
         for (name, kind, help, value) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP gatekeeper_credit_verify_threads Threads of the credit verify pool (0: inline).\n# TYPE gatekeeper_credit_verify_threads gauge\ngatekeeper_credit_verify_threads {}",
-            self.pool.threads()
-        );
     }
 
     /// `credits.max_tokens_default`.
@@ -678,55 +679,62 @@ impl EpochState {
 impl EpochState {
     fn open(dir: &Path, domain: &Domain, seed: &IssuerSeed, epoch: u32) -> std::io::Result<EpochState> {
         let issuer = Arc::new(Issuer::derive(domain, seed, epoch));
-        // Opened here to load (and cut a torn tail); the credit writer appends to it.
-        let path = Log::Nullifiers.path(dir, epoch);
-        let mut nullifier_log = private::options().read(true).append(true).create(true).open(&path)?;
-        let mut bytes = Vec::new();
-        nullifier_log.read_to_end(&mut bytes)?;
-        // A torn last record was never acknowledged (its fsync did not return): drop it.
-        let whole = bytes.len() - bytes.len() % NULLIFIER_RECORD_BYTES;
-        if whole != bytes.len() {
-            nullifier_log.set_len(whole as u64)?;
-        }
-        let nullifiers: HashSet<[u8; 32]> =
-            bytes[..whole].chunks_exact(NULLIFIER_RECORD_BYTES).filter_map(|c| <[u8; 32]>::try_from(c).ok()).collect();
-        let path = dir.join(format!("issued-{epoch}.jsonl"));
-        let issued_log = private::options().read(true).append(true).create(true).open(&path)?;
-        let mut issued = HashMap::new();
-        for line in std::io::BufReader::new(&issued_log).lines() {
-            // A torn last line was never acknowledged; skip what does not parse.
-            if let Ok(l) = serde_json::from_str::<IssuedLine>(&line?) {
-                issued.insert(l.key_id, (l.request_hash, l.response));
-            }
-        }
-        let path = Log::Changes.path(dir, epoch);
-        let mut changes = HashMap::new();
-        match File::open(&path) {
-            Ok(f) => {
-                for line in std::io::BufReader::new(f).lines() {
-                    // A torn last line was never acknowledged; skip what does not parse.
-                    if let Ok(l) = serde_json::from_str::<ChangeLine>(&line?) {
-                        if let Some(n) = crate::config::credits::parse_seed(&l.nullifier) {
-                            changes.insert(n, l.change);
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let path = Log::Unconfirmed.path(dir, epoch);
-        let mut unconfirmed_log = private::options().read(true).append(true).create(true).open(&path)?;
-        let mut bytes = Vec::new();
-        unconfirmed_log.read_to_end(&mut bytes)?;
-        let mut unconfirmed: Vec<[u8; 32]> =
-            bytes.chunks_exact(NULLIFIER_RECORD_BYTES).filter_map(|c| <[u8; 32]>::try_from(c).ok()).collect();
+        let nullifiers: HashSet<[u8; 32]> = load_records(&Log::Nullifiers.path(dir, epoch))?.into_iter().collect();
+        let (issued_log, lines) = load_lines(&dir.join(format!("issued-{epoch}.jsonl")))?;
+        let issued: HashMap<String, (String, String)> = lines
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<IssuedLine>(line).ok())
+            .map(|l| (l.key_id, (l.request_hash, l.response)))
+            .collect();
+        let (_, lines) = load_lines(&Log::Changes.path(dir, epoch))?;
+        let changes: HashMap<[u8; 32], String> = lines
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<ChangeLine>(line).ok())
+            .filter_map(|l| Some((crate::config::credits::parse_seed(&l.nullifier)?, l.change)))
+            .collect();
+        let mut unconfirmed = load_records(&Log::Unconfirmed.path(dir, epoch))?;
         // Only what was spent needs publishing (a torn or unspent entry is dropped).
         unconfirmed.retain(|n| nullifiers.contains(n));
         unconfirmed.sort_unstable();
         unconfirmed.dedup();
         Ok(EpochState { epoch, issuer, nullifiers, issued, issued_log, changes, unconfirmed, pending: HashSet::new() })
     }
+}
+
+/// Reads a file of 32-byte records (created empty when missing), cutting a torn last
+/// record off it first: it was never acknowledged (its fsync did not return), and the
+/// credit writer appends after it, so the next record must start on a boundary.
+fn load_records(path: &Path) -> std::io::Result<Vec<[u8; 32]>> {
+    let mut file = private::options().read(true).append(true).create(true).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let whole = bytes.len() - bytes.len() % NULLIFIER_RECORD_BYTES;
+    if whole != bytes.len() {
+        file.set_len(whole as u64)?;
+        file.sync_data()?;
+    }
+    Ok(bytes
+        .get(..whole)
+        .unwrap_or_default()
+        .chunks_exact(NULLIFIER_RECORD_BYTES)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+        .collect())
+}
+
+/// Opens (creating when missing) a file of JSON lines for appending and reads its whole
+/// lines, cutting a torn last line off first: it was never acknowledged, and a line
+/// appended after it would be glued to it and lost with it.
+fn load_lines(path: &Path) -> std::io::Result<(File, Vec<u8>)> {
+    let mut file = private::options().read(true).append(true).create(true).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole != bytes.len() {
+        file.set_len(whole as u64)?;
+        file.sync_data()?;
+        bytes.truncate(whole);
+    }
+    Ok((file, bytes))
 }
 
 /// Deletes the records of epochs before `epoch`: their spends are refused anyway.
@@ -824,6 +832,34 @@ mod tests {
         assert!(matches!(record(&c, epoch, &n), Err(StoreError::Replayed)), "survives a restart");
         record(&c, epoch, &Nullifier([9; 32])).expect("appends after the torn bytes were cut");
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 64);
+    }
+
+    #[test]
+    fn torn_tails_of_the_other_files_are_cut_so_later_records_stay_readable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+        rt.block_on(c.remember_change(epoch, &Nullifier([1; 32]), "first"));
+        drop(c);
+        let changes = dir.path().join(format!("credits/changes-{epoch}.jsonl"));
+        let unconfirmed = dir.path().join(format!("credits/unconfirmed-{epoch}.bin"));
+        let append = |p: &Path, b: &[u8]| {
+            std::fs::OpenOptions::new().append(true).create(true).open(p).expect("file").write_all(b).expect("torn")
+        };
+        append(&changes, b"{\"nullifier\":\"0");
+        append(&unconfirmed, &[5; 40]);
+        let c = open(dir.path());
+        assert_eq!(std::fs::metadata(&unconfirmed).expect("meta").len(), 32, "the torn record is cut");
+        rt.block_on(c.remember_change(epoch, &Nullifier([2; 32]), "second"));
+        drop(c);
+        let c = open(dir.path());
+        assert_eq!(rt.block_on(c.change_for(epoch, &Nullifier([1; 32]))).as_deref(), Some("first"));
+        assert_eq!(
+            rt.block_on(c.change_for(epoch, &Nullifier([2; 32]))).as_deref(),
+            Some("second"),
+            "a change appended after a torn line is not glued to it"
+        );
     }
 
     /// Polls `f` once: a spend that got as far as queueing its record then waits on it.
