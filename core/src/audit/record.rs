@@ -373,6 +373,46 @@ mod fast {
         "\"content\":",
     ];
 
+    /// The place of `name` (unquoted) in [`KEY_ORDER`], at compile time: a field the
+    /// parse reads that the order lacks fails the build instead of matching nothing.
+    const fn key_at(name: &str) -> usize {
+        let n = name.as_bytes();
+        let mut i = 0;
+        while i < KEY_ORDER.len() {
+            let k = KEY_ORDER[i].as_bytes();
+            // `"` + name + `":`
+            if k.len() == n.len() + 3 {
+                let mut j = 0;
+                while j < n.len() && k[j + 1] == n[j] {
+                    j += 1;
+                }
+                if j == n.len() {
+                    return i;
+                }
+            }
+            i += 1;
+        }
+        panic!("a field the parse reads is missing from KEY_ORDER")
+    }
+
+    const REQUEST_ID: usize = key_at("request_id");
+    const TS_UNIX_MS: usize = key_at("ts_unix_ms");
+    const KEY_ID: usize = key_at("key_id");
+    const TENANT: usize = key_at("tenant");
+    const MODEL_REQUESTED: usize = key_at("model_requested");
+    const PROVIDER: usize = key_at("provider");
+    const MODEL_UPSTREAM: usize = key_at("model_upstream");
+    const ROUTE_MODE: usize = key_at("route_mode");
+    const COMPLEXITY: usize = key_at("complexity");
+    const TASK: usize = key_at("task");
+    const ROUTE_CANDIDATES: usize = key_at("route_candidates");
+    const ROUTE_REASON: usize = key_at("route_reason");
+    const STATUS: usize = key_at("status");
+    const TOKENS_IN: usize = key_at("tokens_in");
+    const TOKENS_OUT: usize = key_at("tokens_out");
+    const UPSTREAM_US: usize = key_at("upstream_us");
+    const ATTEMPTS: usize = key_at("attempts");
+
     struct Cur<'a> {
         s: &'a str,
         at: usize,
@@ -571,48 +611,39 @@ mod fast {
                     }
                 };
                 let bit = match field {
-                    0 => {
-                        // request_id
+                    REQUEST_ID => {
                         v.request_id = Cow::Borrowed(c.string()?);
                         1
                     }
-                    1 => {
-                        // ts_unix_ms
+                    TS_UNIX_MS => {
                         v.ts_unix_ms = c.uint()?;
                         1 << 1
                     }
-                    4 => {
-                        // key_id
+                    KEY_ID => {
                         v.key_id = c.opt_str()?;
                         1 << 2
                     }
-                    5 => {
-                        // tenant
+                    TENANT => {
                         v.tenant = c.opt_str()?;
                         1 << 3
                     }
-                    6 => {
-                        // model_requested
+                    MODEL_REQUESTED => {
                         v.model_requested = Cow::Borrowed(c.string()?);
                         1 << 4
                     }
-                    7 => {
-                        // provider
+                    PROVIDER => {
                         v.provider = c.opt_str()?;
                         1 << 5
                     }
-                    8 => {
-                        // model_upstream
+                    MODEL_UPSTREAM => {
                         v.model_upstream = c.opt_str()?;
                         1 << 6
                     }
-                    9 => {
-                        // route_mode
+                    ROUTE_MODE => {
                         v.route_mode = c.opt_str()?;
                         1 << 7
                     }
-                    10 => {
-                        // complexity
+                    COMPLEXITY => {
                         v.complexity = if c.literal("null") {
                             None
                         } else {
@@ -622,43 +653,35 @@ mod fast {
                         };
                         1 << 8
                     }
-                    11 => {
-                        // task
+                    TASK => {
                         v.task = c.opt_str()?;
                         1 << 9
                     }
-                    12 => {
-                        // route_candidates
+                    ROUTE_CANDIDATES => {
                         v.route_candidates = c.str_list()?;
                         1 << 10
                     }
-                    13 => {
-                        // route_reason
+                    ROUTE_REASON => {
                         v.route_reason = c.opt_str()?;
                         1 << 11
                     }
-                    15 => {
-                        // status
+                    STATUS => {
                         v.status = c.uint()?;
                         1 << 12
                     }
-                    16 => {
-                        // tokens_in
+                    TOKENS_IN => {
                         v.tokens_in = c.uint()?;
                         1 << 13
                     }
-                    17 => {
-                        // tokens_out
+                    TOKENS_OUT => {
                         v.tokens_out = c.uint()?;
                         1 << 14
                     }
-                    19 => {
-                        // upstream_us
+                    UPSTREAM_US => {
                         v.upstream_us = c.uint()?;
                         1 << 15
                     }
-                    21 => {
-                        // attempts
+                    ATTEMPTS => {
                         v.attempts = c.str_list()?;
                         1 << 16
                     }
