@@ -335,6 +335,8 @@ fn open_part(dir: &Path, lane: LaneId, part: u64, len: usize, try_map: bool) -> 
 /// One frame as read back; its payload lies in the [`ReadFrames`] it was read into.
 #[derive(Debug, Clone)]
 pub struct ReadFrame {
+    /// The lane it was read from.
+    pub lane: LaneId,
     /// What it holds.
     pub kind: FrameKind,
     /// Where its payload is in [`ReadFrames::bytes`].
@@ -598,7 +600,14 @@ impl LaneReader {
             out.bytes.extend_from_slice(&body[1..]);
             self.offset += frame_len as u64;
             let payload = at..out.bytes.len();
-            out.frames.push(ReadFrame { kind, payload, part: self.part, end: self.offset, bytes: frame_len as u64 });
+            out.frames.push(ReadFrame {
+                lane: self.lane,
+                kind,
+                payload,
+                part: self.part,
+                end: self.offset,
+                bytes: frame_len as u64,
+            });
             taken += 1;
             bytes += frame_len;
         }

@@ -73,9 +73,8 @@ pub(super) struct Shipper {
     pub(super) deleted_below: BTreeMap<LaneId, u64>,
     /// Buffers reused by every step.
     msg_id_buf: String,
-    /// A step's frames, from every lane, and (same index) the lane of each.
+    /// A step's frames, from every lane.
     frames: ReadFrames,
-    frame_lanes: Vec<LaneId>,
     aux_buf: Vec<AuxMessage>,
     message_buf: Vec<u8>,
 }
@@ -124,7 +123,6 @@ pub(super) async fn run(
         deleted_below: BTreeMap::new(),
         msg_id_buf: String::new(),
         frames: ReadFrames::default(),
-        frame_lanes: Vec::new(),
         aux_buf: Vec::new(),
         message_buf: Vec::new(),
     };
@@ -313,16 +311,13 @@ impl Shipper {
             .min(self.s.audit.checkpoint_every.saturating_sub(self.since_checkpoint))
             .max(1) as usize;
         let mut frames = std::mem::take(&mut self.frames);
-        let mut frame_lanes = std::mem::take(&mut self.frame_lanes);
         frames.clear();
-        frame_lanes.clear();
-        let bytes = self.read_frames(&mut frames, &mut frame_lanes, limit)?;
+        let bytes = self.read_frames(&mut frames, limit)?;
         let full = frames.len() >= limit || bytes >= BATCH_BYTES_MAX;
         if frames.is_empty() {
             // Parts may have been skipped over (torn tails, empty parts): the next
             // stored message's cursor remembers that; nothing to store now.
             self.frames = frames;
-            self.frame_lanes = frame_lanes;
             if self.deletes_after_store() {
                 self.retire_exhausted_lanes();
             }
@@ -336,14 +331,13 @@ impl Shipper {
         aux.clear();
         let mut message = std::mem::take(&mut self.message_buf);
         let mut chain = self.chain.clone();
-        let n = self.chain_frames(&frames, &frame_lanes, &cursor, &mut chain, &mut message, &mut aux);
+        let n = self.chain_frames(&frames, &cursor, &mut chain, &mut message, &mut aux);
         let stored = self.store_step(&aux, &message, n, chain).await;
         self.derived.reuse_routes_body(&mut aux);
         self.aux_buf = aux;
         self.message_buf = message;
         if !stored {
             self.frames = frames;
-            self.frame_lanes = frame_lanes;
             return Ok(Step::Abandoned);
         }
         // Events-only batches have no chain message to carry the cursor: it is carried
@@ -351,13 +345,12 @@ impl Shipper {
         if n > 0 {
             self.stored = cursor;
         }
-        for (id, f) in frame_lanes.iter().zip(frames.iter()) {
-            if let Some(c) = self.shared.lanes.get(id.shard as usize).filter(|_| id.gen == self.s.gen) {
+        for f in frames.iter() {
+            if let Some(c) = self.shared.lanes.get(f.lane.shard as usize).filter(|_| f.lane.gen == self.s.gen) {
                 c.shipped.fetch_add(f.bytes, Ordering::Relaxed);
             }
         }
         self.frames = frames;
-        self.frame_lanes = frame_lanes;
         if self.deletes_after_store() {
             self.delete_finished_parts();
         }
@@ -368,13 +361,8 @@ impl Shipper {
     }
 
     /// Reads up to `limit` frames (and about [`BATCH_BYTES_MAX`] bytes) into `frames`,
-    /// lane by lane, and the lane of each into `lanes`; returns the bytes read.
-    fn read_frames(
-        &mut self,
-        frames: &mut ReadFrames,
-        lanes: &mut Vec<LaneId>,
-        limit: usize,
-    ) -> Result<usize, BridgeError> {
+    /// lane by lane; returns the bytes read.
+    fn read_frames(&mut self, frames: &mut ReadFrames, limit: usize) -> Result<usize, BridgeError> {
         let mut bytes = 0usize;
         for (id, lane) in self.lanes.iter_mut() {
             if frames.len() >= limit || bytes >= BATCH_BYTES_MAX || lane.exhausted {
@@ -402,7 +390,6 @@ impl Shipper {
             for f in &frames.frames[first..] {
                 lane.read_bytes += f.bytes;
                 bytes += f.bytes as usize;
-                lanes.push(*id);
             }
         }
         Ok(bytes)
@@ -414,7 +401,6 @@ impl Shipper {
     fn chain_frames(
         &mut self,
         frames: &ReadFrames,
-        lanes: &[LaneId],
         cursor: &Cursor,
         chain: &mut ChainState,
         message: &mut Vec<u8>,
@@ -428,7 +414,8 @@ impl Shipper {
         // `prefix_len` bytes): frames come lane by lane, so it is rarely rewritten.
         let mut prefix_lane = None;
         let mut prefix_len = 0;
-        for (id, f) in lanes.iter().zip(frames.iter()) {
+        for f in frames.iter() {
+            let id = &f.lane;
             // The record's stable WAL position (`<node>.w<gen>-<shard>-<part>-<end>`),
             // written into a reused buffer: this runs once per record.
             if prefix_lane != Some(*id) {
