@@ -47,7 +47,7 @@ pub enum ZkError {
     /// another balance width): its credential cannot be spent with this build, nor by a
     /// gateway of this build. Start a new wallet (the gateway issues a credential for the
     /// new parameters even when the key had one of the old this epoch).
-    #[error("wallet made for credit parameters {found}, this build speaks {}", crate::PARAMS_VERSION)]
+    #[error("wallet made for credit parameters {found}, not this build's")]
     OtherParams {
         /// The wallet's parameters version (`2026-11-30` for wallets that did not record it).
         found: String,

@@ -190,7 +190,7 @@ fn refund_of(amount: u64, charge: u64, used: Used, tokens_per_credit: u64) -> u6
             super::unit::refund(amount, u.prompt_tokens.saturating_add(u.completion_tokens), tokens_per_credit)
         }
         // No usage reported: the whole charge (already in credits) is kept.
-        Used::Answer(None) => amount.checked_sub(charge).unwrap_or(0),
+        Used::Answer(None) => amount.saturating_sub(charge),
     }
 }
 

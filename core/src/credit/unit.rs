@@ -18,7 +18,7 @@ pub fn credits_for(tokens: u64, tokens_per_credit: u64) -> u64 {
 /// `paid − ceil(used_tokens / tokens_per_credit)`, and 0 when the use is larger than
 /// what was paid (never negative).
 pub fn refund(paid: u64, used_tokens: u64, tokens_per_credit: u64) -> u64 {
-    paid.checked_sub(credits_for(used_tokens, tokens_per_credit)).unwrap_or(0)
+    paid.saturating_sub(credits_for(used_tokens, tokens_per_credit))
 }
 
 #[cfg(test)]
