@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p gatekeeper-bench --bench zk -- --warm-up-time 1 --measurement-time 5`
 //!
-//! - `zk/prove_spend`: client, a spend at 32-bit balances (`Wallet::spend`);
+//! - `zk/prove_spend`: client, a spend at `BALANCE_BITS` (24-bit) balances (`Wallet::spend`);
 //! - `zk/verify_fast`: gateway, `Issuer::verify` (our verifier, `gatekeeper_zk::verifier`:
 //!   proof check only, what the gateway pays once per spend);
 //! - `zk/verify_crate`: the draft crate's `refund` with refund 0 (its verification plus
@@ -47,7 +47,7 @@ fn funded() -> (Issuer, Wallet, ChaCha20Rng) {
     let issuer = Issuer::derive(&domain, &IssuerSeed::from_bytes([9; 32]), 20_422);
     let mut wallet = Wallet::new(domain, issuer.public_key());
     let req = wallet.request_credential(&mut rng).expect("request");
-    let resp = issuer.issue(&req, 1_000_000_000, &mut rng).expect("issue");
+    let resp = issuer.issue(&req, gatekeeper_zk::CREDITS_MAX, &mut rng).expect("issue");
     wallet.accept_credential(&resp).expect("credential");
     (issuer, wallet, rng)
 }

@@ -54,7 +54,7 @@ fn main() {
     let issuer = Issuer::derive(&domain, &IssuerSeed::from_bytes([9; 32]), 20_422);
     let mut wallet = Wallet::new(domain, issuer.public_key());
     let req = wallet.request_credential(&mut rng).unwrap();
-    let resp = issuer.issue(&req, 1_000_000_000, &mut rng).unwrap();
+    let resp = issuer.issue(&req, gatekeeper_zk::CREDITS_MAX, &mut rng).unwrap();
     wallet.accept_credential(&resp).unwrap();
     let spend = wallet.clone().spend(4_096, &mut rng).unwrap();
     // What the gateway verifies: a spend decoded from its wire text (points already

@@ -43,6 +43,15 @@ pub enum ZkError {
     /// The wallet is not in the state this call needs (e.g. a spend awaiting change).
     #[error("wallet state: {0}")]
     WalletState(&'static str),
+    /// A wallet made under other protocol parameters ([`crate::PARAMS_VERSION`], e.g.
+    /// another balance width): its credential cannot be spent with this build, nor by a
+    /// gateway of this build. Start a new wallet (the gateway issues a credential for the
+    /// new parameters even when the key had one of the old this epoch).
+    #[error("wallet made for credit parameters {found}, not this build's")]
+    OtherParams {
+        /// The wallet's parameters version (`2026-11-30` for wallets that did not record it).
+        found: String,
+    },
     /// A deployment name that cannot be used as part of the domain separator.
     #[error("credit deployment name must be 1..=64 characters of [A-Za-z0-9._-]")]
     BadDeployment,

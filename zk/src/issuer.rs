@@ -15,9 +15,11 @@ use crate::message::{credits_to_scalar, epoch_ctx};
 use crate::message::{Change, IssuanceRequest, IssuanceResponse, Nullifier, PublicKey, Spend};
 use crate::verifier::{self, Checked, Generators, IssuerSecret};
 
-/// Version date in the draft's domain separator. Changing the construction or its
-/// parameters means a new date, hence new generators (draft §3.1).
-pub const PARAMS_VERSION: &str = "2026-11-30";
+/// Version in the draft's domain separator. Changing the construction or its parameters
+/// (such as [`crate::BALANCE_BITS`]) means a new version, hence new generators (draft
+/// §3.1): credentials, spends and wallets of another version do not verify. History:
+/// `2026-11-30` (L = 32), `2026-11-30.l24` (L = 24).
+pub const PARAMS_VERSION: &str = "2026-11-30.l24";
 
 /// Longest deployment name accepted in the domain separator.
 pub const DEPLOYMENT_CHARS_MAX: usize = 64;

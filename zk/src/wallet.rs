@@ -6,7 +6,7 @@ use anonymous_credit_tokens as act;
 use rand_core::CryptoRngCore;
 
 use crate::error::ZkError;
-use crate::issuer::Domain;
+use crate::issuer::{Domain, PARAMS_VERSION};
 use crate::limits::BALANCE_BITS;
 use crate::message::{credits_to_scalar, scalar_to_credits};
 use crate::message::{Change, IssuanceRequest, IssuanceResponse, PublicKey, Spend};
@@ -15,7 +15,11 @@ use crate::message::{Change, IssuanceRequest, IssuanceResponse, PublicKey, Spend
 /// the previous credential).
 pub const WALLET_BYTES_MAX: usize = 8_192;
 
-const WALLET_VERSION: u8 = 1;
+/// Layout 2 records [`PARAMS_VERSION`] after the version byte; layout 1 (params
+/// `2026-11-30`, L = 32) did not.
+const WALLET_VERSION: u8 = 2;
+/// Parameters of every layout-1 wallet.
+const WALLET_V1_PARAMS: &str = "2026-11-30";
 
 #[derive(Clone)]
 enum State {
@@ -171,6 +175,7 @@ impl Wallet {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
         out.push(WALLET_VERSION);
+        put(&mut out, PARAMS_VERSION.as_bytes());
         out.extend_from_slice(&self.public.epoch.to_be_bytes());
         put(&mut out, &self.public.inner.to_cbor().unwrap_or_default());
         match &self.state {
@@ -194,15 +199,22 @@ impl Wallet {
         out
     }
 
-    /// A wallet from [`Wallet::to_bytes`] output. Never panics on hostile bytes.
+    /// A wallet from [`Wallet::to_bytes`] output. Never panics on hostile bytes. A wallet
+    /// of other parameters (an older build's, see [`PARAMS_VERSION`]) is refused with
+    /// [`ZkError::OtherParams`]: its credential is worthless under these parameters.
     pub fn from_bytes(domain: Domain, bytes: &[u8]) -> Result<Self, ZkError> {
         if bytes.len() > WALLET_BYTES_MAX {
             return Err(ZkError::TooLarge { len_bytes: bytes.len(), max_bytes: WALLET_BYTES_MAX });
         }
         let mut r = Reader(bytes);
-        let version = r.byte()?;
-        if version != WALLET_VERSION {
-            return Err(ZkError::UnsupportedVersion(version));
+        match r.byte()? {
+            1 => return Err(ZkError::OtherParams { found: WALLET_V1_PARAMS.to_owned() }),
+            WALLET_VERSION => {}
+            version => return Err(ZkError::UnsupportedVersion(version)),
+        }
+        let params = r.blob()?;
+        if params != PARAMS_VERSION.as_bytes() {
+            return Err(ZkError::OtherParams { found: String::from_utf8_lossy(params).into_owned() });
         }
         let epoch = u32::from_be_bytes(r.array::<4>()?);
         let public = PublicKey { epoch, inner: act::PublicKey::from_cbor(r.blob()?).map_err(bad)? };
@@ -234,7 +246,7 @@ fn bad(_: act::cbor::CborError) -> ZkError {
 }
 
 fn put(out: &mut Vec<u8>, blob: &[u8]) {
-    // Every blob is far below 64 KiB (the largest, a spend, is ~4.3 KB).
+    // Every blob is far below 64 KiB (the largest, a spend, is ~3.8 KB).
     let len = u16::try_from(blob.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(blob.get(..usize::from(len)).unwrap_or(blob));

@@ -16,9 +16,9 @@ pub const WIRE_VERSION: u8 = 1;
 /// Bytes before the CBOR body: version (1) + epoch (4).
 pub const FRAME_HEADER_BYTES: usize = 5;
 
-/// Cap on a decoded spend frame. A spend at [`crate::BALANCE_BITS`] = 32 is 4,924 bytes
+/// Cap on a decoded spend frame. A spend at [`crate::BALANCE_BITS`] = 24 is 3,828 bytes
 /// (asserted in the tests); the cap leaves room for CBOR length-prefix variation only.
-pub const SPEND_BYTES_MAX: usize = 5_120;
+pub const SPEND_BYTES_MAX: usize = 4_096;
 /// Cap on a decoded issuance request frame (4 fields of 32 bytes + CBOR, ~150 bytes).
 pub const ISSUANCE_REQUEST_BYTES_MAX: usize = 256;
 /// Cap on a decoded issuance response frame (6 fields of 32 bytes + CBOR, ~220 bytes).

@@ -86,7 +86,7 @@ struct Fixture {
     spend: Spend,
 }
 
-/// One funded wallet's spend at L = 32 (proving costs milliseconds; shared by the cases).
+/// One funded wallet's spend at L = BALANCE_BITS (proving costs milliseconds; shared by the cases).
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -129,7 +129,7 @@ fn verdicts(issuer: &Issuer, body: &[u8]) -> (Option<bool>, Option<bool>) {
 #[test]
 fn random_spends_verify_and_our_change_is_the_crates_for_the_same_rng() {
     for seed in 1..=4u8 {
-        let (issuer, mut wallet, mut rng) = funded(seed, 4_000_000_000);
+        let (issuer, mut wallet, mut rng) = funded(seed, gatekeeper_zk::CREDITS_MAX);
         for (amount, refund) in [(1u64, 0u64), (4_096, 4_096), (1_000_000, 123)] {
             let spend = wallet.spend(amount, &mut rng).expect("spend");
             let verified = issuer.verify(&spend).expect("verifies");

@@ -37,9 +37,10 @@ fn a_valid_spend_verifies_and_fits_its_cap() {
     let spend = wallet.spend(250, &mut rng).expect("spend");
     let text = spend.encode();
     assert!(text.len() <= wire::SPEND_HEADER_CHARS_MAX, "{} chars", text.len());
-    // The sizes SPEC.md states: 5 frame bytes + the CBOR spend at L = 32, and its base64url.
-    assert_eq!(raw(&spend).len(), 4_924);
-    assert_eq!(text.len(), 6_566);
+    // The sizes SPEC.md states: 5 frame bytes + the CBOR spend at L = 24, and its base64url.
+    assert_eq!(gatekeeper_zk::BALANCE_BITS, 24);
+    assert_eq!(raw(&spend).len(), 3_828);
+    assert_eq!(text.len(), 5_104);
     let decoded = Spend::decode(&text).expect("decode");
     let verified = issuer.verify(&decoded).expect("verify");
     assert_eq!(verified.amount, 250);
@@ -167,6 +168,31 @@ fn wallet_states_persist_and_a_refused_spend_can_be_taken_back() {
     let mut long = wallet.to_bytes();
     long.push(0);
     assert_eq!(Wallet::from_bytes(domain(), &long).map(|_| ()), Err(ZkError::Malformed("trailing bytes after wallet")));
+}
+
+#[test]
+fn a_wallet_of_other_params_is_refused_as_such() {
+    let (_, wallet, _) = setup(500);
+    let domain = || Domain::new("laws").expect("domain");
+    let bytes = wallet.to_bytes();
+    // Layout 2: version byte, then the params version as a u16-length blob.
+    let params = gatekeeper_zk::PARAMS_VERSION.as_bytes();
+    assert_eq!(bytes[0], 2);
+    assert_eq!(&bytes[3..3 + params.len()], params);
+    // A layout-1 wallet (an L = 32 build's) names no params: it is `2026-11-30`'s.
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&bytes[3 + params.len()..]);
+    assert_eq!(Wallet::from_bytes(domain(), &v1).map(|_| ()), Err(ZkError::OtherParams { found: "2026-11-30".into() }));
+    // A layout-2 wallet of another params version.
+    let mut other = vec![2u8, 0, 10];
+    other.extend_from_slice(b"2099-01-01");
+    other.extend_from_slice(&bytes[3 + params.len()..]);
+    assert_eq!(
+        Wallet::from_bytes(domain(), &other).map(|_| ()),
+        Err(ZkError::OtherParams { found: "2099-01-01".into() })
+    );
+    assert_eq!(Wallet::from_bytes(domain(), &[3]).map(|_| ()), Err(ZkError::UnsupportedVersion(3)));
+    assert!(Wallet::from_bytes(domain(), &bytes).is_ok());
 }
 
 /// The 32-byte fields of a spend other than its public context and charge.

@@ -90,11 +90,18 @@ pub fn change_key(epoch: u32, nullifier: &[u8; 32]) -> String {
     k
 }
 
-/// The KV key of a key id's credential for an epoch (the id hashed: any bytes).
+/// The KV key of a key id's credential for an epoch and the protocol parameters
+/// (`gatekeeper_zk::PARAMS_VERSION` and the id hashed: any bytes). A credential of other
+/// parameters (a build before an upgrade) has another key, so it does not count against
+/// the key: it cannot be spent under these.
 pub fn issued_key(epoch: u32, key_id: &str) -> String {
     use sha2::Digest as _;
     let mut k = format!("i.{epoch}.");
-    for b in sha2::Sha256::digest(key_id.as_bytes()) {
+    let mut h = sha2::Sha256::new();
+    h.update(gatekeeper_zk::PARAMS_VERSION.as_bytes());
+    h.update([0u8]);
+    h.update(key_id.as_bytes());
+    for b in h.finalize() {
         k.push_str(&format!("{b:02x}"));
     }
     k
@@ -175,5 +182,10 @@ mod tests {
         let k = super::issued_key(20_422, "any: key id\n");
         assert_eq!(k.len(), "i.20422.".len() + 64);
         assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+        // Not the key an L = 32 build used (the id's hash alone): its credentials, which
+        // cannot be spent here, do not count against the key.
+        use sha2::Digest as _;
+        let old: String = sha2::Sha256::digest(b"any: key id\n").iter().map(|b| format!("{b:02x}")).collect();
+        assert_ne!(k, format!("i.20422.{old}"));
     }
 }

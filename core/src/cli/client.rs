@@ -3,10 +3,19 @@
 //! wants credits (point `base_url` at the sidecar).
 //!
 //! It obtains the epoch's credential with the key (`POST /v1/credits/issue`), then for
-//! each `POST /v1/chat/completions` spends `body bytes + max_tokens` (an upper bound of
-//! the gateway's charge, capped at the balance), forwards the request with
-//! `X-Gatekeeper-Credit` and no key, and takes the change from the answer's header or
-//! the stream's final comment line.
+//! each `POST /v1/chat/completions` spends `body bytes + max_tokens` tokens (the
+//! gateway's `max_tokens_default` when the request gives none) in whole credits of the
+//! gateway's `tokens_per_credit`, rounded up: an upper bound of the gateway's charge
+//! (its prompt estimate is below the body's bytes), capped at the balance. It forwards
+//! the request with `X-Gatekeeper-Credit` and no key, and takes the change from the
+//! answer's header or the stream's final comment line.
+//!
+//! Protocol parameters: a gateway whose `params_version` (or `balance_bits`) is not this
+//! build's is refused on every paid request with a message naming both (nothing is
+//! spent; use a matching build). A wallet file of other parameters (an older build's) is
+//! set aside with a warning: its credential cannot be spent under these parameters, and
+//! the gateway issues the key a credential for the new ones even when it had one of the
+//! old this epoch.
 //!
 //! Concurrency: the sidecar serves any number of client connections at once. Paid
 //! requests take the wallet's lock from the spend to its change: a wallet holds one
@@ -26,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use gatekeeper_zk::{Change, Domain, IssuanceResponse, PublicKey, Wallet};
+use gatekeeper_zk::{Change, Domain, IssuanceResponse, PublicKey, Wallet, ZkError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -84,6 +93,40 @@ struct Params {
     domain: Domain,
     public: PublicKey,
     next_epoch_starts_unix_s: u64,
+    /// Tokens a credit is worth (`credits.tokens_per_credit`; 1 when not sent).
+    tokens_per_credit: u64,
+    /// Tokens the gateway reserves when a request gives no `max_tokens`.
+    max_tokens_default: u64,
+}
+
+/// The gateway's `params_version` and `balance_bits` against this build's: spends and
+/// credentials of other parameters never verify, so they are refused before any.
+fn check_params(params: &serde_json::Value) -> anyhow::Result<()> {
+    let version = params["params_version"].as_str().unwrap_or("(none)");
+    let bits = params["balance_bits"].as_u64();
+    let ours_bits = u64::try_from(gatekeeper_zk::BALANCE_BITS).ok();
+    if version != gatekeeper_zk::PARAMS_VERSION || bits != ours_bits {
+        bail!(
+            "the gateway speaks credit params {version} (balance_bits {}), this client {} (balance_bits {}): \
+             use a gatekeeper client of the gateway's version",
+            bits.map_or_else(|| "?".to_string(), |b| b.to_string()),
+            gatekeeper_zk::PARAMS_VERSION,
+            gatekeeper_zk::BALANCE_BITS
+        );
+    }
+    Ok(())
+}
+
+/// Credits to spend for a chat body: `body bytes + max_tokens` tokens (the request's,
+/// else the gateway's default) in whole credits, rounded up. The gateway's charge is
+/// `prompt estimate + max_tokens` rounded up the same way, and its estimate never
+/// exceeds the body's bytes, so this covers it.
+fn spend_for(body: &[u8], params: &Params) -> u64 {
+    let chat: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let max_tokens =
+        chat["max_completion_tokens"].as_u64().or(chat["max_tokens"].as_u64()).unwrap_or(params.max_tokens_default);
+    let tokens = u64::try_from(body.len()).unwrap_or(u64::MAX).saturating_add(max_tokens);
+    crate::credit::unit::credits_for(tokens, params.tokens_per_credit)
 }
 
 struct Sidecar {
@@ -300,13 +343,16 @@ impl Sidecar {
             return Ok(p);
         }
         let params = self.get_json("GET", "/v1/credits/params", "", b"").await?;
+        check_params(&params)?;
         let deployment = params["deployment"].as_str().context("params: deployment")?;
         let domain = Domain::new(deployment).map_err(|e| anyhow::anyhow!("{e}"))?;
         let public = PublicKey::decode(params["public_key"].as_str().context("params: public_key")?)
             .map_err(|e| anyhow::anyhow!("params: {e}"))?;
         let next_epoch_starts_unix_s =
             params["next_epoch_starts_unix_s"].as_u64().context("params: next_epoch_starts_unix_s")?;
-        let p = Params { domain, public, next_epoch_starts_unix_s };
+        let tokens_per_credit = params["tokens_per_credit"].as_u64().unwrap_or(1).max(1);
+        let max_tokens_default = params["max_tokens_default"].as_u64().unwrap_or(4_096);
+        let p = Params { domain, public, next_epoch_starts_unix_s, tokens_per_credit, max_tokens_default };
         if let Ok(mut slot) = self.params.lock() {
             *slot = Some(p.clone());
         }
@@ -320,12 +366,23 @@ impl Sidecar {
             st.loaded = true;
             if let Some(path) = &self.wallet_path {
                 if let Ok(bytes) = std::fs::read(path) {
-                    let w =
-                        Wallet::from_bytes(domain.clone(), &bytes).map_err(|e| anyhow::anyhow!("wallet file: {e}"))?;
-                    let pending = w.pending_spend().is_some() && w.epoch() == public.epoch();
-                    st.wallet = Some(w);
-                    if pending {
-                        self.recover(st).await?;
+                    match Wallet::from_bytes(domain.clone(), &bytes) {
+                        Ok(w) => {
+                            let pending = w.pending_spend().is_some() && w.epoch() == public.epoch();
+                            st.wallet = Some(w);
+                            if pending {
+                                self.recover(st).await?;
+                            }
+                        }
+                        // An older build's wallet: its credential is worthless under these
+                        // parameters; a new wallet replaces the file below.
+                        Err(ZkError::OtherParams { found }) => tracing::warn!(
+                            wallet_params = %found,
+                            params = gatekeeper_zk::PARAMS_VERSION,
+                            "the wallet file holds a credential of other credit parameters, which cannot be spent; \
+                             starting a new wallet"
+                        ),
+                        Err(e) => bail!("wallet file: {e}"),
                     }
                 }
             }
@@ -394,9 +451,7 @@ impl Sidecar {
         conn: &mut TcpStream,
     ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let chat: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let max_tokens = chat["max_completion_tokens"].as_u64().or(chat["max_tokens"].as_u64()).unwrap_or(4_096);
-        let wanted = u64::try_from(req.body.len()).unwrap_or(u64::MAX).saturating_add(max_tokens);
+        let wanted = spend_for(&req.body, &self.params().await?);
         let wallet = self.ready_wallet(st).await?;
         let Some(balance) = wallet.balance() else {
             return write_error(conn, 429, "credit_wallet_unavailable", "the wallet has no credential this epoch")
@@ -678,5 +733,52 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"two");
         assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         assert!(!dir.path().join("wallet.tmp").exists());
+    }
+
+    fn params(tokens_per_credit: u64, max_tokens_default: u64) -> Params {
+        let domain = Domain::new("t").expect("domain");
+        let issuer = gatekeeper_zk::Issuer::derive(&domain, &gatekeeper_zk::IssuerSeed::from_bytes([1; 32]), 1);
+        Params {
+            domain,
+            public: issuer.public_key(),
+            next_epoch_starts_unix_s: 0,
+            tokens_per_credit,
+            max_tokens_default,
+        }
+    }
+
+    #[test]
+    fn the_spend_covers_the_gateways_charge_in_its_unit() {
+        let body = br#"{"model":"m","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+        let tokens = body.len() as u64 + 1_000;
+        assert_eq!(spend_for(body, &params(1, 4_096)), tokens);
+        assert_eq!(spend_for(body, &params(1_000, 4_096)), tokens.div_ceil(1_000));
+        assert_eq!(spend_for(body, &params(tokens, 4_096)), 1);
+        assert_eq!(spend_for(body, &params(tokens - 1, 4_096)), 2);
+        // Never below what the gateway charges for the same body, whatever the unit.
+        let chat = crate::wire::openai::parse_chat(body).expect("chat");
+        for unit in [1, 7, 1_000, 1_000_000] {
+            assert!(spend_for(body, &params(unit, 4_096)) >= crate::credit::charge(&chat, 4_096, unit));
+        }
+        // No max_tokens: the gateway's default, not a guess of it.
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(spend_for(body, &params(1, 9_000)), body.len() as u64 + 9_000);
+        let chat = crate::wire::openai::parse_chat(body).expect("chat");
+        assert!(spend_for(body, &params(1, 9_000)) >= crate::credit::charge(&chat, 9_000, 1));
+    }
+
+    #[test]
+    fn a_gateway_of_other_params_is_refused_by_name() {
+        let ours = serde_json::json!({
+            "params_version": gatekeeper_zk::PARAMS_VERSION,
+            "balance_bits": gatekeeper_zk::BALANCE_BITS,
+        });
+        assert!(check_params(&ours).is_ok());
+        let old = serde_json::json!({ "params_version": "2026-11-30", "balance_bits": 32 });
+        let msg = check_params(&old).expect_err("old params").to_string();
+        assert!(msg.contains("2026-11-30") && msg.contains(gatekeeper_zk::PARAMS_VERSION), "{msg}");
+        let bits = serde_json::json!({ "params_version": gatekeeper_zk::PARAMS_VERSION, "balance_bits": 32 });
+        assert!(check_params(&bits).is_err());
+        assert!(check_params(&serde_json::json!({})).is_err());
     }
 }

@@ -88,7 +88,7 @@ pub struct IssueArgs {
     /// Require zero-knowledge credit proofs.
     #[arg(long)]
     pub zk: bool,
-    /// Anonymous credits per epoch for a `--zk` key.
+    /// Anonymous credits (not tokens) per epoch for a `--zk` key, at most 16,777,215.
     #[arg(long)]
     pub zk_credits: Option<u64>,
     /// Issuer name claim.

@@ -26,12 +26,18 @@ pub struct CreditsConfig {
     /// `<audit.data_dir>/credits/issuer.seed` (0600) and read from there after. Never
     /// logged.
     pub issuer_seed: Option<String>,
-    /// Credits a `zk` key gets per epoch when it has neither a `zk_credits` claim nor
-    /// `budget.tokens_per_day`. Default 100,000; 1..=4,294,967,295.
+    /// Credits (not tokens) a `zk` key gets per epoch when it has neither a `zk_credits`
+    /// claim nor `budget.tokens_per_day`. Default 100,000; 1..=16,777,215
+    /// (`gatekeeper_zk::CREDITS_MAX`, the balance width).
     pub credits_per_epoch: u64,
-    /// Credits charged when a credit-paid request gives no `max_tokens`, on top of the
-    /// prompt estimate. Default 4,096.
+    /// Tokens reserved when a credit-paid request gives no `max_tokens`, on top of the
+    /// prompt estimate (then rounded up to credits). Default 4,096; 1..=16,777,215.
     pub max_tokens_default: u64,
+    /// Tokens one credit is worth. Charges, refunds and `budget.tokens_per_day`
+    /// allowances are tokens rounded up to whole credits; `zk_credits` claims and
+    /// `credits_per_epoch` are credits already. Raise it for keys whose daily tokens
+    /// exceed 16,777,215. Default 1; 1..=1,000,000.
+    pub tokens_per_credit: u64,
     /// With NATS: longest wait for `BH_CREDITS` to confirm a nullifier, ms; past it the
     /// spend is refused with 503 (nothing spent). Default 2,000; 1..=60,000.
     pub claim_timeout_ms: u64,
@@ -61,6 +67,7 @@ impl std::fmt::Debug for CreditsConfig {
             .field("issuer_seed", &self.issuer_seed.as_ref().map(|_| "<redacted>"))
             .field("credits_per_epoch", &self.credits_per_epoch)
             .field("max_tokens_default", &self.max_tokens_default)
+            .field("tokens_per_credit", &self.tokens_per_credit)
             .field("claim_timeout_ms", &self.claim_timeout_ms)
             .field("verify_threads", &self.verify_threads)
             .field("verify_queue_depth", &self.verify_queue_depth)
@@ -78,6 +85,7 @@ impl Default for CreditsConfig {
             issuer_seed: None,
             credits_per_epoch: 100_000,
             max_tokens_default: 4_096,
+            tokens_per_credit: 1,
             claim_timeout_ms: 2_000,
             verify_threads: 1,
             verify_queue_depth: 256,
@@ -146,6 +154,9 @@ pub(super) fn validate(c: &CreditsConfig) -> Result<(), ConfigError> {
     if c.max_tokens_default == 0 || c.max_tokens_default > gatekeeper_zk::CREDITS_MAX {
         return Err(invalid("credits.max_tokens_default", format!("must be 1 to {}", gatekeeper_zk::CREDITS_MAX)));
     }
+    if !(1..=crate::credit::unit::TOKENS_PER_CREDIT_MAX).contains(&c.tokens_per_credit) {
+        return Err(invalid("credits.tokens_per_credit", "must be 1 to 1000000"));
+    }
     if !(1..=60_000).contains(&c.claim_timeout_ms) {
         return Err(invalid("credits.claim_timeout_ms", "must be 1 to 60000"));
     }
@@ -200,6 +211,15 @@ mod tests {
             };
             assert_eq!(validate(&c).is_ok(), ok, "{threads} {depth} {soft}");
         }
+        for (unit, ok) in [(0, false), (1, true), (1_000, true), (1_000_000, true), (1_000_001, false)] {
+            let c = CreditsConfig { tokens_per_credit: unit, ..Default::default() };
+            assert_eq!(validate(&c).is_ok(), ok, "tokens_per_credit {unit}");
+        }
+        assert_eq!(CreditsConfig::default().tokens_per_credit, 1);
+        let max = gatekeeper_zk::CREDITS_MAX;
+        assert_eq!(max, 16_777_215, "the bound the docs state");
+        assert!(validate(&CreditsConfig { max_tokens_default: max, ..Default::default() }).is_ok());
+        assert!(validate(&CreditsConfig { max_tokens_default: max + 1, ..Default::default() }).is_err());
         let bad = CreditsConfig { issuer_seed: Some("secretsecret".into()), ..Default::default() };
         let msg = validate(&bad).map_err(|e| e.to_string()).expect_err("invalid");
         assert!(!msg.contains("secretsecret"));

@@ -27,6 +27,8 @@ pub async fn params(credits: Option<&Credits>, request_id: &str, res: &mut Respo
         "deployment": c.domain().name(),
         "params_version": gatekeeper_zk::PARAMS_VERSION,
         "balance_bits": gatekeeper_zk::BALANCE_BITS,
+        "credits_max": gatekeeper_zk::CREDITS_MAX,
+        "tokens_per_credit": c.tokens_per_credit(),
         "max_tokens_default": c.max_tokens_default(),
         "epoch_seconds": len.seconds(),
         "epoch": epoch,
@@ -77,8 +79,9 @@ pub async fn issue(
         }
         let body: IssueBody = serde_json::from_slice(&req.body)
             .map_err(|_| CreditError::BadIssuanceRequest("body must be {\"request\": \"<base64url>\"}"))?;
-        let credits_n = c.allowance(claims);
-        let response = c.issue(&claims.jti, credits_n, &body.request).await?;
+        let allowance = c.allowance(claims);
+        let credits_n = allowance.credits;
+        let response = c.issue(&claims.jti, allowance, &body.request).await?;
         let epoch = gatekeeper_zk::IssuanceResponse::decode(&response).map(|r| r.epoch()).unwrap_or(0);
         Ok::<_, CreditError>((epoch, credits_n, response))
     }

@@ -17,11 +17,12 @@ mod http;
 pub mod pool;
 pub mod spend;
 mod store;
+pub mod unit;
 
 pub use error::{CreditError, Payment, CHANGE_HEADER, CHANGE_SSE_PREFIX, REJECTION_REASONS};
 pub use http::{issue, params};
-pub use spend::{charge, verify, Spent, Used, Verified};
-pub use store::{Credits, StoreError};
+pub use spend::{charge, charge_tokens, verify, Spent, Used, Verified};
+pub use store::{Allowance, Credits, StoreError};
 
 use crate::keys::Claims;
 

@@ -54,8 +54,15 @@ fn check(credits: &Credits, header: &[u8]) -> Result<Verified, CreditError> {
 }
 
 /// Credits a chat request is charged before it is forwarded: the prompt estimate plus
-/// `max_tokens` (or `credits.max_tokens_default` when the request gives none).
-pub fn charge(chat: &ChatRequest<'_>, max_tokens_default: u64) -> u64 {
+/// `max_tokens` (or `credits.max_tokens_default` when the request gives none), in tokens,
+/// rounded up to whole credits of `tokens_per_credit` tokens ([`super::unit`]).
+pub fn charge(chat: &ChatRequest<'_>, max_tokens_default: u64, tokens_per_credit: u64) -> u64 {
+    super::unit::credits_for(charge_tokens(chat, max_tokens_default), tokens_per_credit)
+}
+
+/// Tokens a chat request reserves: the prompt estimate plus `max_tokens` (or
+/// `max_tokens_default`).
+pub fn charge_tokens(chat: &ChatRequest<'_>, max_tokens_default: u64) -> u64 {
     let route = crate::router::RouteRequest::from_chat(chat);
     route.prompt_tokens.saturating_add(chat.max_tokens.unwrap_or(max_tokens_default))
 }
@@ -69,7 +76,7 @@ impl Verified {
         chat: &ChatRequest<'_>,
         metrics: &ShardMetrics,
     ) -> Result<Spent, CreditError> {
-        let charge = charge(chat, credits.max_tokens_default());
+        let charge = charge(chat, credits.max_tokens_default(), credits.tokens_per_credit());
         if self.amount < charge {
             return Err(CreditError::Insufficient { amount: self.amount, charge }.counted(metrics));
         }
@@ -131,6 +138,11 @@ pub enum Used {
 }
 
 impl Spent {
+    /// Credits handed back for `used`: the amount paid less the use in whole credits.
+    fn refund(&self, used: Used) -> u64 {
+        refund_of(self.amount, self.charge, used, self.credits.tokens_per_credit())
+    }
+
     /// The nullifier, hex (for the audit record).
     pub fn nullifier_hex(&self) -> String {
         self.spend.nullifier().to_hex()
@@ -142,18 +154,14 @@ impl Spent {
     }
 
     /// The change credential, base64url: the spend's amount back minus what was used
-    /// (reported tokens, or the whole charge when none were reported). Signed only (the
+    /// (reported tokens rounded up to whole credits, or the whole charge when none were
+    /// reported; never below 0, [`super::unit::refund`]). Signed only (the
     /// proof was verified once, in [`verify`]) and made
     /// durable (see [`Credits::remember_change`]) on the verify pool, inline when its
     /// queue is full: change is owed, never shed. `None` only if signing fails, which a
     /// verified spend does not.
     pub async fn change(&self, used: Used) -> Option<String> {
-        let used = match used {
-            Used::Nothing => 0,
-            Used::Answer(Some(u)) => u.prompt_tokens.saturating_add(u.completion_tokens),
-            Used::Answer(None) => self.charge,
-        };
-        let refund = self.amount.saturating_sub(used);
+        let refund = self.refund(used);
         let (issuer, checked) = (Arc::clone(&self.issuer), self.checked.clone());
         let signed = self
             .credits
@@ -173,6 +181,19 @@ impl Spent {
     }
 }
 
+/// The refund of a spend of `amount` credits charged `charge` credits, after `used`, at
+/// `tokens_per_credit` tokens a credit.
+fn refund_of(amount: u64, charge: u64, used: Used, tokens_per_credit: u64) -> u64 {
+    match used {
+        Used::Nothing => amount,
+        Used::Answer(Some(u)) => {
+            super::unit::refund(amount, u.prompt_tokens.saturating_add(u.completion_tokens), tokens_per_credit)
+        }
+        // No usage reported: the whole charge (already in credits) is kept.
+        Used::Answer(None) => amount.saturating_sub(charge),
+    }
+}
+
 trait Counted {
     /// Counts a refused spend in `gatekeeper_credit_rejections_total` by its reason.
     fn counted(self, metrics: &ShardMetrics) -> Self;
@@ -184,5 +205,54 @@ impl Counted for CreditError {
             c.inc();
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::openai::parse_chat;
+
+    fn usage(prompt: u64, completion: u64) -> Used {
+        Used::Answer(Some(Usage { prompt_tokens: prompt, completion_tokens: completion }))
+    }
+
+    #[test]
+    fn the_charge_is_the_reserved_tokens_in_whole_credits() {
+        let body = br#"{"model":"m","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+        let chat = parse_chat(body).expect("chat");
+        let tokens = charge_tokens(&chat, 4_096);
+        let prompt = tokens - 1_000;
+        assert!(prompt > 0, "the prompt estimate counts");
+        assert_eq!(charge(&chat, 4_096, 1), tokens, "unit 1: credits are tokens");
+        assert_eq!(charge(&chat, 4_096, 1_000), 2, "1,000 + {prompt} tokens round up to 2 credits");
+        assert_eq!(charge(&chat, 4_096, tokens), 1, "exactly one unit");
+        assert_eq!(charge(&chat, 4_096, tokens - 1), 2, "one token over a unit");
+        assert_eq!(charge(&chat, 4_096, 1_000_000), 1);
+        // No max_tokens: the default is reserved.
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let chat = parse_chat(body).expect("chat");
+        assert_eq!(charge_tokens(&chat, 4_096), prompt + 4_096);
+        assert_eq!(charge(&chat, 4_096, 1_000), 5);
+    }
+
+    #[test]
+    fn the_refund_is_the_paid_amount_less_the_use_in_whole_credits() {
+        // Unit 1: as before the unit existed.
+        assert_eq!(refund_of(5_000, 4_000, Used::Nothing, 1), 5_000);
+        assert_eq!(refund_of(5_000, 4_000, usage(0, 0), 1), 5_000, "zero used");
+        assert_eq!(refund_of(5_000, 4_000, usage(100, 900), 1), 4_000);
+        assert_eq!(refund_of(5_000, 4_000, usage(100, 9_000), 1), 0, "used more than reserved");
+        assert_eq!(refund_of(5_000, 4_000, Used::Answer(None), 1), 1_000, "no usage: the charge is kept");
+        // Unit 1,000: 5 credits paid, 4 charged.
+        assert_eq!(refund_of(5, 4, Used::Nothing, 1_000), 5);
+        assert_eq!(refund_of(5, 4, usage(0, 0), 1_000), 5, "zero used");
+        assert_eq!(refund_of(5, 4, usage(1_000, 1_000), 1_000), 3, "exactly divisible");
+        assert_eq!(refund_of(5, 4, usage(1_000, 1_001), 1_000), 2, "one token more costs a credit");
+        assert_eq!(refund_of(5, 4, usage(1, 0), 1_000), 4);
+        assert_eq!(refund_of(5, 4, usage(3_000, 3_000), 1_000), 0, "used more than reserved");
+        assert_eq!(refund_of(5, 4, usage(u64::MAX, u64::MAX), 1_000), 0);
+        assert_eq!(refund_of(5, 4, Used::Answer(None), 1_000), 1);
+        assert_eq!(refund_of(3, 4, Used::Answer(None), 1_000), 0, "never negative");
     }
 }

@@ -85,6 +85,7 @@ pub struct Credits {
     dir: PathBuf,
     credits_per_epoch: u64,
     max_tokens_default: u64,
+    tokens_per_credit: u64,
     claim_timeout: std::time::Duration,
     /// With NATS: the bridge's claim queue (`bridge/credits.rs`), set once at start.
     shared: std::sync::OnceLock<crate::bridge::credits::ClaimSender>,
@@ -109,6 +110,18 @@ struct CreditCounters {
     unconfirmed: AtomicU64,
     double_spends: AtomicU64,
     changes_not_durable: AtomicU64,
+    allowances_clamped: AtomicU64,
+}
+
+/// A key's credits for one epoch ([`Credits::allowance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Credits the credential holds: 1..=`gatekeeper_zk::CREDITS_MAX`.
+    pub credits: u64,
+    /// Whether the key's allowance was larger than the balance width holds and was cut
+    /// to `CREDITS_MAX` (counted in `gatekeeper_credit_allowances_clamped_total` when
+    /// the credential is issued).
+    pub clamped: bool,
 }
 
 /// Least time between two reconciliation attempts of unconfirmed nullifiers, ms.
@@ -159,6 +172,37 @@ struct IssuedLine {
     key_id: String,
     request_hash: String,
     response: String,
+    /// `gatekeeper_zk::PARAMS_VERSION` of the credential; absent in lines written before
+    /// the field existed (params `2026-11-30`). Lines of other params are ignored.
+    #[serde(default = "params_v1")]
+    params_version: String,
+}
+
+/// Parameters of issuance lines without a `params_version`.
+fn params_v1() -> String {
+    "2026-11-30".to_string()
+}
+
+/// [`Credits::allowance`] on plain values.
+fn allowance_of(
+    claims: &crate::keys::Claims,
+    epoch_len: EpochLength,
+    credits_per_epoch: u64,
+    tokens_per_credit: u64,
+) -> Allowance {
+    let tokens = |per_day: u64| match epoch_len {
+        EpochLength::Day => per_day,
+        EpochLength::Hour => per_day.div_ceil(24),
+    };
+    let per_epoch = match (claims.zk_credits, claims.budget.tokens_per_day) {
+        (Some(c), _) => c,
+        (None, Some(d)) => super::unit::credits_for(tokens(d), tokens_per_credit),
+        (None, None) => credits_per_epoch,
+    };
+    Allowance {
+        credits: per_epoch.clamp(1, gatekeeper_zk::CREDITS_MAX),
+        clamped: per_epoch > gatekeeper_zk::CREDITS_MAX,
+    }
 }
 
 impl Credits {
@@ -195,6 +239,7 @@ impl Credits {
             dir,
             credits_per_epoch: config.credits_per_epoch,
             max_tokens_default: config.max_tokens_default,
+            tokens_per_credit: config.tokens_per_credit,
             claim_timeout: std::time::Duration::from_millis(config.claim_timeout_ms),
             shared: std::sync::OnceLock::new(),
             state: Mutex::new(state),
@@ -242,6 +287,12 @@ impl Credits {
                 c.changes_not_durable.load(Ordering::Relaxed),
             ),
             (
+                "gatekeeper_credit_allowances_clamped_total",
+                "counter",
+                "Credentials issued with fewer credits than the key's allowance: cut to the balance width (raise credits.tokens_per_credit).",
+                c.allowances_clamped.load(Ordering::Relaxed),
+            ),
+            (
                 "gatekeeper_credit_verify_threads",
                 "gauge",
                 "Threads of the credit verify pool (0: inline).",
@@ -258,16 +309,18 @@ impl Credits {
         self.max_tokens_default
     }
 
-    /// Credits for a key per epoch: its `zk_credits` claim, else `budget.tokens_per_day`
-    /// (scaled to the epoch), else `credits.credits_per_epoch`; capped to the balance width.
-    pub fn allowance(&self, claims: &crate::keys::Claims) -> u64 {
-        let per_epoch = match (claims.zk_credits, claims.budget.tokens_per_day, self.epoch_len) {
-            (Some(c), _, _) => c,
-            (None, Some(d), EpochLength::Day) => d,
-            (None, Some(d), EpochLength::Hour) => d.div_ceil(24),
-            (None, None, _) => self.credits_per_epoch,
-        };
-        per_epoch.clamp(1, gatekeeper_zk::CREDITS_MAX)
+    /// `credits.tokens_per_credit`: tokens a credit is worth.
+    pub fn tokens_per_credit(&self) -> u64 {
+        self.tokens_per_credit
+    }
+
+    /// Credits for a key per epoch: its `zk_credits` claim (in credits), else
+    /// `budget.tokens_per_day` (tokens, scaled to the epoch, rounded up to whole credits
+    /// of `credits.tokens_per_credit`), else `credits.credits_per_epoch` (in credits);
+    /// at least 1, and cut to the balance width (`gatekeeper_zk::CREDITS_MAX`), which
+    /// [`Allowance::clamped`] reports.
+    pub fn allowance(&self, claims: &crate::keys::Claims) -> Allowance {
+        allowance_of(claims, self.epoch_len, self.credits_per_epoch, self.tokens_per_credit)
     }
 
     /// The deployment parameters.
@@ -614,16 +667,19 @@ impl Credits {
         }
     }
 
-    /// Issues `credits` to `key_id` for the request `request_text`, at most once per key
+    /// Issues `allowance` to `key_id` for the request `request_text`, at most once per key
     /// per epoch (with NATS, across nodes: a `BH_CREDITS` key per key id and epoch): the
     /// same request again gets the same response (a retried issuance cannot strand a
-    /// credential); another request gets `AlreadyIssued`.
+    /// credential); another request gets `AlreadyIssued`. A credential issued under
+    /// other protocol parameters (`gatekeeper_zk::PARAMS_VERSION`, before an upgrade)
+    /// does not count: it cannot be spent here, so the key gets one for these.
     ///
     /// The blind signature runs on the verify pool (a full queue: `VerifyBusy`), with no
     /// lock held; the issuance line is fsync'd by the credit writer before the response
     /// is returned, the key reserved meanwhile (a second issuance for it then is
     /// `StoreUnavailable`: retry).
-    pub async fn issue(&self, key_id: &str, credits: u64, request_text: &str) -> Result<String, CreditError> {
+    pub async fn issue(&self, key_id: &str, allowance: Allowance, request_text: &str) -> Result<String, CreditError> {
+        let credits = allowance.credits;
         let request = gatekeeper_zk::IssuanceRequest::decode(request_text)
             .map_err(|_| CreditError::BadIssuanceRequest("`request` is not a credential request"))?;
         let request_hash = hex_sha256(request_text.trim().as_bytes());
@@ -644,7 +700,12 @@ impl Credits {
             .await
             .map_err(|_| CreditError::VerifyBusy)?;
         let response = signed.map_err(|_| CreditError::BadIssuanceRequest("the request's proof does not verify"))?;
-        let mut line = IssuedLine { key_id: key_id.to_string(), request_hash: request_hash.clone(), response };
+        let mut line = IssuedLine {
+            key_id: key_id.to_string(),
+            request_hash: request_hash.clone(),
+            response,
+            params_version: gatekeeper_zk::PARAMS_VERSION.to_string(),
+        };
         if self.shared.get().is_some() {
             let key = crate::bridge::credits::issued_key(epoch, key_id);
             let value =
@@ -697,11 +758,13 @@ impl Credits {
         drop(state);
         drop(reserved);
         written.map_err(|_| CreditError::StoreUnavailable)?;
-        if line.request_hash == request_hash {
-            Ok(line.response)
-        } else {
-            Err(CreditError::AlreadyIssued)
+        if line.request_hash != request_hash {
+            return Err(CreditError::AlreadyIssued);
         }
+        if allowance.clamped {
+            self.counters.allowances_clamped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(line.response)
     }
 }
 
@@ -757,6 +820,7 @@ impl EpochState {
         let issued: HashMap<String, (String, String)> = lines
             .split(|&b| b == b'\n')
             .filter_map(|line| serde_json::from_slice::<IssuedLine>(line).ok())
+            .filter(|l| l.params_version == gatekeeper_zk::PARAMS_VERSION)
             .map(|l| (l.key_id, (l.request_hash, l.response)))
             .collect();
         let (_, lines) = load_lines(&Log::Changes.path(dir, epoch))?;
@@ -889,7 +953,7 @@ mod tests {
 
     fn issue(c: &Credits, key: &str, credits: u64, req: &str) -> Result<String, CreditError> {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
-        rt.block_on(c.issue(key, credits, req))
+        rt.block_on(c.issue(key, Allowance { credits, clamped: false }, req))
     }
 
     fn record(c: &Credits, epoch: u32, n: &Nullifier) -> Result<(), StoreError> {
@@ -1222,7 +1286,9 @@ mod tests {
         let req = credential_request(&c);
         // Dropped (timed out) while its line waits for the held writer.
         let wait = std::time::Duration::from_millis(300);
-        let dropped = block_on(async { monoio::time::timeout(wait, c.issue("key-a", 500, &req)).await });
+        let dropped = block_on(async {
+            monoio::time::timeout(wait, c.issue("key-a", Allowance { credits: 500, clamped: false }, &req)).await
+        });
         assert!(dropped.is_err(), "still waiting on its write when dropped");
         assert!(c.lock().issuing.is_empty(), "the reservation left with the future");
         write_from(dir.path(), rx);
@@ -1231,5 +1297,66 @@ mod tests {
         drop(c);
         let c = open(dir.path());
         assert_eq!(issue(&c, "key-a", 500, &req), Ok(response), "after a restart the later line counts");
+    }
+
+    #[test]
+    fn a_credential_of_other_params_does_not_count_against_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = open(dir.path());
+        let issuer = c.issuer().expect("issuer");
+        let epoch = issuer.epoch();
+        drop(c);
+        // What an L = 32 build wrote (no params_version field) and a later build's line.
+        let path = dir.path().join(format!("credits/issued-{epoch}.jsonl"));
+        let old = r#"{"key_id":"key-a","request_hash":"00","response":"old"}"#;
+        let later = r#"{"key_id":"key-b","request_hash":"00","response":"x","params_version":"2099-01-01"}"#;
+        std::fs::write(&path, format!("{old}\n{later}\n")).expect("write");
+        let c = open(dir.path());
+        for key in ["key-a", "key-b"] {
+            let mut w = gatekeeper_zk::Wallet::new(c.domain().clone(), issuer.public_key());
+            let req = w.request_credential(&mut rand::rngs::OsRng).expect("req").encode();
+            let resp = issue(&c, key, 500, &req).expect("a credential of these params");
+            let resp = gatekeeper_zk::IssuanceResponse::decode(&resp).expect("resp");
+            assert_eq!(w.accept_credential(&resp), Ok(500));
+        }
+        drop(c);
+        let c = open(dir.path());
+        let mut w = gatekeeper_zk::Wallet::new(c.domain().clone(), issuer.public_key());
+        let req = w.request_credential(&mut rand::rngs::OsRng).expect("req").encode();
+        assert_eq!(issue(&c, "key-a", 500, &req), Err(CreditError::AlreadyIssued), "the new one counts");
+    }
+
+    #[test]
+    fn allowances_convert_tokens_to_credits_and_clamp_visibly() {
+        use crate::keys::Claims;
+        let max = gatekeeper_zk::CREDITS_MAX;
+        let claims = |zk: Option<u64>, per_day: Option<u64>| {
+            let mut c = Claims { zk_credits: zk, ..Claims::default() };
+            c.budget.tokens_per_day = per_day;
+            c
+        };
+        let a = |credits, clamped| Allowance { credits, clamped };
+        let day = EpochLength::Day;
+        // Unit 1: tokens are credits.
+        assert_eq!(allowance_of(&claims(None, Some(2_000_000)), day, 100_000, 1), a(2_000_000, false));
+        assert_eq!(allowance_of(&claims(None, Some(max)), day, 100_000, 1), a(max, false));
+        assert_eq!(allowance_of(&claims(None, Some(max + 1)), day, 100_000, 1), a(max, true));
+        // Unit 1,000: the daily tokens round up to whole credits.
+        assert_eq!(allowance_of(&claims(None, Some(50_000_000)), day, 100_000, 1_000), a(50_000, false));
+        assert_eq!(allowance_of(&claims(None, Some(50_000_001)), day, 100_000, 1_000), a(50_001, false));
+        assert_eq!(allowance_of(&claims(None, Some(999)), day, 100_000, 1_000), a(1, false));
+        assert_eq!(allowance_of(&claims(None, Some(0)), day, 100_000, 1_000), a(1, false), "at least 1");
+        // A budget that did not fit 24 bits fits with the unit.
+        assert_eq!(allowance_of(&claims(None, Some(10 * max)), day, 100_000, 1_000), a(10 * max / 1_000 + 1, false));
+        assert_eq!(allowance_of(&claims(None, Some(u64::MAX)), day, 100_000, 1_000), a(max, true));
+        // Hourly epochs: a 24th of the day, rounded up, then the unit.
+        assert_eq!(allowance_of(&claims(None, Some(24_000)), EpochLength::Hour, 100_000, 1), a(1_000, false));
+        assert_eq!(allowance_of(&claims(None, Some(24_001)), EpochLength::Hour, 100_000, 1), a(1_001, false));
+        assert_eq!(allowance_of(&claims(None, Some(24_000_001)), EpochLength::Hour, 100_000, 1_000), a(1_001, false));
+        // zk_credits and credits_per_epoch are credits already: the unit does not apply.
+        assert_eq!(allowance_of(&claims(Some(7), Some(50_000_000)), day, 100_000, 1_000), a(7, false));
+        assert_eq!(allowance_of(&claims(Some(max + 1), None), day, 100_000, 1_000), a(max, true));
+        assert_eq!(allowance_of(&claims(None, None), day, 100_000, 1_000), a(100_000, false));
+        assert_eq!(allowance_of(&claims(None, None), day, max, 1_000), a(max, false));
     }
 }

@@ -82,8 +82,9 @@ pub struct Claims {
     /// Whether requests must carry a zero-knowledge credit proof.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zk: bool,
-    /// Anonymous credits per epoch for a `zk` key (else `budget.tokens_per_day`, else
-    /// `credits.credits_per_epoch`).
+    /// Anonymous credits (not tokens: the gateway's `credits.tokens_per_credit` does not
+    /// apply) per epoch for a `zk` key (else `budget.tokens_per_day`, in tokens, else
+    /// `credits.credits_per_epoch`); above 16,777,215 the credential is cut to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zk_credits: Option<u64>,
     /// The key id (`k4.pid.…`) of the issuer whose signature was verified. Set by the

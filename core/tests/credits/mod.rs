@@ -27,9 +27,14 @@ struct Setup {
 }
 
 fn config(mock: &Mock, issuer: &SecretKey, data_dir: &Path) -> String {
+    config_credits(mock, issuer, data_dir, "")
+}
+
+/// [`config`] with extra `credits` keys (`", key: value"`).
+fn config_credits(mock: &Mock, issuer: &SecretKey, data_dir: &Path, credits_extra: &str) -> String {
     let mut c = config_for(&[("primary", mock, "")], "");
     c.push_str(&format!(
-        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\naudit: {{ data_dir: \"{}\" }}\ncredits: {{ mode: strict, epoch: day, deployment: it-test, issuer_seed: \"{SEED_HEX}\" }}\n",
+        "keys:\n  issuers: [ {{ public_key: \"{}\" }} ]\naudit: {{ data_dir: \"{}\" }}\ncredits: {{ mode: strict, epoch: day, deployment: it-test, issuer_seed: \"{SEED_HEX}\"{credits_extra} }}\n",
         issuer.public_key().to_paserk(),
         data_dir.display()
     ));
@@ -74,7 +79,9 @@ fn funded_wallet_at(addr: std::net::SocketAddr, issuer: &SecretKey, jti: &str) -
     assert_eq!(params.status, 200, "{}", params.text());
     let p = params.json();
     assert_eq!(p["deployment"], "it-test");
-    assert_eq!(p["balance_bits"], 32);
+    assert_eq!(p["balance_bits"], 24);
+    assert_eq!(p["params_version"], gatekeeper_zk::PARAMS_VERSION);
+    assert_eq!(p["tokens_per_credit"], 1);
     let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk decodes");
     let mut wallet = Wallet::new(Domain::new("it-test").expect("domain"), public);
     let request = wallet.request_credential(&mut rand::rngs::OsRng).expect("request").encode();
@@ -313,6 +320,105 @@ fn the_client_sidecar_pays_for_plain_and_sdk_requests() {
     // the /metrics requests of this test, which open one each).
     let accepted = metric_sum(s.gw.addr, "gatekeeper_connections_accepted_total{") - accepted_before;
     assert!(accepted <= 4, "{accepted} connections for 7 requests");
+}
+
+/// `credits.tokens_per_credit: 1000`, end to end through the sidecar, after an upgrade
+/// from L = 32: the key's allowance in tokens becomes credits, each request is charged
+/// and refunded in whole credits, an allowance above the balance width is cut and
+/// counted, and the wallet file and the issuance record of the old parameters do not
+/// stand in the way of a credential for the new ones.
+#[test]
+fn the_sidecar_pays_in_credits_of_tokens_per_credit_after_an_upgrade() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mock = Mock::start(Mock::config("primary"));
+    let issuer = SecretKey::generate();
+    let epoch = u64::try_from(now()).expect("now") / 86_400;
+    // The L = 32 build issued this key a credential this epoch, and its wallet file holds it.
+    std::fs::create_dir_all(dir.path().join("credits")).expect("dir");
+    std::fs::write(
+        dir.path().join(format!("credits/issued-{epoch}.jsonl")),
+        "{\"key_id\":\"zk-unit\",\"request_hash\":\"00\",\"response\":\"old\"}\n",
+    )
+    .expect("old issuance");
+    let wallet_path = dir.path().join("wallet.bin");
+    std::fs::write(&wallet_path, [1u8, 0, 0, 0, 0]).expect("old wallet");
+    let cfg = config_credits(&mock, &issuer, dir.path(), ", tokens_per_credit: 1000");
+    let gw = Gateway::start(&cfg, &[]);
+    let p = get(gw.addr, "/v1/credits/params").json();
+    assert_eq!((p["tokens_per_credit"].as_u64(), p["balance_bits"].as_u64()), (Some(1_000), Some(24)));
+    assert_eq!(p["credits_max"].as_u64(), Some(16_777_215));
+
+    // 50 million tokens a day: more than 24 bits of tokens, 50,000 credits of 1,000.
+    let mut claims = Claims { jti: "zk-unit".into(), exp: Some(now() + 3600), zk: true, ..Claims::default() };
+    claims.budget.tokens_per_day = Some(50_000_000);
+    let key = issue(&issuer, &claims, &Footer::for_key(&issuer.public_key())).expect("key");
+    let mut cmd = std::process::Command::new(gatekeeper_bin());
+    cmd.arg("client")
+        .arg("--gateway")
+        .arg(format!("http://{}", gw.addr))
+        .args(["--key", &key, "--listen", "127.0.0.1:0", "--wallet"])
+        .arg(&wallet_path);
+    let (_client, addr) = Proc::spawn("gatekeeper client", cmd, dir.path().join("client.log"));
+    let balance = || {
+        let bytes = std::fs::read(&wallet_path).expect("wallet file");
+        Wallet::from_bytes(Domain::new("it-test").expect("d"), &bytes).expect("a wallet of these params").balance()
+    };
+    let mut expected = 50_000;
+    for stream in [false, true, false] {
+        let r = chat(addr, "m", stream, "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        if !stream {
+            let used = r.json()["usage"]["total_tokens"].as_u64().expect("usage");
+            assert!(used > 0);
+            expected -= used.div_ceil(1_000);
+            assert_eq!(balance(), Some(expected), "charged the use in whole credits, refunded the rest");
+        } else {
+            let b = balance().expect("ready after the stream");
+            assert!(b < expected, "{expected} -> {b}");
+            expected = b;
+        }
+    }
+    let spends = metric_sum(gw.addr, "gatekeeper_credit_spends_total");
+    assert_eq!(spends, 3);
+    // The sidecar spent in the gateway's unit: body bytes + 4,096 default tokens is a few
+    // credits, not thousands (the amount is in each paid request's audit record).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let amounts: Vec<u64> = loop {
+        let amounts: Vec<u64> =
+            audit_records(dir.path()).iter().filter_map(|r| r.get("credit_amount")?.as_u64()).collect();
+        if amounts.len() >= 3 || Instant::now() > deadline {
+            break amounts;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(amounts.len(), 3, "{amounts:?}");
+    assert!(amounts.iter().all(|a| (5..=6).contains(a)), "{amounts:?}");
+
+    // By hand: one credit covers prompt + 100 tokens at this unit; zero is refused as too small.
+    let (mut wallet, _) = {
+        let public = PublicKey::decode(p["public_key"].as_str().expect("pk")).expect("pk");
+        let mut w = Wallet::new(Domain::new("it-test").expect("d"), public);
+        let req = w.request_credential(&mut rand::rngs::OsRng).expect("req").encode();
+        // 20 million credits asked: cut to 24 bits, and counted.
+        let big = token(&issuer, "zk-big", true, Some(20_000_000));
+        let r = post_issue(gw.addr, &big, &format!(r#"{{"request":"{req}"}}"#));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["credits"].as_u64(), Some(16_777_215));
+        let resp = IssuanceResponse::decode(r.json()["response"].as_str().expect("resp")).expect("resp");
+        assert_eq!(w.accept_credential(&resp), Ok(16_777_215));
+        (w, big)
+    };
+    let m = get(gw.addr, "/metrics").text();
+    assert!(m.contains("gatekeeper_credit_allowances_clamped_total 1"), "{m}");
+    let spend = wallet.spend(1, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(gw.addr, &spend, false, 100);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let change = Change::decode(r.header("x-gatekeeper-credit-change").expect("change")).expect("change");
+    assert_eq!(change.refund(), Ok(0), "a few tokens cost the whole credit");
+    assert_eq!(wallet.accept_change(&change), Ok(16_777_214));
+    let spend = wallet.spend(1, &mut rand::rngs::OsRng).expect("spend").encode();
+    let r = paid_chat(gw.addr, &spend, false, 1_000);
+    assert_eq!((r.status, code(&r).as_str()), (429, "credit_insufficient"), "prompt + 1,000 tokens is 2 credits");
 }
 
 /// The sum of a per-shard series (`NAME{shard="i"} v` lines).
