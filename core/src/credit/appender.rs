@@ -40,6 +40,8 @@ pub enum Log {
     Unconfirmed,
     /// `changes-<epoch>.jsonl`: the change each spend got, one JSON line each.
     Changes,
+    /// `issued-<epoch>.jsonl`: the credential each key got, one JSON line each.
+    Issued,
 }
 
 impl Log {
@@ -49,6 +51,7 @@ impl Log {
             Log::Nullifiers => format!("nullifiers-{epoch}.bin"),
             Log::Unconfirmed => format!("unconfirmed-{epoch}.bin"),
             Log::Changes => format!("changes-{epoch}.jsonl"),
+            Log::Issued => format!("issued-{epoch}.jsonl"),
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The verify pool: a few threads that run the CPU-heavy credit work (a spend's proof
-//! check, the change's signature and its fsync) off the shards.
+//! check, the change's signature, a credential's blind signature) off the shards.
 //!
 //! A shard is one io_uring event loop: a proof check of a few milliseconds on it stalls
 //! every connection it serves. The shard hands the work to the pool through a bounded

@@ -23,8 +23,10 @@
 //! replay) and the queueing of its record, a few microseconds; the fsync runs on the
 //! writer thread with the lock free, and the spend takes the lock again once the fsync
 //! answered to move the nullifier from `pending` to the set (or, when the write failed,
-//! to drop it: nothing spent, 503). Issuance, once per key per epoch, still appends and
-//! fsyncs `issued-<epoch>.jsonl` under the lock.
+//! to drop it: nothing spent, 503). Issuance, once per key per epoch, does the same: the
+//! blind signature (the request's proof check and the signing, about a millisecond) runs
+//! on the verify pool with no lock held, and its `issued-<epoch>.jsonl` line is fsync'd
+//! by the writer while the key is reserved (`issuing`), not under the lock.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -140,9 +142,12 @@ struct EpochState {
     issuer: Arc<Issuer>,
     /// The nullifiers spent: fsync'd in `nullifiers-<epoch>.bin`.
     nullifiers: HashSet<[u8; 32]>,
-    /// Key id → (hash of the issuance request, response text).
+    /// Key id → (hash of the issuance request, response text): fsync'd in
+    /// `issued-<epoch>.jsonl`.
     issued: HashMap<String, (String, String)>,
-    issued_log: File,
+    /// Key ids whose issuance line is being written: another issuance for one of them
+    /// meanwhile is refused (503, retry), so a key never gets two lines in one epoch.
+    issuing: HashSet<String>,
     /// Nullifier → the change its spend got (for a wallet that lost it).
     changes: HashMap<[u8; 32], String>,
     /// Soft mode: nullifiers accepted here that `BH_CREDITS` has not confirmed yet (and
@@ -668,15 +673,17 @@ impl Credits {
     /// credential); another request gets `AlreadyIssued`. A credential issued under
     /// other protocol parameters (`gatekeeper_zk::PARAMS_VERSION`, before an upgrade)
     /// does not count: it cannot be spent here, so the key gets one for these.
+    ///
+    /// The blind signature runs on the verify pool (a full queue: `VerifyBusy`), with no
+    /// lock held; the issuance line is fsync'd by the credit writer before the response
+    /// is returned, the key reserved meanwhile (a second issuance for it then is
+    /// `StoreUnavailable`: retry).
     pub async fn issue(&self, key_id: &str, allowance: Allowance, request_text: &str) -> Result<String, CreditError> {
         let credits = allowance.credits;
         let request = gatekeeper_zk::IssuanceRequest::decode(request_text)
             .map_err(|_| CreditError::BadIssuanceRequest("`request` is not a credential request"))?;
-        let request_hash: String = {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(request_text.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-        };
-        let mut line = {
+        let request_hash = hex_sha256(request_text.trim().as_bytes());
+        let issuer = {
             let state = self.current().map_err(|_| CreditError::StoreUnavailable)?;
             if request.epoch() != state.epoch {
                 return Err(CreditError::EpochExpired);
@@ -684,20 +691,23 @@ impl Credits {
             if let Some(answer) = state.issued_answer(key_id, &request_hash) {
                 return answer;
             }
-            let response = state
-                .issuer
-                .issue(&request, credits, &mut rand::rngs::OsRng)
-                .map_err(|_| CreditError::BadIssuanceRequest("the request's proof does not verify"))?
-                .encode();
-            IssuedLine {
-                key_id: key_id.to_string(),
-                request_hash: request_hash.clone(),
-                response,
-                params_version: gatekeeper_zk::PARAMS_VERSION.to_string(),
-            }
+            Arc::clone(&state.issuer)
+        };
+        let epoch = issuer.epoch();
+        let signed = self
+            .pool
+            .run(move || issuer.issue(&request, credits, &mut rand::rngs::OsRng).map(|r| r.encode()))
+            .await
+            .map_err(|_| CreditError::VerifyBusy)?;
+        let response = signed.map_err(|_| CreditError::BadIssuanceRequest("the request's proof does not verify"))?;
+        let mut line = IssuedLine {
+            key_id: key_id.to_string(),
+            request_hash: request_hash.clone(),
+            response,
+            params_version: gatekeeper_zk::PARAMS_VERSION.to_string(),
         };
         if self.shared.get().is_some() {
-            let key = crate::bridge::credits::issued_key(request.epoch(), key_id);
+            let key = crate::bridge::credits::issued_key(epoch, key_id);
             let value =
                 serde_json::to_vec(&(&line.request_hash, &line.response)).map_err(|_| CreditError::StoreUnavailable)?;
             match self.claim(key, value, Op::CreateOrFetch).await {
@@ -712,24 +722,84 @@ impl Credits {
                 _ => return Err(CreditError::StoreUnavailable),
             }
         }
-        let mut state = self.current().map_err(|_| CreditError::StoreUnavailable)?;
-        if let Some(answer) = state.issued_answer(key_id, &request_hash) {
-            return answer;
-        }
         let mut text = serde_json::to_vec(&line).map_err(|_| CreditError::StoreUnavailable)?;
         text.push(b'\n');
-        let written = state.issued_log.write_all(&text).and_then(|()| state.issued_log.sync_data());
-        if written.is_err() {
-            return Err(CreditError::StoreUnavailable);
+        let queued = {
+            let mut state = self.current().map_err(|_| CreditError::StoreUnavailable)?;
+            if state.epoch != epoch {
+                return Err(CreditError::EpochExpired);
+            }
+            if let Some(answer) = state.issued_answer(key_id, &request_hash) {
+                return answer;
+            }
+            if !state.issuing.insert(line.key_id.clone()) {
+                return Err(CreditError::StoreUnavailable);
+            }
+            match self.writer.queue(Log::Issued, epoch, text) {
+                Ok(queued) => queued,
+                Err(_) => {
+                    state.issuing.remove(&line.key_id);
+                    return Err(CreditError::StoreUnavailable);
+                }
+            }
+        };
+        // Released however this ends, a drop of this future included: a reservation left
+        // behind would refuse the key's credential for the rest of the epoch.
+        let mut reserved = Reservation { credits: self, epoch, key_id: &line.key_id, held: true };
+        let written = queued.wait().await;
+        let mut state = self.lock();
+        if state.epoch == epoch {
+            state.issuing.remove(&line.key_id);
+            if written.is_ok() {
+                state.issued.insert(line.key_id.clone(), (line.request_hash.clone(), line.response.clone()));
+            }
         }
-        let answer =
-            if line.request_hash == request_hash { Ok(line.response.clone()) } else { Err(CreditError::AlreadyIssued) };
-        if answer.is_ok() && allowance.clamped {
+        reserved.held = false;
+        drop(state);
+        drop(reserved);
+        written.map_err(|_| CreditError::StoreUnavailable)?;
+        if line.request_hash != request_hash {
+            return Err(CreditError::AlreadyIssued);
+        }
+        if allowance.clamped {
             self.counters.allowances_clamped.fetch_add(1, Ordering::Relaxed);
         }
-        state.issued.insert(line.key_id, (line.request_hash, line.response));
-        answer
+        Ok(line.response)
     }
+}
+
+/// A key's issuance reservation (`EpochState::issuing`), released when dropped: the
+/// issuance future was dropped while its line was being written. `held` is cleared once
+/// the issuance settled the reservation itself under the lock.
+struct Reservation<'a> {
+    credits: &'a Credits,
+    epoch: u32,
+    key_id: &'a str,
+    held: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let mut state = self.credits.lock();
+        if state.epoch == self.epoch {
+            state.issuing.remove(self.key_id);
+        }
+    }
+}
+
+/// SHA-256 of `bytes` in lowercase hex.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 impl EpochState {
@@ -744,7 +814,9 @@ impl EpochState {
     fn open(dir: &Path, domain: &Domain, seed: &IssuerSeed, epoch: u32) -> std::io::Result<EpochState> {
         let issuer = Arc::new(Issuer::derive(domain, seed, epoch));
         let nullifiers: HashSet<[u8; 32]> = load_records(&Log::Nullifiers.path(dir, epoch))?.into_iter().collect();
-        let (issued_log, lines) = load_lines(&dir.join(format!("issued-{epoch}.jsonl")))?;
+        // Later lines win: a line whose issuance was dropped before it answered can be
+        // followed by the one a retry wrote.
+        let (_, lines) = load_lines(&Log::Issued.path(dir, epoch))?;
         let issued: HashMap<String, (String, String)> = lines
             .split(|&b| b == b'\n')
             .filter_map(|line| serde_json::from_slice::<IssuedLine>(line).ok())
@@ -762,7 +834,16 @@ impl EpochState {
         unconfirmed.retain(|n| nullifiers.contains(n));
         unconfirmed.sort_unstable();
         unconfirmed.dedup();
-        Ok(EpochState { epoch, issuer, nullifiers, issued, issued_log, changes, unconfirmed, pending: HashSet::new() })
+        Ok(EpochState {
+            epoch,
+            issuer,
+            nullifiers,
+            issued,
+            issuing: HashSet::new(),
+            changes,
+            unconfirmed,
+            pending: HashSet::new(),
+        })
     }
 }
 
@@ -1116,6 +1197,106 @@ mod tests {
         assert!(issue(&c, "key-b", 500, &req2).is_ok());
         let resp = gatekeeper_zk::IssuanceResponse::decode(&first).expect("resp");
         assert_eq!(w.accept_credential(&resp), Ok(500));
+    }
+
+    /// A credential request for `c`'s current epoch, encoded.
+    fn credential_request(c: &Credits) -> String {
+        let issuer = c.issuer().expect("issuer");
+        let mut w = gatekeeper_zk::Wallet::new(c.domain().clone(), issuer.public_key());
+        w.request_credential(&mut rand::rngs::OsRng).expect("req").encode()
+    }
+
+    fn issued_lines(dir: &Path, epoch: u32) -> Vec<IssuedLine> {
+        let text = std::fs::read(Log::Issued.path(&dir.join("credits"), epoch)).expect("issued file");
+        text.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("line"))
+            .collect()
+    }
+
+    #[test]
+    fn an_issuance_is_on_disk_when_it_returns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let req = credential_request(&c);
+        let response = issue(&c, "key-a", 500, &req).expect("issued");
+        // Read while the store is open: the line is in the file, not in a queue.
+        let lines = issued_lines(dir.path(), epoch);
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0].key_id.as_str(), lines[0].response.as_str()), ("key-a", response.as_str()));
+    }
+
+    #[test]
+    fn an_issuance_in_flight_holds_no_lock_and_refuses_a_second_for_its_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let rx = hold_writes(&mut c, 16);
+        let c = Arc::new(c);
+        let req = credential_request(&c);
+        let first = {
+            let (c, req) = (Arc::clone(&c), req.clone());
+            std::thread::spawn(move || issue(&c, "key-a", 500, &req))
+        };
+        let job = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the line is queued");
+        assert!(c.state.try_lock().is_ok(), "no lock held while the line is written");
+        {
+            let state = c.lock();
+            assert!(state.issuing.contains("key-a") && !state.issued.contains_key("key-a"), "reserved, not issued");
+        }
+        assert_eq!(issue(&c, "key-a", 500, &req), Err(CreditError::StoreUnavailable), "in flight: retry");
+        let (tx, writes) = std::sync::mpsc::sync_channel(1);
+        tx.send(job).expect("forward");
+        drop(tx);
+        let credits = dir.path().join("credits");
+        std::thread::spawn(move || super::super::appender::write_batches(&credits, &writes));
+        let response = first.join().expect("thread").expect("the first one is issued");
+        assert_eq!(issue(&c, "key-a", 500, &req), Ok(response), "the same request, answered again");
+        assert_eq!(issued_lines(dir.path(), epoch).len(), 1, "one line for the key");
+        assert!(c.lock().issuing.is_empty());
+    }
+
+    #[test]
+    fn an_issuance_that_cannot_be_written_issues_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        // Every write to /dev/full fails (ENOSPC), as a full disk would.
+        let path = Log::Issued.path(&dir.path().join("credits"), epoch);
+        std::fs::remove_file(&path).expect("unlink");
+        std::os::unix::fs::symlink("/dev/full", &path).expect("symlink");
+        let req = credential_request(&c);
+        assert_eq!(issue(&c, "key-a", 500, &req), Err(CreditError::StoreUnavailable));
+        {
+            let state = c.lock();
+            assert!(!state.issued.contains_key("key-a") && state.issuing.is_empty(), "nothing issued or reserved");
+        }
+        std::fs::remove_file(&path).expect("unlink");
+        let response = issue(&c, "key-a", 500, &req).expect("a retry, once the disk is back, is issued");
+        assert_eq!(issued_lines(dir.path(), epoch)[0].response, response);
+    }
+
+    #[test]
+    fn a_dropped_issuance_releases_its_key_and_the_retry_is_the_one_that_counts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let rx = hold_writes(&mut c, 16);
+        let req = credential_request(&c);
+        // Dropped (timed out) while its line waits for the held writer.
+        let wait = std::time::Duration::from_millis(300);
+        let dropped = block_on(async {
+            monoio::time::timeout(wait, c.issue("key-a", Allowance { credits: 500, clamped: false }, &req)).await
+        });
+        assert!(dropped.is_err(), "still waiting on its write when dropped");
+        assert!(c.lock().issuing.is_empty(), "the reservation left with the future");
+        write_from(dir.path(), rx);
+        let response = issue(&c, "key-a", 500, &req).expect("the retry is issued");
+        assert_eq!(issued_lines(dir.path(), epoch).len(), 2, "the dropped line landed too");
+        drop(c);
+        let c = open(dir.path());
+        assert_eq!(issue(&c, "key-a", 500, &req), Ok(response), "after a restart the later line counts");
     }
 
     #[test]
