@@ -1,10 +1,12 @@
 //! What the audit log records about one request (pipeline step 8).
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::chain::push_decimal;
+use super::strlist::StrList;
 
 /// One request as the audit log sees it. No prompt or completion text unless
 /// `audit.include_content` is on.
@@ -114,8 +116,12 @@ impl AuditRecord {
         push_opt_str(out, b",\"route_mode\":", self.route_mode.as_deref());
         if let Some(c) = self.complexity {
             out.extend_from_slice(b",\"complexity\":");
-            // Floats keep serde_json's formatter (shortest round-trip, `null` if not finite).
-            serde_json::to_writer(&mut *out, &c)?;
+            match Hundredths::of(c) {
+                // What the router records (two decimals): a table, not a float formatter.
+                Some(h) => out.extend_from_slice(h.text()),
+                // Floats keep serde_json's formatter (shortest round-trip, `null` if not finite).
+                None => serde_json::to_writer(&mut *out, &c)?,
+            }
         }
         push_opt_str(out, b",\"task\":", self.task.as_deref());
         push_str_list(out, b",\"route_candidates\":", &self.route_candidates);
@@ -182,6 +188,68 @@ fn push_str_list(out: &mut Vec<u8>, key: &[u8], values: &[String]) {
         push_json_str(out, v);
     }
     out.push(b']');
+}
+
+/// A float of 0–1 in hundredths (`k / 100`, `k` ≤ 100), as the router records
+/// complexity: serde_json prints it as `0.0`, `0.d`, `0.dd` or `1.0` (shortest
+/// round trip), which [`Hundredths::text`] writes without a float formatter and
+/// [`Hundredths::parse`] reads back without a float parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hundredths(u8);
+
+impl Hundredths {
+    /// `x` as hundredths, when it is exactly the float of `k / 100` for a `k` ≤ 100.
+    pub(crate) fn of(x: f64) -> Option<Hundredths> {
+        let k = (x * 100.0).round();
+        // `k / 100.0` is the float nearest to the decimal k/100 (one correctly
+        // rounded division of exact values), i.e. what parsing `0.kk` gives; `-0.0`
+        // is left to serde (it prints `-0.0`).
+        ((0.0..=100.0).contains(&k) && k / 100.0 == x && x.is_sign_positive()).then_some(Hundredths(k as u8))
+    }
+
+    /// The float.
+    pub(crate) fn value(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// Reads exactly serde_json's text of a hundredths float (`0.0`, `1.0`, `0.d`
+    /// with d ≠ 0, `0.dd` with the last d ≠ 0); `None` for any other text, even of
+    /// the same number (`0.50`, `5e-1`), so a caller keeping the text keeps serde's.
+    pub(crate) fn parse(text: &[u8]) -> Option<Hundredths> {
+        let digit = |b: u8| b.is_ascii_digit().then(|| b - b'0');
+        match *text {
+            [b'1', b'.', b'0'] => Some(Hundredths(100)),
+            [b'0', b'.', b'0'] => Some(Hundredths(0)),
+            [b'0', b'.', d] => digit(d).filter(|&d| d != 0).map(|d| Hundredths(d * 10)),
+            [b'0', b'.', d, e] => {
+                let (d, e) = (digit(d)?, digit(e).filter(|&e| e != 0)?);
+                Some(Hundredths(d * 10 + e))
+            }
+            _ => None,
+        }
+    }
+
+    /// serde_json's text of the float.
+    pub(crate) fn text(self) -> &'static [u8] {
+        const TEXT: &[u8; 101 * 4] = &{
+            let mut t = [b' '; 101 * 4];
+            let mut k = 0;
+            while k <= 100 {
+                let at = k * 4;
+                t[at] = if k == 100 { b'1' } else { b'0' };
+                t[at + 1] = b'.';
+                t[at + 2] = b'0' + (k % 100 / 10) as u8;
+                t[at + 3] = b'0' + (k % 10) as u8;
+                k += 1;
+            }
+            t
+        };
+        let k = usize::from(self.0.min(100));
+        let at = k * 4;
+        // `0.d0` prints as `0.d` (and `0.00`, `1.00` as `0.0`, `1.0`).
+        let len = if k % 10 == 0 { 3 } else { 4 };
+        TEXT.get(at..at + len).unwrap_or(b"0.0")
+    }
 }
 
 /// A JSON string with serde_json's escapes: `\"`, `\\`, `\b \t \n \f \r`, other
@@ -265,8 +333,10 @@ fn special_in(x: u64) -> Option<usize> {
 
 /// The fields of a stored [`AuditRecord`] the bridge derives events, health and
 /// sessions from, borrowed from the record's JSON where no unescaping is needed.
-/// Parsing one skips `content` without building it.
-#[derive(Debug, Deserialize)]
+/// Parsing one skips `content` without building it. Made only by parsing (its
+/// private fields say what the hand-written parse saw), so it prints and compares
+/// the same whichever path read it.
+#[derive(Deserialize)]
 pub struct RecordView<'a> {
     /// `X-Request-Id` as answered.
     #[serde(borrow)]
@@ -299,7 +369,7 @@ pub struct RecordView<'a> {
     pub task: Option<Cow<'a, str>>,
     /// Candidates considered, `model@provider:verdict`.
     #[serde(default, borrow)]
-    pub route_candidates: Vec<Cow<'a, str>>,
+    pub route_candidates: StrList<'a>,
     /// Why the chosen candidate won.
     #[serde(default, borrow)]
     pub route_reason: Option<Cow<'a, str>>,
@@ -313,7 +383,41 @@ pub struct RecordView<'a> {
     pub upstream_us: u64,
     /// Deployments tried, in order.
     #[serde(default, borrow)]
-    pub attempts: Vec<Cow<'a, str>>,
+    pub attempts: StrList<'a>,
+    /// Set by the hand-written parse: every string above is borrowed from the record
+    /// and holds no byte JSON must escape, so it is written back as it was stored.
+    #[serde(skip)]
+    plain: bool,
+    /// `complexity` as stored, when it is serde_json's text of that float (the
+    /// hand-written parse's hundredths): written back without a float formatter.
+    #[serde(skip)]
+    complexity_text: Option<&'a str>,
+}
+
+impl fmt::Debug for RecordView<'_> {
+    /// The fields read, not how they were read (the private fields are a cache of
+    /// the same values), so the two parse paths print alike.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordView")
+            .field("request_id", &self.request_id)
+            .field("ts_unix_ms", &self.ts_unix_ms)
+            .field("key_id", &self.key_id)
+            .field("tenant", &self.tenant)
+            .field("model_requested", &self.model_requested)
+            .field("provider", &self.provider)
+            .field("model_upstream", &self.model_upstream)
+            .field("route_mode", &self.route_mode)
+            .field("complexity", &self.complexity)
+            .field("task", &self.task)
+            .field("route_candidates", &self.route_candidates)
+            .field("route_reason", &self.route_reason)
+            .field("status", &self.status)
+            .field("tokens_in", &self.tokens_in)
+            .field("tokens_out", &self.tokens_out)
+            .field("upstream_us", &self.upstream_us)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 impl<'a> RecordView<'a> {
@@ -328,6 +432,32 @@ impl<'a> RecordView<'a> {
             None => serde_json::from_slice(json),
         }
     }
+
+    /// Appends `s`, one of this view's strings, as a JSON string: as stored when the
+    /// hand-written parse read the view (its strings need no escape), else escaped.
+    pub(crate) fn push_str(&self, out: &mut Vec<u8>, s: &str) {
+        if self.plain {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            push_json_str(out, s);
+        }
+    }
+
+    /// Appends `complexity` as serde_json writes the float (`null` when absent or
+    /// not finite): its stored text when that is serde's.
+    pub(crate) fn push_complexity(&self, out: &mut Vec<u8>) {
+        match (self.complexity_text, self.complexity) {
+            (Some(text), _) => out.extend_from_slice(text.as_bytes()),
+            (None, Some(c)) => {
+                if serde_json::to_writer(&mut *out, &c).is_err() {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            (None, None) => out.extend_from_slice(b"null"),
+        }
+    }
 }
 
 /// The hand-written path of [`RecordView::parse`]: `None` whenever the input is
@@ -335,7 +465,8 @@ impl<'a> RecordView<'a> {
 mod fast {
     use std::borrow::Cow;
 
-    use crate::audit::record::{first_special, RecordView};
+    use crate::audit::record::{first_special, Hundredths, RecordView};
+    use crate::audit::strlist::StrList;
 
     /// Every key of a record as [`super::AuditRecord::write_json`] writes them, in
     /// its order, quoted and with the colon: records list them so, with optional
@@ -507,19 +638,23 @@ mod fast {
             Some(Some(Cow::Borrowed(self.string()?)))
         }
 
-        fn str_list(&mut self) -> Option<Vec<Cow<'a, str>>> {
+        /// An array of strings without escapes, kept as its text (no allocation).
+        fn str_list(&mut self) -> Option<StrList<'a>> {
+            let start = self.at;
             self.eat(b'[')?;
-            let mut out = Vec::new();
-            if self.eat(b']').is_some() {
-                return Some(out);
-            }
-            loop {
-                out.push(Cow::Borrowed(self.string()?));
-                if self.eat(b']').is_some() {
-                    return Some(out);
+            let mut len = 0;
+            if self.eat(b']').is_none() {
+                // Bounded: every round consumes a string, or returns.
+                loop {
+                    self.string()?;
+                    len += 1;
+                    if self.eat(b']').is_some() {
+                        break;
+                    }
+                    self.eat(b',')?;
                 }
-                self.eat(b',')?;
             }
+            Some(StrList::raw(self.s.get(start..self.at)?, len))
         }
 
         /// Skips a value of a field the view does not read: scalars only.
@@ -588,13 +723,15 @@ mod fast {
             route_mode: None,
             complexity: None,
             task: None,
-            route_candidates: Vec::new(),
+            route_candidates: StrList::default(),
             route_reason: None,
             status: 0,
             tokens_in: 0,
             tokens_out: 0,
             upstream_us: 0,
-            attempts: Vec::new(),
+            attempts: StrList::default(),
+            plain: true,
+            complexity_text: None,
         };
         c.eat(b'{')?;
         // Where in [`KEY_ORDER`] the next key is looked for first.
@@ -644,12 +781,23 @@ mod fast {
                         1 << 7
                     }
                     COMPLEXITY => {
+                        v.complexity_text = None;
                         v.complexity = if c.literal("null") {
                             None
                         } else {
                             let n = c.number()?;
-                            json_number(n).then_some(())?;
-                            Some(n.parse::<f64>().ok().filter(|f| f.is_finite())?)
+                            match Hundredths::parse(n.as_bytes()) {
+                                // What the shards write: no float parse, and the text
+                                // is kept to be written back.
+                                Some(h) => {
+                                    v.complexity_text = Some(n);
+                                    Some(h.value())
+                                }
+                                None => {
+                                    json_number(n).then_some(())?;
+                                    Some(n.parse::<f64>().ok().filter(|f| f.is_finite())?)
+                                }
+                            }
                         };
                         1 << 8
                     }
@@ -910,6 +1058,33 @@ mod tests {
         assert_eq!(RecordView::parse(spaced).unwrap().request_id, "r\"");
     }
 
+    /// Every hundredths float: its table text is serde_json's, it reads back to the
+    /// float both parsers give, and no other text of it takes the table path.
+    #[test]
+    fn hundredths_are_serdes_text() {
+        for k in 0..=100u8 {
+            let x = f64::from(k) / 100.0;
+            let h = Hundredths::of(x).expect("a hundredths float");
+            assert_eq!(h, Hundredths(k));
+            let text = h.text();
+            assert_eq!(text, serde_json::to_string(&x).unwrap().as_bytes(), "{k}");
+            assert_eq!(Hundredths::parse(text), Some(h));
+            let s = std::str::from_utf8(text).unwrap();
+            assert_eq!(h.value().to_bits(), s.parse::<f64>().unwrap().to_bits(), "{s}");
+            assert_eq!(h.value().to_bits(), serde_json::from_str::<f64>(s).unwrap().to_bits(), "{s}");
+            // Other texts of the same number are not serde's: left to the float path.
+            for other in [format!("{s}0"), format!("{x:e}"), format!("0{s}")] {
+                assert_eq!(Hundredths::parse(other.as_bytes()), None, "{other}");
+            }
+        }
+        for x in [0.125, 0.001, 1.01, 2.0, -0.0, -0.5, f64::NAN, f64::INFINITY, 0.1 + 0.2] {
+            assert_eq!(Hundredths::of(x), None, "{x}");
+        }
+        for text in ["0.", "0.00", "1.00", "1.5", "0.5e0", "00.5", "-0.5", "0.x", ".5", "0.1.", "1"] {
+            assert_eq!(Hundredths::parse(text.as_bytes()), None, "{text}");
+        }
+    }
+
     #[test]
     fn write_json_of_defaults_and_full_records() {
         for r in [
@@ -948,6 +1123,6 @@ mod tests {
         assert_eq!((v.request_id.as_ref(), v.ts_unix_ms, v.status), ("r\"1", 7, 502));
         assert_eq!((v.key_id.as_deref(), v.tenant.as_deref(), v.provider.as_deref()), (Some("k"), None, Some("p")));
         assert_eq!((v.tokens_in, v.tokens_out, v.upstream_us), (3, 4, 9));
-        assert_eq!(v.attempts, ["a: 502", "b"]);
+        assert_eq!(v.attempts.iter().collect::<Vec<_>>(), ["a: 502", "b"]);
     }
 }

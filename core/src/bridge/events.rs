@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::chain::push_decimal;
-use crate::audit::{push_json_str, RecordView};
+use crate::audit::{RecordView, StrList};
 
 /// Something the pipeline reports for `BH_ALERTS` / `BH_EVENTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,18 +230,20 @@ pub const ROUTE_FIELDS: [&str; 11] = [
 /// Appends `r`'s routing decision for `BH_EVENTS`: an array of its values in
 /// [`ROUTE_FIELDS`] order, absent ones `null`, as serde_json would write the tuple of
 /// them (same escapes, floats through serde_json) but without serde's generic path,
-/// since it runs for every record (issue 15, item 5).
+/// since it runs for every record (issue 15, item 5). Strings, lists and complexity
+/// the hand-written parse read are copied as stored (they need no escape, and the
+/// stored complexity is serde's text of it); the rest is escaped and formatted.
 fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
     let opt = |out: &mut Vec<u8>, v: Option<&str>| match v {
-        Some(v) => push_json_str(out, v),
+        Some(v) => r.push_str(out, v),
         None => out.extend_from_slice(b"null"),
     };
     out.push(b'[');
-    push_json_str(out, &r.request_id);
+    r.push_str(out, &r.request_id);
     out.push(b',');
     push_decimal(out, r.ts_unix_ms);
     out.push(b',');
-    push_json_str(out, &r.model_requested);
+    r.push_str(out, &r.model_requested);
     out.push(b',');
     opt(out, r.model_upstream.as_deref());
     out.push(b',');
@@ -249,28 +251,14 @@ fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
     out.push(b',');
     opt(out, r.route_mode.as_deref());
     out.push(b',');
-    match r.complexity {
-        // serde_json's float formatting (shortest round trip; `null` when not finite).
-        Some(c) => {
-            if serde_json::to_writer(&mut *out, &c).is_err() {
-                out.extend_from_slice(b"null");
-            }
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    r.push_complexity(out);
     out.push(b',');
     push_decimal(out, u64::from(r.status));
     out.push(b',');
     opt(out, r.task.as_deref());
     out.push(b',');
-    out.push(b'[');
-    for (i, c) in r.route_candidates.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_json_str(out, c);
-    }
-    out.extend_from_slice(b"],");
+    r.route_candidates.push_json(out);
+    out.push(b',');
     opt(out, r.route_reason.as_deref());
     out.push(b']');
 }
@@ -278,7 +266,7 @@ fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
 /// A failover on `BH_EVENTS`.
 #[derive(Serialize)]
 struct FailoverEvent<'a> {
-    attempts: &'a [std::borrow::Cow<'a, str>],
+    attempts: &'a StrList<'a>,
     model_requested: &'a str,
     node: &'a str,
     provider: Option<&'a str>,
@@ -729,6 +717,70 @@ mod tests {
             .unwrap();
             prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
         }
+    }
+
+    proptest! {
+        /// A decision written from what the hand-written parse kept (stored strings,
+        /// lists and complexity text) is the one written from serde's view of the
+        /// same record, whatever the record holds.
+        #[test]
+        fn decisions_from_either_parse_are_equal(
+            strings in proptest::collection::vec(text(), 2),
+            opts in proptest::collection::vec(proptest::option::of(text()), 5),
+            lists in proptest::collection::vec(text(), 0..4),
+            complexity in proptest::option::of(prop_oneof![any::<f64>(), (0u32..=100).prop_map(|c| f64::from(c) / 100.0)]),
+            status in any::<u16>(),
+        ) {
+            let r = AuditRecord {
+                request_id: strings[0].clone(),
+                model_requested: strings[1].clone(),
+                model_upstream: opts[0].clone(),
+                provider: opts[1].clone(),
+                route_mode: opts[2].clone(),
+                complexity,
+                status,
+                task: opts[3].clone(),
+                route_candidates: lists,
+                route_reason: opts[4].clone(),
+                ..AuditRecord::default()
+            };
+            let mut json = Vec::new();
+            r.write_json(&mut json).unwrap();
+            let fast = RecordView::parse(&json).unwrap();
+            let serde: RecordView<'_> = serde_json::from_slice(&json).unwrap();
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_decision(&mut ours, &fast);
+            write_decision(&mut theirs, &serde);
+            prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+        }
+    }
+
+    /// The fast path's decision on a plain record copies what was stored: the
+    /// bytes serde writes, with every list and the complexity taken as stored.
+    #[test]
+    fn a_plain_record_decision_copies_the_stored_values() {
+        let mut r = rec("p", 5, 200, "k");
+        r.route_candidates = vec!["a@p:chosen".into(), ",".into(), "".into(), "b@q:filtered:tools".into()];
+        r.complexity = Some(0.07);
+        r.route_mode = Some("cost".into());
+        let json = serde_json::to_vec(&r).unwrap();
+        let view = RecordView::parse(&json).unwrap();
+        let mut ours = Vec::new();
+        write_decision(&mut ours, &view);
+        let want = serde_json::json!([
+            "r",
+            1000,
+            "",
+            null,
+            "p",
+            "cost",
+            0.07,
+            200,
+            null,
+            ["a@p:chosen", ",", "", "b@q:filtered:tools"],
+            null
+        ]);
+        assert_eq!(String::from_utf8(ours).unwrap(), want.to_string());
     }
 
     /// Records alternating between providers land in each one's window, whether
