@@ -504,6 +504,57 @@ mod fast {
         "\"content\":",
     ];
 
+    /// A key of [`KEY_ORDER`] as little-endian 8-byte words (zero-padded) with the
+    /// masks of its bytes, so that whether a record's bytes start with it takes a
+    /// few word comparisons inline rather than a call to `memcmp` (this runs for
+    /// every key of every record).
+    pub(super) struct KeyWords {
+        words: [u64; 4],
+        masks: [u64; 4],
+        key: &'static str,
+    }
+
+    impl KeyWords {
+        const fn new(key: &'static str) -> KeyWords {
+            let b = key.as_bytes();
+            assert!(b.len() <= 32, "a key longer than KeyWords holds");
+            let (mut words, mut masks) = ([0u64; 4], [0u64; 4]);
+            let mut i = 0;
+            while i < b.len() {
+                words[i / 8] |= (b[i] as u64) << (8 * (i % 8));
+                masks[i / 8] |= 0xff << (8 * (i % 8));
+                i += 1;
+            }
+            KeyWords { words, masks, key }
+        }
+
+        /// Whether `rest` starts with the key: four masked words (a key's unused
+        /// words are zero under a zero mask), the first mismatch ending it.
+        #[inline]
+        pub(super) fn starts(&self, rest: &[u8]) -> bool {
+            match rest.first_chunk::<32>() {
+                Some(head) => (0..4).all(|i| {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(&head[i * 8..i * 8 + 8]);
+                    u64::from_le_bytes(word) & self.masks[i] == self.words[i]
+                }),
+                // The record's last 31 bytes: too short to load whole words.
+                None => rest.starts_with(self.key.as_bytes()),
+            }
+        }
+    }
+
+    /// [`KEY_ORDER`] as [`KeyWords`].
+    pub(super) const KEY_WORDS: [KeyWords; KEY_ORDER.len()] = {
+        let mut out = [const { KeyWords { words: [0; 4], masks: [0; 4], key: "" } }; KEY_ORDER.len()];
+        let mut i = 0;
+        while i < KEY_ORDER.len() {
+            out[i] = KeyWords::new(KEY_ORDER[i]);
+            i += 1;
+        }
+        out
+    };
+
     /// The place of `name` (unquoted) in [`KEY_ORDER`], at compile time: a field the
     /// parse reads that the order lacks fails the build instead of matching nothing.
     const fn key_at(name: &str) -> usize {
@@ -576,12 +627,7 @@ mod fast {
         /// other key, escaped keys included, which the caller then scans.
         fn expected_key(&mut self, next: &mut usize) -> Option<usize> {
             let rest = self.s.as_bytes().get(self.at..)?;
-            // The byte after the quote tells most keys apart before a comparison.
-            let first = rest.get(1)?;
-            let skipped = KEY_ORDER
-                .get(*next..)?
-                .iter()
-                .position(|k| k.as_bytes().get(1) == Some(first) && rest.starts_with(k.as_bytes()))?;
+            let skipped = KEY_WORDS.get(*next..)?.iter().position(|k| k.starts(rest))?;
             let at = *next + skipped;
             self.at += KEY_ORDER.get(at)?.len();
             *next = at + 1;
@@ -849,7 +895,11 @@ mod fast {
         }
         // Every field without a default must be there, and nothing after the object.
         const REQUIRED: u32 = 1 | 1 << 1 | 1 << 4 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15;
-        (seen & REQUIRED == REQUIRED && c.at == s.len()).then_some(v)
+        if seen & REQUIRED == REQUIRED && c.at == s.len() {
+            Some(v)
+        } else {
+            None
+        }
     }
 }
 
@@ -1026,6 +1076,33 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let at: Vec<usize> = fast::KEY_ORDER.iter().map(|k| text.find(k).unwrap()).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "in the writer's order: {text}");
+    }
+
+    /// The word comparison of a key says what `starts_with` says, at every length
+    /// of what follows (short tails take the byte path) and for near misses.
+    #[test]
+    fn key_words_match_like_starts_with() {
+        for (i, k) in fast::KEY_ORDER.iter().enumerate() {
+            let words = &fast::KEY_WORDS[i];
+            let mut texts = vec![format!("{k}\"x\",\"more\":1}}"), k.to_string(), k[..k.len() - 1].to_string()];
+            for at in 0..k.len() {
+                // One byte off anywhere in the key, in the middle of a long record.
+                let mut b = format!("{k}1234567890123456789012345678901234567890").into_bytes();
+                b[at] ^= 0x20;
+                texts.push(String::from_utf8_lossy(&b).into_owned());
+            }
+            for t in &texts {
+                for end in 0..=t.len() {
+                    let rest = &t.as_bytes()[..end];
+                    assert_eq!(
+                        words.starts(rest),
+                        rest.starts_with(k.as_bytes()),
+                        "{k} in {:?}",
+                        String::from_utf8_lossy(rest)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
