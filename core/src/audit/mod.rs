@@ -16,6 +16,7 @@
 pub mod chain;
 pub mod checkpoint;
 mod error;
+mod json;
 mod mapped;
 pub mod merkle;
 pub mod message;

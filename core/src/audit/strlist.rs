@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::record::push_json_str;
+use super::json::push_json_str;
 
 /// A list of strings of a [`super::RecordView`]. Compares, prints and serializes
 /// as the list of its strings, however it was read.
