@@ -208,6 +208,9 @@ async fn metrics(gw: &Gateway, net_stats: &[ShardStats], res: &mut Responder<'_>
     .render();
     let mut text = text;
     gw.health.render_metrics(&mut text);
+    if let Some(b) = &gw.bridge {
+        b.render_metrics(&mut text);
+    }
     if let Some(c) = &gw.credits {
         c.render_metrics(&mut text);
     }

@@ -32,6 +32,7 @@ pub mod credits;
 pub mod events;
 mod health;
 mod housekeeping;
+mod metrics;
 pub mod nats;
 mod resume;
 mod retry;
@@ -91,7 +92,7 @@ pub(crate) struct LaneCounters {
     opened: AtomicBool,
 }
 
-/// Counters for `/metrics` and tests.
+/// Counters for `/metrics` (`metrics.rs`) and tests.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
     /// Entries stored in this instance's chain.
@@ -236,6 +237,8 @@ pub struct Bridge {
     audit: Option<AuditSide>,
     shared: Arc<Shared>,
     budget_join: Option<Arc<budget::Join>>,
+    /// Whether `nats` is configured (the config watch runs).
+    nats_on: bool,
     thread: Mutex<Option<std::thread::JoinHandle<ThreadResult>>>,
 }
 
@@ -359,7 +362,14 @@ impl Bridge {
         }
         let generation = audit.as_ref().map(|a| a.settings.gen);
         tracing::info!(node = %node, audit = audit.is_some(), ?generation, nats = config.nats.is_some(), "bridge started");
-        Ok(Bridge { node, audit, shared, budget_join: join, thread: Mutex::new(Some(thread)) })
+        Ok(Bridge {
+            node,
+            audit,
+            shared,
+            budget_join: join,
+            nats_on: config.nats.is_some(),
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// The budget gossip's join, when it runs: `serve` waits on it before the shards

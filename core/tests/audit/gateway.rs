@@ -76,6 +76,24 @@ fn ten_thousand_requests_are_audited_once_and_verify_in_files() {
     let mut gw = Gateway::start(&config_for(&[("primary", &mock, "")], &audit_top(data.path(), None)), &["--no-auth"]);
     let acknowledged = drive(gw.addr, 10_000, 16, 25, "files");
     assert_eq!(acknowledged.len(), 10_000);
+    // `/metrics` shows the shipping: every entry stored, checkpoints signed, spools empty.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = crate::harness::request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
+        let drained = text.contains("\ngatekeeper_audit_entries_stored_total 10000\n")
+            && text.lines().filter(|l| l.starts_with("gatekeeper_audit_spool_bytes{")).all(|l| l.ends_with(" 0"));
+        if drained || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("\ngatekeeper_audit_entries_stored_total 10000\n"), "{text}");
+    assert!(text.contains("gatekeeper_audit_spool_bytes{shard=\"0\"} 0\n"), "{text}");
+    assert!(!text.contains("\ngatekeeper_audit_checkpoints_stored_total 0\n"), "checkpoints stored: {text}");
+    for zero in ["store_failures", "spool_full", "wal_bytes_skipped", "witness_failures"] {
+        assert!(text.contains(&format!("\ngatekeeper_audit_{zero}_total 0\n")), "{zero}: {text}");
+    }
+    assert!(!text.contains("gatekeeper_budget_gossip"), "no gossip without nats: {text}");
     stop(&mut gw);
     let (ok, text) = verify_cli(&["--dir", &data.path().display().to_string()]);
     assert!(ok, "{text}");

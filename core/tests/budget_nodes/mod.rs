@@ -499,6 +499,13 @@ fn a_node_killed_and_restarted_mid_window_grants_nothing_again() {
         assert_eq!(send(b.gw.addr, &fresh).status, 200);
     }
     assert!(converged(&[&a, &b, &d], "after-restart", 3 * USED, Duration::from_secs(2)).is_some());
+    // The gossip is visible on `/metrics`: A published its own spend and merged B's.
+    let text = request(a.admin, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
+    for series in ["gatekeeper_budget_gossip_messages_sent_total", "gatekeeper_budget_gossip_merged_total"] {
+        assert!(metric_value(&text, series) > 0, "{series} counts: {text}");
+    }
+    assert_eq!(metric_value(&text, "gatekeeper_budget_gossip_dropped_total"), 0, "{text}");
+    assert!(text.contains("\ngatekeeper_config_changes_total "), "{text}");
     // `budget show --nats`: every node answers; all the spend is B's, both boots.
     let out = std::process::Command::new(gatekeeper_bin())
         .args(["budget", "show", "restarted", "--nats", &c.nats.url(), "--json", "--wait-ms", "3000"])
@@ -728,4 +735,9 @@ fn a_node_joins_without_peers_or_without_nats_and_catches_up_later() {
     assert!(converged(&[&b], "late", USED, Duration::from_secs(2)).is_some(), "only its own spend so far");
     c.nats.restart();
     assert!(converged(&[&a, &b], "late", 2 * USED, Duration::from_secs(3)).is_some(), "caught up once NATS is back");
+}
+
+/// The value of the unlabelled series `name` in a `/metrics` text (0 when absent).
+fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines().filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok()).next().unwrap_or(0)
 }
