@@ -6,6 +6,9 @@
 //! Shard side (what every request pays before its answer's last byte):
 //! - `record/serde`: the record's JSON through `serde_json::to_writer` (what shards did);
 //! - `record/write_json`: the same bytes through `AuditRecord::write_json` (what they do);
+//! - `record/cost_usd`: the record's exact cost (`router::price::write_cost_usd`, over
+//!   the last record's string, as shards do); `record/cost_usd_alloc`: the same
+//!   through `cost_usd`, a new `String` each time (as shards did);
 //! - `record/append`: `write_json` + framing + CRC + the copy into the mapped WAL part
 //!   (`WalWriter::append`, page faults included; a fresh WAL every 4,096 records so the
 //!   bench's disk use stays bounded, the reset not timed).
@@ -27,6 +30,7 @@ use gatekeeper::audit::chain::ChainState;
 use gatekeeper::audit::wal::{FrameKind, LaneId, LaneReader, ReadFrames, WalWriter};
 use gatekeeper::audit::{AuditError, AuditRecord, RecordView};
 use gatekeeper::bridge::events::Derived;
+use gatekeeper::router::price::{cost_usd, write_cost_usd, Price};
 
 fn typical() -> AuditRecord {
     AuditRecord {
@@ -69,6 +73,18 @@ fn shard_side(c: &mut Criterion) {
             black_box(&r).write_json(&mut buf).unwrap();
             black_box(buf.len())
         })
+    });
+    // A mock-like deployment's prices (USD per 1,000 tokens).
+    let (input, output) = (Price::from_f64(0.00015).unwrap(), Price::from_f64(0.0006).unwrap());
+    let mut cost = String::new();
+    g.bench_function("cost_usd", |b| {
+        b.iter(|| {
+            write_cost_usd(&mut cost, black_box(12), input, black_box(16), output).unwrap();
+            black_box(cost.len())
+        })
+    });
+    g.bench_function("cost_usd_alloc", |b| {
+        b.iter(|| black_box(cost_usd(black_box(12), input, black_box(16), output).unwrap().len()))
     });
     let dir = tempfile::tempdir().unwrap();
     g.bench_function("append", |b| {

@@ -16,15 +16,17 @@
 pub mod chain;
 pub mod checkpoint;
 mod error;
+mod json;
 mod mapped;
 pub mod merkle;
 pub mod message;
 pub mod private;
 mod record;
 pub mod request;
+mod strlist;
 pub mod verify;
 pub mod wal;
 
 pub use error::AuditError;
-pub(crate) use record::push_json_str;
 pub use record::{AuditRecord, RecordView};
+pub use strlist::StrList;

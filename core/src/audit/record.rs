@@ -1,10 +1,15 @@
 //! What the audit log records about one request (pipeline step 8).
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::chain::push_decimal;
+#[cfg(test)]
+use super::json::first_special;
+use super::json::push_json_str;
+use super::strlist::StrList;
 
 /// One request as the audit log sees it. No prompt or completion text unless
 /// `audit.include_content` is on.
@@ -114,8 +119,12 @@ impl AuditRecord {
         push_opt_str(out, b",\"route_mode\":", self.route_mode.as_deref());
         if let Some(c) = self.complexity {
             out.extend_from_slice(b",\"complexity\":");
-            // Floats keep serde_json's formatter (shortest round-trip, `null` if not finite).
-            serde_json::to_writer(&mut *out, &c)?;
+            match Hundredths::of(c) {
+                // What the router records (two decimals): a table, not a float formatter.
+                Some(h) => out.extend_from_slice(h.text()),
+                // Floats keep serde_json's formatter (shortest round-trip, `null` if not finite).
+                None => serde_json::to_writer(&mut *out, &c)?,
+            }
         }
         push_opt_str(out, b",\"task\":", self.task.as_deref());
         push_str_list(out, b",\"route_candidates\":", &self.route_candidates);
@@ -184,89 +193,74 @@ fn push_str_list(out: &mut Vec<u8>, key: &[u8], values: &[String]) {
     out.push(b']');
 }
 
-/// A JSON string with serde_json's escapes: `\"`, `\\`, `\b \t \n \f \r`, other
-/// control bytes as `\u00xx` (lowercase hex); everything else, UTF-8 included, as is.
-pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    out.push(b'"');
-    // Nearly every string needs no escape: one pass that checks 8 bytes at a time,
-    // then one copy.
-    if first_special(bytes).is_none() {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
+/// A float of 0–1 in hundredths (`k / 100`, `k` ≤ 100), as the router records
+/// complexity: serde_json prints it as `0.0`, `0.d`, `0.dd` or `1.0` (shortest
+/// round trip), which [`Hundredths::text`] writes without a float formatter and
+/// [`Hundredths::parse`] reads back without a float parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hundredths(u8);
+
+impl Hundredths {
+    /// `x` as hundredths, when it is exactly the float of `k / 100` for a `k` ≤ 100.
+    pub(crate) fn of(x: f64) -> Option<Hundredths> {
+        let k = (x * 100.0).round();
+        // `k / 100.0` is the float nearest to the decimal k/100 (one correctly
+        // rounded division of exact values), i.e. what parsing `0.kk` gives; `-0.0`
+        // is left to serde (it prints `-0.0`).
+        ((0.0..=100.0).contains(&k) && k / 100.0 == x && x.is_sign_positive()).then_some(Hundredths(k as u8))
     }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            0x0c => b"\\f",
-            b'\r' => b"\\r",
-            0x00..=0x1f => b"",
-            _ => continue,
+
+    /// The float.
+    pub(crate) fn value(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// Reads exactly serde_json's text of a hundredths float (`0.0`, `1.0`, `0.d`
+    /// with d ≠ 0, `0.dd` with the last d ≠ 0); `None` for any other text, even of
+    /// the same number (`0.50`, `5e-1`), so a caller keeping the text keeps serde's.
+    pub(crate) fn parse(text: &[u8]) -> Option<Hundredths> {
+        let digit = |b: u8| b.is_ascii_digit().then(|| b - b'0');
+        match *text {
+            [b'1', b'.', b'0'] => Some(Hundredths(100)),
+            [b'0', b'.', b'0'] => Some(Hundredths(0)),
+            [b'0', b'.', d] => digit(d).filter(|&d| d != 0).map(|d| Hundredths(d * 10)),
+            [b'0', b'.', d, e] => {
+                let (d, e) = (digit(d)?, digit(e).filter(|&e| e != 0)?);
+                Some(Hundredths(d * 10 + e))
+            }
+            _ => None,
+        }
+    }
+
+    /// serde_json's text of the float.
+    pub(crate) fn text(self) -> &'static [u8] {
+        const TEXT: &[u8; 101 * 4] = &{
+            let mut t = [b' '; 101 * 4];
+            let mut k = 0;
+            while k <= 100 {
+                let at = k * 4;
+                t[at] = if k == 100 { b'1' } else { b'0' };
+                t[at + 1] = b'.';
+                t[at + 2] = b'0' + (k % 100 / 10) as u8;
+                t[at + 3] = b'0' + (k % 10) as u8;
+                k += 1;
+            }
+            t
         };
-        out.extend_from_slice(&bytes[start..i]);
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 15) as usize]);
-        } else {
-            out.extend_from_slice(short);
-        }
-        start = i + 1;
+        let k = usize::from(self.0.min(100));
+        let at = k * 4;
+        // `0.d0` prints as `0.d` (and `0.00`, `1.00` as `0.0`, `1.0`).
+        let len = if k % 10 == 0 { 3 } else { 4 };
+        TEXT.get(at..at + len).unwrap_or(b"0.0")
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// Where the first byte of `bytes` is that a JSON string cannot hold as is (`"`,
-/// `\\` or a control byte below 0x20), 8 bytes per step: strings are most of a
-/// record's bytes, and both the shard (writing) and the bridge (parsing) scan them.
-pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in chunks.by_ref() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        if let Some(i) = special_in(u64::from_le_bytes(word)) {
-            return Some(at + i);
-        }
-        at += 8;
-    }
-    // The last 0–7 bytes: one more word, padded with a byte that is never special.
-    let rest = chunks.remainder();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut word = [b'a'; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    special_in(u64::from_le_bytes(word)).map(|i| at + i)
-}
-
-/// The first of the 8 bytes of `x` (little-endian) that is `"`, `\\` or below 0x20.
-fn special_in(x: u64) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Per byte, the high bit is set where it is 0 after the xor / below 0x20.
-    // Borrows only run upwards, so the lowest flagged byte is always a real hit
-    // (a byte above it may be flagged falsely, which the lowest bit ignores).
-    let quote = x ^ (ONES * u64::from(b'"'));
-    let slash = x ^ (ONES * u64::from(b'\\'));
-    let hits =
-        (quote.wrapping_sub(ONES) & !quote | slash.wrapping_sub(ONES) & !slash | x.wrapping_sub(ONES * 0x20) & !x)
-            & HIGH;
-    (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize)
 }
 
 /// The fields of a stored [`AuditRecord`] the bridge derives events, health and
 /// sessions from, borrowed from the record's JSON where no unescaping is needed.
-/// Parsing one skips `content` without building it.
-#[derive(Debug, Deserialize)]
+/// Parsing one skips `content` without building it. Made only by parsing (its
+/// private fields say what the hand-written parse saw), so it prints and compares
+/// the same whichever path read it.
+#[derive(Deserialize)]
 pub struct RecordView<'a> {
     /// `X-Request-Id` as answered.
     #[serde(borrow)]
@@ -299,7 +293,7 @@ pub struct RecordView<'a> {
     pub task: Option<Cow<'a, str>>,
     /// Candidates considered, `model@provider:verdict`.
     #[serde(default, borrow)]
-    pub route_candidates: Vec<Cow<'a, str>>,
+    pub route_candidates: StrList<'a>,
     /// Why the chosen candidate won.
     #[serde(default, borrow)]
     pub route_reason: Option<Cow<'a, str>>,
@@ -313,7 +307,41 @@ pub struct RecordView<'a> {
     pub upstream_us: u64,
     /// Deployments tried, in order.
     #[serde(default, borrow)]
-    pub attempts: Vec<Cow<'a, str>>,
+    pub attempts: StrList<'a>,
+    /// Set by the hand-written parse: every string above is borrowed from the record
+    /// and holds no byte JSON must escape, so it is written back as it was stored.
+    #[serde(skip)]
+    plain: bool,
+    /// `complexity` as stored, when it is serde_json's text of that float (the
+    /// hand-written parse's hundredths): written back without a float formatter.
+    #[serde(skip)]
+    complexity_text: Option<&'a str>,
+}
+
+impl fmt::Debug for RecordView<'_> {
+    /// The fields read, not how they were read (the private fields are a cache of
+    /// the same values), so the two parse paths print alike.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordView")
+            .field("request_id", &self.request_id)
+            .field("ts_unix_ms", &self.ts_unix_ms)
+            .field("key_id", &self.key_id)
+            .field("tenant", &self.tenant)
+            .field("model_requested", &self.model_requested)
+            .field("provider", &self.provider)
+            .field("model_upstream", &self.model_upstream)
+            .field("route_mode", &self.route_mode)
+            .field("complexity", &self.complexity)
+            .field("task", &self.task)
+            .field("route_candidates", &self.route_candidates)
+            .field("route_reason", &self.route_reason)
+            .field("status", &self.status)
+            .field("tokens_in", &self.tokens_in)
+            .field("tokens_out", &self.tokens_out)
+            .field("upstream_us", &self.upstream_us)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 impl<'a> RecordView<'a> {
@@ -328,6 +356,32 @@ impl<'a> RecordView<'a> {
             None => serde_json::from_slice(json),
         }
     }
+
+    /// Appends `s`, one of this view's strings, as a JSON string: as stored when the
+    /// hand-written parse read the view (its strings need no escape), else escaped.
+    pub(crate) fn push_str(&self, out: &mut Vec<u8>, s: &str) {
+        if self.plain {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            push_json_str(out, s);
+        }
+    }
+
+    /// Appends `complexity` as serde_json writes the float (`null` when absent or
+    /// not finite): its stored text when that is serde's.
+    pub(crate) fn push_complexity(&self, out: &mut Vec<u8>) {
+        match (self.complexity_text, self.complexity) {
+            (Some(text), _) => out.extend_from_slice(text.as_bytes()),
+            (None, Some(c)) => {
+                if serde_json::to_writer(&mut *out, &c).is_err() {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            (None, None) => out.extend_from_slice(b"null"),
+        }
+    }
 }
 
 /// The hand-written path of [`RecordView::parse`]: `None` whenever the input is
@@ -335,7 +389,9 @@ impl<'a> RecordView<'a> {
 mod fast {
     use std::borrow::Cow;
 
-    use crate::audit::record::{first_special, RecordView};
+    use crate::audit::json::first_special;
+    use crate::audit::record::{Hundredths, RecordView};
+    use crate::audit::strlist::StrList;
 
     /// Every key of a record as [`super::AuditRecord::write_json`] writes them, in
     /// its order, quoted and with the colon: records list them so, with optional
@@ -372,6 +428,57 @@ mod fast {
         "\"credit_issued\":",
         "\"content\":",
     ];
+
+    /// A key of [`KEY_ORDER`] as little-endian 8-byte words (zero-padded) with the
+    /// masks of its bytes, so that whether a record's bytes start with it takes a
+    /// few word comparisons inline rather than a call to `memcmp` (this runs for
+    /// every key of every record).
+    pub(super) struct KeyWords {
+        words: [u64; 4],
+        masks: [u64; 4],
+        key: &'static str,
+    }
+
+    impl KeyWords {
+        const fn new(key: &'static str) -> KeyWords {
+            let b = key.as_bytes();
+            assert!(b.len() <= 32, "a key longer than KeyWords holds");
+            let (mut words, mut masks) = ([0u64; 4], [0u64; 4]);
+            let mut i = 0;
+            while i < b.len() {
+                words[i / 8] |= (b[i] as u64) << (8 * (i % 8));
+                masks[i / 8] |= 0xff << (8 * (i % 8));
+                i += 1;
+            }
+            KeyWords { words, masks, key }
+        }
+
+        /// Whether `rest` starts with the key: four masked words (a key's unused
+        /// words are zero under a zero mask), the first mismatch ending it.
+        #[inline]
+        pub(super) fn starts(&self, rest: &[u8]) -> bool {
+            match rest.first_chunk::<32>() {
+                Some(head) => (0..4).all(|i| {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(&head[i * 8..i * 8 + 8]);
+                    u64::from_le_bytes(word) & self.masks[i] == self.words[i]
+                }),
+                // The record's last 31 bytes: too short to load whole words.
+                None => rest.starts_with(self.key.as_bytes()),
+            }
+        }
+    }
+
+    /// [`KEY_ORDER`] as [`KeyWords`].
+    pub(super) const KEY_WORDS: [KeyWords; KEY_ORDER.len()] = {
+        let mut out = [const { KeyWords { words: [0; 4], masks: [0; 4], key: "" } }; KEY_ORDER.len()];
+        let mut i = 0;
+        while i < KEY_ORDER.len() {
+            out[i] = KeyWords::new(KEY_ORDER[i]);
+            i += 1;
+        }
+        out
+    };
 
     /// The place of `name` (unquoted) in [`KEY_ORDER`], at compile time: a field the
     /// parse reads that the order lacks fails the build instead of matching nothing.
@@ -445,12 +552,7 @@ mod fast {
         /// other key, escaped keys included, which the caller then scans.
         fn expected_key(&mut self, next: &mut usize) -> Option<usize> {
             let rest = self.s.as_bytes().get(self.at..)?;
-            // The byte after the quote tells most keys apart before a comparison.
-            let first = rest.get(1)?;
-            let skipped = KEY_ORDER
-                .get(*next..)?
-                .iter()
-                .position(|k| k.as_bytes().get(1) == Some(first) && rest.starts_with(k.as_bytes()))?;
+            let skipped = KEY_WORDS.get(*next..)?.iter().position(|k| k.starts(rest))?;
             let at = *next + skipped;
             self.at += KEY_ORDER.get(at)?.len();
             *next = at + 1;
@@ -507,19 +609,23 @@ mod fast {
             Some(Some(Cow::Borrowed(self.string()?)))
         }
 
-        fn str_list(&mut self) -> Option<Vec<Cow<'a, str>>> {
+        /// An array of strings without escapes, kept as its text (no allocation).
+        fn str_list(&mut self) -> Option<StrList<'a>> {
+            let start = self.at;
             self.eat(b'[')?;
-            let mut out = Vec::new();
-            if self.eat(b']').is_some() {
-                return Some(out);
-            }
-            loop {
-                out.push(Cow::Borrowed(self.string()?));
-                if self.eat(b']').is_some() {
-                    return Some(out);
+            let mut len = 0;
+            if self.eat(b']').is_none() {
+                // Bounded: every round consumes a string, or returns.
+                loop {
+                    self.string()?;
+                    len += 1;
+                    if self.eat(b']').is_some() {
+                        break;
+                    }
+                    self.eat(b',')?;
                 }
-                self.eat(b',')?;
             }
+            Some(StrList::raw(self.s.get(start..self.at)?, len))
         }
 
         /// Skips a value of a field the view does not read: scalars only.
@@ -588,13 +694,15 @@ mod fast {
             route_mode: None,
             complexity: None,
             task: None,
-            route_candidates: Vec::new(),
+            route_candidates: StrList::default(),
             route_reason: None,
             status: 0,
             tokens_in: 0,
             tokens_out: 0,
             upstream_us: 0,
-            attempts: Vec::new(),
+            attempts: StrList::default(),
+            plain: true,
+            complexity_text: None,
         };
         c.eat(b'{')?;
         // Where in [`KEY_ORDER`] the next key is looked for first.
@@ -644,12 +752,23 @@ mod fast {
                         1 << 7
                     }
                     COMPLEXITY => {
+                        v.complexity_text = None;
                         v.complexity = if c.literal("null") {
                             None
                         } else {
                             let n = c.number()?;
-                            json_number(n).then_some(())?;
-                            Some(n.parse::<f64>().ok().filter(|f| f.is_finite())?)
+                            match Hundredths::parse(n.as_bytes()) {
+                                // What the shards write: no float parse, and the text
+                                // is kept to be written back.
+                                Some(h) => {
+                                    v.complexity_text = Some(n);
+                                    Some(h.value())
+                                }
+                                None => {
+                                    json_number(n).then_some(())?;
+                                    Some(n.parse::<f64>().ok().filter(|f| f.is_finite())?)
+                                }
+                            }
                         };
                         1 << 8
                     }
@@ -701,7 +820,11 @@ mod fast {
         }
         // Every field without a default must be there, and nothing after the object.
         const REQUIRED: u32 = 1 | 1 << 1 | 1 << 4 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15;
-        (seen & REQUIRED == REQUIRED && c.at == s.len()).then_some(v)
+        if seen & REQUIRED == REQUIRED && c.at == s.len() {
+            Some(v)
+        } else {
+            None
+        }
     }
 }
 
@@ -880,6 +1003,33 @@ mod tests {
         assert!(at.windows(2).all(|w| w[0] < w[1]), "in the writer's order: {text}");
     }
 
+    /// The word comparison of a key says what `starts_with` says, at every length
+    /// of what follows (short tails take the byte path) and for near misses.
+    #[test]
+    fn key_words_match_like_starts_with() {
+        for (i, k) in fast::KEY_ORDER.iter().enumerate() {
+            let words = &fast::KEY_WORDS[i];
+            let mut texts = vec![format!("{k}\"x\",\"more\":1}}"), k.to_string(), k[..k.len() - 1].to_string()];
+            for at in 0..k.len() {
+                // One byte off anywhere in the key, in the middle of a long record.
+                let mut b = format!("{k}1234567890123456789012345678901234567890").into_bytes();
+                b[at] ^= 0x20;
+                texts.push(String::from_utf8_lossy(&b).into_owned());
+            }
+            for t in &texts {
+                for end in 0..=t.len() {
+                    let rest = &t.as_bytes()[..end];
+                    assert_eq!(
+                        words.starts(rest),
+                        rest.starts_with(k.as_bytes()),
+                        "{k} in {:?}",
+                        String::from_utf8_lossy(rest)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn fast_parse_leaves_the_unusual_to_serde() {
         let plain = br#"{"request_id":"r","ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3}"#;
@@ -908,6 +1058,33 @@ mod tests {
         // The view still reads what only serde takes.
         let spaced = br#"{ "request_id":"r\"", "ts_unix_ms":1,"model_requested":"m","status":200,"tokens_in":1,"tokens_out":2,"upstream_us":3,"content":{"a":[1]}}"#;
         assert_eq!(RecordView::parse(spaced).unwrap().request_id, "r\"");
+    }
+
+    /// Every hundredths float: its table text is serde_json's, it reads back to the
+    /// float both parsers give, and no other text of it takes the table path.
+    #[test]
+    fn hundredths_are_serdes_text() {
+        for k in 0..=100u8 {
+            let x = f64::from(k) / 100.0;
+            let h = Hundredths::of(x).expect("a hundredths float");
+            assert_eq!(h, Hundredths(k));
+            let text = h.text();
+            assert_eq!(text, serde_json::to_string(&x).unwrap().as_bytes(), "{k}");
+            assert_eq!(Hundredths::parse(text), Some(h));
+            let s = std::str::from_utf8(text).unwrap();
+            assert_eq!(h.value().to_bits(), s.parse::<f64>().unwrap().to_bits(), "{s}");
+            assert_eq!(h.value().to_bits(), serde_json::from_str::<f64>(s).unwrap().to_bits(), "{s}");
+            // Other texts of the same number are not serde's: left to the float path.
+            for other in [format!("{s}0"), format!("{x:e}"), format!("0{s}")] {
+                assert_eq!(Hundredths::parse(other.as_bytes()), None, "{other}");
+            }
+        }
+        for x in [0.125, 0.001, 1.01, 2.0, -0.0, -0.5, f64::NAN, f64::INFINITY, 0.1 + 0.2] {
+            assert_eq!(Hundredths::of(x), None, "{x}");
+        }
+        for text in ["0.", "0.00", "1.00", "1.5", "0.5e0", "00.5", "-0.5", "0.x", ".5", "0.1.", "1"] {
+            assert_eq!(Hundredths::parse(text.as_bytes()), None, "{text}");
+        }
     }
 
     #[test]
@@ -948,6 +1125,6 @@ mod tests {
         assert_eq!((v.request_id.as_ref(), v.ts_unix_ms, v.status), ("r\"1", 7, 502));
         assert_eq!((v.key_id.as_deref(), v.tenant.as_deref(), v.provider.as_deref()), (Some("k"), None, Some("p")));
         assert_eq!((v.tokens_in, v.tokens_out, v.upstream_us), (3, 4, 9));
-        assert_eq!(v.attempts, ["a: 502", "b"]);
+        assert_eq!(v.attempts.iter().collect::<Vec<_>>(), ["a: 502", "b"]);
     }
 }

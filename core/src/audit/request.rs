@@ -9,7 +9,7 @@ use crate::audit::{AuditError, AuditRecord};
 use crate::bridge::ShardAudit;
 use crate::providers::attempt::Attempt;
 use crate::providers::Provider;
-use crate::router::price::cost_usd;
+use crate::router::price::write_cost_usd;
 use crate::router::RouteTable;
 use crate::trace::Trace;
 
@@ -89,11 +89,18 @@ impl Recorder<'_> {
                 r.status = status;
                 r.tokens_in = usage.prompt_tokens;
                 r.tokens_out = usage.completion_tokens;
-                match deployment
-                    .and_then(|d| cost_usd(usage.prompt_tokens, d.prices.0, usage.completion_tokens, d.prices.1))
-                {
-                    Some(cost) => r.cost_usd = cost,
-                    None => set(&mut r.cost_usd, "0"),
+                // Written over the last request's cost (no allocation once warm).
+                let cost = deployment.and_then(|d| {
+                    write_cost_usd(
+                        &mut r.cost_usd,
+                        usage.prompt_tokens,
+                        d.prices.0,
+                        usage.completion_tokens,
+                        d.prices.1,
+                    )
+                });
+                if cost.is_none() {
+                    set(&mut r.cost_usd, "0");
                 }
                 r.upstream_us = trace.upstream.as_micros() as u64;
                 r.overhead_us = trace.overhead_us;
@@ -138,7 +145,7 @@ impl Recorder<'_> {
                 s.push('@');
                 s.push_str(provider);
                 s.push(':');
-                s.push_str(&c.verdict.code());
+                c.verdict.push_code(s);
             }
             n += 1;
         }

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::chain::push_decimal;
-use crate::audit::{push_json_str, RecordView};
+use crate::audit::{RecordView, StrList};
 
 /// Something the pipeline reports for `BH_ALERTS` / `BH_EVENTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,18 +230,20 @@ pub const ROUTE_FIELDS: [&str; 11] = [
 /// Appends `r`'s routing decision for `BH_EVENTS`: an array of its values in
 /// [`ROUTE_FIELDS`] order, absent ones `null`, as serde_json would write the tuple of
 /// them (same escapes, floats through serde_json) but without serde's generic path,
-/// since it runs for every record (issue 15, item 5).
+/// since it runs for every record (issue 15, item 5). Strings, lists and complexity
+/// the hand-written parse read are copied as stored (they need no escape, and the
+/// stored complexity is serde's text of it); the rest is escaped and formatted.
 fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
     let opt = |out: &mut Vec<u8>, v: Option<&str>| match v {
-        Some(v) => push_json_str(out, v),
+        Some(v) => r.push_str(out, v),
         None => out.extend_from_slice(b"null"),
     };
     out.push(b'[');
-    push_json_str(out, &r.request_id);
+    r.push_str(out, &r.request_id);
     out.push(b',');
     push_decimal(out, r.ts_unix_ms);
     out.push(b',');
-    push_json_str(out, &r.model_requested);
+    r.push_str(out, &r.model_requested);
     out.push(b',');
     opt(out, r.model_upstream.as_deref());
     out.push(b',');
@@ -249,28 +251,14 @@ fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
     out.push(b',');
     opt(out, r.route_mode.as_deref());
     out.push(b',');
-    match r.complexity {
-        // serde_json's float formatting (shortest round trip; `null` when not finite).
-        Some(c) => {
-            if serde_json::to_writer(&mut *out, &c).is_err() {
-                out.extend_from_slice(b"null");
-            }
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    r.push_complexity(out);
     out.push(b',');
     push_decimal(out, u64::from(r.status));
     out.push(b',');
     opt(out, r.task.as_deref());
     out.push(b',');
-    out.push(b'[');
-    for (i, c) in r.route_candidates.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_json_str(out, c);
-    }
-    out.extend_from_slice(b"],");
+    r.route_candidates.push_json(out);
+    out.push(b',');
     opt(out, r.route_reason.as_deref());
     out.push(b']');
 }
@@ -278,7 +266,7 @@ fn write_decision(out: &mut Vec<u8>, r: &RecordView<'_>) {
 /// A failover on `BH_EVENTS`.
 #[derive(Serialize)]
 struct FailoverEvent<'a> {
-    attempts: &'a [std::borrow::Cow<'a, str>],
+    attempts: &'a StrList<'a>,
     model_requested: &'a str,
     node: &'a str,
     provider: Option<&'a str>,
@@ -313,7 +301,12 @@ pub struct Derived {
     last_provider: usize,
     /// Subjects of records that name no provider.
     no_provider: EventSubjects,
-    sessions: HashMap<String, Session>,
+    /// Sessions per key, in the order first seen (since the last sweep).
+    sessions: Vec<Session>,
+    /// Where each key's session is in `sessions`.
+    session_at: HashMap<String, usize>,
+    /// Where the last record's session is in `sessions`.
+    last_session: usize,
     session_window_ms: u64,
     sla_p99_us: Option<u64>,
     routes: RouteBatch,
@@ -329,7 +322,9 @@ impl Derived {
             provider_at: HashMap::new(),
             last_provider: 0,
             no_provider: EventSubjects::new("none"),
-            sessions: HashMap::new(),
+            sessions: Vec::new(),
+            session_at: HashMap::new(),
+            last_session: 0,
             session_window_ms: session_window_s.saturating_mul(1000),
             sla_p99_us: sla_p99_ms.map(|ms| ms.saturating_mul(1000)),
             routes: RouteBatch::default(),
@@ -413,26 +408,33 @@ impl Derived {
             });
         }
         let key = r.key_id.as_deref().unwrap_or("anonymous");
-        // One lookup for a known key (every record but a key's first).
-        let s = match self.sessions.get_mut(key) {
-            Some(s) => s,
-            None => {
-                if self.sessions.len() >= SESSIONS_MAX {
-                    return;
+        // Consecutive records mostly share a key (one lookup otherwise, hashing the key).
+        let at = match self.sessions.get(self.last_session) {
+            Some(s) if s.key_id == key => self.last_session,
+            _ => match self.session_at.get(key) {
+                Some(&at) => at,
+                None => {
+                    if self.sessions.len() >= SESSIONS_MAX {
+                        return;
+                    }
+                    self.sessions.push(Session {
+                        key_id: key.to_string(),
+                        tenant: r.tenant.as_deref().map(str::to_string),
+                        first_seen_ms: r.ts_unix_ms,
+                        last_seen_ms: r.ts_unix_ms,
+                        window_start_ms: r.ts_unix_ms,
+                        requests: 0,
+                        tokens: 0,
+                        dirty: true,
+                    });
+                    let at = self.sessions.len() - 1;
+                    self.session_at.insert(key.to_string(), at);
+                    at
                 }
-                let session = Session {
-                    key_id: key.to_string(),
-                    tenant: r.tenant.as_deref().map(str::to_string),
-                    first_seen_ms: r.ts_unix_ms,
-                    last_seen_ms: r.ts_unix_ms,
-                    window_start_ms: r.ts_unix_ms,
-                    requests: 0,
-                    tokens: 0,
-                    dirty: true,
-                };
-                self.sessions.entry(key.to_string()).or_insert(session)
-            }
+            },
         };
+        self.last_session = at;
+        let Some(s) = self.sessions.get_mut(at) else { return };
         if r.ts_unix_ms.saturating_sub(s.window_start_ms) >= self.session_window_ms {
             s.window_start_ms = r.ts_unix_ms;
             s.requests = 0;
@@ -534,8 +536,16 @@ impl Derived {
     /// Session states that changed since the last flush.
     pub fn sessions(&mut self, now_ms: u64, out: &mut Vec<AuxMessage>) {
         let idle_ms = self.session_window_ms.saturating_mul(2);
-        self.sessions.retain(|_, s| now_ms.saturating_sub(s.last_seen_ms) < idle_ms || s.dirty);
-        for s in self.sessions.values_mut().filter(|s| s.dirty) {
+        let before = self.sessions.len();
+        self.sessions.retain(|s| now_ms.saturating_sub(s.last_seen_ms) < idle_ms || s.dirty);
+        if self.sessions.len() != before {
+            // Places moved: index them again (once per sweep that dropped a session).
+            self.session_at.clear();
+            for (at, s) in self.sessions.iter().enumerate() {
+                self.session_at.insert(s.key_id.clone(), at);
+            }
+        }
+        for s in self.sessions.iter_mut().filter(|s| s.dirty) {
             s.dirty = false;
             let mut body = serde_json::to_value(&*s).unwrap_or_default();
             body["node"] = serde_json::Value::from(self.node.clone());
@@ -729,6 +739,113 @@ mod tests {
             .unwrap();
             prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
         }
+    }
+
+    proptest! {
+        /// A decision written from what the hand-written parse kept (stored strings,
+        /// lists and complexity text) is the one written from serde's view of the
+        /// same record, whatever the record holds.
+        #[test]
+        fn decisions_from_either_parse_are_equal(
+            strings in proptest::collection::vec(text(), 2),
+            opts in proptest::collection::vec(proptest::option::of(text()), 5),
+            lists in proptest::collection::vec(text(), 0..4),
+            complexity in proptest::option::of(prop_oneof![any::<f64>(), (0u32..=100).prop_map(|c| f64::from(c) / 100.0)]),
+            status in any::<u16>(),
+        ) {
+            let r = AuditRecord {
+                request_id: strings[0].clone(),
+                model_requested: strings[1].clone(),
+                model_upstream: opts[0].clone(),
+                provider: opts[1].clone(),
+                route_mode: opts[2].clone(),
+                complexity,
+                status,
+                task: opts[3].clone(),
+                route_candidates: lists,
+                route_reason: opts[4].clone(),
+                ..AuditRecord::default()
+            };
+            let mut json = Vec::new();
+            r.write_json(&mut json).unwrap();
+            let fast = RecordView::parse(&json).unwrap();
+            let serde: RecordView<'_> = serde_json::from_slice(&json).unwrap();
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_decision(&mut ours, &fast);
+            write_decision(&mut theirs, &serde);
+            prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+        }
+    }
+
+    /// The fast path's decision on a plain record copies what was stored: the
+    /// bytes serde writes, with every list and the complexity taken as stored.
+    #[test]
+    fn a_plain_record_decision_copies_the_stored_values() {
+        let mut r = rec("p", 5, 200, "k");
+        r.route_candidates = vec!["a@p:chosen".into(), ",".into(), "".into(), "b@q:filtered:tools".into()];
+        r.complexity = Some(0.07);
+        r.route_mode = Some("cost".into());
+        let json = serde_json::to_vec(&r).unwrap();
+        let view = RecordView::parse(&json).unwrap();
+        let mut ours = Vec::new();
+        write_decision(&mut ours, &view);
+        let want = serde_json::json!([
+            "r",
+            1000,
+            "",
+            null,
+            "p",
+            "cost",
+            0.07,
+            200,
+            null,
+            ["a@p:chosen", ",", "", "b@q:filtered:tools"],
+            null
+        ]);
+        assert_eq!(String::from_utf8(ours).unwrap(), want.to_string());
+    }
+
+    /// Records alternating between keys count in each key's session, whether found
+    /// as the last record's key or through the index, also after a sweep dropped
+    /// idle sessions and moved the others.
+    #[test]
+    fn sessions_follow_interleaved_keys_across_sweeps() {
+        let mut d = Derived::new("n", 1, None);
+        let mut out = Vec::new();
+        let feed = |d: &mut Derived, key: &str, ts: u64| {
+            let mut r = rec("p", 5, 200, key);
+            r.ts_unix_ms = ts;
+            let json = serde_json::to_vec(&r).unwrap();
+            d.record(&RecordView::parse(&json).unwrap(), "m", &mut Vec::new());
+        };
+        let sessions = |d: &mut Derived, now: u64, out: &mut Vec<AuxMessage>| {
+            out.clear();
+            d.sessions(now, out);
+            let mut got: Vec<(String, u64, u64)> = out
+                .iter()
+                .map(|m| {
+                    let s: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+                    (
+                        s["key_id"].as_str().unwrap().to_string(),
+                        s["requests"].as_u64().unwrap(),
+                        s["tokens"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            got.sort();
+            got
+        };
+        for (key, ts) in [("a", 1000), ("b", 1000), ("a", 1000), ("c", 5000)] {
+            feed(&mut d, key, ts);
+        }
+        assert_eq!(sessions(&mut d, 5000, &mut out), [("a".into(), 2, 14), ("b".into(), 1, 7), ("c".into(), 1, 7)]);
+        // `a` and `b` are idle for two windows: dropped; `c` moves to the front.
+        assert_eq!(sessions(&mut d, 4500, &mut out), []);
+        assert_eq!(d.sessions.len(), 1);
+        for (key, ts) in [("c", 5100), ("a", 5100), ("c", 5200)] {
+            feed(&mut d, key, ts);
+        }
+        assert_eq!(sessions(&mut d, 5200, &mut out), [("a".into(), 1, 7), ("c".into(), 3, 21)]);
     }
 
     /// Records alternating between providers land in each one's window, whether

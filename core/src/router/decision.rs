@@ -31,6 +31,19 @@ impl Verdict {
         }
     }
 
+    /// Appends [`Verdict::code`] to `out` without building it (every audit record
+    /// writes one per candidate).
+    pub fn push_code(self, out: &mut String) {
+        match self {
+            Verdict::Chosen => out.push_str("chosen"),
+            Verdict::Failover => out.push_str("failover"),
+            Verdict::Filtered(r) => {
+                out.push_str("filtered:");
+                out.push_str(r.as_str());
+            }
+        }
+    }
+
     /// Short form for listings.
     pub fn describe(self) -> String {
         match self {
@@ -179,5 +192,22 @@ impl Decision {
         }
         let _ = writeln!(out, "why: {}", self.why());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit record's candidate strings did not change: the code pushed is the
+    /// code built, for every verdict.
+    #[test]
+    fn pushed_codes_are_the_built_ones() {
+        let all = [Requirement::Context, Requirement::Tools, Requirement::Vision, Requirement::JsonMode];
+        for v in [Verdict::Chosen, Verdict::Failover].into_iter().chain(all.map(Verdict::Filtered)) {
+            let mut out = String::from("m@p:");
+            v.push_code(&mut out);
+            assert_eq!(out, format!("m@p:{}", v.code()));
+        }
     }
 }

@@ -2,8 +2,6 @@
 //! (`0.00015` USD per 1,000 tokens), kept as an integer count of 10^-scale USD, so a
 //! request's cost is exact — never `0.000022349999999999998`.
 
-use std::fmt::Write as _;
-
 /// Most decimal places a price may have.
 pub const SCALE_MAX: u32 = 24;
 
@@ -40,9 +38,18 @@ impl Price {
 /// decimal string (`"0.0000022"`; `"0"` when free). `None` only if the numbers overflow
 /// 128 bits, which no real request does.
 pub fn cost_usd(prompt: u64, input: Price, completion: u64, output: Price) -> Option<String> {
+    let mut out = String::new();
+    write_cost_usd(&mut out, prompt, input, completion, output)?;
+    Some(out)
+}
+
+/// [`cost_usd`] written over `out` (its allocation kept): every request's audit
+/// record carries it, so the shard writes it without an allocation or the
+/// formatting machinery. `out` is untouched when it returns `None`.
+pub fn write_cost_usd(out: &mut String, prompt: u64, input: Price, completion: u64, output: Price) -> Option<()> {
     let scale = input.scale.max(output.scale);
     let widen = |tokens: u64, p: Price| -> Option<u128> {
-        let factor = 10u128.checked_pow(scale - p.scale)?;
+        let factor = 10u128.checked_pow(scale.checked_sub(p.scale)?)?;
         u128::from(tokens).checked_mul(u128::from(p.units))?.checked_mul(factor)
     };
     let total = widen(prompt, input)?.checked_add(widen(completion, output)?)?;
@@ -50,22 +57,116 @@ pub fn cost_usd(prompt: u64, input: Price, completion: u64, output: Price) -> Op
     let places = scale + 3;
     let divisor = 10u128.checked_pow(places)?;
     let (whole, frac) = (total / divisor, total % divisor);
-    let mut out = whole.to_string();
-    if frac != 0 {
-        let _ = write!(out, ".{frac:0width$}", width = places as usize);
-        while out.ends_with('0') {
-            out.pop();
+    // A u128 has at most 39 digits, and `frac` < 10^places ≤ 10^38 (else `divisor`
+    // overflowed above): both fit the array.
+    let mut whole_digits = [b'0'; 39];
+    let from = fill_digits(&mut whole_digits, whole);
+    let whole_text = std::str::from_utf8(whole_digits.get(from..)?).ok()?;
+    let mut frac_digits = [b'0'; 39];
+    let frac_text = if frac == 0 {
+        None
+    } else {
+        fill_digits(&mut frac_digits, frac);
+        // `frac` as `places` digits with its leading zeros, less its trailing ones.
+        let wide = frac_digits.get(frac_digits.len().checked_sub(places as usize)?..)?;
+        let end = wide.iter().rposition(|&d| d != b'0').map_or(0, |p| p + 1);
+        Some(std::str::from_utf8(wide.get(..end)?).ok()?)
+    };
+    out.clear();
+    out.push_str(whole_text);
+    if let Some(f) = frac_text {
+        out.push('.');
+        out.push_str(f);
+    }
+    Some(())
+}
+
+/// Writes `n`'s decimal digits at the end of `digits` (the rest untouched) and
+/// returns where they start. In 64 bits when `n` fits (every real cost: a u128
+/// division is a library call).
+fn fill_digits(digits: &mut [u8; 39], n: u128) -> usize {
+    let mut i = digits.len();
+    // Bounded: each round removes a digit, and `n` has at most 39.
+    match u64::try_from(n) {
+        Ok(mut n) => loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return i;
+            }
+        },
+        Err(_) => {
+            let mut n = n;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    return i;
+                }
+            }
         }
     }
-    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn p(v: f64) -> Price {
         Price::from_f64(v).expect("price")
+    }
+
+    /// What `cost_usd` wrote through the formatting machinery, before it was
+    /// written by hand: the stored records must not change.
+    fn cost_usd_fmt(prompt: u64, input: Price, completion: u64, output: Price) -> Option<String> {
+        let scale = input.scale.max(output.scale);
+        let widen = |tokens: u64, p: Price| -> Option<u128> {
+            let factor = 10u128.checked_pow(scale - p.scale)?;
+            u128::from(tokens).checked_mul(u128::from(p.units))?.checked_mul(factor)
+        };
+        let total = widen(prompt, input)?.checked_add(widen(completion, output)?)?;
+        let places = scale + 3;
+        let divisor = 10u128.checked_pow(places)?;
+        let (whole, frac) = (total / divisor, total % divisor);
+        let mut out = whole.to_string();
+        if frac != 0 {
+            let _ = write!(out, ".{frac:0width$}", width = places as usize);
+            while out.ends_with('0') {
+                out.pop();
+            }
+        }
+        Some(out)
+    }
+
+    proptest::proptest! {
+        /// The hand-written decimal is the formatted one, for any tokens and prices
+        /// (u128 totals included), and a `None` leaves the buffer as it was.
+        #[test]
+        fn written_costs_are_the_formatted_ones(
+            prompt in proptest::prop_oneof![0u64..5000, proptest::prelude::any::<u64>()],
+            completion in proptest::prop_oneof![0u64..5000, proptest::prelude::any::<u64>()],
+            units in (proptest::prelude::any::<u64>(), 0u64..100_000),
+            scales in (0u32..=SCALE_MAX, 0u32..=SCALE_MAX),
+        ) {
+            let (input, output) = (Price { units: units.0, scale: scales.0 }, Price { units: units.1, scale: scales.1 });
+            let mut out = String::from("before");
+            let written = write_cost_usd(&mut out, prompt, input, completion, output);
+            let want = cost_usd_fmt(prompt, input, completion, output);
+            match want {
+                Some(w) => {
+                    proptest::prop_assert_eq!(written, Some(()));
+                    proptest::prop_assert_eq!(out, w);
+                }
+                None => {
+                    proptest::prop_assert_eq!(written, None);
+                    proptest::prop_assert_eq!(out, "before");
+                }
+            }
+        }
     }
 
     #[test]
