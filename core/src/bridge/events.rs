@@ -441,8 +441,9 @@ impl Derived {
             s.tokens = 0;
         }
         s.last_seen_ms = s.last_seen_ms.max(r.ts_unix_ms);
-        s.requests += 1;
-        s.tokens += r.tokens_in + r.tokens_out;
+        // Token counts come from providers' `usage`: hostile input, saturated.
+        s.requests = s.requests.saturating_add(1);
+        s.tokens = s.tokens.saturating_add(r.tokens_in.saturating_add(r.tokens_out));
         s.dirty = true;
     }
 
@@ -846,6 +847,24 @@ mod tests {
             feed(&mut d, key, ts);
         }
         assert_eq!(sessions(&mut d, 5200, &mut out), [("a".into(), 1, 7), ("c".into(), 3, 21)]);
+    }
+
+    /// A provider's `usage` is hostile: token counts near `u64::MAX` saturate a
+    /// session's total instead of wrapping (or panicking in a debug build).
+    #[test]
+    fn session_tokens_saturate_on_hostile_usage() {
+        let mut d = Derived::new("n", 60, None);
+        for _ in 0..2 {
+            let mut r = rec("p", 5, 200, "k");
+            r.tokens_in = u64::MAX - 1;
+            r.tokens_out = 5;
+            let json = serde_json::to_vec(&r).unwrap();
+            d.record(&RecordView::parse(&json).unwrap(), "m", &mut Vec::new());
+        }
+        let mut out = Vec::new();
+        d.sessions(1000, &mut out);
+        let s: serde_json::Value = serde_json::from_slice(&out[0].body).unwrap();
+        assert_eq!((s["requests"].as_u64(), s["tokens"].as_u64()), (Some(2), Some(u64::MAX)));
     }
 
     /// Records alternating between providers land in each one's window, whether
