@@ -694,6 +694,32 @@ mod tests {
         .prop_map(|cs| cs.into_iter().collect())
     }
 
+    /// A record holding a routing decision's values: `strings` are the request id and
+    /// the requested model, `opts` upstream model, provider, mode, task and reason.
+    fn decision_record(
+        strings: &[String],
+        opts: &[Option<String>],
+        lists: Vec<String>,
+        complexity: Option<f64>,
+        ts: u64,
+        status: u16,
+    ) -> AuditRecord {
+        AuditRecord {
+            request_id: strings[0].clone(),
+            ts_unix_ms: ts,
+            model_requested: strings[1].clone(),
+            model_upstream: opts[0].clone(),
+            provider: opts[1].clone(),
+            route_mode: opts[2].clone(),
+            complexity,
+            status,
+            task: opts[3].clone(),
+            route_candidates: lists,
+            route_reason: opts[4].clone(),
+            ..AuditRecord::default()
+        }
+    }
+
     proptest! {
         /// The hand-written decision is the bytes serde_json wrote for the tuple of
         /// the record's values (escapes, floats, absent values), for any record.
@@ -706,20 +732,7 @@ mod tests {
             ts in any::<u64>(),
             status in any::<u16>(),
         ) {
-            let r = AuditRecord {
-                request_id: strings[0].clone(),
-                ts_unix_ms: ts,
-                model_requested: strings[1].clone(),
-                model_upstream: opts[0].clone(),
-                provider: opts[1].clone(),
-                route_mode: opts[2].clone(),
-                complexity,
-                status,
-                task: opts[3].clone(),
-                route_candidates: lists,
-                route_reason: opts[4].clone(),
-                ..AuditRecord::default()
-            };
+            let r = decision_record(&strings, &opts, lists, complexity, ts, status);
             let json = serde_json::to_vec(&r).unwrap();
             let view = RecordView::parse(&json).unwrap();
             let mut ours = Vec::new();
@@ -754,19 +767,7 @@ mod tests {
             complexity in proptest::option::of(prop_oneof![any::<f64>(), (0u32..=100).prop_map(|c| f64::from(c) / 100.0)]),
             status in any::<u16>(),
         ) {
-            let r = AuditRecord {
-                request_id: strings[0].clone(),
-                model_requested: strings[1].clone(),
-                model_upstream: opts[0].clone(),
-                provider: opts[1].clone(),
-                route_mode: opts[2].clone(),
-                complexity,
-                status,
-                task: opts[3].clone(),
-                route_candidates: lists,
-                route_reason: opts[4].clone(),
-                ..AuditRecord::default()
-            };
+            let r = decision_record(&strings, &opts, lists, complexity, 0, status);
             let mut json = Vec::new();
             r.write_json(&mut json).unwrap();
             let fast = RecordView::parse(&json).unwrap();
