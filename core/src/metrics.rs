@@ -508,8 +508,18 @@ impl MetricsView<'_> {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// A series' `# HELP` and `# TYPE` lines.
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One series without labels, with its header: `(name, kind, help, value)` rows, as the
+/// bridge and the credit store report their node-wide counters.
+pub(crate) fn write_unlabelled(out: &mut String, rows: &[(&str, &str, &str, u64)]) {
+    for &(name, kind, help, value) in rows {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn write_histogram<const N: usize>(out: &mut String, name: &str, labels: &str, hs: &[&Histogram<N>]) {

@@ -92,6 +92,13 @@ pub(crate) struct LaneCounters {
     opened: AtomicBool,
 }
 
+impl LaneCounters {
+    /// WAL bytes the shard wrote that the bridge has not stored yet.
+    fn backlog_bytes(&self) -> u64 {
+        self.written.load(Ordering::Relaxed).saturating_sub(self.shipped.load(Ordering::Relaxed))
+    }
+}
+
 /// Counters for `/metrics` (`metrics.rs`) and tests.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
@@ -544,8 +551,7 @@ impl ShardAudit {
 
     /// WAL bytes of this shard not yet stored.
     pub fn backlog_bytes(&self) -> u64 {
-        let c = &self.shared.lanes[self.index];
-        c.written.load(Ordering::Relaxed).saturating_sub(c.shipped.load(Ordering::Relaxed))
+        self.shared.lanes[self.index].backlog_bytes()
     }
 
     fn check_backlog(&self) -> Result<(), AuditError> {

@@ -21,7 +21,7 @@ pub mod unit;
 
 pub use error::{CreditError, Payment, CHANGE_HEADER, CHANGE_SSE_PREFIX, REJECTION_REASONS};
 pub use http::{issue, params};
-pub use spend::{charge, charge_tokens, verify, Spent, Used, Verified};
+pub use spend::{charge, verify, Spent, Used, Verified};
 pub use store::{Allowance, Credits, StoreError};
 
 use crate::keys::Claims;

@@ -62,7 +62,7 @@ pub fn charge(chat: &ChatRequest<'_>, max_tokens_default: u64, tokens_per_credit
 
 /// Tokens a chat request reserves: the prompt estimate plus `max_tokens` (or
 /// `max_tokens_default`).
-pub fn charge_tokens(chat: &ChatRequest<'_>, max_tokens_default: u64) -> u64 {
+fn charge_tokens(chat: &ChatRequest<'_>, max_tokens_default: u64) -> u64 {
     let route = crate::router::RouteRequest::from_chat(chat);
     route.prompt_tokens.saturating_add(chat.max_tokens.unwrap_or(max_tokens_default))
 }

@@ -259,7 +259,6 @@ impl Credits {
 
     /// Appends the node-wide credit metrics to the `/metrics` text.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let c = &self.counters;
         let rows = [
             (
@@ -299,9 +298,7 @@ impl Credits {
                 self.pool.threads() as u64,
             ),
         ];
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        crate::metrics::write_unlabelled(out, &rows);
     }
 
     /// `credits.max_tokens_default`.
@@ -793,13 +790,7 @@ impl Drop for Reservation<'_> {
 /// SHA-256 of `bytes` in lowercase hex.
 fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    use std::fmt::Write as _;
-    let digest = sha2::Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    crate::audit::merkle::to_hex(&sha2::Sha256::digest(bytes).into())
 }
 
 impl EpochState {
@@ -952,13 +943,11 @@ mod tests {
     }
 
     fn issue(c: &Credits, key: &str, credits: u64, req: &str) -> Result<String, CreditError> {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
-        rt.block_on(c.issue(key, Allowance { credits, clamped: false }, req))
+        block_on(c.issue(key, Allowance { credits, clamped: false }, req))
     }
 
     fn record(c: &Credits, epoch: u32, n: &Nullifier) -> Result<(), StoreError> {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
-        rt.block_on(c.record_nullifier(epoch, n))
+        block_on(c.record_nullifier(epoch, n))
     }
 
     #[test]
