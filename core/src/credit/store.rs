@@ -1229,7 +1229,16 @@ mod tests {
             std::thread::spawn(move || issue(&c, "key-a", 500, &req))
         };
         let job = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the line is queued");
-        assert!(c.state.try_lock().is_ok(), "no lock held while the line is written");
+        // The line was queued under the lock; the lock is let go right after, while
+        // the write (held here) has not happened.
+        let free = (0..1_000).any(|_| {
+            let free = c.state.try_lock().is_ok();
+            if !free {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            free
+        });
+        assert!(free, "no lock held while the line is written");
         {
             let state = c.lock();
             assert!(state.issuing.contains("key-a") && !state.issued.contains_key("key-a"), "reserved, not issued");
@@ -1264,6 +1273,27 @@ mod tests {
         std::fs::remove_file(&path).expect("unlink");
         let response = issue(&c, "key-a", 500, &req).expect("a retry, once the disk is back, is issued");
         assert_eq!(issued_lines(dir.path(), epoch)[0].response, response);
+    }
+
+    #[test]
+    fn an_issuance_refused_by_a_full_writer_queue_reserves_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = open(dir.path());
+        let epoch = c.issuer().expect("issuer").epoch();
+        let rx = hold_writes(&mut c, 1);
+        // One spend's record fills the queue of depth 1.
+        let mut spend = Box::pin(c.record_nullifier(epoch, &Nullifier([4; 32])));
+        assert!(poll_once(&mut spend).is_pending());
+        let req = credential_request(&c);
+        assert_eq!(issue(&c, "key-a", 500, &req), Err(CreditError::StoreUnavailable), "queue full: 503");
+        {
+            let state = c.lock();
+            assert!(state.issuing.is_empty() && !state.issued.contains_key("key-a"), "nothing reserved or issued");
+        }
+        write_from(dir.path(), rx);
+        block_on(spend).expect("the queued spend is paid");
+        assert!(issue(&c, "key-a", 500, &req).is_ok(), "room again: issued");
+        assert_eq!(issued_lines(dir.path(), epoch).len(), 1);
     }
 
     #[test]
