@@ -8,7 +8,7 @@
 //! [`credit`], [`budget`], [`router`], [`providers`], [`respond`] and [`audit`].
 //! [`error`] is the one place errors become HTTP statuses and OpenAI error JSON;
 //! [`metrics`] renders `/metrics`. ARCHITECTURE.md at the repository root is the map.
-#![deny(unsafe_code)] // one exception: `audit::mapped`, the WAL's file mapping
+#![deny(unsafe_code)] // two exceptions: `audit::mapped` (the WAL's file mapping), `bridge::priority` (sched_setscheduler)
 
 pub mod audit;
 pub mod bridge;

@@ -29,6 +29,9 @@ impl Advice {
             (None, Some(nice)) => {
                 let _ = writeln!(y, "bridge: {{ nice: {nice} }}");
             }
+            (None, None) if self.bridge.idle => {
+                let _ = writeln!(y, "bridge: {{ policy: auto }}  # SCHED_IDLE with the embedded audit log");
+            }
             (None, None) => {}
         }
         let _ = writeln!(y, "uring: {{ entries: {}, sqpoll: {} }}", self.uring.entries, self.uring.sqpoll);

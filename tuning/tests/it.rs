@@ -28,7 +28,8 @@ fn two_vcpu_vm_shares_both_cores_and_lowers_the_bridge() {
     assert_eq!(f.nics[0].irqs.len(), 3);
     let a = advise(&f);
     assert_eq!((a.shards, a.cpus.as_slice()), (2, &[0, 1][..]));
-    assert_eq!((a.bridge.cpu, a.bridge.nice), (None, Some(10)));
+    assert_eq!((a.bridge.cpu, a.bridge.nice, a.bridge.idle), (None, None, true));
+    assert!(has_line(&a, Topic::Bridge, "bridge.policy: auto"));
     assert_eq!(a.nats_server.nice, Some(10));
     assert_eq!(a.driver, "auto");
     assert!(!a.uring.sqpoll, "no spare core for a poller");
@@ -101,7 +102,7 @@ fn kernel_without_io_uring_gets_epoll() {
     let a = advise(&f);
     assert_eq!(a.driver, "epoll");
     assert!(has_line(&a, Topic::Uring, "Function not implemented"));
-    assert_eq!((a.shards, a.bridge.nice), (4, Some(10)));
+    assert_eq!((a.shards, a.bridge.idle), (4, true));
     assert_eq!(sysctl(&a, "net.core.somaxconn"), Some("4096"));
     assert_eq!(sysctl(&a, "net.ipv4.ip_local_port_range"), Some("1024 65535"));
     assert!(a.config_yaml().contains("driver: epoll"));

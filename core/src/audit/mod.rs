@@ -28,5 +28,6 @@ pub mod verify;
 pub mod wal;
 
 pub use error::AuditError;
+pub use mapped::Prefault;
 pub use record::{AuditRecord, RecordView};
 pub use strlist::StrList;

@@ -27,7 +27,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::error::AuditError;
-use super::mapped::MappedFile;
+use super::mapped::{MappedFile, Prefault};
 
 /// Bytes before a frame's payload.
 pub const FRAME_HEADER_BYTES: usize = 9;
@@ -283,6 +283,15 @@ impl WalWriter {
     /// The part being written.
     pub fn part(&self) -> u64 {
         self.part
+    }
+
+    /// A handle to fault the current part's pages in ahead of this writer, from
+    /// another thread; `None` for a part written with `write(2)`.
+    pub fn prefault(&self) -> Option<Prefault> {
+        match &self.out {
+            PartOut::Mapped(m) => Some(m.prefault()),
+            PartOut::Plain(_) => None,
+        }
     }
 }
 

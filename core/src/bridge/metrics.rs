@@ -54,6 +54,18 @@ impl Bridge {
                         "Checkpoints that could not be appended to audit.witness_file.",
                         s.witness_failures.load(Relaxed),
                     ),
+                    (
+                        "gatekeeper_bridge_raises_total",
+                        "counter",
+                        "Times the bridge thread left SCHED_IDLE (bridge.policy idle): a shard found it bridge.raise_backlog_bytes behind or silent, or shutdown began.",
+                        self.shared.priority.raises(),
+                    ),
+                    (
+                        "gatekeeper_bridge_idle",
+                        "gauge",
+                        "1 while the bridge thread runs SCHED_IDLE (bridge.policy idle), else 0.",
+                        u64::from(self.shared.priority.is_idle()),
+                    ),
                 ],
             );
             header(

@@ -34,6 +34,7 @@ mod health;
 mod housekeeping;
 mod metrics;
 pub mod nats;
+mod priority;
 mod resume;
 mod retry;
 mod shipper;
@@ -53,7 +54,7 @@ pub use nats::NatsError;
 
 use crate::audit::checkpoint::load_or_create_node_key;
 use crate::audit::wal::{self, FrameKind, LaneId, WalWriter};
-use crate::audit::{AuditError, AuditRecord};
+use crate::audit::{AuditError, AuditRecord, Prefault};
 use crate::config::hot::HotConfig;
 use crate::config::{AuditConfig, Config, FsyncPolicy};
 use crate::keys::SecretKey;
@@ -79,7 +80,12 @@ pub enum BridgeError {
 }
 
 /// Per-shard counters shared by a shard (writer) and the bridge (reader).
+///
+/// Aligned to 128 bytes (two cache lines: the adjacent-line prefetcher pairs them) so
+/// that each shard's counters sit alone: the shards update theirs on every request,
+/// and two lanes in one line made the shards' cores pass it back and forth each time.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct LaneCounters {
     /// WAL bytes the shard appended (whole frames).
     written: AtomicU64,
@@ -90,12 +96,27 @@ pub(crate) struct LaneCounters {
     shipped: AtomicU64,
     /// Whether a `ShardAudit` was made for this shard.
     opened: AtomicBool,
+    /// The part the shard writes and a handle to fault its pages in ahead of the
+    /// shard (mapped parts only). Locked by the shard once per part, by the bridge
+    /// once per step.
+    prefault: Mutex<Option<(u64, Prefault)>>,
 }
 
 impl LaneCounters {
     /// WAL bytes the shard wrote that the bridge has not stored yet.
     fn backlog_bytes(&self) -> u64 {
         self.written.load(Ordering::Relaxed).saturating_sub(self.shipped.load(Ordering::Relaxed))
+    }
+
+    /// The prefault handle of `part`, if that is the part the shard writes.
+    fn prefault(&self, part: u64) -> Option<Prefault> {
+        let slot = self.prefault.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|(p, _)| *p == part).map(|(_, h)| h.clone())
+    }
+
+    /// Publishes the shard's current part and its prefault handle.
+    fn set_prefault(&self, part: u64, handle: Option<Prefault>) {
+        *self.prefault.lock().unwrap_or_else(|p| p.into_inner()) = handle.map(|h| (part, h));
     }
 }
 
@@ -198,6 +219,8 @@ pub(crate) struct Shared {
     stats: BridgeStats,
     /// This start's chain instance, once the shipper began it.
     inst: Mutex<Option<String>>,
+    /// The bridge thread's scheduling class (`bridge.policy`), which the shards raise.
+    priority: priority::Priority,
 }
 
 /// The audit side of a running bridge (with `audit.enabled`).
@@ -322,6 +345,10 @@ impl Bridge {
             shutdown: Shutdown::new(),
             stats,
             inst: Mutex::new(None),
+            priority: priority::Priority::new(
+                config.bridge.raise_backlog_bytes.min(config.audit.spool_bytes_max / 2),
+                priority::Priority::late_ms(config.audit.batch_wait_ms, config.audit.fsync_interval_ms),
+            ),
         });
         let jobs = thread::Jobs {
             node: node.clone(),
@@ -344,6 +371,7 @@ impl Bridge {
         };
         let sh = shared.clone();
         let placement = config.bridge;
+        let idle = placement.idle(audit.is_some(), config.nats.is_some());
         // The thread places itself (CPU, nice) before any job runs and says whether it
         // could; a placement the config asked for and did not get fails the start.
         let (placed_tx, placed_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
@@ -355,6 +383,14 @@ impl Bridge {
                 let _ = placed_tx.send(placed);
                 if !ok {
                     return Ok(None);
+                }
+                if idle {
+                    match sh.priority.enter_idle() {
+                        Ok(()) => tracing::debug!("bridge thread runs SCHED_IDLE while it keeps up"),
+                        Err(e) => {
+                            tracing::warn!("bridge.policy idle not taken, the bridge runs as a normal thread: {e}")
+                        }
+                    }
                 }
                 thread::run_here(jobs, sh)
             })
@@ -395,6 +431,7 @@ impl Bridge {
         let lane = LaneId { gen: s.gen, shard: index as u32 };
         let a = &s.audit;
         let writer = WalWriter::create(&s.wal_dir, lane, a.wal_segment_bytes, a.fsync == FsyncPolicy::Always)?;
+        counters.set_prefault(writer.part(), writer.prefault());
         counters.opened.store(true, Ordering::Release);
         Ok(Some(ShardAudit {
             writer: RefCell::new(writer),
@@ -523,9 +560,10 @@ impl ShardAudit {
 
     fn append_record(&self, record: &AuditRecord) -> Result<(), AuditError> {
         let mut writer = self.writer.borrow_mut();
+        let part = writer.part();
         let n = writer
             .append(FrameKind::Audit, |buf| record.write_json(buf).map_err(|e| AuditError::Encode(e.to_string())))?;
-        self.published(n, writer.part());
+        self.published(n, part, &writer);
         Ok(())
     }
 
@@ -534,19 +572,26 @@ impl ShardAudit {
     pub fn event(&self, event: &Event) -> Result<(), AuditError> {
         self.check_backlog()?;
         let mut writer = self.writer.borrow_mut();
+        let part = writer.part();
         let n = writer.append(FrameKind::Event, |buf| {
             serde_json::to_writer(&mut *buf, event).map_err(|e| AuditError::Encode(e.to_string()))
         })?;
-        self.published(n, writer.part());
+        self.published(n, part, &writer);
         Ok(())
     }
 
     /// Tells the bridge about `n` more frame bytes and the part now being written
-    /// (in this order: see [`LaneCounters::part`]).
-    fn published(&self, n: u64, part: u64) {
+    /// (in this order: see [`LaneCounters::part`]); `before`: the part before the
+    /// append (it rolls to a new one past the segment size).
+    fn published(&self, n: u64, before: u64, writer: &WalWriter) {
         let lane = &self.shared.lanes[self.index];
-        lane.written.fetch_add(n, Ordering::Release);
+        let part = writer.part();
+        // This shard is `written`'s only writer: a plain store, no locked add.
+        lane.written.store(lane.written.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
         lane.part.store(part, Ordering::Release);
+        if part != before {
+            lane.set_prefault(part, writer.prefault());
+        }
     }
 
     /// WAL bytes of this shard not yet stored.
@@ -556,6 +601,7 @@ impl ShardAudit {
 
     fn check_backlog(&self) -> Result<(), AuditError> {
         let bytes = self.backlog_bytes();
+        self.shared.priority.check(bytes);
         if bytes >= self.spool_bytes_max {
             self.shared.stats.spool_full_total.fetch_add(1, Ordering::Relaxed);
             return Err(AuditError::SpoolFull { shard: self.index, bytes });

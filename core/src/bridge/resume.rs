@@ -117,6 +117,7 @@ impl Shipper {
             read_bytes: 0,
             exhausted: false,
             punched: (0, 0),
+            prefaulted: (0, 0),
         });
     }
 }

@@ -102,7 +102,8 @@ pub fn grid(advice: &Advice, size: GridSize) -> Vec<Point> {
         audit_batch_wait_ms: 50,
     };
     let mut points = vec![base.clone()];
-    // The other bridge placement: a core of its own if the advice shares, else nice.
+    // The other bridge placement: a core of its own if the advice shares (SCHED_IDLE on
+    // the shards' cores), else nice.
     let other_bridge = if base.bridge_cpu.is_none() && cpus.len() >= 2 {
         let (last, rest) = cpus.split_last().map(|(l, r)| (*l, r.to_vec())).unwrap_or((0, Vec::new()));
         Point { name: "bridge own core".into(), cpus: rest, bridge_cpu: Some(last), bridge_nice: None, ..base.clone() }
@@ -120,6 +121,14 @@ pub fn grid(advice: &Advice, size: GridSize) -> Vec<Point> {
     }
     if base.bridge_cpu.is_some() || base.bridge_nice.is_some() {
         points.push(Point { name: "bridge unplaced".into(), bridge_cpu: None, bridge_nice: None, ..base.clone() });
+    } else {
+        // The advice shares the cores as SCHED_IDLE (`bridge.policy: auto`); nice makes
+        // it a normal thread at a lower priority, the other way to share them.
+        points.push(Point {
+            name: format!("bridge nice {BRIDGE_NICE}"),
+            bridge_nice: Some(BRIDGE_NICE),
+            ..base.clone()
+        });
     }
     if cpus.len() > 1 {
         points.push(Point { name: "1 shard".into(), cpus: vec![cpus[0]], ..base.clone() });

@@ -234,9 +234,10 @@ mod tests {
         let names: Vec<&str> = g.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
-            ["advised", "bridge own core", "bridge unplaced", "1 shard", "ring 256", "audit batch 200 ms"]
+            ["advised", "bridge own core", "bridge nice 10", "1 shard", "ring 256", "audit batch 200 ms"]
         );
-        assert_eq!((g[0].cpus.as_slice(), g[0].bridge_nice), (&[0, 1][..], Some(10)));
+        assert_eq!((g[0].cpus.as_slice(), g[0].bridge_nice), (&[0, 1][..], None), "SCHED_IDLE on the shards' cores");
+        assert_eq!((g[2].bridge_cpu, g[2].bridge_nice), (None, Some(10)));
         assert_eq!((g[1].cpus.as_slice(), g[1].bridge_cpu), (&[0][..], Some(1)));
         let tiny = grid(&host(2), GridSize::Tiny);
         assert_eq!(tiny.len(), 2);

@@ -245,6 +245,9 @@ mod tests {
             assert_eq!(c.cpus.as_deref(), Some(&cpus[..]), "{name}");
             assert_eq!(c.bridge.cpu, advice.bridge.cpu.map(|c| c as usize), "{name}");
             assert_eq!(c.bridge.nice, advice.bridge.nice, "{name}");
+            if advice.bridge.idle {
+                assert!(c.bridge.idle(true, false), "{name}: SCHED_IDLE with the embedded audit log");
+            }
             assert_eq!(c.uring.entries, advice.uring.entries, "{name}");
             assert_eq!(u64::from(c.listen_backlog), advice.listen_backlog, "{name}");
             assert_eq!(c.limits.connections_per_shard_max as u64, advice.connections_per_shard_max, "{name}");

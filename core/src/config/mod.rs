@@ -42,7 +42,7 @@ pub use error::{ConfigError, UnsetVar};
 pub use keys::{IssuerConfig, KeysConfig};
 pub use models::{FailoverEntry, ModelConfig};
 pub use nats::{Compression, NatsConfig};
-pub use placement::{BridgeConfig, UringConfig};
+pub use placement::{BridgeConfig, BridgePolicy, UringConfig};
 pub use providers::{ProviderConfig, ProviderKind};
 pub use routing::RoutingConfig;
 pub use server::{DriverChoice, Limits, Shards, TlsConfig};

@@ -22,7 +22,7 @@ pub const LISTEN_BACKLOG_MAX: u32 = 65_535;
 pub const SQPOLL_IDLE_MS_MAX: u32 = 60_000;
 
 /// `bridge:` — where the bridge thread (audit shipping, NATS, config watch) runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BridgeConfig {
     /// CPU the bridge thread is pinned to (0..=1023). Absent: wherever the scheduler
@@ -32,6 +32,64 @@ pub struct BridgeConfig {
     /// process's. A positive value lets a runnable shard win the CPU over the bridge's
     /// bursts; a negative one needs `CAP_SYS_NICE`, and the start fails without it.
     pub nice: Option<i32>,
+    /// The bridge thread's scheduling class: `auto` (default), `idle` or `normal`.
+    /// `idle` runs it `SCHED_IDLE` — only on CPU time no other thread wants — while it
+    /// keeps up, and a shard raises it to a normal thread when it falls
+    /// `raise_backlog_bytes` behind (see `bridge/priority.rs`). `auto` is `idle` for
+    /// the embedded audit log (no `nats`) when neither `cpu` nor `nice` is set, else
+    /// `normal`: with `nats` the same thread carries the budget gossip and credit
+    /// claims, which should not wait for idle time.
+    pub policy: BridgePolicy,
+    /// Under the idle policy: a shard's unshipped WAL bytes at which it raises the
+    /// bridge to a normal thread (64 KiB..=1 GiB; at most half of `audit.spool_bytes_max` is used).
+    /// Default 4 MiB (about a third of a second of records at 30,000 requests/s per
+    /// shard). Lower: the audit log lags less behind under saturation, the bridge
+    /// competes with the shards more often.
+    pub raise_backlog_bytes: u64,
+}
+
+/// Default of `bridge.raise_backlog_bytes`.
+pub const RAISE_BACKLOG_BYTES_DEFAULT: u64 = 4 << 20;
+/// Smallest `bridge.raise_backlog_bytes`: below one batch the bridge would be raised
+/// by every batch.
+pub const RAISE_BACKLOG_BYTES_MIN: u64 = 64 << 10;
+/// Largest `bridge.raise_backlog_bytes`.
+pub const RAISE_BACKLOG_BYTES_MAX: u64 = 1 << 30;
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            cpu: None,
+            nice: None,
+            policy: BridgePolicy::Auto,
+            raise_backlog_bytes: RAISE_BACKLOG_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// `bridge.policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BridgePolicy {
+    /// `idle` for the embedded audit log without `cpu`/`nice`, else `normal`.
+    #[default]
+    Auto,
+    /// `SCHED_IDLE` while the bridge keeps up.
+    Idle,
+    /// An ordinary thread (at `nice`).
+    Normal,
+}
+
+impl BridgeConfig {
+    /// Whether the bridge takes the idle policy, for a gateway with (`nats`) or
+    /// without NATS and with the audit log on or off.
+    pub fn idle(&self, audit_on: bool, nats: bool) -> bool {
+        match self.policy {
+            BridgePolicy::Idle => audit_on,
+            BridgePolicy::Normal => false,
+            BridgePolicy::Auto => audit_on && !nats && self.cpu.is_none() && self.nice.is_none(),
+        }
+    }
 }
 
 /// `uring:` — each shard's io_uring ring (unused by `driver: epoll`).
@@ -94,6 +152,12 @@ pub(super) fn validate(
         if !(-20..=19).contains(&nice) {
             return Err(invalid("bridge.nice", "must be within -20..=19"));
         }
+    }
+    if !(RAISE_BACKLOG_BYTES_MIN..=RAISE_BACKLOG_BYTES_MAX).contains(&bridge.raise_backlog_bytes) {
+        return Err(invalid(
+            "bridge.raise_backlog_bytes",
+            format!("must be within {RAISE_BACKLOG_BYTES_MIN}..={RAISE_BACKLOG_BYTES_MAX}"),
+        ));
     }
     if !(URING_ENTRIES_MIN..=URING_ENTRIES_MAX).contains(&uring.entries) {
         return Err(invalid("uring.entries", format!("must be within {URING_ENTRIES_MIN}..={URING_ENTRIES_MAX}")));
@@ -170,6 +234,15 @@ mod tests {
             check(None, BridgeConfig { cpu: Some(CPU_MAX + 1), ..b }, u, 4096),
             Err("bridge.cpu: must be at most 1023".to_string())
         );
+        for (bytes, ok) in [
+            (RAISE_BACKLOG_BYTES_MIN, true),
+            (RAISE_BACKLOG_BYTES_MAX, true),
+            (RAISE_BACKLOG_BYTES_MIN - 1, false),
+            (RAISE_BACKLOG_BYTES_MAX + 1, false),
+        ] {
+            let r = check(None, BridgeConfig { raise_backlog_bytes: bytes, ..b }, u, 4096);
+            assert_eq!(r.is_ok(), ok, "raise_backlog_bytes {bytes}: {r:?}");
+        }
         for (entries, ok) in [(URING_ENTRIES_MIN, true), (URING_ENTRIES_MAX, true), (15, false), (32_769, false)] {
             assert_eq!(check(None, b, UringConfig { entries, ..u }, 4096).is_ok(), ok, "entries {entries}");
         }
@@ -179,6 +252,22 @@ mod tests {
         for (backlog, ok) in [(1, true), (LISTEN_BACKLOG_MAX, true), (0, false), (LISTEN_BACKLOG_MAX + 1, false)] {
             assert_eq!(check(None, b, u, backlog).is_ok(), ok, "backlog {backlog}");
         }
+    }
+
+    #[test]
+    fn auto_policy_is_idle_only_for_the_embedded_audit_log_without_placement() {
+        let b = BridgeConfig::default();
+        assert!(b.idle(true, false));
+        assert!(!b.idle(true, true), "nats: the thread carries gossip and claims");
+        assert!(!b.idle(false, false), "audit off: nothing to ship");
+        assert!(!BridgeConfig { cpu: Some(1), ..b }.idle(true, false), "a core of its own");
+        assert!(!BridgeConfig { nice: Some(10), ..b }.idle(true, false), "nice asks for a normal thread");
+        assert!(BridgeConfig { policy: BridgePolicy::Idle, ..b }.idle(true, true));
+        assert!(!BridgeConfig { policy: BridgePolicy::Idle, ..b }.idle(false, false));
+        assert!(!BridgeConfig { policy: BridgePolicy::Normal, ..b }.idle(true, false));
+        let parsed: BridgeConfig = serde_yaml::from_str("{ policy: idle, raise_backlog_bytes: 65536 }").unwrap();
+        assert_eq!((parsed.policy, parsed.raise_backlog_bytes), (BridgePolicy::Idle, 65536));
+        assert!(serde_yaml::from_str::<BridgeConfig>("{ policy: lazy }").is_err());
     }
 
     #[test]

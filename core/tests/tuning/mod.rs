@@ -8,13 +8,19 @@ use std::process::{Command, Stdio};
 
 use crate::harness::*;
 
-/// One thread of the gateway: its name, `Cpus_allowed_list` and nice value.
+/// One thread of the gateway: its name, `Cpus_allowed_list`, nice value and
+/// scheduling policy.
 #[derive(Debug)]
 struct Task {
     comm: String,
     cpus: String,
     nice: i64,
+    policy: i64,
 }
+
+/// `SCHED_OTHER` and `SCHED_IDLE`, as `/proc/<pid>/task/<tid>/stat` shows them.
+const SCHED_OTHER: i64 = 0;
+const SCHED_IDLE: i64 = 5;
 
 fn tasks(pid: u32) -> Vec<Task> {
     let mut out = Vec::new();
@@ -26,8 +32,10 @@ fn tasks(pid: u32) -> Vec<Task> {
         // Fields after the `(comm)`; nice is field 19 of stat, the 17th after it.
         let stat = read("stat");
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let nice = after.split_whitespace().nth(16).and_then(|n| n.parse().ok()).unwrap_or(i64::MIN);
-        out.push(Task { comm: read("comm").trim().to_string(), cpus: cpus.to_string(), nice });
+        let field = |n: usize| after.split_whitespace().nth(n).and_then(|n| n.parse().ok()).unwrap_or(i64::MIN);
+        // nice: field 19; policy: field 41.
+        let (nice, policy) = (field(16), field(38));
+        out.push(Task { comm: read("comm").trim().to_string(), cpus: cpus.to_string(), nice, policy });
     }
     out
 }
@@ -62,8 +70,71 @@ fn cpus_and_bridge_placement_take_effect_in_the_running_gateway() {
         (bridge_cpu.to_string().as_str(), i64::from(bridge_nice)),
         "{tasks:?}"
     );
+    assert_eq!(bridge.policy, SCHED_OTHER, "cpu and nice set: bridge.policy auto is normal");
     assert_eq!(find("gatekeeper").nice, i64::from(own_nice), "the main thread keeps its priority");
     assert_eq!(chat(gw.addr, "nope", false, "").status, 404, "the pinned shard serves");
+}
+
+/// A counter or gauge without labels from the gateway's `/metrics`.
+fn metric(gw: &Gateway, name: &str) -> u64 {
+    let text = request(gw.addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").text();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Polls `cond` every 50 ms for up to 20 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_bridge_idles_and_a_shard_raises_it_when_it_falls_behind() {
+    let mock = Mock::start(Mock::config("primary"));
+    let data = tempfile::tempdir().expect("tempdir");
+    // The bridge's loop turns about once a second here, so a burst of requests leaves
+    // more than the 64 KiB threshold unshipped in between.
+    let top = format!(
+        "audit: {{ data_dir: \"{}\", batch_wait_ms: 1000, fsync_interval_ms: 1000 }}\nbridge: {{ raise_backlog_bytes: 65536 }}\n",
+        data.path().display()
+    );
+    let gw = Gateway::start(&config_for(&[("primary", &mock, "")], &top), &["--no-auth"]);
+    let policy = || tasks(gw.proc.pid()).into_iter().find(|t| t.comm == "gk-bridge").expect("gk-bridge").policy;
+    if metric(&gw, "gatekeeper_bridge_idle") == 0 {
+        // Unprivileged without RLIMIT_NICE 20: the bridge could not come back from
+        // SCHED_IDLE, so it stays a normal thread (and says so in the log).
+        assert_eq!(policy(), SCHED_OTHER);
+        eprintln!("skipped: this test process may not leave SCHED_IDLE");
+        return;
+    }
+    assert_eq!(policy(), SCHED_IDLE, "bridge.policy auto with the embedded audit log");
+    let load = Load::start(gw.addr, 8, chat_request(&chat_body("m", false), ""));
+    eventually("a shard to raise the bridge", || metric(&gw, "gatekeeper_bridge_raises_total") >= 1);
+    let (ok, other) = load.stop();
+    assert!(ok > 0 && other == 0, "{ok} answered, {other} not 200");
+    // Caught up: every record stored, and the bridge idle again.
+    eventually("the bridge to catch up and idle", || {
+        metric(&gw, "gatekeeper_audit_entries_stored_total") == ok && metric(&gw, "gatekeeper_bridge_idle") == 1
+    });
+    assert_eq!(policy(), SCHED_IDLE);
+    assert_eq!(metric(&gw, "gatekeeper_audit_spool_full_total"), 0);
+}
+
+#[test]
+fn bridge_policy_normal_keeps_an_ordinary_thread() {
+    let gw = Gateway::start("bridge: { policy: normal }\n", &["--no-auth"]);
+    let bridge = tasks(gw.proc.pid()).into_iter().find(|t| t.comm == "gk-bridge").expect("gk-bridge");
+    assert_eq!(bridge.policy, SCHED_OTHER);
+    assert_eq!(metric(&gw, "gatekeeper_bridge_idle"), 0);
+    assert_eq!(metric(&gw, "gatekeeper_bridge_raises_total"), 0);
+    let e = Gateway::start_failure("bridge: { raise_backlog_bytes: 1024 }\n", &["--no-auth"]);
+    assert!(e.contains("bridge.raise_backlog_bytes: must be within 65536..=1073741824"), "{e}");
 }
 
 #[test]
