@@ -7,7 +7,9 @@
 # throughput ratio follows the all-process CPU ratio, which is far less noisy.
 #
 # Knobs (issue 15), as more modes beside the three above, chosen with MODES:
-#   nice  — embedded files, `bridge: { nice: 10 }` (the bridge yields to the shards)
+#   normal — embedded files, `bridge: { policy: normal }` (the default `auto` runs the
+#           bridge SCHED_IDLE: this is the bridge as an ordinary thread)
+#   nice  — embedded files, `bridge: { nice: 10 }` (a normal thread at a lower priority)
 #   own   — embedded files, 1 shard on CPU 0 and `bridge: { cpu: 1 }` (a core of its own)
 #   base  — embedded files, run by the binary in BASELINE (another build, e.g. main's)
 #   tuned — embedded files with more `audit:` keys from TUNED_AUDIT (e.g.
@@ -25,7 +27,7 @@
 # kernel thread: the WAL's and chain file's write-back by kworkers counts there), with
 # the kernel's part (system + irq + softirq) of it.
 #
-# usage: [MODES="nginx off files nice own base"] [BASELINE=FILE] [RATE=auto] [GK_CONFIG=FILE] bench/audit.sh [SECONDS_PER_RUN] [ROUNDS]
+# usage: [MODES="nginx off files normal nice own base"] [BASELINE=FILE] [RATE=auto] [GK_CONFIG=FILE] bench/audit.sh [SECONDS_PER_RUN] [ROUNDS]
 #        (defaults: MODES="off files jetstream", no open-loop phase, 10 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +59,8 @@ declare -A extra=(
     [files]="audit: { data_dir: \"$OUT/data-files\" }"
     [jetstream]="audit: { data_dir: \"$OUT/data-js\" }
 nats: { url: \"nats://127.0.0.1:$natsport\" }"
+    [normal]="audit: { data_dir: \"$OUT/data-normal\" }
+bridge: { policy: normal }"
     [nice]="audit: { data_dir: \"$OUT/data-nice\" }
 bridge: { nice: 10 }"
     [own]="audit: { data_dir: \"$OUT/data-own\" }
@@ -66,10 +70,10 @@ bridge: { cpu: 1 }"
     [tuned]="audit: { data_dir: \"$OUT/data-tuned\"${TUNED_AUDIT:+, $TUNED_AUDIT} }
 ${TUNED_YAML:-}"
 )
-declare -A shards=([nginx]=2 [off]=2 [files]=2 [jetstream]=2 [nice]=2 [own]=1 [base]=2 [tuned]=2)
+declare -A shards=([nginx]=2 [off]=2 [files]=2 [jetstream]=2 [normal]=2 [nice]=2 [own]=1 [base]=2 [tuned]=2)
 read -r -a modes <<<"${MODES:-off files jetstream}"
 for m in "${modes[@]}"; do
-    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (nginx off files jetstream nice own base tuned)" >&2; exit 2; }
+    [ -n "${extra[$m]+x}" ] || { echo "unknown mode $m (nginx off files jetstream normal nice own base tuned)" >&2; exit 2; }
     [ "$m" != nginx ] || command -v nginx >/dev/null || { echo "mode nginx needs nginx: apt-get install nginx" >&2; exit 2; }
     [ "$m" != base ] || [ -x "${BASELINE:-}" ] || { echo "mode base needs BASELINE=/path/to/gatekeeper" >&2; exit 2; }
 done
@@ -200,7 +204,7 @@ python3 - "${args[@]}" <<'PY' | tee "$OUT/summary.md"
 import math, sys
 a = sys.argv[1:]
 names = {"nginx": "nginx (no audit)", "off": "off", "files": "embedded files", "jetstream": "JetStream",
-         "nice": "files, bridge nice 10", "own": "files, 1 shard + bridge own CPU",
+         "normal": "files, bridge policy normal", "nice": "files, bridge nice 10", "own": "files, 1 shard + bridge own CPU",
          "base": "embedded files, BASELINE build", "tuned": "embedded files, tuned"}
 rows = [(a[i], *map(float, a[i + 1:i + 11])) for i in range(0, len(a), 11)]
 # Ratios are against `off` when it runs (the audit's cost), else the first mode.
