@@ -17,7 +17,12 @@
 //! The bridge lowers itself again once every lane is back under a quarter of the
 //! threshold and its loop is on time. Bounds: the bridge is behind by at most
 //! `raise_backlog_bytes` per shard, or silent for at most `late_ms`, before it competes
-//! for the CPU like any thread.
+//! for the CPU like any thread — as long as records keep coming, since the shards check
+//! on each one. After the last record nothing raises it; on cores that other processes
+//! keep busy a `SCHED_IDLE` thread still gets a small share (weight 3 against nice 0's
+//! 1,024), so its `fsync: interval` tick for those records comes late (in the order of a
+//! second) rather than never, and until then they sit in the page cache (a kill of the
+//! gateway loses nothing; a power cut in that window loses them).
 //!
 //! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (the kernel's
 //! rule for any thread), so the policy is only taken after the thread proved at start
