@@ -70,15 +70,19 @@ impl Priority {
         batch_wait_ms.max(16).min(fsync_interval_ms).saturating_add(100)
     }
 
-    /// On the bridge thread, at start: takes `SCHED_IDLE` if this thread can also
-    /// leave it again (tried first). `Err` says why not; the thread then stays as it was.
+    /// On the bridge thread, at start: takes `SCHED_IDLE` if this thread may also
+    /// leave it again (checked before, then tried). `Err` says why not; the thread then
+    /// stays as it was.
     pub(crate) fn enter_idle(&self) -> Result<(), String> {
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        // Checked first: a thread that takes SCHED_IDLE without the right to leave it is
+        // stuck there, so the try below must not be the first test.
+        may_leave_idle(tid)?;
         set_policy(tid, libc::SCHED_IDLE).map_err(|e| format!("cannot take SCHED_IDLE: {e}"))?;
         if let Err(e) = set_policy(tid, libc::SCHED_OTHER) {
             // Stuck idle would starve the audit: stay idle only if we can come back.
             return Err(format!(
-                "cannot leave SCHED_IDLE again ({e}): needs CAP_SYS_NICE or RLIMIT_NICE 20 (systemd: LimitNICE=20)"
+                "cannot leave SCHED_IDLE again ({e}), it stays there: bridge.policy normal avoids this"
             ));
         }
         set_policy(tid, libc::SCHED_IDLE).map_err(|e| format!("cannot take SCHED_IDLE: {e}"))?;
@@ -154,6 +158,40 @@ impl Priority {
     pub(crate) fn raises(&self) -> u64 {
         self.raises.load(Ordering::Relaxed)
     }
+}
+
+/// The kernel's rule for leaving `SCHED_IDLE` (`can_nice` in `__sched_setscheduler`):
+/// `CAP_SYS_NICE`, or an `RLIMIT_NICE` of at least `20 - nice` for the thread's nice.
+fn may_leave_idle(tid: i32) -> Result<(), String> {
+    if has_cap_sys_nice() {
+        return Ok(());
+    }
+    let nice = rustix::thread::Pid::from_raw(tid)
+        .map(|pid| rustix::process::getpriority_process(Some(pid)))
+        .transpose()
+        .map_err(|e| format!("cannot read the thread's nice: {e}"))?
+        .unwrap_or(0);
+    let needed = 20i64.saturating_sub(i64::from(nice));
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nice).current;
+    match limit {
+        Some(l) if i64::try_from(l).unwrap_or(i64::MAX) >= needed => Ok(()),
+        None => Ok(()),
+        Some(l) => Err(format!(
+            "it could not leave SCHED_IDLE again: needs CAP_SYS_NICE or RLIMIT_NICE >= {needed} (it is {l}; systemd: LimitNICE={needed})"
+        )),
+    }
+}
+
+/// Whether this process has `CAP_SYS_NICE` in its effective set (`CapEff` of
+/// `/proc/self/status`, bit 23).
+fn has_cap_sys_nice() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in ms: a vDSO read of the last tick (1–4 ms resolution,
@@ -250,6 +288,27 @@ mod tests {
         assert_eq!(p.raises(), 0);
         p.lower_if_caught_up(0);
         assert!(!p.is_idle(), "never entered idle: nothing to lower to");
+    }
+
+    #[test]
+    fn the_right_to_leave_idle_is_checked_before_taking_it() {
+        // Whatever this process may do, the check and the kernel agree: if the check
+        // says yes, a thread that takes SCHED_IDLE can leave it.
+        on_thread(|| {
+            let tid = me();
+            if may_leave_idle(tid).is_ok() {
+                set_policy(tid, libc::SCHED_IDLE).unwrap();
+                set_policy(tid, libc::SCHED_OTHER).unwrap();
+                assert_eq!(policy_of(tid), libc::SCHED_OTHER);
+            } else {
+                assert!(!has_cap_sys_nice());
+            }
+        });
+        // Under a nice-limit of 0 without the capability the answer is no, and says why.
+        if !has_cap_sys_nice() && rustix::process::getrlimit(rustix::process::Resource::Nice).current == Some(0) {
+            let e = may_leave_idle(me()).unwrap_err();
+            assert!(e.contains("RLIMIT_NICE"), "{e}");
+        }
     }
 
     #[test]
