@@ -131,6 +131,13 @@ pub(super) async fn run(client: async_nats::Client, n: NatsConfig, job: Job) {
             }
             continue;
         }
+        // A create whose shard stopped waiting (its claim timed out, and the spend was
+        // refused or taken on the local set) must not land later: it would record a
+        // nullifier, on every node, for a spend this node did not serve as a created one.
+        batch.retain(|c| !abandoned(c));
+        if batch.is_empty() {
+            continue;
+        }
         if store.is_none() {
             match nats::credits_bucket(&js, &n, max_age).await {
                 Ok(s) => store = Some(s),
@@ -170,8 +177,34 @@ pub(super) async fn run(client: async_nats::Client, n: NatsConfig, job: Job) {
     }
 }
 
+/// Whether `c` is a create nobody waits for any more (the shard's timeout dropped its
+/// answer). Puts are sent without waiting and always go out.
+fn abandoned(c: &Claim) -> bool {
+    matches!(c.op, Op::Create | Op::CreateOrFetch) && c.reply.is_closed()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_nobody_waits_for_is_dropped_and_a_put_is_not() {
+        let claim = |op| {
+            let (reply, answer) = oneshot::channel();
+            (Claim { key: "n.1.ab".into(), value: Vec::new(), op, reply }, answer)
+        };
+        let (waited, _answer) = claim(Op::CreateOrFetch);
+        assert!(!abandoned(&waited));
+        for op in [Op::Create, Op::CreateOrFetch] {
+            let (c, answer) = claim(op);
+            drop(answer);
+            assert!(abandoned(&c), "{op:?}");
+        }
+        let (put, answer) = claim(Op::Put);
+        drop(answer);
+        assert!(!abandoned(&put), "a change's put is fire-and-forget");
+    }
+
     #[test]
     fn keys_are_valid_kv_keys() {
         let k = super::nullifier_key(20_422, &[0xab; 32]);
