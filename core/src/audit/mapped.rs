@@ -53,12 +53,7 @@ impl Prefault {
     /// and dirty. Changes no byte. Fails with `EINVAL` on kernels before 5.14, and
     /// with `EFAULT` past the file's end (a finished, trimmed part): both harmless.
     pub fn populate(&self, offset: usize, n: usize) -> std::io::Result<()> {
-        let page = rustix::param::page_size();
-        let start = offset - offset % page;
-        let end = offset.saturating_add(n).min(self.0.len);
-        if end <= start {
-            return Ok(());
-        }
+        let Some((start, end)) = self.0.pages(offset, n) else { return Ok(()) };
         // SAFETY: `start..end` lies inside the mapping, which this handle keeps
         // mapped, and `start` is page aligned; populating changes no contents.
         let rc =
@@ -133,12 +128,7 @@ impl MappedFile {
 
     /// Flushes `offset..offset + n` to disk (`msync(MS_SYNC)` over the pages holding it).
     pub fn sync_range(&self, offset: usize, n: usize) -> std::io::Result<()> {
-        let page = rustix::param::page_size();
-        let start = offset - offset % page;
-        let end = offset.saturating_add(n).min(self.map.len);
-        if end <= start {
-            return Ok(());
-        }
+        let Some((start, end)) = self.map.pages(offset, n) else { return Ok(()) };
         // SAFETY: `start..end` lies inside the mapping and `start` is page aligned.
         let rc = unsafe { libc::msync(self.map.ptr.as_ptr().add(start).cast(), end - start, libc::MS_SYNC) };
         if rc != 0 {
@@ -154,6 +144,17 @@ impl MappedFile {
         let MappedFile { map, file } = self;
         drop(map);
         file.set_len(used)
+    }
+}
+
+impl Mapping {
+    /// `offset..offset + n` widened down to a page boundary and clamped to the
+    /// mapping: `(start, end)` with `start` page aligned; `None` when empty.
+    fn pages(&self, offset: usize, n: usize) -> Option<(usize, usize)> {
+        let page = rustix::param::page_size();
+        let start = offset - offset % page;
+        let end = offset.saturating_add(n).min(self.len);
+        (end > start).then_some((start, end))
     }
 }
 

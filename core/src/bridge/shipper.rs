@@ -367,20 +367,13 @@ impl Shipper {
         if n > 0 {
             self.stored = cursor;
         }
-        // One add per lane, not per frame: the shard reads this line on every request.
-        let mut run: Option<(LaneId, u64)> = None;
-        for f in frames.iter() {
-            match &mut run {
-                Some((lane, bytes)) if *lane == f.lane => *bytes = bytes.saturating_add(f.bytes),
-                _ => {
-                    if let Some((lane, bytes)) = run.replace((f.lane, f.bytes)) {
-                        self.count_shipped(lane, bytes);
-                    }
-                }
+        // One add per lane (frames come lane by lane), not per frame: the shard reads
+        // this line on every request.
+        for run in frames.frames.chunk_by(|a, b| a.lane == b.lane) {
+            let lane = run[0].lane;
+            if let Some(c) = self.shared.lanes.get(lane.shard as usize).filter(|_| lane.gen == self.s.gen) {
+                c.shipped.fetch_add(run.iter().map(|f| f.bytes).sum(), Ordering::Relaxed);
             }
-        }
-        if let Some((lane, bytes)) = run {
-            self.count_shipped(lane, bytes);
         }
         self.frames = frames;
         if self.deletes_after_store() {
@@ -390,13 +383,6 @@ impl Shipper {
             return Ok(Step::Abandoned);
         }
         Ok(Step::Stored { full })
-    }
-
-    /// Counts `bytes` of `lane` stored (only this start's lanes have counters).
-    fn count_shipped(&self, lane: LaneId, bytes: u64) {
-        if let Some(c) = self.shared.lanes.get(lane.shard as usize).filter(|_| lane.gen == self.s.gen) {
-            c.shipped.fetch_add(bytes, Ordering::Relaxed);
-        }
     }
 
     /// Reads up to `limit` frames (and about [`BATCH_BYTES_MAX`] bytes) into `frames`,
@@ -417,16 +403,16 @@ impl Shipper {
                 if written == lane.read_bytes {
                     continue;
                 }
-                writer = Some(WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) });
+                writer = Some((WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) }, c));
             }
             let first = frames.len();
             let skipped_before = lane.reader.skipped_bytes;
-            let state = lane.reader.read(frames, limit - first, BATCH_BYTES_MAX - bytes, writer)?;
+            let state = lane.reader.read(frames, limit - first, BATCH_BYTES_MAX - bytes, writer.map(|(w, _)| w))?;
             // Only while the WAL is punched rather than fsynced (the embedded chain file):
             // populated pages are dirty zeros, which an fsync of the part would write out
             // before the records do (twice the WAL's disk writes, and slower ticks).
-            if let Some(w) = writer.filter(|_| self.prefault_on && syncs_by_chain_file) {
-                self.prefault_on = prefault_ahead(lane, w.part, &self.shared.lanes[id.shard as usize]);
+            if let Some((w, c)) = writer.filter(|_| self.prefault_on && syncs_by_chain_file) {
+                self.prefault_on = prefault_ahead(lane, w.part, c);
             }
             self.shared
                 .stats
