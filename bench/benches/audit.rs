@@ -172,7 +172,7 @@ fn bridge_side(c: &mut Criterion) {
                 while n > 0 {
                     frames.clear();
                     let take = n.min(256) as usize;
-                    r.read(&mut frames, take, 1 << 20, None).unwrap();
+                    r.read(&mut frames, take, 1 << 20, None, None).unwrap();
                     assert_eq!(frames.len(), take);
                     n -= take as u64;
                 }

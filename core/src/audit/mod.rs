@@ -28,6 +28,6 @@ pub mod verify;
 pub mod wal;
 
 pub use error::AuditError;
-pub use mapped::Prefault;
+pub use mapped::PartHandle;
 pub use record::{AuditRecord, RecordView};
 pub use strlist::StrList;

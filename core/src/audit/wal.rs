@@ -27,7 +27,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::error::AuditError;
-use super::mapped::{MappedFile, Prefault};
+use super::mapped::{MappedFile, PartHandle};
 
 /// Bytes before a frame's payload.
 pub const FRAME_HEADER_BYTES: usize = 9;
@@ -252,6 +252,9 @@ impl WalWriter {
         }
         let n = self.buf.len() as u64;
         self.part_bytes += n;
+        if let PartOut::Mapped(m) = &mut self.out {
+            m.publish(at + self.buf.len());
+        }
         if self.part_bytes >= self.segment_bytes_max {
             // A failed roll leaves this part open; the next append tries again (a
             // mapped part has room for one more frame of any size past the segment size).
@@ -285,11 +288,12 @@ impl WalWriter {
         self.part
     }
 
-    /// A handle to fault the current part's pages in ahead of this writer, from
-    /// another thread; `None` for a part written with `write(2)`.
-    pub fn prefault(&self) -> Option<Prefault> {
+    /// A handle on the current part for another thread: to fault its pages in ahead
+    /// of this writer and read the frames it appended; `None` for a part written with
+    /// `write(2)`.
+    pub fn part_handle(&self) -> Option<PartHandle> {
         match &self.out {
-            PartOut::Mapped(m) => Some(m.prefault()),
+            PartOut::Mapped(m) => Some(m.handle()),
             PartOut::Plain(_) => None,
         }
     }
@@ -444,13 +448,16 @@ impl LaneReader {
     /// `bytes_max` bytes, moving to later parts as they complete. For a lane whose
     /// writer runs in this process, `writer` says where it is, which spares a file
     /// system lookup per call and bounds reads to what was written; without it, part
-    /// completeness is learnt from the next part's file.
+    /// completeness is learnt from the next part's file. `mapped`: the writer's handle
+    /// on a part, `(part, handle)`: that part's frames are then read in place from
+    /// the mapping the writer copies them into, not with `pread`.
     pub fn read(
         &mut self,
         out: &mut ReadFrames,
         frames_max: usize,
         bytes_max: usize,
         writer: Option<WriterPos>,
+        mapped: Option<(u64, &PartHandle)>,
     ) -> Result<LaneState, AuditError> {
         let start = out.len();
         let mut bytes = 0usize;
@@ -482,7 +489,9 @@ impl LaneReader {
                 Some(w) if w.part == self.part => Some(w.avail_bytes.saturating_sub(bytes as u64)),
                 _ => None,
             };
-            let stop = self.read_part(out, frames_max - (out.len() - start), bytes_max.saturating_sub(bytes), avail)?;
+            let handle = mapped.filter(|(p, _)| *p == self.part && avail.is_some()).map(|(_, h)| h);
+            let stop =
+                self.read_part(out, frames_max - (out.len() - start), bytes_max.saturating_sub(bytes), avail, handle)?;
             bytes = out.frames[start..].iter().map(|f| f.bytes as usize).sum();
             match stop {
                 PartStop::Limit => return Ok(LaneState::Open),
@@ -550,7 +559,8 @@ impl LaneReader {
         self.file = None;
     }
 
-    /// Reads frames from the open part until its end or a limit. Reads the part in
+    /// Reads frames from the open part until its end or a limit: in place from the
+    /// writer's mapping when there is a `handle` (the bytes it published), else in
     /// chunks of [`READ_CHUNK_BYTES`] (one `pread` for many frames), not per frame.
     /// `avail`: bytes known to hold whole frames from the current offset (the part
     /// being written); `None` reads to the file's end.
@@ -560,6 +570,7 @@ impl LaneReader {
         frames_max: usize,
         bytes_max: usize,
         avail: Option<u64>,
+        handle: Option<&PartHandle>,
     ) -> Result<PartStop, AuditError> {
         let Some(file) = &self.file else {
             return Ok(PartStop::End { leftover: 0 });
@@ -568,6 +579,14 @@ impl LaneReader {
         let len = match avail {
             Some(n) => self.offset + n,
             None => file.metadata().map_err(io)?.len(),
+        };
+        // In place: the bytes the writer published from here (at least `avail`).
+        let start = self.offset;
+        let published = handle.map_or(&[][..], |h| usize::try_from(start).map_or(&[][..], |s| h.published_from(s)));
+        // Where `want` bytes at `at` lie in `published`, if they all do.
+        let in_place = |at: u64, want: usize| {
+            let from = usize::try_from(at.checked_sub(start)?).ok()?;
+            published.get(from..from.checked_add(want)?)
         };
         // The first `valid` bytes of `chunk` are the part's bytes from `chunk_at`;
         // parts are append-only, so bytes once read never change.
@@ -584,8 +603,11 @@ impl LaneReader {
             if left < FRAME_HEADER_BYTES as u64 {
                 return Ok(PartStop::End { leftover: left });
             }
-            let header = fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left)
-                .map_err(io)?;
+            let header = match in_place(self.offset, FRAME_HEADER_BYTES) {
+                Some(mapped) => mapped,
+                None => fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, FRAME_HEADER_BYTES, left)
+                    .map_err(io)?,
+            };
             if header.iter().all(|&b| b == 0) {
                 // The zeros after the last frame of a mapped part (one left at full
                 // size by a crash, or not yet trimmed): the part's clean end.
@@ -597,8 +619,10 @@ impl LaneReader {
             if payload_len > FRAME_PAYLOAD_BYTES_MAX || (frame_len as u64) > left {
                 return Ok(PartStop::End { leftover: left });
             }
-            let frame =
-                fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, frame_len, left).map_err(io)?;
+            let frame = match in_place(self.offset, frame_len) {
+                Some(mapped) => mapped,
+                None => fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, frame_len, left).map_err(io)?,
+            };
             // The CRC covers the kind byte and the payload.
             let body = &frame[FRAME_HEADER_BYTES - 1..];
             let Some(kind) = FrameKind::from_u8(body[0]).filter(|_| crc32fast::hash(body) == crc) else {
@@ -713,7 +737,7 @@ mod tests {
         let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
         let mut out = ReadFrames::default();
-        r.read(&mut out, 30, 1 << 20, None).unwrap();
+        r.read(&mut out, 30, 1 << 20, None, None).unwrap();
         assert_eq!(out.len(), 30);
         let read_to = r.offset;
         let page = rustix::param::page_size() as u64;
@@ -732,7 +756,7 @@ mod tests {
             frame(&mut w, &text);
         }
         out.clear();
-        r.read(&mut out, 100, 1 << 20, None).unwrap();
+        r.read(&mut out, 100, 1 << 20, None, None).unwrap();
         assert_eq!(out.len(), 15);
         assert!(texts(&out).iter().all(|t| *t == text));
     }
@@ -764,19 +788,19 @@ mod tests {
         let mut w = WalWriter::create(dir.path(), lane, 10, false).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
         let mut out = ReadFrames::default();
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Open);
         assert!(out.is_empty());
         for i in 0..5 {
             frame(&mut w, &format!("r{i}"));
         }
-        assert_eq!(r.read(&mut out, 3, 1 << 20, None).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 3, 1 << 20, None, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["r0", "r1", "r2"]);
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["r0", "r1", "r2", "r3", "r4"]);
         assert_eq!(w.part(), 5);
         // The lane dies (a restart): the reader drains it and calls it exhausted.
         r.live = false;
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Exhausted);
         assert_eq!(out.len(), 5);
     }
 
@@ -801,7 +825,7 @@ mod tests {
             if out.len() == want.len() {
                 break;
             }
-            assert_eq!(r.read(&mut out, 3, 600 * 1024, None).unwrap(), LaneState::Open);
+            assert_eq!(r.read(&mut out, 3, 600 * 1024, None, None).unwrap(), LaneState::Open);
         }
         assert_eq!(texts(&out), want);
         let ends: Vec<u64> = out.iter().map(|f| f.end).collect();
@@ -822,11 +846,11 @@ mod tests {
         f.set_len((FRAME_HEADER_BYTES + 1 + 10) as u64).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
         let mut out = ReadFrames::default();
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["a"]);
         // The writer is gone: the torn frame is skipped and the lane ends.
         r.live = false;
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["a"]);
         assert_eq!(r.skipped_bytes, 10);
     }
@@ -847,7 +871,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, mapped_len(1 << 20));
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
         let mut out = ReadFrames::default();
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["r0", "r1", "r2"]);
         assert_eq!(r.skipped_bytes, 0);
     }
@@ -869,13 +893,42 @@ mod tests {
         let mut out = ReadFrames::default();
         // The writer says only the first two frames are written: no more is read.
         let pos = WriterPos { part: 1, avail_bytes: written / 2 };
-        assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos)).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos), None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["frame-0", "frame-1"]);
         let pos = WriterPos { part: w.part(), avail_bytes: written / 2 };
-        assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos)).unwrap(), LaneState::Open);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos), None).unwrap(), LaneState::Open);
         assert_eq!(texts(&out), ["frame-0", "frame-1", "frame-2", "frame-3"]);
         assert_eq!((r.part, r.offset), (2, 0));
         assert_eq!(r.skipped_bytes, 0);
+    }
+
+    /// Through the writer's handle the reader reads the part being written in place:
+    /// the same frames as with `pread`, bounded the same way by the writer's count.
+    #[test]
+    fn frames_read_through_the_writers_mapping_are_the_files_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let lane = LaneId { gen: 1, shard: 0 };
+        let mut w = WalWriter::create(dir.path(), lane, 1 << 20, false).unwrap();
+        let Some(handle) = w.part_handle() else { return }; // no fallocate here: nothing mapped
+        let mut written = 0;
+        for i in 0..5 {
+            written += frame_bytes(&mut w, &format!("frame-{i}"));
+        }
+        let read = |pos: WriterPos, mapped: Option<(u64, &PartHandle)>| {
+            let mut r = LaneReader::new(dir.path(), lane, 0, 0, true);
+            let mut out = ReadFrames::default();
+            assert_eq!(r.read(&mut out, 100, 1 << 20, Some(pos), mapped).unwrap(), LaneState::Open);
+            (texts(&out), r.offset, out.frames.iter().map(|f| (f.end, f.bytes)).collect::<Vec<_>>())
+        };
+        let all = WriterPos { part: 0, avail_bytes: written };
+        let by_pread = read(all, None);
+        assert_eq!(by_pread.0, ["frame-0", "frame-1", "frame-2", "frame-3", "frame-4"]);
+        assert_eq!(read(all, Some((0, &handle))), by_pread);
+        // A count of three frames: three, in place too.
+        let three = WriterPos { part: 0, avail_bytes: written / 5 * 3 };
+        assert_eq!(read(three, Some((0, &handle))).0, ["frame-0", "frame-1", "frame-2"]);
+        // A handle on another part is not used for this one.
+        assert_eq!(read(all, Some((7, &handle))), by_pread);
     }
 
     /// Where blocks cannot be reserved the writer appends with `write(2)`: the same
@@ -904,7 +957,7 @@ mod tests {
         assert_eq!(std::fs::metadata(part_path(dir.path(), lane, 0)).unwrap().len(), 32, "no zero tail");
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
         let mut out = ReadFrames::default();
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["frame-0", "frame-1", "frame-2", "frame-3", "frame-4"]);
     }
 
@@ -923,7 +976,7 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let mut r = LaneReader::new(dir.path(), lane, 0, 0, false);
         let mut out = ReadFrames::default();
-        assert_eq!(r.read(&mut out, 100, 1 << 20, None).unwrap(), LaneState::Exhausted);
+        assert_eq!(r.read(&mut out, 100, 1 << 20, None, None).unwrap(), LaneState::Exhausted);
         assert_eq!(texts(&out), ["good"]);
     }
 }

@@ -54,7 +54,7 @@ pub use nats::NatsError;
 
 use crate::audit::checkpoint::load_or_create_node_key;
 use crate::audit::wal::{self, FrameKind, LaneId, WalWriter};
-use crate::audit::{AuditError, AuditRecord, Prefault};
+use crate::audit::{AuditError, AuditRecord, PartHandle};
 use crate::config::hot::HotConfig;
 use crate::config::{AuditConfig, Config, FsyncPolicy};
 use crate::keys::SecretKey;
@@ -96,10 +96,10 @@ pub(crate) struct LaneCounters {
     shipped: AtomicU64,
     /// Whether a `ShardAudit` was made for this shard.
     opened: AtomicBool,
-    /// The part the shard writes and a handle to fault its pages in ahead of the
-    /// shard (mapped parts only). Locked by the shard once per part, by the bridge
-    /// once per step.
-    prefault: Mutex<Option<(u64, Prefault)>>,
+    /// The part the shard writes and a handle on it (mapped parts only), through
+    /// which the bridge faults its pages in ahead of the shard and reads its frames.
+    /// Locked by the shard once per part, by the bridge once per part.
+    handle: Mutex<Option<(u64, PartHandle)>>,
 }
 
 impl LaneCounters {
@@ -108,15 +108,15 @@ impl LaneCounters {
         self.written.load(Ordering::Relaxed).saturating_sub(self.shipped.load(Ordering::Relaxed))
     }
 
-    /// The prefault handle of `part`, if that is the part the shard writes.
-    fn prefault(&self, part: u64) -> Option<Prefault> {
-        let slot = self.prefault.lock().unwrap_or_else(|p| p.into_inner());
+    /// The handle on `part`, if that is the part the shard writes.
+    fn handle(&self, part: u64) -> Option<PartHandle> {
+        let slot = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         slot.as_ref().filter(|(p, _)| *p == part).map(|(_, h)| h.clone())
     }
 
-    /// Publishes the shard's current part and its prefault handle.
-    fn set_prefault(&self, part: u64, handle: Option<Prefault>) {
-        *self.prefault.lock().unwrap_or_else(|p| p.into_inner()) = handle.map(|h| (part, h));
+    /// Publishes the shard's current part and the handle on it.
+    fn set_handle(&self, part: u64, handle: Option<PartHandle>) {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = handle.map(|h| (part, h));
     }
 }
 
@@ -431,7 +431,7 @@ impl Bridge {
         let lane = LaneId { gen: s.gen, shard: index as u32 };
         let a = &s.audit;
         let writer = WalWriter::create(&s.wal_dir, lane, a.wal_segment_bytes, a.fsync == FsyncPolicy::Always)?;
-        counters.set_prefault(writer.part(), writer.prefault());
+        counters.set_handle(writer.part(), writer.part_handle());
         counters.opened.store(true, Ordering::Release);
         Ok(Some(ShardAudit {
             writer: RefCell::new(writer),
@@ -590,7 +590,7 @@ impl ShardAudit {
         lane.written.store(lane.written.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
         lane.part.store(part, Ordering::Release);
         if part != before {
-            lane.set_prefault(part, writer.prefault());
+            lane.set_handle(part, writer.part_handle());
         }
     }
 

@@ -118,6 +118,7 @@ impl Shipper {
             exhausted: false,
             punched: (0, 0),
             prefaulted: (0, 0),
+            handle: None,
         });
     }
 }

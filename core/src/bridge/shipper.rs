@@ -20,7 +20,7 @@ use super::{now_unix_ms, BridgeError, BridgeReport, Settings, Shared};
 use crate::audit::chain::ChainState;
 use crate::audit::message::{BatchWriter, Cursor};
 use crate::audit::wal::{self, FrameKind, LaneId, LaneReader, LaneState, ReadFrames, WriterPos};
-use crate::audit::RecordView;
+use crate::audit::{PartHandle, RecordView};
 use crate::config::{FsyncPolicy, NatsConfig};
 use crate::keys::SecretKey;
 
@@ -48,6 +48,10 @@ pub(super) struct Lane {
     pub(super) punched: (u64, u64),
     /// `(part, offset)` up to which the pages ahead of the shard were faulted in ([`prefault_ahead`]).
     pub(super) prefaulted: (u64, u64),
+    /// The shard's handle on the part it writes, `(part, handle)`, kept from step to
+    /// step (the shard's slot is locked once per part): the reader reads that part
+    /// in place through it, and [`prefault_ahead`] faults its pages in.
+    pub(super) handle: Option<(u64, PartHandle)>,
 }
 
 /// The shipper's state; its parts live in this module and in [`super::resume`],
@@ -403,16 +407,20 @@ impl Shipper {
                 if written == lane.read_bytes {
                     continue;
                 }
-                writer = Some((WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) }, c));
+                if lane.handle.as_ref().is_none_or(|(p, _)| *p != part) {
+                    lane.handle = c.handle(part).map(|h| (part, h));
+                }
+                writer = Some(WriterPos { part, avail_bytes: written.saturating_sub(lane.read_bytes) });
             }
             let first = frames.len();
             let skipped_before = lane.reader.skipped_bytes;
-            let state = lane.reader.read(frames, limit - first, BATCH_BYTES_MAX - bytes, writer.map(|(w, _)| w))?;
+            let mapped = lane.handle.as_ref().map(|(p, h)| (*p, h));
+            let state = lane.reader.read(frames, limit - first, BATCH_BYTES_MAX - bytes, writer, mapped)?;
             // Only while the WAL is punched rather than fsynced (the embedded chain file):
             // populated pages are dirty zeros, which an fsync of the part would write out
             // before the records do (twice the WAL's disk writes, and slower ticks).
-            if let Some((w, c)) = writer.filter(|_| self.prefault_on && syncs_by_chain_file) {
-                self.prefault_on = prefault_ahead(lane, w.part, c);
+            if let Some(w) = writer.filter(|_| self.prefault_on && syncs_by_chain_file) {
+                self.prefault_on = prefault_ahead(lane, w.part);
             }
             self.shared
                 .stats
@@ -573,12 +581,12 @@ const WAL_PREFAULT_AHEAD_BYTES: u64 = 2 << 20;
 /// it, on the bridge's thread: each page's allocation, zero-fill and `page_mkwrite`
 /// then happen here, in one call, instead of in a page fault on the shard's thread in
 /// the middle of a request. False: the kernel cannot (before Linux 5.14), stop asking.
-fn prefault_ahead(lane: &mut Lane, writer_part: u64, counters: &super::LaneCounters) -> bool {
+fn prefault_ahead(lane: &mut Lane, writer_part: u64) -> bool {
     let reader = &lane.reader;
     if writer_part != reader.part {
         return true;
     }
-    let Some(handle) = counters.prefault(writer_part) else { return true };
+    let Some((_, handle)) = lane.handle.as_ref().filter(|(p, _)| *p == writer_part) else { return true };
     let from = match lane.prefaulted {
         (part, upto) if part == reader.part => upto.max(reader.offset),
         _ => reader.offset,
