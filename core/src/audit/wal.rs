@@ -621,7 +621,9 @@ impl LaneReader {
             }
             let frame = match in_place(self.offset, frame_len) {
                 Some(mapped) => mapped,
-                None => fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, frame_len, left).map_err(io)?,
+                None => {
+                    fill(file, &mut self.chunk, &mut valid, &mut chunk_at, self.offset, frame_len, left).map_err(io)?
+                }
             };
             // The CRC covers the kind byte and the payload.
             let body = &frame[FRAME_HEADER_BYTES - 1..];
