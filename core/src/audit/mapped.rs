@@ -29,9 +29,6 @@ pub const SMALL_PAGES_BYTES: usize = 2 << 20;
 pub struct MappedFile {
     map: Arc<Mapping>,
     file: File,
-    /// This writer's copy of `map.published`: it alone stores it, and reading its own
-    /// copy keeps it off the line the bridge loads.
-    published: usize,
 }
 
 /// The address range itself; unmapped when the last holder drops it (the writer's
@@ -145,7 +142,7 @@ impl MappedFile {
             // `SMALL_PAGES_BYTES` is a multiple of the page size.
             let _ = unsafe { libc::madvise(raw.cast::<u8>().add(SMALL_PAGES_BYTES).cast(), tail, libc::MADV_HUGEPAGE) };
         }
-        Ok(MappedFile { map: Arc::new(Mapping { ptr, len, published: AtomicUsize::new(0) }), file, published: 0 })
+        Ok(MappedFile { map: Arc::new(Mapping { ptr, len, published: AtomicUsize::new(0) }), file })
     }
 
     /// A handle another thread may use to fault this mapping's pages in ahead of the
@@ -159,8 +156,8 @@ impl MappedFile {
     /// below what was published).
     pub fn publish(&mut self, end: usize) {
         assert!(end <= self.map.len, "publish past the mapping");
-        assert!(end >= self.published, "published bytes are never taken back");
-        self.published = end;
+        // This writer is the only one to store it: a relaxed load reads its own value.
+        assert!(end >= self.map.published.load(Ordering::Relaxed), "published bytes are never taken back");
         self.map.published.store(end, Ordering::Release);
     }
 
@@ -174,7 +171,7 @@ impl MappedFile {
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
         let end = offset.checked_add(bytes.len());
         assert!(end.is_some_and(|e| e <= self.map.len), "write past the mapping");
-        assert!(offset >= self.published, "write below the published bytes");
+        assert!(offset >= self.map.published.load(Ordering::Relaxed), "write below the published bytes");
         // SAFETY: `offset + bytes.len() <= len` (checked above), the mapping is
         // writable and lives as long as `self`, `bytes` cannot overlap it (the only
         // references into the mapping are `PartHandle::read`'s, below `published`,
@@ -198,8 +195,8 @@ impl MappedFile {
     /// by a crash ends in zeros, which readers treat as its end.) Never below what was
     /// published, which a handle may still be reading.
     pub fn finish(self, used: u64) -> std::io::Result<()> {
-        let MappedFile { map, file, published } = self;
-        let used = used.max(published as u64);
+        let MappedFile { map, file } = self;
+        let used = used.max(map.published.load(Ordering::Relaxed) as u64);
         drop(map);
         file.set_len(used)
     }
@@ -230,11 +227,16 @@ impl Drop for Mapping {
 mod tests {
     use super::*;
 
+    /// A new, empty file `name` in `dir`, open for reading and writing.
+    fn new_file(dir: &tempfile::TempDir, name: &str) -> File {
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join(name)).unwrap()
+    }
+
     #[test]
     fn bytes_copied_in_are_the_files_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p");
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        let f = new_file(&dir, "p");
         let mut m = MappedFile::create(f, 8192).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
         m.write_at(0, b"head");
@@ -251,7 +253,7 @@ mod tests {
     fn prefaulting_changes_no_byte_and_outlives_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p");
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        let f = new_file(&dir, "p");
         let mut m = MappedFile::create(f, 3 * 4096).unwrap();
         m.write_at(0, b"kept");
         let pre = m.handle();
@@ -280,7 +282,7 @@ mod tests {
     #[test]
     fn a_handle_reads_only_published_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("p")).unwrap();
+        let f = new_file(&dir, "p");
         let mut m = MappedFile::create(f, 8192).unwrap();
         let h = m.handle();
         m.write_at(0, b"first;second;");
@@ -303,11 +305,16 @@ mod tests {
     #[should_panic(expected = "write below the published bytes")]
     fn published_bytes_are_never_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("p")).unwrap();
+        let f = new_file(&dir, "p");
         let mut m = MappedFile::create(f, 64).unwrap();
         m.write_at(0, b"0123456789");
         m.publish(10);
         m.write_at(9, b"x");
+    }
+
+    /// Whether the `VmFlags` list `flags` holds `flag`.
+    fn has(flags: &str, flag: &str) -> bool {
+        flags.split(' ').any(|f| f == flag)
     }
 
     /// `VmFlags` of the mapping in `/proc/self/smaps` that starts at `addr`.
@@ -326,29 +333,28 @@ mod tests {
     #[test]
     fn the_first_two_mib_take_small_pages_and_the_rest_large_folios() {
         let dir = tempfile::tempdir().unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("p")).unwrap();
+        let f = new_file(&dir, "p");
         let m = MappedFile::create(f, SMALL_PAGES_BYTES + 8192).unwrap();
         let start = m.map.ptr.as_ptr() as usize;
         let head = vm_flags(start);
-        assert!(head.split(' ').any(|f| f == "rr"), "{head}");
-        assert!(!head.split(' ').any(|f| f == "hg"), "{head}");
+        assert!(has(&head, "rr") && !has(&head, "hg"), "{head}");
         if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
             // The advice splits the mapping in two; the tail asks for large folios.
             let tail = vm_flags(start + SMALL_PAGES_BYTES);
-            assert!(tail.split(' ').any(|f| f == "hg") && tail.split(' ').any(|f| f == "rr"), "{tail}");
+            assert!(has(&tail, "hg") && has(&tail, "rr"), "{tail}");
         }
         // A mapping no longer than the small-page head gets no such advice.
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("q")).unwrap();
+        let f = new_file(&dir, "q");
         let small = MappedFile::create(f, SMALL_PAGES_BYTES).unwrap();
         let flags = vm_flags(small.map.ptr.as_ptr() as usize);
-        assert!(!flags.split(' ').any(|f| f == "hg"), "{flags}");
+        assert!(!has(&flags, "hg"), "{flags}");
     }
 
     #[test]
     #[should_panic(expected = "write past the mapping")]
     fn a_write_past_the_end_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("p")).unwrap();
+        let f = new_file(&dir, "p");
         let mut m = MappedFile::create(f, 16).unwrap();
         m.write_at(10, b"0123456789");
     }
