@@ -312,6 +312,23 @@ mod tests {
         m.write_at(9, b"x");
     }
 
+    #[test]
+    #[should_panic(expected = "published bytes are never taken back")]
+    fn a_published_length_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MappedFile::create(new_file(&dir, "p"), 64).unwrap();
+        m.publish(10);
+        m.publish(9);
+    }
+
+    #[test]
+    #[should_panic(expected = "publish past the mapping")]
+    fn nothing_past_the_mapping_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MappedFile::create(new_file(&dir, "p"), 64).unwrap();
+        m.publish(65);
+    }
+
     /// Whether the `VmFlags` list `flags` holds `flag`.
     fn has(flags: &str, flag: &str) -> bool {
         flags.split(' ').any(|f| f == flag)
